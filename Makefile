@@ -1,0 +1,36 @@
+# The two commands a new user needs (see README.md):
+#   make demo   set up .venv and run the live ultrasound demo (viewer at http://127.0.0.1:8080/)
+#   make test   set up .venv with the test extras (and Debian packages the tests need) and run the suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DURATION ?= 0
+
+.PHONY: demo test setup setup-test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.test-installed: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test,train]'
+	@touch $@
+
+setup: $(VENV)/.installed
+
+setup-test: $(VENV)/.test-installed
+	@./.ci/debian-deps
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/medstream run configs/ultrasound_seg.yaml --report out/ultrasound_seg_report.json \
+		$(if $(filter-out 0,$(DURATION)),--duration $(DURATION))
+
+lint: $(VENV)/.test-installed
+	$(PY) -m ruff check stream engines tools tests
+
+test: setup-test lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

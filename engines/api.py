@@ -1,0 +1,64 @@
+"""The public interface of `engines`: what the infer stage (and tools) may use.
+
+    spec = EngineSpec(model="us-seg", backend="auto")
+    pipeline = load_pipeline(spec)        # preprocess -> engine -> postprocess
+    result = pipeline(image, "gray8")     # InferenceResult
+    pipeline.backend, pipeline.device, pipeline.precision   # what actually ran
+
+Everything else in this package is internal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from stream.spec import bounded
+
+BackendName = Literal["auto", "onnxruntime", "pytorch", "tensorrt", "classical"]
+
+
+@dataclass
+class EngineSpec:
+    """The `engine:` section of an infer stage."""
+
+    model: str = bounded("us-seg", doc="bundled model name (see `medstream models`) or path to an .onnx file")
+    backend: BackendName = bounded("auto", doc="auto: TensorRT if usable, else ONNX Runtime on the CPU")
+    threads: int = bounded(1, 1, 256, doc="intra-op CPU threads for the engine")
+    optimization: Literal["disable", "basic", "extended", "all"] = bounded(
+        "all", doc="ONNX Runtime graph optimisation level"
+    )
+
+
+@dataclass
+class InferenceResult:
+    """What a pipeline says about one image.
+
+    mask: uint8 label map at the input image's height x width (None for models without one);
+    boxes: float32 array N x 6 of [x0, y0, x1, y1, label, score] in image pixels;
+    image: an output image (e.g. a denoised frame) at the input size, or None;
+    timings_ms: preprocess / engine / postprocess times.
+    """
+
+    mask: np.ndarray | None
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), np.float32))
+    image: np.ndarray | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class InferencePipeline(Protocol):
+    model_id: str
+    labels: list[str]
+    backend: str
+    device: str
+    precision: str
+
+    def __call__(self, image: np.ndarray, pixel_format: str) -> InferenceResult: ...
+
+    def close(self) -> None: ...
+
+
+class EngineUnavailable(RuntimeError):
+    """A backend that cannot run here (missing package or device); the message says how to fix it."""

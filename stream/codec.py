@@ -1,0 +1,337 @@
+"""Wire protocol v1: pure encode/decode between `Frame` and a ZeroMQ multipart message.
+
+Message = [topic, header, part_0, part_1, ...]
+  topic   UTF-8 stream id (pub/sub filters on it)
+  header  UTF-8 JSON object (see docs/protocol.md), at most MAX_HEADER_BYTES
+  part_i  raw little-endian C-order array bytes, described by header["parts"][i]
+
+Encoding hands numpy buffers to ZeroMQ as they are; decoding wraps the received buffers with
+`np.frombuffer` (read-only views, no copy). Decoding validates everything before it trusts a
+byte and raises `DecodeError` with a short reason name that stages count as a drop reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .frame import PIXEL_FORMATS, Annotations, Box, Frame, Span
+
+PROTOCOL_VERSION = 1
+MAX_HEADER_BYTES = 64 * 1024
+MAX_PARTS = 8
+MAX_NDIM = 4
+MAX_DIM = 16384
+MAX_PART_BYTES = 512 * 1024 * 1024
+MAX_TRACE_SPANS = 64
+MAX_BOXES = 4096
+MAX_LABELS = 256
+
+# dtype name on the wire -> numpy dtype (always little-endian)
+DTYPES: dict[str, np.dtype] = {
+    name: np.dtype(name).newbyteorder("<")
+    for name in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float16", "float32", "float64")
+}
+
+KIND_FRAME = "frame"
+KIND_EOS = "eos"
+
+# Every reason `decode` can reject a message with; stages count drops under "invalid:<reason>".
+REJECT_REASONS = (
+    "parts",  # wrong number of message parts
+    "topic",  # topic not UTF-8 or does not match the header's stream id
+    "header_size",  # header larger than MAX_HEADER_BYTES
+    "header_utf8",  # header not UTF-8
+    "header_json",  # header not a JSON object (or nested too deeply)
+    "version",  # unsupported protocol version
+    "kind",  # unknown message kind
+    "field",  # a required field missing or of the wrong type / range
+    "dtype",  # unknown dtype name
+    "shape",  # shape not a list of 1..MAX_NDIM dimensions of 1..MAX_DIM
+    "size",  # a payload buffer's length does not match its shape and dtype
+    "pixel_format",  # unknown pixel format, or image shape not matching it
+)
+
+
+class DecodeError(ValueError):
+    """A message that is not valid protocol v1. `reason` is one of REJECT_REASONS."""
+
+    def __init__(self, reason: str, detail: str):
+        assert reason in REJECT_REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class EndOfStream:
+    """Sent by a stage when it stops: `last_seq` is the last sequence number of `stream`."""
+
+    stream: str
+    epoch: int
+    last_seq: int
+
+
+@dataclass
+class Message:
+    """A decoded message: a frame or an end-of-stream marker, with its link bookkeeping."""
+
+    kind: str
+    sender: str
+    link_seq: int
+    sent_ns: int
+    frame: Frame | None = None
+    eos: EndOfStream | None = None
+
+
+def _array_bytes(arr: np.ndarray) -> np.ndarray:
+    """Return a C-contiguous little-endian view (or copy, if it must) of `arr`."""
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(arr)
+
+
+def _dtype_name(arr: np.ndarray) -> str:
+    name = arr.dtype.name
+    if name not in DTYPES:
+        raise TypeError(f"dtype {name} cannot be sent; allowed: {', '.join(DTYPES)}")
+    return name
+
+
+def encode_frame(frame: Frame, sender: str, link_seq: int, sent_ns: int) -> list[Any]:
+    """Encode `frame` into message parts. Arrays are passed through without copying."""
+    arrays = [("image", frame.image), *frame.parts.items()]
+    if len(arrays) > MAX_PARTS:
+        raise ValueError(f"a frame carries at most {MAX_PARTS} arrays, got {len(arrays)}")
+    buffers = [_array_bytes(a) for _, a in arrays]
+    ann = frame.annotations
+    header = {
+        "v": PROTOCOL_VERSION,
+        "kind": KIND_FRAME,
+        "sender": sender,
+        "link_seq": link_seq,
+        "sent_ns": sent_ns,
+        "stream": frame.stream,
+        "epoch": frame.epoch,
+        "seq": frame.seq,
+        "capture_ns": frame.capture_ns,
+        "deadline_ns": frame.deadline_ns,
+        "format": frame.pixel_format,
+        "parts": [
+            {"name": name, "dtype": _dtype_name(buf), "shape": list(buf.shape)}
+            for (name, _), buf in zip(arrays, buffers)
+        ],
+        "annotations": {
+            "model": ann.model,
+            "labels": ann.labels,
+            "boxes": [[b.x0, b.y0, b.x1, b.y1, b.label, b.score] for b in ann.boxes],
+            "backend": ann.backend,
+            "device": ann.device,
+            "precision": ann.precision,
+        },
+        "trace": [[s.stage, s.start_ns, s.end_ns] for s in frame.trace],
+        "meta": frame.meta,
+    }
+    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    if len(head) > MAX_HEADER_BYTES:
+        raise ValueError(f"header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}")
+    return [frame.stream.encode(), head, *buffers]
+
+
+def encode_eos(eos: EndOfStream, sender: str, link_seq: int, sent_ns: int) -> list[bytes]:
+    """Encode an end-of-stream marker (no payload parts)."""
+    header = {
+        "v": PROTOCOL_VERSION,
+        "kind": KIND_EOS,
+        "sender": sender,
+        "link_seq": link_seq,
+        "sent_ns": sent_ns,
+        "stream": eos.stream,
+        "epoch": eos.epoch,
+        "last_seq": eos.last_seq,
+    }
+    return [eos.stream.encode(), json.dumps(header, separators=(",", ":")).encode()]
+
+
+def _buffer(part: Any) -> memoryview:
+    """A zero-copy view of one received part (bytes, zmq.Frame, memoryview, ndarray)."""
+    buf = getattr(part, "buffer", None)  # zmq.Frame
+    return memoryview(buf if buf is not None else part).cast("B")
+
+
+def _field(header: dict, key: str, kind: type | tuple[type, ...]) -> Any:
+    value = header.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise DecodeError("field", f"{key!r} must be {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _int_field(header: dict, key: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    value = _field(header, key, int)
+    if not lo <= value <= hi:
+        raise DecodeError("field", f"{key!r}={value} outside [{lo}, {hi}]")
+    return value
+
+
+def _str_field(header: dict, key: str, max_len: int = 256) -> str:
+    value = _field(header, key, str)
+    if len(value) > max_len:
+        raise DecodeError("field", f"{key!r} longer than {max_len}")
+    return value
+
+
+def _parse_shape(raw: Any) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_NDIM:
+        raise DecodeError("shape", f"shape must list 1..{MAX_NDIM} dimensions, got {raw!r:.80}")
+    for d in raw:
+        if not isinstance(d, int) or isinstance(d, bool) or not 1 <= d <= MAX_DIM:
+            raise DecodeError("shape", f"dimension {d!r:.40} outside 1..{MAX_DIM}")
+    return tuple(raw)
+
+
+def _parse_annotations(raw: Any) -> Annotations:
+    if not isinstance(raw, dict):
+        raise DecodeError("field", "'annotations' must be an object")
+    labels = raw.get("labels", [])
+    if not isinstance(labels, list) or len(labels) > MAX_LABELS or not all(
+        isinstance(x, str) for x in labels
+    ):
+        raise DecodeError("field", f"'annotations.labels' must be up to {MAX_LABELS} strings")
+    boxes_raw = raw.get("boxes", [])
+    if not isinstance(boxes_raw, list) or len(boxes_raw) > MAX_BOXES:
+        raise DecodeError("field", f"'annotations.boxes' must be a list of up to {MAX_BOXES}")
+    boxes = []
+    for b in boxes_raw:
+        if (
+            not isinstance(b, list)
+            or len(b) != 6
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
+            or not all(math.isfinite(v) for v in b)
+        ):
+            raise DecodeError("field", "a box must be [x0, y0, x1, y1, label, score] numbers")
+        boxes.append(Box(float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4]), float(b[5])))
+    text = {}
+    for key in ("model", "backend", "device", "precision"):
+        value = raw.get(key, "")
+        if not isinstance(value, str) or len(value) > 256:
+            raise DecodeError("field", f"'annotations.{key}' must be a string")
+        text[key] = value
+    return Annotations(labels=labels, boxes=boxes, **text)
+
+
+def _parse_trace(raw: Any) -> list[Span]:
+    if not isinstance(raw, list) or len(raw) > MAX_TRACE_SPANS:
+        raise DecodeError("field", f"'trace' must be a list of up to {MAX_TRACE_SPANS} spans")
+    spans = []
+    for s in raw:
+        if (
+            not isinstance(s, list)
+            or len(s) != 3
+            or not isinstance(s[0], str)
+            or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in s[1:])
+        ):
+            raise DecodeError("field", "a span must be [stage, start_ns, end_ns]")
+        spans.append(Span(s[0], s[1], s[2]))
+    return spans
+
+
+def _check_image_format(fmt: str, shape: tuple[int, ...], dtype: str) -> None:
+    expected = {
+        "gray8": (2, "uint8", None),
+        "bgr8": (3, "uint8", 3),
+        "rgb8": (3, "uint8", 3),
+        "gray16": (2, "uint16", None),
+        "float32": (None, "float32", None),
+    }[fmt]
+    ndim, want_dtype, channels = expected
+    if (ndim is not None and len(shape) != ndim) or dtype != want_dtype or (
+        channels is not None and shape[-1] != channels
+    ):
+        raise DecodeError("pixel_format", f"image {dtype}{list(shape)} does not match {fmt}")
+
+
+def decode(parts: list[Any]) -> Message:
+    """Decode and validate one multipart message. Raises `DecodeError` on anything invalid."""
+    if not isinstance(parts, (list, tuple)) or not 2 <= len(parts) <= 2 + MAX_PARTS:
+        raise DecodeError("parts", f"expected 2..{2 + MAX_PARTS} parts, got {len(parts)}")
+    head = _buffer(parts[1])
+    if len(head) > MAX_HEADER_BYTES:
+        raise DecodeError("header_size", f"{len(head)} bytes > {MAX_HEADER_BYTES}")
+    try:
+        text = bytes(head).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DecodeError("header_utf8", str(e)) from None
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise DecodeError("header_json", f"{type(e).__name__}: {str(e)[:80]}") from None
+    if not isinstance(header, dict):
+        raise DecodeError("header_json", "header is not a JSON object")
+    if header.get("v") != PROTOCOL_VERSION:
+        raise DecodeError("version", f"protocol version {header.get('v')!r:.20} is not {PROTOCOL_VERSION}")
+    kind = header.get("kind")
+    if kind not in (KIND_FRAME, KIND_EOS):
+        raise DecodeError("kind", f"unknown kind {kind!r:.40}")
+    stream = _str_field(header, "stream")
+    try:
+        topic = bytes(_buffer(parts[0])).decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError("topic", "topic is not UTF-8") from None
+    if topic != stream:
+        raise DecodeError("topic", f"topic {topic!r:.40} != stream {stream!r:.40}")
+    sender = _str_field(header, "sender")
+    link_seq = _int_field(header, "link_seq")
+    sent_ns = _int_field(header, "sent_ns")
+    epoch = _int_field(header, "epoch")
+    if kind == KIND_EOS:
+        if len(parts) != 2:
+            raise DecodeError("parts", "an eos message has no payload parts")
+        eos = EndOfStream(stream, epoch, _int_field(header, "last_seq", lo=-1))
+        return Message(KIND_EOS, sender, link_seq, sent_ns, eos=eos)
+
+    descs = _field(header, "parts", list)
+    if len(descs) != len(parts) - 2 or not descs:
+        raise DecodeError("parts", f"header lists {len(descs)} parts, message has {len(parts) - 2}")
+    fmt = _str_field(header, "format")
+    if fmt not in PIXEL_FORMATS:
+        raise DecodeError("pixel_format", f"unknown pixel format {fmt!r:.40}")
+    arrays: dict[str, np.ndarray] = {}
+    for i, desc in enumerate(descs):
+        if not isinstance(desc, dict):
+            raise DecodeError("field", f"parts[{i}] must be an object")
+        name = _str_field(desc, "name", max_len=64)
+        if name in arrays or (i == 0) != (name == "image"):
+            raise DecodeError("field", f"parts[{i}] name {name!r}: 'image' first, names unique")
+        dtype_name = desc.get("dtype")
+        if dtype_name not in DTYPES:
+            raise DecodeError("dtype", f"unknown dtype {dtype_name!r:.40}")
+        dtype = DTYPES[dtype_name]
+        shape = _parse_shape(desc.get("shape"))
+        expected = math.prod(shape) * dtype.itemsize
+        buf = _buffer(parts[2 + i])
+        if expected > MAX_PART_BYTES or len(buf) != expected:
+            raise DecodeError("size", f"{name}: {len(buf)} bytes, shape needs {expected}")
+        arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        if i == 0:
+            _check_image_format(fmt, shape, dtype_name)
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise DecodeError("field", "'meta' must be an object")
+    frame = Frame(
+        stream=stream,
+        seq=_int_field(header, "seq"),
+        capture_ns=_int_field(header, "capture_ns"),
+        deadline_ns=_int_field(header, "deadline_ns"),
+        image=arrays.pop("image"),
+        pixel_format=fmt,
+        epoch=epoch,
+        parts=arrays,
+        annotations=_parse_annotations(header.get("annotations", {})),
+        trace=_parse_trace(header.get("trace", [])),
+        meta=meta,
+    )
+    return Message(KIND_FRAME, sender, link_seq, sent_ns, frame=frame)

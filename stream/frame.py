@@ -1,0 +1,81 @@
+"""The `Frame` envelope: one captured image, its payload parts, annotations and trace.
+
+A frame is what travels between stages. It is encoded to one ZeroMQ multipart message by
+`stream.codec` (see docs/protocol.md); this module holds only the in-memory types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+PIXEL_FORMATS = ("gray8", "bgr8", "rgb8", "gray16", "float32")
+
+
+@dataclass(frozen=True)
+class Span:
+    """Time one stage spent on a frame, in wall-clock nanoseconds."""
+
+    stage: str
+    start_ns: int
+    end_ns: int
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in image pixel coordinates, with its label index and score."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    label: int
+    score: float
+
+
+@dataclass
+class Annotations:
+    """What a model said about a frame. `labels[i]` names value i of the mask label map."""
+
+    model: str = ""
+    labels: list[str] = field(default_factory=list)
+    boxes: list[Box] = field(default_factory=list)
+    backend: str = ""
+    device: str = ""
+    precision: str = ""
+
+
+@dataclass
+class Frame:
+    """One image of a stream and everything known about it.
+
+    `parts` holds named arrays besides the image (for example `mask`, the label map predicted by
+    a model, or `truth`, a synthetic source's ground-truth label map). Times are wall-clock
+    nanoseconds (`time.time_ns()`), so they compare across processes and synchronised hosts.
+    """
+
+    stream: str
+    seq: int
+    capture_ns: int
+    deadline_ns: int
+    image: np.ndarray
+    pixel_format: str = "gray8"
+    epoch: int = 0
+    parts: dict[str, np.ndarray] = field(default_factory=dict)
+    annotations: Annotations = field(default_factory=Annotations)
+    trace: list[Span] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def with_span(self, stage: str, start_ns: int, end_ns: int) -> Frame:
+        """Append this stage's span to the trace (in place) and return the frame."""
+        self.trace.append(Span(stage, start_ns, end_ns))
+        return self
+
+    def age_ms(self, now_ns: int) -> float:
+        return (now_ns - self.capture_ns) / 1e6

@@ -1,0 +1,1 @@
+"""Annotators that draw masks, boxes and the HUD onto a copy of a frame."""

@@ -1,0 +1,1 @@
+"""Sinks: where rendered frames go (browser viewer, video file, ...)."""

@@ -1,0 +1,1 @@
+"""Stage processes: grab, infer, render."""
