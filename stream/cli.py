@@ -1,0 +1,107 @@
+"""The `medstream` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .spec import ConfigError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config_file
+    from .report import format_report, write_report
+    from .supervisor import Supervisor
+
+    cfg = load_config_file(args.config)
+    sup = Supervisor(cfg, args.config, duration_s=args.duration)
+    report = sup.run()
+    report_path = Path(args.report or Path(cfg.run_dir) / "report.json")
+    write_report(report, report_path)
+    print(format_report(report))
+    print(f"report written to {report_path}")
+    return sup.exit_code
+
+
+def _cmd_stage(args: argparse.Namespace) -> int:
+    from .config import GrabSpec, InferSpec, load_config_file
+    from .stages.base import StageRuntime
+    from .supervisor import become_supervised_child
+
+    become_supervised_child()
+    cfg = load_config_file(args.config)
+    spec = cfg.stage(args.id)
+    rt = StageRuntime(cfg, spec, stats_endpoint=args.stats_endpoint)
+    rt.install_signal_handlers()
+    try:
+        if isinstance(spec, GrabSpec):
+            from .stages.grab import run_grab
+
+            return run_grab(rt, spec)
+        if isinstance(spec, InferSpec):
+            from .stages.infer import run_infer
+
+            return run_infer(rt, spec)
+        from .stages.render import run_render
+
+        return run_render(rt, spec)
+    finally:
+        rt.close()
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .config import load_config_file
+
+    cfg = load_config_file(args.config)
+    print(f"{args.config}: ok ({len(cfg.stages)} stages: {', '.join(s.id for s in cfg.stages)})")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from engines import list_models
+
+    for name, card in list_models().items():
+        metrics = card.get("metrics", {})
+        print(f"{name:<20} {card.get('task', ''):<28} {metrics.get('mean_dice', '')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medstream", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start and supervise a whole pipeline graph")
+    run.add_argument("config", help="pipeline YAML (see configs/)")
+    run.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    run.add_argument("--report", default=None, help="write the JSON run report here")
+    run.set_defaults(func=_cmd_run)
+
+    stage = sub.add_parser("stage", help="run one stage of a graph (for graphs across hosts)")
+    stage.add_argument("config")
+    stage.add_argument("id", help="stage id in the config")
+    stage.add_argument(
+        "--stats-endpoint", default=None, help="push stats here instead of the config's (empty: none)"
+    )
+    stage.set_defaults(func=_cmd_stage)
+
+    val = sub.add_parser("validate", help="check a config and exit")
+    val.add_argument("config")
+    val.set_defaults(func=_cmd_validate)
+
+    models = sub.add_parser("models", help="list the bundled models")
+    models.set_defaults(func=_cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"medstream: config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

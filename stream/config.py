@@ -1,0 +1,200 @@
+"""Pipeline configs: YAML, validated at load with errors that name the key and what was expected."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from engines.api import EngineSpec
+
+from .spec import ConfigError, bounded, parse_spec
+from .transport import LinkSpec
+
+
+@dataclass
+class RestartSpec:
+    """How the supervisor treats a stage that exits unexpectedly."""
+
+    max_restarts: int = bounded(5, 0, 1000, doc="restarts allowed per stage before the run fails")
+    backoff_s: float = bounded(0.2, 0.0, 60.0, doc="first restart delay; doubles each time")
+    backoff_max_s: float = bounded(5.0, 0.0, 600.0, doc="longest restart delay")
+
+
+@dataclass
+class GrabSpec:
+    """A source stage: reads frames and publishes them at a set rate."""
+
+    id: str
+    output: str = bounded("", doc="link the frames go out on")
+    source: dict[str, Any] = field(default_factory=dict)
+    kind: Literal["grab"] = "grab"
+    fps: float | None = bounded(None, 0.1, 1000.0, doc="pacing; null: the source's own rate")
+    frames: int = bounded(0, 0, 10**12, doc="stop after this many frames (0: run until stopped)")
+    stream: str = bounded("", doc="stream id on the wire (default: the stage id)")
+    wait_for_consumers: int = bounded(1, 0, 1000, doc="subscribers to wait for before capturing")
+    wait_timeout_s: float = bounded(20.0, 0.0, 3600.0, doc="how long to wait for them")
+
+
+@dataclass
+class InferSpec:
+    """An inference stage: preprocess -> engine -> postprocess -> annotations."""
+
+    id: str
+    input: str = bounded("", doc="link frames come in on")
+    output: str = bounded("", doc="link annotated frames go out on")
+    kind: Literal["infer"] = "infer"
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    predict_drops: bool = bounded(True, doc="drop frames this stage would finish after their deadline")
+    stage_budget_ms: float | None = bounded(None, 0.1, 60000.0, doc="per-stage budget (overruns counted)")
+
+
+@dataclass
+class RenderSpec:
+    """A render stage: overlay + HUD, then the sinks."""
+
+    id: str
+    input: str = bounded("", doc="link annotated frames come in on")
+    kind: Literal["render"] = "render"
+    mode: Literal["synchronized", "passthrough"] = bounded(
+        "synchronized", doc="synchronized: each frame with its own overlay; passthrough: raw video "
+        "at full rate with the newest overlay while it is young enough"
+    )
+    video: str = bounded("", doc="passthrough: link carrying the raw frames")
+    overlay_max_age_ms: float = bounded(100.0, 0.0, 60000.0, doc="passthrough: oldest overlay drawn")
+    hud: bool = bounded(True, doc="draw the HUD")
+    sinks: list[dict[str, Any]] = field(default_factory=list)
+    stage_budget_ms: float | None = bounded(None, 0.1, 60000.0, doc="per-stage budget (overruns counted)")
+
+
+StageSpec = GrabSpec | InferSpec | RenderSpec
+STAGE_KINDS: dict[str, type] = {"grab": GrabSpec, "infer": InferSpec, "render": RenderSpec}
+
+
+@dataclass
+class PipelineConfig:
+    """A whole graph: links, stages, the latency budget."""
+
+    name: str = "pipeline"
+    budget_ms: float = bounded(50.0, 0.1, 600000.0, doc="capture -> rendered, per frame")
+    run_dir: str = bounded("runs/{name}", doc="folder for ipc sockets and logs ({name} expands)")
+    stats_endpoint: str = bounded("ipc://{run_dir}/stats.ipc", doc="where stages push their stats")
+    restart: RestartSpec = field(default_factory=RestartSpec)
+    links: dict[str, Any] = field(default_factory=dict)
+    stages: list[Any] = field(default_factory=list)
+    source_file: str = ""
+
+    def stage(self, stage_id: str) -> StageSpec:
+        for s in self.stages:
+            if s.id == stage_id:
+                return s
+        raise ConfigError(f"stages: no stage with id {stage_id!r}; ids: {', '.join(s.id for s in self.stages)}")
+
+    def link(self, name: str) -> LinkSpec:
+        return self.links[name]
+
+
+def _expand(text: str, values: dict[str, str], where: str) -> str:
+    try:
+        return text.format(**values)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"{where}: cannot expand {text!r}: only {{name}} and {{run_dir}} are known ({e})") from None
+
+
+def _parse_stage(raw: Any, where: str) -> StageSpec:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with 'id' and 'kind', got {raw!r:.60}")
+    kind = raw.get("kind")
+    if kind not in STAGE_KINDS:
+        raise ConfigError(f"{where}.kind: expected one of {', '.join(STAGE_KINDS)}, got {kind!r}")
+    spec = parse_spec(STAGE_KINDS[kind], raw, where)
+    if not spec.id or not all(c.isalnum() or c in "-_." for c in spec.id):
+        raise ConfigError(f"{where}.id: expected letters, digits, '-', '_' or '.', got {spec.id!r}")
+    return spec
+
+
+def _check_plugins(spec: StageSpec, where: str) -> None:
+    """Validate the source / sink sections now, so a typo fails at load, not mid-run."""
+    from .sinks import parse_sink
+    from .sources import parse_source
+
+    if isinstance(spec, GrabSpec):
+        parse_source(spec.source, f"{where}.source")
+    if isinstance(spec, RenderSpec):
+        for i, raw in enumerate(spec.sinks):
+            parse_sink(raw, f"{where}.sinks[{i}]")
+
+
+def _check_links(cfg: PipelineConfig) -> None:
+    producers: dict[str, list[str]] = {}
+    for i, s in enumerate(cfg.stages):
+        where = f"stages[{i}]"
+        ins = [("input", s.input)] if not isinstance(s, GrabSpec) else []
+        if isinstance(s, RenderSpec) and s.mode == "passthrough":
+            if not s.video:
+                raise ConfigError(f"{where}.video: required in passthrough mode (the raw frames link)")
+            ins.append(("video", s.video))
+        outs = [("output", s.output)] if not isinstance(s, RenderSpec) else []
+        for key, name in ins + outs:
+            if not name:
+                raise ConfigError(f"{where}.{key}: required (a link name; links: {', '.join(cfg.links) or 'none'})")
+            if name not in cfg.links:
+                raise ConfigError(f"{where}.{key}: unknown link {name!r}; links: {', '.join(cfg.links) or 'none'}")
+        for _, name in outs:
+            producers.setdefault(name, []).append(s.id)
+    for name, ids in producers.items():
+        if len(ids) > 1 and cfg.links[name].bind == "producer":
+            raise ConfigError(
+                f"links.{name}: stages {', '.join(ids)} all bind it; set bind: consumer to fan in"
+            )
+
+
+def load_config(data: Any, source_file: str = "") -> PipelineConfig:
+    """Validate a parsed YAML document into a PipelineConfig."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source_file or 'config'}: expected a mapping at the top level")
+    links_raw = data.get("links", {})
+    stages_raw = data.get("stages", [])
+    top = {k: v for k, v in data.items() if k not in ("links", "stages")}
+    cfg = parse_spec(PipelineConfig, top, "")
+    cfg.source_file = source_file
+    values = {"name": cfg.name}
+    cfg.run_dir = _expand(cfg.run_dir, values, "run_dir")
+    values["run_dir"] = cfg.run_dir
+    cfg.stats_endpoint = _expand(cfg.stats_endpoint, values, "stats_endpoint")
+    if not isinstance(links_raw, dict) or not links_raw:
+        raise ConfigError("links: expected a mapping of link name -> {endpoint, pattern, mode}")
+    links = {}
+    for name, raw in links_raw.items():
+        spec = parse_spec(LinkSpec, raw, f"links.{name}")
+        links[name] = dataclasses.replace(spec, endpoint=_expand(spec.endpoint, values, f"links.{name}.endpoint"))
+    cfg.links = links
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise ConfigError("stages: expected a list of stages (grab, infer, render)")
+    cfg.stages = [_parse_stage(raw, f"stages[{i}]") for i, raw in enumerate(stages_raw)]
+    seen: set[str] = set()
+    for i, s in enumerate(cfg.stages):
+        if s.id in seen:
+            raise ConfigError(f"stages[{i}].id: {s.id!r} is used twice; stage ids must be unique")
+        seen.add(s.id)
+        _check_plugins(s, f"stages[{i}]")
+    _check_links(cfg)
+    return cfg
+
+
+def load_config_file(path: str | Path) -> PipelineConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{at}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    return load_config(data, str(path))

@@ -1,0 +1,243 @@
+"""The run report: every captured frame accounted for, latency percentiles, fps, accuracy.
+
+Built from the stages' final stats snapshots (several per stage when it was restarted: their
+counts and histograms add up). Frames are accounted along the path the sinks' video takes:
+captured (by the sources) = delivered (by the render stages) + dropped on that path, by reason;
+any remainder (frames that vanished in a crashed stage or a dead link) is reported as `lost`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import GrabSpec, InferSpec, PipelineConfig, RenderSpec
+from .histogram import Histogram
+from .stats import GLASS_MS, QUEUE_MS, STAGE_MS
+
+
+class StageTotals:
+    """One stage's stats summed over all its incarnations (restarts)."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.counters: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()
+        self.hists: dict[str, Histogram] = {}
+        self.info: dict[str, Any] = {}
+        self.incarnations = 0
+        self.first_out_ns: int | None = None
+        self.last_out_ns: int | None = None
+
+    def add(self, snap: dict[str, Any]) -> None:
+        self.incarnations += 1
+        self.counters.update(snap.get("counters", {}))
+        self.drops.update(snap.get("drops", {}))
+        for name, d in snap.get("hists", {}).items():
+            h = Histogram.from_dict(d)
+            if name in self.hists:
+                self.hists[name].merge(h)
+            else:
+                self.hists[name] = h
+        self.info.update(snap.get("info", {}))
+        for key, pick in (("first_out_ns", min), ("last_out_ns", max)):
+            v = snap.get(key)
+            if v is not None:
+                cur = getattr(self, key)
+                setattr(self, key, v if cur is None else pick(cur, v))
+
+    def fps(self) -> float:
+        n = self.counters["out"]
+        if n < 2 or self.first_out_ns is None or self.last_out_ns in (None, self.first_out_ns):
+            return 0.0
+        return round((n - 1) / ((self.last_out_ns - self.first_out_ns) / 1e9), 2)
+
+
+def totals_from_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, StageTotals]:
+    out: dict[str, StageTotals] = {}
+    for snap in snapshots:
+        out.setdefault(snap["stage"], StageTotals(snap["stage"])).add(snap)
+    return out
+
+
+def video_path(cfg: PipelineConfig, render: RenderSpec) -> list[str]:
+    """Stage ids the rendered video passes through, source first."""
+    producer = {s.output: s for s in cfg.stages if not isinstance(s, RenderSpec)}
+    path = [render.id]
+    link = render.video if render.mode == "passthrough" else render.input
+    while link in producer:
+        stage = producer[link]
+        path.insert(0, stage.id)
+        if isinstance(stage, GrabSpec):
+            break
+        link = stage.input
+    return path
+
+
+def _latency(h: Histogram | None, fps: float | None = None) -> dict[str, Any]:
+    if h is None:
+        h = Histogram()
+    out: dict[str, Any] = h.summary((50, 90, 99))
+    if fps is not None:
+        out["fps"] = fps
+    return out
+
+
+def accuracy_from_confusion(confusion: list[list[int]], labels: list[str]) -> dict[str, Any]:
+    """Per-class Dice, mean foreground Dice and pixel accuracy from a truth x predicted matrix."""
+    cm = np.asarray(confusion, dtype=np.float64)
+    total = cm.sum()
+    if total == 0:
+        return {}
+    dice = {}
+    for k in range(1, cm.shape[0]):
+        denom = cm[k, :].sum() + cm[:, k].sum()
+        if denom > 0:
+            name = labels[k] if k < len(labels) else str(k)
+            dice[name] = round(2 * cm[k, k] / denom, 4)
+    return {
+        "dice": dice,
+        "mean_dice": round(float(np.mean(list(dice.values()))), 4) if dice else None,
+        "pixel_accuracy": round(float(np.trace(cm) / total), 4),
+        "pixels": int(total),
+    }
+
+
+def build_report(
+    cfg: PipelineConfig,
+    snapshots: list[dict[str, Any]],
+    duration_s: float,
+    restarts: dict[str, int],
+    exit_reason: str,
+) -> dict[str, Any]:
+    totals = totals_from_snapshots(snapshots)
+    empty = StageTotals("")
+    get = lambda sid: totals.get(sid, empty)  # noqa: E731
+    grabs = [s for s in cfg.stages if isinstance(s, GrabSpec)]
+    renders = [s for s in cfg.stages if isinstance(s, RenderSpec)]
+    captured = sum(get(s.id).counters["captured"] for s in grabs)
+    delivered = sum(get(s.id).counters["out"] for s in renders)
+    on_path: list[str] = []
+    for r in renders:
+        on_path += [sid for sid in video_path(cfg, r) if sid not in on_path]
+    dropped: Counter[str] = Counter()
+    rejected: Counter[str] = Counter()  # invalid messages are not captured frames
+    for sid in on_path:
+        for reason, n in get(sid).drops.items():
+            (rejected if reason.startswith("invalid:") else dropped)[reason] += n
+    # with several render stages every one should deliver every frame: account per render
+    expected = captured * max(1, len(renders))
+    lost = expected - delivered - sum(dropped.values())
+    if lost > 0:
+        dropped["lost"] = lost
+    glass = Histogram()
+    for r in renders:
+        if GLASS_MS in get(r.id).hists:
+            glass.merge(get(r.id).hists[GLASS_MS])
+    budget_misses = sum(get(r.id).counters["budget_misses"] for r in renders)
+    stages: dict[str, Any] = {}
+    stage_latency: dict[str, Any] = {}
+    queue_latency: dict[str, Any] = {}
+    for s in cfg.stages:
+        t = get(s.id)
+        stage_latency[s.id] = _latency(t.hists.get(STAGE_MS), t.fps())
+        if QUEUE_MS in t.hists:
+            queue_latency[s.id] = _latency(t.hists[QUEUE_MS])
+        stages[s.id] = {
+            "kind": s.kind,
+            "on_video_path": s.id in on_path,
+            "restarts": restarts.get(s.id, 0),
+            "incarnations_reported": t.incarnations,
+            "counters": dict(t.counters),
+            "drops": dict(t.drops),
+            "fps": t.fps(),
+            "info": {k: v for k, v in t.info.items() if k != "confusion"},
+        }
+    engine = {}
+    for s in cfg.stages:
+        if isinstance(s, InferSpec):
+            info = get(s.id).info
+            engine[s.id] = {k: info.get(k, "") for k in ("model", "backend", "device", "precision")}
+    accuracy = {}
+    for r in renders:
+        info = get(r.id).info
+        if "confusion" in info:
+            accuracy[r.id] = accuracy_from_confusion(info["confusion"], info.get("labels", []))
+    report = {
+        "pipeline": cfg.name,
+        "config": cfg.source_file,
+        "exit": exit_reason,
+        "duration_s": round(duration_s, 3),
+        "budget_ms": cfg.budget_ms,
+        "frames": {
+            "captured": captured,
+            "delivered": delivered,
+            "dropped": dict(sorted(dropped.items())),
+            "dropped_total": sum(dropped.values()),
+            "accounted": expected == delivered + sum(dropped.values()),
+            "rejected_messages": dict(sorted(rejected.items())),
+        },
+        "fps": {
+            "captured": round(sum(get(s.id).fps() for s in grabs), 2),
+            "delivered": round(sum(get(r.id).fps() for r in renders), 2),
+        },
+        "latency_ms": {
+            "glass_to_glass": _latency(glass, round(sum(get(r.id).fps() for r in renders), 2)),
+            "stages": stage_latency,
+            "queue": queue_latency,
+        },
+        "budget": {
+            "misses": budget_misses,
+            "miss_rate": round(budget_misses / delivered, 4) if delivered else None,
+        },
+        "engines": engine,
+        "accuracy": accuracy,
+        "stages": stages,
+    }
+    return report
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.1f}" if isinstance(v, float) else str(v)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A short human-readable table of the report."""
+    f = report["frames"]
+    lines = [
+        f"medstream run report: {report['pipeline']} ({report['duration_s']:.1f} s, budget {report['budget_ms']:g} ms, exit: {report['exit']})",
+        f"frames: captured {f['captured']}, delivered {f['delivered']}, dropped {f['dropped_total']}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in f['dropped'].items())})" if f["dropped"] else "")
+        + ("" if f["accounted"] else "  [NOT ACCOUNTED]"),
+        "",
+        f"{'latency ms':<22}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'fps':>8}",
+    ]
+    rows = [("glass-to-glass", report["latency_ms"]["glass_to_glass"])]
+    rows += [(f"stage {k}", v) for k, v in report["latency_ms"]["stages"].items()]
+    for name, d in rows:
+        lines.append(
+            f"{name:<22}{_fmt(d.get('p50')):>8}{_fmt(d.get('p90')):>8}{_fmt(d.get('p99')):>8}"
+            f"{_fmt(d.get('max')):>8}{_fmt(d.get('fps')):>8}"
+        )
+    b = report["budget"]
+    lines.append(f"budget misses: {b['misses']}" + (f" ({100 * b['miss_rate']:.2f}%)" if b["miss_rate"] is not None else ""))
+    for sid, e in report["engines"].items():
+        lines.append(f"engine {sid}: {e['model']} on {e['backend']} ({e['device']}, {e['precision']})")
+    for sid, acc in report["accuracy"].items():
+        if acc:
+            dice = ", ".join(f"{k} {v:.3f}" for k, v in acc["dice"].items())
+            lines.append(f"accuracy at {sid}: mean Dice {acc['mean_dice']} ({dice}); pixel accuracy {acc['pixel_accuracy']}")
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,90 @@
+"""What every stage process shares: its id, clock, stats, signals, links and logger."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+import zmq
+
+from ..clock import Clock, WallClock
+from ..config import PipelineConfig, StageSpec
+from ..stats import StageStats, StatsPublisher
+from ..transport import Receiver, Sender
+
+
+def stage_logger(stage_id: str) -> logging.Logger:
+    """A logger whose lines start with the stage id (stderr; the supervisor passes it through)."""
+    log = logging.getLogger(f"medstream.{stage_id}")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"[{stage_id}] %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
+
+
+class StageRuntime:
+    """Context for one running stage: stop flag (set by SIGTERM/SIGINT), stats, sockets."""
+
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        spec: StageSpec,
+        clock: Clock | None = None,
+        stats_endpoint: str | None = None,
+    ):
+        self.cfg = cfg
+        self.spec = spec
+        self.id = spec.id
+        self.clock = clock or WallClock()
+        self.ctx = zmq.Context()
+        self.stats = StageStats(spec.id, spec.kind, self.clock)
+        endpoint = cfg.stats_endpoint if stats_endpoint is None else stats_endpoint
+        self.publisher = StatsPublisher(self.ctx, endpoint or None, self.stats)
+        self.log = stage_logger(spec.id)
+        self.stop_requested = False
+        self.budget_ns = int(cfg.budget_ms * 1e6)
+        self._sockets: list[Sender | Receiver] = []
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            self.stop_requested = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def should_stop(self) -> bool:
+        return self.stop_requested
+
+    def sender(self, link: str) -> Sender:
+        s = Sender(self.ctx, link, self.cfg.link(link), self.id, self.clock, self.stats, self.should_stop)
+        self._sockets.append(s)
+        return s
+
+    def receiver(self, link: str) -> Receiver:
+        r = Receiver(self.ctx, link, self.cfg.link(link), self.id, self.clock, self.stats)
+        self._sockets.append(r)
+        return r
+
+    def tick(self) -> None:
+        """Call once per loop: publishes stats when due."""
+        self.publisher.maybe_publish()
+
+    def close(self) -> None:
+        self.publisher.close()
+        for s in self._sockets:
+            s.close()
+        self.ctx.term()
+
+
+def sleep_until(clock: Clock, t_ns: int, runtime: StageRuntime) -> None:
+    """Sleep until `t_ns`, waking at least every 50 ms to honour a stop request."""
+    while not runtime.stop_requested:
+        now = clock.now_ns()
+        if now >= t_ns:
+            return
+        clock.sleep_until_ns(min(t_ns, now + 50_000_000))

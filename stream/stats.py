@@ -1,0 +1,121 @@
+"""Per-stage counters, drops by reason and latency histograms, published as JSON snapshots.
+
+Each stage owns one `StageStats`. A `StatsPublisher` pushes its snapshot to the supervisor's
+stats endpoint at a steady rate and once more, marked final, when the stage stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from typing import Any
+
+import zmq
+
+from .clock import Clock
+from .histogram import Histogram
+
+# histogram names used across stages
+STAGE_MS = "stage_ms"  # time a stage spent on a frame (arrival -> handed on)
+QUEUE_MS = "queue_ms"  # time a frame waited on the link (sent -> received)
+GLASS_MS = "glass_to_glass_ms"  # capture -> rendered frame handed to the sinks (render only)
+OVERLAY_AGE_MS = "overlay_age_ms"  # passthrough render: age of the overlay drawn
+
+
+class StageStats:
+    """What one stage process has seen since it started."""
+
+    def __init__(self, stage: str, kind: str, clock: Clock):
+        self.stage = stage
+        self.kind = kind
+        self.clock = clock
+        self.pid = os.getpid()
+        self.started_ns = clock.now_ns()
+        self.counters: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()
+        self.hists: dict[str, Histogram] = {}
+        self.info: dict[str, Any] = {}
+        self.first_out_ns: int | None = None
+        self.last_out_ns: int | None = None
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] += n
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Count `n` frames dropped for `reason` (late, will_miss, overflow, invalid:<why>, ...)."""
+        if n > 0:
+            self.drops[reason] += n
+
+    def observe(self, name: str, ms: float) -> None:
+        hist = self.hists.get(name)
+        if hist is None:
+            hist = self.hists[name] = Histogram()
+        hist.record(ms)
+
+    def frame_out(self, now_ns: int) -> None:
+        """Count a frame handed on (sent downstream, or delivered to the sinks)."""
+        self.counters["out"] += 1
+        if self.first_out_ns is None:
+            self.first_out_ns = now_ns
+        self.last_out_ns = now_ns
+
+    def fps(self) -> float:
+        n = self.counters["out"]
+        if n < 2 or self.first_out_ns is None or self.last_out_ns == self.first_out_ns:
+            return 0.0
+        return (n - 1) / ((self.last_out_ns - self.first_out_ns) / 1e9)
+
+    def snapshot(self, final: bool = False) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "kind": self.kind,
+            "pid": self.pid,
+            "started_ns": self.started_ns,
+            "now_ns": self.clock.now_ns(),
+            "final": final,
+            "counters": dict(self.counters),
+            "drops": dict(self.drops),
+            "hists": {k: h.to_dict() for k, h in self.hists.items()},
+            "info": self.info,
+            "first_out_ns": self.first_out_ns,
+            "last_out_ns": self.last_out_ns,
+        }
+
+
+class StatsPublisher:
+    """Pushes snapshots to `endpoint` every `interval_s` (never blocking the stage)."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str | None, stats: StageStats, interval_s: float = 0.5):
+        self.stats = stats
+        self.interval_s = interval_s
+        self.next_t = 0.0
+        self.sock: zmq.Socket | None = None
+        self.unsent = 0
+        if endpoint:
+            self.sock = ctx.socket(zmq.PUSH)
+            self.sock.setsockopt(zmq.SNDHWM, 16)
+            self.sock.setsockopt(zmq.LINGER, 2000)
+            self.sock.connect(endpoint)
+
+    def maybe_publish(self) -> None:
+        now = time.monotonic()
+        if now >= self.next_t:
+            self.next_t = now + self.interval_s
+            self.publish()
+
+    def publish(self, final: bool = False) -> None:
+        if self.sock is None:
+            return
+        body = json.dumps(self.stats.snapshot(final), separators=(",", ":")).encode()
+        try:
+            self.sock.send(body, zmq.NOBLOCK)
+        except zmq.Again:
+            self.unsent += 1  # nobody collecting stats right now; the next snapshot supersedes
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.publish(final=True)
+            self.sock.close()
+            self.sock = None

@@ -1,0 +1,233 @@
+"""The supervisor: starts every stage of a graph as its own process, restarts crashed ones,
+stops them in order, and collects their stats into the run report.
+
+Stop order: sources get SIGTERM first and send end-of-stream, which every stage forwards before
+it exits, so frames in flight are delivered. Stages still running after `DRAIN_S` get SIGTERM,
+then SIGKILL after `TERM_S`. Children die with the supervisor (PR_SET_PDEATHSIG), so a killed
+supervisor leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import zmq
+
+from .config import GrabSpec, InferSpec, PipelineConfig, RenderSpec, StageSpec
+from .report import build_report
+from .stages.base import stage_logger
+
+DRAIN_S = 4.0
+TERM_S = 3.0
+EXIT_FATAL = 2  # a stage exiting with this code has a permanent problem: not restarted
+PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+@dataclass
+class Child:
+    spec: StageSpec
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    start_at: float = 0.0
+    done: bool = False  # exited for good (finished, failed, or stopped)
+
+
+def start_order(cfg: PipelineConfig) -> list[StageSpec]:
+    """Consumers first, so every producer finds its consumers subscribed when it starts."""
+    rank = {RenderSpec: 0, InferSpec: 1, GrabSpec: 2}
+    return sorted(cfg.stages, key=lambda s: rank[type(s)])
+
+
+class Supervisor:
+    def __init__(self, cfg: PipelineConfig, config_path: str, duration_s: float | None = None):
+        self.cfg = cfg
+        self.config_path = str(Path(config_path).resolve())
+        self.duration_s = duration_s
+        self.log = stage_logger("supervisor")
+        self.children = {s.id: Child(s) for s in start_order(cfg)}
+        self.snapshots: dict[tuple[str, int], dict[str, Any]] = {}
+        self.stop_reason = ""
+        self.exit_code = 0
+        self.signals = 0
+        self.stopping_since: float | None = None
+        self.term_sent = False
+        self.kill_sent = False
+
+    # -- processes -------------------------------------------------------------------------
+    def _spawn(self, child: Child) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+        env["MEDSTREAM_SUPERVISOR_PID"] = str(os.getpid())
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        cmd = [sys.executable, "-m", "stream.cli", "stage", self.config_path, child.spec.id]
+        child.proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+        self.log.info("started %s (%s) pid %d", child.spec.id, child.spec.kind, child.proc.pid)
+
+    def _signal(self, child: Child, sig: int) -> None:
+        if child.proc is not None and child.proc.poll() is None:
+            try:
+                child.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def _on_exit(self, child: Child, rc: int) -> None:
+        sid = child.spec.id
+        child.proc = None
+        if self.stopping_since is not None:
+            child.done = True
+            return
+        if rc == 0:
+            child.done = True
+            self.log.info("%s finished", sid)
+            if isinstance(child.spec, GrabSpec):
+                self.begin_stop(f"source {sid} ended")
+            return
+        if rc == EXIT_FATAL:
+            child.done = True
+            self.exit_code = 1
+            self.log.error("%s failed (exit %d); not restarting it", sid, rc)
+            self.begin_stop(f"stage {sid} failed")
+            return
+        how = f"signal {-rc}" if rc < 0 else f"exit {rc}"
+        if child.restarts >= self.cfg.restart.max_restarts:
+            child.done = True
+            self.exit_code = 1
+            self.log.error("%s crashed (%s) %d times; giving up", sid, how, child.restarts + 1)
+            self.begin_stop(f"stage {sid} kept crashing")
+            return
+        delay = min(self.cfg.restart.backoff_s * 2**child.restarts, self.cfg.restart.backoff_max_s)
+        child.restarts += 1
+        child.start_at = time.monotonic() + delay
+        self.log.warning("%s crashed (%s); restart %d in %.1f s", sid, how, child.restarts, delay)
+
+    # -- stopping --------------------------------------------------------------------------
+    def begin_stop(self, reason: str) -> None:
+        if self.stopping_since is not None:
+            return
+        self.stop_reason = reason
+        self.stopping_since = time.monotonic()
+        self.log.info("stopping: %s", reason)
+        for child in self.children.values():
+            if isinstance(child.spec, GrabSpec):
+                self._signal(child, signal.SIGTERM)
+            if child.proc is None:
+                child.done = True
+
+    def _advance_stop(self) -> None:
+        assert self.stopping_since is not None
+        waited = time.monotonic() - self.stopping_since
+        if waited > DRAIN_S and not self.term_sent:
+            self.term_sent = True
+            for child in self.children.values():
+                self._signal(child, signal.SIGTERM)
+        if waited > DRAIN_S + TERM_S and not self.kill_sent:
+            self.kill_sent = True
+            for child in self.children.values():
+                if child.proc is not None and child.proc.poll() is None:
+                    self.log.warning("%s did not stop; killing it", child.spec.id)
+                self._signal(child, signal.SIGKILL)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            self.begin_stop(f"signal {signal.Signals(signum).name}")
+        else:  # asked twice: do not wait for the drain
+            self.stopping_since = time.monotonic() - DRAIN_S - 0.001
+
+    # -- stats -----------------------------------------------------------------------------
+    def _collect(self, sock: zmq.Socket, timeout_ms: int) -> None:
+        if not sock.poll(timeout_ms, zmq.POLLIN):
+            return
+        while True:
+            try:
+                body = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                snap = json.loads(body)
+                key = (snap["stage"], int(snap["pid"]))
+            except (ValueError, KeyError, TypeError):
+                self.log.warning("ignored a malformed stats message")
+                continue
+            if snap["stage"] in self.children:
+                self.snapshots[key] = snap
+
+    def live_snapshots(self) -> list[dict[str, Any]]:
+        return list(self.snapshots.values())
+
+    # -- main loop -------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run the graph until the duration, a signal, or the sources end. Returns the report."""
+        Path(self.cfg.run_dir).mkdir(parents=True, exist_ok=True)
+        ctx = zmq.Context()
+        stats = ctx.socket(zmq.PULL)
+        stats.setsockopt(zmq.LINGER, 0)
+        stats.bind(self.cfg.stats_endpoint)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        t0 = time.monotonic()
+        try:
+            for child in self.children.values():
+                self._spawn(child)
+            while not all(c.done for c in self.children.values()):
+                self._collect(stats, 50)
+                now = time.monotonic()
+                for child in self.children.values():
+                    if child.proc is not None and (rc := child.proc.poll()) is not None:
+                        self._on_exit(child, rc)
+                    elif child.proc is None and not child.done and now >= child.start_at:
+                        if self.stopping_since is None:
+                            self._spawn(child)
+                        else:
+                            child.done = True
+                if self.stopping_since is None and self.duration_s and now - t0 >= self.duration_s:
+                    self.begin_stop(f"duration {self.duration_s:g} s reached")
+                if self.stopping_since is not None:
+                    self._advance_stop()
+            deadline = time.monotonic() + 1.0  # final snapshots are pushed as each stage exits
+            while time.monotonic() < deadline and not self._all_final():
+                self._collect(stats, 50)
+        finally:
+            for child in self.children.values():
+                self._signal(child, signal.SIGKILL)
+                if child.proc is not None:
+                    child.proc.wait()
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            stats.close()
+            ctx.term()
+        duration = time.monotonic() - t0
+        restarts = {sid: c.restarts for sid, c in self.children.items()}
+        return build_report(self.cfg, self.live_snapshots(), duration, restarts, self.stop_reason)
+
+    def _all_final(self) -> bool:
+        latest: dict[str, dict[str, Any]] = {}
+        for (sid, _pid), snap in self.snapshots.items():
+            if sid not in latest or snap["started_ns"] > latest[sid]["started_ns"]:
+                latest[sid] = snap
+        return all(sid in latest and latest[sid].get("final") for sid in self.children)
+
+
+def become_supervised_child() -> None:
+    """In a stage started by the supervisor: die with it (Linux), and exit if it is gone."""
+    parent = os.environ.get("MEDSTREAM_SUPERVISOR_PID")
+    if not parent:
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != int(parent):
+        logging.getLogger("medstream").error("supervisor %s is gone; exiting", parent)
+        sys.exit(1)

@@ -1,0 +1,325 @@
+"""Links between stages: ZeroMQ sockets configured by endpoint, pattern and mode.
+
+- pattern `pubsub` (fan-out: every consumer gets every frame) or `pushpull` (work sharing).
+- mode `live`: bounded queues and the receiver drains to the newest frame, so latency never piles
+  up behind a slow consumer; every frame skipped is counted as an `overflow` drop.
+  mode `lossless`: blocking, nothing dropped (the sender waits for the slowest consumer).
+
+The producer side of a pubsub link is an XPUB socket, so it knows how many consumers are
+subscribed: frames published to nobody are counted (`no_consumer`), not silently lost. Every
+message carries the sender's per-link sequence number (`link_seq`); a subscriber that sees a gap
+counts the frames its queue lost as `overflow` too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import zmq
+
+from .clock import Clock
+from .codec import KIND_EOS, DecodeError, EndOfStream, Message, decode, encode_eos, encode_frame
+from .frame import Frame
+from .spec import ConfigError, bounded
+from .stats import QUEUE_MS, StageStats
+
+LIVE_HWM = 2
+LOSSLESS_HWM = 1000
+MAX_DRAIN = 10_000  # messages read in one live drain before the newest is used
+
+
+@dataclass
+class LinkSpec:
+    """One `links:` entry of a pipeline config."""
+
+    endpoint: str = bounded("", doc="tcp://HOST:PORT or ipc://PATH ({run_dir} is expanded)")
+    pattern: Literal["pubsub", "pushpull"] = bounded("pubsub", doc="pubsub: fan-out; pushpull: work sharing")
+    mode: Literal["live", "lossless"] = bounded("live", doc="live: newest frame wins; lossless: block, drop nothing")
+    bind: Literal["producer", "consumer"] = bounded("producer", doc="which side binds the endpoint")
+    hwm: int = bounded(0, 0, 1_000_000, doc="frames queued per peer; 0: 2 when live, 1000 when lossless")
+    max_message_mb: float = bounded(256.0, 0.001, 4096.0, doc="largest message part a receiver accepts")
+
+    def validate(self, where: str) -> None:
+        if not self.endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ConfigError(f"{where}.endpoint: expected tcp://, ipc:// or inproc://, got {self.endpoint!r}")
+
+    @property
+    def queue(self) -> int:
+        if self.hwm:
+            return self.hwm
+        return LIVE_HWM if self.mode == "live" else LOSSLESS_HWM
+
+
+def _attach(sock: zmq.Socket, spec: LinkSpec, producer: bool) -> None:
+    binds = (spec.bind == "producer") == producer
+    if binds:
+        sock.bind(spec.endpoint)
+    else:
+        sock.connect(spec.endpoint)
+
+
+def _never() -> bool:
+    return False
+
+
+class Sender:
+    """The producing end of a link. `send` never blocks on a live link."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        name: str,
+        spec: LinkSpec,
+        stage_id: str,
+        clock: Clock,
+        stats: StageStats,
+        should_stop: Callable[[], bool] = _never,
+    ):
+        self.name = name
+        self.spec = spec
+        self.stage_id = stage_id
+        self.clock = clock
+        self.stats = stats
+        self.should_stop = should_stop
+        self.link_seq = 0
+        self.consumers = 0
+        self.pubsub = spec.pattern == "pubsub"
+        self.sock = ctx.socket(zmq.XPUB if self.pubsub else zmq.PUSH)
+        self.sock.setsockopt(zmq.SNDHWM, spec.queue)
+        self.sock.setsockopt(zmq.LINGER, 1000)
+        if self.pubsub:
+            self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # see every (un)subscription
+            if spec.mode == "lossless":
+                self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+        elif spec.mode == "live":
+            self.sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue to a peer not yet connected
+        _attach(self.sock, spec, producer=True)
+
+    def _track_subscriptions(self) -> None:
+        while True:
+            try:
+                msg = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01":
+                self.consumers += 1
+            elif msg[:1] == b"\x00":
+                self.consumers = max(0, self.consumers - 1)
+
+    def wait_for_consumers(self, n: int, timeout_s: float) -> bool:
+        """Wait until `n` consumers subscribed (pubsub only; pushpull returns True)."""
+        if not self.pubsub:
+            return True
+        end = time.monotonic() + timeout_s
+        while True:
+            self._track_subscriptions()
+            if self.consumers >= n:
+                return True
+            if time.monotonic() >= end or self.should_stop():
+                return False
+            self.sock.poll(50, zmq.POLLIN)
+
+    def _send_parts(self, parts: list) -> bool:
+        """Hand parts to ZeroMQ; on a full lossless link wait (until stopped)."""
+        while True:
+            try:
+                self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+                return True
+            except zmq.Again:
+                if self.spec.mode == "live" or self.should_stop():
+                    return False
+                time.sleep(0.0005)
+
+    def send(self, frame: Frame) -> bool:
+        """Send a frame; False if it was dropped (and counted) instead."""
+        if self.pubsub:
+            self._track_subscriptions()
+            if self.consumers == 0:
+                self.stats.drop("no_consumer")
+                return False
+        parts = encode_frame(frame, self.stage_id, self.link_seq + 1, self.clock.now_ns())
+        if self._send_parts(parts):
+            self.link_seq += 1
+            return True
+        self.stats.drop("overflow" if self.spec.mode == "live" else "shutdown")
+        return False
+
+    def send_eos(self, eos: EndOfStream, repeats: int = 3) -> None:
+        """Tell consumers the stream ended. Repeated (receivers ignore duplicates) because a
+        live link may drop one; an eos does not advance `link_seq`."""
+        for i in range(repeats):
+            if self.pubsub:
+                self._track_subscriptions()
+            parts = encode_eos(eos, self.stage_id, self.link_seq, self.clock.now_ns())
+            try:
+                self.sock.send_multipart(parts, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            if i + 1 < repeats:
+                time.sleep(0.02)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Receiver:
+    """The consuming end of a link.
+
+    live: a background thread drains the socket as fast as messages arrive and keeps only the
+    newest frame in a one-slot mailbox, so kernel and ZeroMQ buffers never hold a backlog; `recv`
+    takes that frame (it is at most one processing period old). Frames replaced in the mailbox
+    are counted as `overflow` drops. lossless: `recv` reads the socket in order, nothing dropped.
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        name: str,
+        spec: LinkSpec,
+        stage_id: str,
+        clock: Clock,
+        stats: StageStats,
+        topic: str = "",
+    ):
+        self.name = name
+        self.spec = spec
+        self.stage_id = stage_id
+        self.clock = clock
+        self.stats = stats
+        self.pubsub = spec.pattern == "pubsub"
+        self.live = spec.mode == "live"
+        self.sock = ctx.socket(zmq.SUB if self.pubsub else zmq.PULL)
+        self.sock.setsockopt(zmq.RCVHWM, spec.queue)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, int(spec.max_message_mb * 1024 * 1024))
+        if self.pubsub:
+            self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        _attach(self.sock, spec, producer=False)
+        self.last_link_seq: dict[str, int] = {}
+        self.epochs: dict[str, int] = {}
+        self.eos_seen: set[tuple[str, int]] = set()
+        # mailbox shared with the drain thread (live mode)
+        self._cond = threading.Condition()
+        self._newest: Message | None = None
+        self._eos: deque[Message] = deque()
+        self._drops: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        if self.live:
+            self._thread = threading.Thread(target=self._drain, name=f"{stage_id}:{name}", daemon=True)
+            self._thread.start()
+
+    def _accept(self, parts: list, drops: Counter[str], counts: Counter[str]) -> Message | None:
+        """Decode one message and do the link bookkeeping; None if it was dropped."""
+        try:
+            msg = decode(parts)
+        except DecodeError as e:
+            drops[f"invalid:{e.reason}"] += 1
+            return None
+        if msg.kind == KIND_EOS:
+            assert msg.eos is not None
+            key = (msg.eos.stream, msg.eos.epoch)
+            if key in self.eos_seen:
+                return None
+            self.eos_seen.add(key)
+            return msg
+        frame = msg.frame
+        assert frame is not None
+        if self.epochs.get(frame.stream, frame.epoch) != frame.epoch:
+            counts["stream_restarts"] += 1
+            self.last_link_seq.pop(msg.sender, None)
+        self.epochs[frame.stream] = frame.epoch
+        if self.pubsub:
+            last = self.last_link_seq.get(msg.sender)
+            if last is not None and msg.link_seq > last + 1:
+                drops["overflow"] += msg.link_seq - last - 1
+            elif last is not None and msg.link_seq <= last:
+                counts["sender_restarts"] += 1
+            self.last_link_seq[msg.sender] = msg.link_seq
+        counts["in"] += 1
+        return msg
+
+    def _drain(self) -> None:
+        """Live mode thread: read everything, keep the newest frame."""
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        while not self._closing:
+            if not poller.poll(50):
+                continue
+            for _ in range(MAX_DRAIN):
+                try:
+                    parts = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                except zmq.ZMQError:
+                    return  # socket closed under us
+                with self._cond:
+                    msg = self._accept(parts, self._drops, self._counts)
+                    if msg is None:
+                        continue
+                    if msg.kind == KIND_EOS:
+                        self._eos.append(msg)
+                    else:
+                        if self._newest is not None:
+                            self._drops["overflow"] += 1
+                        self._newest = msg
+                    self._cond.notify()
+
+    def _flush_counts(self) -> None:
+        for reason, n in self._drops.items():
+            self.stats.drop(reason, n)
+        for name, n in self._counts.items():
+            self.stats.count(name, n)
+        self._drops.clear()
+        self._counts.clear()
+
+    def _take(self) -> Message | None:
+        if self._newest is not None:
+            msg, self._newest = self._newest, None
+            return msg
+        if self._eos:
+            return self._eos.popleft()
+        return None
+
+    def recv(self, timeout_ms: int) -> Message | None:
+        """The next message (frame or eos), or None after `timeout_ms` with nothing valid.
+
+        A frame that arrived before an eos is returned before it."""
+        if self.live:
+            with self._cond:
+                msg = self._take()
+                if msg is None:
+                    self._cond.wait(timeout_ms / 1000.0)
+                    msg = self._take()
+                self._flush_counts()
+        else:
+            msg = self._recv_in_order(timeout_ms)
+            self._flush_counts()
+        if msg is not None and msg.kind != KIND_EOS:
+            self.stats.observe(QUEUE_MS, (self.clock.now_ns() - msg.sent_ns) / 1e6)
+        return msg
+
+    def _recv_in_order(self, timeout_ms: int) -> Message | None:
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        while True:
+            remaining = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self.sock.poll(remaining, zmq.POLLIN):
+                return None
+            parts = self.sock.recv_multipart(copy=False)
+            msg = self._accept(parts, self._drops, self._counts)
+            if msg is not None:
+                return msg
+            if remaining == 0:
+                return None
+
+    def close(self) -> None:
+        self._closing = True
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        self.sock.close()

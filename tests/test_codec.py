@@ -1,0 +1,166 @@
+"""Wire protocol v1: round trip, zero copy, and every rejection reason."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stream.codec import (
+    MAX_DIM,
+    MAX_HEADER_BYTES,
+    REJECT_REASONS,
+    DecodeError,
+    EndOfStream,
+    decode,
+    encode_eos,
+    encode_frame,
+)
+from stream.frame import Annotations, Box, Frame, Span
+
+
+def make_frame(fmt: str = "gray8") -> Frame:
+    rng = np.random.default_rng(1)
+    shape = (48, 64) if fmt == "gray8" else (48, 64, 3)
+    return Frame(
+        stream="us0",
+        seq=41,
+        capture_ns=1_700_000_000_000_000_000,
+        deadline_ns=1_700_000_000_050_000_000,
+        image=rng.integers(0, 256, shape, dtype=np.uint8),
+        pixel_format=fmt,
+        epoch=7,
+        parts={"mask": rng.integers(0, 4, (48, 64), dtype=np.uint8), "score": rng.random((2, 3)).astype(np.float32)},
+        annotations=Annotations(
+            model="us-seg", labels=["background", "anechoic"], boxes=[Box(1.5, 2, 30, 40, 1, 0.9)],
+            backend="onnxruntime", device="cpu", precision="fp32",
+        ),
+        trace=[Span("grab", 10, 20), Span("infer", 25, 40)],
+        meta={"pixel_spacing_mm": [0.1, 0.1]},
+    )
+
+
+def header_of(parts: list) -> dict:
+    return json.loads(bytes(parts[1]))
+
+
+def with_header(msg: list, **changes) -> list:
+    h = header_of(msg)
+    h.update(changes)
+    return [msg[0], json.dumps(h).encode(), *msg[2:]]
+
+
+@pytest.mark.parametrize("fmt", ["gray8", "bgr8"])
+def test_round_trip(fmt: str) -> None:
+    f = make_frame(fmt)
+    msg = decode([bytes(memoryview(p)) for p in encode_frame(f, "grab", 5, 123)])
+    assert msg.kind == "frame" and msg.sender == "grab" and msg.link_seq == 5 and msg.sent_ns == 123
+    g = msg.frame
+    assert g is not None
+    assert (g.stream, g.seq, g.epoch, g.capture_ns, g.deadline_ns) == (f.stream, f.seq, f.epoch, f.capture_ns, f.deadline_ns)
+    assert g.pixel_format == fmt
+    np.testing.assert_array_equal(g.image, f.image)
+    assert set(g.parts) == {"mask", "score"}
+    np.testing.assert_array_equal(g.parts["score"], f.parts["score"])
+    assert g.parts["score"].dtype == np.float32
+    assert g.annotations == f.annotations
+    assert g.trace == f.trace
+    assert g.meta == f.meta
+
+
+def test_encode_is_zero_copy_and_decode_is_a_view() -> None:
+    f = make_frame()
+    parts = encode_frame(f, "grab", 1, 1)
+    assert np.shares_memory(parts[2], f.image)  # the image buffer goes out as it is
+    received = [bytes(p) if i < 2 else bytearray(memoryview(p)) for i, p in enumerate(parts)]
+    g = decode(received).frame
+    assert g is not None
+    assert np.shares_memory(g.image, np.frombuffer(received[2], np.uint8))
+    received[2][0] ^= 0xFF  # a view: the change shows through
+    assert g.image.flat[0] == received[2][0]
+
+
+def test_non_contiguous_and_big_endian_arrays_are_normalised() -> None:
+    f = make_frame()
+    f.image = np.asfortranarray(f.image)
+    f.parts = {"be": np.arange(6, dtype=">u2").reshape(2, 3)}
+    g = decode(encode_frame(f, "s", 1, 1)).frame
+    assert g is not None
+    np.testing.assert_array_equal(g.image, f.image)
+    np.testing.assert_array_equal(g.parts["be"], np.arange(6).reshape(2, 3))
+
+
+def test_eos_round_trip() -> None:
+    msg = decode(encode_eos(EndOfStream("us0", 7, 99), "grab", 12, 5))
+    assert msg.kind == "eos" and msg.eos == EndOfStream("us0", 7, 99) and msg.link_seq == 12
+
+
+def test_unsendable_dtype_is_refused_at_encode() -> None:
+    f = make_frame()
+    f.parts = {"c": np.zeros(3, np.complex64)}
+    with pytest.raises(TypeError, match="complex64"):
+        encode_frame(f, "s", 1, 1)
+
+
+def _cases() -> dict[str, list]:
+    good = [bytes(memoryview(p)) for p in encode_frame(make_frame(), "grab", 1, 1)]
+    h = header_of(good)
+    bad_parts = dict(h, parts=[{"name": "image", "dtype": "uint8", "shape": [48, 64]}])
+    return {
+        "parts": [good[0]],
+        "topic": [b"other", *good[1:]],
+        "header_size": [good[0], b" " * (MAX_HEADER_BYTES + 1), *good[2:]],
+        "header_utf8": [good[0], b"\xff\xfe{", *good[2:]],
+        "header_json": [good[0], b"[" * 100_00 + b"]" * 100_00, *good[2:]],
+        "version": with_header(good, v=2),
+        "kind": with_header(good, kind="pickle"),
+        "field": with_header(good, seq=-1),
+        "dtype": with_header(good, parts=[dict(h["parts"][0], dtype="object"), *h["parts"][1:]]),
+        "shape": with_header(good, parts=[dict(h["parts"][0], shape=[MAX_DIM + 1, 2]), *h["parts"][1:]]),
+        "size": [good[0], good[1], good[2][:-1], *good[3:]],
+        "pixel_format": with_header(good, format="bgr8"),
+        "_count": [good[0], json.dumps(bad_parts).encode(), *good[2:]],
+    }
+
+
+@pytest.mark.parametrize("reason", REJECT_REASONS)
+def test_every_rejection_reason(reason: str) -> None:
+    with pytest.raises(DecodeError) as err:
+        decode(_cases()[reason])
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seq": True},
+        {"capture_ns": "1"},
+        {"stream": 5},
+        {"annotations": {"boxes": [[1, 2, 3]]}},
+        {"annotations": {"labels": [1]}},
+        {"trace": [["grab", -1, 2]]},
+        {"meta": []},
+        {"parts": [{"name": "mask", "dtype": "uint8", "shape": [48, 64]}]},
+    ],
+)
+def test_bad_fields_are_rejected_as_field_or_parts(change: dict) -> None:
+    good = [bytes(memoryview(p)) for p in encode_frame(make_frame(), "grab", 1, 1)]
+    with pytest.raises(DecodeError) as err:
+        decode(with_header(good, **change))
+    assert err.value.reason in ("field", "parts")
+
+
+def test_part_count_mismatch_is_parts() -> None:
+    with pytest.raises(DecodeError) as err:
+        decode(_cases()["_count"])
+    assert err.value.reason == "parts"
+
+
+def test_huge_declared_shape_is_rejected_before_allocation() -> None:
+    good = [bytes(memoryview(p)) for p in encode_frame(make_frame(), "grab", 1, 1)]
+    h = header_of(good)
+    huge = dict(h["parts"][0], shape=[MAX_DIM, MAX_DIM, 4, 4])
+    with pytest.raises(DecodeError) as err:
+        decode(with_header(good, parts=[huge, *h["parts"][1:]]))
+    assert err.value.reason == "size"
