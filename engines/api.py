@@ -24,8 +24,12 @@ BackendName = Literal["auto", "onnxruntime", "pytorch", "tensorrt", "classical"]
 class EngineSpec:
     """The `engine:` section of an infer stage."""
 
-    model: str = bounded("us-seg", doc="bundled model name (see `medstream models`) or path to an .onnx file")
-    backend: BackendName = bounded("auto", doc="auto: TensorRT if usable, else ONNX Runtime on the CPU")
+    model: str = bounded(
+        "us-seg", doc="bundled model name (see `medstream models`) or path to an .onnx file"
+    )
+    backend: BackendName = bounded(
+        "auto", doc="auto: TensorRT if usable, else ONNX Runtime on the CPU"
+    )
     threads: int = bounded(1, 1, 256, doc="intra-op CPU threads for the engine")
     optimization: Literal["disable", "basic", "extended", "all"] = bounded(
         "all", doc="ONNX Runtime graph optimisation level"

@@ -18,7 +18,9 @@ class BudgetGuard:
     feeds it; `stage_budget_ms`, when set, counts frames that took longer as overruns.
     """
 
-    def __init__(self, predict: bool = True, window: int = 15, stage_budget_ms: float | None = None):
+    def __init__(
+        self, predict: bool = True, window: int = 15, stage_budget_ms: float | None = None
+    ):
         self.predict = predict
         self.recent: deque[float] = deque(maxlen=window)
         self.stage_budget_ms = stage_budget_ms

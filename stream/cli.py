@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("config")
     stage.add_argument("id", help="stage id in the config")
     stage.add_argument(
-        "--stats-endpoint", default=None, help="push stats here instead of the config's (empty: none)"
+        "--stats-endpoint",
+        default=None,
+        help="push stats here instead of the config's (empty: none)",
     )
     stage.set_defaults(func=_cmd_stage)
 

@@ -34,7 +34,17 @@ MAX_LABELS = 256
 # dtype name on the wire -> numpy dtype (always little-endian)
 DTYPES: dict[str, np.dtype] = {
     name: np.dtype(name).newbyteorder("<")
-    for name in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float16", "float32", "float64")
+    for name in (
+        "uint8",
+        "int8",
+        "uint16",
+        "int16",
+        "uint32",
+        "int32",
+        "float16",
+        "float32",
+        "float64",
+    )
 }
 
 KIND_FRAME = "frame"
@@ -123,7 +133,7 @@ def encode_frame(frame: Frame, sender: str, link_seq: int, sent_ns: int) -> list
         "format": frame.pixel_format,
         "parts": [
             {"name": name, "dtype": _dtype_name(buf), "shape": list(buf.shape)}
-            for (name, _), buf in zip(arrays, buffers)
+            for (name, _), buf in zip(arrays, buffers, strict=True)
         ],
         "annotations": {
             "model": ann.model,
@@ -197,8 +207,10 @@ def _parse_annotations(raw: Any) -> Annotations:
     if not isinstance(raw, dict):
         raise DecodeError("field", "'annotations' must be an object")
     labels = raw.get("labels", [])
-    if not isinstance(labels, list) or len(labels) > MAX_LABELS or not all(
-        isinstance(x, str) for x in labels
+    if (
+        not isinstance(labels, list)
+        or len(labels) > MAX_LABELS
+        or not all(isinstance(x, str) for x in labels)
     ):
         raise DecodeError("field", f"'annotations.labels' must be up to {MAX_LABELS} strings")
     boxes_raw = raw.get("boxes", [])
@@ -213,7 +225,9 @@ def _parse_annotations(raw: Any) -> Annotations:
             or not all(math.isfinite(v) for v in b)
         ):
             raise DecodeError("field", "a box must be [x0, y0, x1, y1, label, score] numbers")
-        boxes.append(Box(float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4]), float(b[5])))
+        boxes.append(
+            Box(float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4]), float(b[5]))
+        )
     text = {}
     for key in ("model", "backend", "device", "precision"):
         value = raw.get(key, "")
@@ -248,8 +262,10 @@ def _check_image_format(fmt: str, shape: tuple[int, ...], dtype: str) -> None:
         "float32": (None, "float32", None),
     }[fmt]
     ndim, want_dtype, channels = expected
-    if (ndim is not None and len(shape) != ndim) or dtype != want_dtype or (
-        channels is not None and shape[-1] != channels
+    if (
+        (ndim is not None and len(shape) != ndim)
+        or dtype != want_dtype
+        or (channels is not None and shape[-1] != channels)
     ):
         raise DecodeError("pixel_format", f"image {dtype}{list(shape)} does not match {fmt}")
 
@@ -272,7 +288,9 @@ def decode(parts: list[Any]) -> Message:
     if not isinstance(header, dict):
         raise DecodeError("header_json", "header is not a JSON object")
     if header.get("v") != PROTOCOL_VERSION:
-        raise DecodeError("version", f"protocol version {header.get('v')!r:.20} is not {PROTOCOL_VERSION}")
+        raise DecodeError(
+            "version", f"protocol version {header.get('v')!r:.20} is not {PROTOCOL_VERSION}"
+        )
     kind = header.get("kind")
     if kind not in (KIND_FRAME, KIND_EOS):
         raise DecodeError("kind", f"unknown kind {kind!r:.40}")

@@ -48,8 +48,12 @@ class InferSpec:
     output: str = bounded("", doc="link annotated frames go out on")
     kind: Literal["infer"] = "infer"
     engine: EngineSpec = field(default_factory=EngineSpec)
-    predict_drops: bool = bounded(True, doc="drop frames this stage would finish after their deadline")
-    stage_budget_ms: float | None = bounded(None, 0.1, 60000.0, doc="per-stage budget (overruns counted)")
+    predict_drops: bool = bounded(
+        True, doc="drop frames this stage would finish after their deadline"
+    )
+    stage_budget_ms: float | None = bounded(
+        None, 0.1, 60000.0, doc="per-stage budget (overruns counted)"
+    )
 
 
 @dataclass
@@ -60,14 +64,19 @@ class RenderSpec:
     input: str = bounded("", doc="link annotated frames come in on")
     kind: Literal["render"] = "render"
     mode: Literal["synchronized", "passthrough"] = bounded(
-        "synchronized", doc="synchronized: each frame with its own overlay; passthrough: raw video "
-        "at full rate with the newest overlay while it is young enough"
+        "synchronized",
+        doc="synchronized: each frame with its own overlay; passthrough: raw video "
+        "at full rate with the newest overlay while it is young enough",
     )
     video: str = bounded("", doc="passthrough: link carrying the raw frames")
-    overlay_max_age_ms: float = bounded(100.0, 0.0, 60000.0, doc="passthrough: oldest overlay drawn")
+    overlay_max_age_ms: float = bounded(
+        100.0, 0.0, 60000.0, doc="passthrough: oldest overlay drawn"
+    )
     hud: bool = bounded(True, doc="draw the HUD")
     sinks: list[dict[str, Any]] = field(default_factory=list)
-    stage_budget_ms: float | None = bounded(None, 0.1, 60000.0, doc="per-stage budget (overruns counted)")
+    stage_budget_ms: float | None = bounded(
+        None, 0.1, 60000.0, doc="per-stage budget (overruns counted)"
+    )
 
 
 StageSpec = GrabSpec | InferSpec | RenderSpec
@@ -91,7 +100,9 @@ class PipelineConfig:
         for s in self.stages:
             if s.id == stage_id:
                 return s
-        raise ConfigError(f"stages: no stage with id {stage_id!r}; ids: {', '.join(s.id for s in self.stages)}")
+        raise ConfigError(
+            f"stages: no stage with id {stage_id!r}; ids: {', '.join(s.id for s in self.stages)}"
+        )
 
     def link(self, name: str) -> LinkSpec:
         return self.links[name]
@@ -101,7 +112,9 @@ def _expand(text: str, values: dict[str, str], where: str) -> str:
     try:
         return text.format(**values)
     except (KeyError, IndexError, ValueError) as e:
-        raise ConfigError(f"{where}: cannot expand {text!r}: only {{name}} and {{run_dir}} are known ({e})") from None
+        raise ConfigError(
+            f"{where}: cannot expand {text!r}: only {{name}} and {{run_dir}} are known ({e})"
+        ) from None
 
 
 def _parse_stage(raw: Any, where: str) -> StageSpec:
@@ -135,14 +148,20 @@ def _check_links(cfg: PipelineConfig) -> None:
         ins = [("input", s.input)] if not isinstance(s, GrabSpec) else []
         if isinstance(s, RenderSpec) and s.mode == "passthrough":
             if not s.video:
-                raise ConfigError(f"{where}.video: required in passthrough mode (the raw frames link)")
+                raise ConfigError(
+                    f"{where}.video: required in passthrough mode (the raw frames link)"
+                )
             ins.append(("video", s.video))
         outs = [("output", s.output)] if not isinstance(s, RenderSpec) else []
         for key, name in ins + outs:
             if not name:
-                raise ConfigError(f"{where}.{key}: required (a link name; links: {', '.join(cfg.links) or 'none'})")
+                raise ConfigError(
+                    f"{where}.{key}: required (a link name; links: {', '.join(cfg.links) or 'none'})"
+                )
             if name not in cfg.links:
-                raise ConfigError(f"{where}.{key}: unknown link {name!r}; links: {', '.join(cfg.links) or 'none'}")
+                raise ConfigError(
+                    f"{where}.{key}: unknown link {name!r}; links: {', '.join(cfg.links) or 'none'}"
+                )
         for _, name in outs:
             producers.setdefault(name, []).append(s.id)
     for name, ids in producers.items():
@@ -170,7 +189,9 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
     links = {}
     for name, raw in links_raw.items():
         spec = parse_spec(LinkSpec, raw, f"links.{name}")
-        links[name] = dataclasses.replace(spec, endpoint=_expand(spec.endpoint, values, f"links.{name}.endpoint"))
+        links[name] = dataclasses.replace(
+            spec, endpoint=_expand(spec.endpoint, values, f"links.{name}.endpoint")
+        )
     cfg.links = links
     if not isinstance(stages_raw, list) or not stages_raw:
         raise ConfigError("stages: expected a list of stages (grab, infer, render)")

@@ -227,13 +227,20 @@ def format_report(report: dict[str, Any]) -> str:
             f"{_fmt(d.get('max')):>8}{_fmt(d.get('fps')):>8}"
         )
     b = report["budget"]
-    lines.append(f"budget misses: {b['misses']}" + (f" ({100 * b['miss_rate']:.2f}%)" if b["miss_rate"] is not None else ""))
+    lines.append(
+        f"budget misses: {b['misses']}"
+        + (f" ({100 * b['miss_rate']:.2f}%)" if b["miss_rate"] is not None else "")
+    )
     for sid, e in report["engines"].items():
-        lines.append(f"engine {sid}: {e['model']} on {e['backend']} ({e['device']}, {e['precision']})")
+        lines.append(
+            f"engine {sid}: {e['model']} on {e['backend']} ({e['device']}, {e['precision']})"
+        )
     for sid, acc in report["accuracy"].items():
         if acc:
             dice = ", ".join(f"{k} {v:.3f}" for k, v in acc["dice"].items())
-            lines.append(f"accuracy at {sid}: mean Dice {acc['mean_dice']} ({dice}); pixel accuracy {acc['pixel_accuracy']}")
+            lines.append(
+                f"accuracy at {sid}: mean Dice {acc['mean_dice']} ({dice}); pixel accuracy {acc['pixel_accuracy']}"
+            )
     return "\n".join(lines)
 
 

@@ -87,7 +87,9 @@ class StageStats:
 class StatsPublisher:
     """Pushes snapshots to `endpoint` every `interval_s` (never blocking the stage)."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str | None, stats: StageStats, interval_s: float = 0.5):
+    def __init__(
+        self, ctx: zmq.Context, endpoint: str | None, stats: StageStats, interval_s: float = 0.5
+    ):
         self.stats = stats
         self.interval_s = interval_s
         self.next_t = 0.0

@@ -66,7 +66,9 @@ class Supervisor:
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, child: Child) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p
+        )
         env["MEDSTREAM_SUPERVISOR_PID"] = str(os.getpid())
         env.setdefault("PYTHONUNBUFFERED", "1")
         cmd = [sys.executable, "-m", "stream.cli", "stage", self.config_path, child.spec.id]

@@ -38,15 +38,25 @@ class LinkSpec:
     """One `links:` entry of a pipeline config."""
 
     endpoint: str = bounded("", doc="tcp://HOST:PORT or ipc://PATH ({run_dir} is expanded)")
-    pattern: Literal["pubsub", "pushpull"] = bounded("pubsub", doc="pubsub: fan-out; pushpull: work sharing")
-    mode: Literal["live", "lossless"] = bounded("live", doc="live: newest frame wins; lossless: block, drop nothing")
+    pattern: Literal["pubsub", "pushpull"] = bounded(
+        "pubsub", doc="pubsub: fan-out; pushpull: work sharing"
+    )
+    mode: Literal["live", "lossless"] = bounded(
+        "live", doc="live: newest frame wins; lossless: block, drop nothing"
+    )
     bind: Literal["producer", "consumer"] = bounded("producer", doc="which side binds the endpoint")
-    hwm: int = bounded(0, 0, 1_000_000, doc="frames queued per peer; 0: 2 when live, 1000 when lossless")
-    max_message_mb: float = bounded(256.0, 0.001, 4096.0, doc="largest message part a receiver accepts")
+    hwm: int = bounded(
+        0, 0, 1_000_000, doc="frames queued per peer; 0: 2 when live, 1000 when lossless"
+    )
+    max_message_mb: float = bounded(
+        256.0, 0.001, 4096.0, doc="largest message part a receiver accepts"
+    )
 
     def validate(self, where: str) -> None:
         if not self.endpoint.startswith(("tcp://", "ipc://", "inproc://")):
-            raise ConfigError(f"{where}.endpoint: expected tcp://, ipc:// or inproc://, got {self.endpoint!r}")
+            raise ConfigError(
+                f"{where}.endpoint: expected tcp://, ipc:// or inproc://, got {self.endpoint!r}"
+            )
 
     @property
     def queue(self) -> int:
@@ -212,7 +222,9 @@ class Receiver:
         self._closing = False
         self._thread: threading.Thread | None = None
         if self.live:
-            self._thread = threading.Thread(target=self._drain, name=f"{stage_id}:{name}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._drain, name=f"{stage_id}:{name}", daemon=True
+            )
             self._thread.start()
 
     def _accept(self, parts: list, drops: Counter[str], counts: Counter[str]) -> Message | None:

@@ -31,7 +31,9 @@ def make_frame(seq: int, shape: tuple[int, ...], clock_ns: int, epoch: int = 1) 
     return Frame("s", seq, clock_ns, clock_ns + 10**12, image, fmt, epoch=epoch)
 
 
-def produce(spec: LinkSpec, n: int, fps: float, shape: tuple[int, ...], consumers: int, result) -> None:
+def produce(
+    spec: LinkSpec, n: int, fps: float, shape: tuple[int, ...], consumers: int, result
+) -> None:
     """Child process: publish `n` frames at `fps` (0: unpaced), then eos; report drops."""
     clock = WallClock()
     ctx = zmq.Context()

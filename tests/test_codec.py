@@ -31,10 +31,17 @@ def make_frame(fmt: str = "gray8") -> Frame:
         image=rng.integers(0, 256, shape, dtype=np.uint8),
         pixel_format=fmt,
         epoch=7,
-        parts={"mask": rng.integers(0, 4, (48, 64), dtype=np.uint8), "score": rng.random((2, 3)).astype(np.float32)},
+        parts={
+            "mask": rng.integers(0, 4, (48, 64), dtype=np.uint8),
+            "score": rng.random((2, 3)).astype(np.float32),
+        },
         annotations=Annotations(
-            model="us-seg", labels=["background", "anechoic"], boxes=[Box(1.5, 2, 30, 40, 1, 0.9)],
-            backend="onnxruntime", device="cpu", precision="fp32",
+            model="us-seg",
+            labels=["background", "anechoic"],
+            boxes=[Box(1.5, 2, 30, 40, 1, 0.9)],
+            backend="onnxruntime",
+            device="cpu",
+            precision="fp32",
         ),
         trace=[Span("grab", 10, 20), Span("infer", 25, 40)],
         meta={"pixel_spacing_mm": [0.1, 0.1]},
@@ -58,7 +65,13 @@ def test_round_trip(fmt: str) -> None:
     assert msg.kind == "frame" and msg.sender == "grab" and msg.link_seq == 5 and msg.sent_ns == 123
     g = msg.frame
     assert g is not None
-    assert (g.stream, g.seq, g.epoch, g.capture_ns, g.deadline_ns) == (f.stream, f.seq, f.epoch, f.capture_ns, f.deadline_ns)
+    assert (g.stream, g.seq, g.epoch, g.capture_ns, g.deadline_ns) == (
+        f.stream,
+        f.seq,
+        f.epoch,
+        f.capture_ns,
+        f.deadline_ns,
+    )
     assert g.pixel_format == fmt
     np.testing.assert_array_equal(g.image, f.image)
     assert set(g.parts) == {"mask", "score"}
@@ -117,7 +130,9 @@ def _cases() -> dict[str, list]:
         "kind": with_header(good, kind="pickle"),
         "field": with_header(good, seq=-1),
         "dtype": with_header(good, parts=[dict(h["parts"][0], dtype="object"), *h["parts"][1:]]),
-        "shape": with_header(good, parts=[dict(h["parts"][0], shape=[MAX_DIM + 1, 2]), *h["parts"][1:]]),
+        "shape": with_header(
+            good, parts=[dict(h["parts"][0], shape=[MAX_DIM + 1, 2]), *h["parts"][1:]]
+        ),
         "size": [good[0], good[1], good[2][:-1], *good[3:]],
         "pixel_format": with_header(good, format="bgr8"),
         "_count": [good[0], json.dumps(bad_parts).encode(), *good[2:]],

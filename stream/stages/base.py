@@ -61,7 +61,9 @@ class StageRuntime:
         return self.stop_requested
 
     def sender(self, link: str) -> Sender:
-        s = Sender(self.ctx, link, self.cfg.link(link), self.id, self.clock, self.stats, self.should_stop)
+        s = Sender(
+            self.ctx, link, self.cfg.link(link), self.id, self.clock, self.stats, self.should_stop
+        )
         self._sockets.append(s)
         return s
 

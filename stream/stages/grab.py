@@ -40,7 +40,9 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
             return 0
         rt.log.warning(
             "only %d of %d consumers after %.0f s; starting anyway (frames to nobody are counted)",
-            sender.consumers, spec.wait_for_consumers, spec.wait_timeout_s,
+            sender.consumers,
+            spec.wait_for_consumers,
+            spec.wait_timeout_s,
         )
     rt.log.info("streaming %s at %.1f fps to %s", stream, fps, rt.cfg.link(spec.output).endpoint)
     seq = 0

@@ -66,7 +66,11 @@ def run_infer(rt: StageRuntime, spec: InferSpec, pipeline: InferencePipeline | N
         }
     )
     rt.log.info(
-        "model %s on %s (%s, %s)", pipeline.model_id, pipeline.backend, pipeline.device, pipeline.precision
+        "model %s on %s (%s, %s)",
+        pipeline.model_id,
+        pipeline.backend,
+        pipeline.device,
+        pipeline.precision,
     )
     guard = BudgetGuard(predict=spec.predict_drops, stage_budget_ms=spec.stage_budget_ms)
     receiver = rt.receiver(spec.input)

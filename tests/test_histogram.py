@@ -1,0 +1,69 @@
+"""The latency histogram: percentiles agree with numpy within the stated error, fixed memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream.histogram import N_BUCKETS, REL_ERROR, Histogram
+
+DATA = {
+    "lognormal": np.random.default_rng(0).lognormal(mean=2.5, sigma=0.6, size=20_000),
+    "bimodal": np.concatenate(
+        [
+            np.random.default_rng(1).normal(12, 1, 9_000),
+            np.random.default_rng(2).normal(45, 5, 1_000),
+        ]
+    ).clip(0.01),
+    "uniform_us": np.random.default_rng(3).uniform(0.002, 0.5, 5_000),
+}
+
+
+@pytest.mark.parametrize("name", DATA)
+@pytest.mark.parametrize("p", [1, 10, 50, 90, 95, 99, 99.9])
+def test_percentiles_match_numpy(name: str, p: float) -> None:
+    data = DATA[name]
+    h = Histogram()
+    for v in data:
+        h.record(float(v))
+    want = float(np.percentile(data, p, method="inverted_cdf"))
+    got = h.percentile(p)
+    assert abs(got - want) <= REL_ERROR * want + 0.001, (got, want)
+
+
+def test_max_min_mean_count_are_exact() -> None:
+    data = DATA["lognormal"]
+    h = Histogram()
+    for v in data:
+        h.record(float(v))
+    assert h.count == len(data)
+    assert h.max_ms == pytest.approx(data.max())
+    assert h.min_ms == pytest.approx(data.min())
+    assert h.mean_ms == pytest.approx(data.mean())
+    assert h.percentile(100) == pytest.approx(data.max())
+
+
+def test_memory_is_fixed_and_merge_adds() -> None:
+    a, b = Histogram(), Histogram()
+    for v in DATA["bimodal"][:5000]:
+        a.record(float(v))
+    for v in DATA["bimodal"][5000:]:
+        b.record(float(v))
+    assert a.counts.shape == (N_BUCKETS,) and N_BUCKETS < 3000
+    restored = Histogram.from_dict(a.to_dict())
+    restored.merge(Histogram.from_dict(b.to_dict()))
+    whole = DATA["bimodal"]
+    want = float(np.percentile(whole, 99, method="inverted_cdf"))
+    assert abs(restored.percentile(99) - want) <= REL_ERROR * want + 0.001
+    assert restored.count == len(whole)
+
+
+def test_empty_and_bad_values() -> None:
+    h = Histogram()
+    assert h.summary()["p50"] is None
+    with pytest.raises(ValueError):
+        h.record(float("nan"))
+    with pytest.raises(ValueError):
+        Histogram.from_dict({"buckets": {"99999": 1}, "count": 1})
+    h.record(5e9)  # beyond the range: clamped, counted, still exact max
+    assert h.clamped == 1 and h.max_ms == 5e9
