@@ -54,6 +54,10 @@ class InferSpec:
     stage_budget_ms: float | None = bounded(
         None, 0.1, 60000.0, doc="per-stage budget (overruns counted)"
     )
+    wait_for_consumers: int = bounded(
+        1, 0, 1000, doc="subscribers to wait for before subscribing upstream"
+    )
+    wait_timeout_s: float = bounded(20.0, 0.0, 3600.0, doc="how long to wait for them")
 
 
 @dataclass
@@ -131,8 +135,7 @@ def _parse_stage(raw: Any, where: str) -> StageSpec:
 
 def _check_plugins(spec: StageSpec, where: str) -> None:
     """Validate the source / sink sections now, so a typo fails at load, not mid-run."""
-    from .sinks import parse_sink
-    from .sources import parse_source
+    from .plugins import parse_sink, parse_source
 
     if isinstance(spec, GrabSpec):
         parse_source(spec.source, f"{where}.source")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..codec import EndOfStream
 from ..config import GrabSpec
 from ..frame import Frame
-from ..sources import open_source
+from ..plugins import parse_source
 from ..sources.base import Source, SourceError
 from ..stats import STAGE_MS
 from .base import StageRuntime, sleep_until
@@ -23,7 +23,9 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
     """Run until stopped, the frame limit, or the end of a finite source. Returns exit code."""
     clock = rt.clock
     try:
-        source = source or open_source(spec.source, f"{spec.id}.source")
+        if source is None:
+            source_spec, factory = parse_source(spec.source, f"{spec.id}.source")
+            source = factory(source_spec)
     except SourceError as e:
         rt.log.error("%s", e)
         return 2

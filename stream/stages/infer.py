@@ -73,8 +73,15 @@ def run_infer(rt: StageRuntime, spec: InferSpec, pipeline: InferencePipeline | N
         pipeline.precision,
     )
     guard = BudgetGuard(predict=spec.predict_drops, stage_budget_ms=spec.stage_budget_ms)
-    receiver = rt.receiver(spec.input)
+    # subscribe upstream only once downstream listens, so no frame is processed for nobody
     sender = rt.sender(spec.output)
+    if spec.wait_for_consumers and not sender.wait_for_consumers(
+        spec.wait_for_consumers, spec.wait_timeout_s
+    ):
+        rt.log.warning(
+            "no consumer on %s after %.0f s; starting anyway", spec.output, spec.wait_timeout_s
+        )
+    receiver = rt.receiver(spec.input)
     errors_logged: set[str] = set()
     try:
         while not rt.stop_requested:

@@ -1,0 +1,35 @@
+"""Typed plug-in sections (`source:`, `sinks:`): pick the class by `type`, validate the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .spec import ConfigError, parse_spec
+
+
+def parse_typed(
+    registry: dict[str, tuple[type, Any]], raw: Any, where: str, what: str
+) -> tuple[Any, Any]:
+    """Return (spec, factory) for a `{type: NAME, ...}` mapping, or raise `ConfigError`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with a 'type' key, got {raw!r:.60}")
+    kind = raw.get("type")
+    if kind not in registry:
+        raise ConfigError(
+            f"{where}.type: expected one of {', '.join(sorted(registry))} ({what}), got {kind!r}"
+        )
+    spec_cls, factory = registry[kind]
+    rest = {k: v for k, v in raw.items() if k != "type"}
+    return parse_spec(spec_cls, rest, where), factory
+
+
+def parse_source(raw: Any, where: str) -> tuple[Any, Any]:
+    from .sources import SOURCE_TYPES
+
+    return parse_typed(SOURCE_TYPES, raw, where, "a source")
+
+
+def parse_sink(raw: Any, where: str) -> tuple[Any, Any]:
+    from .sinks import SINK_TYPES
+
+    return parse_typed(SINK_TYPES, raw, where, "a sink")

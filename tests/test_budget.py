@@ -1,0 +1,142 @@
+"""Budget drops, decided with an injected clock: deterministic, no sleeps in the logic."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import zmq
+
+from engines.api import InferenceResult
+from stream.budget import LATE, WILL_MISS, BudgetGuard
+from stream.clock import FakeClock
+from stream.codec import EndOfStream
+from stream.config import load_config
+from stream.frame import Frame
+from stream.stages.base import StageRuntime
+from stream.stages.infer import run_infer
+from stream.stats import StageStats
+from stream.transport import Receiver, Sender
+
+from .helpers import free_port
+
+
+def frame_at(seq: int, capture_ns: int, deadline_ns: int) -> Frame:
+    return Frame("s", seq, capture_ns, deadline_ns, np.zeros((8, 8), np.uint8), "gray8", epoch=1)
+
+
+def test_guard_late_and_predicted_miss() -> None:
+    clock = FakeClock()
+    guard = BudgetGuard(predict=True, window=5)
+    now = clock.now_ns()
+    assert guard.check(frame_at(0, now, now), now) == LATE
+    assert guard.check(frame_at(0, now, now + 10_000_000), now) is None  # no history yet
+    for _ in range(3):
+        guard.record(30.0)
+    guard.record(500.0)  # one outlier does not move the median
+    assert guard.expected_ms() == 30.0
+    assert guard.check(frame_at(0, now, now + 10_000_000), now) == WILL_MISS
+    assert guard.check(frame_at(0, now, now + 31_000_000), now) is None
+    assert BudgetGuard(predict=False).check(frame_at(0, now, now + 1), now) is None
+
+
+def test_stage_budget_overruns_are_counted() -> None:
+    guard = BudgetGuard(stage_budget_ms=20.0)
+    assert guard.record(25.0) and not guard.record(5.0)
+    assert guard.overruns == 1
+
+
+class SlowPipeline:
+    """A fake model that takes `ms` of the fake clock's time per frame."""
+
+    model_id, labels, backend, device, precision = "fake", ["bg", "fg"], "fake", "cpu", "fp32"
+
+    def __init__(self, clock: FakeClock, ms: float):
+        self.clock, self.ms, self.calls = clock, ms, 0
+
+    def __call__(self, image: np.ndarray, pixel_format: str) -> InferenceResult:
+        self.calls += 1
+        self.clock.advance_ms(self.ms)
+        return InferenceResult(mask=(image > 0).astype(np.uint8))
+
+    def close(self) -> None:
+        pass
+
+
+def test_infer_stage_drops_by_deadline_with_injected_clock() -> None:
+    port_in, port_out = free_port(), free_port()
+    cfg = load_config(
+        {
+            "name": "t",
+            "budget_ms": 50,
+            "links": {
+                "in": {
+                    "endpoint": f"tcp://127.0.0.1:{port_in}",
+                    "pattern": "pushpull",
+                    "mode": "lossless",
+                },
+                "out": {
+                    "endpoint": f"tcp://127.0.0.1:{port_out}",
+                    "pattern": "pushpull",
+                    "mode": "lossless",
+                },
+            },
+            "stages": [
+                {
+                    "id": "infer",
+                    "kind": "infer",
+                    "input": "in",
+                    "output": "out",
+                    "wait_for_consumers": 0,
+                }
+            ],
+        }
+    )
+    clock = FakeClock()
+    rt = StageRuntime(cfg, cfg.stage("infer"), clock=clock, stats_endpoint="")
+    pipeline = SlowPipeline(clock, 30.0)
+    stage = threading.Thread(target=run_infer, args=(rt, cfg.stage("infer"), pipeline))
+    ctx = zmq.Context()
+    test_stats = StageStats("test", "test", clock)
+    tx = Sender(ctx, "in", cfg.link("in"), "test", clock, test_stats)
+    rx = Receiver(ctx, "out", cfg.link("out"), "test", clock, test_stats)
+    stage.start()
+
+    def handled() -> int:
+        return rt.stats.counters["out"] + sum(rt.stats.drops.values())
+
+    def send_and_wait(frame: Frame) -> None:
+        before = handled()
+        tx.send(frame)
+        end = time.monotonic() + 10
+        while handled() == before and time.monotonic() < end:
+            time.sleep(0.005)
+        assert handled() == before + 1, "stage did not handle the frame"
+
+    try:
+        t = clock.now_ns()
+        send_and_wait(frame_at(0, t, t + 50_000_000))  # processed: takes 30 ms
+        t = clock.now_ns()
+        send_and_wait(frame_at(1, t - 60_000_000, t - 10_000_000))  # deadline passed: late
+        send_and_wait(frame_at(2, t - 30_000_000, t + 20_000_000))  # 20 ms left < 30 ms: will_miss
+        send_and_wait(frame_at(3, t, t + 50_000_000))  # processed
+        assert dict(rt.stats.drops) == {LATE: 1, WILL_MISS: 1}
+        assert pipeline.calls == 2
+        got = [rx.recv(2000) for _ in range(2)]
+        assert [m.frame.seq for m in got] == [0, 3]
+        assert [s.stage for s in got[1].frame.trace] == ["infer"]
+        span = got[1].frame.trace[0]
+        assert span.end_ns - span.start_ns == 30_000_000  # measured on the injected clock
+        np.testing.assert_array_equal(got[1].frame.parts["mask"], np.zeros((8, 8), np.uint8))
+        tx.send_eos(EndOfStream("s", 1, 3))
+        eos = rx.recv(2000)
+        assert eos is not None and eos.kind == "eos"
+    finally:
+        rt.stop_requested = True
+        stage.join(5)
+        tx.close()
+        rx.close()
+        rt.close()
+        ctx.term()
+    assert not stage.is_alive()
