@@ -127,3 +127,27 @@ class Histogram:
 def _round(x: float) -> float | None:
     """Round to a microsecond; None (JSON null) for an empty histogram's nan."""
     return None if math.isnan(x) else round(x, 3)
+
+
+class RecentHistogram:
+    """Percentiles over roughly the last `window_s` seconds (two alternating halves), for a HUD."""
+
+    def __init__(self, window_s: float = 5.0):
+        self.half_ns = int(window_s * 1e9 / 2)
+        self.current = Histogram()
+        self.previous = Histogram()
+        self.started_ns: int | None = None
+
+    def record(self, ms: float, now_ns: int) -> None:
+        if self.started_ns is None:
+            self.started_ns = now_ns
+        elif now_ns - self.started_ns >= self.half_ns:
+            self.previous, self.current = self.current, Histogram()
+            self.started_ns = now_ns
+        self.current.record(ms)
+
+    def percentile(self, p: float) -> float | None:
+        both = Histogram()
+        both.merge(self.previous)
+        both.merge(self.current)
+        return None if both.count == 0 else both.percentile(p)

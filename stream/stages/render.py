@@ -1,0 +1,249 @@
+"""The render stage: overlay + HUD on a copy of each frame, then hand it to the sinks.
+
+synchronized: each frame arrives from the infer stage with its own mask and is drawn with it.
+passthrough: raw frames arrive straight from the source at full rate; the newest overlay from
+the infer stage is drawn only while it is at most `overlay_max_age_ms` older than the frame,
+else the frame is shown without it under an "overlay stale" banner.
+
+Glass-to-glass latency is measured from the frame's capture time to the moment the rendered
+image is handed to the sinks. Where a frame carries the source's ground truth (`truth`) and the
+overlay drawn on it has a `mask`, a confusion matrix accumulates, so accuracy is measured live.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from ..budget import BudgetGuard
+from ..codec import KIND_EOS
+from ..config import RenderSpec
+from ..frame import Frame
+from ..histogram import RecentHistogram
+from ..plugins import parse_sink
+from ..render.boxes import BoxAnnotator, LabelAnnotator
+from ..render.color import to_bgr
+from ..render.hud import HudAnnotator, HudData
+from ..render.mask import MaskAnnotator
+from ..sinks.base import Sink, SinkError
+from ..stats import GLASS_MS, OVERLAY_AGE_MS, STAGE_MS
+from .base import StageRuntime
+
+RECV_TIMEOUT_MS = 100
+STATS_PERIOD_S = 0.25
+MAX_LABEL_VALUES = 256
+
+
+class Renderer:
+    """Draws one frame (with an optional overlay frame) and keeps the live figures for the HUD."""
+
+    def __init__(self, rt: StageRuntime, spec: RenderSpec, sinks: list[Sink]):
+        self.rt = rt
+        self.spec = spec
+        self.sinks = sinks
+        self.mask = MaskAnnotator()
+        self.boxes = BoxAnnotator()
+        self.labels = LabelAnnotator()
+        self.hud = HudAnnotator() if spec.hud else None
+        self.recent = RecentHistogram()
+        self.handoffs: deque[int] = deque(maxlen=30)
+        self.confusion = np.zeros((0, 0), np.int64)
+        self.model = ""
+        self.backend = ""
+        self.next_stats = 0.0
+
+    def fps(self) -> float | None:
+        if len(self.handoffs) < 2 or self.handoffs[-1] == self.handoffs[0]:
+            return None
+        return (len(self.handoffs) - 1) / ((self.handoffs[-1] - self.handoffs[0]) / 1e9)
+
+    def hud_data(self, frame: Frame, stale_ms: float | None) -> HudData:
+        stats = self.rt.stats
+        return HudData(
+            seq=frame.seq,
+            fps=self.fps(),
+            latency_p50_ms=self.recent.percentile(50),
+            latency_p99_ms=self.recent.percentile(99),
+            budget_ms=self.rt.cfg.budget_ms,
+            budget_misses=stats.counters["budget_misses"],
+            drops=sum(stats.drops.values()),
+            model=self.model,
+            backend=self.backend,
+            overlay_stale_ms=stale_ms,
+        )
+
+    def _accumulate_accuracy(self, truth: np.ndarray, mask: np.ndarray) -> None:
+        if truth.shape != mask.shape:
+            self.rt.stats.count("truth_shape_mismatch")
+            return
+        k = int(max(truth.max(initial=0), mask.max(initial=0))) + 1
+        if k > MAX_LABEL_VALUES:
+            return
+        if k > self.confusion.shape[0]:
+            grown = np.zeros((k, k), np.int64)
+            n = self.confusion.shape[0]
+            grown[:n, :n] = self.confusion
+            self.confusion = grown
+        k = self.confusion.shape[0]
+        pairs = truth.astype(np.int32).ravel() * k + mask.ravel()
+        self.confusion += np.bincount(pairs, minlength=k * k).reshape(k, k)
+
+    def render(self, frame: Frame, overlay: Frame | None, stale_ms: float | None, start_ns: int) -> None:
+        """Draw `frame` (with `overlay`'s annotations, if given) and hand it to every sink."""
+        rt = self.rt
+        canvas = to_bgr(frame.image, frame.pixel_format)  # a new array: the frame stays clean
+        if overlay is not None:
+            ann = overlay.annotations
+            self.model, self.backend = ann.model or self.model, ann.backend or self.backend
+            mask = overlay.parts.get("mask")
+            if mask is not None:
+                self.mask.draw(canvas, mask)
+                truth = frame.parts.get("truth")
+                if truth is not None:
+                    self._accumulate_accuracy(truth, mask)
+                    rt.stats.info["labels"] = list(ann.labels)
+            if ann.boxes:
+                self.boxes.draw(canvas, ann.boxes)
+                self.labels.draw(canvas, ann.boxes, ann.labels)
+        if self.hud is not None:
+            self.hud.draw(canvas, self.hud_data(frame, stale_ms))
+        handoff = rt.clock.now_ns()
+        for sink in self.sinks:
+            sink.write(canvas, frame)
+        end = rt.clock.now_ns()
+        glass_ms = (handoff - frame.capture_ns) / 1e6
+        rt.stats.observe(GLASS_MS, glass_ms)
+        self.recent.record(glass_ms, handoff)
+        if handoff > frame.deadline_ns:
+            rt.stats.count("budget_misses")
+        self.handoffs.append(handoff)
+        rt.stats.frame_out(handoff)
+        rt.stats.observe(STAGE_MS, (end - start_ns) / 1e6)
+        if self.confusion.size:
+            rt.stats.info["confusion"] = self.confusion.tolist()
+        self.publish_live()
+
+    def publish_live(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self.next_stats:
+            return
+        self.next_stats = now + STATS_PERIOD_S
+        live = self.live_stats()
+        for sink in self.sinks:
+            sink.update_stats(live)
+
+    def live_stats(self) -> dict[str, Any]:
+        stats = self.rt.stats
+        fps = self.fps()
+        p50, p99 = self.recent.percentile(50), self.recent.percentile(99)
+        return {
+            "stage": self.rt.id,
+            "mode": self.spec.mode,
+            "fps": None if fps is None else round(fps, 1),
+            "glass_to_glass_ms": {
+                "p50": None if p50 is None else round(p50, 1),
+                "p99": None if p99 is None else round(p99, 1),
+            },
+            "budget_ms": self.rt.cfg.budget_ms,
+            "budget_misses": stats.counters["budget_misses"],
+            "delivered": stats.counters["out"],
+            "drops": dict(stats.drops),
+            "model": self.model,
+            "backend": self.backend,
+        }
+
+
+def _open_sinks(rt: StageRuntime, spec: RenderSpec) -> list[Sink]:
+    sinks: list[Sink] = []
+    try:
+        for i, raw in enumerate(spec.sinks):
+            sink_spec, factory = parse_sink(raw, f"{spec.id}.sinks[{i}]")
+            sinks.append(factory(sink_spec, rt.id))
+    except SinkError:
+        for s in sinks:
+            s.close()
+        raise
+    return sinks
+
+
+def run_render(rt: StageRuntime, spec: RenderSpec) -> int:
+    try:
+        sinks = _open_sinks(rt, spec)
+    except SinkError as e:
+        rt.log.error("%s", e)
+        return 2
+    renderer = Renderer(rt, spec, sinks)
+    guard = BudgetGuard(stage_budget_ms=spec.stage_budget_ms)
+    try:
+        if spec.mode == "synchronized":
+            _synchronized(rt, renderer, guard)
+        else:
+            _passthrough(rt, spec, renderer, guard)
+    finally:
+        renderer.publish_live(force=True)
+        for sink in sinks:
+            sink.close()
+            drops = sink.drops()
+            if drops:
+                rt.stats.info.setdefault("sink_drops", {})[type(sink).__name__] = dict(drops)
+    return 0
+
+
+def _synchronized(rt: StageRuntime, renderer: Renderer, guard: BudgetGuard) -> None:
+    receiver = rt.receiver(renderer.spec.input)
+    while not rt.stop_requested:
+        rt.tick()
+        msg = receiver.recv(RECV_TIMEOUT_MS)
+        if msg is None:
+            continue
+        if msg.kind == KIND_EOS:
+            break
+        frame = msg.frame
+        assert frame is not None
+        start = rt.clock.now_ns()
+        reason = guard.check(frame, start)
+        if reason is not None:
+            rt.stats.drop(reason)
+            continue
+        renderer.render(frame, frame, None, start)
+        guard.record((rt.clock.now_ns() - start) / 1e6)
+
+
+def _passthrough(rt: StageRuntime, spec: RenderSpec, renderer: Renderer, guard: BudgetGuard) -> None:
+    video = rt.receiver(spec.video)
+    overlays = rt.receiver(spec.input)
+    overlay: Frame | None = None
+    max_age_ns = int(spec.overlay_max_age_ms * 1e6)
+    while not rt.stop_requested:
+        rt.tick()
+        while (o := overlays.recv(0)) is not None:
+            if o.kind != KIND_EOS and o.frame is not None:
+                overlay = o.frame
+        msg = video.recv(RECV_TIMEOUT_MS)
+        if msg is None:
+            continue
+        if msg.kind == KIND_EOS:
+            break
+        frame = msg.frame
+        assert frame is not None
+        start = rt.clock.now_ns()
+        reason = guard.check(frame, start)
+        if reason is not None:
+            rt.stats.drop(reason)
+            continue
+        drawn: Frame | None = None
+        stale_ms: float | None = None
+        if overlay is not None and overlay.stream == frame.stream:
+            age_ns = frame.capture_ns - overlay.capture_ns
+            if abs(age_ns) <= max_age_ns:
+                drawn = overlay
+                rt.stats.observe(OVERLAY_AGE_MS, max(age_ns, 0) / 1e6)
+            else:
+                stale_ms = age_ns / 1e6
+        if drawn is None:
+            rt.stats.count("frames_without_overlay")
+        renderer.render(frame, drawn, stale_ms, start)
+        guard.record((rt.clock.now_ns() - start) / 1e6)
