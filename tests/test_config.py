@@ -1,0 +1,85 @@
+"""Config errors name the key and what was expected."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stream.config import load_config, load_config_file
+from stream.spec import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = yaml.safe_load((ROOT / "configs" / "ultrasound_seg.yaml").read_text())
+
+
+def test_bundled_configs_load() -> None:
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        cfg = load_config_file(path)
+        assert cfg.stages, path
+
+
+def test_demo_expands_run_dir() -> None:
+    cfg = load_config(copy.deepcopy(DEMO))
+    assert cfg.run_dir == "runs/ultrasound-seg"
+    assert cfg.link("frames").endpoint == "ipc://runs/ultrasound-seg/frames.ipc"
+
+
+def broken(path: list, value) -> dict:
+    data = copy.deepcopy(DEMO)
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (["budget_ms"], "fast", "budget_ms: expected a number"),
+        (["budget_ms"], -5, "budget_ms: expected a value in [0.1"),
+        (["bugdet_ms"], 5, "unknown key 'bugdet_ms'"),
+        (["links", "frames", "mode"], "fast", "links.frames.mode: expected one of 'live', 'lossless'"),
+        (["links", "frames", "endpoint"], "udp://x", "links.frames.endpoint: expected tcp://"),
+        (["stages", 0, "kind"], "grabber", "stages[0].kind: expected one of grab, infer, render"),
+        (["stages", 0, "fps"], 0, "stages[0].fps: expected a value in [0.1"),
+        (["stages", 0, "source", "type"], "camera9", "stages[0].source.type: expected one of"),
+        (["stages", 0, "source", "width"], "wide", "stages[0].source.width: expected an integer"),
+        (["stages", 1, "input"], "nowhere", "stages[1].input: unknown link 'nowhere'"),
+        (["stages", 1, "engine", "backend"], "tpu", "stages[1].engine.backend: expected one of 'auto'"),
+        (["stages", 1, "engine", "threads"], 0, "stages[1].engine.threads"),
+        (["stages", 2, "mode"], "sometimes", "stages[2].mode: expected one of"),
+        (["stages", 2, "sinks", 0, "type"], "hologram", "stages[2].sinks[0].type: expected one of"),
+        (["stages", 2, "sinks", 1, "fps"], "x", "stages[2].sinks[1].fps"),
+        (["stages", 1, "id"], "grab", "stages[1].id: 'grab' is used twice"),
+        (["stages", 1, "id"], KeyError, "stages[1].id: required"),
+        (["links"], KeyError, "links: expected a mapping"),
+    ],
+)
+def test_errors_name_the_key(path: list, value, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(broken(path, value))
+    assert message in str(err.value)
+
+
+def test_passthrough_needs_video_link() -> None:
+    data = broken(["stages", 2, "mode"], "passthrough")
+    with pytest.raises(ConfigError, match=r"stages\[2\].video: required"):
+        load_config(data)
+    data["stages"][2]["video"] = "frames"
+    assert load_config(data).stage("render").video == "frames"
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nlinks: [\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line \d+"):
+        load_config_file(bad)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config_file(tmp_path / "missing.yaml")

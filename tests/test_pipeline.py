@@ -1,0 +1,219 @@
+"""Whole pipelines as real processes: `medstream run` of the demo graph, shutdown, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+import pytest
+import yaml
+
+from .helpers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "configs" / "ultrasound_seg.yaml"
+
+
+def demo_config(tmp_path: Path, mode: str = "synchronized", fps: float = 30) -> tuple[Path, int, Path]:
+    """The demo config with its run dir, viewer port and video file moved into `tmp_path`."""
+    data = yaml.safe_load(DEMO.read_text())
+    data["run_dir"] = str(tmp_path / "run")
+    port = free_port()
+    video = tmp_path / "out.mp4"
+    grab, _infer, render = data["stages"]
+    grab["fps"] = fps
+    render["mode"] = mode
+    if mode == "passthrough":
+        render["video"] = "frames"
+    render["sinks"] = [{"type": "viewer", "port": port}, {"type": "video", "path": str(video)}]
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path, port, video
+
+
+def start_run(config: Path, report: Path, duration: float | None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "stream.cli", "run", str(config), "--report", str(report)]
+    if duration:
+        cmd += ["--duration", str(duration)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stage_pids(sup: subprocess.Popen) -> dict[str, int]:
+    out = {}
+    for child in psutil.Process(sup.pid).children(recursive=True):
+        try:
+            cmd = child.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if "stage" in cmd:
+            out[cmd[-1]] = child.pid
+    return out
+
+
+def wait_for_stages(sup: subprocess.Popen, n: int, timeout: float = 30) -> dict[str, int]:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        pids = stage_pids(sup)
+        if len(pids) == n:
+            return pids
+        time.sleep(0.1)
+    pytest.fail(f"stages did not start: {stage_pids(sup)}")
+
+
+def http_get(url: str, timeout: float = 5) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read()
+
+
+def fetch_jpeg(port: int, timeout: float = 30) -> np.ndarray:
+    """Poll the viewer until it serves a frame; decode it."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            data = http_get(f"http://127.0.0.1:{port}/frame.jpg")
+        except OSError:
+            time.sleep(0.2)
+            continue
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None, "viewer served something that is not a JPEG"
+        return img
+    pytest.fail("viewer never served a frame")
+
+
+def finish(sup: subprocess.Popen, timeout: float = 60) -> str:
+    try:
+        out, _ = sup.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        sup.kill()
+        out, _ = sup.communicate()
+        pytest.fail(f"medstream run did not stop:\n{out}")
+    return out
+
+
+def assert_accounted(report: dict) -> None:
+    f = report["frames"]
+    assert f["accounted"], f
+    assert f["captured"] == f["delivered"] * 1 + f["dropped_total"]
+
+
+def test_demo_run_end_to_end(tmp_path: Path) -> None:
+    config, port, video = demo_config(tmp_path)
+    report_path = tmp_path / "report.json"
+    sup = start_run(config, report_path, duration=8)
+    try:
+        img = fetch_jpeg(port)
+        assert img.shape == (512, 512, 3)
+        stats = json.loads(http_get(f"http://127.0.0.1:{port}/stats.json"))
+        assert stats.get("delivered", 0) >= 0
+    finally:
+        out = finish(sup)
+    assert sup.returncode == 0, out
+    report = json.loads(report_path.read_text())
+    assert "glass-to-glass" in out  # the printed table
+    f = report["frames"]
+    assert f["captured"] >= 60, f
+    assert f["delivered"] >= 0.8 * f["captured"], f
+    assert_accounted(report)
+    assert f["dropped"].get("lost", 0) == 0, f
+    g2g = report["latency_ms"]["glass_to_glass"]
+    assert g2g["count"] == f["delivered"]
+    for key in ("p50", "p90", "p99", "max", "fps"):
+        assert g2g[key] is not None and g2g[key] > 0, g2g
+    assert g2g["p50"] <= g2g["p90"] <= g2g["p99"] <= g2g["max"]
+    for sid in ("grab", "infer", "render"):
+        s = report["latency_ms"]["stages"][sid]
+        assert s["p50"] is not None and s["fps"] > 0, (sid, s)
+    assert report["engines"]["infer"]["backend"] == "onnxruntime"
+    acc = report["accuracy"]["render"]
+    assert acc["mean_dice"] > 0.6, acc  # delivered masks overlap the phantom's ground truth
+    # the annotated video was written and reads back frame by frame
+    cap = cv2.VideoCapture(str(video))
+    n = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        assert frame.shape == (512, 512, 3)
+        n += 1
+    cap.release()
+    sink_drops = report["stages"]["render"]["info"].get("sink_drops", {})
+    assert n == f["delivered"] - sum(sum(d.values()) for d in sink_drops.values())
+
+
+def test_passthrough_run_draws_fresh_overlays(tmp_path: Path) -> None:
+    config, _port, _video = demo_config(tmp_path, mode="passthrough")
+    report_path = tmp_path / "report.json"
+    sup = start_run(config, report_path, duration=6)
+    out = finish(sup)
+    assert sup.returncode == 0, out
+    report = json.loads(report_path.read_text())
+    assert_accounted(report)
+    assert report["stages"]["render"]["on_video_path"] and not report["stages"]["infer"]["on_video_path"]
+    assert report["frames"]["delivered"] >= 0.8 * report["frames"]["captured"]
+    assert report["accuracy"]["render"]["mean_dice"] > 0.5
+
+
+def test_sigint_stops_cleanly_without_orphans(tmp_path: Path) -> None:
+    config, _port, _video = demo_config(tmp_path)
+    sup = start_run(config, tmp_path / "report.json", duration=None)
+    pids = wait_for_stages(sup, 3)
+    time.sleep(2)
+    sup.send_signal(signal.SIGINT)
+    out = finish(sup, timeout=30)
+    assert sup.returncode == 0, out
+    for sid, pid in pids.items():
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, sid
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["exit"] == "signal SIGINT"
+    assert_accounted(report)
+
+
+def test_killed_stage_is_restarted_and_frames_accounted(tmp_path: Path) -> None:
+    config, port, _video = demo_config(tmp_path)
+    report_path = tmp_path / "report.json"
+    sup = start_run(config, report_path, duration=10)
+    try:
+        pids = wait_for_stages(sup, 3)
+        fetch_jpeg(port)
+        os.kill(pids["infer"], signal.SIGKILL)
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            new = stage_pids(sup).get("infer")
+            if new and new != pids["infer"]:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("infer was not restarted")
+    finally:
+        out = finish(sup)
+    assert sup.returncode == 0, out
+    report = json.loads(report_path.read_text())
+    assert report["stages"]["infer"]["restarts"] == 1
+    assert_accounted(report)
+    # frames flowed again after the restart
+    assert report["stages"]["infer"]["incarnations_reported"] == 2
+    assert report["frames"]["delivered"] >= 0.5 * report["frames"]["captured"]
+
+
+def test_stage_that_cannot_start_fails_the_run(tmp_path: Path) -> None:
+    data = yaml.safe_load(DEMO.read_text())
+    data["run_dir"] = str(tmp_path / "run")
+    data["stages"][1]["engine"]["model"] = str(tmp_path / "missing.onnx")
+    data["stages"][2]["sinks"] = []
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(data))
+    sup = start_run(config, tmp_path / "report.json", duration=30)
+    out = finish(sup, timeout=60)
+    assert sup.returncode == 1, out
+    assert "missing.onnx" in out
+    assert "not restarting" in out
