@@ -114,6 +114,7 @@ def test_mjpeg_stream_delivers_new_frames_as_they_are_written(viewer):
         viewer.write(_solid(220), _frame(2))
         seq_b, image_b = client.next_part()
         assert (seq_a, seq_b) == (1, 2)
+        assert viewer.stats()["viewer"]["connections"] == 1
         assert image_a.shape == image_b.shape == (120, 160, 3)
         assert np.median(image_a) < 40 and np.median(image_b) > 200
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,8 @@ class VideoSink:
                         raise OSError(f"OpenCV could not open the writer at {width}x{height}")
                 writer.write(np.ascontiguousarray(item))
                 self.frames_written += 1
-            except (OSError, cv2.error) as e:
-                self._error = str(e).strip().splitlines()[-1]
+            except Exception as e:  # the thread must live on to count and drain
+                self._error = (str(e).strip().splitlines() or [type(e).__name__])[-1]
                 self._drop("writer_error")
         if writer is not None:
             writer.release()
@@ -162,8 +163,12 @@ class VideoSink:
         if self.closed:
             return
         self.closed = True
-        self._queue.put(_STOP)  # waits for room: the writer is draining the queue
-        self._thread.join(CLOSE_TIMEOUT_S)
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        try:
+            self._queue.put(_STOP, timeout=CLOSE_TIMEOUT_S)  # room comes as the writer drains
+        except queue.Full:
+            pass
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             raise self._fail(f"the writer did not finish within {CLOSE_TIMEOUT_S:.0f} s")
         if self._error is not None:

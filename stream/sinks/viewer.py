@@ -45,6 +45,10 @@ class ViewerSpec:
             raise ConfigError(f"{where}.host: expected a host name or address, got ''")
 
 
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
 class _Server(ThreadingHTTPServer):
     """Threaded HTTP server that tracks its client sockets and threads, so close() can end
     them (a stalled client would otherwise hold its thread until its socket timeout)."""
@@ -56,6 +60,7 @@ class _Server(ThreadingHTTPServer):
         self._track_lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._client_threads: set[threading.Thread] = set()
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -83,7 +88,8 @@ class _Server(ThreadingHTTPServer):
                 self._connections.discard(request)
                 self._client_threads.discard(threading.current_thread())
 
-    def clients(self) -> int:
+    def connections(self) -> int:
+        """Open HTTP connections (stream viewers, and requests in progress)."""
         with self._track_lock:
             return len(self._connections)
 
@@ -178,7 +184,7 @@ class ViewerSink:
             self._server = _Server((spec.host, spec.port), self)
         except OSError as e:
             raise SinkError(
-                f"viewer sink {stage_id!r}: cannot listen on http://{spec.host}:{spec.port}/: "
+                f"viewer sink {stage_id!r}: cannot listen on {_url(spec.host, spec.port)}: "
                 f"{e.strerror or e}"
             ) from None
         self.port: int = self._server.server_address[1]
@@ -192,7 +198,7 @@ class ViewerSink:
 
     @property
     def url(self) -> str:
-        return f"http://{self.spec.host}:{self.port}/"
+        return _url(self.spec.host, self.port)
 
     def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
         """Make `image_bgr` the newest frame (kept by reference, encoded only when asked for)."""
@@ -230,7 +236,7 @@ class ViewerSink:
                     "frames_written": self._written,
                     "frames_encoded": self.slot.encoded,
                     "last_seq": self._last_seq,
-                    "clients": self._server.clients(),
+                    "connections": self._server.connections(),
                     "drops": self.drops(),
                 },
                 "stats": self._stats,
