@@ -1,1 +1,22 @@
-"""Annotators that draw masks, boxes and the HUD onto a copy of a frame."""
+"""Annotators that draw masks, boxes and the HUD onto a copy of a frame.
+
+Each annotator takes its style in the constructor and offers `annotate(image, ...)`, which
+returns a new BGR image and never touches its input (frames from ZeroMQ are read-only views),
+and `draw(canvas, ...)`, which draws in place into a canvas the caller owns (e.g. the new array
+`to_bgr` returns), so a chain of annotators costs one copy, not one per annotator.
+"""
+
+from stream.render.boxes import BoxAnnotator, LabelAnnotator
+from stream.render.color import DEFAULT_PALETTE, to_bgr
+from stream.render.hud import HudAnnotator, HudData
+from stream.render.mask import MaskAnnotator
+
+__all__ = [
+    "DEFAULT_PALETTE",
+    "BoxAnnotator",
+    "HudAnnotator",
+    "HudData",
+    "LabelAnnotator",
+    "MaskAnnotator",
+    "to_bgr",
+]

@@ -1,0 +1,51 @@
+"""What every sink (where rendered frames go) offers the render stage."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Protocol
+
+import numpy as np
+
+from stream.frame import Frame
+
+
+class SinkError(RuntimeError):
+    """A sink that cannot open: the message says what, where and why, in one line."""
+
+
+class Sink(Protocol):
+    """A consumer of rendered frames. Calls come from the render stage's one thread."""
+
+    def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+        """Hand off a rendered BGR image (which the sink may keep; the caller must not modify
+        it afterwards) and the frame it came from. Returns at once: never waits on disk,
+        network or clients; what the sink cannot take is dropped and counted in `drops`."""
+        ...
+
+    def update_stats(self, stats: dict[str, Any]) -> None:
+        """Live stats to show or record (a JSON-able dict; replaces the previous one)."""
+        ...
+
+    def drops(self) -> dict[str, int]:
+        """Frames this sink itself dropped, by reason."""
+        ...
+
+    def close(self) -> None:
+        """Finish (flush files, stop servers, join threads). Safe to call twice."""
+        ...
+
+
+def json_snapshot(stats: dict[str, Any], who: str) -> dict[str, Any]:
+    """A deep copy of `stats` through JSON; ValueError naming `who` if it is not JSON-able."""
+    try:
+        return json.loads(json.dumps(stats, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{who}: stats must be JSON-able: {e}") from None
+
+
+def check_source_fps(source_fps: float | None, who: str) -> None:
+    """ValueError unless `source_fps` is None or a finite rate > 0."""
+    if source_fps is not None and not (math.isfinite(source_fps) and source_fps > 0):
+        raise ValueError(f"{who}: source_fps must be a finite rate > 0 or None, got {source_fps}")

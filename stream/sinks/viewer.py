@@ -1,0 +1,309 @@
+"""ViewerSink: a browser viewer over HTTP (MJPEG stream, snapshot JPEG, live stats JSON).
+
+Routes: `/` (the page), `/stream.mjpg` (multipart/x-mixed-replace; each client gets only the
+newest frame), `/frame.jpg` (the newest frame; 503 before the first), `/stats.json`.
+The images are patient images and this is plain HTTP: keep `host` on 127.0.0.1 (the default)
+unless the network between the viewer and its browsers is trusted.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import socket
+import socketserver
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+from stream.frame import Frame
+from stream.sinks.base import SinkError, check_source_fps, json_snapshot
+from stream.sinks.latest import LatestJpeg
+from stream.spec import ConfigError, bounded
+
+BOUNDARY = "medstreamframe"
+CLIENT_TIMEOUT_S = 5.0  # a client that takes no bytes for this long is disconnected
+WAIT_SLICE_S = 0.5  # how often a waiting stream handler checks for close
+CLOSE_JOIN_S = 2.0  # close() waits at most this long, in all, for handler threads
+
+
+@dataclass
+class ViewerSpec:
+    """Config of a `viewer` sink."""
+
+    host: str = "127.0.0.1"
+    port: int = bounded(8080, 0, 65535, doc="TCP port; 0 picks a free one (see the log)")
+    jpeg_quality: int = bounded(80, 1, 100, doc="JPEG quality of the stream, 1-100")
+    title: str = "medstream"
+
+    def validate(self, where: str) -> None:
+        if not self.host:
+            raise ConfigError(f"{where}.host: expected a host name or address, got ''")
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+class _Server(ThreadingHTTPServer):
+    """Threaded HTTP server that tracks its client sockets and threads, so close() can end
+    them (a stalled client would otherwise hold its thread until its socket timeout)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], sink: ViewerSink) -> None:
+        self.sink = sink
+        self._track_lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._client_threads: set[threading.Thread] = set()
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind also resolves the host's FQDN, which can stall on DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"viewer-{self.sink.stage_id}-client",
+            daemon=True,
+        )
+        with self._track_lock:
+            self._connections.add(request)
+            self._client_threads.add(thread)
+        thread.start()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._track_lock:
+                self._connections.discard(request)
+                self._client_threads.discard(threading.current_thread())
+
+    def connections(self) -> int:
+        """Open HTTP connections (stream viewers, and requests in progress)."""
+        with self._track_lock:
+            return len(self._connections)
+
+    def disconnect_all(self) -> list[threading.Thread]:
+        """Shut every client socket down (unblocking its thread); return the threads."""
+        with self._track_lock:
+            for conn in self._connections:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            return list(self._client_threads)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = CLIENT_TIMEOUT_S  # socket timeout for every read and write
+    server_version = "medstream-viewer"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Requests are not logged: the stream would fill the log."""
+
+    def do_GET(self) -> None:
+        sink = self.server.sink
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/":
+                self._send(200, "text/html; charset=utf-8", sink.page().encode())
+            elif path == "/stats.json":
+                self._send(200, "application/json", json.dumps(sink.stats()).encode())
+            elif path == "/frame.jpg":
+                self._frame()
+            elif path == "/stream.mjpg":
+                self._stream()
+            else:
+                self._send(404, "text/plain", f"no such page: {path}\n".encode())
+        except OSError:
+            pass  # the client went away, stalled past its timeout, or close() cut it off
+
+    def _send(self, code: int, content_type: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _frame(self) -> None:
+        slot = self.server.sink.slot
+        jpeg = slot.next_jpeg(after=0, timeout_s=CLIENT_TIMEOUT_S) if slot.version else None
+        if jpeg is None:
+            self._send(503, "text/plain", b"no frame yet: the viewer has not received one\n")
+            return
+        self._send(200, "image/jpeg", jpeg.data)
+
+    def _stream(self) -> None:
+        slot = self.server.sink.slot
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        seen = 0
+        while not self.server.sink.closed:
+            jpeg = slot.next_jpeg(after=seen, timeout_s=WAIT_SLICE_S)
+            if jpeg is None:
+                continue
+            seen = jpeg.version
+            head = (
+                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                f"Content-Length: {len(jpeg.data)}\r\nX-Frame-Seq: {jpeg.seq}\r\n\r\n"
+            )
+            self.wfile.write(head.encode() + jpeg.data + b"\r\n")
+            self.wfile.flush()
+
+
+class ViewerSink:
+    """Serve the newest rendered frame and live stats to browsers (see the module doc)."""
+
+    def __init__(self, spec: ViewerSpec, stage_id: str, source_fps: float | None = None) -> None:
+        check_source_fps(source_fps, f"viewer sink {stage_id!r}")
+        self.spec = spec
+        self.stage_id = stage_id
+        self.source_fps = source_fps
+        self.slot = LatestJpeg(spec.jpeg_quality)
+        self.closed = False
+        self._lock = threading.Lock()
+        self._stats: dict[str, Any] = {}
+        self._written = 0
+        self._last_seq: int | None = None
+        try:
+            self._server = _Server((spec.host, spec.port), self)
+        except OSError as e:
+            raise SinkError(
+                f"viewer sink {stage_id!r}: cannot listen on {_url(spec.host, spec.port)}: "
+                f"{e.strerror or e}"
+            ) from None
+        self.port: int = self._server.server_address[1]
+        self._serve_thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"viewer-{stage_id}",
+            daemon=True,
+        )
+        self._serve_thread.start()
+
+    @property
+    def url(self) -> str:
+        return _url(self.spec.host, self.port)
+
+    def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+        """Make `image_bgr` the newest frame (kept by reference, encoded only when asked for)."""
+        if self.closed:
+            raise RuntimeError(f"viewer sink {self.stage_id!r} is closed")
+        if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+            raise ValueError(
+                f"viewer sink {self.stage_id!r}: expected a uint8 HxWx3 BGR image, "
+                f"got {image_bgr.dtype} {image_bgr.shape}"
+            )
+        self.slot.put(image_bgr, frame.seq)
+        with self._lock:
+            self._written += 1
+            self._last_seq = frame.seq
+
+    def update_stats(self, stats: dict[str, Any]) -> None:
+        """Replace the stats shown on the page (must be JSON-able)."""
+        snapshot = json_snapshot(stats, f"viewer sink {self.stage_id!r}")
+        with self._lock:
+            self._stats = snapshot
+
+    def drops(self) -> dict[str, int]:
+        """Frames this sink failed to serve. Frames replaced before anyone looked are normal
+        for a viewer and not counted; `stats()` has written vs encoded."""
+        return {"encode_error": self.slot.encode_errors} if self.slot.encode_errors else {}
+
+    def stats(self) -> dict[str, Any]:
+        """What `/stats.json` serves."""
+        with self._lock:
+            return {
+                "stage": self.stage_id,
+                "title": self.spec.title,
+                "source_fps": self.source_fps,
+                "viewer": {
+                    "frames_written": self._written,
+                    "frames_encoded": self.slot.encoded,
+                    "last_seq": self._last_seq,
+                    "connections": self._server.connections(),
+                    "drops": self.drops(),
+                },
+                "stats": self._stats,
+            }
+
+    def page(self) -> str:
+        """The HTML page: the live stream and a stats table polled from /stats.json."""
+        return _PAGE.replace("{title}", html.escape(self.spec.title))
+
+    def close(self) -> None:
+        """Stop serving: end every client, stop the server, join its threads (bounded)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.slot.close()
+        self._server.shutdown()
+        self._serve_thread.join()
+        threads = self._server.disconnect_all()
+        deadline = time.monotonic() + CLOSE_JOIN_S
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._server.server_close()
+
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body { margin: 0; background: #111; color: #ddd; font: 14px system-ui, sans-serif; }
+header { padding: 6px 12px; background: #222; font-weight: 600; }
+main { display: flex; gap: 12px; padding: 12px; align-items: flex-start; }
+img { max-width: 75vw; max-height: 90vh; background: #000; }
+table { border-collapse: collapse; min-width: 260px; }
+td { padding: 2px 8px; border-bottom: 1px solid #333; font-variant-numeric: tabular-nums; }
+td:first-child { color: #999; }
+#status { color: #f55; }
+</style></head>
+<body><header>{title} <span id="status"></span></header>
+<main><img id="live" src="/stream.mjpg" alt="live stream">
+<table id="stats"></table></main>
+<script>
+function flatten(obj, prefix, out) {
+  for (const [k, v] of Object.entries(obj)) {
+    const key = prefix ? prefix + "." + k : k;
+    if (v !== null && typeof v === "object" && !Array.isArray(v)) flatten(v, key, out);
+    else out.push([key, typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : v]);
+  }
+  return out;
+}
+async function poll() {
+  try {
+    const r = await fetch("/stats.json", {cache: "no-store"});
+    const s = await r.json();
+    const rows = flatten(s.stats, "", []).concat(flatten(s.viewer, "viewer", []));
+    const t = document.getElementById("stats");
+    t.replaceChildren(...rows.map(([k, v]) => {
+      const tr = document.createElement("tr");
+      for (const x of [k, v]) { const td = document.createElement("td");
+        td.textContent = String(x); tr.appendChild(td); }
+      return tr;
+    }));
+    document.getElementById("status").textContent = "";
+  } catch (e) {
+    document.getElementById("status").textContent = "(disconnected)";
+  }
+}
+const img = document.getElementById("live");
+img.onerror = () => setTimeout(() => { img.src = "/stream.mjpg?" + Date.now(); }, 1000);
+setInterval(poll, 1000); poll();
+</script></body></html>
+"""

@@ -1,0 +1,258 @@
+"""ViewerSink over real HTTP on 127.0.0.1 (ephemeral ports, timeouts on every read)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from stream.frame import Frame
+from stream.sinks import SinkError, ViewerSink, ViewerSpec
+
+TIMEOUT = 5.0
+
+
+@pytest.fixture
+def viewer() -> Iterator[ViewerSink]:
+    sink = ViewerSink(ViewerSpec(port=0, title="Probe <1>"), "viewer-test")
+    try:
+        yield sink
+    finally:
+        sink.close()
+
+
+def _frame(seq: int) -> Frame:
+    return Frame("us", seq, 0, 0, np.zeros((1, 1), np.uint8))
+
+
+def _solid(value: int, h: int = 120, w: int = 160) -> np.ndarray:
+    return np.full((h, w, 3), value, np.uint8)
+
+
+def _get(sink: ViewerSink, path: str) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", sink.port, timeout=TIMEOUT)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+class MjpegClient:
+    """Reads parts of /stream.mjpg one at a time."""
+
+    def __init__(self, sink: ViewerSink) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", sink.port, timeout=TIMEOUT)
+        self.conn.request("GET", "/stream.mjpg")
+        self.resp = self.conn.getresponse()
+        assert self.resp.status == 200
+        ctype = self.resp.getheader("Content-Type")
+        assert ctype.startswith("multipart/x-mixed-replace; boundary=")
+        self.boundary = ctype.split("boundary=")[1].encode()
+
+    def next_part(self) -> tuple[int, np.ndarray]:
+        line = self.resp.readline()
+        assert line.strip() == b"--" + self.boundary, line
+        headers = {}
+        while (line := self.resp.readline().strip()) != b"":
+            key, value = line.decode().split(":", 1)
+            headers[key.lower()] = value.strip()
+        assert headers["content-type"] == "image/jpeg"
+        data = self.resp.read(int(headers["content-length"]))
+        assert self.resp.read(2) == b"\r\n"
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None
+        return int(headers["x-frame-seq"]), image
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def test_port_zero_binds_an_ephemeral_port(viewer):
+    assert 0 < viewer.port < 65536
+    assert viewer.url == f"http://127.0.0.1:{viewer.port}/"
+
+
+def test_frame_jpg_is_503_before_the_first_frame(viewer):
+    status, _, body = _get(viewer, "/frame.jpg")
+    assert status == 503 and b"no frame yet" in body
+
+
+def test_frame_jpg_is_a_jpeg_of_the_newest_frame(viewer):
+    viewer.write(_solid(30, 90, 170), _frame(1))
+    viewer.write(_solid(200, 90, 170), _frame(2))
+    status, headers, body = _get(viewer, "/frame.jpg")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (90, 170, 3)
+    assert abs(int(np.median(image)) - 200) <= 3
+
+
+def test_jpeg_is_encoded_once_per_frame_and_only_when_asked(viewer):
+    for seq in range(10):
+        viewer.write(_solid(seq), _frame(seq))
+    assert viewer.stats()["viewer"]["frames_encoded"] == 0
+    for _ in range(3):
+        assert _get(viewer, "/frame.jpg")[0] == 200
+    viewer_stats = viewer.stats()["viewer"]
+    assert viewer_stats["frames_encoded"] == 1 and viewer_stats["frames_written"] == 10
+
+
+def test_mjpeg_stream_delivers_new_frames_as_they_are_written(viewer):
+    client = MjpegClient(viewer)
+    try:
+        viewer.write(_solid(20), _frame(1))
+        seq_a, image_a = client.next_part()
+        viewer.write(_solid(220), _frame(2))
+        seq_b, image_b = client.next_part()
+        assert (seq_a, seq_b) == (1, 2)
+        assert viewer.stats()["viewer"]["connections"] == 1
+        assert image_a.shape == image_b.shape == (120, 160, 3)
+        assert np.median(image_a) < 40 and np.median(image_b) > 200
+    finally:
+        client.close()
+
+
+def test_mjpeg_client_gets_the_newest_frame_not_a_backlog(viewer):
+    noise = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    client = MjpegClient(viewer)
+    try:
+        viewer.write(noise, _frame(0))
+        assert client.next_part()[0] == 0
+        for seq in range(1, 51):  # a burst: writes take microseconds, each encode milliseconds
+            viewer.write(noise.copy(), _frame(seq))
+        seqs = []
+        deadline = time.monotonic() + TIMEOUT
+        while not seqs or seqs[-1] != 50:
+            assert time.monotonic() < deadline
+            seqs.append(client.next_part()[0])
+        assert seqs == sorted(set(seqs))
+        assert len(seqs) <= 10, seqs  # a backlog would replay all 50
+    finally:
+        client.close()
+
+
+def test_a_stalled_client_never_slows_writes_or_other_clients(viewer):
+    stalled = socket.create_connection(("127.0.0.1", viewer.port), timeout=TIMEOUT)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")  # and never reads
+    fast = MjpegClient(viewer)
+    try:
+        noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        worst = 0.0
+        for seq in range(40):  # ~40 x 0.3 MB of JPEG: far more than the socket buffers hold
+            image = noise.copy()
+            image[:, :, 0] = seq
+            t0 = time.perf_counter()
+            viewer.write(image, _frame(seq))
+            worst = max(worst, time.perf_counter() - t0)
+            got = fast.next_part()[0]
+            assert got <= seq
+        assert worst < 0.05, f"write() took {worst * 1e3:.1f} ms"
+        assert got == 39
+    finally:
+        fast.close()
+        stalled.close()
+
+
+def test_stats_json_reflects_update_stats(viewer):
+    viewer.update_stats(
+        {
+            "fps": 59.5,
+            "latency_ms": {"p50": 11.0, "p99": 19.5},
+            "drops": {"late": 3},
+            "backend": "onnxruntime",
+        }
+    )
+    viewer.write(_solid(1), _frame(7))
+    status, headers, body = _get(viewer, "/stats.json")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    stats = json.loads(body)
+    assert stats["stats"]["latency_ms"]["p99"] == 19.5 and stats["stats"]["drops"] == {"late": 3}
+    assert stats["stage"] == "viewer-test"
+    assert stats["viewer"]["frames_written"] == 1 and stats["viewer"]["last_seq"] == 7
+    viewer.update_stats({"fps": 12.0})
+    assert json.loads(_get(viewer, "/stats.json")[2])["stats"] == {"fps": 12.0}
+
+
+def test_update_stats_rejects_what_json_cannot_hold(viewer):
+    with pytest.raises(ValueError, match="JSON-able"):
+        viewer.update_stats({"when": object()})
+    with pytest.raises(ValueError, match="JSON-able"):
+        viewer.update_stats({"fps": float("nan")})
+
+
+def test_index_is_html_with_the_stream_and_stats(viewer):
+    status, headers, body = _get(viewer, "/")
+    page = body.decode()
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert '<img id="live" src="/stream.mjpg"' in page and "/stats.json" in page
+    assert "<title>Probe &lt;1&gt;</title>" in page
+
+
+def test_unknown_path_is_404(viewer):
+    assert _get(viewer, "/nope")[0] == 404
+
+
+def test_write_rejects_a_non_bgr_image(viewer):
+    with pytest.raises(ValueError, match="uint8 HxWx3"):
+        viewer.write(np.zeros((4, 4), np.uint8), _frame(0))
+
+
+def test_busy_port_is_a_one_line_sink_error():
+    busy = socket.socket()
+    try:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with pytest.raises(SinkError) as err:
+            ViewerSink(ViewerSpec(port=port), "viewer-busy")
+        message = str(err.value)
+        assert "\n" not in message
+        assert f"127.0.0.1:{port}" in message and "viewer-busy" in message
+    finally:
+        busy.close()
+
+
+def _viewer_threads(stage_id: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(f"viewer-{stage_id}")]
+
+
+def test_close_with_open_and_stalled_clients_returns_promptly():
+    sink = ViewerSink(ViewerSpec(port=0), "viewer-close")
+    noise = np.random.default_rng(2).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    sink.write(noise, _frame(0))
+    reading = MjpegClient(sink)
+    reading.next_part()
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.settimeout(TIMEOUT)
+    stalled.connect(("127.0.0.1", sink.port))
+    stalled.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")  # then never reads
+    idle = socket.create_connection(("127.0.0.1", sink.port), timeout=TIMEOUT)  # sends nothing
+    try:
+        for seq in range(1, 30):  # enough JPEG bytes that the stalled client's handler blocks
+            sink.write(noise.copy(), _frame(seq))
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        sink.close()
+        assert time.monotonic() - t0 < 1.5  # well under the 5 s client timeout
+        assert _viewer_threads("viewer-close") == []
+        with pytest.raises((OSError, http.client.HTTPException, AssertionError)):
+            for _ in range(100):
+                reading.next_part()  # the stream ends
+        sink.close()  # twice is fine
+        with pytest.raises(RuntimeError, match="closed"):
+            sink.write(noise, _frame(99))
+    finally:
+        reading.close()
+        stalled.close()
+        idle.close()

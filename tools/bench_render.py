@@ -1,0 +1,173 @@
+"""Benchmark the render stage's drawing: mask + boxes + labels + HUD on live-sized frames.
+
+    python -m tools.bench_render [--frames 300] [--json out.json]
+
+Prints median / p99 / max per step in milliseconds, against a floor measured in the same run
+(one plain copy of the frame, the least any non-destructive renderer must do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from stream.frame import Box
+from stream.render import (
+    BoxAnnotator,
+    HudAnnotator,
+    HudData,
+    LabelAnnotator,
+    MaskAnnotator,
+    to_bgr,
+)
+
+LABELS = ["background", "shaft", "jaw", "needle"]
+
+
+def _masks(h: int, w: int, n: int) -> list[np.ndarray]:
+    """`n` label maps with an instrument-like wedge and a blob, moving from frame to frame."""
+    masks = []
+    for i in range(n):
+        m = np.zeros((h, w), np.uint8)
+        dx = i * w // (8 * n)
+        shaft = np.array(
+            [
+                (w // 10 + dx, h),
+                (w // 2 + dx, h // 2),
+                (w // 2 + dx + w // 20, h // 2 + h // 20),
+                (w // 5 + dx, h),
+            ],
+            np.int32,
+        )
+        cv2.fillPoly(m, [shaft], 1)
+        cv2.ellipse(m, (w // 2 + dx, h // 2), (w // 16, h // 12), 30, 0, 360, 2, -1)
+        cv2.circle(m, (3 * w // 4, h // 3 + dx // 4), h // 10, 3, -1)
+        masks.append(m)
+    return masks
+
+
+def _boxes(h: int, w: int) -> list[Box]:
+    return [
+        Box(w * 0.1, h * 0.5, w * 0.55, h * 0.99, 1, 0.97),
+        Box(w * 0.44, h * 0.4, w * 0.58, h * 0.6, 2, 0.88),
+        Box(w * 0.65, h * 0.2, w * 0.85, h * 0.45, 3, 0.71),
+        Box(w * 0.3, h * 0.05, w * 0.4, h * 0.2, 3, 0.42),
+    ]
+
+
+def _time(fn: Callable[[int], object], frames: int) -> np.ndarray:
+    for i in range(10):  # warm-up
+        fn(i)
+    times = np.empty(frames)
+    for i in range(frames):
+        t0 = time.perf_counter_ns()
+        fn(i)
+        times[i] = (time.perf_counter_ns() - t0) / 1e6
+    return times
+
+
+def bench_scene(name: str, h: int, w: int, fmt: str, frames: int) -> list[dict]:
+    """Time each drawing step and the whole render for one frame size and pixel format."""
+    rng = np.random.default_rng(0)
+    shape = (h, w) if fmt == "gray8" else (h, w, 3)
+    image = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    image.flags.writeable = False  # as received from ZeroMQ
+    masks = _masks(h, w, 16)
+    boxes = _boxes(h, w)
+    mask_a, box_a, label_a, hud_a = (
+        MaskAnnotator(),
+        BoxAnnotator(),
+        LabelAnnotator(),
+        HudAnnotator(),
+    )
+    canvas = to_bgr(image, fmt)
+
+    def hud(i: int) -> HudData:
+        return HudData(
+            seq=i,
+            fps=59.9,
+            latency_p50_ms=14.2,
+            latency_p99_ms=21.7,
+            budget_ms=33.0,
+            budget_misses=2,
+            drops=5,
+            model="instruments-unet",
+            backend="onnxruntime",
+            overlay_stale_ms=None if i % 2 else 85.0,
+        )
+
+    def render_draw(i: int) -> np.ndarray:
+        out = to_bgr(image, fmt)
+        mask_a.draw(out, masks[i % len(masks)])
+        box_a.draw(out, boxes)
+        label_a.draw(out, boxes, LABELS)
+        hud_a.draw(out, hud(i))
+        return out
+
+    def render_annotate(i: int) -> np.ndarray:
+        out = mask_a.annotate(to_bgr(image, fmt), masks[i % len(masks)])
+        out = box_a.annotate(out, boxes)
+        out = label_a.annotate(out, boxes, LABELS)
+        return hud_a.annotate(out, hud(i))
+
+    steps: list[tuple[str, Callable[[int], object]]] = [
+        ("floor: copy", lambda i: image.copy()),
+        (f"to_bgr {fmt}", lambda i: to_bgr(image, fmt)),
+        ("mask.draw", lambda i: mask_a.draw(canvas, masks[i % len(masks)])),
+        ("box.draw x4", lambda i: box_a.draw(canvas, boxes)),
+        ("label.draw x4", lambda i: label_a.draw(canvas, boxes, LABELS)),
+        ("hud.draw", lambda i: hud_a.draw(canvas, hud(i))),
+        ("render (draw chain)", render_draw),
+        ("render (annotate chain)", render_annotate),
+    ]
+    x, y, bw, bh = cv2.boundingRect(masks[0])
+    print(
+        f"{name}: mask labels {int(masks[0].max())}, {np.count_nonzero(masks[0]) / (h * w):.0%} "
+        f"of pixels labelled, bounding box {bw * bh / (h * w):.0%} of the frame; "
+        f"{len(boxes)} boxes; HUD with the stale banner every other frame"
+    )
+    rows = []
+    for step, fn in steps:
+        t = _time(fn, frames)
+        rows.append(
+            {
+                "scene": name,
+                "step": step,
+                "frames": frames,
+                "median_ms": float(np.median(t)),
+                "p99_ms": float(np.percentile(t, 99)),
+                "max_ms": float(t.max()),
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=300, help="timed frames per step")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    if args.frames < 10:
+        parser.error("--frames must be >= 10")
+    rows = bench_scene("1080p bgr8", 1080, 1920, "bgr8", args.frames)
+    rows += bench_scene("640x480 gray8", 480, 640, "gray8", args.frames)
+    print(f"{'scene':<15} {'step':<24} {'median ms':>10} {'p99 ms':>8} {'max ms':>8}")
+    for r in rows:
+        print(
+            f"{r['scene']:<15} {r['step']:<24} {r['median_ms']:>10.3f} {r['p99_ms']:>8.3f} "
+            f"{r['max_ms']:>8.3f}"
+        )
+    print(f"({args.frames} frames per step; cv2 threads: {cv2.getNumThreads()})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"frames": args.frames, "rows": rows}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
