@@ -13,11 +13,12 @@ def parse_typed(
     """Return (spec, factory) for a `{type: NAME, ...}` mapping, or raise `ConfigError`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with a 'type' key, got {raw!r:.60}")
-    kind = raw.get("type")
-    if kind not in registry:
-        raise ConfigError(
-            f"{where}.type: expected one of {', '.join(sorted(registry))} ({what}), got {kind!r}"
-        )
+    allowed = ", ".join(repr(t) for t in sorted(registry))
+    if "type" not in raw:
+        raise ConfigError(f"{where}.type: required (one of {allowed})")
+    kind = raw["type"]
+    if not isinstance(kind, str) or kind not in registry:
+        raise ConfigError(f"{where}.type: unknown {what} type {kind!r:.40}; expected one of {allowed}")
     spec_cls, factory = registry[kind]
     rest = {k: v for k, v in raw.items() if k != "type"}
     return parse_spec(spec_cls, rest, where), factory
@@ -26,10 +27,10 @@ def parse_typed(
 def parse_source(raw: Any, where: str) -> tuple[Any, Any]:
     from .sources import SOURCE_TYPES
 
-    return parse_typed(SOURCE_TYPES, raw, where, "a source")
+    return parse_typed(SOURCE_TYPES, raw, where, "source")
 
 
 def parse_sink(raw: Any, where: str) -> tuple[Any, Any]:
     from .sinks import SINK_TYPES
 
-    return parse_typed(SINK_TYPES, raw, where, "a sink")
+    return parse_typed(SINK_TYPES, raw, where, "sink")

@@ -10,7 +10,6 @@ from typing import Any
 from stream.sinks.base import Sink, SinkError
 from stream.sinks.video import VideoSink, VideoSpec
 from stream.sinks.viewer import ViewerSink, ViewerSpec
-from stream.spec import ConfigError, parse_spec
 
 SINK_TYPES: dict[str, tuple[type, type]] = {
     "viewer": (ViewerSpec, ViewerSink),
@@ -25,18 +24,9 @@ def open_sink(
 
     Raises ConfigError (naming `where.<key>`) for a bad config, SinkError if it cannot open.
     """
-    allowed = ", ".join(repr(t) for t in sorted(SINK_TYPES))
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping with a 'type' key, got {raw!r:.60}")
-    if "type" not in raw:
-        raise ConfigError(f"{where}.type: required (one of {allowed})")
-    kind = raw["type"]
-    if not isinstance(kind, str) or kind not in SINK_TYPES:
-        raise ConfigError(
-            f"{where}.type: unknown sink type {kind!r:.40}; expected one of {allowed}"
-        )
-    spec_cls, sink_cls = SINK_TYPES[kind]
-    spec = parse_spec(spec_cls, {k: v for k, v in raw.items() if k != "type"}, where)
+    from stream.plugins import parse_sink
+
+    spec, sink_cls = parse_sink(raw, where)
     return sink_cls(spec, stage_id, source_fps=source_fps)
 
 
