@@ -123,7 +123,7 @@ def encode_frame(frame: Frame, sender: str, link_seq: int, sent_ns: int) -> list
         "format": frame.pixel_format,
         "parts": [
             {"name": name, "dtype": _dtype_name(buf), "shape": list(buf.shape)}
-            for (name, _), buf in zip(arrays, buffers)
+            for (name, _), buf in zip(arrays, buffers, strict=True)
         ],
         "annotations": {
             "model": ann.model,
