@@ -7,7 +7,6 @@ from typing import Any
 
 from stream.sources.base import Capture, Source, SourceError
 from stream.sources.phantom import PhantomSource, PhantomSpec
-from stream.spec import ConfigError, parse_spec
 
 # type name -> (spec dataclass parsed from the rest of the section, factory taking that spec)
 SOURCE_TYPES: dict[str, tuple[type, Callable[[Any], Source]]] = {
@@ -20,18 +19,9 @@ def open_source(raw: dict, where: str) -> Source:
 
     `where` is the section's dotted path (e.g. "stages[0].source"), used in every error.
     """
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {raw!r:.60}")
-    allowed = ", ".join(sorted(SOURCE_TYPES))
-    if "type" not in raw:
-        raise ConfigError(f"{where}.type: required; allowed types: {allowed}")
-    kind = raw["type"]
-    if not isinstance(kind, str) or kind not in SOURCE_TYPES:
-        raise ConfigError(
-            f"{where}.type: unknown source type {kind!r:.60}; allowed types: {allowed}"
-        )
-    spec_cls, factory = SOURCE_TYPES[kind]
-    spec = parse_spec(spec_cls, {k: v for k, v in raw.items() if k != "type"}, where)
+    from stream.plugins import parse_source
+
+    spec, factory = parse_source(raw, where)
     return factory(spec)
 
 
