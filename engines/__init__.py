@@ -1,0 +1,15 @@
+"""Inference engines: `load_pipeline(EngineSpec(...))` and the bundled models (`list_models`)."""
+
+from engines.api import EngineSpec, EngineUnavailable, InferencePipeline, InferenceResult
+from engines.pipeline import load_pipeline
+from engines.registry import ModelError, list_models
+
+__all__ = [
+    "EngineSpec",
+    "EngineUnavailable",
+    "InferencePipeline",
+    "InferenceResult",
+    "ModelError",
+    "list_models",
+    "load_pipeline",
+]
