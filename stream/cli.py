@@ -70,7 +70,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
             (f"{k} {v}" for k, v in metrics.items() if isinstance(v, float)),
             "",
         )
-        speed = card.raw.get("latency_ms", {}).get("pipeline_median_ms", "")
+        speed = card.raw.get("cost", {}).get("latency_ms", {}).get("pipeline_median_ms", "")
         size = f"{card.input.width}x{card.input.height}"
         print(f"{name:<18}{card.task:<15}{size:<10}{metric:<32}{speed}")
     return 0
