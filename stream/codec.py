@@ -8,12 +8,16 @@ Message = [topic, header, part_0, part_1, ...]
 Encoding hands numpy buffers to ZeroMQ as they are; decoding wraps the received buffers with
 `np.frombuffer` (read-only views, no copy). Decoding validates everything before it trusts a
 byte and raises `DecodeError` with a short reason name that stages count as a drop reason.
+
+On a shared-memory link (docs/protocol.md, section 8) the payload is not in the message: the
+header's `shm` object names a ring slot, written by `shm_writer` and resolved by `shm_reader`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +68,13 @@ REJECT_REASONS = (
     "shape",  # shape not a list of 1..MAX_NDIM dimensions of 1..MAX_DIM
     "size",  # a payload buffer's length does not match its shape and dtype
     "pixel_format",  # unknown pixel format, or image shape not matching it
+    "shm",  # a shared-memory reference that is malformed or names no usable ring
 )
+
+# shm_writer(buffers) -> the header's "shm" reference, or None to send the buffers inline
+ShmWriter = Callable[[list[np.ndarray]], "dict[str, Any] | None"]
+# shm_reader(reference, part sizes) -> one byte buffer per part (raises DecodeError("shm", ...))
+ShmReader = Callable[[Any, list[int]], list[Any]]
 
 
 class DecodeError(ValueError):
@@ -112,12 +122,18 @@ def _dtype_name(arr: np.ndarray) -> str:
     return name
 
 
-def encode_frame(frame: Frame, sender: str, link_seq: int, sent_ns: int) -> list[Any]:
-    """Encode `frame` into message parts. Arrays are passed through without copying."""
+def encode_frame(
+    frame: Frame, sender: str, link_seq: int, sent_ns: int, shm_writer: ShmWriter | None = None
+) -> list[Any]:
+    """Encode `frame` into message parts. Arrays are passed through without copying, or copied
+    into shared memory by `shm_writer` (the message then carries only topic and header)."""
     arrays = [("image", frame.image), *frame.parts.items()]
     if len(arrays) > MAX_PARTS:
         raise ValueError(f"a frame carries at most {MAX_PARTS} arrays, got {len(arrays)}")
     buffers = [_array_bytes(a) for _, a in arrays]
+    for buf in buffers:
+        _dtype_name(buf)
+    shm = shm_writer(buffers) if shm_writer is not None else None
     ann = frame.annotations
     header = {
         "v": PROTOCOL_VERSION,
@@ -146,10 +162,12 @@ def encode_frame(frame: Frame, sender: str, link_seq: int, sent_ns: int) -> list
         "trace": [[s.stage, s.start_ns, s.end_ns] for s in frame.trace],
         "meta": frame.meta,
     }
+    if shm is not None:
+        header["shm"] = shm
     head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     if len(head) > MAX_HEADER_BYTES:
         raise ValueError(f"header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}")
-    return [frame.stream.encode(), head, *buffers]
+    return [frame.stream.encode(), head] if shm is not None else [frame.stream.encode(), head, *buffers]
 
 
 def encode_eos(eos: EndOfStream, sender: str, link_seq: int, sent_ns: int) -> list[bytes]:
@@ -270,8 +288,28 @@ def _check_image_format(fmt: str, shape: tuple[int, ...], dtype: str) -> None:
         raise DecodeError("pixel_format", f"image {dtype}{list(shape)} does not match {fmt}")
 
 
-def decode(parts: list[Any]) -> Message:
-    """Decode and validate one multipart message. Raises `DecodeError` on anything invalid."""
+def _parse_part(i: int, desc: Any) -> tuple[str, np.dtype, tuple[int, ...], int]:
+    """(name, dtype, shape, bytes) of one `parts` entry, validated."""
+    if not isinstance(desc, dict):
+        raise DecodeError("field", f"parts[{i}] must be an object")
+    name = _str_field(desc, "name", max_len=64)
+    if (i == 0) != (name == "image"):
+        raise DecodeError("field", f"parts[{i}] name {name!r}: 'image' first, names unique")
+    dtype_name = desc.get("dtype")
+    if dtype_name not in DTYPES:
+        raise DecodeError("dtype", f"unknown dtype {dtype_name!r:.40}")
+    dtype = DTYPES[dtype_name]
+    shape = _parse_shape(desc.get("shape"))
+    expected = math.prod(shape) * dtype.itemsize
+    if expected > MAX_PART_BYTES:
+        raise DecodeError("size", f"{name}: shape needs {expected} bytes > {MAX_PART_BYTES}")
+    return name, dtype, shape, expected
+
+
+def decode(parts: list[Any], shm_reader: ShmReader | None = None) -> Message:
+    """Decode and validate one multipart message. Raises `DecodeError` on anything invalid.
+
+    A frame whose payload is in shared memory needs `shm_reader` (else it is rejected, `shm`)."""
     if not isinstance(parts, (list, tuple)) or not 2 <= len(parts) <= 2 + MAX_PARTS:
         raise DecodeError("parts", f"expected 2..{2 + MAX_PARTS} parts, got {len(parts)}")
     head = _buffer(parts[1])
@@ -312,31 +350,35 @@ def decode(parts: list[Any]) -> Message:
         return Message(KIND_EOS, sender, link_seq, sent_ns, eos=eos)
 
     descs = _field(header, "parts", list)
-    if len(descs) != len(parts) - 2 or not descs:
-        raise DecodeError("parts", f"header lists {len(descs)} parts, message has {len(parts) - 2}")
+    shm = header.get("shm")
+    inline = len(parts) - 2
+    if not descs or len(descs) > MAX_PARTS or (shm is None and len(descs) != inline):
+        raise DecodeError("parts", f"header lists {len(descs)} parts, message has {inline}")
+    if shm is not None and inline:
+        raise DecodeError("parts", "a frame in shared memory has no payload parts")
+    if shm is not None and shm_reader is None:
+        raise DecodeError("shm", "payload in shared memory, but this link does not read it")
     fmt = _str_field(header, "format")
     if fmt not in PIXEL_FORMATS:
         raise DecodeError("pixel_format", f"unknown pixel format {fmt!r:.40}")
+    layouts = [_parse_part(i, desc) for i, desc in enumerate(descs)]
+    if len({name for name, *_ in layouts}) != len(layouts):
+        raise DecodeError("field", "part names must be unique")
+    if shm is not None:
+        assert shm_reader is not None
+        buffers = shm_reader(shm, [size for *_, size in layouts])
+    else:
+        buffers = parts[2:]
     arrays: dict[str, np.ndarray] = {}
-    for i, desc in enumerate(descs):
-        if not isinstance(desc, dict):
-            raise DecodeError("field", f"parts[{i}] must be an object")
-        name = _str_field(desc, "name", max_len=64)
-        if name in arrays or (i == 0) != (name == "image"):
-            raise DecodeError("field", f"parts[{i}] name {name!r}: 'image' first, names unique")
-        dtype_name = desc.get("dtype")
-        if dtype_name not in DTYPES:
-            raise DecodeError("dtype", f"unknown dtype {dtype_name!r:.40}")
-        dtype = DTYPES[dtype_name]
-        shape = _parse_shape(desc.get("shape"))
-        expected = math.prod(shape) * dtype.itemsize
-        buf = _buffer(parts[2 + i])
-        if expected > MAX_PART_BYTES or len(buf) != expected:
+    for i, ((name, dtype, shape, expected), part) in enumerate(zip(layouts, buffers, strict=True)):
+        buf = _buffer(part)
+        if len(buf) != expected:
             raise DecodeError("size", f"{name}: {len(buf)} bytes, shape needs {expected}")
         arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
         if i == 0:
-            _check_image_format(fmt, shape, dtype_name)
+            _check_image_format(fmt, shape, dtype.name)
     meta = header.get("meta", {})
+
     if not isinstance(meta, dict):
         raise DecodeError("field", "'meta' must be an object")
     frame = Frame(

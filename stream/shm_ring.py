@@ -158,7 +158,15 @@ class RingWriter:
             raise
         self.view = memoryview(self.mm)
         _FILE.pack_into(
-            self.mm, 0, MAGIC, VERSION, n_slots, self.slot_size, self.stride, os.getpid(), time.time_ns()
+            self.mm,
+            0,
+            MAGIC,
+            VERSION,
+            n_slots,
+            self.slot_size,
+            self.stride,
+            os.getpid(),
+            time.time_ns(),
         )
         self.next = 0
         self.busy_skips = 0  # slots skipped because a reader still held them

@@ -9,6 +9,10 @@ The producer side of a pubsub link is an XPUB socket, so it knows how many consu
 subscribed: frames published to nobody are counted (`no_consumer`), not silently lost. Every
 message carries the sender's per-link sequence number (`link_seq`); a subscriber that sees a gap
 counts the frames its queue lost as `overflow` too.
+
+Live links between stages on one host move the pixels through a shared-memory ring
+(`stream.shm_link`; `shm: auto` turns it on for `ipc://` endpoints): ZeroMQ carries only the
+header. A frame whose slot was reused before the receiver got to it is an `shm_overwritten` drop.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import zmq
 from .clock import Clock
 from .codec import KIND_EOS, DecodeError, EndOfStream, Message, decode, encode_eos, encode_frame
 from .frame import Frame
+from .shm_link import SHM_OVERWRITTEN, ShmReceiver, ShmSender, SlotGone
+from .shm_ring import supported as shm_supported
 from .spec import ConfigError, bounded
 from .stats import QUEUE_MS, StageStats
 
@@ -51,12 +57,29 @@ class LinkSpec:
     max_message_mb: float = bounded(
         256.0, 0.001, 4096.0, doc="largest message part a receiver accepts"
     )
+    shm: Literal["auto", "on", "off"] = bounded(
+        "auto",
+        doc="pixels through a shared-memory ring, ZeroMQ carrying only headers (same host, "
+        "live links); auto: on for live ipc:// links where supported",
+    )
+    shm_slots: int = bounded(8, 2, 64, doc="frame slots in the shared-memory ring")
 
     def validate(self, where: str) -> None:
         if not self.endpoint.startswith(("tcp://", "ipc://", "inproc://")):
             raise ConfigError(
                 f"{where}.endpoint: expected tcp://, ipc:// or inproc://, got {self.endpoint!r}"
             )
+        if self.shm == "on" and self.mode != "live":
+            raise ConfigError(f"{where}.shm: 'on' needs mode: live (a lossless link is inline)")
+        if self.shm == "on" and not shm_supported():
+            raise ConfigError(f"{where}.shm: shared memory needs Linux and /dev/shm; use auto or off")
+
+    @property
+    def uses_shm(self) -> bool:
+        """Whether the producer puts frames in a shared-memory ring."""
+        if self.mode != "live" or self.shm == "off":
+            return False
+        return self.shm == "on" or (self.endpoint.startswith("ipc://") and shm_supported())
 
     @property
     def queue(self) -> int:
@@ -109,6 +132,12 @@ class Sender:
         elif spec.mode == "live":
             self.sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue to a peer not yet connected
         _attach(self.sock, spec, producer=True)
+        self.shm: ShmSender | None = None
+        if spec.uses_shm:
+            self.shm = ShmSender(f"{stage_id}-{name}", spec.shm_slots, self._count_inline)
+
+    def _count_inline(self) -> None:
+        self.stats.count("shm_inline")  # every ring slot still held by a reader: sent inline
 
     def _track_subscriptions(self) -> None:
         while True:
@@ -152,7 +181,13 @@ class Sender:
             if self.consumers == 0:
                 self.stats.drop("no_consumer")
                 return False
-        parts = encode_frame(frame, self.stage_id, self.link_seq + 1, self.clock.now_ns())
+        parts = encode_frame(
+            frame,
+            self.stage_id,
+            self.link_seq + 1,
+            self.clock.now_ns(),
+            self.shm.write if self.shm is not None else None,
+        )
         if self._send_parts(parts):
             self.link_seq += 1
             return True
@@ -175,6 +210,8 @@ class Sender:
 
     def close(self) -> None:
         self.sock.close()
+        if self.shm is not None:
+            self.shm.close()
 
 
 class Receiver:
@@ -212,6 +249,7 @@ class Receiver:
         if self.pubsub:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         _attach(self.sock, spec, producer=False)
+        self.shm = ShmReceiver() if shm_supported() else None
         self.last_link_seq: dict[str, int] = {}
         self.epochs: dict[str, int] = {}
         self.eos_seen: set[tuple[str, int]] = set()
@@ -232,9 +270,12 @@ class Receiver:
     def _accept(self, parts: list, drops: Counter[str], counts: Counter[str]) -> Message | None:
         """Decode one message and do the link bookkeeping; None if it was dropped."""
         try:
-            msg = decode(parts)
+            msg = decode(parts, self.shm.read if self.shm is not None else None)
         except DecodeError as e:
             drops[f"invalid:{e.reason}"] += 1
+            return None
+        except SlotGone:
+            drops[SHM_OVERWRITTEN] += 1
             return None
         if msg.kind == KIND_EOS:
             assert msg.eos is not None
@@ -337,3 +378,5 @@ class Receiver:
         if self._thread is not None:
             self._thread.join(timeout=2.0)
         self.sock.close()
+        if self.shm is not None:
+            self.shm.close()

@@ -135,6 +135,7 @@ def _cases() -> dict[str, list]:
         ),
         "size": [good[0], good[1], good[2][:-1], *good[3:]],
         "pixel_format": with_header(good, format="bgr8"),
+        "shm": with_header(good[:2], shm={"ring": "medstream-1-x-00000000", "slot": 0}),
         "_count": [good[0], json.dumps(bad_parts).encode(), *good[2:]],
     }
 
@@ -179,3 +180,30 @@ def test_huge_declared_shape_is_rejected_before_allocation() -> None:
     with pytest.raises(DecodeError) as err:
         decode(with_header(good, parts=[huge, *h["parts"][1:]]))
     assert err.value.reason == "size"
+
+
+def test_shm_hooks_carry_the_payload_out_of_band() -> None:
+    """With an shm writer the message is only topic + header; the reader hands the bytes back."""
+    f = make_frame()
+    stored: dict[str, list[bytes]] = {}
+
+    def write(buffers: list[np.ndarray]) -> dict:
+        stored["parts"] = [bytes(memoryview(b).cast("B")) for b in buffers]
+        return {"ref": 1}
+
+    def read(ref: dict, sizes: list[int]) -> list[bytes]:
+        assert ref == {"ref": 1}
+        assert sizes == [len(b) for b in stored["parts"]]
+        return stored["parts"]
+
+    parts = encode_frame(f, "grab", 1, 1, shm_writer=write)
+    assert len(parts) == 2 and header_of(parts)["shm"] == {"ref": 1}
+    g = decode(parts, shm_reader=read).frame
+    assert g is not None
+    np.testing.assert_array_equal(g.image, f.image)
+    np.testing.assert_array_equal(g.parts["score"], f.parts["score"])
+    inline = encode_frame(f, "grab", 1, 1, shm_writer=lambda buffers: None)  # no slot: inline
+    assert len(inline) == 5 and "shm" not in header_of(inline)
+    with pytest.raises(DecodeError) as err:  # payload both inline and in shared memory
+        decode([*parts, b"x"], shm_reader=read)
+    assert err.value.reason == "parts"

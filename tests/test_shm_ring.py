@@ -14,7 +14,9 @@ import pytest
 from stream import shm_ring
 from stream.shm_ring import RingError, RingReader, RingWriter, SlotGone, SlotRef
 
-pytestmark = pytest.mark.skipif(not shm_ring.supported(), reason="needs Linux OFD locks and /dev/shm")
+pytestmark = pytest.mark.skipif(
+    not shm_ring.supported(), reason="needs Linux OFD locks and /dev/shm"
+)
 CTX = mp.get_context("spawn")
 
 
@@ -60,7 +62,9 @@ def test_slow_reader_detects_overwritten_slot(writer: RingWriter) -> None:
     reader.close()
 
 
-def test_leased_slot_is_never_overwritten_and_is_released_with_its_views(writer: RingWriter) -> None:
+def test_leased_slot_is_never_overwritten_and_is_released_with_its_views(
+    writer: RingWriter,
+) -> None:
     reader = RingReader()
     ref = writer.write(parts(9))
     view = reader.lease(ref, used_bytes(ref))
