@@ -95,6 +95,16 @@ class PipelineConfig:
     budget_ms: float = bounded(50.0, 0.1, 600000.0, doc="capture -> rendered, per frame")
     run_dir: str = bounded("runs/{name}", doc="folder for ipc sockets and logs ({name} expands)")
     stats_endpoint: str = bounded("ipc://{run_dir}/stats.ipc", doc="where stages push their stats")
+    stats_pub: str = bounded(
+        "ipc://{run_dir}/stats_pub.ipc",
+        doc="where the supervisor re-publishes all stages' stats for tools (top, profile, "
+        "prometheus); '' for none",
+    )
+    frame_log: str = bounded(
+        "ipc://{run_dir}/frame_log.ipc",
+        doc="where stages send per-frame records while a profiler listens there (nothing is "
+        "encoded while none does); '' for never",
+    )
     restart: RestartSpec = section(RestartSpec, "what the supervisor does when a stage crashes")
     links: dict[str, Any] = section(dict, "link name -> link (below)")
     stages: list[Any] = section(list, "the stages (grab, infer, render)")
@@ -187,6 +197,8 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
     cfg.run_dir = _expand(cfg.run_dir, values, "run_dir")
     values["run_dir"] = cfg.run_dir
     cfg.stats_endpoint = _expand(cfg.stats_endpoint, values, "stats_endpoint")
+    cfg.stats_pub = _expand(cfg.stats_pub, values, "stats_pub")
+    cfg.frame_log = _expand(cfg.frame_log, values, "frame_log")
     if not isinstance(links_raw, dict) or not links_raw:
         raise ConfigError("links: expected a mapping of link name -> {endpoint, pattern, mode}")
     links = {}

@@ -95,6 +95,29 @@ class Histogram:
         self.max_ms = max(self.max_ms, other.max_ms)
         self.clamped += other.clamped
 
+    def count_at_most(self, ms: float) -> int:
+        """Values recorded <= `ms`, to the bucket: the bucket holding `ms` counts whole, so a
+        value up to REL_ERROR above `ms` may be included (Prometheus `le` buckets)."""
+        return int(self.counts[: self._index(ms) + 1].sum())
+
+    def minus(self, older: Histogram) -> Histogram:
+        """What was recorded since `older`, an earlier state of this same histogram (for rates
+        and percentiles over a recent window). Min and max become the edges of the outermost
+        buckets left (within REL_ERROR)."""
+        h = Histogram()
+        h.counts = self.counts - older.counts
+        if (h.counts < 0).any() or self.count < older.count:
+            raise ValueError("minus: `older` is not an earlier state of this histogram")
+        h.count = self.count - older.count
+        h.total_ms = max(self.total_ms - older.total_ms, 0.0)
+        h.clamped = max(self.clamped - older.clamped, 0)
+        nz = np.nonzero(h.counts)[0]
+        if len(nz):
+            lo, hi = int(nz[0]), int(nz[-1])
+            h.min_ms = 0.0 if lo == 0 else _G ** (lo - 1) / 1000.0
+            h.max_ms = min(self.max_ms, _G**hi / 1000.0) if hi < N_BUCKETS - 1 else self.max_ms
+        return h
+
     def to_dict(self) -> dict:
         nz = np.nonzero(self.counts)[0]
         return {

@@ -26,6 +26,7 @@ import zmq
 from .config import GrabSpec, InferSpec, PipelineConfig, RenderSpec, StageSpec
 from .report import build_report
 from .stages.base import stage_logger
+from .stats_relay import StatsRelay
 
 DRAIN_S = 4.0
 TERM_S = 3.0
@@ -175,8 +176,13 @@ class Supervisor:
         stats = ctx.socket(zmq.PULL)
         stats.setsockopt(zmq.LINGER, 0)
         stats.bind(self.cfg.stats_endpoint)
+        relay = None
+        if self.cfg.stats_pub:
+            stages = [{"id": s.id, "kind": s.kind} for s in self.cfg.stages]
+            relay = StatsRelay(ctx, self.cfg.stats_pub, self.cfg.name, self.cfg.budget_ms, stages)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         t0 = time.monotonic()
+        report: dict[str, Any] | None = None
         try:
             for child in self.children.values():
                 self._spawn(child)
@@ -195,9 +201,18 @@ class Supervisor:
                     self.begin_stop(f"duration {self.duration_s:g} s reached")
                 if self.stopping_since is not None:
                     self._advance_stop()
+                if relay is not None:
+                    relay.maybe_publish(self.live_snapshots())
             deadline = time.monotonic() + 1.0  # final snapshots are pushed as each stage exits
             while time.monotonic() < deadline and not self._all_final():
                 self._collect(stats, 50)
+            restarts = {sid: c.restarts for sid, c in self.children.items()}
+            duration = time.monotonic() - t0
+            report = build_report(
+                self.cfg, self.live_snapshots(), duration, restarts, self.stop_reason
+            )
+            if relay is not None:
+                relay.publish(self.live_snapshots(), True, self.stop_reason, report)
         finally:
             for child in self.children.values():
                 self._signal(child, signal.SIGKILL)
@@ -206,10 +221,11 @@ class Supervisor:
             for s, handler in old.items():
                 signal.signal(s, handler)
             stats.close()
+            if relay is not None:
+                relay.close()
             ctx.term()
-        duration = time.monotonic() - t0
-        restarts = {sid: c.restarts for sid, c in self.children.items()}
-        return build_report(self.cfg, self.live_snapshots(), duration, restarts, self.stop_reason)
+        assert report is not None
+        return report
 
     def _all_final(self) -> bool:
         latest: dict[str, dict[str, Any]] = {}

@@ -67,3 +67,33 @@ def test_empty_and_bad_values() -> None:
         Histogram.from_dict({"buckets": {"99999": 1}, "count": 1})
     h.record(5e9)  # beyond the range: clamped, counted, still exact max
     assert h.clamped == 1 and h.max_ms == 5e9
+
+
+def test_minus_gives_the_recent_window_within_the_error() -> None:
+    """A histogram minus its earlier state has the percentiles of what came since."""
+    data = DATA["bimodal"]
+    h = Histogram()
+    for v in data[:4000]:
+        h.record(float(v))
+    earlier = Histogram.from_dict(h.to_dict())
+    for v in data[4000:]:
+        h.record(float(v))
+    recent = h.minus(earlier)
+    assert recent.count == len(data) - 4000
+    for p in (10, 50, 90, 99):
+        want = float(np.percentile(data[4000:], p, method="inverted_cdf"))
+        assert abs(recent.percentile(p) - want) <= 2 * REL_ERROR * want + 0.001, (p, want)
+    assert recent.max_ms <= h.max_ms and recent.max_ms >= data[4000:].max() * (1 - 2 * REL_ERROR)
+    with pytest.raises(ValueError):
+        earlier.minus(h)
+
+
+def test_count_at_most_is_within_one_bucket() -> None:
+    data = DATA["lognormal"]
+    h = Histogram()
+    for v in data:
+        h.record(float(v))
+    for edge in (5.0, 12.0, 33.3, 50.0):
+        exact = int((data <= edge).sum())
+        loose = int((data <= edge * (1 + 2 * REL_ERROR)).sum())
+        assert exact <= h.count_at_most(edge) <= loose

@@ -1,0 +1,125 @@
+"""Per-stage live figures from the stats channel: rates and percentiles over a recent window.
+
+Each stats message holds every stage's cumulative counters and histograms; a window's figures
+are the newest totals minus the totals of `window_s` ago (histograms subtract bucket by bucket,
+so the percentiles keep the histogram's 0.5% error). Restarted stages add up over their
+incarnations, as in the run report.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.histogram import Histogram
+from stream.report import StageTotals, totals_from_snapshots
+from stream.stats import GLASS_MS, QUEUE_MS, STAGE_MS
+
+# counters that mean "a frame missed a budget", by stage kind
+MISS_COUNTERS = ("budget_misses", "stage_overruns")
+
+
+@dataclass
+class StageRow:
+    """What `top` shows for one stage."""
+
+    stage: str
+    kind: str
+    incarnations: int
+    fps_in: float | None
+    fps_out: float | None
+    stage_ms: tuple[float | None, float | None]  # p50, p99 over the window
+    queue_ms: tuple[float | None, float | None]
+    glass_ms: tuple[float | None, float | None]
+    drops: dict[str, int] = field(default_factory=dict)  # cumulative, by reason
+    misses: int = 0
+    frames_out: int = 0
+
+
+def _window_pct(new: Histogram | None, old: Histogram | None) -> tuple[float | None, float | None]:
+    if new is None:
+        return None, None
+    h = new.minus(old) if old is not None else new
+    if h.count == 0:
+        return None, None
+    return h.percentile(50), h.percentile(99)
+
+
+def _rate(new: int, old: int, dt_s: float) -> float | None:
+    return (new - old) / dt_s if dt_s > 0 else None
+
+
+class LiveView:
+    """Feed it stats messages (`update`); `rows()` gives the current per-stage figures."""
+
+    def __init__(self, window_s: float = 5.0):
+        self.window_ns = int(window_s * 1e9)
+        self.history: deque[tuple[int, dict[str, StageTotals]]] = deque()
+        self.meta: dict[str, Any] = {}
+        self.messages = 0
+
+    def update(self, msg: dict[str, Any]) -> None:
+        self.messages += 1
+        self.meta = {k: v for k, v in msg.items() if k != "snapshots"}
+        now = int(msg["now_ns"])
+        self.history.append((now, totals_from_snapshots(msg["snapshots"])))
+        # keep one entry at least window_s old, to subtract from
+        while len(self.history) > 2 and now - self.history[1][0] >= self.window_ns:
+            self.history.popleft()
+
+    def stage_ids(self) -> list[str]:
+        ids = [s["id"] for s in self.meta.get("stages", []) if isinstance(s, dict) and "id" in s]
+        if self.history:
+            ids += [sid for sid in self.history[-1][1] if sid not in ids]
+        return ids
+
+    def rows(self) -> list[StageRow]:
+        if not self.history:
+            return []
+        t_new, new = self.history[-1]
+        t_old, old = self.history[0]
+        dt = (t_new - t_old) / 1e9
+        kinds = {s.get("id"): s.get("kind", "") for s in self.meta.get("stages", [])}
+        rows = []
+        for sid in self.stage_ids():
+            n = new.get(sid)
+            o = old.get(sid) if len(self.history) > 1 else None
+            if n is None:
+                rows.append(
+                    StageRow(
+                        sid,
+                        kinds.get(sid, ""),
+                        0,
+                        None,
+                        None,
+                        (None, None),
+                        (None, None),
+                        (None, None),
+                    )
+                )
+                continue
+            oc = o.counters if o is not None else None
+            in_key = "captured" if n.counters.get("captured") else "in"
+            rows.append(
+                StageRow(
+                    stage=sid,
+                    kind=kinds.get(sid, "") or str(n.info.get("kind", "")),
+                    incarnations=n.incarnations,
+                    fps_in=_rate(n.counters[in_key], oc[in_key], dt) if oc is not None else None,
+                    fps_out=_rate(n.counters["out"], oc["out"], dt) if oc is not None else None,
+                    stage_ms=_window_pct(
+                        n.hists.get(STAGE_MS), o.hists.get(STAGE_MS) if o else None
+                    ),
+                    queue_ms=_window_pct(
+                        n.hists.get(QUEUE_MS), o.hists.get(QUEUE_MS) if o else None
+                    ),
+                    glass_ms=_window_pct(
+                        n.hists.get(GLASS_MS), o.hists.get(GLASS_MS) if o else None
+                    ),
+                    drops=dict(n.drops),
+                    misses=sum(n.counters[c] for c in MISS_COUNTERS),
+                    frames_out=n.counters["out"],
+                )
+            )
+        return rows
