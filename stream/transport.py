@@ -120,6 +120,7 @@ class Sender:
         self.stats = stats
         self.should_stop = should_stop
         self.link_seq = 0
+        self.last_drop = ""  # reason the last frame `send` refused was dropped
         self.consumers = 0
         self.pubsub = spec.pattern == "pubsub"
         self.sock = ctx.socket(zmq.XPUB if self.pubsub else zmq.PUSH)
@@ -179,7 +180,8 @@ class Sender:
         if self.pubsub:
             self._track_subscriptions()
             if self.consumers == 0:
-                self.stats.drop("no_consumer")
+                self.last_drop = "no_consumer"
+                self.stats.drop(self.last_drop)
                 return False
         parts = encode_frame(
             frame,
@@ -191,7 +193,8 @@ class Sender:
         if self._send_parts(parts):
             self.link_seq += 1
             return True
-        self.stats.drop("overflow" if self.spec.mode == "live" else "shutdown")
+        self.last_drop = "overflow" if self.spec.mode == "live" else "shutdown"
+        self.stats.drop(self.last_drop)
         return False
 
     def send_eos(self, eos: EndOfStream, repeats: int = 3) -> None:

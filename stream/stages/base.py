@@ -11,6 +11,7 @@ import zmq
 
 from ..clock import Clock, WallClock
 from ..config import PipelineConfig, StageSpec
+from ..framelog import FrameLog
 from ..stats import StageStats, StatsPublisher
 from ..transport import Receiver, Sender
 
@@ -45,6 +46,7 @@ class StageRuntime:
         self.stats = StageStats(spec.id, spec.kind, self.clock)
         endpoint = cfg.stats_endpoint if stats_endpoint is None else stats_endpoint
         self.publisher = StatsPublisher(self.ctx, endpoint or None, self.stats)
+        self.framelog = FrameLog(self.ctx, cfg.frame_log, spec.id)  # for a profiler, if listening
         self.log = stage_logger(spec.id)
         self.stop_requested = False
         self.budget_ns = int(cfg.budget_ms * 1e6)
@@ -80,6 +82,7 @@ class StageRuntime:
 
     def close(self) -> None:
         self.publisher.close()
+        self.framelog.close()
         for s in self._sockets:
             s.close()
         self.ctx.term()

@@ -79,9 +79,14 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
             )
             rt.stats.count("captured")
             frame.with_span(rt.id, start, capture_ns)
-            if sender.send(frame):
-                rt.stats.frame_out(clock.now_ns())
-            rt.stats.observe(STAGE_MS, (clock.now_ns() - start) / 1e6)
+            sent = sender.send(frame)
+            end = clock.now_ns()
+            if sent:
+                rt.stats.frame_out(end)
+                rt.framelog.out(frame, start, end)
+            else:
+                rt.framelog.drop(frame, sender.last_drop, start, end)
+            rt.stats.observe(STAGE_MS, (end - start) / 1e6)
             seq += 1
             t_next += period_ns
             now = clock.now_ns()

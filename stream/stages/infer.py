@@ -100,11 +100,13 @@ def run_infer(rt: StageRuntime, spec: InferSpec, pipeline: InferencePipeline | N
             reason = guard.check(frame, start)
             if reason is not None:
                 rt.stats.drop(reason)
+                rt.framelog.drop(frame, reason, start, start)
                 continue
             try:
                 out = annotate_frame(frame, pipeline)
             except Exception as e:  # a bad frame must not kill the stage: count it, say why once
                 rt.stats.drop("error")
+                rt.framelog.drop(frame, "error", start, clock.now_ns())
                 key = type(e).__name__
                 if key not in errors_logged:
                     errors_logged.add(key)
@@ -118,6 +120,9 @@ def run_infer(rt: StageRuntime, spec: InferSpec, pipeline: InferencePipeline | N
             out.with_span(rt.id, start, end)
             if sender.send(out):
                 rt.stats.frame_out(clock.now_ns())
+                rt.framelog.out(out, start, end)
+            else:
+                rt.framelog.drop(out, sender.last_drop, start, end)
     finally:
         pipeline.close()
     return 0

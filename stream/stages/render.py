@@ -123,6 +123,7 @@ class Renderer:
         self.handoffs.append(handoff)
         rt.stats.frame_out(handoff)
         rt.stats.observe(STAGE_MS, (end - start_ns) / 1e6)
+        rt.framelog.out(frame, start_ns, end, handoff_ns=handoff)
         if self.confusion.size:
             rt.stats.info["confusion"] = self.confusion.tolist()
         self.publish_live()
@@ -208,6 +209,7 @@ def _synchronized(rt: StageRuntime, renderer: Renderer, guard: BudgetGuard) -> N
         reason = guard.check(frame, start)
         if reason is not None:
             rt.stats.drop(reason)
+            rt.framelog.drop(frame, reason, start, start)
             continue
         renderer.render(frame, frame, None, start)
         guard.record((rt.clock.now_ns() - start) / 1e6)
@@ -234,6 +236,7 @@ def _passthrough(rt: StageRuntime, spec: RenderSpec, renderer: Renderer, guard: 
         reason = guard.check(frame, start)
         if reason is not None:
             rt.stats.drop(reason)
+            rt.framelog.drop(frame, reason, start, start)
             continue
         drawn: Frame | None = None
         stale_ms: float | None = None
