@@ -1,0 +1,62 @@
+"""`medstream prometheus`: serve a running pipeline's stats to Prometheus.
+
+    medstream prometheus configs/ultrasound_seg.yaml --port 9464   # then scrape /metrics
+
+Subscribes to the supervisor's stats channel (or, with --collect, gathers the pushes of stages
+run alone) and serves the newest snapshot as a text exposition (`stream.sinks.prometheus`).
+Runs until Ctrl-C, or until the pipeline ends (then it keeps serving the final figures for
+`--linger` seconds so a last scrape sees them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import zmq
+
+from stream.sinks.prometheus import MetricsServer, exposition
+
+from .stats_source import open_stats
+
+
+def serve(target: str, host: str, port: int, collect: bool, linger_s: float, max_s: float) -> int:
+    ctx = zmq.Context()
+    source, endpoint = open_stats(ctx, target, collect)
+    server = MetricsServer(host, port)
+    print(f"serving http://{host}:{server.port}/metrics from {endpoint}", flush=True)
+    t0 = time.monotonic()
+    try:
+        while not max_s or time.monotonic() - t0 < max_s:
+            msg = source.recv(500)
+            if msg is None:
+                continue
+            server.update(exposition(msg))
+            if msg.get("final"):
+                time.sleep(linger_s)
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        source.close()
+        ctx.term()
+    return 0
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    return serve(args.target, args.host, args.port, args.collect, args.linger, args.max_seconds)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("prometheus", help="serve a pipeline's stats at /metrics for Prometheus")
+    p.add_argument("target", help="pipeline config, or a stats endpoint (tcp://, ipc://)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=9464, help="port to listen on (0: any free one)")
+    p.add_argument("--collect", action="store_true", help="bind the stats endpoint (no supervisor)")
+    p.add_argument(
+        "--linger", type=float, default=15.0, help="seconds to keep serving after the end"
+    )
+    p.add_argument("--max-seconds", type=float, default=0.0, help="stop after S seconds (0: never)")
+    p.set_defaults(func=_cmd)
