@@ -87,6 +87,20 @@ class DecodeError(ValueError):
         self.detail = detail
 
 
+class PayloadGone(Exception):
+    """A valid frame whose out-of-band payload (a shared-memory slot) was reused before it
+    could be read: a counted drop (`reason`), not an invalid message. Carries the header's
+    link bookkeeping so the receiver does not count the frame again as a sequence gap."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+        self.sender = ""
+        self.link_seq = 0
+        self.stream = ""
+        self.epoch = 0
+
+
 @dataclass
 class EndOfStream:
     """Sent by a stage when it stops: `last_seq` is the last sequence number of `stream`."""
@@ -366,7 +380,11 @@ def decode(parts: list[Any], shm_reader: ShmReader | None = None) -> Message:
         raise DecodeError("field", "part names must be unique")
     if shm is not None:
         assert shm_reader is not None
-        buffers = shm_reader(shm, [size for *_, size in layouts])
+        try:
+            buffers = shm_reader(shm, [size for *_, size in layouts])
+        except PayloadGone as e:
+            e.sender, e.link_seq, e.stream, e.epoch = sender, link_seq, stream, epoch
+            raise
     else:
         buffers = parts[2:]
     arrays: dict[str, np.ndarray] = {}

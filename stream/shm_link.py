@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .codec import DecodeError
+from .codec import DecodeError, PayloadGone
 from .shm_ring import (
     RingError,
     RingReader,
@@ -70,7 +70,7 @@ class ShmReceiver:
         self.reader = RingReader()
 
     def read(self, ref: Any, sizes: list[int]) -> list[np.ndarray]:
-        """One read-only byte view per part. Raises `SlotGone` (a drop: overwritten) or
+        """One read-only byte view per part. Raises `PayloadGone` (a drop: overwritten) or
         `DecodeError("shm")` for a reference that is malformed or names no usable ring."""
         if not isinstance(ref, dict):
             raise DecodeError("shm", "'shm' must be an object")
@@ -93,10 +93,12 @@ class ShmReceiver:
             view = self.reader.lease(SlotRef(ring, slot, gen, offsets), end)
         except RingError as e:
             raise DecodeError("shm", str(e)) from None
+        except SlotGone:
+            raise PayloadGone(SHM_OVERWRITTEN) from None
         return [view[off : off + n] for off, n in zip(offsets, sizes, strict=True)]
 
     def close(self) -> None:
         self.reader.close()
 
 
-__all__ = ["SHM_OVERWRITTEN", "ShmReceiver", "ShmSender", "SlotGone"]
+__all__ = ["SHM_OVERWRITTEN", "ShmReceiver", "ShmSender"]

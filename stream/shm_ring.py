@@ -55,6 +55,7 @@ _FILE = struct.Struct("<8sIIQQQQ")  # magic, version, n_slots, slot_size, stride
 _SLOT = struct.Struct("<QQ")  # generation, bytes used
 _NAME = re.compile(r"^medstream-([0-9]+)-[A-Za-z0-9_.-]{1,80}-[0-9a-f]{8}$")
 _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # fault the pages in at map time, not per frame
 
 
 def supported() -> bool:
@@ -151,7 +152,7 @@ class RingWriter:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             os.ftruncate(self.fd, size)
-            self.mm = mmap.mmap(self.fd, size)
+            self.mm = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED | _POPULATE)
         except OSError:
             os.close(self.fd)
             os.unlink(self.path)
@@ -232,7 +233,7 @@ class _MappedRing:
             size = os.fstat(self.fd).st_size
             if size < FILE_HEADER:
                 raise RingError(f"ring {name}: {size} bytes is too small")
-            self.mm = mmap.mmap(self.fd, size, access=mmap.ACCESS_READ)
+            self.mm = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
             magic, version, n, slot_size, stride, _pid, _t = _FILE.unpack_from(self.mm, 0)
             if magic != MAGIC or version != VERSION:
                 raise RingError(f"ring {name}: not a version-{VERSION} ring")

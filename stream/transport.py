@@ -27,9 +27,18 @@ from typing import Literal
 import zmq
 
 from .clock import Clock
-from .codec import KIND_EOS, DecodeError, EndOfStream, Message, decode, encode_eos, encode_frame
+from .codec import (
+    KIND_EOS,
+    DecodeError,
+    EndOfStream,
+    Message,
+    PayloadGone,
+    decode,
+    encode_eos,
+    encode_frame,
+)
 from .frame import Frame
-from .shm_link import SHM_OVERWRITTEN, ShmReceiver, ShmSender, SlotGone
+from .shm_link import ShmReceiver, ShmSender
 from .shm_ring import supported as shm_supported
 from .spec import ConfigError, bounded
 from .stats import QUEUE_MS, StageStats
@@ -277,8 +286,9 @@ class Receiver:
         except DecodeError as e:
             drops[f"invalid:{e.reason}"] += 1
             return None
-        except SlotGone:
-            drops[SHM_OVERWRITTEN] += 1
+        except PayloadGone as e:  # its slot was reused: one drop, and no gap counted for it
+            self._sequence(e.sender, e.link_seq, e.stream, e.epoch, drops, counts)
+            drops[e.reason] += 1
             return None
         if msg.kind == KIND_EOS:
             assert msg.eos is not None
@@ -289,19 +299,31 @@ class Receiver:
             return msg
         frame = msg.frame
         assert frame is not None
-        if self.epochs.get(frame.stream, frame.epoch) != frame.epoch:
-            counts["stream_restarts"] += 1
-            self.last_link_seq.pop(msg.sender, None)
-        self.epochs[frame.stream] = frame.epoch
-        if self.pubsub:
-            last = self.last_link_seq.get(msg.sender)
-            if last is not None and msg.link_seq > last + 1:
-                drops["overflow"] += msg.link_seq - last - 1
-            elif last is not None and msg.link_seq <= last:
-                counts["sender_restarts"] += 1
-            self.last_link_seq[msg.sender] = msg.link_seq
+        self._sequence(msg.sender, msg.link_seq, frame.stream, frame.epoch, drops, counts)
         counts["in"] += 1
         return msg
+
+    def _sequence(
+        self,
+        sender: str,
+        link_seq: int,
+        stream: str,
+        epoch: int,
+        drops: Counter[str],
+        counts: Counter[str],
+    ) -> None:
+        """Per-sender sequence bookkeeping: restarts, and gaps counted as `overflow`."""
+        if self.epochs.get(stream, epoch) != epoch:
+            counts["stream_restarts"] += 1
+            self.last_link_seq.pop(sender, None)
+        self.epochs[stream] = epoch
+        if self.pubsub:
+            last = self.last_link_seq.get(sender)
+            if last is not None and link_seq > last + 1:
+                drops["overflow"] += link_seq - last - 1
+            elif last is not None and link_seq <= last:
+                counts["sender_restarts"] += 1
+            self.last_link_seq[sender] = link_seq
 
     def _drain(self) -> None:
         """Live mode thread: read everything, keep the newest frame."""
