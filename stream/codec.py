@@ -302,8 +302,8 @@ def _check_image_format(fmt: str, shape: tuple[int, ...], dtype: str) -> None:
         raise DecodeError("pixel_format", f"image {dtype}{list(shape)} does not match {fmt}")
 
 
-def _parse_part(i: int, desc: Any) -> tuple[str, np.dtype, tuple[int, ...], int]:
-    """(name, dtype, shape, bytes) of one `parts` entry, validated."""
+def _parse_part(i: int, desc: Any) -> tuple[str, str, tuple[int, ...], int]:
+    """(name, dtype name, shape, bytes) of one `parts` entry, validated."""
     if not isinstance(desc, dict):
         raise DecodeError("field", f"parts[{i}] must be an object")
     name = _str_field(desc, "name", max_len=64)
@@ -317,7 +317,7 @@ def _parse_part(i: int, desc: Any) -> tuple[str, np.dtype, tuple[int, ...], int]
     expected = math.prod(shape) * dtype.itemsize
     if expected > MAX_PART_BYTES:
         raise DecodeError("size", f"{name}: shape needs {expected} bytes > {MAX_PART_BYTES}")
-    return name, dtype, shape, expected
+    return name, dtype_name, shape, expected
 
 
 def decode(parts: list[Any], shm_reader: ShmReader | None = None) -> Message:
@@ -388,13 +388,13 @@ def decode(parts: list[Any], shm_reader: ShmReader | None = None) -> Message:
     else:
         buffers = parts[2:]
     arrays: dict[str, np.ndarray] = {}
-    for i, ((name, dtype, shape, expected), part) in enumerate(zip(layouts, buffers, strict=True)):
+    for i, ((name, dtype_name, shape, expected), part) in enumerate(zip(layouts, buffers, strict=True)):
         buf = _buffer(part)
         if len(buf) != expected:
             raise DecodeError("size", f"{name}: {len(buf)} bytes, shape needs {expected}")
-        arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        arrays[name] = np.frombuffer(buf, dtype=DTYPES[dtype_name]).reshape(shape)
         if i == 0:
-            _check_image_format(fmt, shape, dtype.name)
+            _check_image_format(fmt, shape, dtype_name)
     meta = header.get("meta", {})
 
     if not isinstance(meta, dict):

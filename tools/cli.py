@@ -12,7 +12,12 @@ import sys
 from stream.cli import build_parser, run_parsed
 
 # modules under tools/ that add subcommands (profile, top, bench, evaluate, ...)
-TOOL_COMMANDS: list[str] = ["tools.top", "tools.profiling.cli", "tools.prometheus"]
+TOOL_COMMANDS: list[str] = [
+    "tools.top",
+    "tools.profiling.cli",
+    "tools.prometheus",
+    "tools.bench.cli",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,137 @@
+"""`medstream bench`: each result next to its floor, in one run; JSON + a markdown table.
+
+    medstream bench                 # a few minutes: transport, slow consumer, demo pipelines
+    medstream bench --quick         # well under a minute (what the tests run)
+    medstream bench --only transport --out out/bench
+
+Benchmarks are not tests: every figure is printed next to the floor measured in the same run
+(raw pyzmq, a memory copy, a single-process loop), with the machine and its load, since on a
+shared machine the absolute numbers move with whatever else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .hop import SIZES, Case, copy_floor, run_case
+from .machine import describe, load_average
+from .pipelines import bench_scene
+from .results import markdown, targets
+
+PARTS = ("transport", "slow", "pipelines")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def bench_transport(quick: bool, tmp: Path) -> dict[str, Any]:
+    transports = (
+        ["pyzmq-tcp", "medstream-tcp", "medstream-shm"]
+        if quick
+        else ["pyzmq-tcp", "medstream-tcp", "pyzmq-ipc", "medstream-shm"]
+    )
+    rates = [60.0] if quick else [30.0, 60.0]
+    frames = 40 if quick else 240
+    seconds = 0.7 if quick else 2.0
+    paced, unpaced, copies = [], [], []
+    for size in SIZES:
+        copies.append(copy_floor(size, 200))
+        for fps in rates:
+            for tr in transports:
+                _say(f"bench: hop {tr} {size} at {fps:g} fps")
+                paced.append(run_case(Case(tr, size, fps, frames), tmp, _free_port()))
+        if quick and not size.startswith("1080"):
+            continue
+        for tr in transports:
+            _say(f"bench: hop {tr} {size} unpaced")
+            unpaced.append(run_case(Case(tr, size, 0.0, 0, seconds=seconds), tmp, _free_port()))
+    return {"paced": paced, "unpaced": unpaced, "copy": copies}
+
+
+def bench_slow_consumer(quick: bool, tmp: Path) -> list[dict[str, Any]]:
+    size = "512x512 gray" if quick else "1080x1920x3"
+    transports = (
+        ["medstream-shm", "pyzmq-tcp"] if quick else ["medstream-tcp", "medstream-shm", "pyzmq-tcp"]
+    )
+    frame_mb = 1.0
+    for d in SIZES[size]:
+        frame_mb *= d
+    frame_mb /= 2**20
+    rows = []
+    for tr in transports:
+        _say(f"bench: slow consumer on {tr} {size}")
+        seconds = 1.5 if quick else (3.0 if tr.startswith("pyzmq") else 5.0)
+        row = run_case(Case(tr, size, 60.0, 0, work_ms=50.0, seconds=seconds), tmp, _free_port())
+        row["rss_growth_frames"] = round(row["receiver_rss_growth_mb"] / frame_mb, 1)
+        rows.append(row)
+    return rows
+
+
+def bench_pipelines(quick: bool, tmp: Path, out: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    seconds, warmup = (3.0, 10) if quick else (10.0, 30)
+    scenes = ["ultrasound 512x512"] if quick else ["ultrasound 512x512", "1080p surgical"]
+    for scene in scenes:
+        _say(f"bench: pipeline {scene}")
+        got = bench_scene(scene, 30.0, seconds, warmup, tmp, out / "profiles")
+        rows += got[:1] if quick else got
+    return rows
+
+
+def run_bench(quick: bool, only: list[str], out: Path) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"machine": describe(), "mode": "quick" if quick else "full"}
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="medstream-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        if "transport" in only:
+            result["transport"] = bench_transport(quick, tmp)
+        if "slow" in only:
+            result["slow_consumer"] = bench_slow_consumer(quick, tmp)
+        if "pipelines" in only:
+            result["pipelines"] = bench_pipelines(quick, tmp, out)
+    result["seconds"] = round(time.monotonic() - t0, 1)
+    result["load_average_at_end"] = load_average()
+    result["targets"] = targets(result)
+    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "bench.md").write_text(markdown(result))
+    return result
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    only = [p.strip() for p in args.only.split(",")] if args.only else list(PARTS)
+    unknown = [p for p in only if p not in PARTS]
+    if unknown:
+        print(
+            f"medstream bench: --only: unknown part {unknown[0]!r}; parts: {', '.join(PARTS)}",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.out)
+    result = run_bench(args.quick, only, out)
+    print(markdown(result))
+    print(f"({result['seconds']} s; written to {out / 'bench.json'} and {out / 'bench.md'})")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("bench", help="benchmark links and pipelines against their floors")
+    p.add_argument("--quick", action="store_true", help="a short run (well under a minute)")
+    p.add_argument("--only", default="", help=f"comma-separated parts: {', '.join(PARTS)}")
+    p.add_argument("--out", default="out/bench", help="folder for bench.json and bench.md")
+    p.set_defaults(func=_cmd)

@@ -1,0 +1,245 @@
+"""The bench's verdicts against the issue's targets and its markdown tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    for r in rows:
+        if all(r.get(k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(a / b, 2)
+
+
+def _target(
+    what: str, value: float | None, limit: float, above: bool = False, unit: str = "x"
+) -> dict[str, Any]:
+    ok = None if value is None else (value >= limit if above else value <= limit)
+    return {
+        "target": what,
+        "measured": None if value is None else f"{value:g}{unit}",
+        "limit": f"{'>=' if above else '<='} {limit:g}{unit}",
+        "verdict": "not measured" if ok is None else ("PASS" if ok else "FAIL"),
+    }
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the issue, measured in this run."""
+    out: list[dict[str, Any]] = []
+    t = result.get("transport", {})
+    paced, unpaced = t.get("paced", []), t.get("unpaced", [])
+    for row in paced:
+        if row["transport"] not in ("medstream-tcp", "medstream-shm"):
+            continue
+        raw = _find(paced, transport="pyzmq-tcp", size=row["size"], fps_target=row["fps_target"])
+        if raw is None:
+            continue
+        where = f"{row['transport']} {row['size']} at {row['fps_target']:g} fps"
+        out.append(
+            _target(
+                f"{where}: p50 vs raw pyzmq tcp",
+                _ratio(row["latency_p50_ms"], raw["latency_p50_ms"]),
+                1.1,
+            )
+        )
+        out.append(
+            _target(
+                f"{where}: p99 vs raw pyzmq tcp",
+                _ratio(row["latency_p99_ms"], raw["latency_p99_ms"]),
+                1.5,
+            )
+        )
+        out.append(
+            _target(
+                f"{where}: receiver CPU per frame vs raw pyzmq tcp",
+                _ratio(row["receiver_cpu_ms_per_frame"], raw["receiver_cpu_ms_per_frame"]),
+                1.5,
+            )
+        )
+        if row["transport"] == "medstream-shm" and row["size"].startswith("1080"):
+            out.append(
+                _target(f"{where}: p50 (shared-memory hop)", row["latency_p50_ms"], 1.0, unit=" ms")
+            )
+    for row in unpaced:
+        if row["transport"] in ("medstream-tcp", "medstream-shm") and row["size"].startswith(
+            "1080"
+        ):
+            raw = _find(unpaced, transport="pyzmq-tcp", size=row["size"])
+            if raw is not None:
+                out.append(
+                    _target(
+                        f"{row['transport']} {row['size']} unpaced: throughput vs raw pyzmq tcp",
+                        _ratio(row["recv_fps"], raw["recv_fps"]),
+                        0.9,
+                        above=True,
+                    )
+                )
+    for row in result.get("slow_consumer", []):
+        if not row["transport"].startswith("medstream"):
+            continue
+        bound = row["work_ms"] + 1000.0 / row["fps_target"]
+        out.append(
+            _target(
+                f"slow consumer {row['transport']} {row['size']}: oldest frame vs work + 1 interval ({bound:.1f} ms)",
+                row["latency_max_ms"],
+                round(bound, 1),
+                unit=" ms",
+            )
+        )
+        out.append(
+            _target(
+                f"slow consumer {row['transport']}: memory growth in frames",
+                row.get("rss_growth_frames"),
+                3,
+                unit=" frames",
+            )
+        )
+    for row in result.get("pipelines", []):
+        single, multi = row["single_process"], row["multi_process"]
+        where = f"pipeline {row['scene']} ({row['rate']})"
+        if row["rate"].startswith("max"):
+            out.append(
+                _target(
+                    f"{where}: fps vs single-process loop",
+                    _ratio(multi["fps"], single["fps"]),
+                    1.3,
+                    above=True,
+                )
+            )
+        elif multi["g2g_p50_ms"] is not None and single["g2g_p50_ms"] is not None:
+            out.append(
+                _target(
+                    f"{where}: p50 glass-to-glass minus the loop's",
+                    round(multi["g2g_p50_ms"] - single["g2g_p50_ms"], 2),
+                    3.0,
+                    unit=" ms",
+                )
+            )
+    out.append(
+        {
+            "target": "medstream hop with CURVE vs raw pyzmq with CURVE",
+            "measured": None,
+            "limit": "<= 1.2x",
+            "verdict": "not measured (CURVE link options are not in main yet)",
+        }
+    )
+    return out
+
+
+def _pair(row: dict[str, Any] | None) -> str:
+    if row is None or row.get("latency_p50_ms") is None:
+        return "-"
+    return f"{row['latency_p50_ms']:.2f} / {row['latency_p99_ms']:.2f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), {m['memory_gb']} GiB; "
+        f"{m['os']}; Python {m['python']}, pyzmq {m['pyzmq']} (libzmq {m['libzmq']}), numpy {m['numpy']}, "
+        f"OpenCV {m['opencv']}, ONNX Runtime {m['onnxruntime']}. Load average at start "
+        f"{m['load_average_at_start']}, at end {result.get('load_average_at_end')}. Mode: {result['mode']}.",
+        "",
+    ]
+    t = result.get("transport")
+    if t:
+        transports = ["memcpy", "pyzmq-tcp", "medstream-tcp", "pyzmq-ipc", "medstream-shm"]
+        present = [x for x in transports if x == "memcpy" or _find(t["paced"], transport=x)]
+        lines += [
+            "One hop between two processes, paced: latency p50 / p99 ms (send -> array in the receiver); "
+            "memcpy: the same frame copied in-process",
+            "",
+            "| frame | fps | " + " | ".join(present) + " |",
+            "|---|---|" + "---|" * len(present),
+        ]
+        for size in dict.fromkeys(r["size"] for r in t["paced"]):
+            for fps in dict.fromkeys(r["fps_target"] for r in t["paced"]):
+                cells = [
+                    _pair(_find(t["copy"], size=size))
+                    if x == "memcpy"
+                    else _pair(_find(t["paced"], transport=x, size=size, fps_target=fps))
+                    for x in present
+                ]
+                lines.append(f"| {size} | {fps:g} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "Receiver CPU per frame received, ms (paced runs)",
+            "",
+            "| frame | fps | " + " | ".join(present[1:]) + " |",
+            "|---|---|" + "---|" * (len(present) - 1),
+        ]
+        for size in dict.fromkeys(r["size"] for r in t["paced"]):
+            for fps in dict.fromkeys(r["fps_target"] for r in t["paced"]):
+                cells = []
+                for x in present[1:]:
+                    r = _find(t["paced"], transport=x, size=size, fps_target=fps)
+                    cells.append("-" if r is None else f"{r['receiver_cpu_ms_per_frame']:.2f}")
+                lines.append(f"| {size} | {fps:g} | " + " | ".join(cells) + " |")
+        if t.get("unpaced"):
+            lines += [
+                "",
+                "Unpaced: frames per second the receiver got (receiver CPU %)",
+                "",
+                "| frame | " + " | ".join(present) + " |",
+                "|---|" + "---|" * len(present),
+            ]
+            for size in dict.fromkeys(r["size"] for r in t["unpaced"]):
+                cells = []
+                for x in present:
+                    r = (
+                        _find(t["copy"], size=size)
+                        if x == "memcpy"
+                        else _find(t["unpaced"], transport=x, size=size)
+                    )
+                    if r is None:
+                        cells.append("-")
+                    elif x == "memcpy":
+                        cells.append(f"{r['recv_fps']:.0f}")
+                    else:
+                        cells.append(f"{r['recv_fps'] or 0:.0f} ({r['receiver_cpu_percent']:.0f}%)")
+                lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    if result.get("slow_consumer"):
+        lines += [
+            "",
+            "Slow consumer on a live link (raw pyzmq: plain PUB/SUB, default queues)",
+            "",
+            "| transport | frame | fps | work ms | received / sent | age p50 ms | age max ms | bound ms | memory growth MB (frames) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in result["slow_consumer"]:
+            bound = r["work_ms"] + 1000 / r["fps_target"]
+            lines.append(
+                f"| {r['transport']} | {r['size']} | {r['fps_target']:g} | {r['work_ms']:g} | {r['received']} / {r['sent']} | "
+                f"{r['latency_p50_ms']:.1f} | {r['latency_max_ms']:.1f} | {bound:.1f} | "
+                f"{r['receiver_rss_growth_mb']:.1f} ({r['rss_growth_frames']:.1f}) |"
+            )
+    if result.get("pipelines"):
+        lines += [
+            "",
+            "Demo pipelines (separate processes, shared-memory links) vs one Python process doing the same work; glass-to-glass ms",
+            "",
+            "| scene | rate | loop fps | loop p50 / p99 | pipeline fps | pipeline p50 / p99 | fps ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in result["pipelines"]:
+            s, mp_ = r["single_process"], r["multi_process"]
+            lines.append(
+                f"| {r['scene']} | {r['rate']} | {s['fps']} | {s['g2g_p50_ms']} / {s['g2g_p99_ms']} | "
+                f"{mp_['fps']} | {mp_['g2g_p50_ms']} / {mp_['g2g_p99_ms']} | {_ratio(mp_['fps'], s['fps'])} |"
+            )
+        lines += ["", "; ".join(f"{r['scene']}: {r['source']}" for r in result["pipelines"][::2])]
+    lines += [
+        "",
+        "Targets (ratios within this run)",
+        "",
+        "| target | measured | limit | verdict |",
+        "|---|---|---|---|",
+    ]
+    for x in result["targets"]:
+        lines.append(f"| {x['target']} | {x['measured'] or '-'} | {x['limit']} | {x['verdict']} |")
+    return "\n".join(lines) + "\n"
