@@ -77,7 +77,7 @@ def bench_slow_consumer(quick: bool, tmp: Path) -> list[dict[str, Any]]:
         _say(f"bench: slow consumer on {tr} {size}")
         seconds = 1.5 if quick else (3.0 if tr.startswith("pyzmq") else 5.0)
         row = run_case(Case(tr, size, 60.0, 0, work_ms=50.0, seconds=seconds), tmp, _free_port())
-        row["rss_growth_frames"] = round(row["receiver_rss_growth_mb"] / frame_mb, 1)
+        row["memory_growth_frames"] = round(row["receiver_memory_growth_mb"] / frame_mb, 1)
         rows.append(row)
     return rows
 

@@ -62,10 +62,12 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _rss_mb() -> float:
+def _private_mb() -> float:
+    """Memory only this process holds (USS): a shared-memory ring mapped from the sender is
+    not the receiver's growth; frames queued in its sockets are."""
     import psutil
 
-    return psutil.Process().memory_info().rss / 2**20
+    return psutil.Process().memory_full_info().uss / 2**20
 
 
 def receiver(transport: str, endpoint: str, work_ms: float, ready: Any, results: Any) -> None:
@@ -82,7 +84,7 @@ def receiver(transport: str, endpoint: str, work_ms: float, ready: Any, results:
     ready.put(True)
     lat: list[float] = []
     recv_ns: list[int] = []
-    rss0 = rss_max = _rss_mb()
+    mem0 = mem_max = _private_mb()
     cpu0, wall0 = _cpu_s(), time.monotonic()
     deadline = time.monotonic() + 300
     try:
@@ -108,7 +110,7 @@ def receiver(transport: str, endpoint: str, work_ms: float, ready: Any, results:
             del image
             if work_ms:
                 time.sleep(work_ms / 1000.0)
-                rss_max = max(rss_max, _rss_mb())
+                mem_max = max(mem_max, _private_mb())
         cpu, wall = _cpu_s() - cpu0, time.monotonic() - wall0
         drops = {} if raw else dict(rx.stats.drops)
         results.put(
@@ -117,8 +119,8 @@ def receiver(transport: str, endpoint: str, work_ms: float, ready: Any, results:
                 "recv_ns": recv_ns,
                 "cpu_s": cpu,
                 "wall_s": wall,
-                "rss_start_mb": rss0,
-                "rss_max_mb": max(rss_max, _rss_mb()),
+                "mem_start_mb": mem0,
+                "mem_max_mb": max(mem_max, _private_mb()),
                 "drops": drops,
             }
         )
@@ -255,7 +257,7 @@ def run_case(case: Case, tmp: Path, port: int) -> dict[str, Any]:
         "receiver_cpu_percent": round(100 * got["cpu_s"] / got["wall_s"], 1)
         if got["wall_s"]
         else None,
-        "receiver_rss_growth_mb": round(got["rss_max_mb"] - got["rss_start_mb"], 1),
+        "receiver_memory_growth_mb": round(got["mem_max_mb"] - got["mem_start_mb"], 1),
         "receiver_drops": got["drops"],
     }
     if case.work_ms:

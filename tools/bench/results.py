@@ -94,7 +94,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(
             _target(
                 f"slow consumer {row['transport']}: memory growth in frames",
-                row.get("rss_growth_frames"),
+                row.get("memory_growth_frames"),
                 3,
                 unit=" frames",
             )
@@ -208,7 +208,7 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             "Slow consumer on a live link (raw pyzmq: plain PUB/SUB, default queues)",
             "",
-            "| transport | frame | fps | work ms | received / sent | age p50 ms | age max ms | bound ms | memory growth MB (frames) |",
+            "| transport | frame | fps | work ms | received / sent | age p50 ms | age max ms | bound ms | private memory growth MB (frames) |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in result["slow_consumer"]:
@@ -216,7 +216,7 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['transport']} | {r['size']} | {r['fps_target']:g} | {r['work_ms']:g} | {r['received']} / {r['sent']} | "
                 f"{r['latency_p50_ms']:.1f} | {r['latency_max_ms']:.1f} | {bound:.1f} | "
-                f"{r['receiver_rss_growth_mb']:.1f} ({r['rss_growth_frames']:.1f}) |"
+                f"{r['receiver_memory_growth_mb']:.1f} ({r['memory_growth_frames']:.1f}) |"
             )
     if result.get("pipelines"):
         lines += [
