@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from ..budget import BudgetGuard
-from ..codec import KIND_EOS
 from ..config import RenderSpec
 from ..frame import Frame
 from ..histogram import RecentHistogram
@@ -30,9 +29,8 @@ from ..render.hud import HudAnnotator, HudData
 from ..render.mask import MaskAnnotator
 from ..sinks.base import Sink, SinkError
 from ..stats import GLASS_MS, OVERLAY_AGE_MS, STAGE_MS
-from .base import StageRuntime
+from .base import StageRuntime, admitted_frames
 
-RECV_TIMEOUT_MS = 100
 STATS_PERIOD_S = 0.25
 MAX_LABEL_VALUES = 256
 OVERLAY_DROP_PREFIX = "overlay:"  # passthrough: overlays skipped are not video frames dropped
@@ -195,20 +193,7 @@ def run_render(rt: StageRuntime, spec: RenderSpec) -> int:
 
 def _synchronized(rt: StageRuntime, renderer: Renderer, guard: BudgetGuard) -> None:
     receiver = rt.receiver(renderer.spec.input)
-    while not rt.stop_requested:
-        rt.tick()
-        msg = receiver.recv(RECV_TIMEOUT_MS)
-        if msg is None:
-            continue
-        if msg.kind == KIND_EOS:
-            break
-        frame = msg.frame
-        assert frame is not None
-        start = rt.clock.now_ns()
-        reason = guard.check(frame, start)
-        if reason is not None:
-            rt.stats.drop(reason)
-            continue
+    for frame, start in admitted_frames(rt, receiver, guard):
         renderer.render(frame, frame, None, start)
         guard.record((rt.clock.now_ns() - start) / 1e6)
 
@@ -216,31 +201,21 @@ def _synchronized(rt: StageRuntime, renderer: Renderer, guard: BudgetGuard) -> N
 def _passthrough(rt: StageRuntime, spec: RenderSpec, renderer: Renderer, guard: BudgetGuard) -> None:
     video = rt.receiver(spec.video)
     overlays = rt.receiver(spec.input, drop_prefix=OVERLAY_DROP_PREFIX)
-    overlay: Frame | None = None
+    newest: list[Frame] = []  # the newest overlay, once one has arrived
     max_age_ns = int(spec.overlay_max_age_ms * 1e6)
-    while not rt.stop_requested:
-        rt.tick()
+
+    def take_overlays() -> None:
         while (o := overlays.recv(0)) is not None:
-            if o.kind != KIND_EOS and o.frame is not None:
-                overlay = o.frame
-        msg = video.recv(RECV_TIMEOUT_MS)
-        if msg is None:
-            continue
-        if msg.kind == KIND_EOS:
-            break
-        frame = msg.frame
-        assert frame is not None
-        start = rt.clock.now_ns()
-        reason = guard.check(frame, start)
-        if reason is not None:
-            rt.stats.drop(reason)
-            continue
+            if o.frame is not None:
+                newest[:] = [o.frame]
+
+    for frame, start in admitted_frames(rt, video, guard, before_each=take_overlays):
         drawn: Frame | None = None
         stale_ms: float | None = None
-        if overlay is not None and overlay.stream == frame.stream:
-            age_ns = frame.capture_ns - overlay.capture_ns
+        if newest and newest[0].stream == frame.stream:
+            age_ns = frame.capture_ns - newest[0].capture_ns
             if abs(age_ns) <= max_age_ns:
-                drawn = overlay
+                drawn = newest[0]
                 rt.stats.observe(OVERLAY_AGE_MS, max(age_ns, 0) / 1e6)
             else:
                 stale_ms = age_ns / 1e6
