@@ -7,12 +7,16 @@ from typing import Any
 
 from stream.sources.base import Capture, Source, SourceError
 from stream.sources.capture import CaptureSource, CaptureSpec
+from stream.sources.dicom import DicomSource, DicomSpec
+from stream.sources.folder import FolderSource, FolderSpec
 from stream.sources.phantom import PhantomSource, PhantomSpec
 
 # type name -> (spec dataclass parsed from the rest of the section, factory taking that spec)
 SOURCE_TYPES: dict[str, tuple[type, Callable[[Any], Source]]] = {
     "phantom": (PhantomSpec, PhantomSource),
     "capture": (CaptureSpec, CaptureSource),
+    "dicom": (DicomSpec, DicomSource),
+    "folder": (FolderSpec, FolderSource),
 }
 
 
