@@ -10,6 +10,7 @@ from stream.sources.capture import CaptureSource, CaptureSpec
 from stream.sources.dicom import DicomSource, DicomSpec
 from stream.sources.folder import FolderSource, FolderSpec
 from stream.sources.phantom import PhantomSource, PhantomSpec
+from stream.sources.replay import ReplaySource, ReplaySpec
 
 # type name -> (spec dataclass parsed from the rest of the section, factory taking that spec)
 SOURCE_TYPES: dict[str, tuple[type, Callable[[Any], Source]]] = {
@@ -17,6 +18,7 @@ SOURCE_TYPES: dict[str, tuple[type, Callable[[Any], Source]]] = {
     "capture": (CaptureSpec, CaptureSource),
     "dicom": (DicomSpec, DicomSource),
     "folder": (FolderSpec, FolderSource),
+    "replay": (ReplaySpec, ReplaySource),
 }
 
 
