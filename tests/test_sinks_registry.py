@@ -9,7 +9,7 @@ from stream.spec import ConfigError
 
 
 def test_registry_holds_the_viewer_and_video_sinks():
-    assert set(SINK_TYPES) == {"viewer", "video"}
+    assert set(SINK_TYPES) == {"viewer", "video", "recorder"}
 
 
 def test_unknown_type_names_the_key_and_the_allowed_types():

@@ -8,12 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from stream.sinks.base import Sink, SinkError
+from stream.sinks.recorder import RecorderSink, RecorderSpec
 from stream.sinks.video import VideoSink, VideoSpec
 from stream.sinks.viewer import ViewerSink, ViewerSpec
 
 SINK_TYPES: dict[str, tuple[type, type]] = {
     "viewer": (ViewerSpec, ViewerSink),
     "video": (VideoSpec, VideoSink),
+    "recorder": (RecorderSpec, RecorderSink),
 }
 
 
@@ -32,6 +34,8 @@ def open_sink(
 
 __all__ = [
     "SINK_TYPES",
+    "RecorderSink",
+    "RecorderSpec",
     "Sink",
     "SinkError",
     "VideoSink",
