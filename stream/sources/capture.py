@@ -15,11 +15,14 @@ line saying what, where and why.
 from __future__ import annotations
 
 import math
+import os
 import re
 import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -131,6 +134,17 @@ def classify(value: int | str) -> Target:
     return Target("file", text, text)
 
 
+@contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """Hide OpenCV's warnings while opening: the source reports failures in one line."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def _backend(spec: CaptureSpec, target: Target) -> int:
     if spec.backend != "auto":
         return BACKENDS[spec.backend]
@@ -183,6 +197,9 @@ class CaptureSource:
     """Frames from `cv2.VideoCapture` (see the module doc)."""
 
     def __init__(self, spec: CaptureSpec) -> None:
+        # FFmpeg's own log lines would repeat what this source says in one line. OpenCV reads
+        # this once, when it first loads FFmpeg (in a grab stage: here); the user's value wins.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
         self.spec = spec
         self.target = classify(spec.input)
         self.live = spec.live if spec.live is not None else self.target.kind != "file"
@@ -226,7 +243,8 @@ class CaptureSource:
     def _try_open(self) -> cv2.VideoCapture | None:
         api = _backend(self.spec, self.target)
         try:
-            cap = cv2.VideoCapture(self.target.arg, api, self._params())
+            with _quiet_opencv():
+                cap = cv2.VideoCapture(self.target.arg, api, self._params())
         except cv2.error:
             return None
         if not cap.isOpened():
@@ -260,7 +278,7 @@ class CaptureSource:
         if cap is not None:
             return cap
         if target.kind == "url":
-            raise self._error(_network_problem(str(target.arg), min(self.spec.open_timeout_s, 3.0)))
+            raise self._error(_network_problem(str(target.arg), min(self.spec.open_timeout_s, 2.0)))
         if target.kind == "file":
             raise self._error("OpenCV cannot decode it (not a video, or an unsupported codec)")
         if target.kind == "device" and isinstance(target.arg, int):
