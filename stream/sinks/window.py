@@ -109,9 +109,13 @@ class WindowSink:
         self.closed = False
         self.stats: dict[str, Any] = {}
         self._ready = threading.Event()
+        self._open_error: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"window-{stage_id}", daemon=True)
         self._thread.start()
-        self._ready.wait(PROBE_TIMEOUT_S)
+        if not self._ready.wait(PROBE_TIMEOUT_S) or self._open_error is not None:
+            self.close()
+            why = self._open_error or f"no window within {PROBE_TIMEOUT_S:.0f} s"
+            raise SinkError(f"window sink {stage_id!r}: cannot open a window: {why}")
 
     def _drop(self, reason: str) -> None:
         self._drops[reason] = self._drops.get(reason, 0) + 1
@@ -132,10 +136,15 @@ class WindowSink:
     def _run(self) -> None:
         import cv2
 
-        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
-        if self.spec.fullscreen:
-            cv2.setWindowProperty(self.title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
-        self._ready.set()
+        try:
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+            if self.spec.fullscreen:
+                cv2.setWindowProperty(self.title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
+        except cv2.error as e:
+            self._open_error = " ".join(str(e).split())
+            return
+        finally:
+            self._ready.set()
         shown = False
         try:
             while not self.closed:

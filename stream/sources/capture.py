@@ -5,7 +5,8 @@ Files are read in the grab stage's thread, in order, every frame: paced by the g
 file's own rate (or `fps`), or as fast as possible with `unpaced: true`; `loop` starts again at
 the end. Live inputs (devices, URLs, pipelines) are read by a thread that keeps only the newest
 frame (OpenCV's own buffer would otherwise add latency); `read` returns each new frame as it
-arrives (self-paced). A live input that fails or stalls (no frame for `read_timeout_s`) is
+arrives (self-paced). If the grab stage sets its own `fps`, each tick takes the newest frame and
+the frames in between are counted (`source_replaced`). A live input that fails or stalls (no frame for `read_timeout_s`) is
 reopened with exponential backoff; the stall, each reopen and the gap in frames are reported as
 events (logged and counted by the grab stage), never hidden. Opening is bounded in time
 (`open_timeout_s`, OpenCV's CAP_PROP_OPEN_TIMEOUT_MSEC) and a failure is one `SourceError`
@@ -64,7 +65,10 @@ class CaptureSpec:
     width: int = bounded(0, 0, 16384, doc="requested frame width of a device (0: its default)")
     height: int = bounded(0, 0, 16384, doc="requested frame height of a device (0: its default)")
     fps: float | None = bounded(
-        None, 0.1, 1000.0, doc="devices: requested rate; files: play at this rate (null: own rate)"
+        None,
+        0.1,
+        1000.0,
+        doc="devices: requested rate; files: play at this rate (null: own rate); URLs: unused",
     )
     fourcc: str = bounded("", doc="requested device pixel format, e.g. MJPG or YUYV ('': default)")
     pixel_format: Literal["bgr8", "gray8"] = bounded("bgr8", doc="what the frames are sent as")
