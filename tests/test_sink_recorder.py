@@ -103,9 +103,10 @@ CHILD = textwrap.dedent(
     from stream.frame import Frame
     from stream.sinks.recorder import RecorderSink, RecorderSpec
     sink = RecorderSink(RecorderSpec(path=sys.argv[1], queue=4, wait=True, fsync_s=3600), "rec")
+    shape = (int(sys.argv[2]), int(sys.argv[3]), 3)
     seq = 0
     while True:
-        image = np.random.default_rng(seq).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+        image = np.random.default_rng(seq).integers(0, 256, shape, dtype=np.uint8)
         sink.write(image, Frame("cam", seq, seq, seq, image, "bgr8"))
         print(sink.frames_written, flush=True)
         seq += 1
@@ -113,11 +114,17 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_recorder_killed_with_sigkill_reads_back_to_its_last_whole_frame(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shape", [(720, 1280), (8, 8)], ids=["720p", "tiny"])
+def test_recorder_killed_with_sigkill_reads_back_to_its_last_whole_frame(tmp_path, shape) -> None:
+    """Large frames: the kill likely lands mid-record; tiny ones: many records per OS write
+    unless each is flushed."""
     path = tmp_path / "killed.msrec"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", CHILD, str(path), *map(str, shape)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     written = 0
     try:
@@ -136,7 +143,7 @@ def test_recorder_killed_with_sigkill_reads_back_to_its_last_whole_frame(tmp_pat
         assert len(reader) >= written  # everything it had written survived
         for i in range(len(reader)):  # and every whole record reads back bit-exact
             frame = reader.read_frame(i)
-            want = np.random.default_rng(i).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+            want = np.random.default_rng(i).integers(0, 256, (*shape, 3), dtype=np.uint8)
             assert frame.seq == i and np.array_equal(frame.image, want)
         size = path.stat().st_size
         assert reader.truncated_bytes == size - (
