@@ -1,15 +1,15 @@
-"""Inference backends behind one interface (see engines/api.py)."""
+"""Inference engines: `load_pipeline(EngineSpec(...))` and the bundled models (`list_models`)."""
 
-from .api import EngineSpec, EngineUnavailable, InferencePipeline, InferenceResult
+from engines.api import EngineSpec, EngineUnavailable, InferencePipeline, InferenceResult
+from engines.pipeline import load_pipeline
+from engines.registry import ModelError, list_models
 
 __all__ = [
     "EngineSpec",
     "EngineUnavailable",
     "InferencePipeline",
     "InferenceResult",
+    "ModelError",
+    "list_models",
     "load_pipeline",
 ]
-
-
-def load_pipeline(spec: EngineSpec) -> InferencePipeline:
-    raise EngineUnavailable("placeholder until the ONNX Runtime engine lands")

@@ -60,10 +60,19 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from engines import list_models
+    from engines.registry import resolve_model
 
-    for name, card in list_models().items():
-        metrics = card.get("metrics", {})
-        print(f"{name:<20} {card.get('task', ''):<28} {metrics.get('mean_dice', '')}")
+    print(f"{'model':<18}{'task':<15}{'input':<10}{'held-out metric':<32}ms/frame (1 thread)")
+    for name in list_models():
+        card = resolve_model(name).card
+        metrics = card.raw.get("metrics", {})
+        metric = next(
+            (f"{k} {v}" for k, v in metrics.items() if isinstance(v, float)),
+            "",
+        )
+        speed = card.raw.get("cost", {}).get("latency_ms", {}).get("pipeline_median_ms", "")
+        size = f"{card.input.width}x{card.input.height}"
+        print(f"{name:<18}{card.task:<15}{size:<10}{metric:<32}{speed}")
     return 0
 
 
@@ -97,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_parsed(build_parser().parse_args(argv))
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run a parsed command; config errors become one line on stderr and exit code 2."""
     try:
         return args.func(args)
     except ConfigError as e:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,7 +11,7 @@ import yaml
 
 from engines.api import EngineSpec
 
-from .spec import ConfigError, bounded, parse_spec
+from .spec import ConfigError, bounded, parse_spec, required, section
 from .transport import LinkSpec
 
 
@@ -28,10 +28,10 @@ class RestartSpec:
 class GrabSpec:
     """A source stage: reads frames and publishes them at a set rate."""
 
-    id: str
+    id: str = required("unique stage id: names its logs, metrics, trace lane")
     output: str = bounded("", doc="link the frames go out on")
-    source: dict[str, Any] = field(default_factory=dict)
-    kind: Literal["grab"] = "grab"
+    source: dict[str, Any] = section(dict, "the source: `type:` plus that type's keys (below)")
+    kind: Literal["grab"] = bounded("grab", doc="stage kind")
     fps: float | None = bounded(None, 0.1, 1000.0, doc="pacing; null: the source's own rate")
     frames: int = bounded(0, 0, 10**12, doc="stop after this many frames (0: run until stopped)")
     stream: str = bounded("", doc="stream id on the wire (default: the stage id)")
@@ -43,11 +43,11 @@ class GrabSpec:
 class InferSpec:
     """An inference stage: preprocess -> engine -> postprocess -> annotations."""
 
-    id: str
+    id: str = required("unique stage id")
     input: str = bounded("", doc="link frames come in on")
     output: str = bounded("", doc="link annotated frames go out on")
-    kind: Literal["infer"] = "infer"
-    engine: EngineSpec = field(default_factory=EngineSpec)
+    kind: Literal["infer"] = bounded("infer", doc="stage kind")
+    engine: EngineSpec = section(EngineSpec, "the model and backend (see `engine:`)")
     predict_drops: bool = bounded(
         True, doc="drop frames this stage would finish after their deadline"
     )
@@ -64,9 +64,9 @@ class InferSpec:
 class RenderSpec:
     """A render stage: overlay + HUD, then the sinks."""
 
-    id: str
+    id: str = required("unique stage id")
     input: str = bounded("", doc="link annotated frames come in on")
-    kind: Literal["render"] = "render"
+    kind: Literal["render"] = bounded("render", doc="stage kind")
     mode: Literal["synchronized", "passthrough"] = bounded(
         "synchronized",
         doc="synchronized: each frame with its own overlay; passthrough: raw video "
@@ -77,7 +77,7 @@ class RenderSpec:
         100.0, 0.0, 60000.0, doc="passthrough: oldest overlay drawn"
     )
     hud: bool = bounded(True, doc="draw the HUD")
-    sinks: list[dict[str, Any]] = field(default_factory=list)
+    sinks: list[dict[str, Any]] = section(list, "where rendered frames go: `type:` plus its keys")
     stage_budget_ms: float | None = bounded(
         None, 0.1, 60000.0, doc="per-stage budget (overruns counted)"
     )
@@ -91,13 +91,13 @@ STAGE_KINDS: dict[str, type] = {"grab": GrabSpec, "infer": InferSpec, "render": 
 class PipelineConfig:
     """A whole graph: links, stages, the latency budget."""
 
-    name: str = "pipeline"
+    name: str = bounded("pipeline", doc="pipeline name (reports, {name} in paths)")
     budget_ms: float = bounded(50.0, 0.1, 600000.0, doc="capture -> rendered, per frame")
     run_dir: str = bounded("runs/{name}", doc="folder for ipc sockets and logs ({name} expands)")
     stats_endpoint: str = bounded("ipc://{run_dir}/stats.ipc", doc="where stages push their stats")
-    restart: RestartSpec = field(default_factory=RestartSpec)
-    links: dict[str, Any] = field(default_factory=dict)
-    stages: list[Any] = field(default_factory=list)
+    restart: RestartSpec = section(RestartSpec, "what the supervisor does when a stage crashes")
+    links: dict[str, Any] = section(dict, "link name -> link (below)")
+    stages: list[Any] = section(list, "the stages (grab, infer, render)")
     source_file: str = ""
 
     def stage(self, stage_id: str) -> StageSpec:

@@ -129,7 +129,10 @@ def build_report(
     rejected: Counter[str] = Counter()  # invalid messages are not captured frames
     for sid in on_path:
         for reason, n in get(sid).drops.items():
-            (rejected if reason.startswith("invalid:") else dropped)[reason] += n
+            if reason.startswith("invalid:"):
+                rejected[reason] += n
+            elif ":" not in reason:  # prefixed drops (overlay:...) are not video frames
+                dropped[reason] += n
     # with several render stages every one should deliver every frame: account per render
     expected = captured * max(1, len(renders))
     lost = expected - delivered - sum(dropped.values())

@@ -25,6 +25,16 @@ def bounded(default: Any, lo: float | None = None, hi: float | None = None, doc:
     return dataclasses.field(default=default, metadata={"min": lo, "max": hi, "doc": doc})
 
 
+def section(factory: Any, doc: str) -> Any:
+    """A dataclass field holding a nested section (or list/mapping), built by `factory`."""
+    return dataclasses.field(default_factory=factory, metadata={"doc": doc})
+
+
+def required(doc: str) -> Any:
+    """A dataclass field with no default: the key must be present."""
+    return dataclasses.field(metadata={"doc": doc})
+
+
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:

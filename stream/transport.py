@@ -195,12 +195,14 @@ class Receiver:
         clock: Clock,
         stats: StageStats,
         topic: str = "",
+        drop_prefix: str = "",
     ):
         self.name = name
         self.spec = spec
         self.stage_id = stage_id
         self.clock = clock
         self.stats = stats
+        self.drop_prefix = drop_prefix  # e.g. "overlay:" for a link whose frames are not the video
         self.pubsub = spec.pattern == "pubsub"
         self.live = spec.mode == "live"
         self.sock = ctx.socket(zmq.SUB if self.pubsub else zmq.PULL)
@@ -285,7 +287,7 @@ class Receiver:
 
     def _flush_counts(self) -> None:
         for reason, n in self._drops.items():
-            self.stats.drop(reason, n)
+            self.stats.drop(self.drop_prefix + reason, n)
         for name, n in self._counts.items():
             self.stats.count(name, n)
         self._drops.clear()

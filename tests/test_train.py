@@ -1,0 +1,74 @@
+"""The training script: a --quick run writes a loadable ONNX model and a complete card."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="needs the train extra: pip install -e '.[train]'")
+pytest.importorskip("onnx", reason="needs the train extra: pip install -e '.[train]'")
+
+from engines import EngineSpec, load_pipeline  # noqa: E402
+from stream.sources.phantom import LABELS  # noqa: E402
+from tools.onnx_flops import count_flops  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _train(out: Path, seed: int) -> str:
+    cmd = [
+        sys.executable,
+        "-m",
+        "tools.train_seg",
+        "--out",
+        str(out),
+        "--quick",
+        "--seed",
+        str(seed),
+    ]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
+
+
+def test_quick_training_run(tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    stdout = _train(out, 3)
+    assert "epoch 1/1" in stdout and "val mean fg Dice" in stdout
+
+    card = json.loads((out / "card.json").read_text())
+    assert card["labels"] == LABELS
+    assert card["command"] == f"python -m tools.train_seg --out {out} --quick --seed 3"
+    assert card["training"]["seed"] == 3
+    assert set(card["metrics"]["dice"]) == set(LABELS)
+    assert card["cost"]["gflops"] == pytest.approx(count_flops(out / "model.onnx").gflops, abs=1e-4)
+    assert card["cost"]["latency_ms"]["pipeline_median_ms"] > 0
+
+    pipeline = load_pipeline(EngineSpec(model=str(out / "model.onnx")))
+    mask = pipeline(np.zeros((480, 640), np.uint8), "gray8").mask
+    assert mask is not None and mask.shape == (480, 640) and int(mask.max()) < len(LABELS)
+    pipeline.close()
+
+    _train(tmp_path / "again", 3)
+    assert (tmp_path / "again" / "model.onnx").read_bytes() == (out / "model.onnx").read_bytes()
+    _train(tmp_path / "other", 4)
+    assert (tmp_path / "other" / "model.onnx").read_bytes() != (out / "model.onnx").read_bytes()
+
+
+def test_flop_count_of_a_known_convolution(tmp_path: Path) -> None:
+    import torch
+
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, groups=1)
+    path = tmp_path / "conv.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            conv, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17
+        )
+    assert count_flops(path).flops == 2 * 8 * 32 * 32 * 3 * 3 * 3
