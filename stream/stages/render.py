@@ -5,6 +5,9 @@ passthrough: raw frames arrive straight from the source at full rate; the newest
 the infer stage is drawn only while it is at most `overlay_max_age_ms` older than the frame,
 else the frame is shown without it under an "overlay stale" banner.
 
+Where a frame's meta carries its pixel spacing, a scale bar in mm is drawn; where it carries its
+patient orientation, the direction letters (malformed values are counted as `bad_geometry_meta`).
+
 Glass-to-glass latency is measured from the frame's capture time to the moment the rendered
 image is handed to the sinks. Where a frame carries the source's ground truth (`truth`) and the
 overlay drawn on it has a `mask`, a confusion matrix accumulates, so accuracy is measured live.
@@ -21,12 +24,15 @@ import numpy as np
 from ..budget import BudgetGuard
 from ..config import RenderSpec
 from ..frame import Frame
+from ..geometry import orientation_from_meta, spacing_from_meta
 from ..histogram import RecentHistogram
 from ..plugins import parse_sink
 from ..render.boxes import BoxAnnotator, LabelAnnotator
 from ..render.color import to_bgr
 from ..render.hud import HudAnnotator, HudData
 from ..render.mask import MaskAnnotator
+from ..render.orientation import OrientationAnnotator
+from ..render.scale import ScaleBarAnnotator
 from ..sinks.base import Sink, SinkError
 from ..stats import GLASS_MS, OVERLAY_AGE_MS, STAGE_MS
 from .base import StageRuntime, admitted_frames
@@ -46,6 +52,8 @@ class Renderer:
         self.mask = MaskAnnotator()
         self.boxes = BoxAnnotator()
         self.labels = LabelAnnotator()
+        self.scale = ScaleBarAnnotator()
+        self.orientation = OrientationAnnotator()
         self.hud = HudAnnotator() if spec.hud else None
         self.recent = RecentHistogram()
         self.handoffs: deque[int] = deque(maxlen=30)
@@ -107,6 +115,7 @@ class Renderer:
             if ann.boxes:
                 self.boxes.draw(canvas, ann.boxes)
                 self.labels.draw(canvas, ann.boxes, ann.labels)
+        self._draw_geometry(canvas, frame)
         if self.hud is not None:
             self.hud.draw(canvas, self.hud_data(frame, stale_ms))
         handoff = rt.clock.now_ns()
@@ -124,6 +133,19 @@ class Renderer:
         if self.confusion.size:
             rt.stats.info["confusion"] = self.confusion.tolist()
         self.publish_live()
+
+    def _draw_geometry(self, canvas: np.ndarray, frame: Frame) -> None:
+        """Scale bar and orientation letters, where the frame says its geometry."""
+        try:
+            spacing = spacing_from_meta(frame.meta)
+            orientation = orientation_from_meta(frame.meta)
+        except ValueError:
+            self.rt.stats.count("bad_geometry_meta")
+            return
+        if spacing is not None:
+            self.scale.draw(canvas, spacing)
+        if orientation is not None:
+            self.orientation.draw(canvas, orientation)
 
     def publish_live(self, force: bool = False) -> None:
         now = time.monotonic()
