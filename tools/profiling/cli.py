@@ -3,6 +3,7 @@
     medstream profile CONFIG --duration 30 --out out/profile       # tap a running pipeline
     medstream profile CONFIG --run --duration 30 --out out/profile # start it, profile all of it
     medstream profile CONFIG --link results --duration 10          # frames on a link only
+    medstream profile out/scan.msrec --out out/profile-scan         # a recording (docs/recording.md)
 
 The folder: index.html (open it), summary.json, table.md, frames.csv, trace.json (Perfetto),
 latency_over_time.png, glass_to_glass.png, time_breakdown.png; with --run also run_report.json,
@@ -29,6 +30,7 @@ from stream.spec import ConfigError
 from .analysis import StageInfo, compare_with_report, summarize
 from .chrome_trace import build_trace, write_trace
 from .plots import write_plots
+from .recording_source import is_recording, read_recording
 from .records import FrameTable
 from .tables import format_table, markdown_table, write_csv, write_html
 from .tap import ProfileTap
@@ -213,30 +215,82 @@ def profile(
             summary["agreement_note"] = (
                 "compare with the run report using --warmup 0 and the frame log"
             )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "table.md").write_text(markdown_table(summary) + "\n")
-    write_csv(table, stages, out / "frames.csv")
-    write_trace(out / "trace.json", build_trace(table, stages, cfg.name, cfg.budget_ms))
-    if plots:
-        write_plots(table, stages, summary, cfg.budget_ms, out)
-    write_html(summary, out / "index.html")
+    write_folder(table, stages, summary, cfg.budget_ms, cfg.name, out, plots)
     if run and run_out:
         (out / "run_output.txt").write_text(run_out)
     return summary
 
 
+def write_folder(
+    table: FrameTable,
+    stages: list[StageInfo],
+    summary: dict[str, Any],
+    budget_ms: float,
+    name: str,
+    out: Path,
+    plots: bool,
+) -> None:
+    """summary.json, table.md, frames.csv, trace.json, the plots and index.html."""
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "table.md").write_text(markdown_table(summary) + "\n")
+    write_csv(table, stages, out / "frames.csv")
+    write_trace(out / "trace.json", build_trace(table, stages, name, budget_ms))
+    if plots:
+        write_plots(table, stages, summary, budget_ms, out)
+    write_html(summary, out / "index.html")
+
+
+def profile_recording(
+    path: str, out: Path, warmup: int, pass_percentile: float, plots: bool
+) -> dict[str, Any]:
+    """The same report folder from a recording (`.msrec`) instead of a running pipeline."""
+    table, info = read_recording(path)
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = {info["stage"]: "render"}
+    ids = info["stages"]
+    stages = [
+        StageInfo(sid, kinds.get(sid, ""), None, ids[i + 1] if i + 1 < len(ids) else None)
+        for i, sid in enumerate(ids)
+    ]
+    table.mark_warmup(warmup)
+    budget = info["budget_ms"]
+    summary = summarize(table, stages, budget, pass_percentile)
+    frames = table.ordered()
+    span_s = (frames[-1].capture_ns - frames[0].capture_ns) / 1e9 if len(frames) > 1 else 0.0
+    summary["stats_drops"] = {}
+    summary["recording"] = {k: v for k, v in info.items() if k != "stages"}
+    summary["profile"] = {
+        "pipeline": Path(path).name,
+        "config": "",
+        "source": f"recording {path} (glass-to-glass: capture -> handed to the recorder)",
+        "duration_s": span_s,
+        "start_ns": frames[0].capture_ns if frames else 0,
+        "warmup_frames": warmup,
+        "budget_ms": budget,
+        "stats_messages": False,
+        "run_exit": "",
+    }
+    write_folder(table, stages, summary, budget, Path(path).name, out, plots)
+    return summary
+
+
 def _cmd(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    summary = profile(
-        args.config,
-        out,
-        args.duration,
-        args.warmup,
-        args.run,
-        args.link,
-        args.pass_percentile,
-        not args.no_plots,
-    )
+    if is_recording(args.config):
+        summary = profile_recording(
+            args.config, out, args.warmup, args.pass_percentile, not args.no_plots
+        )
+    else:
+        summary = profile(
+            args.config,
+            out,
+            args.duration,
+            args.warmup,
+            args.run,
+            args.link,
+            args.pass_percentile,
+            not args.no_plots,
+        )
     print(format_table(summary))
     a = summary.get("agreement")
     if a:
@@ -258,7 +312,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("profile", help="profile a pipeline: tables, plots, Perfetto timeline")
-    p.add_argument("config", help="the pipeline's config")
+    p.add_argument("config", help="the pipeline's config, or a recording (.msrec)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to profile")
     p.add_argument("--out", default="out/profile", help="report folder")
     p.add_argument("--warmup", type=int, default=30, help="first N frames per stream left out")

@@ -186,22 +186,33 @@ class FrameTable:
         if header.get("kind") != "frame":
             return
         try:
-            f = self._frame(
-                _str(header, "stream"),
-                _int(header, "epoch"),
-                _int(header, "seq"),
-                _int(header, "capture_ns"),
-                _int(header, "deadline_ns"),
-            )
+            key = (_str(header, "stream"), _int(header, "epoch"), _int(header, "seq"))
+            times = (_int(header, "capture_ns"), _int(header, "deadline_ns"))
             trace = _trace(header.get("trace", []))
         except RecordError:
             self.invalid += 1
             return
+        self.add_trace(*key, *times, trace, tap, received_ns)
+
+    def add_trace(
+        self,
+        stream: str,
+        epoch: int,
+        seq: int,
+        capture_ns: int,
+        deadline_ns: int,
+        trace: list[tuple[str, int, int]],
+        end_stage: str,
+        end_ns: int,
+    ) -> None:
+        """A frame known by its trace (a tapped link, a recording): one visit per span, and
+        `end_stage` handing it off at `end_ns`."""
+        f = self._frame(stream, epoch, seq, capture_ns, deadline_ns)
         for stage, start, end in trace:
             f.visits.setdefault(stage, Visit(stage, "out", start, end))
-        f.visits[tap] = Visit(tap, "out", received_ns, received_ns, handoff_ns=received_ns)
-        f.trace = f.delivered_trace = trace
-        self.events[(tap, "out")] += 1
+        f.visits[end_stage] = Visit(end_stage, "out", end_ns, end_ns, handoff_ns=end_ns)
+        f.trace = f.delivered_trace = list(trace)
+        self.events[(end_stage, "out")] += 1
 
     def ordered(self) -> list[FrameRecord]:
         """Frames in capture order."""
