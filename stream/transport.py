@@ -18,14 +18,14 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import zmq
 
 from .clock import Clock
 from .codec import KIND_EOS, DecodeError, EndOfStream, Message, decode, encode_eos, encode_frame
 from .frame import Frame
-from .spec import ConfigError, bounded
+from .spec import ConfigError, bounded, section
 from .stats import QUEUE_MS, StageStats
 
 LIVE_HWM = 2
@@ -51,6 +51,11 @@ class LinkSpec:
     max_message_mb: float = bounded(
         256.0, 0.001, 4096.0, doc="largest message part a receiver accepts"
     )
+    allow: list[str] = section(
+        list,
+        "CURVE: public keys (names in security.keys_dir, or .key files) allowed to connect; "
+        "default: the stages that connect to this link",
+    )
 
     def validate(self, where: str) -> None:
         if not self.endpoint.startswith(("tcp://", "ipc://", "inproc://")):
@@ -65,8 +70,18 @@ class LinkSpec:
         return LIVE_HWM if self.mode == "live" else LOSSLESS_HWM
 
 
-def _attach(sock: zmq.Socket, spec: LinkSpec, producer: bool) -> None:
+class SocketGuard(Protocol):
+    """Secures a socket before it binds or connects (CURVE: `stream.security.Security`)."""
+
+    def secure(self, sock: zmq.Socket, link: str, binds: bool) -> None: ...
+
+
+def _attach(
+    sock: zmq.Socket, spec: LinkSpec, producer: bool, link: str, guard: SocketGuard | None
+) -> None:
     binds = (spec.bind == "producer") == producer
+    if guard is not None:
+        guard.secure(sock, link, binds)
     if binds:
         sock.bind(spec.endpoint)
     else:
@@ -89,6 +104,7 @@ class Sender:
         clock: Clock,
         stats: StageStats,
         should_stop: Callable[[], bool] = _never,
+        guard: SocketGuard | None = None,
     ):
         self.name = name
         self.spec = spec
@@ -108,7 +124,7 @@ class Sender:
                 self.sock.setsockopt(zmq.XPUB_NODROP, 1)
         elif spec.mode == "live":
             self.sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue to a peer not yet connected
-        _attach(self.sock, spec, producer=True)
+        _attach(self.sock, spec, True, name, guard)
 
     def _track_subscriptions(self) -> None:
         while True:
@@ -196,6 +212,7 @@ class Receiver:
         stats: StageStats,
         topic: str = "",
         drop_prefix: str = "",
+        guard: SocketGuard | None = None,
     ):
         self.name = name
         self.spec = spec
@@ -211,7 +228,7 @@ class Receiver:
         self.sock.setsockopt(zmq.MAXMSGSIZE, int(spec.max_message_mb * 1024 * 1024))
         if self.pubsub:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        _attach(self.sock, spec, producer=False)
+        _attach(self.sock, spec, False, name, guard)
         self.last_link_seq: dict[str, int] = {}
         self.epochs: dict[str, int] = {}
         self.eos_seen: set[tuple[str, int]] = set()

@@ -11,6 +11,7 @@ import zmq
 
 from ..clock import Clock, WallClock
 from ..config import PipelineConfig, StageSpec
+from ..security import Security
 from ..stats import StageStats, StatsPublisher
 from ..transport import Receiver, Sender
 
@@ -28,7 +29,10 @@ def stage_logger(stage_id: str) -> logging.Logger:
 
 
 class StageRuntime:
-    """Context for one running stage: stop flag (set by SIGTERM/SIGINT), stats, sockets."""
+    """Context for one running stage: stop flag (set by SIGTERM/SIGINT), stats, sockets.
+
+    With `security.curve` its sockets are CURVE-secured with the stage's key; a missing or
+    unsafe key file raises `KeyFileError` here, before anything is bound."""
 
     def __init__(
         self,
@@ -43,9 +47,18 @@ class StageRuntime:
         self.clock = clock or WallClock()
         self.ctx = zmq.Context()
         self.stats = StageStats(spec.id, spec.kind, self.clock)
-        endpoint = cfg.stats_endpoint if stats_endpoint is None else stats_endpoint
-        self.publisher = StatsPublisher(self.ctx, endpoint or None, self.stats)
         self.log = stage_logger(spec.id)
+        self.security: Security | None = None
+        if cfg.security.curve:
+            try:
+                self.security = Security(cfg, spec.id, self.ctx, self.log)
+            except Exception:
+                self.ctx.term()
+                raise
+        endpoint = cfg.stats_endpoint if stats_endpoint is None else stats_endpoint
+        self.publisher = StatsPublisher(
+            self.ctx, endpoint or None, self.stats, guard=self.security
+        )
         self.stop_requested = False
         self.budget_ns = int(cfg.budget_ms * 1e6)
         self._sockets: list[Sender | Receiver] = []
@@ -62,26 +75,46 @@ class StageRuntime:
 
     def sender(self, link: str) -> Sender:
         s = Sender(
-            self.ctx, link, self.cfg.link(link), self.id, self.clock, self.stats, self.should_stop
+            self.ctx,
+            link,
+            self.cfg.link(link),
+            self.id,
+            self.clock,
+            self.stats,
+            self.should_stop,
+            guard=self.security,
         )
         self._sockets.append(s)
         return s
 
     def receiver(self, link: str, drop_prefix: str = "") -> Receiver:
         r = Receiver(
-            self.ctx, link, self.cfg.link(link), self.id, self.clock, self.stats, drop_prefix=drop_prefix
+            self.ctx,
+            link,
+            self.cfg.link(link),
+            self.id,
+            self.clock,
+            self.stats,
+            drop_prefix=drop_prefix,
+            guard=self.security,
         )
         self._sockets.append(r)
         return r
 
     def tick(self) -> None:
         """Call once per loop: publishes stats when due."""
+        if self.security is not None:
+            self.stats.counters.update(self.security.take_counts())
         self.publisher.maybe_publish()
 
     def close(self) -> None:
+        if self.security is not None:
+            self.stats.counters.update(self.security.take_counts())
         self.publisher.close()
         for s in self._sockets:
             s.close()
+        if self.security is not None:
+            self.security.close()
         self.ctx.term()
 
 
