@@ -31,6 +31,7 @@ from .stats import QUEUE_MS, StageStats
 LIVE_HWM = 2
 LOSSLESS_HWM = 1000
 MAX_DRAIN = 10_000  # messages read in one live drain before the newest is used
+MAX_TRACKED = 64  # senders, streams, epochs remembered per receiver (oldest forgotten first)
 
 
 @dataclass
@@ -90,6 +91,13 @@ def _attach(
 
 def _never() -> bool:
     return False
+
+
+def _remember(d: dict, key: object, value: object) -> None:
+    """Set `d[key]`, forgetting the oldest entry when `d` would exceed MAX_TRACKED."""
+    if key not in d and len(d) >= MAX_TRACKED:
+        del d[next(iter(d))]
+    d[key] = value
 
 
 class Sender:
@@ -229,9 +237,11 @@ class Receiver:
         if self.pubsub:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         _attach(self.sock, spec, False, name, guard)
+        # link bookkeeping, each bounded to MAX_TRACKED entries (the ids come off the wire)
         self.last_link_seq: dict[str, int] = {}
         self.epochs: dict[str, int] = {}
-        self.eos_seen: set[tuple[str, int]] = set()
+        self.eos_seen: dict[tuple[str, int], bool] = {}
+        self.seq_high: dict[str, int] = {}  # "stream@epoch" -> highest frame seq seen
         # mailbox shared with the drain thread (live mode)
         self._cond = threading.Condition()
         self._newest: Message | None = None
@@ -247,32 +257,39 @@ class Receiver:
             self._thread.start()
 
     def _accept(self, parts: list, drops: Counter[str], counts: Counter[str]) -> Message | None:
-        """Decode one message and do the link bookkeeping; None if it was dropped."""
+        """Decode one message and do the link bookkeeping; None if it was dropped (counted)."""
         try:
             msg = decode(parts)
         except DecodeError as e:
             drops[f"invalid:{e.reason}"] += 1
             return None
+        except Exception:  # a decoder bug must not kill the drain thread: count it, go on
+            drops["invalid:decoder_error"] += 1
+            return None
         if msg.kind == KIND_EOS:
             assert msg.eos is not None
             key = (msg.eos.stream, msg.eos.epoch)
             if key in self.eos_seen:
+                counts["eos_repeats"] += 1
                 return None
-            self.eos_seen.add(key)
+            _remember(self.eos_seen, key, True)
+            counts["eos"] += 1
             return msg
         frame = msg.frame
         assert frame is not None
         if self.epochs.get(frame.stream, frame.epoch) != frame.epoch:
             counts["stream_restarts"] += 1
             self.last_link_seq.pop(msg.sender, None)
-        self.epochs[frame.stream] = frame.epoch
+        _remember(self.epochs, frame.stream, frame.epoch)
+        key = f"{frame.stream}@{frame.epoch}"
+        _remember(self.seq_high, key, max(frame.seq, self.seq_high.get(key, 0)))
         if self.pubsub:
             last = self.last_link_seq.get(msg.sender)
             if last is not None and msg.link_seq > last + 1:
                 drops["overflow"] += msg.link_seq - last - 1
             elif last is not None and msg.link_seq <= last:
                 counts["sender_restarts"] += 1
-            self.last_link_seq[msg.sender] = msg.link_seq
+            _remember(self.last_link_seq, msg.sender, msg.link_seq)
         counts["in"] += 1
         return msg
 
@@ -309,6 +326,13 @@ class Receiver:
             self.stats.count(name, n)
         self._drops.clear()
         self._counts.clear()
+        if self.seq_high:
+            high = self.stats.info.setdefault("seq_high", {})
+            for key, seq in self.seq_high.items():
+                if seq > high.get(key, -1):
+                    if key not in high and len(high) >= MAX_TRACKED:
+                        del high[next(iter(high))]
+                    high[key] = seq
 
     def _take(self) -> Message | None:
         if self._newest is not None:
