@@ -22,7 +22,7 @@ from typing import Literal, Protocol
 
 import zmq
 
-from .clock import Clock
+from .clock import CLOCK_TOLERANCE_MS, Clock
 from .codec import KIND_EOS, DecodeError, EndOfStream, Message, decode, encode_eos, encode_frame
 from .frame import Frame
 from .spec import ConfigError, bounded, section
@@ -357,7 +357,11 @@ class Receiver:
             msg = self._recv_in_order(timeout_ms)
             self._flush_counts()
         if msg is not None and msg.kind != KIND_EOS:
-            self.stats.observe(QUEUE_MS, (self.clock.now_ns() - msg.sent_ns) / 1e6)
+            queue_ms = (self.clock.now_ns() - msg.sent_ns) / 1e6
+            if queue_ms < -CLOCK_TOLERANCE_MS:  # received before it was sent: clocks disagree
+                self.stats.count("clock_skew")
+            else:
+                self.stats.observe(QUEUE_MS, queue_ms)
         return msg
 
     def _recv_in_order(self, timeout_ms: int) -> Message | None:

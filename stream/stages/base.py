@@ -60,6 +60,7 @@ class StageRuntime:
             self.ctx, endpoint or None, self.stats, guard=self.security
         )
         self.stop_requested = False
+        self._skew_logged = False
         self.budget_ns = int(cfg.budget_ms * 1e6)
         self._sockets: list[Sender | Receiver] = []
 
@@ -105,6 +106,13 @@ class StageRuntime:
         """Call once per loop: publishes stats when due."""
         if self.security is not None:
             self.stats.counters.update(self.security.take_counts())
+        if self.stats.counters["clock_skew"] and not self._skew_logged:
+            self._skew_logged = True
+            self.log.warning(
+                "frames arrive stamped later than this host's clock: the hosts' clocks disagree "
+                "(synchronise them with PTP or NTP); latencies are not recorded for those frames "
+                "and are counted as clock_skew"
+            )
         self.publisher.maybe_publish()
 
     def close(self) -> None:

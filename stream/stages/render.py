@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..budget import BudgetGuard
+from ..clock import CLOCK_TOLERANCE_MS
 from ..codec import KIND_EOS
 from ..config import RenderSpec
 from ..frame import Frame
@@ -116,8 +117,11 @@ class Renderer:
             sink.write(canvas, frame)
         end = rt.clock.now_ns()
         glass_ms = (handoff - frame.capture_ns) / 1e6
-        rt.stats.observe(GLASS_MS, glass_ms)
-        self.recent.record(glass_ms, handoff)
+        if glass_ms < -CLOCK_TOLERANCE_MS:  # rendered before captured: the clocks disagree
+            rt.stats.count("clock_skew")
+        else:
+            rt.stats.observe(GLASS_MS, glass_ms)
+            self.recent.record(glass_ms, handoff)
         if handoff > frame.deadline_ns:
             rt.stats.count("budget_misses")
         self.handoffs.append(handoff)
