@@ -220,6 +220,7 @@ class ViewerSink:
         self._stats: dict[str, Any] = {}
         self._written = 0
         self._last_seq: int | None = None
+        self._last_capture_ns: int | None = None
         self._unauthorized = 0
         self.token = read_token(spec.token_file, f"viewer sink {stage_id!r}") if spec.token_file else ""
         try:
@@ -255,6 +256,7 @@ class ViewerSink:
         with self._lock:
             self._written += 1
             self._last_seq = frame.seq
+            self._last_capture_ns = frame.capture_ns
 
     def update_stats(self, stats: dict[str, Any]) -> None:
         """Replace the stats shown on the page (must be JSON-able)."""
@@ -278,6 +280,7 @@ class ViewerSink:
                     "frames_written": self._written,
                     "frames_encoded": self.slot.encoded,
                     "last_seq": self._last_seq,
+                    "last_capture_ns": self._last_capture_ns,
                     "connections": self._server.connections(),
                     "unauthorized": self._unauthorized,
                     "drops": self.drops(),
