@@ -225,6 +225,8 @@ class Supervisor:
                     self.begin_stop(f"duration {self.duration_s:g} s reached")
                 if self.stopping_since is not None:
                     self._advance_stop()
+            if not self.stop_reason:
+                self.stop_reason = "every stage here finished"
             deadline = time.monotonic() + 1.0  # final snapshots are pushed as each stage exits
             while time.monotonic() < deadline and not self._all_final():
                 self._collect(stats, 50)

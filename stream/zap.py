@@ -157,6 +157,8 @@ class AuthWatch:
             why = "the server refused this stage's key (is it in the link's allow-list?)"
         elif role == "client":
             why = "the server does not speak CURVE with this server key (wrong server key?)"
+        elif what == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            why = "a peer's key was refused (not in the allow-list)"
         else:
             why = "a peer failed the CURVE handshake (no CURVE, or a wrong server key)"
         self.log.warning("handshake failed on %s (%s): %s; further failures only counted",
