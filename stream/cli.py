@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import GrabSpec, InferSpec, StageSpec
 from .keys import KeyFileError
 from .spec import ConfigError
+from .stages.base import StageRuntime
+from .transport import LinkError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -29,9 +32,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_stage(args: argparse.Namespace) -> int:
     import os
 
-    from .config import GrabSpec, InferSpec, load_config_file
+    from .config import load_config_file
     from .security import startup_notice
-    from .stages.base import StageRuntime, stage_logger
+    from .stages.base import stage_logger
     from .supervisor import become_supervised_child
 
     become_supervised_child()
@@ -42,27 +45,31 @@ def _cmd_stage(args: argparse.Namespace) -> int:
         startup_notice(cfg, log)
     try:
         rt = StageRuntime(cfg, spec, stats_endpoint=args.stats_endpoint)
-    except KeyFileError as e:
+    except (KeyFileError, LinkError) as e:
         log.error("%s", e)
         return 2
     rt.install_signal_handlers()
     try:
-        if isinstance(spec, GrabSpec):
-            from .stages.grab import run_grab
-
-            return run_grab(rt, spec)
-        if isinstance(spec, InferSpec):
-            from .stages.infer import run_infer
-
-            return run_infer(rt, spec)
-        from .stages.render import run_render
-
-        return run_render(rt, spec)
-    except KeyFileError as e:  # a peer's public key, read when its link opens
-        log.error("%s", e)
-        return 2
+        return _run_stage(rt, spec)
+    except (LinkError, KeyFileError) as e:  # a peer's public key is read when its link opens
+        rt.log.error("%s", e)
+        return 2  # a permanent problem: the supervisor does not restart the stage
     finally:
         rt.close()
+
+
+def _run_stage(rt: StageRuntime, spec: StageSpec) -> int:
+    if isinstance(spec, GrabSpec):
+        from .stages.grab import run_grab
+
+        return run_grab(rt, spec)
+    if isinstance(spec, InferSpec):
+        from .stages.infer import run_infer
+
+        return run_infer(rt, spec)
+    from .stages.render import run_render
+
+    return run_render(rt, spec)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
