@@ -213,6 +213,13 @@ def build_report(
             "dropped_total": sum(dropped.values()),
             "accounted": expected == delivered + sum(dropped.values()),
             "captured_unreported": unreported,
+            "sink_drops": {
+                f"{r.id}/{sink}": n
+                for r in renders
+                for sink, drops in sorted(get(r.id).info.get("sink_drops", {}).items())
+                for n in [sum(drops.values())]
+                if n
+            },
             "rejected_messages": dict(sorted(rejected.items())),
         },
         "clock": {
@@ -289,6 +296,11 @@ def format_report(report: dict[str, Any]) -> str:
             "CLOCKS DISAGREE: frames arrived before they were sent ("
             + ", ".join(f"{k} {v}" for k, v in skew.items())
             + "); synchronise the hosts' clocks (PTP/NTP): budgets and latencies are unreliable"
+        )
+    if f.get("sink_drops"):
+        lines.append(
+            "sinks dropped frames they were handed: "
+            + ", ".join(f"{k} {v}" for k, v in f["sink_drops"].items())
         )
     sec = report.get("security", {})
     if sec.get("auth_refused"):

@@ -55,6 +55,11 @@ def _check_info(info: Any) -> None:
     for v in seq_high.values():
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= INT64:
             raise ValueError("info.seq_high values must be sequence numbers")
+    sink_drops = info.get("sink_drops", {})
+    if not isinstance(sink_drops, dict) or len(sink_drops) > MAX_KEYS:
+        raise ValueError("info.sink_drops must be a mapping")
+    for name, drops in sink_drops.items():
+        _count_map(drops, f"info.sink_drops.{name!s:.40}")
     epoch = info.get("epoch", 0)
     if not isinstance(epoch, int) or isinstance(epoch, bool):
         raise ValueError("info.epoch must be an integer")

@@ -105,6 +105,9 @@ class Supervisor:
         child.proc = None
         if self.stopping_since is not None:
             child.done = True
+            if rc not in (0, -signal.SIGTERM, -signal.SIGKILL):  # a failure while stopping (a sink
+                self.exit_code = 1  # that lost frames it had to keep, say) still fails the run
+                self.log.error("%s failed while stopping (exit %d)", sid, rc)
             return
         if rc == 0:
             child.done = True

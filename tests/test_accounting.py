@@ -77,6 +77,16 @@ def test_clock_skew_is_counted_not_recorded() -> None:
     assert "CLOCKS DISAGREE" in format_report(report)
 
 
+def test_sink_drops_in_the_report() -> None:
+    snapshots = [
+        snap("grab", 1, {"captured": 5}),
+        snap("render", 2, {"out": 5}, {"sink_drops": {"RecorderSink": {"sink_overflow": 2}}}),
+    ]
+    report = build_report(CFG, snapshots, 1.0, {}, "test")
+    assert report["frames"]["sink_drops"] == {"render/RecorderSink": 2}
+    assert "sinks dropped frames they were handed: render/RecorderSink 2" in format_report(report)
+
+
 def test_security_summary_in_the_report() -> None:
     snapshots = [snap("grab", 1, {"captured": 1, "auth_refused:medstream/frames": 4})]
     report = build_report(CFG, snapshots, 1.0, {}, "test")
@@ -97,6 +107,7 @@ GOOD = snap("infer", 7, {"in": 3}, {"seq_high": {"grab@1": 2}})
         {"hists": {"h": {"buckets": {"3": 2**70}, "count": 1}}},
         {"info": {"confusion": [[1, 2]]}}, {"info": {"confusion": "x"}}, {"info": []},
         {"info": {"seq_high": {"a": -5}}}, {"info": {"labels": [1]}}, {"first_out_ns": "x"},
+        {"info": {"sink_drops": {"RecorderSink": {"x": "1"}}}}, {"info": {"sink_drops": []}},
     ],
 )
 def test_malformed_snapshots_are_refused(change: dict) -> None:

@@ -209,12 +209,24 @@ def run_render(rt: StageRuntime, spec: RenderSpec) -> int:
             _passthrough(rt, spec, renderer, guard)
     finally:
         renderer.publish_live(force=True)
-        for sink in sinks:
+        failed = _close_sinks(rt, sinks)
+    return 2 if failed else 0
+
+
+def _close_sinks(rt: StageRuntime, sinks: list[Sink]) -> bool:
+    """Close every sink, recording its drops; True if one failed to finish (a recording that
+    could not be written completely, say): the stage then exits non-zero, failing the run."""
+    failed = False
+    for sink in sinks:
+        try:
             sink.close()
-            drops = sink.drops()
-            if drops:
-                rt.stats.info.setdefault("sink_drops", {})[type(sink).__name__] = dict(drops)
-    return 0
+        except SinkError as e:
+            rt.log.error("%s", e)
+            failed = True
+        drops = sink.drops()
+        if drops:
+            rt.stats.info.setdefault("sink_drops", {})[type(sink).__name__] = dict(drops)
+    return failed
 
 
 def _synchronized(rt: StageRuntime, renderer: Renderer, guard: BudgetGuard) -> None:
