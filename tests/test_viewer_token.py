@@ -1,4 +1,5 @@
-"""The viewer off loopback: refused without a token file; with one, every route needs the token."""
+"""Edge servers off loopback: the viewer needs a token file (and then every route needs the token);
+OpenIGTLink needs an explicit allow_remote."""
 
 from __future__ import annotations
 
@@ -50,6 +51,15 @@ def test_viewer_off_loopback_needs_a_token_file(tmp_path: Path) -> None:
         ViewerSink(ViewerSpec(port=0, token_file=str(short)), "v")
     with pytest.raises(SinkError, match="cannot read token_file"):
         ViewerSink(ViewerSpec(port=0, token_file=str(tmp_path / "missing")), "v")
+
+
+def test_igtl_off_loopback_needs_allow_remote() -> None:
+    from stream.sinks.igtl import IgtlSpec
+
+    with pytest.raises(ConfigError, match=r"sinks\[1\].host: '0.0.0.0' .*allow_remote"):
+        parse_spec(IgtlSpec, {"host": "0.0.0.0"}, "sinks[1]")
+    assert parse_spec(IgtlSpec, {"host": "0.0.0.0", "allow_remote": True}, "s").allow_remote
+    assert parse_spec(IgtlSpec, {}, "s").host == "127.0.0.1"
 
 
 def test_every_route_needs_the_token(tmp_path: Path) -> None:
