@@ -109,9 +109,13 @@ class StatsPublisher:
             self.sock = ctx.socket(zmq.PUSH)
             self.sock.setsockopt(zmq.SNDHWM, 16)
             self.sock.setsockopt(zmq.LINGER, 2000)
-            if guard is not None:
-                guard.secure(self.sock, STATS_LINK, binds=False)
-            self.sock.connect(endpoint)
+            try:
+                if guard is not None:
+                    guard.secure(self.sock, STATS_LINK, binds=False)
+                self.sock.connect(endpoint)
+            except BaseException:
+                self.sock.close(linger=0)
+                raise
 
     def maybe_publish(self) -> None:
         now = time.monotonic()

@@ -260,3 +260,25 @@ def test_curve_needs_one_binding_stage_per_link(keys: Path) -> None:
     data["security"] = {"curve": True, "stage_keys": {"nobody": "x"}}
     with pytest.raises(ConfigError, match="stage_keys.nobody"):
         load_config(data)
+
+
+def test_stage_without_a_peer_key_exits_2_at_once(keys: Path, tmp_path: Path) -> None:
+    """A missing public key (here the supervisor's, for the stats channel) is a clear, fatal
+    error: exit code 2, which the supervisor does not restart."""
+    import subprocess
+    import sys
+
+    (keys / "supervisor.key").unlink()
+    data = copy.deepcopy(DEMO)
+    data["run_dir"] = str(tmp_path / "run")
+    data["security"] = {"curve": True, "keys_dir": str(keys)}
+    config = tmp_path / "p.yaml"
+    config.write_text(yaml.safe_dump(data))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("MEDSTREAM_SUPERVISOR_PID", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "stage", str(config), "grab"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "supervisor.key: no such key file" in done.stderr

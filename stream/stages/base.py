@@ -55,16 +55,18 @@ class StageRuntime:
         self.stats = StageStats(spec.id, spec.kind, self.clock)
         self.log = stage_logger(spec.id)
         self.security: Security | None = None
-        if cfg.security.curve:
-            try:
-                self.security = Security(cfg, spec.id, self.ctx, self.log)
-            except Exception:
-                self.ctx.term()
-                raise
         endpoint = cfg.stats_endpoint if stats_endpoint is None else stats_endpoint
-        self.publisher = StatsPublisher(
-            self.ctx, endpoint or None, self.stats, guard=self.security
-        )
+        try:
+            if cfg.security.curve:
+                self.security = Security(cfg, spec.id, self.ctx, self.log)
+            self.publisher = StatsPublisher(
+                self.ctx, endpoint or None, self.stats, guard=self.security
+            )
+        except BaseException:
+            if self.security is not None:
+                self.security.close()
+            self.ctx.term()
+            raise
         self.stop_requested = False
         self._skew_logged = False
         self.budget_ns = int(cfg.budget_ms * 1e6)
