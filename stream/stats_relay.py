@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -70,7 +71,6 @@ class StatsRelay:
 
     def __init__(
         self,
-        ctx: zmq.Context,
         endpoint: str,
         pipeline: str,
         budget_ms: float,
@@ -80,10 +80,17 @@ class StatsRelay:
         self.head = {"v": VERSION, "pipeline": pipeline, "budget_ms": budget_ms, "stages": stages}
         self.interval_s = interval_s
         self.next_t = 0.0
-        self.sock = ctx.socket(zmq.PUB)
+        self.ctx = zmq.Context()  # its own: it outlives the supervisor's sockets by the report
+        self.sock = self.ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, 8)
         self.sock.setsockopt(zmq.LINGER, 1000)
-        self.sock.bind(endpoint)
+        try:
+            if endpoint.startswith("ipc://"):
+                Path(endpoint[len("ipc://") :]).parent.mkdir(parents=True, exist_ok=True)
+            self.sock.bind(endpoint)
+        except (zmq.ZMQError, OSError):
+            self.close()
+            raise
 
     def maybe_publish(self, snapshots: list[dict[str, Any]]) -> None:
         now = time.monotonic()
@@ -113,6 +120,7 @@ class StatsRelay:
 
     def close(self) -> None:
         self.sock.close()
+        self.ctx.term()
 
 
 def decode_message(parts: list[bytes]) -> dict[str, Any]:

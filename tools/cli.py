@@ -13,6 +13,8 @@ from stream.cli import build_parser, run_parsed
 
 # modules under tools/ that add subcommands (profile, top, bench, evaluate, ...)
 TOOL_COMMANDS: list[str] = [
+    "tools.fuzz",
+    "tools.soak",
     "tools.top",
     "tools.profiling.cli",
     "tools.prometheus",
