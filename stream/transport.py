@@ -71,7 +71,7 @@ class LinkSpec:
     shm: Literal["auto", "on", "off"] = bounded(
         "auto",
         doc="pixels through a shared-memory ring, ZeroMQ carrying only headers (same host, "
-        "live links); auto: on for live ipc:// links where supported",
+        "live links); auto: on for live ipc:// links where supported and CURVE is off",
     )
     shm_slots: int = bounded(8, 2, 64, doc="frame slots in the shared-memory ring")
     allow: list[str] = section(
@@ -183,7 +183,7 @@ class Sender:
             self.sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue to a peer not yet connected
         _attach(self.sock, spec, True, name, guard)
         self.shm: ShmSender | None = None
-        if spec.uses_shm:
+        if spec.uses_shm and (guard is None or spec.shm == "on"):  # CURVE: auto means inline
             self.shm = ShmSender(f"{stage_id}-{name}", spec.shm_slots, self._count_inline)
 
     def _count_inline(self) -> None:
@@ -303,7 +303,8 @@ class Receiver:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         _attach(self.sock, spec, False, name, guard)
         # link bookkeeping, each bounded to MAX_TRACKED entries (the ids come off the wire)
-        self.shm = ShmReceiver() if shm_supported() else None
+        shm_ok = shm_supported() and (guard is None or spec.shm == "on")
+        self.shm = ShmReceiver() if shm_ok else None
         self.last_link_seq: dict[str, int] = {}
         self.epochs: dict[str, int] = {}
         self.eos_seen: dict[tuple[str, int], bool] = {}

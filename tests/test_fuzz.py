@@ -161,11 +161,11 @@ def test_a_decoder_bug_is_counted_not_fatal(monkeypatch: pytest.MonkeyPatch) -> 
     calls = {"n": 0}
     real = transport.decode
 
-    def flaky(parts):
+    def flaky(parts, *rest):  # rest: the receiver's shared-memory reader
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("bug")
-        return real(parts)
+        return real(parts, *rest)
 
     monkeypatch.setattr(transport, "decode", flaky)
     ctx, rx, push, stats = _pair()

@@ -158,6 +158,18 @@ def m_part_desc(rng: random.Random, p: Parts) -> Parts:
     return _with_header(p, h)
 
 
+def m_shm_reference(rng: random.Random, p: Parts) -> Parts:
+    """A frame whose payload claims to be in a shared-memory ring (docs/protocol.md section 8)."""
+    h = _header(p)
+    h["shm"] = rng.choice([
+        {"ring": "medstream-1-x-00000000", "slot": 0, "gen": 2, "offsets": [0]},
+        {"ring": "../../etc/passwd", "slot": -1, "gen": 1, "offsets": []},
+        {"ring": 5}, [], "slot", None, _odd_value(rng),
+    ])
+    out = _with_header(p, h)
+    return out[:2] if rng.random() < 0.8 else out
+
+
 def m_version(rng: random.Random, p: Parts) -> Parts:
     h = _header(p)
     h["v"] = rng.choice([0, 2, "1", 1.0, True, None, 10**30, [1]])

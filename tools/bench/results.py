@@ -125,7 +125,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             "target": "medstream hop with CURVE vs raw pyzmq with CURVE",
             "measured": None,
             "limit": "<= 1.2x",
-            "verdict": "not measured (CURVE link options are not in main yet)",
+            "verdict": "not measured (the bench has no CURVE case yet)",
         }
     )
     return out
