@@ -251,15 +251,19 @@ def test_engine_rejects_bad_files(tmp_path: Path) -> None:
 
 
 def test_backends() -> None:
+    """`auto` is ONNX Runtime on this CPU machine, and the pipeline says why."""
     assert resolve_backend("auto") == "onnxruntime"
     pipeline = load_pipeline(EngineSpec(backend="auto"))
     assert (pipeline.backend, pipeline.device, pipeline.precision) == ("onnxruntime", "cpu", "fp32")
     assert pipeline.model_id == BUNDLED and pipeline.labels == LABELS
+    assert pipeline.selection.startswith("auto: TensorRT not usable (")
+    assert "ONNX Runtime" in pipeline.selection and "\n" not in pipeline.selection
     pipeline.close()
-    for backend in ("tensorrt", "pytorch", "classical"):
-        with pytest.raises(EngineUnavailable, match=backend) as err:
-            load_pipeline(EngineSpec(backend=backend))  # type: ignore[arg-type]
-        assert "\n" not in str(err.value)
+    with pytest.raises(EngineUnavailable, match="TensorRT is not usable here") as err:
+        load_pipeline(EngineSpec(backend="tensorrt"))
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="backend 'classical' runs the classical-\\* methods only"):
+        load_pipeline(EngineSpec(backend="classical"))
 
 
 @pytest.fixture(scope="module")

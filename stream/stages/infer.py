@@ -63,14 +63,16 @@ def run_infer(rt: StageRuntime, spec: InferSpec, pipeline: InferencePipeline | N
             "backend": pipeline.backend,
             "device": pipeline.device,
             "precision": pipeline.precision,
+            "engine_selection": getattr(pipeline, "selection", ""),
         }
     )
     rt.log.info(
-        "model %s on %s (%s, %s)",
+        "model %s on %s (%s, %s): %s",
         pipeline.model_id,
         pipeline.backend,
         pipeline.device,
         pipeline.precision,
+        getattr(pipeline, "selection", ""),
     )
     guard = BudgetGuard(predict=spec.predict_drops, stage_budget_ms=spec.stage_budget_ms)
     # subscribe upstream only once downstream listens, so no frame is processed for nobody
