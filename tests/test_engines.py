@@ -217,3 +217,24 @@ def test_fp16_copy_keeps_fp32_io(tmp_path: Path) -> None:
     fp16 = OnnxRuntimeEngine(out).run({"image": x})["logits"]  # ONNX Runtime runs it too
     assert fp16.dtype == np.float32
     np.testing.assert_allclose(fp16, fp32, rtol=0, atol=0.05)
+
+
+# --- int8 (Q/DQ) variant -------------------------------------------------------------------
+
+
+def test_int8_variant_is_qdq_and_close_to_fp32() -> None:
+    pytest.importorskip("onnx")
+    from engines.precision import is_qdq
+
+    ref = resolve_model("us-seg-int8")
+    assert ref.card.precision == "int8" and is_qdq(ref.onnx_path)
+    assert not is_qdq(resolve_model("us-seg").onnx_path)
+    vs = ref.card.raw["vs_fp32"]
+    assert vs["metric"] == "mean_foreground_dice" and 0 <= vs["lost"] < 0.02
+    int8 = load_pipeline(EngineSpec(model="us-seg-int8"))
+    fp32 = load_pipeline(EngineSpec(model="us-seg"))
+    assert int8.precision == "int8" and fp32.precision == "fp32"
+    image = _frame()
+    assert np.mean(int8(image, "gray8").mask == fp32(image, "gray8").mask) > 0.97
+    int8.close()
+    fp32.close()

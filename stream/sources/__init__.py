@@ -6,11 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 from stream.sources.base import Capture, Source, SourceError
+from stream.sources.endoscopy import EndoscopySource, EndoscopySpec
 from stream.sources.phantom import PhantomSource, PhantomSpec
 
 # type name -> (spec dataclass parsed from the rest of the section, factory taking that spec)
 SOURCE_TYPES: dict[str, tuple[type, Callable[[Any], Source]]] = {
     "phantom": (PhantomSpec, PhantomSource),
+    "endoscopy": (EndoscopySpec, EndoscopySource),
 }
 
 
