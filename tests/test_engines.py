@@ -238,3 +238,28 @@ def test_int8_variant_is_qdq_and_close_to_fp32() -> None:
     assert np.mean(int8(image, "gray8").mask == fp32(image, "gray8").mask) > 0.97
     int8.close()
     fp32.close()
+
+
+# --- the engine CLI without a GPU --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["engine", "build", "us-seg", "--precision", "fp16"], ["engine", "info"]],
+)
+def test_engine_cli_without_gpu_fails_in_one_line(args: list[str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "-m", "tools.cli", *args, "--cache", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("medstream engine: TensorRT is not usable here")
+    assert "Traceback" not in run.stderr

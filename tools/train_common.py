@@ -23,6 +23,8 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from tools.machine import cpu_name as cpu_name  # re-exported for the training scripts
+
 
 def export_onnx(
     model: nn.Module,
@@ -117,16 +119,6 @@ def seed_text(seeds: Sequence[int]) -> str:
     if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
         return f"{seeds[0]}-{seeds[-1]}"
     return ",".join(map(str, seeds))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> dict[str, str]:
