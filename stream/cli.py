@@ -6,7 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import GrabSpec, InferSpec, StageSpec
 from .spec import ConfigError
+from .stages.base import StageRuntime
+from .transport import LinkError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -25,8 +28,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_stage(args: argparse.Namespace) -> int:
-    from .config import GrabSpec, InferSpec, load_config_file
-    from .stages.base import StageRuntime
+    from .config import load_config_file
     from .supervisor import become_supervised_child
 
     become_supervised_child()
@@ -35,19 +37,26 @@ def _cmd_stage(args: argparse.Namespace) -> int:
     rt = StageRuntime(cfg, spec, stats_endpoint=args.stats_endpoint)
     rt.install_signal_handlers()
     try:
-        if isinstance(spec, GrabSpec):
-            from .stages.grab import run_grab
-
-            return run_grab(rt, spec)
-        if isinstance(spec, InferSpec):
-            from .stages.infer import run_infer
-
-            return run_infer(rt, spec)
-        from .stages.render import run_render
-
-        return run_render(rt, spec)
+        return _run_stage(rt, spec)
+    except LinkError as e:
+        rt.log.error("%s", e)
+        return 2  # a permanent problem: the supervisor does not restart the stage
     finally:
         rt.close()
+
+
+def _run_stage(rt: StageRuntime, spec: StageSpec) -> int:
+    if isinstance(spec, GrabSpec):
+        from .stages.grab import run_grab
+
+        return run_grab(rt, spec)
+    if isinstance(spec, InferSpec):
+        from .stages.infer import run_infer
+
+        return run_infer(rt, spec)
+    from .stages.render import run_render
+
+    return run_render(rt, spec)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

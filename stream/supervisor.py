@@ -98,14 +98,14 @@ class Supervisor:
             child.done = True
             self.exit_code = 1
             self.log.error("%s failed (exit %d); not restarting it", sid, rc)
-            self.begin_stop(f"stage {sid} failed")
+            self.begin_stop(f"stage {sid} failed", drain=False)
             return
         how = f"signal {-rc}" if rc < 0 else f"exit {rc}"
         if child.restarts >= self.cfg.restart.max_restarts:
             child.done = True
             self.exit_code = 1
             self.log.error("%s crashed (%s) %d times; giving up", sid, how, child.restarts + 1)
-            self.begin_stop(f"stage {sid} kept crashing")
+            self.begin_stop(f"stage {sid} kept crashing", drain=False)
             return
         delay = min(self.cfg.restart.backoff_s * 2**child.restarts, self.cfg.restart.backoff_max_s)
         child.restarts += 1
@@ -113,11 +113,14 @@ class Supervisor:
         self.log.warning("%s crashed (%s); restart %d in %.1f s", sid, how, child.restarts, delay)
 
     # -- stopping --------------------------------------------------------------------------
-    def begin_stop(self, reason: str) -> None:
+    def begin_stop(self, reason: str, drain: bool = True) -> None:
+        """Stop the graph: sources first, then (after the drain) everything else.
+
+        `drain=False` (a stage failed for good: no end-of-stream will come) skips the drain."""
         if self.stopping_since is not None:
             return
         self.stop_reason = reason
-        self.stopping_since = time.monotonic()
+        self.stopping_since = time.monotonic() - (0.0 if drain else DRAIN_S + 0.001)
         self.log.info("stopping: %s", reason)
         for child in self.children.values():
             if isinstance(child.spec, GrabSpec):

@@ -18,6 +18,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import zmq
@@ -65,12 +66,23 @@ class LinkSpec:
         return LIVE_HWM if self.mode == "live" else LOSSLESS_HWM
 
 
+class LinkError(RuntimeError):
+    """A link endpoint that cannot be bound or connected; the message says which and why."""
+
+
 def _attach(sock: zmq.Socket, spec: LinkSpec, producer: bool) -> None:
     binds = (spec.bind == "producer") == producer
-    if binds:
-        sock.bind(spec.endpoint)
-    else:
-        sock.connect(spec.endpoint)
+    try:
+        if binds:
+            if spec.endpoint.startswith("ipc://"):
+                Path(spec.endpoint[len("ipc://") :]).parent.mkdir(parents=True, exist_ok=True)
+            sock.bind(spec.endpoint)
+        else:
+            sock.connect(spec.endpoint)
+    except (zmq.ZMQError, OSError) as e:
+        sock.close(linger=0)
+        verb = "bind" if binds else "connect to"
+        raise LinkError(f"cannot {verb} {spec.endpoint}: {e}") from None
 
 
 def _never() -> bool:

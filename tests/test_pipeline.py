@@ -217,3 +217,24 @@ def test_stage_that_cannot_start_fails_the_run(tmp_path: Path) -> None:
     assert sup.returncode == 1, out
     assert "missing.onnx" in out
     assert "not restarting" in out
+
+
+def test_one_stage_alone_with_a_busy_endpoint_fails_in_one_line(tmp_path: Path) -> None:
+    """`medstream stage` binds its links itself; a busy endpoint is one clear line, exit 2."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        data = yaml.safe_load(DEMO.read_text())
+        data["run_dir"] = str(tmp_path / "fresh" / "run")  # does not exist yet
+        data["links"]["frames"]["endpoint"] = f"tcp://127.0.0.1:{port}"
+        config = tmp_path / "p.yaml"
+        config.write_text(yaml.safe_dump(data))
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        cmd = [sys.executable, "-m", "stream.cli", "stage", str(config), "grab", "--stats-endpoint", ""]
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"cannot bind tcp://127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -9,15 +9,15 @@ from stream.spec import ConfigError
 
 
 def test_registry_holds_the_viewer_and_video_sinks():
-    assert set(SINK_TYPES) == {"viewer", "video"}
+    assert set(SINK_TYPES) == {"viewer", "video", "recorder", "window", "igtl"}
 
 
 def test_unknown_type_names_the_key_and_the_allowed_types():
     with pytest.raises(ConfigError) as err:
-        open_sink({"type": "window"}, "stages[2].sinks[0]", "render")
+        open_sink({"type": "hologram"}, "stages[2].sinks[0]", "render")
     message = str(err.value)
     assert message.startswith("stages[2].sinks[0].type:")
-    assert "'window'" in message and "'video'" in message and "'viewer'" in message
+    assert "'hologram'" in message and "'video'" in message and "'viewer'" in message
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ from stream.render.boxes import BoxAnnotator, LabelAnnotator
 from stream.render.color import DEFAULT_PALETTE, to_bgr
 from stream.render.hud import HudAnnotator, HudData
 from stream.render.mask import MaskAnnotator
+from stream.render.orientation import OrientationAnnotator
+from stream.render.scale import ScaleBarAnnotator
 
 __all__ = [
     "DEFAULT_PALETTE",
@@ -18,5 +20,7 @@ __all__ = [
     "HudData",
     "LabelAnnotator",
     "MaskAnnotator",
+    "OrientationAnnotator",
+    "ScaleBarAnnotator",
     "to_bgr",
 ]

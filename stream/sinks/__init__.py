@@ -8,12 +8,18 @@ from __future__ import annotations
 from typing import Any
 
 from stream.sinks.base import Sink, SinkError
+from stream.sinks.igtl import IgtlSink, IgtlSpec
+from stream.sinks.recorder import RecorderSink, RecorderSpec
 from stream.sinks.video import VideoSink, VideoSpec
 from stream.sinks.viewer import ViewerSink, ViewerSpec
+from stream.sinks.window import WindowSink, WindowSpec
 
 SINK_TYPES: dict[str, tuple[type, type]] = {
     "viewer": (ViewerSpec, ViewerSink),
     "video": (VideoSpec, VideoSink),
+    "recorder": (RecorderSpec, RecorderSink),
+    "window": (WindowSpec, WindowSink),
+    "igtl": (IgtlSpec, IgtlSink),
 }
 
 
@@ -32,11 +38,17 @@ def open_sink(
 
 __all__ = [
     "SINK_TYPES",
+    "IgtlSink",
+    "IgtlSpec",
+    "RecorderSink",
+    "RecorderSpec",
     "Sink",
     "SinkError",
     "VideoSink",
     "VideoSpec",
     "ViewerSink",
     "ViewerSpec",
+    "WindowSink",
+    "WindowSpec",
     "open_sink",
 ]

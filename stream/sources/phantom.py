@@ -621,6 +621,7 @@ class PhantomSource:
         self.frames_read = 0
         self._closed = False
         self._spacing = list(pixel_spacing_mm(spec))
+        phantom_frame(spec, 0)  # build the per-seed tables now, not on the first live frame
 
     def read(self) -> Capture | None:
         if self._closed:

@@ -5,14 +5,20 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 import zmq
 
+from ..budget import BudgetGuard
 from ..clock import Clock, WallClock
+from ..codec import KIND_EOS, EndOfStream
 from ..config import PipelineConfig, StageSpec
+from ..frame import Frame
 from ..stats import StageStats, StatsPublisher
 from ..transport import Receiver, Sender
+
+RECV_TIMEOUT_MS = 100
 
 
 def stage_logger(stage_id: str) -> logging.Logger:
@@ -48,6 +54,7 @@ class StageRuntime:
         self.log = stage_logger(spec.id)
         self.stop_requested = False
         self.budget_ns = int(cfg.budget_ms * 1e6)
+        self.eos: EndOfStream | None = None  # set when an input stream ended
         self._sockets: list[Sender | Receiver] = []
 
     def install_signal_handlers(self) -> None:
@@ -92,3 +99,35 @@ def sleep_until(clock: Clock, t_ns: int, runtime: StageRuntime) -> None:
         if now >= t_ns:
             return
         clock.sleep_until_ns(min(t_ns, now + 50_000_000))
+
+
+def admitted_frames(
+    rt: StageRuntime,
+    receiver: Receiver,
+    guard: BudgetGuard,
+    before_each: Callable[[], None] | None = None,
+) -> Iterator[tuple[Frame, int]]:
+    """Yield (frame, arrival_ns) for every frame that passes the budget check.
+
+    Frames that fail it are counted as drops with the guard's reason. Ends when the stage is
+    asked to stop or the input stream ends (then `rt.eos` holds the end-of-stream marker).
+    `before_each` runs once per loop turn (e.g. to drain a second link).
+    """
+    while not rt.stop_requested:
+        rt.tick()
+        if before_each is not None:
+            before_each()
+        msg = receiver.recv(RECV_TIMEOUT_MS)
+        if msg is None:
+            continue
+        if msg.kind == KIND_EOS:
+            rt.eos = msg.eos
+            return
+        frame = msg.frame
+        assert frame is not None
+        arrival = rt.clock.now_ns()
+        reason = guard.check(frame, arrival)
+        if reason is not None:
+            rt.stats.drop(reason)
+            continue
+        yield frame, arrival

@@ -4,6 +4,11 @@ Pacing is against an absolute schedule (t0 + i * period), so rate errors do not 
 source slower than the rate is never made to burst to catch up: the schedule restarts from now
 and the frames it could not deliver in time are counted (`behind`). The send never blocks on a
 live link, so a slow consumer can never stall the source.
+
+The rate is the stage's `fps`, else the source's own `fps`, else 30. A self-paced source (a live
+device, a replay at its recorded timing, a file read as fast as possible: see
+`stream.sources.base.Source`) is not paced unless the stage's `fps` is set. Events a source
+reports (stalls, reopens, gaps) are logged and added to the stage's counters.
 """
 
 from __future__ import annotations
@@ -12,11 +17,22 @@ from ..codec import EndOfStream
 from ..config import GrabSpec
 from ..frame import Frame
 from ..plugins import parse_source
-from ..sources.base import Source, SourceError
+from ..sources.base import Source, SourceError, SourceEvent
 from ..stats import STAGE_MS
 from .base import StageRuntime, sleep_until
 
 DEFAULT_FPS = 30.0
+
+
+def _report(rt: StageRuntime, source: Source) -> None:
+    """Log and count what the source says happened since the last read."""
+    pop = getattr(source, "pop_events", None)
+    events: list[SourceEvent] = pop() if pop is not None else []
+    for ev in events:
+        if ev.message:
+            (rt.log.info if ev.level == "info" else rt.log.warning)("%s", ev.message)
+        for name, n in ev.counts.items():
+            rt.stats.count(name, n)
 
 
 def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> int:
@@ -29,12 +45,18 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
     except SourceError as e:
         rt.log.error("%s", e)
         return 2
+    self_paced = spec.fps is None and bool(getattr(source, "self_paced", False))
+    if hasattr(source, "should_stop"):
+        source.should_stop = rt.should_stop  # type: ignore[attr-defined]
     fps = spec.fps or getattr(source, "fps", None) or DEFAULT_FPS
     period_ns = int(1e9 / fps)
     stream = spec.stream or spec.id
     epoch = clock.now_ns()  # a new epoch per start: consumers see a restarted producer
     sender = rt.sender(spec.output)
-    rt.stats.info.update({"stream": stream, "fps_target": fps, "epoch": epoch})
+    rt.stats.info.update(
+        {"stream": stream, "fps_target": None if self_paced else fps, "epoch": epoch}
+    )
+    _report(rt, source)
     if spec.wait_for_consumers and not sender.wait_for_consumers(
         spec.wait_for_consumers, spec.wait_timeout_s
     ):
@@ -46,13 +68,15 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
             spec.wait_for_consumers,
             spec.wait_timeout_s,
         )
-    rt.log.info("streaming %s at %.1f fps to %s", stream, fps, rt.cfg.link(spec.output).endpoint)
+    rate = "the source's own pace" if self_paced else f"{fps:.1f} fps"
+    rt.log.info("streaming %s at %s to %s", stream, rate, rt.cfg.link(spec.output).endpoint)
     seq = 0
     t_next = clock.now_ns()
     exit_code = 0
     try:
         while not rt.stop_requested and (spec.frames == 0 or seq < spec.frames):
-            sleep_until(clock, t_next, rt)
+            if not self_paced:
+                sleep_until(clock, t_next, rt)
             if rt.stop_requested:
                 break
             start = clock.now_ns()
@@ -62,10 +86,15 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
                 rt.log.error("%s", e)
                 exit_code = 2
                 break
+            finally:
+                _report(rt, source)
             if cap is None:
-                rt.log.info("source ended after %d frames", seq)
+                if not rt.stop_requested:
+                    rt.log.info("source ended after %d frames", seq)
                 break
             capture_ns = clock.now_ns()
+            if self_paced:  # read() waited for the frame to be due: that wait is not work
+                start = capture_ns
             frame = Frame(
                 stream=stream,
                 seq=seq,
@@ -75,6 +104,7 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
                 pixel_format=cap.pixel_format,
                 epoch=epoch,
                 parts=cap.parts,
+                annotations=cap.annotations,
                 meta=cap.meta,
             )
             rt.stats.count("captured")
@@ -83,12 +113,14 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
                 rt.stats.frame_out(clock.now_ns())
             rt.stats.observe(STAGE_MS, (clock.now_ns() - start) / 1e6)
             seq += 1
+            rt.tick()
+            if self_paced:
+                continue
             t_next += period_ns
             now = clock.now_ns()
             if now - t_next > period_ns:  # fell more than a frame behind: do not burst
                 rt.stats.count("behind", (now - t_next) // period_ns)
                 t_next = now
-            rt.tick()
     finally:
         sender.send_eos(EndOfStream(stream, epoch, seq - 1))
         source.close()

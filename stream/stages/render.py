@@ -5,6 +5,9 @@ passthrough: raw frames arrive straight from the source at full rate; the newest
 the infer stage is drawn only while it is at most `overlay_max_age_ms` older than the frame,
 else the frame is shown without it under an "overlay stale" banner.
 
+Where a frame's meta carries its pixel spacing, a scale bar in mm is drawn; where it carries its
+patient orientation, the direction letters (malformed values are counted as `bad_geometry_meta`).
+
 Glass-to-glass latency is measured from the frame's capture time to the moment the rendered
 image is handed to the sinks. Where a frame carries the source's ground truth (`truth`) and the
 overlay drawn on it has a `mask`, a confusion matrix accumulates, so accuracy is measured live.
@@ -19,20 +22,21 @@ from typing import Any
 import numpy as np
 
 from ..budget import BudgetGuard
-from ..codec import KIND_EOS
 from ..config import RenderSpec
 from ..frame import Frame
+from ..geometry import orientation_from_meta, spacing_from_meta
 from ..histogram import RecentHistogram
 from ..plugins import parse_sink
 from ..render.boxes import BoxAnnotator, LabelAnnotator
 from ..render.color import to_bgr
 from ..render.hud import HudAnnotator, HudData
 from ..render.mask import MaskAnnotator
+from ..render.orientation import OrientationAnnotator
+from ..render.scale import ScaleBarAnnotator
 from ..sinks.base import Sink, SinkError
 from ..stats import GLASS_MS, OVERLAY_AGE_MS, STAGE_MS
-from .base import StageRuntime
+from .base import StageRuntime, admitted_frames
 
-RECV_TIMEOUT_MS = 100
 STATS_PERIOD_S = 0.25
 MAX_LABEL_VALUES = 256
 OVERLAY_DROP_PREFIX = "overlay:"  # passthrough: overlays skipped are not video frames dropped
@@ -48,6 +52,8 @@ class Renderer:
         self.mask = MaskAnnotator()
         self.boxes = BoxAnnotator()
         self.labels = LabelAnnotator()
+        self.scale = ScaleBarAnnotator()
+        self.orientation = OrientationAnnotator()
         self.hud = HudAnnotator() if spec.hud else None
         self.recent = RecentHistogram()
         self.handoffs: deque[int] = deque(maxlen=30)
@@ -109,6 +115,7 @@ class Renderer:
             if ann.boxes:
                 self.boxes.draw(canvas, ann.boxes)
                 self.labels.draw(canvas, ann.boxes, ann.labels)
+        self._draw_geometry(canvas, frame)
         if self.hud is not None:
             self.hud.draw(canvas, self.hud_data(frame, stale_ms))
         handoff = rt.clock.now_ns()
@@ -126,6 +133,19 @@ class Renderer:
         if self.confusion.size:
             rt.stats.info["confusion"] = self.confusion.tolist()
         self.publish_live()
+
+    def _draw_geometry(self, canvas: np.ndarray, frame: Frame) -> None:
+        """Scale bar and orientation letters, where the frame says its geometry."""
+        try:
+            spacing = spacing_from_meta(frame.meta)
+            orientation = orientation_from_meta(frame.meta)
+        except ValueError:
+            self.rt.stats.count("bad_geometry_meta")
+            return
+        if spacing is not None:
+            self.scale.draw(canvas, spacing)
+        if orientation is not None:
+            self.orientation.draw(canvas, orientation)
 
     def publish_live(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -195,20 +215,7 @@ def run_render(rt: StageRuntime, spec: RenderSpec) -> int:
 
 def _synchronized(rt: StageRuntime, renderer: Renderer, guard: BudgetGuard) -> None:
     receiver = rt.receiver(renderer.spec.input)
-    while not rt.stop_requested:
-        rt.tick()
-        msg = receiver.recv(RECV_TIMEOUT_MS)
-        if msg is None:
-            continue
-        if msg.kind == KIND_EOS:
-            break
-        frame = msg.frame
-        assert frame is not None
-        start = rt.clock.now_ns()
-        reason = guard.check(frame, start)
-        if reason is not None:
-            rt.stats.drop(reason)
-            continue
+    for frame, start in admitted_frames(rt, receiver, guard):
         renderer.render(frame, frame, None, start)
         guard.record((rt.clock.now_ns() - start) / 1e6)
 
@@ -216,31 +223,21 @@ def _synchronized(rt: StageRuntime, renderer: Renderer, guard: BudgetGuard) -> N
 def _passthrough(rt: StageRuntime, spec: RenderSpec, renderer: Renderer, guard: BudgetGuard) -> None:
     video = rt.receiver(spec.video)
     overlays = rt.receiver(spec.input, drop_prefix=OVERLAY_DROP_PREFIX)
-    overlay: Frame | None = None
+    newest: list[Frame] = []  # the newest overlay, once one has arrived
     max_age_ns = int(spec.overlay_max_age_ms * 1e6)
-    while not rt.stop_requested:
-        rt.tick()
+
+    def take_overlays() -> None:
         while (o := overlays.recv(0)) is not None:
-            if o.kind != KIND_EOS and o.frame is not None:
-                overlay = o.frame
-        msg = video.recv(RECV_TIMEOUT_MS)
-        if msg is None:
-            continue
-        if msg.kind == KIND_EOS:
-            break
-        frame = msg.frame
-        assert frame is not None
-        start = rt.clock.now_ns()
-        reason = guard.check(frame, start)
-        if reason is not None:
-            rt.stats.drop(reason)
-            continue
+            if o.frame is not None:
+                newest[:] = [o.frame]
+
+    for frame, start in admitted_frames(rt, video, guard, before_each=take_overlays):
         drawn: Frame | None = None
         stale_ms: float | None = None
-        if overlay is not None and overlay.stream == frame.stream:
-            age_ns = frame.capture_ns - overlay.capture_ns
+        if newest and newest[0].stream == frame.stream:
+            age_ns = frame.capture_ns - newest[0].capture_ns
             if abs(age_ns) <= max_age_ns:
-                drawn = overlay
+                drawn = newest[0]
                 rt.stats.observe(OVERLAY_AGE_MS, max(age_ns, 0) / 1e6)
             else:
                 stale_ms = age_ns / 1e6

@@ -1,0 +1,217 @@
+"""IgtlSink: an OpenIGTLink server (default 127.0.0.1:18945) that 3D Slicer's OpenIGTLinkIF
+module and `pyigtl` clients connect to.
+
+Per frame it sends, to every connected client, the newest frame only:
+
+- IMAGE `<device>_image`: the original frame (gray8 as 1 scalar component, bgr8/rgb8 as RGB) or,
+  with `image: rendered`, the rendered overlay image; one slice, pixel spacing from the frame's
+  `meta["pixel_spacing_mm"]` (1 mm when unknown), LPS, column index along +x, row index along +y;
+- IMAGE `<device>_mask`: the label map (part `mask`, uint8), same geometry, when the frame has one;
+- STRING `<device>_info`: the frame's metadata as JSON.
+
+The IMAGE messages use header version 2 (OpenIGTLink 3) and carry the same metadata as key/value
+pairs: stream, seq, capture_ns, latency_ms (capture -> handed to this sink), model, backend,
+labels. Packing and sending run on the server's threads (see `LatestServer`): `write` never
+waits, with or without clients. Needs `pyigtl` (pip install 'medstream[igtl]') for the message
+encoding.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from stream.frame import Frame
+from stream.geometry import spacing_from_meta
+from stream.sinks.base import SinkError, check_source_fps, json_snapshot
+from stream.sinks.latest_server import LatestServer
+from stream.spec import ConfigError, bounded
+
+DEVICE_NAME_BYTES = 20  # OpenIGTLink's device name field
+SUFFIXES = ("_image", "_mask", "_info")
+DROP_REASONS = ("no_client", "superseded", "client_skipped", "pack_error")
+
+
+@dataclass
+class IgtlSpec:
+    """Config of an `igtl` sink."""
+
+    host: str = bounded("127.0.0.1", doc="address to listen on (keep 127.0.0.1 unless trusted)")
+    port: int = bounded(18945, 0, 65535, doc="TCP port (0: a free one)")
+    device: str = bounded("", doc="device name prefix (default: the stage id)")
+    image: Literal["original", "rendered"] = bounded(
+        "original", doc="original: the frame as captured; rendered: with overlay and HUD"
+    )
+    max_clients: int = bounded(4, 1, 64, doc="clients served at once; more are refused")
+    send_timeout_s: float = bounded(
+        2.0, 0.1, 60.0, doc="a client that takes no bytes for this long is disconnected"
+    )
+
+    def validate(self, where: str) -> None:
+        if not self.host:
+            raise ConfigError(f"{where}.host: expected a host name or address, got ''")
+        if self.device:
+            check_device(self.device, f"{where}.device", ConfigError)
+
+
+def check_device(prefix: str, who: str, error: type[Exception]) -> None:
+    longest = max(len(s) for s in SUFFIXES)
+    if len((prefix + "_image").encode()) > DEVICE_NAME_BYTES or not prefix.isascii():
+        raise error(
+            f"{who}: device names are at most {DEVICE_NAME_BYTES} ASCII bytes; the prefix "
+            f"{prefix!r} leaves no room for {'/'.join(SUFFIXES)} (use <= "
+            f"{DEVICE_NAME_BYTES - longest} characters)"
+        )
+
+
+def _import_pyigtl() -> Any:
+    try:
+        import pyigtl
+    except ImportError:
+        return None
+    return pyigtl
+
+
+def ijk_to_world(spacing: tuple[float, float] | None) -> np.ndarray:
+    """4x4 matrix: column index -> +x, row index -> +y (LPS), spacing in mm, origin 0."""
+    row_mm, col_mm = spacing if spacing is not None else (1.0, 1.0)
+    m = np.eye(4)
+    m[0, 0], m[1, 1] = col_mm, row_mm
+    return m
+
+
+def slice_of(image: np.ndarray, pixel_format: str) -> np.ndarray:
+    """The image as a one-slice volume (1, H, W) or (1, H, W, 3) RGB, as IGTL expects."""
+    if pixel_format == "bgr8":
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(image)[np.newaxis]
+
+
+class IgtlSink:
+    """Serve the newest frame and mask to OpenIGTLink clients (see the module doc)."""
+
+    def __init__(self, spec: IgtlSpec, stage_id: str, source_fps: float | None = None) -> None:
+        check_source_fps(source_fps, f"igtl sink {stage_id!r}")
+        self.spec = spec
+        self.stage_id = stage_id
+        self.device = spec.device or stage_id
+        who = f"igtl sink {stage_id!r}"
+        check_device(self.device, who, SinkError)
+        self._pyigtl = _import_pyigtl()
+        if self._pyigtl is None:
+            raise SinkError(f"{who}: pyigtl is not installed (pip install 'medstream[igtl]')")
+        self.stats: dict[str, Any] = {}
+        self.frames_written = 0
+        self.closed = False
+        try:
+            self._server = LatestServer(
+                spec.host,
+                spec.port,
+                self._pack,
+                f"igtl-{stage_id}",
+                max_clients=spec.max_clients,
+                send_timeout_s=spec.send_timeout_s,
+            )
+        except OSError as e:
+            raise SinkError(
+                f"{who}: cannot listen on {spec.host}:{spec.port}: {e.strerror or e}"
+            ) from None
+        self.port = self._server.port
+
+    @property
+    def clients(self) -> int:
+        return self._server.clients
+
+    def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+        """Offer the frame to the clients (latest wins). Never waits."""
+        if self.closed:
+            raise RuntimeError(f"igtl sink {self.stage_id!r} is closed")
+        self.frames_written += 1
+        self._server.put((frame, image_bgr, time.time_ns()))
+
+    def metadata(self, frame: Frame, handed_ns: int) -> dict[str, str]:
+        """The per-frame metadata, as the strings IGTL metadata holds."""
+        ann = frame.annotations
+        return {
+            "stream": frame.stream,
+            "seq": str(frame.seq),
+            "capture_ns": str(frame.capture_ns),
+            "latency_ms": f"{(handed_ns - frame.capture_ns) / 1e6:.3f}",
+            "model": ann.model,
+            "backend": ann.backend,
+            "labels": json.dumps(ann.labels),
+        }
+
+    def _image_message(
+        self, name: str, volume: np.ndarray, matrix: np.ndarray, meta: dict[str, str], ts: float
+    ) -> bytes:
+        msg = self._pyigtl.ImageMessage(
+            volume, ijk_to_world_matrix=matrix, timestamp=ts, device_name=name
+        )
+        msg.header_version = 2
+        msg.metadata = meta
+        return msg.pack()
+
+    def _pack(self, item: tuple[Frame, np.ndarray, int]) -> bytes:
+        """All messages for one frame, concatenated (runs on the server's packer thread)."""
+        frame, rendered, handed_ns = item
+        meta = self.metadata(frame, handed_ns)
+        ts = frame.capture_ns / 1e9
+        try:
+            spacing = spacing_from_meta(frame.meta)
+        except ValueError:
+            spacing = None
+        if self.spec.image == "rendered":
+            image, fmt = rendered, "bgr8"
+        else:
+            image, fmt = frame.image, frame.pixel_format
+        h, w = image.shape[:2]
+        out = [
+            self._image_message(
+                f"{self.device}_image", slice_of(image, fmt), ijk_to_world(spacing), meta, ts
+            )
+        ]
+        mask = frame.parts.get("mask")  # a label map: uint8 from the bundled models
+        if mask is not None and mask.ndim == 2:
+            mh, mw = mask.shape
+            mask_spacing = None
+            if spacing is not None:  # a mask of another size covers the same field of view
+                mask_spacing = (spacing[0] * h / mh, spacing[1] * w / mw)
+            out.append(
+                self._image_message(
+                    f"{self.device}_mask",
+                    np.ascontiguousarray(mask)[np.newaxis],
+                    ijk_to_world(mask_spacing or (h / mh, w / mw)),
+                    meta,
+                    ts,
+                )
+            )
+        info = self._pyigtl.StringMessage(
+            json.dumps({**meta, "pixel_spacing_mm": spacing}),
+            timestamp=ts,
+            device_name=f"{self.device}_info",
+        )
+        out.append(info.pack())
+        return b"".join(out)
+
+    def update_stats(self, stats: dict[str, Any]) -> None:
+        self.stats = json_snapshot(stats, f"igtl sink {self.stage_id!r}")
+
+    def drops(self) -> dict[str, int]:
+        """Frames not sent, by reason (see LatestServer); `server_counts()` has the rest."""
+        counts = self._server.counts()
+        return {k: counts[k] for k in DROP_REASONS if counts.get(k)}
+
+    def server_counts(self) -> dict[str, int]:
+        """Everything the server counted: sends, drops, refused clients."""
+        return self._server.counts()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._server.close()

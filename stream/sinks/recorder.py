@@ -1,0 +1,178 @@
+"""RecorderSink: a lossless recording of the original frames (every part, the annotations and
+the trace) in the `.msrec` format (docs/recording.md), which the `replay` source reads back.
+
+`write` only queues the frame for a writer thread and never waits: a frame that finds the queue
+full is dropped and counted (`sink_overflow`), unless `wait: true`, meant for a render stage that
+does nothing but record on a lossless link, where waiting is what keeps every frame. The rendered
+image is stored too (as part `rendered`, bgr8) only with `rendered: true`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.frame import Frame
+from stream.recording import RecordingWriter
+from stream.sinks.base import SinkError, check_source_fps, json_snapshot
+from stream.spec import ConfigError, bounded
+
+CLOSE_TIMEOUT_S = 120.0  # close() gives the writer this long to drain its queue
+_STOP = object()
+
+
+@dataclass
+class RecorderSpec:
+    """Config of a `recorder` sink."""
+
+    path: str = bounded(
+        "", doc="recording file (.msrec); {stage} and {start} (start time) are expanded"
+    )
+    overwrite: bool = bounded(False, doc="replace an existing file (else: an error at open)")
+    rendered: bool = bounded(False, doc="also store the rendered image (part 'rendered', bgr8)")
+    queue: int = bounded(64, 1, 100_000, doc="frames waiting for the writer; more are dropped")
+    wait: bool = bounded(
+        False, doc="wait for room instead of dropping (only for a record-only stage)"
+    )
+    fsync_s: float = bounded(
+        1.0, 0.0, 3600.0, doc="fsync at least this often (0: every frame); see docs/recording.md"
+    )
+
+    def validate(self, where: str) -> None:
+        if not self.path:
+            raise ConfigError(f"{where}.path: expected a file path, got ''")
+        try:
+            self.path.format(stage="s", start="t")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(
+                f"{where}.path: only {{stage}} and {{start}} can be expanded ({e})"
+            ) from None
+
+
+class RecorderSink:
+    """Queue frames for a writer thread that appends them to the recording (see module doc)."""
+
+    def __init__(self, spec: RecorderSpec, stage_id: str, source_fps: float | None = None) -> None:
+        check_source_fps(source_fps, f"recorder sink {stage_id!r}")
+        self.spec = spec
+        self.stage_id = stage_id
+        start = datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
+        self.path = Path(spec.path.format(stage=stage_id, start=start))
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=spec.queue)
+        self._lock = threading.Lock()
+        self._drops: dict[str, int] = {}
+        self._error: str | None = None
+        self._stats: dict[str, Any] = {}
+        self.frames_queued = 0
+        self.frames_written = 0
+        self.closed = False
+        self._writer = self._open(source_fps)
+        self._thread = threading.Thread(target=self._run, name=f"recorder-{stage_id}", daemon=True)
+        self._thread.start()
+
+    def _fail(self, why: str) -> SinkError:
+        return SinkError(f"recorder sink {self.stage_id!r}: cannot write {self.path}: {why}")
+
+    def _open(self, source_fps: float | None) -> RecordingWriter:
+        if self.path.exists() and not self.spec.overwrite:
+            raise self._fail("the file exists (set overwrite: true, or put {start} in the path)")
+        header = {
+            "stage": self.stage_id,
+            "created_ns": time.time_ns(),
+            "source_fps": source_fps,
+            "rendered": self.spec.rendered,
+            "fsync_s": self.spec.fsync_s,
+        }
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return RecordingWriter(self.path, header, self.spec.fsync_s)
+        except OSError as e:
+            raise self._fail(e.strerror or str(e)) from None
+
+    def _drop(self, reason: str) -> None:
+        with self._lock:
+            self._drops[reason] = self._drops.get(reason, 0) + 1
+
+    def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+        """Queue `frame` (and the rendered image, if configured). Never waits unless `wait`."""
+        if self.closed:
+            raise RuntimeError(f"recorder sink {self.stage_id!r} is closed")
+        item = (frame, image_bgr if self.spec.rendered else None, time.time_ns())
+        if self._error is not None:
+            self._drop("writer_error")
+            return
+        try:
+            if self.spec.wait:
+                self._queue.put(item)
+            else:
+                self._queue.put_nowait(item)
+            self.frames_queued += 1
+        except queue.Full:
+            self._drop("sink_overflow")
+
+    def update_stats(self, stats: dict[str, Any]) -> None:
+        """Keep the latest stats; they go into the recording's end record."""
+        self._stats = json_snapshot(stats, f"recorder sink {self.stage_id!r}")
+
+    def drops(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._drops)
+
+    def _record(self, frame: Frame, rendered: np.ndarray | None, recorded_ns: int) -> None:
+        if rendered is not None:
+            frame = replace(frame, parts={**frame.parts, "rendered": rendered})
+        self._writer.write_frame(frame, self.stage_id, recorded_ns)
+        self.frames_written += 1
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            if self._error is not None:
+                self._drop("writer_error")
+                continue
+            try:
+                self._record(*item)
+            except (TypeError, ValueError):  # a frame the codec cannot encode (dtype, parts)
+                self._drop("encode_error")
+            except OSError as e:  # disk full, I/O error: stop writing, count the rest
+                self._error = e.strerror or str(e)
+                self._drop("writer_error")
+
+    def close(self) -> None:
+        """Write every queued frame and the end record, then close the file (bounded).
+
+        Raises SinkError if writing failed (the frames lost are counted as `writer_error`).
+        Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        try:
+            self._queue.put(_STOP, timeout=CLOSE_TIMEOUT_S)
+        except queue.Full:
+            pass
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            raise self._fail(f"the writer did not finish within {CLOSE_TIMEOUT_S:.0f} s")
+        try:
+            if self._error is None:
+                info = {
+                    "frames": self.frames_written,
+                    "drops": self.drops(),
+                    "stats": self._stats,
+                }
+                self._writer.write_end(info, time.time_ns())
+            self._writer.close()
+        except OSError as e:
+            self._error = self._error or e.strerror or str(e)
+        if self._error is not None:
+            raise self._fail(self._error)

@@ -1,0 +1,266 @@
+"""Real inputs and outputs through whole `medstream run` graphs (real processes, files, sockets):
+the pydicom echo cine at its own rate and spacing, record -> replay, sources that cannot open,
+and the browser viewer in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from stream.frame import Annotations
+from stream.recording import RecordingReader, RecordingWriter
+from stream.sources.phantom import LABELS, PhantomSpec, phantom_frame, pixel_spacing_mm
+
+from .helpers import free_port
+from .test_pipeline import fetch_jpeg, finish, start_run
+
+pydicom = pytest.importorskip("pydicom", reason="pip install 'medstream[dicom]'")
+ECHO = Path(pydicom.__file__).parent / "data" / "test_files" / "examples_ybr_color.dcm"
+
+
+def graph(tmp_path: Path, source: dict, sinks: list[dict], mode: str = "live", **grab) -> Path:
+    """grab(source) -> render(sinks): no model needed; render draws what the frames carry."""
+    config = {
+        "name": "io",
+        "budget_ms": 2000,
+        "run_dir": str(tmp_path / "run"),
+        "links": {"frames": {"endpoint": "ipc://{run_dir}/frames.ipc", "mode": mode}},
+        "stages": [
+            {"id": "grab", "kind": "grab", "output": "frames", "source": source, **grab},
+            {"id": "render", "kind": "render", "input": "frames", "sinks": sinks},
+        ],
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run(
+    config: Path, report: Path, duration: float = 60, timeout: float = 90
+) -> tuple[int, str, float]:
+    t0 = time.monotonic()
+    sup = start_run(config, report, duration)
+    out = finish(sup, timeout)
+    return sup.returncode, out, time.monotonic() - t0
+
+
+def test_echo_cine_streams_at_its_own_rate_and_spacing(tmp_path: Path) -> None:
+    rec = tmp_path / "echo.msrec"
+    video = tmp_path / "echo.avi"
+    config = graph(
+        tmp_path,
+        {"type": "dicom", "path": str(ECHO)},
+        [
+            {"type": "recorder", "path": str(rec)},
+            {"type": "video", "path": str(video), "fourcc": "MJPG"},
+        ],
+        mode="lossless",
+    )
+    code, out, _ = run(config, tmp_path / "report.json")
+    assert code == 0, out
+    assert "30 frame(s) YBR_FULL_422 320x240, 30.00 fps (FrameTime)" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["frames"]["captured"] == 30 and report["frames"]["delivered"] == 30, report[
+        "frames"
+    ]
+    assert report["stages"]["grab"]["info"]["fps_target"] == pytest.approx(30.0, rel=1e-3)
+    with RecordingReader(rec) as reader:
+        frames = list(reader)
+    assert len(frames) == 30
+    decoded = pydicom.pixels.pixel_array(str(ECHO), as_rgb=True)
+    for i, f in enumerate(frames):
+        assert f.pixel_format == "rgb8" and np.array_equal(f.image, decoded[i])
+        assert f.meta["pixel_spacing_mm"] == pytest.approx([0.5104970559, 0.5104970559])
+        assert f.meta["dicom_frame"] == i
+    intervals_ms = np.diff([f.capture_ns for f in frames]) / 1e6
+    assert np.median(intervals_ms) == pytest.approx(33.33, abs=2.0), intervals_ms.round(1)
+    span_s = (frames[-1].capture_ns - frames[0].capture_ns) / 1e9
+    assert span_s == pytest.approx(29 / 30, abs=0.1)  # 30 frames at the file's 30 fps
+    cap = cv2.VideoCapture(str(video))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == 30
+
+
+def phantom_recording(path: Path, n: int, fps: float = 30.0, size: int = 256) -> list:
+    """A recording of phantom frames whose `mask` is the phantom's truth (an overlay to draw)."""
+    spec = PhantomSpec(width=size, height=size, fps=fps, seed=3)
+    spacing = list(pixel_spacing_mm(spec))
+    writer = RecordingWriter(path, {"stage": "test"}, fsync_s=0)
+    from stream.frame import Frame
+
+    frames = []
+    t = time.time_ns()
+    for i in range(n):
+        pf = phantom_frame(spec, i)
+        f = Frame(
+            "probe",
+            i,
+            t,
+            t + 10**9,
+            pf.image,
+            "gray8",
+            parts={"mask": pf.truth},
+            annotations=Annotations("phantom-truth", list(LABELS)),
+            meta={"pixel_spacing_mm": spacing},
+        )
+        writer.write_frame(f, "test", t)
+        frames.append(f)
+        t += int(1e9 / fps) + (7_000_000 if i % 5 == 0 else 0)  # irregular: every 5th is late
+    writer.close()
+    return frames
+
+
+def test_record_then_replay_reproduces_frames_and_timing(tmp_path: Path) -> None:
+    original = tmp_path / "original.msrec"
+    phantom_recording(original, 45)
+    copy = tmp_path / "replayed.msrec"
+    config = graph(
+        tmp_path,
+        {"type": "replay", "path": str(original)},
+        [{"type": "recorder", "path": str(copy)}],
+        mode="lossless",
+    )
+    code, out, _ = run(config, tmp_path / "report.json")
+    assert code == 0, out
+    with RecordingReader(original) as a, RecordingReader(copy) as b:
+        first, second = list(a), list(b)
+    assert len(second) == len(first) == 45
+    for x, y in zip(first, second, strict=True):
+        assert np.array_equal(x.image, y.image) and np.array_equal(x.parts["mask"], y.parts["mask"])
+        assert y.annotations.model == "phantom-truth" and y.meta["replay"]["seq"] == x.seq
+    want = np.diff([f.capture_ns for f in first]) / 1e6
+    got = np.diff([f.capture_ns for f in second]) / 1e6
+    assert np.abs(got - want).max() < 25, np.c_[want, got].round(1).tolist()
+    assert np.median(np.abs(got - want)) < 5
+    total_want, total_got = want.sum(), got.sum()
+    assert abs(total_got - total_want) < 30
+
+
+@pytest.mark.parametrize(
+    "source, line",
+    [
+        (
+            {"type": "capture", "input": "{tmp}/missing.mp4"},
+            "capture source: cannot open {tmp}/missing.mp4: no such file",
+        ),
+        (
+            {"type": "dicom", "path": "{tmp}/corrupt.dcm"},
+            "dicom source: cannot read {tmp}/corrupt.dcm: not a DICOM file",
+        ),
+        (
+            {"type": "capture", "input": "rtsp://127.0.0.1:{port}/x"},
+            "capture source: cannot open rtsp://127.0.0.1:{port}/x: connection refused by 127.0.0.1:{port}",
+        ),
+    ],
+    ids=["missing-file", "corrupt-dicom", "unreachable-rtsp"],
+)
+def test_source_that_cannot_open_fails_the_run_quickly_with_one_line(
+    tmp_path, source, line
+) -> None:
+    (tmp_path / "corrupt.dcm").write_bytes(b"\x00DICM" * 300)
+    values = {"tmp": str(tmp_path), "port": free_port()}
+    source = {k: v.format(**values) if isinstance(v, str) else v for k, v in source.items()}
+    config = graph(tmp_path, source, [])
+    code, out, elapsed = run(config, tmp_path / "report.json", timeout=60)
+    assert code != 0, out
+    assert f"[grab] ERROR {line.format(**values)}" in out, out
+    assert "grab failed (exit 2); not restarting it" in out
+    assert "[tcp @" not in out and "WARN" not in out  # no library noise around the line
+    assert elapsed < 20, elapsed
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip(
+            "chromium is not installed: run ./.ci/debian-deps as root (make setup-test) "
+            "or apt-get install chromium"
+        )
+    return path
+
+
+def browse(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--window-size=1000,700",
+        "--virtual-time-budget=2500",
+        *args,
+        url,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def screenshot(tmp_path: Path, url: str, name: str) -> np.ndarray:
+    path = tmp_path / name
+    proc = browse(tmp_path, url, f"--screenshot={path}")
+    assert path.exists(), proc.stderr[-2000:]
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape == (700, 1000, 3)
+    return image
+
+
+def colourful(image: np.ndarray) -> float:
+    """Fraction of strongly coloured pixels (the phantom is grey: colour is annotation)."""
+    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+    return float(((hsv[..., 1] > 120) & (hsv[..., 2] > 80)).mean())
+
+
+def test_browser_viewer_in_headless_chromium_shows_live_annotated_frames_and_stats(
+    tmp_path,
+) -> None:
+    chromium()
+    recording = tmp_path / "scan.msrec"
+    phantom_recording(recording, 90, size=256)
+    port = free_port()
+    config = graph(
+        tmp_path,
+        {"type": "replay", "path": str(recording), "loop": True},
+        [{"type": "viewer", "port": port}],
+    )
+    sup = start_run(config, tmp_path / "report.json", duration=60)
+    try:
+        frame = fetch_jpeg(port)
+        assert frame.shape == (256, 256, 3)
+        url = f"http://127.0.0.1:{port}/"
+        first = screenshot(tmp_path, url, "first.png")
+        time.sleep(1.0)
+        second = screenshot(tmp_path, url, "second.png")
+        dom = browse(tmp_path, url, "--dump-dom").stdout
+    finally:
+        sup.send_signal(signal.SIGINT)
+        out = finish(sup)
+    assert sup.returncode == 0, out
+    # the live image: where the page shows it, the two screenshots differ (the scan moves)
+    y0, x0 = 40, 12  # the <img> sits at the page's top-left, below the header
+    a, b = first[y0 : y0 + 256, x0 : x0 + 256], second[y0 : y0 + 256, x0 : x0 + 256]
+    assert a.std() > 10 and b.std() > 10, "no image where the page shows it"
+    changed = (np.abs(a.astype(int) - b.astype(int)).max(axis=2) > 24).mean()
+    assert changed > 0.02, changed
+    # annotated: mask overlay colours and the HUD text (the raw scan is grey)
+    assert colourful(a) > 0.005 and colourful(b) > 0.005, (colourful(a), colourful(b))
+    # the stats: rendered as text right of the image, and present in the page's table
+    stats_area = first[y0 : y0 + 256, x0 + 256 + 10 :]
+    assert (stats_area.max(axis=2) > 150).sum() > 300, "the stats area is empty"
+    assert '<table id="stats">' in dom and "<tr>" in dom
+    for key in ("fps", "glass_to_glass_ms.p50", "delivered", "viewer.frames_written"):
+        assert f"<td>{key}</td>" in dom, key
