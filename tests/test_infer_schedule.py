@@ -226,3 +226,14 @@ def test_stage_cascade_switches_logs_and_counts() -> None:
     assert [f.annotations.model for f in outs] == ["big", "big", "small", "small", "big", "big"]
     assert rt.stats.counters["cascade_switches"] == 2
     assert rt.stats.counters["cascade_to_main"] == 1 and rt.stats.info["active_model"] == "big"
+
+
+def test_probe_cadence_counts_reused_and_dropped_frames() -> None:
+    """On the fallback, frames reused or dropped still bring the next probe closer."""
+    s = InferSchedule(cascade=True, fallback_after=1, probe_every=3, auto_skip=True)
+    assert s.decide(0, predicted_miss=True).switch == "to_fallback"
+    s.record(FALLBACK, 0, 0, "small", missed=False)
+    assert s.decide(1, predicted_miss=True).action == "reuse"
+    assert s.decide(2, predicted_miss=True).action == "reuse"
+    d = s.decide(3, predicted_miss=True)
+    assert (d.action, d.model, d.reason) == ("run", MAIN, "probe")

@@ -38,6 +38,7 @@ from engines.registry import resolve_model
 from stream.sources.phantom import phantom_frame
 from tools.eval_denoise import evaluate_denoise
 from tools.eval_seg import evaluate, measure_latency, parse_seeds, phantom_set, spec_for_seed
+from tools.onnx_flops import count_flops
 from tools.train_common import cpu_name, rounded, seed_text, write_card
 
 
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
         "note": "same run, same frames, 1 thread, ONNX Runtime CPU; timings on a shared 2-core machine are noisy",
     }
     card["cost"] = {
+        "gflops": round(count_flops(args.out / "model.onnx").gflops, 4),
+        "gflops_definition": "2 x multiply-accumulates of the (now int8) Conv nodes, batch 1",
         "latency_ms": rounded(int8["latency"], 3),
         "cpu": cpu_name(),
         "onnx_bytes": (args.out / "model.onnx").stat().st_size,

@@ -10,8 +10,8 @@ budget guard's verdict, so every decision is testable with an injected clock.
   guard's `will_miss`) reuses the last young-enough result instead of being dropped.
 - Cascade: with a `fallback:` model, `fallback_after` budget misses of the main model in a
   row (a frame finished after its deadline or over `stage_budget_ms`, or predicted to) switch
-  to the fallback; every `probe_every` fallback frames the main model runs once as a probe,
-  and a probe that meets the budget switches back. Each switch is returned to the stage, which
+  to the fallback; every `probe_every` frames on the fallback (run, reused or dropped) the
+  main model runs once as a probe, and a probe that meets the budget switches back. Each switch is returned to the stage, which
   logs and counts it.
 """
 
@@ -80,8 +80,13 @@ class InferSchedule:
     def decide(self, capture_ns: int, predicted_miss: bool) -> Decision:
         """What to do with the frame captured at `capture_ns` (its deadline not yet passed)."""
         self.frames += 1
+        if self.active == FALLBACK:
+            self.since_probe += 1  # every frame counts, run, reused or dropped
         if self.run_every > 1 and (self.frames - 1) % self.run_every and self._reusable(capture_ns):
             return Decision("reuse", reason="every_n")
+        if self.active == FALLBACK and self.since_probe >= self.probe_every:
+            self.since_probe = 0
+            return Decision("run", MAIN, reason="probe")
         if predicted_miss:
             switch = self._main_missed()
             if switch:
@@ -89,13 +94,7 @@ class InferSchedule:
             if self.auto_skip and self._reusable(capture_ns):
                 return Decision("reuse", reason="budget")
             return Decision("drop")
-        if self.active == FALLBACK:
-            self.since_probe += 1
-            if self.since_probe >= self.probe_every:
-                self.since_probe = 0
-                return Decision("run", MAIN, reason="probe")
-            return Decision("run", FALLBACK)
-        return Decision("run", MAIN)
+        return Decision("run", self.active)
 
     def record(
         self, model: str, seq: int, capture_ns: int, model_id: str, missed: bool
