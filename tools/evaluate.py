@@ -10,7 +10,7 @@ seeds never used in training) through the real pipelines (`engines.load_pipeline
     traditional  classical denoising (non-local means), then classical segmentation (Otsu,
                  morphology, connected components) on the denoised frame
     CNN          the networks alone on the noisy frame: us-denoise for the image, us-seg
-                 for the labels (both run; the time is both)
+                 for the labels ("us-denoise & us-seg": both run, the time is both)
     hybrid       denoise CNN, then a segmentation CNN on its output: us-seg-dn (trained on
                  us-denoise's output) and, for comparison, us-seg (trained on noisy frames);
                  and classical preprocessing + CNN (median filter, then us-seg)
@@ -68,7 +68,7 @@ class Row:
         if self.denoise is None and self.segment is None:
             return "(none)"
         if self.denoise and self.segment:
-            arrow = " -> " if self.segment_on == "denoised" else " | "
+            arrow = " -> " if self.segment_on == "denoised" else " & "
             return f"{self.denoise}{arrow}{self.segment}"
         return self.denoise or self.segment or ""
 
