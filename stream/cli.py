@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .config import GrabSpec, InferSpec, StageSpec
+from .keys import KeyFileError
 from .spec import ConfigError
 from .stages.base import StageRuntime
 from .transport import LinkError
@@ -18,7 +19,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .supervisor import Supervisor
 
     cfg = load_config_file(args.config)
-    sup = Supervisor(cfg, args.config, duration_s=args.duration)
+    stages = [s for s in args.stages.split(",") if s] if args.stages else None
+    sup = Supervisor(cfg, args.config, duration_s=args.duration, stages=stages)
     report = sup.run()
     report_path = Path(args.report or Path(cfg.run_dir) / "report.json")
     write_report(report, report_path)
@@ -28,17 +30,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_stage(args: argparse.Namespace) -> int:
+    import os
+
     from .config import load_config_file
+    from .security import startup_notice
+    from .stages.base import stage_logger
     from .supervisor import become_supervised_child
 
     become_supervised_child()
     cfg = load_config_file(args.config)
     spec = cfg.stage(args.id)
-    rt = StageRuntime(cfg, spec, stats_endpoint=args.stats_endpoint)
+    log = stage_logger(spec.id)
+    if not os.environ.get("MEDSTREAM_SUPERVISOR_PID"):  # the supervisor said it already
+        startup_notice(cfg, log)
+    try:
+        rt = StageRuntime(cfg, spec, stats_endpoint=args.stats_endpoint)
+    except (KeyFileError, LinkError) as e:
+        log.error("%s", e)
+        return 2
     rt.install_signal_handlers()
     try:
         return _run_stage(rt, spec)
-    except LinkError as e:
+    except (LinkError, KeyFileError) as e:  # a peer's public key is read when its link opens
         rt.log.error("%s", e)
         return 2  # a permanent problem: the supervisor does not restart the stage
     finally:
@@ -93,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="pipeline YAML (see configs/)")
     run.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     run.add_argument("--report", default=None, help="write the JSON run report here")
+    run.add_argument(
+        "--stages",
+        default=None,
+        help="comma-separated stage ids to run here; the others run on other hosts "
+        "(medstream stage) and push their stats to this supervisor",
+    )
     run.set_defaults(func=_cmd_run)
 
     stage = sub.add_parser("stage", help="run one stage of a graph (for graphs across hosts)")
@@ -111,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the bundled models")
     models.set_defaults(func=_cmd_models)
+
+    from .keys_cli import register as register_keys
+
+    register_keys(sub)
     return p
 
 
@@ -124,6 +147,9 @@ def run_parsed(args: argparse.Namespace) -> int:
         return args.func(args)
     except ConfigError as e:
         print(f"medstream: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyFileError as e:
+        print(f"medstream: key error: {e}", file=sys.stderr)
         return 2
 
 

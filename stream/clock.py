@@ -5,6 +5,10 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+# A receiving host whose clock reads more than this before the sender's stamp counts the frame
+# as `clock_skew` (its age cannot be trusted) instead of recording a negative latency.
+CLOCK_TOLERANCE_MS = 5.0
+
 
 class Clock(Protocol):
     def now_ns(self) -> int:

@@ -30,6 +30,9 @@ MAX_PART_BYTES = 512 * 1024 * 1024
 MAX_TRACE_SPANS = 64
 MAX_BOXES = 4096
 MAX_LABELS = 256
+MAX_META_DEPTH = 8  # nesting of objects/arrays inside `meta`
+MAX_TOPIC_BYTES = 1024
+INT64_MAX = 2**63 - 1
 
 # dtype name on the wire -> numpy dtype (always little-endian)
 DTYPES: dict[str, np.dtype] = {
@@ -56,7 +59,7 @@ REJECT_REASONS = (
     "topic",  # topic not UTF-8 or does not match the header's stream id
     "header_size",  # header larger than MAX_HEADER_BYTES
     "header_utf8",  # header not UTF-8
-    "header_json",  # header not a JSON object (or nested too deeply)
+    "header_json",  # header not a JSON object (nested too deeply, NaN/Infinity, huge numbers)
     "version",  # unsupported protocol version
     "kind",  # unknown message kind
     "field",  # a required field missing or of the wrong type / range
@@ -210,7 +213,7 @@ def _parse_annotations(raw: Any) -> Annotations:
     if (
         not isinstance(labels, list)
         or len(labels) > MAX_LABELS
-        or not all(isinstance(x, str) for x in labels)
+        or not all(isinstance(x, str) and len(x) <= 256 for x in labels)
     ):
         raise DecodeError("field", f"'annotations.labels' must be up to {MAX_LABELS} strings")
     boxes_raw = raw.get("boxes", [])
@@ -222,7 +225,8 @@ def _parse_annotations(raw: Any) -> Annotations:
             not isinstance(b, list)
             or len(b) != 6
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
-            or not all(math.isfinite(v) for v in b)
+            or not all(math.isfinite(v) and abs(v) <= 1e15 for v in b)
+            or not 0 <= b[4] < 2**31
         ):
             raise DecodeError("field", "a box must be [x0, y0, x1, y1, label, score] numbers")
         boxes.append(
@@ -246,7 +250,11 @@ def _parse_trace(raw: Any) -> list[Span]:
             not isinstance(s, list)
             or len(s) != 3
             or not isinstance(s[0], str)
-            or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in s[1:])
+            or len(s[0]) > 256
+            or not all(
+                isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= INT64_MAX
+                for t in s[1:]
+            )
         ):
             raise DecodeError("field", "a span must be [stage, start_ns, end_ns]")
         spans.append(Span(s[0], s[1], s[2]))
@@ -270,9 +278,27 @@ def _check_image_format(fmt: str, shape: tuple[int, ...], dtype: str) -> None:
         raise DecodeError("pixel_format", f"image {dtype}{list(shape)} does not match {fmt}")
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _meta_depth_ok(value: Any) -> bool:
+    """True if `value` nests objects/arrays at most MAX_META_DEPTH deep (iterative walk)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth >= MAX_META_DEPTH:
+                return False
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return True
+
+
 def decode(parts: list[Any]) -> Message:
     """Decode and validate one multipart message. Raises `DecodeError` on anything invalid."""
-    if not isinstance(parts, (list, tuple)) or not 2 <= len(parts) <= 2 + MAX_PARTS:
+    if not isinstance(parts, (list, tuple)):
+        raise DecodeError("parts", f"expected a list of message parts, got {type(parts).__name__}")
+    if not 2 <= len(parts) <= 2 + MAX_PARTS:
         raise DecodeError("parts", f"expected 2..{2 + MAX_PARTS} parts, got {len(parts)}")
     head = _buffer(parts[1])
     if len(head) > MAX_HEADER_BYTES:
@@ -282,12 +308,13 @@ def decode(parts: list[Any]) -> Message:
     except UnicodeDecodeError as e:
         raise DecodeError("header_utf8", str(e)) from None
     try:
-        header = json.loads(text)
+        header = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
         raise DecodeError("header_json", f"{type(e).__name__}: {str(e)[:80]}") from None
     if not isinstance(header, dict):
         raise DecodeError("header_json", "header is not a JSON object")
-    if header.get("v") != PROTOCOL_VERSION:
+    version = header.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:  # not true, not 1.0
         raise DecodeError(
             "version", f"protocol version {header.get('v')!r:.20} is not {PROTOCOL_VERSION}"
         )
@@ -295,8 +322,11 @@ def decode(parts: list[Any]) -> Message:
     if kind not in (KIND_FRAME, KIND_EOS):
         raise DecodeError("kind", f"unknown kind {kind!r:.40}")
     stream = _str_field(header, "stream")
+    topic_buf = _buffer(parts[0])
+    if len(topic_buf) > MAX_TOPIC_BYTES:
+        raise DecodeError("topic", f"topic of {len(topic_buf)} bytes > {MAX_TOPIC_BYTES}")
     try:
-        topic = bytes(_buffer(parts[0])).decode("utf-8")
+        topic = bytes(topic_buf).decode("utf-8")
     except UnicodeDecodeError:
         raise DecodeError("topic", "topic is not UTF-8") from None
     if topic != stream:
@@ -337,8 +367,8 @@ def decode(parts: list[Any]) -> Message:
         if i == 0:
             _check_image_format(fmt, shape, dtype_name)
     meta = header.get("meta", {})
-    if not isinstance(meta, dict):
-        raise DecodeError("field", "'meta' must be an object")
+    if not isinstance(meta, dict) or not _meta_depth_ok(meta):
+        raise DecodeError("field", f"'meta' must be an object nested at most {MAX_META_DEPTH} deep")
     frame = Frame(
         stream=stream,
         seq=_int_field(header, "seq"),

@@ -11,6 +11,7 @@ import yaml
 
 from engines.api import EngineSpec
 
+from .security import SecuritySpec, check_security
 from .spec import ConfigError, bounded, parse_spec, required, section
 from .transport import LinkSpec
 
@@ -112,6 +113,7 @@ class PipelineConfig:
     run_dir: str = bounded("runs/{name}", doc="folder for ipc sockets and logs ({name} expands)")
     stats_endpoint: str = bounded("ipc://{run_dir}/stats.ipc", doc="where stages push their stats")
     restart: RestartSpec = section(RestartSpec, "what the supervisor does when a stage crashes")
+    security: SecuritySpec = section(SecuritySpec, "CURVE keys, allow-lists, insecure opt-in")
     links: dict[str, Any] = section(dict, "link name -> link (below)")
     stages: list[Any] = section(list, "the stages (grab, infer, render)")
     source_file: str = ""
@@ -222,6 +224,7 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
         seen.add(s.id)
         _check_plugins(s, f"stages[{i}]")
     _check_links(cfg)
+    check_security(cfg)
     return cfg
 
 

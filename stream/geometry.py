@@ -80,3 +80,16 @@ def geometry_meta(
     if orientation is not None:
         meta[ORIENTATION_KEY] = list(check_orientation(orientation))
     return meta
+
+
+def validate_geometry_fields(spec: Any, where: str) -> None:
+    """Config check for a source spec's optional `pixel_spacing_mm` and `orientation` keys."""
+    from .spec import ConfigError
+
+    for key, check in (("pixel_spacing_mm", check_spacing), ("orientation", check_orientation)):
+        value = getattr(spec, key)
+        if value is not None:
+            try:
+                check(value)
+            except ValueError as e:
+                raise ConfigError(f"{where}.{key}: {e}") from None

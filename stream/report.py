@@ -4,6 +4,11 @@ Built from the stages' final stats snapshots (several per stage when it was rest
 counts and histograms add up). Frames are accounted along the path the sinks' video takes:
 captured (by the sources) = delivered (by the render stages) + dropped on that path, by reason;
 any remainder (frames that vanished in a crashed stage or a dead link) is reported as `lost`.
+
+A source killed with SIGKILL never sends its final snapshot, so its last count can be behind:
+every stage reports the highest sequence number it saw per (stream, epoch) (`info.seq_high`),
+and a source run's captured count is at least that number + 1. The frames this adds are
+`frames.captured_unreported`; the frames among them that were not delivered show up as `lost`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 
 from .config import GrabSpec, InferSpec, PipelineConfig, RenderSpec
 from .histogram import Histogram
+from .security import exposed_endpoints
 from .stats import GLASS_MS, QUEUE_MS, STAGE_MS
 
 
@@ -108,6 +114,29 @@ def accuracy_from_confusion(confusion: list[list[int]], labels: list[str]) -> di
     }
 
 
+def captured_frames(
+    cfg: PipelineConfig, snapshots: list[dict[str, Any]]
+) -> tuple[int, int]:
+    """(captured, of which unreported): each source run's count, raised to the highest sequence
+    number any stage saw from that run (see the module doc)."""
+    grab_ids = {s.id for s in cfg.stages if isinstance(s, GrabSpec)}
+    seen: dict[str, int] = {}
+    for snap in snapshots:
+        for key, seq in snap.get("info", {}).get("seq_high", {}).items():
+            seen[key] = max(seen.get(key, -1), seq)
+    captured = unreported = 0
+    for snap in snapshots:
+        if snap["stage"] not in grab_ids:
+            continue
+        info = snap.get("info", {})
+        reported = snap.get("counters", {}).get("captured", 0)
+        key = f"{info.get('stream', snap['stage'])}@{info.get('epoch', 0)}"
+        at_least = seen.get(key, -1) + 1
+        captured += max(reported, at_least)
+        unreported += max(0, at_least - reported)
+    return captured, unreported
+
+
 def build_report(
     cfg: PipelineConfig,
     snapshots: list[dict[str, Any]],
@@ -120,7 +149,7 @@ def build_report(
     get = lambda sid: totals.get(sid, empty)  # noqa: E731
     grabs = [s for s in cfg.stages if isinstance(s, GrabSpec)]
     renders = [s for s in cfg.stages if isinstance(s, RenderSpec)]
-    captured = sum(get(s.id).counters["captured"] for s in grabs)
+    captured, unreported = captured_frames(cfg, snapshots)
     delivered = sum(get(s.id).counters["out"] for s in renders)
     on_path: list[str] = []
     for r in renders:
@@ -183,8 +212,24 @@ def build_report(
             "dropped": dict(sorted(dropped.items())),
             "dropped_total": sum(dropped.values()),
             "accounted": expected == delivered + sum(dropped.values()),
+            "captured_unreported": unreported,
+            "sink_drops": {
+                f"{r.id}/{sink}": n
+                for r in renders
+                for sink, drops in sorted(get(r.id).info.get("sink_drops", {}).items())
+                for n in [sum(drops.values())]
+                if n
+            },
             "rejected_messages": dict(sorted(rejected.items())),
         },
+        "clock": {
+            "skew_events": {
+                s.id: get(s.id).counters["clock_skew"]
+                for s in cfg.stages
+                if get(s.id).counters["clock_skew"]
+            },
+        },
+        "security": security_summary(cfg, totals),
         "fps": {
             "captured": round(sum(get(s.id).fps() for s in grabs), 2),
             "delivered": round(sum(get(r.id).fps() for r in renders), 2),
@@ -203,6 +248,22 @@ def build_report(
         "stages": stages,
     }
     return report
+
+
+def security_summary(cfg: PipelineConfig, totals: dict[str, StageTotals]) -> dict[str, Any]:
+    """CURVE on or off, and the refusals and failed handshakes each stage counted."""
+    out: dict[str, Any] = {
+        "curve": cfg.security.curve,
+        "insecure_endpoints": [] if cfg.security.curve else [e for _, e in exposed_endpoints(cfg)],
+    }
+    for prefix in ("auth_refused", "handshake_failed"):
+        out[prefix] = {
+            f"{sid}/{name.split(':', 1)[1]}": n
+            for sid, t in sorted(totals.items())
+            for name, n in sorted(t.counters.items())
+            if name.startswith(prefix + ":")
+        }
+    return out
 
 
 def _fmt(v: Any) -> str:
@@ -228,6 +289,23 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"{name:<22}{_fmt(d.get('p50')):>8}{_fmt(d.get('p90')):>8}{_fmt(d.get('p99')):>8}"
             f"{_fmt(d.get('max')):>8}{_fmt(d.get('fps')):>8}"
+        )
+    skew = report.get("clock", {}).get("skew_events")
+    if skew:
+        lines.append(
+            "CLOCKS DISAGREE: frames arrived before they were sent ("
+            + ", ".join(f"{k} {v}" for k, v in skew.items())
+            + "); synchronise the hosts' clocks (PTP/NTP): budgets and latencies are unreliable"
+        )
+    if f.get("sink_drops"):
+        lines.append(
+            "sinks dropped frames they were handed: "
+            + ", ".join(f"{k} {v}" for k, v in f["sink_drops"].items())
+        )
+    sec = report.get("security", {})
+    if sec.get("auth_refused"):
+        lines.append(
+            "refused peers: " + ", ".join(f"{k} {v}" for k, v in sec["auth_refused"].items())
         )
     b = report["budget"]
     lines.append(

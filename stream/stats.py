@@ -10,12 +10,17 @@ import json
 import os
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from .clock import Clock
 from .histogram import Histogram
+
+if TYPE_CHECKING:
+    from .transport import SocketGuard
+
+STATS_LINK = "stats"  # the stats channel's name for CURVE (allow-lists, ZAP domain)
 
 # histogram names used across stages
 STAGE_MS = "stage_ms"  # time a stage spent on a frame (arrival -> handed on)
@@ -88,7 +93,12 @@ class StatsPublisher:
     """Pushes snapshots to `endpoint` every `interval_s` (never blocking the stage)."""
 
     def __init__(
-        self, ctx: zmq.Context, endpoint: str | None, stats: StageStats, interval_s: float = 0.5
+        self,
+        ctx: zmq.Context,
+        endpoint: str | None,
+        stats: StageStats,
+        interval_s: float = 0.5,
+        guard: SocketGuard | None = None,
     ):
         self.stats = stats
         self.interval_s = interval_s
@@ -99,7 +109,13 @@ class StatsPublisher:
             self.sock = ctx.socket(zmq.PUSH)
             self.sock.setsockopt(zmq.SNDHWM, 16)
             self.sock.setsockopt(zmq.LINGER, 2000)
-            self.sock.connect(endpoint)
+            try:
+                if guard is not None:
+                    guard.secure(self.sock, STATS_LINK, binds=False)
+                self.sock.connect(endpoint)
+            except BaseException:
+                self.sock.close(linger=0)
+                raise
 
     def maybe_publish(self) -> None:
         now = time.monotonic()

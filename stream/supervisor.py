@@ -9,7 +9,6 @@ supervisor leaves no orphans.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -25,7 +24,11 @@ import zmq
 
 from .config import GrabSpec, InferSpec, PipelineConfig, RenderSpec, StageSpec
 from .report import build_report
+from .security import SUPERVISOR, Security, startup_notice
+from .snapshot import MAX_SNAPSHOT_BYTES, parse_snapshot
+from .spec import ConfigError
 from .stages.base import stage_logger
+from .stats import STATS_LINK
 
 DRAIN_S = 4.0
 TERM_S = 3.0
@@ -49,13 +52,28 @@ def start_order(cfg: PipelineConfig) -> list[StageSpec]:
 
 
 class Supervisor:
-    def __init__(self, cfg: PipelineConfig, config_path: str, duration_s: float | None = None):
+    """Runs the stages of `cfg` on this host (all, or the ids in `stages`: the others run
+    elsewhere with `medstream stage` and push their stats to this supervisor)."""
+
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        config_path: str,
+        duration_s: float | None = None,
+        stages: list[str] | None = None,
+    ):
         self.cfg = cfg
         self.config_path = str(Path(config_path).resolve())
         self.duration_s = duration_s
         self.log = stage_logger("supervisor")
-        self.children = {s.id: Child(s) for s in start_order(cfg)}
+        local = [cfg.stage(sid).id for sid in stages] if stages else [s.id for s in cfg.stages]
+        if not local:
+            raise ConfigError("--stages: name at least one stage to run here")
+        self.children = {s.id: Child(s) for s in start_order(cfg) if s.id in local}
+        self.stage_ids = {s.id for s in cfg.stages}  # stats accepted from remote stages too
         self.snapshots: dict[tuple[str, int], dict[str, Any]] = {}
+        self.malformed_stats = 0
+        self.security_counts: dict[str, int] = {}
         self.stop_reason = ""
         self.exit_code = 0
         self.signals = 0
@@ -87,6 +105,9 @@ class Supervisor:
         child.proc = None
         if self.stopping_since is not None:
             child.done = True
+            if rc not in (0, -signal.SIGTERM, -signal.SIGKILL):  # a failure while stopping (a sink
+                self.exit_code = 1  # that lost frames it had to keep, say) still fails the run
+                self.log.error("%s failed while stopping (exit %d)", sid, rc)
             return
         if rc == 0:
             child.done = True
@@ -159,13 +180,13 @@ class Supervisor:
             except zmq.Again:
                 return
             try:
-                snap = json.loads(body)
-                key = (snap["stage"], int(snap["pid"]))
-            except (ValueError, KeyError, TypeError):
-                self.log.warning("ignored a malformed stats message")
+                snap = parse_snapshot(body, self.stage_ids)
+            except ValueError as e:
+                self.malformed_stats += 1
+                if self.malformed_stats == 1:
+                    self.log.warning("ignored a malformed stats message (%s); counting more", e)
                 continue
-            if snap["stage"] in self.children:
-                self.snapshots[key] = snap
+            self.snapshots[(snap["stage"], snap["pid"])] = snap
 
     def live_snapshots(self) -> list[dict[str, Any]]:
         return list(self.snapshots.values())
@@ -174,10 +195,22 @@ class Supervisor:
     def run(self) -> dict[str, Any]:
         """Run the graph until the duration, a signal, or the sources end. Returns the report."""
         Path(self.cfg.run_dir).mkdir(parents=True, exist_ok=True)
+        startup_notice(self.cfg, self.log)
         ctx = zmq.Context()
+        security = Security(self.cfg, SUPERVISOR, ctx, self.log) if self.cfg.security.curve else None
         stats = ctx.socket(zmq.PULL)
         stats.setsockopt(zmq.LINGER, 0)
-        stats.bind(self.cfg.stats_endpoint)
+        stats.setsockopt(zmq.MAXMSGSIZE, MAX_SNAPSHOT_BYTES)
+        try:
+            if security is not None:
+                security.secure(stats, STATS_LINK, binds=True)
+            stats.bind(self.cfg.stats_endpoint)
+        except BaseException:
+            stats.close()
+            if security is not None:
+                security.close()
+            ctx.term()
+            raise
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         t0 = time.monotonic()
         try:
@@ -198,6 +231,8 @@ class Supervisor:
                     self.begin_stop(f"duration {self.duration_s:g} s reached")
                 if self.stopping_since is not None:
                     self._advance_stop()
+            if not self.stop_reason:
+                self.stop_reason = "every stage here finished"
             deadline = time.monotonic() + 1.0  # final snapshots are pushed as each stage exits
             while time.monotonic() < deadline and not self._all_final():
                 self._collect(stats, 50)
@@ -209,10 +244,21 @@ class Supervisor:
             for s, handler in old.items():
                 signal.signal(s, handler)
             stats.close()
+            if security is not None:
+                self.security_counts = dict(security.take_counts())
+                security.close()
             ctx.term()
         duration = time.monotonic() - t0
         restarts = {sid: c.restarts for sid, c in self.children.items()}
-        return build_report(self.cfg, self.live_snapshots(), duration, restarts, self.stop_reason)
+        report = build_report(
+            self.cfg, self.live_snapshots(), duration, restarts, self.stop_reason
+        )
+        report["supervisor"] = {
+            "stages_here": list(self.children),
+            "malformed_stats": self.malformed_stats,
+            "security": self.security_counts,
+        }
+        return report
 
     def _all_final(self) -> bool:
         latest: dict[str, dict[str, Any]] = {}

@@ -19,19 +19,20 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import zmq
 
-from .clock import Clock
+from .clock import CLOCK_TOLERANCE_MS, Clock
 from .codec import KIND_EOS, DecodeError, EndOfStream, Message, decode, encode_eos, encode_frame
 from .frame import Frame
-from .spec import ConfigError, bounded
+from .spec import ConfigError, bounded, section
 from .stats import QUEUE_MS, StageStats
 
 LIVE_HWM = 2
 LOSSLESS_HWM = 1000
 MAX_DRAIN = 10_000  # messages read in one live drain before the newest is used
+MAX_TRACKED = 64  # senders, streams, epochs remembered per receiver (oldest forgotten first)
 
 
 @dataclass
@@ -52,6 +53,11 @@ class LinkSpec:
     max_message_mb: float = bounded(
         256.0, 0.001, 4096.0, doc="largest message part a receiver accepts"
     )
+    allow: list[str] = section(
+        list,
+        "CURVE: public keys (names in security.keys_dir, or .key files) allowed to connect; "
+        "default: the stages that connect to this link",
+    )
 
     def validate(self, where: str) -> None:
         if not self.endpoint.startswith(("tcp://", "ipc://", "inproc://")):
@@ -70,8 +76,22 @@ class LinkError(RuntimeError):
     """A link endpoint that cannot be bound or connected; the message says which and why."""
 
 
-def _attach(sock: zmq.Socket, spec: LinkSpec, producer: bool) -> None:
+class SocketGuard(Protocol):
+    """Secures a socket before it binds or connects (CURVE: `stream.security.Security`)."""
+
+    def secure(self, sock: zmq.Socket, link: str, binds: bool) -> None: ...
+
+
+def _attach(
+    sock: zmq.Socket, spec: LinkSpec, producer: bool, link: str, guard: SocketGuard | None
+) -> None:
     binds = (spec.bind == "producer") == producer
+    if guard is not None:
+        try:
+            guard.secure(sock, link, binds)
+        except BaseException:
+            sock.close(linger=0)
+            raise
     try:
         if binds:
             if spec.endpoint.startswith("ipc://"):
@@ -89,6 +109,13 @@ def _never() -> bool:
     return False
 
 
+def _remember(d: dict, key: object, value: object) -> None:
+    """Set `d[key]`, forgetting the oldest entry when `d` would exceed MAX_TRACKED."""
+    if key not in d and len(d) >= MAX_TRACKED:
+        del d[next(iter(d))]
+    d[key] = value
+
+
 class Sender:
     """The producing end of a link. `send` never blocks on a live link."""
 
@@ -101,6 +128,7 @@ class Sender:
         clock: Clock,
         stats: StageStats,
         should_stop: Callable[[], bool] = _never,
+        guard: SocketGuard | None = None,
     ):
         self.name = name
         self.spec = spec
@@ -120,7 +148,7 @@ class Sender:
                 self.sock.setsockopt(zmq.XPUB_NODROP, 1)
         elif spec.mode == "live":
             self.sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue to a peer not yet connected
-        _attach(self.sock, spec, producer=True)
+        _attach(self.sock, spec, True, name, guard)
 
     def _track_subscriptions(self) -> None:
         while True:
@@ -208,6 +236,7 @@ class Receiver:
         stats: StageStats,
         topic: str = "",
         drop_prefix: str = "",
+        guard: SocketGuard | None = None,
     ):
         self.name = name
         self.spec = spec
@@ -223,10 +252,12 @@ class Receiver:
         self.sock.setsockopt(zmq.MAXMSGSIZE, int(spec.max_message_mb * 1024 * 1024))
         if self.pubsub:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        _attach(self.sock, spec, producer=False)
+        _attach(self.sock, spec, False, name, guard)
+        # link bookkeeping, each bounded to MAX_TRACKED entries (the ids come off the wire)
         self.last_link_seq: dict[str, int] = {}
         self.epochs: dict[str, int] = {}
-        self.eos_seen: set[tuple[str, int]] = set()
+        self.eos_seen: dict[tuple[str, int], bool] = {}
+        self.seq_high: dict[str, int] = {}  # "stream@epoch" -> highest frame seq seen
         # mailbox shared with the drain thread (live mode)
         self._cond = threading.Condition()
         self._newest: Message | None = None
@@ -242,32 +273,39 @@ class Receiver:
             self._thread.start()
 
     def _accept(self, parts: list, drops: Counter[str], counts: Counter[str]) -> Message | None:
-        """Decode one message and do the link bookkeeping; None if it was dropped."""
+        """Decode one message and do the link bookkeeping; None if it was dropped (counted)."""
         try:
             msg = decode(parts)
         except DecodeError as e:
             drops[f"invalid:{e.reason}"] += 1
             return None
+        except Exception:  # a decoder bug must not kill the drain thread: count it, go on
+            drops["invalid:decoder_error"] += 1
+            return None
         if msg.kind == KIND_EOS:
             assert msg.eos is not None
             key = (msg.eos.stream, msg.eos.epoch)
             if key in self.eos_seen:
+                counts["eos_repeats"] += 1
                 return None
-            self.eos_seen.add(key)
+            _remember(self.eos_seen, key, True)
+            counts["eos"] += 1
             return msg
         frame = msg.frame
         assert frame is not None
         if self.epochs.get(frame.stream, frame.epoch) != frame.epoch:
             counts["stream_restarts"] += 1
             self.last_link_seq.pop(msg.sender, None)
-        self.epochs[frame.stream] = frame.epoch
+        _remember(self.epochs, frame.stream, frame.epoch)
+        key = f"{frame.stream}@{frame.epoch}"
+        _remember(self.seq_high, key, max(frame.seq, self.seq_high.get(key, 0)))
         if self.pubsub:
             last = self.last_link_seq.get(msg.sender)
             if last is not None and msg.link_seq > last + 1:
                 drops["overflow"] += msg.link_seq - last - 1
             elif last is not None and msg.link_seq <= last:
                 counts["sender_restarts"] += 1
-            self.last_link_seq[msg.sender] = msg.link_seq
+            _remember(self.last_link_seq, msg.sender, msg.link_seq)
         counts["in"] += 1
         return msg
 
@@ -304,6 +342,13 @@ class Receiver:
             self.stats.count(name, n)
         self._drops.clear()
         self._counts.clear()
+        if self.seq_high:
+            high = self.stats.info.setdefault("seq_high", {})
+            for key, seq in self.seq_high.items():
+                if seq > high.get(key, -1):
+                    if key not in high and len(high) >= MAX_TRACKED:
+                        del high[next(iter(high))]
+                    high[key] = seq
 
     def _take(self) -> Message | None:
         if self._newest is not None:
@@ -328,7 +373,11 @@ class Receiver:
             msg = self._recv_in_order(timeout_ms)
             self._flush_counts()
         if msg is not None and msg.kind != KIND_EOS:
-            self.stats.observe(QUEUE_MS, (self.clock.now_ns() - msg.sent_ns) / 1e6)
+            queue_ms = (self.clock.now_ns() - msg.sent_ns) / 1e6
+            if queue_ms < -CLOCK_TOLERANCE_MS:  # received before it was sent: clocks disagree
+                self.stats.count("clock_skew")
+            else:
+                self.stats.observe(QUEUE_MS, queue_ms)
         return msg
 
     def _recv_in_order(self, timeout_ms: int) -> Message | None:

@@ -12,7 +12,7 @@ import sys
 from stream.cli import build_parser, run_parsed
 
 # modules under tools/ that add subcommands (profile, top, bench, evaluate, ...)
-TOOL_COMMANDS: list[str] = ["tools.engine_cli", "tools.evaluate"]
+TOOL_COMMANDS: list[str] = ["tools.fuzz", "tools.soak", "tools.engine_cli", "tools.evaluate"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from engines.api import EngineSpec
 from stream.config import GrabSpec, InferSpec, PipelineConfig, RenderSpec, RestartSpec
+from stream.security import SecuritySpec
 from stream.sinks import SINK_TYPES
 from stream.sources import SOURCE_TYPES
 from stream.spec import spec_fields_doc
@@ -46,6 +47,7 @@ def render() -> str:
         INTRO,
         table("Top level", PipelineConfig, skip=("links", "stages", "source_file")),
         table("`restart:`", RestartSpec),
+        table("`security:` (see docs/security.md)", SecuritySpec),
         table("`links.<name>:`", LinkSpec),
         table("Stage `kind: grab`", GrabSpec),
         table("Stage `kind: infer`", InferSpec),

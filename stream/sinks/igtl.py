@@ -26,6 +26,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from stream.exposure import require_loopback_or
 from stream.frame import Frame
 from stream.geometry import spacing_from_meta
 from stream.sinks.base import SinkError, check_source_fps, json_snapshot
@@ -41,7 +42,7 @@ DROP_REASONS = ("no_client", "superseded", "client_skipped", "pack_error")
 class IgtlSpec:
     """Config of an `igtl` sink."""
 
-    host: str = bounded("127.0.0.1", doc="address to listen on (keep 127.0.0.1 unless trusted)")
+    host: str = bounded("127.0.0.1", doc="address to listen on; off loopback needs allow_remote")
     port: int = bounded(18945, 0, 65535, doc="TCP port (0: a free one)")
     device: str = bounded("", doc="device name prefix (default: the stage id)")
     image: Literal["original", "rendered"] = bounded(
@@ -51,10 +52,20 @@ class IgtlSpec:
     send_timeout_s: float = bounded(
         2.0, 0.1, 60.0, doc="a client that takes no bytes for this long is disconnected"
     )
+    allow_remote: bool = bounded(
+        False, doc="listen off loopback: OpenIGTLink has no authentication nor encryption"
+    )
 
     def validate(self, where: str) -> None:
         if not self.host:
             raise ConfigError(f"{where}.host: expected a host name or address, got ''")
+        require_loopback_or(
+            self.host,
+            self.allow_remote,
+            f"{where}.host",
+            "OpenIGTLink has no authentication nor encryption: set allow_remote: true only on "
+            "a network you trust",
+        )
         if self.device:
             check_device(self.device, f"{where}.device", ConfigError)
 

@@ -2,8 +2,11 @@
 
 Routes: `/` (the page), `/stream.mjpg` (multipart/x-mixed-replace; each client gets only the
 newest frame), `/frame.jpg` (the newest frame; 503 before the first), `/stats.json`.
-The images are patient images and this is plain HTTP: keep `host` on 127.0.0.1 (the default)
-unless the network between the viewer and its browsers is trusted.
+The images are patient images and this is plain HTTP: `host` is 127.0.0.1 by default, and any
+other address needs `token_file`: every request must then present that token (`?token=...`,
+`Authorization: Bearer ...` or `X-Medstream-Token`), compared in constant time; refusals are
+counted. The token keeps other users of the network out; it is no encryption (put a TLS proxy
+in front when the network is not trusted).
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote
 
 import numpy as np
 
+from stream.exposure import require_loopback_or, token_matches
 from stream.frame import Frame
 from stream.sinks.base import SinkError, check_source_fps, json_snapshot
 from stream.sinks.latest import LatestJpeg
@@ -35,14 +41,35 @@ CLOSE_JOIN_S = 2.0  # close() waits at most this long, in all, for handler threa
 class ViewerSpec:
     """Config of a `viewer` sink."""
 
-    host: str = "127.0.0.1"
+    host: str = bounded("127.0.0.1", doc="address to listen on; off loopback needs token_file")
     port: int = bounded(8080, 0, 65535, doc="TCP port; 0 picks a free one (see the log)")
     jpeg_quality: int = bounded(80, 1, 100, doc="JPEG quality of the stream, 1-100")
     title: str = "medstream"
+    token_file: str = bounded(
+        "", doc="file holding the access token every request must present (required off loopback)"
+    )
 
     def validate(self, where: str) -> None:
         if not self.host:
             raise ConfigError(f"{where}.host: expected a host name or address, got ''")
+        require_loopback_or(
+            self.host,
+            bool(self.token_file),
+            f"{where}.host",
+            "set token_file (a file holding a secret token: browsers then open "
+            "http://HOST:PORT/?token=TOKEN)",
+        )
+
+
+def read_token(path: str, who: str) -> str:
+    """The token in `path` (first line, stripped); SinkError if unreadable or too short."""
+    try:
+        token = Path(path).read_text().strip().splitlines()[0].strip()
+    except (OSError, UnicodeDecodeError, IndexError) as e:
+        raise SinkError(f"{who}: cannot read token_file {path}: {e}") from None
+    if len(token) < 16:
+        raise SinkError(f"{who}: token in {path} is shorter than 16 characters")
+    return token
 
 
 def _url(host: str, port: int) -> str:
@@ -112,10 +139,23 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Requests are not logged: the stream would fill the log."""
 
+    def _presented_token(self, query: str) -> str | None:
+        values = parse_qs(query).get("token")
+        if values:
+            return values[0]
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            return auth[len("Bearer ") :].strip()
+        return self.headers.get("X-Medstream-Token")
+
     def do_GET(self) -> None:
         sink = self.server.sink
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         try:
+            if sink.token and not token_matches(self._presented_token(query), sink.token):
+                sink.count_unauthorized()
+                self._send(401, "text/plain", b"a valid token is required (?token=...)\n")
+                return
             if path == "/":
                 self._send(200, "text/html; charset=utf-8", sink.page().encode())
             elif path == "/stats.json":
@@ -180,6 +220,9 @@ class ViewerSink:
         self._stats: dict[str, Any] = {}
         self._written = 0
         self._last_seq: int | None = None
+        self._last_capture_ns: int | None = None
+        self._unauthorized = 0
+        self.token = read_token(spec.token_file, f"viewer sink {stage_id!r}") if spec.token_file else ""
         try:
             self._server = _Server((spec.host, spec.port), self)
         except OSError as e:
@@ -213,6 +256,7 @@ class ViewerSink:
         with self._lock:
             self._written += 1
             self._last_seq = frame.seq
+            self._last_capture_ns = frame.capture_ns
 
     def update_stats(self, stats: dict[str, Any]) -> None:
         """Replace the stats shown on the page (must be JSON-able)."""
@@ -236,15 +280,23 @@ class ViewerSink:
                     "frames_written": self._written,
                     "frames_encoded": self.slot.encoded,
                     "last_seq": self._last_seq,
+                    "last_capture_ns": self._last_capture_ns,
                     "connections": self._server.connections(),
+                    "unauthorized": self._unauthorized,
                     "drops": self.drops(),
                 },
                 "stats": self._stats,
             }
 
+    def count_unauthorized(self) -> None:
+        with self._lock:
+            self._unauthorized += 1
+
     def page(self) -> str:
-        """The HTML page: the live stream and a stats table polled from /stats.json."""
-        return _PAGE.replace("{title}", html.escape(self.spec.title))
+        """The HTML page: the live stream and a stats table polled from /stats.json (it is
+        served only to a request that presented the token, so it carries the token on)."""
+        query = f"?token={quote(self.token, safe='')}" if self.token else ""
+        return _PAGE.replace("{query}", query).replace("{title}", html.escape(self.spec.title))
 
     def close(self) -> None:
         """Stop serving: end every client, stop the server, join its threads (bounded)."""
@@ -274,7 +326,7 @@ td:first-child { color: #999; }
 #status { color: #f55; }
 </style></head>
 <body><header>{title} <span id="status"></span></header>
-<main><img id="live" src="/stream.mjpg" alt="live stream">
+<main><img id="live" src="/stream.mjpg{query}" alt="live stream">
 <table id="stats"></table></main>
 <script>
 function flatten(obj, prefix, out) {
@@ -287,7 +339,7 @@ function flatten(obj, prefix, out) {
 }
 async function poll() {
   try {
-    const r = await fetch("/stats.json", {cache: "no-store"});
+    const r = await fetch("/stats.json{query}", {cache: "no-store"});
     const s = await r.json();
     const rows = flatten(s.stats, "", []).concat(flatten(s.viewer, "viewer", []));
     const t = document.getElementById("stats");
@@ -303,7 +355,9 @@ async function poll() {
   }
 }
 const img = document.getElementById("live");
-img.onerror = () => setTimeout(() => { img.src = "/stream.mjpg?" + Date.now(); }, 1000);
+const Q = "{query}";
+img.onerror = () => setTimeout(() => {
+  img.src = "/stream.mjpg" + (Q ? Q + "&" : "?") + "t=" + Date.now(); }, 1000);
 setInterval(poll, 1000); poll();
 </script></body></html>
 """

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from stream.geometry import check_orientation, check_spacing, geometry_meta
+from stream.geometry import geometry_meta, validate_geometry_fields
 from stream.sources.base import Capture, SourceError, SourceEvent, never_stop, one_line
 from stream.spec import ConfigError, bounded
 
@@ -101,13 +101,7 @@ class CaptureSpec:
             raise ConfigError(f"{where}.input: a device index must be >= 0, got {self.input}")
         if self.fourcc and (len(self.fourcc) != 4 or not self.fourcc.isascii()):
             raise ConfigError(f"{where}.fourcc: expected 4 ASCII characters, got {self.fourcc!r}")
-        for key, check in (("pixel_spacing_mm", check_spacing), ("orientation", check_orientation)):
-            value = getattr(self, key)
-            if value is not None:
-                try:
-                    check(value)
-                except ValueError as e:
-                    raise ConfigError(f"{where}.{key}: {e}") from None
+        validate_geometry_fields(self, where)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.geometry import check_orientation, check_spacing, geometry_meta
+from stream.geometry import geometry_meta, validate_geometry_fields
 from stream.sources.base import Capture, SourceError, SourceEvent, one_line
 from stream.sources.dicom_image import (
     GrayWindow,
@@ -54,13 +54,7 @@ class DicomSpec:
     def validate(self, where: str) -> None:
         if not self.path:
             raise ConfigError(f"{where}.path: expected a DICOM file path, got ''")
-        for key, check in (("pixel_spacing_mm", check_spacing), ("orientation", check_orientation)):
-            value = getattr(self, key)
-            if value is not None:
-                try:
-                    check(value)
-                except ValueError as e:
-                    raise ConfigError(f"{where}.{key}: {e}") from None
+        validate_geometry_fields(self, where)
 
 
 def _import_pydicom() -> tuple[Any, Any, Any]:

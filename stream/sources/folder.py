@@ -10,7 +10,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from stream.geometry import check_orientation, check_spacing, geometry_meta
+from stream.geometry import geometry_meta, validate_geometry_fields
 from stream.sources.base import Capture, SourceError, SourceEvent
 from stream.spec import ConfigError, bounded
 
@@ -37,13 +37,7 @@ class FolderSpec:
     def validate(self, where: str) -> None:
         if not self.path:
             raise ConfigError(f"{where}.path: expected a folder, got ''")
-        for key, check in (("pixel_spacing_mm", check_spacing), ("orientation", check_orientation)):
-            value = getattr(self, key)
-            if value is not None:
-                try:
-                    check(value)
-                except ValueError as e:
-                    raise ConfigError(f"{where}.{key}: {e}") from None
+        validate_geometry_fields(self, where)
 
 
 def natural_key(path: Path) -> list[Any]:

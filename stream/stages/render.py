@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..budget import BudgetGuard
+from ..clock import CLOCK_TOLERANCE_MS
 from ..config import RenderSpec
 from ..frame import Frame
 from ..geometry import orientation_from_meta, spacing_from_meta
@@ -123,8 +124,11 @@ class Renderer:
             sink.write(canvas, frame)
         end = rt.clock.now_ns()
         glass_ms = (handoff - frame.capture_ns) / 1e6
-        rt.stats.observe(GLASS_MS, glass_ms)
-        self.recent.record(glass_ms, handoff)
+        if glass_ms < -CLOCK_TOLERANCE_MS:  # rendered before captured: the clocks disagree
+            rt.stats.count("clock_skew")
+        else:
+            rt.stats.observe(GLASS_MS, glass_ms)
+            self.recent.record(glass_ms, handoff)
         if handoff > frame.deadline_ns:
             rt.stats.count("budget_misses")
         self.handoffs.append(handoff)
@@ -205,12 +209,24 @@ def run_render(rt: StageRuntime, spec: RenderSpec) -> int:
             _passthrough(rt, spec, renderer, guard)
     finally:
         renderer.publish_live(force=True)
-        for sink in sinks:
+        failed = _close_sinks(rt, sinks)
+    return 2 if failed else 0
+
+
+def _close_sinks(rt: StageRuntime, sinks: list[Sink]) -> bool:
+    """Close every sink, recording its drops; True if one failed to finish (a recording that
+    could not be written completely, say): the stage then exits non-zero, failing the run."""
+    failed = False
+    for sink in sinks:
+        try:
             sink.close()
-            drops = sink.drops()
-            if drops:
-                rt.stats.info.setdefault("sink_drops", {})[type(sink).__name__] = dict(drops)
-    return 0
+        except SinkError as e:
+            rt.log.error("%s", e)
+            failed = True
+        drops = sink.drops()
+        if drops:
+            rt.stats.info.setdefault("sink_drops", {})[type(sink).__name__] = dict(drops)
+    return failed
 
 
 def _synchronized(rt: StageRuntime, renderer: Renderer, guard: BudgetGuard) -> None:

@@ -1,0 +1,143 @@
+"""Accounting under faults, clocks that disagree, and stats snapshots that are not to be trusted."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream.clock import FakeClock, WallClock
+from stream.config import load_config
+from stream.report import build_report, captured_frames, format_report
+from stream.snapshot import parse_snapshot
+from stream.stats import QUEUE_MS, StageStats
+from stream.transport import Receiver, Sender
+
+from .helpers import make_frame, tcp_link
+
+ROOT = Path(__file__).resolve().parent.parent
+CFG = load_config(yaml.safe_load((ROOT / "configs" / "ultrasound_seg.yaml").read_text()))
+IDS = {s.id for s in CFG.stages}
+
+
+def snap(stage: str, pid: int, counters: dict, info: dict | None = None, drops: dict | None = None) -> dict:
+    return {
+        "stage": stage, "pid": pid, "started_ns": pid, "final": False, "counters": counters,
+        "drops": drops or {}, "hists": {}, "info": info or {}, "first_out_ns": None,
+        "last_out_ns": None,
+    }
+
+
+def test_a_killed_source_is_counted_up_to_the_highest_sequence_seen() -> None:
+    snapshots = [
+        # the first grab run was SIGKILLed: its last snapshot says 10, downstream saw seq 14
+        snap("grab", 1, {"captured": 10}, {"stream": "grab", "epoch": 111}),
+        snap("grab", 2, {"captured": 20}, {"stream": "grab", "epoch": 222}),  # its restart
+        snap("infer", 3, {"out": 28}, {"seq_high": {"grab@111": 14, "grab@222": 19}}),
+        snap("render", 4, {"out": 27}, {"seq_high": {"grab@111": 13, "grab@222": 19}},
+             drops={"late": 1}),
+    ]
+    assert captured_frames(CFG, snapshots) == (35, 5)
+    report = build_report(CFG, snapshots, 1.0, {"grab": 1}, "test")
+    f = report["frames"]
+    assert f["captured"] == 35 and f["captured_unreported"] == 5
+    assert f["delivered"] == 27 and f["dropped"] == {"late": 1, "lost": 7}
+    assert f["accounted"]
+
+
+def test_clock_skew_is_counted_not_recorded() -> None:
+    """A receiver whose clock is 1 s behind the sender's sees frames 'from the future'."""
+    spec = tcp_link("pushpull", "lossless")
+    ctx = zmq.Context()
+    tx_stats = StageStats("tx", "grab", WallClock())
+    rx_stats = StageStats("rx", "infer", WallClock())
+    behind = FakeClock(time.time_ns() - 1_000_000_000)
+    tx = Sender(ctx, "l", spec, "tx", WallClock(), tx_stats)
+    rx = Receiver(ctx, "l", spec, "rx", behind, rx_stats)
+    try:
+        for seq in range(3):
+            assert tx.send(make_frame(seq, (4, 4), time.time_ns()))
+            assert rx.recv(2000) is not None
+        assert rx_stats.counters["clock_skew"] == 3
+        assert QUEUE_MS not in rx_stats.hists
+    finally:
+        tx.close()
+        rx.close()
+        ctx.term()
+    snapshots = [snap("grab", 1, {"captured": 3, "out": 3}), snap("render", 2, {"out": 3, "clock_skew": 3})]
+    report = build_report(CFG, snapshots, 1.0, {}, "test")
+    assert report["clock"]["skew_events"] == {"render": 3}
+    assert "CLOCKS DISAGREE" in format_report(report)
+
+
+def test_sink_drops_in_the_report() -> None:
+    snapshots = [
+        snap("grab", 1, {"captured": 5}),
+        snap("render", 2, {"out": 5}, {"sink_drops": {"RecorderSink": {"sink_overflow": 2}}}),
+    ]
+    report = build_report(CFG, snapshots, 1.0, {}, "test")
+    assert report["frames"]["sink_drops"] == {"render/RecorderSink": 2}
+    assert "sinks dropped frames they were handed: render/RecorderSink 2" in format_report(report)
+
+
+def test_security_summary_in_the_report() -> None:
+    snapshots = [snap("grab", 1, {"captured": 1, "auth_refused:medstream/frames": 4})]
+    report = build_report(CFG, snapshots, 1.0, {}, "test")
+    assert report["security"]["auth_refused"] == {"grab/medstream/frames": 4}
+    assert report["security"]["curve"] is False and report["security"]["insecure_endpoints"] == []
+    assert "refused peers: grab/medstream/frames 4" in format_report(report)
+
+
+GOOD = snap("infer", 7, {"in": 3}, {"seq_high": {"grab@1": 2}})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"stage": "intruder"}, {"stage": ["infer"]}, {"pid": "7"}, {"pid": True}, {"final": 1},
+        {"counters": {"in": -1}}, {"counters": []}, {"drops": {"x": 1.5}},
+        {"hists": {"h": {"buckets": {"99999999": 1}, "count": 1}}}, {"hists": {"h": []}},
+        {"hists": {"h": {"buckets": {"3": 2**70}, "count": 1}}},
+        {"info": {"confusion": [[1, 2]]}}, {"info": {"confusion": "x"}}, {"info": []},
+        {"info": {"seq_high": {"a": -5}}}, {"info": {"labels": [1]}}, {"first_out_ns": "x"},
+        {"info": {"sink_drops": {"RecorderSink": {"x": "1"}}}}, {"info": {"sink_drops": []}},
+    ],
+)
+def test_malformed_snapshots_are_refused(change: dict) -> None:
+    bad = copy.deepcopy(GOOD)
+    bad.update(change)
+    with pytest.raises(ValueError):
+        parse_snapshot(json.dumps(bad).encode(), IDS)
+
+
+def test_snapshot_garbage() -> None:
+    assert parse_snapshot(json.dumps(GOOD).encode(), IDS)["stage"] == "infer"
+    for body in (b"", b"\xff", b"[" * 100_000, b"null", b"1e999999", b"{" + b"x" * 100):
+        with pytest.raises(ValueError):
+            parse_snapshot(body, IDS)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(GOOD)), JSON, max_size=4))
+def test_hypothesis_snapshots_never_crash(changes: dict) -> None:
+    body = copy.deepcopy(GOOD)
+    body.update(changes)
+    try:
+        checked = parse_snapshot(json.dumps(body).encode(), IDS)
+    except ValueError:
+        return
+    format_report(build_report(CFG, [checked], 1.0, {}, "test"))  # what passes, reports
