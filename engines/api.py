@@ -4,6 +4,7 @@
     pipeline = load_pipeline(spec)        # preprocess -> engine -> postprocess
     result = pipeline(image, "gray8")     # InferenceResult
     pipeline.backend, pipeline.device, pipeline.precision   # what actually ran
+    pipeline.selection                    # why that backend (one line)
 
 Everything else in this package is internal.
 """
@@ -15,7 +16,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from stream.spec import bounded
+from stream.spec import bounded, section
 
 BackendName = Literal["auto", "onnxruntime", "pytorch", "tensorrt", "classical"]
 
@@ -25,14 +26,30 @@ class EngineSpec:
     """The `engine:` section of an infer stage."""
 
     model: str = bounded(
-        "us-seg", doc="bundled model name (see `medstream models`) or path to an .onnx file"
+        "us-seg",
+        doc="bundled model name (see `medstream models`), path to an .onnx file, a classical "
+        "method (classical-median, classical-bilateral, classical-nlm, classical-otsu, "
+        "classical-instruments), or a chain such as classical-median+us-seg",
     )
     backend: BackendName = bounded(
-        "auto", doc="auto: TensorRT if usable, else ONNX Runtime on the CPU"
+        "auto", doc="auto: TensorRT if usable, else ONNX Runtime (CUDA if usable, else CPU)"
     )
     threads: int = bounded(1, 1, 256, doc="intra-op CPU threads for the engine")
     optimization: Literal["disable", "basic", "extended", "all"] = bounded(
         "all", doc="ONNX Runtime graph optimisation level"
+    )
+    providers: list[str] = section(
+        list,
+        "ONNX Runtime execution providers in order; empty: CUDAExecutionProvider where "
+        "usable, then CPUExecutionProvider",
+    )
+    precision: Literal["model", "fp16"] = bounded(
+        "model",
+        doc="TensorRT: model = as the ONNX file is (fp32, or int8 for a Q/DQ model); fp16 = "
+        "build from an fp16 copy. Other backends run the file as it is",
+    )
+    engine_cache: str = bounded(
+        "~/.cache/medstream/engines", doc="TensorRT: folder of built engines"
     )
 
 
@@ -54,10 +71,12 @@ class InferenceResult:
 
 class InferencePipeline(Protocol):
     model_id: str
+    task: str  # "segmentation" (mask) or "denoising" (image); a chain: its last model's
     labels: list[str]
     backend: str
     device: str
     precision: str
+    selection: str  # why this backend, one line (e.g. "auto: TensorRT not usable (...)")
 
     def __call__(self, image: np.ndarray, pixel_format: str) -> InferenceResult: ...
 

@@ -1,4 +1,9 @@
-"""The ONNX Runtime engine: load an .onnx model, describe its tensors, run it (CPU by default)."""
+"""The ONNX Runtime engine: load an .onnx model, describe its tensors, run it.
+
+Execution providers: those asked for, in order, else `default_providers()`: the CUDA provider
+where this ONNX Runtime build has it and a GPU answers, then the CPU. ONNX Runtime falls back
+to the next provider when one cannot start; `device` reports the one that actually runs.
+"""
 
 from __future__ import annotations
 
@@ -42,8 +47,26 @@ def _info(arg: ort.NodeArg) -> TensorInfo:
     return TensorInfo(arg.name, shape, _ORT_DTYPES[arg.type])
 
 
+DEVICES = {
+    "CPUExecutionProvider": "cpu",
+    "CUDAExecutionProvider": "cuda",
+    "TensorrtExecutionProvider": "cuda (TensorRT EP)",
+}
+
+
+def default_providers() -> tuple[str, ...]:
+    """CUDA where this build of ONNX Runtime has it and a CUDA device is usable; then CPU."""
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" in available:
+        from engines.backends import cuda_device_problem
+
+        if cuda_device_problem() is None:
+            return ("CUDAExecutionProvider", "CPUExecutionProvider")
+    return ("CPUExecutionProvider",)
+
+
 class OnnxRuntimeEngine:
-    """One ONNX Runtime session on the CPU execution provider.
+    """One ONNX Runtime session (CPU by default; see the module docstring for providers).
 
     `threads` is the intra-op thread count; idle pool threads do not spin, so an engine leaves
     the CPU to the other stages of a pipeline between frames.
@@ -54,7 +77,8 @@ class OnnxRuntimeEngine:
         path: Path | str,
         threads: int = 1,
         optimization: str = "all",
-        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+        providers: tuple[str, ...] = (),
+        precision: str = "fp32",
     ) -> None:
         if optimization not in OPTIMIZATION_LEVELS:
             raise ValueError(
@@ -62,6 +86,14 @@ class OnnxRuntimeEngine:
             )
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        available = ort.get_available_providers()
+        unknown = [p for p in providers if p not in available]
+        if unknown:
+            raise ValueError(
+                f"execution provider {unknown[0]!r} is not in this ONNX Runtime build "
+                f"(available: {', '.join(available)})"
+            )
+        providers = tuple(providers) or default_providers()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -76,6 +108,8 @@ class OnnxRuntimeEngine:
         except Exception as e:  # ORT raises several types for unreadable or invalid models
             raise ValueError(f"cannot load ONNX model {str(self.path)!r}: {e}") from None
         self.providers = tuple(self._session.get_providers())
+        self.device = DEVICES.get(self.providers[0], self.providers[0])
+        self.precision = precision
         self.inputs = tuple(_info(a) for a in self._session.get_inputs())
         self.outputs = tuple(_info(a) for a in self._session.get_outputs())
         self._output_names = [o.name for o in self.outputs]

@@ -1,60 +1,75 @@
-"""`load_pipeline`: a model's preprocess -> engine -> postprocess behind `InferencePipeline`."""
+"""`load_pipeline`: a model's preprocess -> engine -> postprocess behind `InferencePipeline`.
+
+model "us-seg"                      one network on the backend chosen (engines/backends.py)
+model "classical-nlm"               a classical OpenCV method (engines/classical.py)
+model "classical-median+us-seg"     a chain: each denoiser's image feeds the next model
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 import numpy as np
 
 from engines.api import EngineSpec, EngineUnavailable, InferencePipeline, InferenceResult
-from engines.onnxrt import OnnxRuntimeEngine
-from engines.postprocess import labels_from_logits
+from engines.backends import Selection, select_backend
+from engines.onnxrt import TensorInfo
+from engines.postprocess import image_from_output, labels_from_logits
 from engines.preprocess import check_image, preprocess
 from engines.registry import ModelError, ModelRef, resolve_model
 
-_LATER = {
-    "tensorrt": "the TensorRT engine is not implemented yet",
-    "pytorch": "the PyTorch engine is not implemented yet",
-    "classical": "the classical OpenCV engines are not implemented yet",
-}
+
+class TensorEngine(Protocol):
+    """What every network backend offers: named tensors in, named tensors out."""
+
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    device: str
+    precision: str
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
 
 
-def resolve_backend(backend: str) -> str:
-    """The backend that will run: `auto` is ONNX Runtime on the CPU until TensorRT exists."""
-    if backend == "auto":
-        return "onnxruntime"
-    if backend in _LATER:
-        raise EngineUnavailable(f"backend {backend!r}: {_LATER[backend]}; use onnxruntime or auto")
-    if backend != "onnxruntime":
-        raise ValueError(
-            f"unknown backend {backend!r}; one of auto, onnxruntime, tensorrt, pytorch, classical"
-        )
-    return backend
+class FrameEngine(TensorEngine, Protocol):
+    """A backend that preprocesses the uint8 frame itself (TensorRT with CUDA preprocessing)."""
+
+    def run_frame(self, image: np.ndarray, pixel_format: str) -> dict[str, np.ndarray]: ...
 
 
-class SegmentationPipeline:
-    """Semantic segmentation with ONNX Runtime on the CPU: frame -> uint8 label map."""
+def resolve_backend(backend: str, model: str = "us-seg") -> str:
+    """The backend that will run `model` (see engines/backends.py)."""
+    return select_backend(backend, model).backend
 
-    backend = "onnxruntime"
-    device = "cpu"
 
-    def __init__(self, ref: ModelRef, engine: OnnxRuntimeEngine) -> None:
+class ModelPipeline:
+    """One network: frame -> label map (segmentation) or image (denoising)."""
+
+    def __init__(self, ref: ModelRef, engine: TensorEngine, selection: Selection) -> None:
         card = ref.card
         self.model_id = ref.model_id
+        self.task = card.task
         self.labels = list(card.labels)
-        self.precision = {"float32": "fp32", "float16": "fp16"}[card.input.dtype]
+        self.backend = selection.backend
+        self.selection = selection.reason
+        self.device = engine.device
+        self.precision = engine.precision
         self._input = card.input
         self._output = card.output
+        self._scale = card.output_scale
         self._engine = engine
+        self._frame_engine = hasattr(engine, "run_frame")
         self._check_model(ref)
 
     def _check_model(self, ref: ModelRef) -> None:
-        """The card must describe the ONNX file: names, dtype, channels, size, classes."""
+        """The card must describe the model file: names, dtype, channels, size, classes."""
         inp = self._input
         where = f"model {ref.model_id!r}"
         infos = {i.name: i for i in self._engine.inputs}
         if list(infos) != [inp.name]:
-            raise ModelError(f"{where}: card input {inp.name!r}, ONNX inputs {list(infos)}")
+            raise ModelError(f"{where}: card input {inp.name!r}, model inputs {list(infos)}")
         info = infos[inp.name]
         want = (None, inp.num_channels, inp.height, inp.width)
         if (
@@ -66,47 +81,104 @@ class SegmentationPipeline:
             )
         ):
             raise ModelError(
-                f"{where}: ONNX input {info.shape} {info.dtype} does not match the card "
+                f"{where}: model input {info.shape} {info.dtype} does not match the card "
                 f"(N x {inp.num_channels} x {inp.height} x {inp.width} {inp.dtype})"
             )
         outs = {o.name: o for o in self._engine.outputs}
         if self._output not in outs:
-            raise ModelError(f"{where}: card output {self._output!r}, ONNX outputs {list(outs)}")
-        classes = outs[self._output].shape[1] if len(outs[self._output].shape) == 4 else None
-        if classes != len(self.labels) and isinstance(classes, int):
-            raise ModelError(f"{where}: {classes} output classes but {len(self.labels)} labels")
+            raise ModelError(f"{where}: card output {self._output!r}, model outputs {list(outs)}")
+        shape = outs[self._output].shape
+        channels = shape[1] if len(shape) == 4 else None
+        if self.task == "segmentation":
+            if channels != len(self.labels) and isinstance(channels, int):
+                raise ModelError(
+                    f"{where}: {channels} output classes but {len(self.labels)} labels"
+                )
+        elif isinstance(channels, int) and channels not in (1, 3):
+            raise ModelError(f"{where}: a denoiser must output 1 or 3 channels, got {channels}")
 
     def __call__(self, image: np.ndarray, pixel_format: str) -> InferenceResult:
         check_image(image, pixel_format)
         t0 = time.perf_counter()
-        x = preprocess(image, pixel_format, self._input)
-        t1 = time.perf_counter()
-        logits = self._engine.run({self._input.name: x})[self._output]
+        if self._frame_engine:
+            t1 = t0
+            out = self._engine.run_frame(image, pixel_format)[self._output]  # type: ignore[attr-defined]
+        else:
+            x = preprocess(image, pixel_format, self._input)
+            t1 = time.perf_counter()
+            out = self._engine.run({self._input.name: x})[self._output]
         t2 = time.perf_counter()
-        mask = labels_from_logits(logits, image.shape[:2])
+        if self.task == "segmentation":
+            result = InferenceResult(mask=labels_from_logits(out, image.shape[:2]))
+        else:
+            result = InferenceResult(
+                mask=None, image=image_from_output(out, image.shape[:2], self._scale)
+            )
         t3 = time.perf_counter()
-        return InferenceResult(
-            mask=mask,
-            timings_ms={
-                "preprocess": (t1 - t0) * 1e3,
-                "engine": (t2 - t1) * 1e3,
-                "postprocess": (t3 - t2) * 1e3,
-            },
-        )
+        result.timings_ms = {
+            "preprocess": (t1 - t0) * 1e3,
+            "engine": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+        }
+        return result
 
     def close(self) -> None:
         self._engine.close()
 
 
-def load_pipeline(spec: EngineSpec) -> InferencePipeline:
-    """Resolve the backend and the model, load the engine, check the card against the model."""
-    resolve_backend(spec.backend)
-    ref = resolve_model(spec.model)
-    if ref.card.task != "segmentation":
-        raise ModelError(f"model {ref.model_id!r}: task {ref.card.task!r} is not supported yet")
-    engine = OnnxRuntimeEngine(ref.onnx_path, spec.threads, spec.optimization)
+def _network_engine(spec: EngineSpec, ref: ModelRef, backend: str) -> TensorEngine:
+    if backend == "onnxruntime":
+        from engines.onnxrt import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(
+            ref.onnx_path,
+            spec.threads,
+            spec.optimization,
+            providers=tuple(spec.providers),
+            precision=ref.card.precision,
+        )
+    if backend == "pytorch":
+        from engines.torch_engine import TorchEngine
+
+        return TorchEngine(ref, spec.threads)
+    if backend == "tensorrt":
+        from engines.tensorrt_engine import TensorRTEngine
+
+        return TensorRTEngine(ref, spec.precision, spec.engine_cache)
+    raise EngineUnavailable(f"backend {backend!r} cannot run network {ref.model_id!r}")
+
+
+def load_model(spec: EngineSpec, model: str) -> InferencePipeline:
+    """One model (no chain): a classical method or a network."""
+    selection = select_backend(spec.backend, model)
+    if selection.backend == "classical":
+        from engines.classical import load_classical
+
+        return load_classical(model)
+    ref = resolve_model(model)
+    engine = _network_engine(spec, ref, selection.backend)
     try:
-        return SegmentationPipeline(ref, engine)
+        return ModelPipeline(ref, engine, selection)
     except Exception:
         engine.close()
+        raise
+
+
+def load_pipeline(spec: EngineSpec) -> InferencePipeline:
+    """Resolve the backend and the model(s), load the engine(s), check each card."""
+    names = spec.model.split("+") if isinstance(spec.model, str) else [spec.model]
+    if len(names) == 1:
+        return load_model(spec, names[0])
+    from engines.chain import ChainPipeline
+
+    if any(not n for n in names):
+        raise ModelError(f"model chain {spec.model!r}: empty name between '+'")
+    loaded: list[InferencePipeline] = []
+    try:
+        for name in names:
+            loaded.append(load_model(spec, name))
+        return ChainPipeline(loaded)
+    except Exception:
+        for p in loaded:
+            p.close()
         raise

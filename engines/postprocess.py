@@ -1,4 +1,4 @@
-"""Postprocessing: segmentation logits -> a uint8 label map at the frame's size."""
+"""Postprocessing: segmentation logits -> a uint8 label map, or a model's image -> uint8 image."""
 
 from __future__ import annotations
 
@@ -48,3 +48,22 @@ def labels_from_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (h, w) != (height, width):
         labels = np.take(np.take(labels, _nearest_index(h, height), 0), _nearest_index(w, width), 1)
     return labels
+
+
+def image_from_output(output: np.ndarray, size: tuple[int, int], scale: float) -> np.ndarray:
+    """1 x C x h x w model image (C = 1 or 3) -> uint8 H x W (x 3) image, `size` = (H, W).
+
+    pixel = clip(round(scale x value), 0, 255); then a bilinear resize (cv2.INTER_LINEAR,
+    half-pixel centres) to the frame's size when it differs.
+    """
+    if not isinstance(output, np.ndarray) or output.ndim != 4 or output.shape[0] != 1:
+        raise ValueError(f"expected an output of shape 1 x C x h x w, got {getattr(output, 'shape', None)}")
+    if output.shape[1] not in (1, 3):
+        raise ValueError(f"expected 1 or 3 output channels, got {output.shape[1]}")
+    y = output[0].astype(np.float32, copy=False) * np.float32(scale)
+    pixels = np.clip(np.rint(y), 0, 255).astype(np.uint8)
+    pixels = pixels[0] if pixels.shape[0] == 1 else np.ascontiguousarray(pixels.transpose(1, 2, 0))
+    height, width = size
+    if pixels.shape[:2] != (height, width):
+        pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
+    return pixels

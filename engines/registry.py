@@ -1,9 +1,10 @@
 """Model registry: bundled models (`engines/models/<name>/`) and their cards.
 
 A model is an ONNX file with a `card.json` beside it. The card says what the pipeline needs to
-feed and read the model (input name, size, channels, dtype, normalisation; output name; labels)
-and what is known about it (training data, metrics, cost). `EngineSpec.model` is either a
-bundled name or a path to an .onnx file.
+feed and read the model (task, input name, size, channels, dtype, normalisation; output name,
+scale; labels) and what is known about it (training data, metrics, cost). A card may name a
+TorchScript file of the same network (`"torchscript": "model.pt"`) for the PyTorch backend.
+`EngineSpec.model` is either a bundled name or a path to an .onnx file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 CHANNELS = {"gray": 1, "rgb": 3, "bgr": 3}
 DTYPES = ("float32", "float16")
+TASKS = ("segmentation", "denoising")  # segmentation: labels map; denoising: an output image
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class ModelError(ValueError):
@@ -48,10 +51,13 @@ class ModelCard:
 
     name: str
     task: str
-    labels: tuple[str, ...]
+    labels: tuple[str, ...]  # segmentation: one name per label value; empty for denoising
     input: ModelInput
     output: str
     raw: dict[str, Any]
+    output_scale: float = 1.0  # denoising: pixel = output x scale
+    precision: str = "fp32"  # the arithmetic the ONNX file asks for: fp32, fp16, int8 (Q/DQ)
+    torchscript: str | None = None  # file name of the TorchScript artefact, beside the ONNX
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,13 @@ class ModelRef:
     model_id: str
     onnx_path: Path
     card: ModelCard
+
+    @property
+    def torchscript_path(self) -> Path | None:
+        """The TorchScript file named by the card, or None if it ships none."""
+        if self.card.torchscript is None:
+            return None
+        return self.onnx_path.with_name(self.card.torchscript)
 
 
 def _get(raw: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -115,12 +128,29 @@ def load_card(path: Path) -> ModelCard:
     std = _floats(norm, "std", n, f"{where}: normalization")
     if any(s <= 0 for s in std):
         raise ModelError(f"{where}: normalization.std must be > 0, got {list(std)}")
+    task = _get(raw, "task", str, where)
+    if task not in TASKS:
+        raise ModelError(f"{where}: task must be one of {', '.join(TASKS)}, got {task!r}")
     labels = _get(raw, "labels", list, where)
-    if not labels or not all(isinstance(x, str) for x in labels) or len(labels) > 256:
-        raise ModelError(f"{where}: labels must be 1..256 strings")
+    if not all(isinstance(x, str) for x in labels) or len(labels) > 256:
+        raise ModelError(f"{where}: labels must be a list of at most 256 strings")
+    if task == "segmentation" and not labels:
+        raise ModelError(f"{where}: a segmentation model needs labels (one per label value)")
+    out = _get(raw, "output", dict, where)
+    scale = out.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
+        raise ModelError(f"{where}: output.scale must be a number > 0, got {scale!r:.40}")
+    precision = raw.get("precision", {"float32": "fp32", "float16": "fp16"}[dtype])
+    if precision not in PRECISIONS:
+        raise ModelError(f"{where}: precision must be one of {', '.join(PRECISIONS)}")
+    torchscript = raw.get("torchscript")
+    if torchscript is not None and (
+        not isinstance(torchscript, str) or "/" in torchscript or "\\" in torchscript
+    ):
+        raise ModelError(f"{where}: torchscript must be a file name beside the model")
     return ModelCard(
         name=_get(raw, "name", str, where),
-        task=_get(raw, "task", str, where),
+        task=task,
         labels=tuple(labels),
         input=ModelInput(
             name=_get(inp, "name", str, f"{where}: input"),
@@ -131,8 +161,11 @@ def load_card(path: Path) -> ModelCard:
             mean=_floats(norm, "mean", n, f"{where}: normalization"),
             std=std,
         ),
-        output=_get(_get(raw, "output", dict, where), "name", str, f"{where}: output"),
+        output=_get(out, "name", str, f"{where}: output"),
         raw=raw,
+        output_scale=float(scale),
+        precision=precision,
+        torchscript=torchscript,
     )
 
 

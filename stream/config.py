@@ -59,6 +59,22 @@ class InferSpec:
         1, 0, 1000, doc="subscribers to wait for before subscribing upstream"
     )
     wait_timeout_s: float = bounded(20.0, 0.0, 3600.0, doc="how long to wait for them")
+    run_every: int = bounded(
+        1, 1, 1000, doc="run the model on every Nth frame; the others reuse the last result"
+    )
+    auto_skip: bool = bounded(
+        False, doc="reuse the last result for a frame the model would finish too late"
+    )
+    max_reuse_age_ms: float = bounded(
+        200.0, 0.0, 60000.0, doc="oldest result reused (capture to capture); older: run or drop"
+    )
+    fallback: EngineSpec | None = bounded(
+        None, doc="cascade: a lighter `engine:` used while the main model misses the budget"
+    )
+    fallback_after: int = bounded(3, 1, 1000, doc="budget misses in a row before the fallback")
+    probe_every: int = bounded(
+        30, 1, 100000, doc="on the fallback, try the main model every N frames"
+    )
 
 
 @dataclass

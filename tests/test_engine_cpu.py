@@ -118,6 +118,19 @@ def test_preprocess_any_size(h: int, w: int, oh: int, ow: int, seed: int) -> Non
     )
 
 
+@pytest.mark.parametrize(("pixel_format", "channels"), [("gray8", "gray"), ("bgr8", "gray"), ("bgr8", "rgb"), ("bgr8", "bgr")])
+def test_preprocess_float16_matches_float64_reference(pixel_format: str, channels: str) -> None:
+    """fp16 output: the float32 result rounded once to fp16 (|v| < 8: within 2^-8)."""
+    rng = np.random.default_rng(11)
+    shape = (301, 417) if pixel_format == "gray8" else (301, 417, 3)
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    spec = ModelInput(**{**_input(channels, 128, 160).__dict__, "dtype": "float16"})
+    got = preprocess(image, pixel_format, spec)
+    assert got.dtype == np.float16 and got.flags.c_contiguous
+    want = _preprocess_ref(image, pixel_format, spec)
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=0, atol=4e-3)
+
+
 def test_preprocess_float16() -> None:
     spec = ModelInput("image", "gray", 64, 64, "float16", (0.5,), (0.25,))
     image = np.full((128, 128), 255, np.uint8)
@@ -251,15 +264,19 @@ def test_engine_rejects_bad_files(tmp_path: Path) -> None:
 
 
 def test_backends() -> None:
+    """`auto` is ONNX Runtime on this CPU machine, and the pipeline says why."""
     assert resolve_backend("auto") == "onnxruntime"
     pipeline = load_pipeline(EngineSpec(backend="auto"))
     assert (pipeline.backend, pipeline.device, pipeline.precision) == ("onnxruntime", "cpu", "fp32")
     assert pipeline.model_id == BUNDLED and pipeline.labels == LABELS
+    assert pipeline.selection.startswith("auto: TensorRT not usable (")
+    assert "ONNX Runtime" in pipeline.selection and "\n" not in pipeline.selection
     pipeline.close()
-    for backend in ("tensorrt", "pytorch", "classical"):
-        with pytest.raises(EngineUnavailable, match=backend) as err:
-            load_pipeline(EngineSpec(backend=backend))  # type: ignore[arg-type]
-        assert "\n" not in str(err.value)
+    with pytest.raises(EngineUnavailable, match="TensorRT is not usable here") as err:
+        load_pipeline(EngineSpec(backend="tensorrt"))
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="backend 'classical' runs the classical-\\* methods only"):
+        load_pipeline(EngineSpec(backend="classical"))
 
 
 @pytest.fixture(scope="module")

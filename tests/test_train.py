@@ -72,3 +72,37 @@ def test_flop_count_of_a_known_convolution(tmp_path: Path) -> None:
             conv, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17
         )
     assert count_flops(path).flops == 2 * 8 * 32 * 32 * 3 * 3 * 3
+
+
+def _quick(module: str, out: Path) -> str:
+    cmd = [sys.executable, "-m", module, "--out", str(out), "--quick"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
+
+
+def test_quick_denoise_training_run(tmp_path: Path) -> None:
+    out = tmp_path / "denoise"
+    stdout = _quick("tools.train_denoise", out)
+    assert "epoch 1/1" in stdout and "held-out PSNR" in stdout
+    card = json.loads((out / "card.json").read_text())
+    assert card["task"] == "denoising" and card["torchscript"] == "model.pt"
+    assert {"psnr_db", "ssim", "input_psnr_db"} <= set(card["metrics"])
+    assert card["cost"]["gflops"] > 0
+    pipeline = load_pipeline(EngineSpec(model=str(out / "model.onnx")))
+    image = pipeline(np.full((300, 400), 90, np.uint8), "gray8").image
+    assert image is not None and image.shape == (300, 400) and image.dtype == np.uint8
+    torch_pipeline = load_pipeline(EngineSpec(model=str(out / "model.onnx"), backend="pytorch"))
+    assert torch_pipeline(np.full((64, 64), 90, np.uint8), "gray8").image.shape == (64, 64)
+
+
+def test_quick_endoscopy_training_run(tmp_path: Path) -> None:
+    out = tmp_path / "endo"
+    stdout = _quick("tools.train_endo", out)
+    assert "epoch 1/1" in stdout and "held-out instrument Dice" in stdout
+    card = json.loads((out / "card.json").read_text())
+    assert card["labels"] == ["background", "instrument"] and card["input"]["channels"] == "bgr"
+    assert "instrument" in card["metrics"]["dice"]
+    pipeline = load_pipeline(EngineSpec(model=str(out / "model.onnx")))
+    mask = pipeline(np.zeros((480, 640, 3), np.uint8), "bgr8").mask
+    assert mask is not None and mask.shape == (480, 640)

@@ -15,6 +15,8 @@ from stream.cli import build_parser, run_parsed
 TOOL_COMMANDS: list[str] = [
     "tools.fuzz",
     "tools.soak",
+    "tools.engine_cli",
+    "tools.evaluate",
     "tools.top",
     "tools.profiling.cli",
     "tools.prometheus",

@@ -45,15 +45,18 @@ def _up(x: torch.Tensor) -> torch.Tensor:
 
 
 class SegNet(nn.Module):
-    """1 x 1 x H x W image (H, W divisible by 16) -> 1 x classes x H x W logits."""
+    """1 x C x H x W image (H, W divisible by 16) -> 1 x classes x H x W logits."""
 
     def __init__(
-        self, classes: int = 4, widths: tuple[int, int, int, int] = (16, 32, 48, 64)
+        self,
+        classes: int = 4,
+        widths: tuple[int, int, int, int] = (16, 32, 48, 64),
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
         a, b, c, d = widths
         self.widths = widths
-        self.stem = _cbr(1, a, 3, stride=2)  # 1/2
+        self.stem = _cbr(in_channels, a, 3, stride=2)  # 1/2
         self.enc1 = SeparableConv(a, a)
         self.enc2 = nn.Sequential(SeparableConv(a, b, stride=2), SeparableConv(b, b))  # 1/4
         self.enc3 = nn.Sequential(SeparableConv(b, c, stride=2), SeparableConv(c, c))  # 1/8

@@ -2,13 +2,17 @@
 
     python -m tools.train_seg --out engines/models/us-seg     # the bundled model, a few minutes
     python -m tools.train_seg --out /tmp/us-seg --quick       # smoke run, seconds
+    python -m tools.train_seg --out engines/models/us-seg-dn --name us-seg-dn \
+        --input-model us-denoise                              # the hybrid's segmenter
 
 Needs the `train` extra (torch, onnx). Frames come from `stream.sources.phantom` (512 x 512,
 even seeds sector, odd linear), downscaled by the inference pipeline's own preprocessing to
 256 x 256; labels by nearest neighbour. Validation Dice (printed each epoch) uses held-out
 seeds; the card's metrics come from other held-out seeds, run through the exported ONNX model
-with the real pipeline at 512 x 512 (tools/eval_seg.py). Deterministic for a given --seed and
---threads.
+with the real pipeline at 512 x 512 (tools/eval_seg.py). With `--input-model`, every frame first
+goes through that model's pipeline (e.g. the us-denoise speckle reducer), in training and in the
+card's metrics (the chain `INPUT_MODEL+this`): a segmenter for a hybrid pipeline. Deterministic
+for a given --seed and --threads.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import onnxruntime
 import torch
 import torch.nn.functional as F
 
-from engines import EngineSpec, load_pipeline
+from engines import EngineSpec, InferencePipeline, load_pipeline
 from engines.preprocess import preprocess
 from engines.registry import ModelInput
 from stream.sources.phantom import LABELS, phantom_frame
@@ -45,6 +49,7 @@ from tools.eval_seg import (
 )
 from tools.onnx_flops import count_flops
 from tools.seg_net import SegNet
+from tools.train_common import torchscript_from_onnx
 
 SIZE = 256
 RAW_INPUT = ModelInput("image", "gray", SIZE, SIZE, "float32", (0.0,), (1.0,))  # pixel / 255
@@ -57,12 +62,18 @@ def _nearest(truth: np.ndarray, size: int) -> np.ndarray:
     return truth[ys[:, None], xs[None, :]]
 
 
-def make_dataset(seeds: list[int], frames_per_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N x 1 x 256 x 256 float32 pixel/255, N x 256 x 256 int64 labels) from phantom frames."""
+def make_dataset(
+    seeds: list[int], frames_per_seed: int, through: InferencePipeline | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N x 1 x 256 x 256 float32 pixel/255, N x 256 x 256 int64 labels) from phantom frames.
+
+    `through`: a denoiser every frame goes through first (for a hybrid's segmenter).
+    """
     images, labels = [], []
     for spec, index in phantom_set(seeds, frames_per_seed):
         frame = phantom_frame(spec, index)
-        images.append(preprocess(frame.image, "gray8", RAW_INPUT)[0])
+        image = frame.image if through is None else through(frame.image, "gray8").image
+        images.append(preprocess(image, "gray8", RAW_INPUT)[0])
         labels.append(_nearest(frame.truth, SIZE))
     return np.stack(images), np.stack(labels).astype(np.int64)
 
@@ -160,6 +171,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frames-per-seed", type=int, default=12)
     p.add_argument("--test-frames-per-seed", type=int, default=4)
     p.add_argument("--latency-runs", type=int, default=200)
+    p.add_argument(
+        "--input-model", default=None, help="a denoiser every frame goes through first (hybrid)"
+    )
     p.add_argument("--quick", action="store_true", help="one tiny epoch on a few frames (tests)")
     args = p.parse_args(argv)
     if args.quick:
@@ -186,8 +200,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(args.seed)
 
-    x_train, y_train = make_dataset(args.train_seeds, args.frames_per_seed)
-    x_val, y_val = make_dataset(args.val_seeds, max(1, args.frames_per_seed // 4))
+    cv2.setNumThreads(args.threads)
+    through = None
+    if args.input_model:
+        through = load_pipeline(EngineSpec(model=args.input_model, threads=args.threads))
+    x_train, y_train = make_dataset(args.train_seeds, args.frames_per_seed, through)
+    x_val, y_val = make_dataset(args.val_seeds, max(1, args.frames_per_seed // 4), through)
+    if through is not None:
+        through.close()
     mean, std = round(float(x_train.mean()), 4), round(float(x_train.std()), 4)
     x_train = (x_train - mean) / std
     x_val = (x_val - mean) / std
@@ -235,6 +255,12 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     onnx_path = args.out / "model.onnx"
     export_onnx(model, onnx_path)
+    torchscript_from_onnx(
+        SegNet(classes=len(LABELS)),
+        onnx_path,
+        args.out / "model.pt",
+        torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)),
+    )
     check = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     sample = x_val[:1].astype(np.float32)
     with torch.no_grad():
@@ -249,11 +275,16 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
 
+    description = (
+        "Ultrasound B-mode semantic segmentation (anechoic structures, lesions, "
+        "bright interfaces), trained only on medstream's synthetic phantom."
+    )
+    if args.input_model:
+        description += f" Expects frames already denoised by {args.input_model} (a hybrid)."
     card: dict = {
         "name": args.name,
         "task": "segmentation",
-        "description": "Ultrasound B-mode semantic segmentation (anechoic structures, lesions, "
-        "bright interfaces), trained only on medstream's synthetic phantom.",
+        "description": description,
         "labels": list(LABELS),
         "input": {
             "name": "image",
@@ -275,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
             "width": SIZE,
             "postprocess": "argmax over classes, nearest resize to the frame",
         },
+        "torchscript": "model.pt",
         "architecture": {
             "name": "SegNet (tools/seg_net.py)",
             "widths": list(model.widths),
@@ -282,7 +314,9 @@ def main(argv: list[str] | None = None) -> None:
             "opset": 17,
         },
         "training": {
-            "data": "stream.sources.phantom, 512x512 frames downscaled to 256x256",
+            "data": "stream.sources.phantom, 512x512 frames downscaled to 256x256"
+            + (f", after {args.input_model}" if args.input_model else ""),
+            "input_model": args.input_model,
             "phantom": {
                 k: v for k, v in asdict(spec_for_seed(0)).items() if k not in ("seed", "geometry")
             },
@@ -315,7 +349,8 @@ def main(argv: list[str] | None = None) -> None:
     write_card(args.out / "card.json", card)  # the pipeline needs it to load the model
 
     cv2.setNumThreads(1)
-    pipeline = load_pipeline(EngineSpec(model=str(onnx_path), backend="onnxruntime", threads=1))
+    evaluated = f"{args.input_model}+{onnx_path}" if args.input_model else str(onnx_path)
+    pipeline = load_pipeline(EngineSpec(model=evaluated, backend="onnxruntime", threads=1))
     metrics = evaluate(pipeline, phantom_set(args.test_seeds, args.test_frames_per_seed))
     latency = measure_latency(
         pipeline,
@@ -327,7 +362,8 @@ def main(argv: list[str] | None = None) -> None:
     flops = count_flops(onnx_path)
     card["metrics"] = {
         "data": f"held-out phantom seeds {_seed_text(args.test_seeds)}, "
-        f"{args.test_frames_per_seed} frames each, 512x512, through the ONNX pipeline",
+        f"{args.test_frames_per_seed} frames each, 512x512, through the ONNX pipeline"
+        + (f" {evaluated.replace(str(onnx_path), args.name)}" if args.input_model else ""),
         "dice_definition": "2TP / (2TP + FP + FN) per class, pixels of all frames pooled",
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
     }
@@ -338,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
         "gflops": round(flops.gflops, 4),
         "gflops_definition": "2 x multiply-accumulates of Conv/Gemm/MatMul, batch 1, 256x256 input",
         "latency_ms": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in latency.items()},
-        "latency_setup": "512x512 gray8 frame, load_pipeline(threads=1), cv2.setNumThreads(1), "
+        "latency_setup": ("the whole chain with " + args.input_model + ", " if args.input_model else "")
+        + "512x512 gray8 frame, load_pipeline(threads=1), cv2.setNumThreads(1), "
         "ONNX Runtime CPU, graph optimisation 'all'",
         "cpu": _cpu_name(),
         "measure_command": f"python -m tools.eval_seg --model {onnx_path} --threads 1",

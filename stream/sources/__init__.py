@@ -8,6 +8,7 @@ from typing import Any
 from stream.sources.base import Capture, Source, SourceError
 from stream.sources.capture import CaptureSource, CaptureSpec
 from stream.sources.dicom import DicomSource, DicomSpec
+from stream.sources.endoscopy import EndoscopySource, EndoscopySpec
 from stream.sources.folder import FolderSource, FolderSpec
 from stream.sources.phantom import PhantomSource, PhantomSpec
 from stream.sources.replay import ReplaySource, ReplaySpec
@@ -15,6 +16,7 @@ from stream.sources.replay import ReplaySource, ReplaySpec
 # type name -> (spec dataclass parsed from the rest of the section, factory taking that spec)
 SOURCE_TYPES: dict[str, tuple[type, Callable[[Any], Source]]] = {
     "phantom": (PhantomSpec, PhantomSource),
+    "endoscopy": (EndoscopySpec, EndoscopySource),
     "capture": (CaptureSpec, CaptureSource),
     "dicom": (DicomSpec, DicomSource),
     "folder": (FolderSpec, FolderSource),

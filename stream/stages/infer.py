@@ -2,18 +2,21 @@
 
 The image travels on unchanged (zero-copy); the model's label map is added as the `mask` part and
 its boxes/labels as annotations, and the stage appends its span to the frame's trace.
+Temporal skipping and the fallback cascade (infer_schedule.py) may reuse the last result for a
+frame instead: `meta.inference` then says so, with the result's age and source frame.
 """
 
 from __future__ import annotations
 
 from engines import EngineUnavailable, InferencePipeline, load_pipeline
 
-from ..budget import BudgetGuard
+from ..budget import LATE, WILL_MISS, BudgetGuard
 from ..codec import KIND_EOS
 from ..config import InferSpec
 from ..frame import Annotations, Box, Frame
 from ..stats import STAGE_MS
 from .base import StageRuntime
+from .infer_schedule import FALLBACK, MAIN, InferSchedule
 
 RECV_TIMEOUT_MS = 100
 
@@ -50,27 +53,82 @@ def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
     )
 
 
-def run_infer(rt: StageRuntime, spec: InferSpec, pipeline: InferencePipeline | None = None) -> int:
+def reuse_result(frame: Frame, last: Frame, reason: str) -> Frame:
+    """`frame` with the results (mask, output image, annotations) computed for `last`."""
+    parts = dict(frame.parts)
+    for name in ("mask", "output"):
+        if name in last.parts:
+            parts[name] = last.parts[name]
+    meta = dict(frame.meta)
+    meta["inference"] = {
+        "reused": True,
+        "reason": reason,
+        "result_seq": last.seq,
+        "age_ms": round((frame.capture_ns - last.capture_ns) / 1e6, 3),
+        "model": last.annotations.model,
+    }
+    return Frame(
+        stream=frame.stream,
+        seq=frame.seq,
+        capture_ns=frame.capture_ns,
+        deadline_ns=frame.deadline_ns,
+        image=frame.image,
+        pixel_format=frame.pixel_format,
+        epoch=frame.epoch,
+        parts=parts,
+        annotations=last.annotations,
+        trace=list(frame.trace),
+        meta=meta,
+    )
+
+
+def _schedule(spec: InferSpec) -> InferSchedule:
+    return InferSchedule(
+        run_every=spec.run_every,
+        auto_skip=spec.auto_skip,
+        max_reuse_age_ms=spec.max_reuse_age_ms,
+        cascade=spec.fallback is not None,
+        fallback_after=spec.fallback_after,
+        probe_every=spec.probe_every,
+    )
+
+
+def run_infer(
+    rt: StageRuntime,
+    spec: InferSpec,
+    pipeline: InferencePipeline | None = None,
+    fallback: InferencePipeline | None = None,
+) -> int:
     clock = rt.clock
     try:
         pipeline = pipeline or load_pipeline(spec.engine)
+        if spec.fallback is not None and fallback is None:
+            fallback = load_pipeline(spec.fallback)
     except (EngineUnavailable, FileNotFoundError, ValueError) as e:
         rt.log.error("cannot load engine: %s", e)
+        if pipeline is not None:
+            pipeline.close()
         return 2
+    models = {MAIN: pipeline, FALLBACK: fallback or pipeline}
+    schedule = _schedule(spec)
+    if fallback is not None:
+        rt.stats.info["fallback_model"] = fallback.model_id
     rt.stats.info.update(
         {
             "model": pipeline.model_id,
             "backend": pipeline.backend,
             "device": pipeline.device,
             "precision": pipeline.precision,
+            "engine_selection": getattr(pipeline, "selection", ""),
         }
     )
     rt.log.info(
-        "model %s on %s (%s, %s)",
+        "model %s on %s (%s, %s): %s",
         pipeline.model_id,
         pipeline.backend,
         pipeline.device,
         pipeline.precision,
+        getattr(pipeline, "selection", ""),
     )
     guard = BudgetGuard(predict=spec.predict_drops, stage_budget_ms=spec.stage_budget_ms)
     # subscribe upstream only once downstream listens, so no frame is processed for nobody
@@ -83,6 +141,7 @@ def run_infer(rt: StageRuntime, spec: InferSpec, pipeline: InferencePipeline | N
         )
     receiver = rt.receiver(spec.input)
     errors_logged: set[str] = set()
+    last_out: Frame | None = None
     try:
         while not rt.stop_requested:
             rt.tick()
@@ -98,24 +157,53 @@ def run_infer(rt: StageRuntime, spec: InferSpec, pipeline: InferencePipeline | N
             assert frame is not None
             start = clock.now_ns()
             reason = guard.check(frame, start)
-            if reason is not None:
+            if reason == LATE:
                 rt.stats.drop(reason)
                 rt.framelog.drop(frame, reason, start, start)
                 continue
-            try:
-                out = annotate_frame(frame, pipeline)
-            except Exception as e:  # a bad frame must not kill the stage: count it, say why once
-                rt.stats.drop("error")
-                rt.framelog.drop(frame, "error", start, clock.now_ns())
-                key = type(e).__name__
-                if key not in errors_logged:
-                    errors_logged.add(key)
-                    rt.log.error("frame %d dropped: %s: %s", frame.seq, key, e)
+            decision = schedule.decide(frame.capture_ns, predicted_miss=reason == WILL_MISS)
+            if decision.switch:
+                _switched(rt, guard, decision.switch, models)
+            if decision.action == "drop":
+                rt.stats.drop(WILL_MISS)
+                rt.framelog.drop(frame, WILL_MISS, start, start)
                 continue
+            if decision.action == "reuse":
+                assert last_out is not None
+                out = reuse_result(frame, last_out, decision.reason)
+                rt.stats.count(f"reused_{decision.reason}")
+            else:
+                model = models[decision.model]
+                try:
+                    out = annotate_frame(frame, model)
+                except Exception as e:  # a bad frame must not kill the stage: count it, say why once
+                    rt.stats.drop("error")
+                    rt.framelog.drop(frame, "error", start, clock.now_ns())
+                    key = type(e).__name__
+                    if key not in errors_logged:
+                        errors_logged.add(key)
+                        rt.log.error("frame %d dropped: %s: %s", frame.seq, key, e)
+                    continue
+                out.meta["inference"] = {"reused": False, "model": model.model_id, "age_ms": 0.0}
+                if decision.model == FALLBACK:
+                    rt.stats.count("fallback_frames")
+                if decision.reason == "probe":
+                    rt.stats.count("cascade_probes")
             end = clock.now_ns()
             stage_ms = (end - start) / 1e6
-            if guard.record(stage_ms):
-                rt.stats.count("stage_overruns")
+            if decision.action == "run":
+                missed = end > frame.deadline_ns or (
+                    spec.stage_budget_ms is not None and stage_ms > spec.stage_budget_ms
+                )
+                if decision.reason != "probe":  # the guard predicts the model that is active
+                    if guard.record(stage_ms):
+                        rt.stats.count("stage_overruns")
+                switch = schedule.record(
+                    decision.model, frame.seq, frame.capture_ns, out.annotations.model, missed
+                )
+                if switch:
+                    _switched(rt, guard, switch, models)
+                last_out = out
             rt.stats.observe(STAGE_MS, stage_ms)
             out.with_span(rt.id, start, end)
             if sender.send(out):
@@ -125,4 +213,22 @@ def run_infer(rt: StageRuntime, spec: InferSpec, pipeline: InferencePipeline | N
                 rt.framelog.drop(out, sender.last_drop, start, end)
     finally:
         pipeline.close()
+        if fallback is not None:
+            fallback.close()
     return 0
+
+
+def _switched(
+    rt: StageRuntime, guard: BudgetGuard, switch: str, models: dict[str, InferencePipeline]
+) -> None:
+    """Log and count a cascade switch; the guard's timings restart for the new model."""
+    target = models[FALLBACK if switch == "to_fallback" else MAIN]
+    rt.stats.count("cascade_switches")
+    rt.stats.count(f"cascade_{switch}")
+    rt.stats.info["active_model"] = target.model_id
+    guard.recent.clear()
+    if switch == "to_fallback":
+        rt.log.warning("budget missed: switching to the fallback model %s", target.model_id)
+    else:
+        rt.log.info("main model %s meets the budget again: switching back", target.model_id)
+

@@ -1,0 +1,273 @@
+"""Synthetic endoscopy source: BGR frames of tissue with moving rigid instruments, plus truth.
+
+Frame `index` is a pure function of the spec and `index`: the scene (tissue, vessels, highlight
+sites, instruments and their motion) comes from `seed`; camera pan, instrument poses and
+highlight flicker are smooth functions of the time `index / fps`; sensor noise is drawn from
+`np.random.default_rng([seed, index])`.
+
+    tissue   pink-red mucosa: smooth colour variation, darker vessels, pale fat / fascia patches,
+             wet specular highlights (small white spots) that move with the tissue and flicker
+    tools    1-3 rigid instruments entering from the edge of the view: a metal or black-coated
+             shaft with cylindrical shading and a specular streak, ending in a two-jaw metal
+             tip that opens and closes; they translate, rotate and advance smoothly
+    optics   circular field of view (black outside), radial vignetting, light sensor noise (cut
+             at a per-frame offset from a fixed Gaussian field: cheap and deterministic)
+    truth    uint8 label map, part `truth`: 0 background, 1 instrument (inside the view)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from stream.sources.base import Capture, SourceError
+from stream.spec import bounded
+
+LABELS = ["background", "instrument"]
+MARGIN = 0.12  # extra tissue on each side, as a fraction of the frame, for the camera pan
+NOISE_PAD = 16  # the sensor noise is cut from a padded field at a per-frame random offset
+SHADE_STRIPS = 8  # the shaft is drawn as parallel strips of cylindrical shading
+
+
+@dataclass(frozen=True)
+class EndoscopySpec:
+    """The `source:` section for `type: endoscopy`."""
+
+    width: int = bounded(640, 64, 4096, doc="image width in pixels")
+    height: int = bounded(480, 64, 4096, doc="image height in pixels")
+    fps: float = bounded(30.0, 1.0, 1000.0, doc="frame rate; also sets the scene's time scale")
+    seed: int = bounded(0, 0, 2**31 - 1, doc="scene layout and noise seed")
+    instruments: int = bounded(0, 0, 3, doc="instruments in view (0: 1-3 drawn from the seed)")
+    motion: float = bounded(1.0, 0.0, 5.0, doc="camera and instrument motion scale")
+    noise: float = bounded(3.0, 0.0, 50.0, doc="sensor noise standard deviation (levels)")
+    truth: bool = bounded(True, doc="attach the instrument label map as part 'truth'")
+    frames: int = bounded(0, 0, 2**31 - 1, doc="end after this many frames (0: endless)")
+
+
+class EndoscopyFrame(NamedTuple):
+    """uint8 H x W x 3 BGR image and uint8 H x W label map (values index LABELS)."""
+
+    image: np.ndarray
+    truth: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Tool:
+    side: float  # entry angle on the view's rim (rad)
+    reach: float  # tip distance from the centre, as a fraction of the view radius
+    width: float  # shaft width, fraction of the view radius
+    shade: float  # metal brightness 0..1
+    coated: bool  # black insulated shaft (metal jaws only), as on most laparoscopic tools
+    hz: tuple[float, float, float]  # swing, advance, jaw frequencies
+    phase: tuple[float, float, float]
+    swing: float  # swing amplitude (rad)
+
+
+class _Scene:
+    """Everything about one seed that does not change with time."""
+
+    def __init__(self, spec: EndoscopySpec) -> None:
+        rng = np.random.default_rng([spec.seed, 7, 1])
+        h, w = spec.height, spec.width
+        self.margin = int(MARGIN * max(h, w))
+        big = (h + 2 * self.margin, w + 2 * self.margin)
+        self.tissue = self._tissue(rng, big).astype(np.uint8)
+        self.radius = 0.5 * min(h, w) * float(rng.uniform(1.0, 1.15))
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        r = np.hypot(xx - (w - 1) / 2, yy - (h - 1) / 2) / self.radius
+        self.fov = (r <= 1.0).astype(np.uint8)
+        vignette = np.clip(255 * (1.05 - 0.55 * r**2), 0, 255) * self.fov
+        self.vignette = cv2.merge([vignette.astype(np.uint8)] * 3)
+        noise = rng.standard_normal((h + 2 * NOISE_PAD, w + 2 * NOISE_PAD, 3)) * spec.noise
+        noise = np.clip(np.rint(noise), -255, 255)
+        self.noise_up = np.maximum(noise, 0).astype(np.uint8)  # saturating add, then subtract
+        self.noise_down = np.maximum(-noise, 0).astype(np.uint8)
+        n = spec.instruments or int(rng.integers(1, 4))
+        sides = rng.uniform(0, 2 * math.pi) + np.arange(n) * 2 * math.pi / n
+        self.tools = [
+            _Tool(
+                side=float(s + rng.uniform(-0.4, 0.4)),
+                reach=float(rng.uniform(0.0, 0.45)),
+                width=float(rng.uniform(0.07, 0.13)),
+                shade=float(rng.uniform(0.55, 0.85)),
+                coated=bool(rng.random() < 0.5),
+                hz=(
+                    float(rng.uniform(0.05, 0.2)),
+                    float(rng.uniform(0.05, 0.2)),
+                    float(rng.uniform(0.3, 0.8)),
+                ),
+                phase=tuple(float(v) for v in rng.uniform(0, 2 * math.pi, 3)),  # type: ignore[arg-type]
+                swing=float(rng.uniform(0.15, 0.45)),
+            )
+            for s in sides
+        ]
+        self.pan = (rng.uniform(0.05, 0.15, 2), rng.uniform(0, 2 * math.pi, 2))
+        count = int(rng.integers(12, 30))
+        self.glints = np.stack(
+            [rng.uniform(0, big[1], count), rng.uniform(0, big[0], count)], 1
+        ).astype(np.float32)
+        self.glint_size = rng.uniform(1.5, 5.0, count).astype(np.float32) * max(h, w) / 640
+        self.glint_phase = rng.uniform(0, 2 * math.pi, count)
+
+    @staticmethod
+    def _tissue(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+        """float32 BGR mucosa: smooth colour fields, folds and vessels."""
+        h, w = shape
+
+        def smooth(sigma: float) -> np.ndarray:
+            f = rng.standard_normal((h // 4 + 1, w // 4 + 1)).astype(np.float32)
+            f = cv2.GaussianBlur(f, (0, 0), sigma / 4)
+            f /= f.std() + 1e-6
+            return cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR)
+
+        big, fine = smooth(60 * w / 900), smooth(8 * w / 900)
+        base = np.array([75.0, 90.0, 185.0], np.float32)  # B, G, R
+        tissue = base + (18 * big + 6 * fine)[:, :, None] * np.array([0.6, 0.8, 1.0], np.float32)
+        vessels = np.zeros((h, w), np.float32)
+        for _ in range(int(rng.integers(6, 14))):
+            pts = np.cumsum(rng.normal(0, w / 40, (24, 2)), 0) + rng.uniform(0, 1, 2) * (w, h)
+            cv2.polylines(
+                vessels,
+                [pts.astype(np.int32)],
+                False,
+                float(rng.uniform(0.5, 1.0)),
+                int(rng.integers(1, 4)),
+                cv2.LINE_AA,
+            )
+        vessels = cv2.GaussianBlur(vessels, (0, 0), 1.2)
+        tissue -= vessels[:, :, None] * np.array([35.0, 55.0, 45.0], np.float32)
+        fat = np.clip((smooth(25 * w / 900) - 1.0) * 1.5, 0, 1)[:, :, None]  # pale fat, fascia
+        tissue = tissue * (1 - fat) + fat * np.array([165.0, 195.0, 215.0], np.float32)
+        return np.clip(tissue, 0, 255)
+
+
+@lru_cache(maxsize=8)
+def _scene(spec: EndoscopySpec) -> _Scene:
+    return _Scene(spec)
+
+
+def _tool_polygons(
+    tool: _Tool, t: float, motion: float, centre: np.ndarray, radius: float
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, float]:
+    """(shaft polygon, jaw polygons, unit axis pointing to the tip, shaft half-width) in px."""
+    swing = tool.swing * motion * math.sin(2 * math.pi * tool.hz[0] * t + tool.phase[0])
+    reach = tool.reach + 0.15 * motion * math.sin(2 * math.pi * tool.hz[1] * t + tool.phase[1])
+    entry = centre + 1.3 * radius * np.array([math.cos(tool.side), math.sin(tool.side)])
+    angle = tool.side + math.pi + swing
+    axis = np.array([math.cos(angle), math.sin(angle)])
+    normal = np.array([-axis[1], axis[0]])
+    length = (1.3 - reach) * radius
+    tip = entry + axis * length
+    half = tool.width * radius / 2
+    shaft = np.array(
+        [entry + normal * half, tip + normal * half, tip - normal * half, entry - normal * half]
+    )
+    opening = 0.25 + 0.2 * math.sin(2 * math.pi * tool.hz[2] * t + tool.phase[2])
+    jaw_len = 2.6 * half
+    jaws = []
+    for sign in (1.0, -1.0):
+        direction = axis * math.cos(opening) + sign * normal * math.sin(opening)
+        side = np.array([-direction[1], direction[0]]) * half * 0.45
+        base = tip + sign * normal * half * 0.3
+        jaws.append(np.array([base + side, base + direction * jaw_len, base - side]))
+    return shaft, jaws, axis, half
+
+
+def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
+    """Frame `index` (>= 0) of the endoscopy scene described by `spec`."""
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+        raise ValueError(f"endoscopy frame index must be an integer >= 0, got {index!r}")
+    scene = _scene(spec)
+    h, w, m = spec.height, spec.width, scene.margin
+    t = int(index) / spec.fps
+    hz, ph = scene.pan
+    dx = int(round(m * spec.motion * 0.8 * math.sin(2 * math.pi * hz[0] * t + ph[0])))
+    dy = int(round(m * spec.motion * 0.8 * math.sin(2 * math.pi * hz[1] * t + ph[1])))
+    dx, dy = int(np.clip(dx, -m, m)), int(np.clip(dy, -m, m))
+    img = scene.tissue[m + dy : m + dy + h, m + dx : m + dx + w].copy()
+
+    glow = np.zeros((h, w), np.uint8)  # specular highlights: move with the tissue, flicker
+    for (gx, gy), size, phase in zip(
+        scene.glints, scene.glint_size, scene.glint_phase, strict=True
+    ):
+        level = 0.5 + 0.5 * math.sin(1.3 * t + phase)
+        if level > 0.25:
+            centre = (int(round(gx - m - dx)), int(round(gy - m - dy)))
+            axes = (max(int(size * 1.6), 1), max(int(size), 1))
+            cv2.ellipse(
+                glow, centre, axes, float(phase * 57.3), 0, 360, int(255 * level), -1, cv2.LINE_AA
+            )
+    glow = cv2.merge([cv2.GaussianBlur(glow, (0, 0), 1.5)] * 3)
+    img = cv2.add(img, cv2.multiply(cv2.subtract(255, img), glow, scale=1 / 255))
+
+    truth = np.zeros((h, w), np.uint8)
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    for tool in scene.tools:
+        shaft, jaws, _axis, _half = _tool_polygons(tool, t, spec.motion, centre, scene.radius)
+        fixed = [np.round(p * 16).astype(np.int32) for p in (shaft, *jaws)]
+        cv2.fillPoly(truth, fixed, 1, cv2.LINE_8, 4)
+        grey = 255 * tool.shade * 0.6
+        for jaw in fixed[1:]:
+            cv2.fillPoly(img, [jaw], (grey * 0.88, grey * 0.92, grey), cv2.LINE_AA, 4)
+        left, right = shaft[0], shaft[3]  # entry corners; strips run along the axis
+        tip_left, tip_right = shaft[1], shaft[2]
+        for k in range(SHADE_STRIPS):
+            a, b = k / SHADE_STRIPS, (k + 1) / SHADE_STRIPS
+            across = (a + b) / 2
+            base = 0.22 if tool.coated else tool.shade
+            shade = base * (0.45 + 0.55 * math.sin(math.pi * across))
+            shade += (0.25 if tool.coated else 0.5) * math.exp(-(((across - 0.3) / 0.08) ** 2))
+            level = min(255.0, 255 * shade)
+            strip = np.array(
+                [
+                    left + (right - left) * a,
+                    tip_left + (tip_right - tip_left) * a,
+                    tip_left + (tip_right - tip_left) * b,
+                    left + (right - left) * b,
+                ]
+            )
+            colour = (level * 0.88, level * 0.92, level)  # lit by the warm, tissue-red light
+            cv2.fillPoly(img, [np.round(strip * 16).astype(np.int32)], colour, cv2.LINE_AA, 4)
+    img = cv2.multiply(img, scene.vignette, scale=1 / 255)
+    if spec.noise > 0:
+        rng = np.random.default_rng([spec.seed, int(index)])
+        oy, ox = (int(v) for v in rng.integers(0, 2 * NOISE_PAD + 1, size=2))
+        img = cv2.add(img, scene.noise_up[oy : oy + h, ox : ox + w])
+        img = cv2.subtract(img, scene.noise_down[oy : oy + h, ox : ox + w])
+    image = img
+    image[scene.fov == 0] = 0
+    truth &= scene.fov
+    return EndoscopyFrame(image, truth)
+
+
+class EndoscopySource:
+    """A live synthetic endoscope: frame i of `endoscopy_frame(spec, i)` on the i-th read (bgr8)."""
+
+    def __init__(self, spec: EndoscopySpec) -> None:
+        self.spec = spec
+        self.fps: float | None = spec.fps
+        self.frames_read = 0
+        self._closed = False
+
+    def read(self) -> Capture | None:
+        if self._closed:
+            raise SourceError("endoscopy source: read() after close()")
+        if self.spec.frames and self.frames_read >= self.spec.frames:
+            return None
+        index = self.frames_read
+        frame = endoscopy_frame(self.spec, index)
+        self.frames_read += 1
+        parts = {"truth": frame.truth} if self.spec.truth else {}
+        meta = {"endoscopy_index": index, "endoscopy_seed": self.spec.seed, "labels": list(LABELS)}
+        return Capture(image=frame.image, pixel_format="bgr8", parts=parts, meta=meta)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+__all__ = ["LABELS", "EndoscopyFrame", "EndoscopySource", "EndoscopySpec", "endoscopy_frame"]

@@ -1,0 +1,31 @@
+"""`medstream evaluate` on a small set: both tables, markdown and JSON, every row measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tools.cli import main as medstream
+from tools.evaluate import ENDO_ROWS, US_ROWS
+
+
+def test_evaluate_quick(tmp_path: Path) -> None:
+    md, js = tmp_path / "e.md", tmp_path / "e.json"
+    code = medstream(["evaluate", "--quick", "--out-md", str(md), "--out-json", str(js)])
+    assert code == 0
+    report = json.loads(js.read_text())
+    us, endo = report["ultrasound"], report["endoscopy"]
+    assert [r["methods"] for r in us] == [r.methods for r in US_ROWS]
+    assert [r["methods"] for r in endo] == [r.methods for r in ENDO_ROWS]
+    assert {r["group"] for r in us} == {"input", "traditional", "CNN", "hybrid"}
+    for r in us[1:]:
+        assert 0 < r["pixel_accuracy"] <= 1 and 0 <= r["mean_dice"] <= 1, r
+        assert r["median_ms"] > 0 and r["p99_ms"] >= r["median_ms"] and r["backend"], r
+    assert us[0]["psnr_db"] > 15 and "pixel_accuracy" not in us[0]  # the noisy input itself
+    hybrid = next(r for r in us if r["group"] == "hybrid")
+    assert hybrid["psnr_db"] > us[0]["psnr_db"]  # the denoiser improves on the input
+    assert set(report["verdict"]) >= {"hybrid_accuracy_ge_96", "hybrid_psnr_ge_39", "hybrid_under_25_ms"}
+    text = md.read_text()
+    assert "| traditional | classical-nlm -> classical-otsu |" in text
+    assert "Literature reference rows" in text and "onnxruntime" in text
+    assert report["setup"]["us_frames"] == 2 and report["setup"]["cpu"]

@@ -1,0 +1,55 @@
+"""A small speckle-reduction network for one CPU core (torch; the `train` extra).
+
+Full-resolution output at quarter-resolution cost: the image is folded 4x4 into 16 channels
+(pixel unshuffle: nothing is lost), a U-Net of depthwise-separable convolutions works at 1/4 to
+1/32 resolution, and its 16 output channels unfold (pixel shuffle) into a full-resolution
+correction added to the noisy input. Input: the normalised image `(pixel / 255 - mean) / std`;
+output: the clean image estimate in `pixel / 255` units.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tools.seg_net import SeparableConv, _cbr
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class DenoiseNet(nn.Module):
+    """1 x 1 x H x W normalised image (H, W divisible by 64) -> 1 x 1 x H x W image / 255."""
+
+    def __init__(
+        self, mean: float, std: float, widths: tuple[int, int, int, int] = (48, 64, 80, 96)
+    ) -> None:
+        super().__init__()
+        a, b, c, d = widths
+        self.widths = widths
+        self.mean, self.std = float(mean), float(std)
+        self.unshuffle = nn.PixelUnshuffle(4)  # 1/4, 16 channels
+        self.stem = _cbr(16, a, 3)
+        self.enc1 = SeparableConv(a, a)
+        self.enc2 = nn.Sequential(SeparableConv(a, b, stride=2), SeparableConv(b, b))  # 1/8
+        self.enc3 = nn.Sequential(SeparableConv(b, c, stride=2), SeparableConv(c, c))  # 1/16
+        self.enc4 = nn.Sequential(  # 1/32, wide receptive field
+            SeparableConv(c, d, stride=2), SeparableConv(d, d, dilation=2)
+        )
+        self.dec3 = SeparableConv(d + c, c)
+        self.dec2 = SeparableConv(c + b, b)
+        self.dec1 = SeparableConv(b + a, a)
+        self.head = nn.Conv2d(a, 16, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s1 = self.enc1(self.stem(self.unshuffle(x)))
+        s2 = self.enc2(s1)
+        s3 = self.enc3(s2)
+        y = self.enc4(s3)
+        y = self.dec3(torch.cat([_up(y), s3], 1))
+        y = self.dec2(torch.cat([_up(y), s2], 1))
+        y = self.dec1(torch.cat([_up(y), s1], 1))
+        return x * self.std + self.mean + self.shuffle(self.head(y))

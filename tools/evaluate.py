@@ -1,0 +1,367 @@
+"""`medstream evaluate`: traditional vs CNN vs hybrid on one held-out set; markdown + JSON.
+
+    medstream evaluate                                  # the table in docs/performance.md
+    medstream evaluate --quick --out-md /tmp/e.md       # a small set, seconds
+
+Every row runs on the same held-out phantom frames (512 x 512, the phantom's default speckle,
+seeds never used in training) through the real pipelines (`engines.load_pipeline`):
+
+    input        the noisy frame itself: the PSNR any denoiser must beat
+    traditional  classical denoising (non-local means), then classical segmentation (Otsu,
+                 morphology, connected components) on the denoised frame
+    CNN          the networks alone on the noisy frame: us-denoise for the image, us-seg
+                 for the labels ("us-denoise & us-seg": both run, the time is both)
+    hybrid       denoise CNN, then a segmentation CNN on its output: us-seg-dn (trained on
+                 us-denoise's output) and, for comparison, us-seg (trained on noisy frames);
+                 and classical preprocessing + CNN (median filter, then us-seg)
+
+Columns: pixel accuracy inside the field of view and mean foreground Dice against the
+phantom's truth; PSNR and SSIM of the row's output image against the phantom's clean image
+(tools/image_metrics.py); time per frame (median and p99 over `--timing-runs` calls cycling
+over the pre-generated frames, so frame synthesis is not timed) with OpenCV and the engines
+limited to `--threads`. A second table does the same for instrument segmentation on the
+synthetic endoscopy source (classical vs endo-instruments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engines import EngineSpec, InferencePipeline, load_pipeline
+from stream.sources.endoscopy import LABELS as ENDO_LABELS
+from stream.sources.endoscopy import EndoscopySpec, endoscopy_frame
+from stream.sources.phantom import LABELS as US_LABELS
+from stream.sources.phantom import fov_mask, phantom_frame
+from tools.eval_seg import confusion, dice_scores, parse_seeds, phantom_set
+from tools.image_metrics import psnr_from_sse, squared_error, ssim
+from tools.machine import cpu_name
+
+LITERATURE = [  # reference rows quoted in issue 3: accuracy, PSNR dB, ms per frame
+    ("traditional", 0.82, 30.0, 15.0),
+    ("CNN", 0.92, 36.0, 40.0),
+    ("hybrid", 0.96, 39.0, 25.0),
+]
+TARGET = {"accuracy": 0.96, "psnr_db": 39.0, "ms": 25.0}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: an optional denoiser and an optional segmenter."""
+
+    group: str  # input, traditional, CNN, hybrid
+    denoise: str | None
+    segment: str | None
+    segment_on: str = "input"  # "input" or "denoised"
+
+    @property
+    def methods(self) -> str:
+        if self.denoise is None and self.segment is None:
+            return "(none)"
+        if self.denoise and self.segment:
+            arrow = " -> " if self.segment_on == "denoised" else " & "
+            return f"{self.denoise}{arrow}{self.segment}"
+        return self.denoise or self.segment or ""
+
+
+US_ROWS = [
+    Row("input", None, None),
+    Row("traditional", "classical-nlm", "classical-otsu", "denoised"),
+    Row("traditional", "classical-median", "classical-otsu", "denoised"),
+    Row("CNN", "us-denoise", "us-seg"),
+    Row("CNN", None, "us-seg-int8"),
+    Row("hybrid", "us-denoise", "us-seg-dn", "denoised"),
+    Row("hybrid", "us-denoise", "us-seg", "denoised"),
+    Row("hybrid", "classical-median", "us-seg", "denoised"),
+]
+ENDO_ROWS = [
+    Row("traditional", None, "classical-instruments"),
+    Row("CNN", None, "endo-instruments"),
+]
+
+
+@dataclass
+class Sample:
+    image: np.ndarray
+    truth: np.ndarray
+    clean: np.ndarray | None
+    fov: np.ndarray
+    pixel_format: str
+
+
+def ultrasound_samples(seeds: list[int], frames_per_seed: int) -> list[Sample]:
+    out = []
+    for spec, index in phantom_set(seeds, frames_per_seed):
+        f = phantom_frame(spec, index)
+        out.append(Sample(f.image, f.truth, f.clean, fov_mask(spec), "gray8"))
+    return out
+
+
+def endoscopy_samples(seeds: list[int], frames_per_seed: int) -> list[Sample]:
+    out = []
+    for seed in seeds:
+        for k in range(frames_per_seed):
+            f = endoscopy_frame(EndoscopySpec(seed=seed), 37 * k)
+            out.append(Sample(f.image, f.truth, None, f.image.any(axis=2) | (f.truth > 0), "bgr8"))
+    return out
+
+
+def _load(name: str | None, threads: int, backend: str) -> InferencePipeline | None:
+    if name is None:
+        return None
+    spec_backend = "auto" if name.startswith("classical-") else backend
+    return load_pipeline(EngineSpec(model=name, backend=spec_backend, threads=threads))
+
+
+def run_row(
+    row: Row, samples: list[Sample], labels: list[str], threads: int, backend: str, timing_runs: int
+) -> dict:
+    """Metrics over all samples, then timing over `timing_runs` calls (at least one pass)."""
+    den, seg = _load(row.denoise, threads, backend), _load(row.segment, threads, backend)
+    try:
+
+        def process(s: Sample) -> tuple[np.ndarray | None, np.ndarray | None]:
+            image = den(s.image, s.pixel_format).image if den is not None else None
+            mask = None
+            if seg is not None:
+                source = image if (row.segment_on == "denoised" and image is not None) else s.image
+                fmt = "gray8" if source.ndim == 2 else s.pixel_format
+                mask = seg(source, fmt).mask
+            return image, mask
+
+        n = len(labels)
+        conf = np.zeros((n, n), np.int64)
+        sse = count = 0.0
+        ssims: list[float] = []
+        times: list[float] = []
+        for s in samples:
+            t0 = time.perf_counter()
+            image, mask = process(s)
+            times.append((time.perf_counter() - t0) * 1e3)
+            if mask is not None:
+                conf += confusion(mask[s.fov], s.truth[s.fov], n)
+            if s.clean is not None and (image is not None or row.group == "input"):
+                shown = image if image is not None else s.image
+                err, k = squared_error(shown, s.clean, s.fov)
+                sse, count = sse + err, count + k
+                ssims.append(ssim(shown, s.clean, s.fov))
+        while len(times) < timing_runs and (den is not None or seg is not None):
+            s = samples[len(times) % len(samples)]
+            t0 = time.perf_counter()
+            process(s)
+            times.append((time.perf_counter() - t0) * 1e3)
+        result: dict = {"group": row.group, "methods": row.methods}
+        backends = [p.backend for p in (den, seg) if p is not None]
+        result["backend"] = "+".join(dict.fromkeys(backends)) or "-"
+        if seg is not None:
+            result["pixel_accuracy"] = float(np.trace(conf) / conf.sum())
+            result["mean_dice"] = dice_scores(conf, labels)["mean_foreground_dice"]
+        if count:
+            result["psnr_db"] = psnr_from_sse(sse, int(count))
+            result["ssim"] = float(np.mean(ssims))
+        if den is not None or seg is not None:
+            result["median_ms"] = float(np.median(times))
+            result["p99_ms"] = float(np.percentile(times, 99))
+            result["timed_calls"] = len(times)
+        return result
+    finally:
+        for p in (den, seg):
+            if p is not None:
+                p.close()
+
+
+def _fmt(value: object, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "pct":
+        return f"{100 * float(value):.1f}%"  # type: ignore[arg-type]
+    if kind == "dice":
+        return f"{float(value):.3f}"  # type: ignore[arg-type]
+    if kind == "db":
+        return f"{float(value):.1f}"  # type: ignore[arg-type]
+    return f"{float(value):.1f}"  # type: ignore[arg-type]
+
+
+def beats_traditional(rows: list[dict]) -> None:
+    """Mark each network row: above the best traditional row in accuracy / PSNR?"""
+    trad = [r for r in rows if r["group"] == "traditional"]
+    if not trad:
+        return
+    best = {k: max((r[k] for r in trad if k in r), default=None) for k in ("pixel_accuracy", "psnr_db")}
+    for r in rows:
+        if r["group"] in ("CNN", "hybrid"):
+            r["above_traditional"] = {
+                k: (r[k] > best[k]) for k in best if k in r and best[k] is not None
+            }
+
+
+def _beats(r: dict) -> str:
+    marks = r.get("above_traditional")
+    if not marks:
+        return "-"
+    names = {"pixel_accuracy": "accuracy", "psnr_db": "PSNR"}
+    return ", ".join(f"{names[k]} {'yes' if v else 'no'}" for k, v in marks.items())
+
+
+def table(rows: list[dict], with_psnr: bool) -> str:
+    head = "| row | methods | backend | pixel accuracy | Dice |"
+    rule = "|---|---|---|---|---|"
+    if with_psnr:
+        head += " PSNR dB | SSIM |"
+        rule += "---|---|"
+    head += " median ms | p99 ms | above traditional |"
+    rule += "---|---|---|"
+    lines = [head, rule]
+    for r in rows:
+        line = (
+            f"| {r['group']} | {r['methods']} | {r['backend']} | "
+            f"{_fmt(r.get('pixel_accuracy'), 'pct')} | {_fmt(r.get('mean_dice'), 'dice')} |"
+        )
+        if with_psnr:
+            line += f" {_fmt(r.get('psnr_db'), 'db')} | {_fmt(r.get('ssim'), 'dice')} |"
+        line += f" {_fmt(r.get('median_ms'), 'ms')} | {_fmt(r.get('p99_ms'), 'ms')} | {_beats(r)} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def verdict(rows: list[dict]) -> dict[str, object]:
+    """The issue's targets, checked on the measured ultrasound rows."""
+    trad = [r for r in rows if r["group"] == "traditional"]
+    nets = [r for r in rows if r["group"] in ("CNN", "hybrid")]
+    best_trad_acc = max(r["pixel_accuracy"] for r in trad)
+    best_trad_psnr = max(r["psnr_db"] for r in trad)
+    hybrid = next(r for r in rows if r["group"] == "hybrid")
+    return {
+        "hybrid_row": hybrid["methods"],
+        "hybrid_accuracy_ge_96": hybrid["pixel_accuracy"] >= TARGET["accuracy"],
+        "hybrid_psnr_ge_39": hybrid["psnr_db"] >= TARGET["psnr_db"],
+        "hybrid_under_25_ms": hybrid["median_ms"] < TARGET["ms"],
+        "networks_above_traditional_accuracy": all(
+            r["pixel_accuracy"] > best_trad_acc for r in nets if "pixel_accuracy" in r
+        ),
+        "networks_above_traditional_psnr": all(
+            r["psnr_db"] > best_trad_psnr for r in nets if "psnr_db" in r
+        ),
+    }
+
+
+def markdown(report: dict) -> str:
+    m = report["setup"]
+    lines = [
+        f"Measured {m['date']} on {m['cpu']} ({m['threads']} thread(s) for OpenCV and the "
+        f"engines; backend {m['backend']}; {m['machine_note']}).",
+        "",
+        f"Ultrasound: {m['us_frames']} held-out phantom frames (seeds {m['us_seeds']}), "
+        "512 x 512, speckle 1.0 (the phantom default).",
+        "",
+        table(report["ultrasound"], with_psnr=True),
+        "",
+        "Literature reference rows (quoted in issue 3, not measured here):",
+        "",
+        "| row | pixel accuracy | PSNR dB | ms per frame |",
+        "|---|---|---|---|",
+        *[f"| {g} | {100 * a:.0f}% | {p:.0f} | {t:.0f} |" for g, a, p, t in LITERATURE],
+        "",
+        "Targets (hybrid >= 96% and >= 39 dB in < 25 ms; every network row above the best "
+        "traditional row in accuracy and PSNR): "
+        + ", ".join(
+            f"{k} {'yes' if v is True else 'no' if v is False else v}"
+            for k, v in report["verdict"].items()
+        ),
+        "",
+        f"Endoscopy: {m['endo_frames']} held-out synthetic endoscopy frames (seeds "
+        f"{m['endo_seeds']}), 640 x 480 BGR, instrument segmentation.",
+        "",
+        table(report["endoscopy"], with_psnr=False),
+        "",
+        f"Command: `{m['command']}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="medstream evaluate", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv), argv)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("3000-3015"))
+    p.add_argument("--frames-per-seed", type=int, default=4)
+    p.add_argument("--endo-seeds", type=parse_seeds, default=parse_seeds("3000-3015"))
+    p.add_argument("--timing-runs", type=int, default=200, help="timed calls per row (median, p99)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--backend", default="auto", help="backend of the networks (auto: see engines)")
+    p.add_argument("--out-md", type=Path, default=Path("out/evaluate.md"))
+    p.add_argument("--out-json", type=Path, default=Path("out/evaluate.json"))
+    p.add_argument("--quick", action="store_true", help="a small set and few timing runs (tests)")
+
+
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    if args.quick:
+        args.seeds, args.frames_per_seed, args.endo_seeds = args.seeds[:2], 1, args.endo_seeds[:2]
+        args.timing_runs = 3
+    cv2.setNumThreads(args.threads)
+    command = " ".join(["medstream evaluate", *(sys.argv[1:] if argv is None else argv)])
+    if argv is None and sys.argv[1:2] == ["evaluate"]:
+        command = " ".join(["medstream", *sys.argv[1:]])
+    us = ultrasound_samples(args.seeds, args.frames_per_seed)
+    endo = endoscopy_samples(args.endo_seeds, args.frames_per_seed)
+    us_rows, endo_rows = [], []
+    for row in US_ROWS:
+        us_rows.append(run_row(row, us, US_LABELS, args.threads, args.backend, args.timing_runs))
+        print(f"  {row.group:<12} {row.methods:<36} done", file=sys.stderr, flush=True)
+    for row in ENDO_ROWS:
+        endo_rows.append(
+            run_row(row, endo, ENDO_LABELS, args.threads, args.backend, args.timing_runs)
+        )
+    report = {
+        "setup": {
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "cpu": cpu_name(),
+            "machine": platform.machine(),
+            "threads": args.threads,
+            "backend": args.backend,
+            "machine_note": "a shared 2-core machine: timings are noisy",
+            "us_seeds": f"{args.seeds[0]}-{args.seeds[-1]}",
+            "us_frames": len(us),
+            "endo_seeds": f"{args.endo_seeds[0]}-{args.endo_seeds[-1]}",
+            "endo_frames": len(endo),
+            "timing_runs": args.timing_runs,
+            "command": command,
+        },
+        "ultrasound": us_rows,
+        "endoscopy": endo_rows,
+        "literature": [
+            {"group": g, "pixel_accuracy": a, "psnr_db": p, "ms": t} for g, a, p, t in LITERATURE
+        ],
+    }
+    beats_traditional(us_rows)
+    beats_traditional(endo_rows)
+    report["verdict"] = verdict(us_rows)
+    for path in (args.out_md, args.out_json):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    args.out_json.write_text(json.dumps(report, indent=2) + "\n")
+    args.out_md.write_text(markdown(report))
+    print(markdown(report))
+    print(f"wrote {args.out_md} and {args.out_json}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="traditional vs CNN vs hybrid on held-out phantoms")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
