@@ -11,6 +11,7 @@ from stream.render.canvas import check_canvas, owned_copy
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE = (255, 255, 255)
+AMBER = (0, 191, 255)
 RED = (40, 40, 255)
 BANNER_RED = (0, 0, 200)
 
@@ -31,6 +32,7 @@ class HudData:
     model: str = ""
     backend: str = ""
     overlay_stale_ms: float | None = None  # set while the overlay is withheld as too old
+    overlay_age_ms: float | None = None  # set when the overlay drawn is from an older frame
 
     @property
     def budget_missed(self) -> bool:
@@ -76,6 +78,8 @@ def hud_lines(data: HudData) -> list[tuple[str, tuple[int, int, int]]]:
         (f"drops {data.drops}", WHITE),
         (f"model {model}", WHITE),
     ]
+    if data.overlay_age_ms is not None and data.overlay_age_ms > 0:
+        lines.append((f"overlay from {data.overlay_age_ms:.0f} ms earlier", AMBER))
     if missed:
         lines.append(("BUDGET MISSED", RED))
     return lines

@@ -43,6 +43,21 @@ MAX_LABEL_VALUES = 256
 OVERLAY_DROP_PREFIX = "overlay:"  # passthrough: overlays skipped are not video frames dropped
 
 
+def overlay_age_ms(frame: Frame, overlay: Frame | None) -> float | None:
+    """How much older than `frame` the result drawn on it is: a passthrough overlay from an
+    earlier frame, or a result the infer stage reused (temporal skipping); None if current."""
+    if overlay is None:
+        return None
+    if overlay is not frame:
+        return max(0.0, (frame.capture_ns - overlay.capture_ns) / 1e6)
+    reused = frame.meta.get("inference")
+    if isinstance(reused, dict) and reused.get("reused"):
+        age = reused.get("age_ms")
+        if isinstance(age, (int, float)) and not isinstance(age, bool):
+            return float(age)
+    return None
+
+
 class Renderer:
     """Draws one frame (with an optional overlay frame) and keeps the live figures for the HUD."""
 
@@ -68,7 +83,7 @@ class Renderer:
             return None
         return (len(self.handoffs) - 1) / ((self.handoffs[-1] - self.handoffs[0]) / 1e9)
 
-    def hud_data(self, frame: Frame, stale_ms: float | None) -> HudData:
+    def hud_data(self, frame: Frame, overlay: Frame | None, stale_ms: float | None) -> HudData:
         stats = self.rt.stats
         return HudData(
             seq=frame.seq,
@@ -81,6 +96,7 @@ class Renderer:
             model=self.model,
             backend=self.backend,
             overlay_stale_ms=stale_ms,
+            overlay_age_ms=overlay_age_ms(frame, overlay),
         )
 
     def _accumulate_accuracy(self, truth: np.ndarray, mask: np.ndarray) -> None:
@@ -118,7 +134,7 @@ class Renderer:
                 self.labels.draw(canvas, ann.boxes, ann.labels)
         self._draw_geometry(canvas, frame)
         if self.hud is not None:
-            self.hud.draw(canvas, self.hud_data(frame, stale_ms))
+            self.hud.draw(canvas, self.hud_data(frame, overlay, stale_ms))
         handoff = rt.clock.now_ns()
         for sink in self.sinks:
             sink.write(canvas, frame)
