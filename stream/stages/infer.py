@@ -8,6 +8,8 @@ frame instead: `meta.inference` then says so, with the result's age and source f
 
 from __future__ import annotations
 
+import dataclasses
+
 from engines import EngineUnavailable, InferencePipeline, load_pipeline
 
 from ..budget import LATE, WILL_MISS, BudgetGuard
@@ -19,6 +21,13 @@ from .base import StageRuntime
 from .infer_schedule import FALLBACK, MAIN, InferSchedule
 
 RECV_TIMEOUT_MS = 100
+
+
+def _derived(frame: Frame, parts: dict, annotations: Annotations, meta: dict) -> Frame:
+    """The outgoing frame: `frame`'s identity, image (zero-copy) and trace, with new results."""
+    return dataclasses.replace(
+        frame, parts=parts, annotations=annotations, trace=list(frame.trace), meta=meta
+    )
 
 
 def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
@@ -38,19 +47,7 @@ def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
         device=pipeline.device,
         precision=pipeline.precision,
     )
-    return Frame(
-        stream=frame.stream,
-        seq=frame.seq,
-        capture_ns=frame.capture_ns,
-        deadline_ns=frame.deadline_ns,
-        image=frame.image,
-        pixel_format=frame.pixel_format,
-        epoch=frame.epoch,
-        parts=parts,
-        annotations=annotations,
-        trace=list(frame.trace),
-        meta=dict(frame.meta),
-    )
+    return _derived(frame, parts, annotations, dict(frame.meta))
 
 
 def reuse_result(frame: Frame, last: Frame, reason: str) -> Frame:
@@ -67,19 +64,7 @@ def reuse_result(frame: Frame, last: Frame, reason: str) -> Frame:
         "age_ms": round((frame.capture_ns - last.capture_ns) / 1e6, 3),
         "model": last.annotations.model,
     }
-    return Frame(
-        stream=frame.stream,
-        seq=frame.seq,
-        capture_ns=frame.capture_ns,
-        deadline_ns=frame.deadline_ns,
-        image=frame.image,
-        pixel_format=frame.pixel_format,
-        epoch=frame.epoch,
-        parts=parts,
-        annotations=last.annotations,
-        trace=list(frame.trace),
-        meta=meta,
-    )
+    return _derived(frame, parts, last.annotations, meta)
 
 
 def _schedule(spec: InferSpec) -> InferSchedule:
