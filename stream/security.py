@@ -63,7 +63,14 @@ def exposed_endpoints(cfg: PipelineConfig) -> list[tuple[str, str]]:
     """(where, endpoint) of every endpoint whose traffic can leave this host."""
     out = [(f"links.{n}.endpoint", s.endpoint) for n, s in cfg.links.items()]
     out.append(("stats_endpoint", cfg.stats_endpoint))
+    out += tool_channels(cfg)
     return [(w, e) for w, e in out if endpoint_leaves_host(e)]
+
+
+def tool_channels(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    """(where, endpoint) of the channels tools tap (stats re-publication, frame log): they carry
+    timings and counters, never images, and are not CURVE-secured."""
+    return [("stats_pub", cfg.stats_pub), ("frame_log", cfg.frame_log)]
 
 
 def link_roles(cfg: PipelineConfig, link: str) -> tuple[list[str], list[str]]:
@@ -91,6 +98,12 @@ def check_security(cfg: PipelineConfig) -> None:
                 "NAME), or security.insecure: true on a network you trust"
             )
         return
+    for where, endpoint in tool_channels(cfg):
+        if endpoint_leaves_host(endpoint) and not sec.insecure:
+            raise ConfigError(
+                f"{where}: {endpoint} can be reached from other hosts, and this tool channel is "
+                "not encrypted; keep it on ipc:// or 127.0.0.1, or set security.insecure: true"
+            )
     for name in cfg.links:
         binders, _ = link_roles(cfg, name)
         if len(binders) != 1:

@@ -250,6 +250,19 @@ def test_endpoints_off_this_host_need_curve_or_insecure(caplog: pytest.LogCaptur
         load_config(data)
 
 
+@pytest.mark.parametrize("channel", ["stats_pub", "frame_log"])
+def test_tool_channels_off_this_host_need_insecure_even_with_curve(keys: Path, channel: str) -> None:
+    """The tool channels are not encrypted: CURVE on the links does not cover them."""
+    for security in ({}, {"curve": True, "keys_dir": str(keys)}):
+        data = copy.deepcopy(DEMO)
+        data["security"] = dict(security)
+        data[channel] = "tcp://0.0.0.0:5557"
+        with pytest.raises(ConfigError, match=f"{channel}: tcp://0.0.0.0:5557"):
+            load_config(data)
+        data["security"]["insecure"] = True
+        assert getattr(load_config(data), channel) == "tcp://0.0.0.0:5557"
+
+
 def test_curve_needs_one_binding_stage_per_link(keys: Path) -> None:
     data = copy.deepcopy(DEMO)
     data["security"] = {"curve": True, "keys_dir": str(keys)}
