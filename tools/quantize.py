@@ -36,8 +36,9 @@ from engines import EngineSpec, load_pipeline
 from engines.preprocess import preprocess
 from engines.registry import resolve_model
 from stream.sources.phantom import phantom_frame
+from tools.eval_common import measure_latency, parse_seeds
 from tools.eval_denoise import evaluate_denoise
-from tools.eval_seg import evaluate, measure_latency, parse_seeds, phantom_set, spec_for_seed
+from tools.eval_seg import evaluate, phantom_set, spec_for_seed
 from tools.onnx_flops import count_flops
 from tools.train_common import cpu_name, rounded, seed_text, write_card
 

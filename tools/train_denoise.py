@@ -26,8 +26,9 @@ import torch
 from engines import EngineSpec, load_pipeline
 from stream.sources.phantom import phantom_frame
 from tools.denoise_net import DenoiseNet
+from tools.eval_common import FRAME_STRIDE, measure_latency, parse_seeds
 from tools.eval_denoise import evaluate_denoise
-from tools.eval_seg import FRAME_STRIDE, measure_latency, parse_seeds, phantom_set, spec_for_seed
+from tools.eval_seg import phantom_set, spec_for_seed
 from tools.onnx_flops import count_flops
 from tools.train_common import (
     cpu_name,

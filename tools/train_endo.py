@@ -26,8 +26,8 @@ from engines import EngineSpec, load_pipeline
 from engines.preprocess import preprocess
 from engines.registry import ModelInput
 from stream.sources.endoscopy import LABELS, EndoscopySpec, endoscopy_frame
-from tools.eval_endo import endo_set, evaluate_endo, measure_latency_bgr
-from tools.eval_seg import FRAME_STRIDE, parse_seeds
+from tools.eval_common import FRAME_STRIDE, measure_latency, parse_seeds
+from tools.eval_endo import endo_set, evaluate_endo
 from tools.onnx_flops import count_flops
 from tools.seg_net import SegNet
 from tools.train_common import (
@@ -213,10 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     cv2.setNumThreads(1)
     pipeline = load_pipeline(EngineSpec(model=str(onnx_path), backend="onnxruntime", threads=1))
     metrics = evaluate_endo(pipeline, endo_set(args.test_seeds, args.test_frames_per_seed))
-    latency = measure_latency_bgr(
+    latency = measure_latency(
         pipeline,
         endoscopy_frame(EndoscopySpec(seed=args.test_seeds[0]), 0).image,
         args.latency_runs,
+        warmup=min(10, args.latency_runs),
+        pixel_format="bgr8",
     )
     pipeline.close()
     card["metrics"] = {

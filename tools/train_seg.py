@@ -38,15 +38,8 @@ from engines import EngineSpec, InferencePipeline, load_pipeline
 from engines.preprocess import preprocess
 from engines.registry import ModelInput
 from stream.sources.phantom import LABELS, phantom_frame
-from tools.eval_seg import (
-    FRAME_STRIDE,
-    dice_scores,
-    evaluate,
-    measure_latency,
-    parse_seeds,
-    phantom_set,
-    spec_for_seed,
-)
+from tools.eval_common import FRAME_STRIDE, dice_scores, measure_latency, parse_seeds
+from tools.eval_seg import evaluate, phantom_set, spec_for_seed
 from tools.onnx_flops import count_flops
 from tools.seg_net import SegNet
 from tools.train_common import torchscript_from_onnx
