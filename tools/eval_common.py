@@ -139,3 +139,23 @@ def print_held_out_report(
         report["latency"] = {"threads": args.threads, **latency}
     pipeline.close()
     print(json.dumps(report, indent=2))
+
+
+def score_and_time(
+    model: str,
+    evaluate: Callable[[InferencePipeline], dict[str, object]],
+    image: np.ndarray,
+    pixel_format: str,
+    runs: int,
+    warmup: int,
+) -> tuple[dict[str, object], dict[str, float]]:
+    """(metrics, latency) of `model` through ONNX Runtime, OpenCV and the engine on one thread.
+
+    The setup every model card quotes; `image` is the frame timed after `warmup` calls.
+    """
+    cv2.setNumThreads(1)
+    pipeline = load_pipeline(EngineSpec(model=model, backend="onnxruntime", threads=1))
+    metrics = evaluate(pipeline)
+    latency = measure_latency(pipeline, image, runs, warmup, pixel_format)
+    pipeline.close()
+    return metrics, latency

@@ -12,6 +12,7 @@ frame, after a warm-up, with OpenCV and ONNX Runtime limited to `--threads`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 
 from engines import InferencePipeline
 from stream.sources.phantom import LABELS, PhantomSpec, fov_mask, phantom_frame
@@ -27,6 +28,15 @@ from tools.eval_common import (
 def spec_for_seed(seed: int) -> PhantomSpec:
     """The phantom used for `seed` in training and evaluation: even seeds sector, odd linear."""
     return PhantomSpec(seed=seed, geometry="sector" if seed % 2 == 0 else "linear")
+
+
+def phantom_card() -> dict[str, object]:
+    """The phantom settings of `spec_for_seed` (all seeds alike), for a model card."""
+    spec = asdict(spec_for_seed(0))
+    return {
+        "phantom": {k: v for k, v in spec.items() if k not in ("seed", "geometry")},
+        "geometry": "even seeds sector, odd seeds linear",
+    }
 
 
 def phantom_set(
