@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from stream.frame import Frame
-from stream.sinks.base import SinkError, check_source_fps, json_snapshot
+from stream.sinks.base import SinkError, check_bgr_image, check_source_fps, json_snapshot
 from stream.sinks.writer_thread import CLOSE_TIMEOUT_S, WriterFailed, WriterThread
 from stream.spec import ConfigError, bounded
 
@@ -93,11 +93,7 @@ class VideoSink:
         """Queue `image_bgr` (kept by reference) for the writer, or count why it was dropped."""
         if self.closed:
             raise RuntimeError(f"video sink {self.stage_id!r} is closed")
-        if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            raise ValueError(
-                f"video sink {self.stage_id!r}: expected a uint8 HxWx3 BGR image, "
-                f"got {image_bgr.dtype} {image_bgr.shape}"
-            )
+        check_bgr_image(image_bgr, f"video sink {self.stage_id!r}")
         size = (image_bgr.shape[1], image_bgr.shape[0])
         if self._size is None:
             self._size = size
