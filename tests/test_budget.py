@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
-import zmq
 
 from engines.api import InferenceResult
 from stream.budget import LATE, WILL_MISS, BudgetGuard
 from stream.clock import FakeClock
 from stream.codec import EndOfStream
-from stream.config import load_config
 from stream.frame import Frame
-from stream.stages.base import StageRuntime
-from stream.stages.infer import run_infer
-from stream.stats import StageStats
-from stream.transport import Receiver, Sender
 
-from .helpers import free_port
+from .helpers import infer_stage_config, running_infer_stage
 
 
 def frame_at(seq: int, capture_ns: int, deadline_ns: int) -> Frame:
@@ -80,79 +71,26 @@ class SlowPipeline:
 
 
 def test_infer_stage_drops_by_deadline_with_injected_clock() -> None:
-    port_in, port_out = free_port(), free_port()
-    cfg = load_config(
-        {
-            "name": "t",
-            "budget_ms": 50,
-            "links": {
-                "in": {
-                    "endpoint": f"tcp://127.0.0.1:{port_in}",
-                    "pattern": "pushpull",
-                    "mode": "lossless",
-                },
-                "out": {
-                    "endpoint": f"tcp://127.0.0.1:{port_out}",
-                    "pattern": "pushpull",
-                    "mode": "lossless",
-                },
-            },
-            "stages": [
-                {
-                    "id": "infer",
-                    "kind": "infer",
-                    "input": "in",
-                    "output": "out",
-                    "wait_for_consumers": 0,
-                }
-            ],
-        }
-    )
+    cfg = infer_stage_config()
     clock = FakeClock()
-    rt = StageRuntime(cfg, cfg.stage("infer"), clock=clock, stats_endpoint="")
     pipeline = SlowPipeline(clock, 30.0)
-    stage = threading.Thread(target=run_infer, args=(rt, cfg.stage("infer"), pipeline))
-    ctx = zmq.Context()
-    test_stats = StageStats("test", "test", clock)
-    tx = Sender(ctx, "in", cfg.link("in"), "test", clock, test_stats)
-    rx = Receiver(ctx, "out", cfg.link("out"), "test", clock, test_stats)
-    stage.start()
-
-    def handled() -> int:
-        return rt.stats.counters["out"] + sum(rt.stats.drops.values())
-
-    def send_and_wait(frame: Frame) -> None:
-        before = handled()
-        tx.send(frame)
-        end = time.monotonic() + 10
-        while handled() == before and time.monotonic() < end:
-            time.sleep(0.005)
-        assert handled() == before + 1, "stage did not handle the frame"
-
-    try:
+    with running_infer_stage(cfg, clock, pipeline) as stage:
         for seq in range(3):  # processed: 30 ms each, which the stage learns
             t = clock.now_ns()
-            send_and_wait(frame_at(seq, t, t + 50_000_000))
+            stage.send_and_wait(frame_at(seq, t, t + 50_000_000))
         t = clock.now_ns()
-        send_and_wait(frame_at(3, t - 60_000_000, t - 10_000_000))  # deadline passed: late
-        send_and_wait(frame_at(4, t - 30_000_000, t + 20_000_000))  # 20 ms left < 30 ms: will_miss
-        send_and_wait(frame_at(5, t, t + 50_000_000))  # processed
-        assert dict(rt.stats.drops) == {LATE: 1, WILL_MISS: 1}
+        stage.send_and_wait(frame_at(3, t - 60_000_000, t - 10_000_000))  # deadline passed: late
+        # 20 ms left < 30 ms: will_miss
+        stage.send_and_wait(frame_at(4, t - 30_000_000, t + 20_000_000))
+        stage.send_and_wait(frame_at(5, t, t + 50_000_000))  # processed
+        assert dict(stage.rt.stats.drops) == {LATE: 1, WILL_MISS: 1}
         assert pipeline.calls == 4
-        got = [rx.recv(2000) for _ in range(4)]
+        got = [stage.rx.recv(2000) for _ in range(4)]
         assert [m.frame.seq for m in got] == [0, 1, 2, 5]
         assert [s.stage for s in got[3].frame.trace] == ["infer"]
         span = got[3].frame.trace[0]
         assert span.end_ns - span.start_ns == 30_000_000  # measured on the injected clock
         np.testing.assert_array_equal(got[3].frame.parts["mask"], np.zeros((8, 8), np.uint8))
-        tx.send_eos(EndOfStream("s", 1, 3))
-        eos = rx.recv(2000)
+        stage.tx.send_eos(EndOfStream("s", 1, 3))
+        eos = stage.rx.recv(2000)
         assert eos is not None and eos.kind == "eos"
-    finally:
-        rt.stop_requested = True
-        stage.join(5)
-        tx.close()
-        rx.close()
-        rt.close()
-        ctx.term()
-    assert not stage.is_alive()

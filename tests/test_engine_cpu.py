@@ -25,7 +25,8 @@ from engines.postprocess import argmax_labels, labels_from_logits
 from engines.preprocess import preprocess
 from engines.registry import MODELS_DIR, ModelInput, load_card, resolve_model
 from stream.sources.phantom import LABELS, phantom_frame
-from tools.eval_seg import evaluate, parse_seeds, phantom_set
+from tools.eval_common import parse_seeds
+from tools.eval_seg import evaluate, phantom_set
 
 PREPROCESS_TOL = 1e-4  # normalised units; the stated CPU/CUDA agreement (preprocess.py)
 BUNDLED = "us-seg"

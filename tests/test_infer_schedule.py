@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
-import zmq
 
 from engines import InferenceResult
 from stream.clock import FakeClock
 from stream.codec import EndOfStream
-from stream.config import load_config
 from stream.frame import Frame
 from stream.stages.base import StageRuntime
-from stream.stages.infer import run_infer
 from stream.stages.infer_schedule import FALLBACK, MAIN, InferSchedule
-from stream.stats import StageStats
-from stream.transport import Receiver, Sender
 
-from .helpers import free_port
+from .helpers import infer_stage_config, running_infer_stage
 
 MS = 1_000_000
 
@@ -102,84 +94,29 @@ class ClockedModel:
         pass
 
 
-def _stage_config(extra: dict) -> object:
-    port_in, port_out = free_port(), free_port()
-    link = {"pattern": "pushpull", "mode": "lossless"}
-    return load_config(
-        {
-            "name": "t",
-            "budget_ms": 50,
-            "links": {
-                "in": {"endpoint": f"tcp://127.0.0.1:{port_in}", **link},
-                "out": {"endpoint": f"tcp://127.0.0.1:{port_out}", **link},
-            },
-            "stages": [
-                {
-                    "id": "infer",
-                    "kind": "infer",
-                    "input": "in",
-                    "output": "out",
-                    "wait_for_consumers": 0,
-                    **extra,
-                }
-            ],
-        }
-    )
-
-
 def _run_stage(
     cfg, clock, main, fallback, frames: list[tuple[int, int]]
 ) -> tuple[list[Frame], StageRuntime]:  # type: ignore[no-untyped-def]
     """Send frames (capture offset ms from now, deadline offset ms) one at a time; return outputs."""
-    rt = StageRuntime(cfg, cfg.stage("infer"), clock=clock, stats_endpoint="")
-    stage = threading.Thread(target=run_infer, args=(rt, cfg.stage("infer"), main, fallback))
-    ctx = zmq.Context()
-    stats = StageStats("test", "test", clock)
-    tx = Sender(ctx, "in", cfg.link("in"), "test", clock, stats)
-    rx = Receiver(ctx, "out", cfg.link("out"), "test", clock, stats)
-    stage.start()
     outs: list[Frame] = []
-
-    def handled() -> int:
-        return rt.stats.counters["out"] + sum(rt.stats.drops.values())
-
-    try:
+    with running_infer_stage(cfg, clock, main, fallback) as stage:
         for seq, (capture_ms, deadline_ms) in enumerate(frames):
-            before = handled()
             t = clock.now_ns()
-            tx.send(
-                Frame(
-                    "s",
-                    seq,
-                    t + capture_ms * MS,
-                    t + deadline_ms * MS,
-                    np.zeros((4, 4), np.uint8),
-                    "gray8",
-                    epoch=1,
-                )
+            image = np.zeros((4, 4), np.uint8)
+            frame = Frame(
+                "s", seq, t + capture_ms * MS, t + deadline_ms * MS, image, "gray8", epoch=1
             )
-            end = time.monotonic() + 10
-            while handled() == before and time.monotonic() < end:
-                time.sleep(0.002)
-            assert handled() == before + 1, "stage did not handle the frame"
-        while (msg := rx.recv(200)) is not None:
+            stage.send_and_wait(frame)
+        while (msg := stage.rx.recv(200)) is not None:
             outs.append(msg.frame)
-        tx.send_eos(EndOfStream("s", 1, len(frames) - 1))
-    finally:
-        rt.stop_requested = True
-        stage.join(5)
-        tx.close()
-        rx.close()
-        rt.close()
-        ctx.term()
-    assert not stage.is_alive()
-    return outs, rt
+        stage.tx.send_eos(EndOfStream("s", 1, len(frames) - 1))
+    return outs, stage.rt
 
 
 def test_stage_reuses_every_nth_with_age_in_meta() -> None:
     clock = FakeClock()
     main = ClockedModel(clock, 5.0, "big", 1)
-    cfg = _stage_config({"run_every": 2, "max_reuse_age_ms": 500})
+    cfg = infer_stage_config({"run_every": 2, "max_reuse_age_ms": 500})
     outs, rt = _run_stage(cfg, clock, main, None, [(0, 50)] * 4)
     assert main.calls == 2 and len(outs) == 4
     infos = [f.meta["inference"] for f in outs]
@@ -195,7 +132,7 @@ def test_stage_cascade_switches_logs_and_counts() -> None:
     clock = FakeClock()
     main = ClockedModel(clock, 40.0, "big", 1)  # over the 20 ms stage budget
     light = ClockedModel(clock, 5.0, "small", 2)
-    cfg = _stage_config(
+    cfg = infer_stage_config(
         {
             "stage_budget_ms": 20,
             "predict_drops": False,

@@ -10,16 +10,14 @@ the baseline any denoiser must beat.
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Iterable
 
-import cv2
 import numpy as np
 
-from engines import EngineSpec, InferencePipeline, load_pipeline
+from engines import InferencePipeline
 from stream.sources.phantom import PhantomSpec, fov_mask, phantom_frame
-from tools.eval_seg import measure_latency, parse_seeds, phantom_set, spec_for_seed
+from tools.eval_common import held_out_parser, print_held_out_report
+from tools.eval_seg import phantom_set, spec_for_seed
 from tools.image_metrics import psnr_from_sse, squared_error, ssim
 
 
@@ -52,25 +50,14 @@ def evaluate_denoise(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="us-denoise", help="bundled model name or .onnx path")
-    parser.add_argument("--backend", default="onnxruntime")
-    parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("2000-2015"))
-    parser.add_argument("--frames-per-seed", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=100, help="latency runs (0: skip)")
-    args = parser.parse_args(argv)
-    cv2.setNumThreads(args.threads)
-    pipeline = load_pipeline(
-        EngineSpec(model=args.model, backend=args.backend, threads=args.threads)
+    args = held_out_parser(__doc__.splitlines()[0], "us-denoise", runs=100).parse_args(argv)
+    print_held_out_report(
+        args,
+        args.backend,
+        lambda pipeline: evaluate_denoise(pipeline, phantom_set(args.seeds, args.frames_per_seed)),
+        lambda: (phantom_frame(spec_for_seed(args.seeds[0]), 0).image, "gray8"),
+        warmup=20,
     )
-    report: dict[str, object] = {"model": pipeline.model_id, "seeds": args.seeds}
-    report.update(evaluate_denoise(pipeline, phantom_set(args.seeds, args.frames_per_seed)))
-    if args.runs:
-        image = phantom_frame(spec_for_seed(args.seeds[0]), 0).image
-        report["latency"] = {"threads": args.threads, **measure_latency(pipeline, image, args.runs)}
-    pipeline.close()
-    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

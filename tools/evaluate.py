@@ -39,10 +39,12 @@ import numpy as np
 
 from engines import EngineSpec, InferencePipeline, load_pipeline
 from stream.sources.endoscopy import LABELS as ENDO_LABELS
-from stream.sources.endoscopy import EndoscopySpec, endoscopy_frame
+from stream.sources.endoscopy import endoscopy_frame
 from stream.sources.phantom import LABELS as US_LABELS
 from stream.sources.phantom import fov_mask, phantom_frame
-from tools.eval_seg import confusion, dice_scores, parse_seeds, phantom_set
+from tools.eval_common import confusion, dice_scores, parse_seeds
+from tools.eval_endo import endo_set
+from tools.eval_seg import phantom_set
 from tools.image_metrics import psnr_from_sse, squared_error, ssim
 from tools.machine import cpu_name
 
@@ -108,10 +110,9 @@ def ultrasound_samples(seeds: list[int], frames_per_seed: int) -> list[Sample]:
 
 def endoscopy_samples(seeds: list[int], frames_per_seed: int) -> list[Sample]:
     out = []
-    for seed in seeds:
-        for k in range(frames_per_seed):
-            f = endoscopy_frame(EndoscopySpec(seed=seed), 37 * k)
-            out.append(Sample(f.image, f.truth, None, f.image.any(axis=2) | (f.truth > 0), "bgr8"))
+    for spec, index in endo_set(seeds, frames_per_seed):
+        f = endoscopy_frame(spec, index)
+        out.append(Sample(f.image, f.truth, None, f.image.any(axis=2) | (f.truth > 0), "bgr8"))
     return out
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,14 +30,15 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from engines import EngineSpec, load_pipeline
 from engines.preprocess import preprocess
 from engines.registry import resolve_model
 from stream.sources.phantom import phantom_frame
+from tools.eval_common import parse_seeds, score_and_time
 from tools.eval_denoise import evaluate_denoise
-from tools.eval_seg import evaluate, measure_latency, parse_seeds, phantom_set, spec_for_seed
+from tools.eval_seg import evaluate, phantom_set, spec_for_seed
+from tools.machine import cpu_name
 from tools.onnx_flops import count_flops
-from tools.train_common import cpu_name, rounded, seed_text, write_card
+from tools.train_common import command_line, rounded, seed_text, write_card
 
 
 class PhantomReader(CalibrationDataReader):
@@ -81,14 +80,15 @@ def quantize(model: str, out: Path, seeds: list[int], frames_per_seed: int) -> N
 
 
 def measure(model: str, task: str, seeds: list[int], frames: int, runs: int) -> dict:
-    pipeline = load_pipeline(EngineSpec(model=model, backend="onnxruntime", threads=1))
-    data = phantom_set(seeds, frames)
-    metrics = (
-        evaluate(pipeline, data) if task == "segmentation" else evaluate_denoise(pipeline, data)
+    score = evaluate if task == "segmentation" else evaluate_denoise
+    metrics, latency = score_and_time(
+        model,
+        lambda pipeline: score(pipeline, phantom_set(seeds, frames)),
+        phantom_frame(spec_for_seed(seeds[0]), 0).image,
+        "gray8",
+        runs,
+        warmup=min(20, runs),
     )
-    image = phantom_frame(spec_for_seed(seeds[0]), 0).image
-    latency = measure_latency(pipeline, image, runs=runs, warmup=min(20, runs))
-    pipeline.close()
     return {"metrics": metrics, "latency": latency}
 
 
@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test-frames-per-seed", type=int, default=4)
     p.add_argument("--latency-runs", type=int, default=200)
     args = p.parse_args(argv)
-    command = shlex.join(
-        ["python", "-m", "tools.quantize", *(sys.argv[1:] if argv is None else argv)]
-    )
+    command = command_line("tools.quantize", argv)
     cv2.setNumThreads(1)
     ref = resolve_model(args.model)
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""What the training scripts share: ONNX + TorchScript export, card helpers, machine facts.
+"""What the training scripts share: options, the training loop, export, card pieces.
 
 Every bundled network is exported twice from the same weights: `model.onnx` (ONNX Runtime,
 TensorRT) and `model.pt` (TorchScript, for the PyTorch backend). The TorchScript file is built
@@ -9,10 +9,14 @@ folded weights back with its BatchNorms set to the identity plus the folded bias
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
+import shlex
+import sys
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -20,10 +24,154 @@ import numpy as np
 import onnx
 import onnxruntime
 import torch
+import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
-from tools.machine import cpu_name as cpu_name  # re-exported for the training scripts
+from tools.eval_common import FRAME_STRIDE, parse_seeds
+from tools.machine import cpu_name
+from tools.onnx_flops import count_flops
+
+FRAME_INDICES = f"0, {FRAME_STRIDE}, {2 * FRAME_STRIDE}, ..."  # the frames used of each seed
+OPSET = 17
+RESIZE = "bilinear, half-pixel (cv2.INTER_LINEAR) from the frame; see engines/preprocess.py"
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The shell command that ran `python -m module` with `argv` (default: this process's)."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def add_training_options(
+    p: argparse.ArgumentParser, out: str, name: str, epochs: int, lr: float, train_seeds: str
+) -> None:
+    """--out, --name, --epochs, --steps-per-epoch, --batch, --lr, --seed, --threads,
+    --precision and --train-seeds, with the script's defaults where they differ."""
+    p.add_argument("--out", type=Path, default=Path(out), help="output folder")
+    p.add_argument("--name", default=name, help="model name in the card")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--steps-per-epoch", type=int, default=40)
+    p.add_argument("--batch", type=int, default=12)
+    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (one-cycle)")
+    p.add_argument("--seed", type=int, default=0, help="torch / sampling seed")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument(
+        "--precision",
+        choices=("bf16", "fp32"),
+        default="bf16",
+        help="training forward pass: bf16 autocast (~2x faster on CPUs with AVX512-BF16) or fp32",
+    )
+    p.add_argument("--train-seeds", type=parse_seeds, default=parse_seeds(train_seeds))
+
+
+def add_held_out_options(
+    p: argparse.ArgumentParser, frames_per_seed: int, latency_runs: int
+) -> None:
+    """--test-seeds, --frames-per-seed, --test-frames-per-seed and --latency-runs."""
+    p.add_argument("--test-seeds", type=parse_seeds, default=parse_seeds("2000-2015"))
+    p.add_argument("--frames-per-seed", type=int, default=frames_per_seed)
+    p.add_argument("--test-frames-per-seed", type=int, default=4)
+    p.add_argument("--latency-runs", type=int, default=latency_runs)
+
+
+def add_quick_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="one tiny epoch on a few frames (tests)")
+
+
+def apply_quick(args: argparse.Namespace) -> None:
+    """--quick: one tiny epoch on a few frames, one held-out seed, a short latency run."""
+    args.epochs, args.steps_per_epoch, args.batch = 1, 2, 2
+    args.train_seeds, args.test_seeds = [0, 1], [2000]
+    args.frames_per_seed, args.test_frames_per_seed, args.latency_runs = 2, 1, 3
+
+
+def check_training_args(
+    p: argparse.ArgumentParser, args: argparse.Namespace, held_out: Iterable[int]
+) -> None:
+    """Counts of at least one; no training seed among the `held_out` ones (else p.error)."""
+    for name in ("epochs", "steps_per_epoch", "batch", "threads", "frames_per_seed"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    overlap = set(args.train_seeds) & set(held_out)
+    if overlap:
+        p.error(f"training seeds overlap held-out seeds: {sorted(overlap)[:5]}")
+
+
+def deterministic(seed: int, threads: int) -> np.random.Generator:
+    """Seed torch, fix its threads and algorithms; return the sampling RNG."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    return np.random.default_rng(seed)
+
+
+def forward(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
+    """The training forward pass, under bf16 autocast for precision 'bf16'; float32 out."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return model(x).float()
+
+
+def train(
+    model: nn.Module,
+    step_loss: Callable[[], torch.Tensor],
+    epoch_note: Callable[[list[float]], str],
+    epochs: int,
+    steps_per_epoch: int,
+    lr: float,
+) -> float:
+    """AdamW with a one-cycle schedule over `epochs` x `steps_per_epoch` calls of `step_loss`.
+
+    After each epoch prints `epoch E/N  <epoch_note(losses)>  (T s)`. Returns the seconds taken.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+    )
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        losses = []
+        for _ in range(steps_per_epoch):
+            loss = step_loss()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        note = epoch_note(losses)
+        print(f"epoch {epoch}/{epochs}  {note}  ({time.perf_counter() - start:.0f} s)", flush=True)
+    return time.perf_counter() - start
+
+
+def mirrored_batch(
+    rng: np.random.Generator, x: np.ndarray, y: np.ndarray, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`size` random (image, label map) pairs, each left-right mirrored with probability 1/2."""
+    idx = rng.choice(len(x), size=min(size, len(x)), replace=False)
+    flip = rng.random(len(idx)) < 0.5
+    xb = np.where(flip[:, None, None, None], x[idx, ..., ::-1], x[idx])
+    yb = np.where(flip[:, None, None], y[idx, ..., ::-1], y[idx])
+    return torch.from_numpy(xb), torch.from_numpy(yb)
+
+
+def nearest_labels(truth: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Label map -> height x width, nearest with pixel centres aligned (as the postprocess)."""
+    ys = np.floor((np.arange(height) + 0.5) * truth.shape[0] / height).astype(np.intp)
+    xs = np.floor((np.arange(width) + 0.5) * truth.shape[1] / width).astype(np.intp)
+    return truth[ys[:, None], xs[None, :]]
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft Dice of the foreground classes over the batch."""
+    prob = logits.softmax(1)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(prob.dtype)
+    inter = (prob * onehot).sum((0, 2, 3))
+    denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    return 1 - ((2 * inter + 1) / (denom + 1))[1:].mean()
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy + (1 - mean foreground soft Dice)."""
+    return F.cross_entropy(logits, target) + dice_loss(logits, target)
 
 
 def export_onnx(
@@ -32,7 +180,7 @@ def export_onnx(
     example: torch.Tensor,
     input_name: str,
     output_name: str,
-    opset: int = 17,
+    opset: int = OPSET,
 ) -> None:
     """Export with the TorchScript exporter (no onnxscript needed), dynamic batch, then check."""
     model.eval()
@@ -147,3 +295,77 @@ def rounded(values: dict, digits: int = 4) -> dict:
         else:
             out[k] = v
     return out
+
+
+def input_card(channels: str, height: int, width: int) -> dict:
+    """The card's `input`: float32 NCHW `image`, dynamic batch."""
+    return {
+        "name": "image",
+        "layout": "NCHW",
+        "dtype": "float32",
+        "channels": channels,
+        "height": height,
+        "width": width,
+        "batch": "dynamic",
+        "resize": RESIZE,
+    }
+
+
+def segmentation_output_card(classes: int, height: int, width: int) -> dict:
+    """The card's `output` of a segmentation network: NCHW `logits`."""
+    return {
+        "name": "logits",
+        "layout": "NCHW",
+        "dtype": "float32",
+        "classes": classes,
+        "height": height,
+        "width": width,
+        "postprocess": "argmax over classes, nearest resize to the frame",
+    }
+
+
+def architecture_card(name: str, model: nn.Module, in_channels: int | None = None) -> dict:
+    """The card's `architecture`: the network's name, widths, parameter count, opset."""
+    card: dict = {"name": name, "widths": list(model.widths)}
+    if in_channels is not None:
+        card["in_channels"] = in_channels
+    card["parameters"] = sum(p.numel() for p in model.parameters())
+    card["opset"] = OPSET
+    return card
+
+
+def schedule_card(args: argparse.Namespace) -> dict:
+    """epochs, steps_per_epoch, batch and the optimiser, for the card's `training`."""
+    return {
+        "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "batch": args.batch,
+        "optimizer": f"AdamW lr {args.lr} one-cycle, weight decay 1e-4",
+    }
+
+
+def run_card(args: argparse.Namespace, train_seconds: float) -> dict:
+    """seed, threads, precision and the time taken, for the card's `training`."""
+    return {
+        "seed": args.seed,
+        "threads": args.threads,
+        "precision": args.precision,
+        "train_seconds": round(train_seconds, 1),
+    }
+
+
+def cost_card(
+    onnx_path: Path, input_size: str, frame: str, latency: dict[str, float], eval_module: str
+) -> dict:
+    """The card's `cost`: GFLOPs for one `input_size` input (e.g. '256x256'), the latency
+    measured on one `frame` (e.g. '512x512 gray8') as `score_and_time` does, this CPU."""
+    return {
+        "gflops": round(count_flops(onnx_path).gflops, 4),
+        "gflops_definition": "2 x multiply-accumulates of Conv/Gemm/MatMul, batch 1, "
+        f"{input_size} input",
+        "latency_ms": rounded(latency, 3),
+        "latency_setup": f"{frame} frame, load_pipeline(threads=1), cv2.setNumThreads(1), "
+        "ONNX Runtime CPU, graph optimisation 'all'",
+        "cpu": cpu_name(),
+        "measure_command": f"python -m {eval_module} --model {onnx_path} --threads 1",
+    }

@@ -13,28 +13,36 @@ pipeline (tools/eval_denoise.py). Deterministic for a given --seed and --threads
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
-from dataclasses import asdict
-from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from engines import EngineSpec, load_pipeline
 from stream.sources.phantom import phantom_frame
 from tools.denoise_net import DenoiseNet
+from tools.eval_common import score_and_time
 from tools.eval_denoise import evaluate_denoise
-from tools.eval_seg import FRAME_STRIDE, measure_latency, parse_seeds, phantom_set, spec_for_seed
-from tools.onnx_flops import count_flops
+from tools.eval_seg import phantom_card, phantom_set, spec_for_seed
 from tools.train_common import (
-    cpu_name,
+    FRAME_INDICES,
+    add_held_out_options,
+    add_quick_option,
+    add_training_options,
+    apply_quick,
+    architecture_card,
+    check_training_args,
+    command_line,
+    cost_card,
+    deterministic,
     export_onnx,
+    forward,
+    input_card,
     rounded,
+    run_card,
+    schedule_card,
     seed_text,
     torchscript_from_onnx,
+    train,
     versions,
     write_card,
 )
@@ -75,44 +83,28 @@ def batch(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("engines/models/us-denoise"))
-    p.add_argument("--name", default="us-denoise", help="model name in the card")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--steps-per-epoch", type=int, default=40)
-    p.add_argument("--batch", type=int, default=12)
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
-    p.add_argument("--train-seeds", type=parse_seeds, default=parse_seeds("0-63"))
-    p.add_argument("--test-seeds", type=parse_seeds, default=parse_seeds("2000-2015"))
-    p.add_argument("--frames-per-seed", type=int, default=8)
-    p.add_argument("--test-frames-per-seed", type=int, default=4)
-    p.add_argument("--latency-runs", type=int, default=100)
-    p.add_argument("--quick", action="store_true", help="one tiny epoch on a few frames (tests)")
+    add_training_options(
+        p,
+        out="engines/models/us-denoise",
+        name="us-denoise",
+        epochs=40,
+        lr=3e-3,
+        train_seeds="0-63",
+    )
+    add_held_out_options(p, frames_per_seed=8, latency_runs=100)
+    add_quick_option(p)
     args = p.parse_args(argv)
     if args.quick:
-        args.epochs, args.steps_per_epoch, args.batch = 1, 2, 2
-        args.train_seeds, args.test_seeds = [0, 1], [2000]
-        args.frames_per_seed, args.test_frames_per_seed, args.latency_runs = 2, 1, 3
-    for name in ("epochs", "steps_per_epoch", "batch", "threads", "frames_per_seed"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if set(args.train_seeds) & set(args.test_seeds):
-        p.error("training seeds overlap held-out seeds")
+        apply_quick(args)
+    check_training_args(p, args, args.test_seeds)
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = shlex.join(
-        ["python", "-m", "tools.train_denoise", *(sys.argv[1:] if argv is None else argv)]
-    )
+    command = command_line("tools.train_denoise", argv)
     started = time.perf_counter()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    torch.use_deterministic_algorithms(True)
-    rng = np.random.default_rng(args.seed)
+    rng = deterministic(args.seed, args.threads)
 
     noisy, clean = make_pairs(args.train_seeds, args.frames_per_seed)
     x_all = noisy.astype(np.float32) / 255
@@ -123,31 +115,20 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     model = DenoiseNet(mean, std)
-    params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=args.epochs * args.steps_per_epoch, pct_start=0.15
+
+    def step_loss() -> torch.Tensor:
+        x, y = batch(rng, noisy, clean, args.batch, CROP)
+        out = forward(model, torch.from_numpy((x - mean) / std), args.precision)
+        return (out - torch.from_numpy(y)).abs().mean()
+
+    train_seconds = train(
+        model,
+        step_loss,
+        lambda losses: f"L1 {np.mean(losses) * 255:.3f} levels",
+        args.epochs,
+        args.steps_per_epoch,
+        args.lr,
     )
-    train_start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        losses = []
-        for _ in range(args.steps_per_epoch):
-            x, y = batch(rng, noisy, clean, args.batch, CROP)
-            xt = torch.from_numpy((x - mean) / std)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-                out = model(xt).float()
-            loss = (out - torch.from_numpy(y)).abs().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-        print(
-            f"epoch {epoch}/{args.epochs}  L1 {np.mean(losses) * 255:.3f} levels  "
-            f"({time.perf_counter() - train_start:.0f} s)",
-            flush=True,
-        )
-    train_seconds = time.perf_counter() - train_start
 
     args.out.mkdir(parents=True, exist_ok=True)
     onnx_path = args.out / "model.onnx"
@@ -164,16 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         "description": "Ultrasound speckle reduction: noisy B-mode frame -> clean estimate, "
         "trained only on medstream's synthetic phantom (noisy / speckle-free pairs).",
         "labels": [],
-        "input": {
-            "name": "image",
-            "layout": "NCHW",
-            "dtype": "float32",
-            "channels": "gray",
-            "height": SIZE,
-            "width": SIZE,
-            "batch": "dynamic",
-            "resize": "bilinear, half-pixel (cv2.INTER_LINEAR) from the frame; see engines/preprocess.py",
-        },
+        "input": input_card("gray", SIZE, SIZE),
         "normalization": {"mean": [mean], "std": [std], "applied_to": "pixel / 255"},
         "output": {
             "name": "denoised",
@@ -186,47 +158,33 @@ def main(argv: list[str] | None = None) -> None:
             "postprocess": "pixel = clip(round(255 x output), 0, 255), bilinear resize to the frame",
         },
         "torchscript": "model.pt",
-        "architecture": {
-            "name": "DenoiseNet (tools/denoise_net.py)",
-            "widths": list(model.widths),
-            "parameters": params,
-            "opset": 17,
-        },
+        "architecture": architecture_card("DenoiseNet (tools/denoise_net.py)", model),
         "training": {
             "data": "stream.sources.phantom 512x512: noisy frame -> the same frame without speckle",
-            "phantom": {
-                k: v for k, v in asdict(spec_for_seed(0)).items() if k not in ("seed", "geometry")
-            },
-            "geometry": "even seeds sector, odd seeds linear",
+            **phantom_card(),
             "train_seeds": seed_text(args.train_seeds),
             "frames_per_seed": args.frames_per_seed,
-            "frame_indices": f"0, {FRAME_STRIDE}, {2 * FRAME_STRIDE}, ...",
+            "frame_indices": FRAME_INDICES,
             "crop": f"{CROP}x{CROP} random crops, left-right mirror",
-            "epochs": args.epochs,
-            "steps_per_epoch": args.steps_per_epoch,
-            "batch": args.batch,
-            "optimizer": f"AdamW lr {args.lr} one-cycle, weight decay 1e-4",
+            **schedule_card(args),
             "loss": "L1 (pixel / 255 units)",
-            "seed": args.seed,
-            "threads": args.threads,
-            "precision": args.precision,
-            "train_seconds": round(train_seconds, 1),
+            **run_card(args, train_seconds),
         },
         "command": command,
         "versions": versions(),
     }
     write_card(args.out / "card.json", card)
 
-    cv2.setNumThreads(1)
-    pipeline = load_pipeline(EngineSpec(model=str(onnx_path), backend="onnxruntime", threads=1))
-    metrics = evaluate_denoise(pipeline, phantom_set(args.test_seeds, args.test_frames_per_seed))
-    latency = measure_latency(
-        pipeline,
+    metrics, latency = score_and_time(
+        str(onnx_path),
+        lambda pipeline: evaluate_denoise(
+            pipeline, phantom_set(args.test_seeds, args.test_frames_per_seed)
+        ),
         phantom_frame(spec_for_seed(args.test_seeds[0]), 0).image,
-        runs=args.latency_runs,
+        "gray8",
+        args.latency_runs,
         warmup=min(10, args.latency_runs),
     )
-    pipeline.close()
     card["metrics"] = {
         "data": f"held-out phantom seeds {seed_text(args.test_seeds)}, "
         f"{args.test_frames_per_seed} frames each, 512x512, through the ONNX pipeline",
@@ -234,15 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         "pooled over all frames; SSIM 11x11 Gaussian window (tools/image_metrics.py)",
         **rounded(metrics, 3),
     }
-    card["cost"] = {
-        "gflops": round(count_flops(onnx_path).gflops, 4),
-        "gflops_definition": "2 x multiply-accumulates of Conv/Gemm/MatMul, batch 1, 512x512 input",
-        "latency_ms": rounded(latency, 3),
-        "latency_setup": "512x512 gray8 frame, load_pipeline(threads=1), cv2.setNumThreads(1), "
-        "ONNX Runtime CPU, graph optimisation 'all'",
-        "cpu": cpu_name(),
-        "measure_command": f"python -m tools.eval_denoise --model {onnx_path} --threads 1",
-    }
+    card["cost"] = cost_card(onnx_path, "512x512", "512x512 gray8", latency, "tools.eval_denoise")
     write_card(args.out / "card.json", card)
     print(
         f"held-out PSNR {metrics['psnr_db']:.2f} dB (input {metrics['input_psnr_db']:.2f}), "

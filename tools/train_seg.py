@@ -18,48 +18,51 @@ for a given --seed and --threads.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import shlex
-import sys
 import time
-import warnings
-from dataclasses import asdict
-from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import onnxruntime
 import torch
-import torch.nn.functional as F
 
 from engines import EngineSpec, InferencePipeline, load_pipeline
 from engines.preprocess import preprocess
 from engines.registry import ModelInput
 from stream.sources.phantom import LABELS, phantom_frame
-from tools.eval_seg import (
-    FRAME_STRIDE,
-    dice_scores,
-    evaluate,
-    measure_latency,
-    parse_seeds,
-    phantom_set,
-    spec_for_seed,
-)
+from tools.eval_common import dice_scores, parse_seeds, score_and_time
+from tools.eval_seg import evaluate, phantom_card, phantom_set, spec_for_seed
 from tools.onnx_flops import count_flops
 from tools.seg_net import SegNet
-from tools.train_common import torchscript_from_onnx
+from tools.train_common import (
+    FRAME_INDICES,
+    add_held_out_options,
+    add_quick_option,
+    add_training_options,
+    apply_quick,
+    architecture_card,
+    check_training_args,
+    command_line,
+    cost_card,
+    deterministic,
+    export_onnx,
+    forward,
+    input_card,
+    mirrored_batch,
+    nearest_labels,
+    rounded,
+    run_card,
+    schedule_card,
+    seed_text,
+    segmentation_loss,
+    segmentation_output_card,
+    torchscript_from_onnx,
+    train,
+    versions,
+    write_card,
+)
 
 SIZE = 256
 RAW_INPUT = ModelInput("image", "gray", SIZE, SIZE, "float32", (0.0,), (1.0,))  # pixel / 255
-
-
-def _nearest(truth: np.ndarray, size: int) -> np.ndarray:
-    """Label map -> size x size, nearest with pixel centres aligned (as the postprocess)."""
-    ys = np.floor((np.arange(size) + 0.5) * truth.shape[0] / size).astype(np.intp)
-    xs = np.floor((np.arange(size) + 0.5) * truth.shape[1] / size).astype(np.intp)
-    return truth[ys[:, None], xs[None, :]]
 
 
 def make_dataset(
@@ -74,17 +77,8 @@ def make_dataset(
         frame = phantom_frame(spec, index)
         image = frame.image if through is None else through(frame.image, "gray8").image
         images.append(preprocess(image, "gray8", RAW_INPUT)[0])
-        labels.append(_nearest(frame.truth, SIZE))
+        labels.append(nearest_labels(frame.truth, SIZE, SIZE))
     return np.stack(images), np.stack(labels).astype(np.int64)
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - mean soft Dice of the foreground classes over the batch."""
-    prob = logits.softmax(1)
-    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(prob.dtype)
-    inter = (prob * onehot).sum((0, 2, 3))
-    denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
-    return 1 - ((2 * inter + 1) / (denom + 1))[1:].mean()
 
 
 def predict(model: SegNet, x: np.ndarray, batch: int = 16) -> np.ndarray:
@@ -105,100 +99,30 @@ def val_dice(model: SegNet, x: np.ndarray, y: np.ndarray) -> float:
     return float(dice_scores(conf, LABELS)["mean_foreground_dice"] or 0.0)
 
 
-def export_onnx(model: SegNet, path: Path) -> None:
-    model.eval()
-    with warnings.catch_warnings():  # the legacy exporter is chosen on purpose: no onnxscript
-        warnings.filterwarnings(
-            "ignore", "You are using the legacy TorchScript", DeprecationWarning
-        )
-        _export(model, path)
-    onnx.checker.check_model(onnx.load(str(path)))
-
-
-def _export(model: SegNet, path: Path) -> None:
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 1, SIZE, SIZE),),
-        str(path),
-        dynamo=False,  # the TorchScript exporter: needs no onnxscript
-        opset_version=17,
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        do_constant_folding=True,
-    )
-
-
-def _seed_text(seeds: list[int]) -> str:
-    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1:
-        return f"{seeds[0]}-{seeds[-1]}"
-    return ",".join(map(str, seeds))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def write_card(path: Path, card: dict) -> None:
-    path.write_text(json.dumps(card, indent=2) + "\n")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("engines/models/us-seg"), help="output folder")
-    p.add_argument("--name", default="us-seg", help="model name in the card")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--steps-per-epoch", type=int, default=40)
-    p.add_argument("--batch", type=int, default=12)
-    p.add_argument("--lr", type=float, default=4e-3, help="peak learning rate (one-cycle)")
-    p.add_argument("--seed", type=int, default=0, help="torch / sampling seed")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
-    p.add_argument(
-        "--precision",
-        choices=("bf16", "fp32"),
-        default="bf16",
-        help="training forward pass: bf16 autocast (~2x faster on CPUs with AVX512-BF16) or fp32",
+    add_training_options(
+        p, out="engines/models/us-seg", name="us-seg", epochs=15, lr=4e-3, train_seeds="0-95"
     )
-    p.add_argument("--train-seeds", type=parse_seeds, default=parse_seeds("0-95"))
     p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("1000-1011"))
-    p.add_argument("--test-seeds", type=parse_seeds, default=parse_seeds("2000-2015"))
-    p.add_argument("--frames-per-seed", type=int, default=12)
-    p.add_argument("--test-frames-per-seed", type=int, default=4)
-    p.add_argument("--latency-runs", type=int, default=200)
+    add_held_out_options(p, frames_per_seed=12, latency_runs=200)
     p.add_argument(
         "--input-model", default=None, help="a denoiser every frame goes through first (hybrid)"
     )
-    p.add_argument("--quick", action="store_true", help="one tiny epoch on a few frames (tests)")
+    add_quick_option(p)
     args = p.parse_args(argv)
     if args.quick:
-        args.epochs, args.steps_per_epoch, args.batch = 1, 2, 2
-        args.train_seeds, args.val_seeds, args.test_seeds = [0, 1], [1000], [2000, 2001]
-        args.frames_per_seed, args.test_frames_per_seed, args.latency_runs = 2, 1, 5
-    for name in ("epochs", "steps_per_epoch", "batch", "threads", "frames_per_seed"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    overlap = set(args.train_seeds) & (set(args.val_seeds) | set(args.test_seeds))
-    if overlap:
-        p.error(f"training seeds overlap held-out seeds: {sorted(overlap)[:5]}")
+        apply_quick(args)
+        args.val_seeds, args.test_seeds, args.latency_runs = [1000], [2000, 2001], 5
+    check_training_args(p, args, [*args.val_seeds, *args.test_seeds])
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = shlex.join(
-        ["python", "-m", "tools.train_seg", *(sys.argv[1:] if argv is None else argv)]
-    )
+    command = command_line("tools.train_seg", argv)
     started = time.perf_counter()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    torch.use_deterministic_algorithms(True)
-    rng = np.random.default_rng(args.seed)
+    rng = deterministic(args.seed, args.threads)
 
     cv2.setNumThreads(args.threads)
     through = None
@@ -218,43 +142,26 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     model = SegNet(classes=len(LABELS)).to(memory_format=torch.channels_last)
-    params = sum(p.numel() for p in model.parameters())
-    total_steps = args.epochs * args.steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=total_steps, pct_start=0.15
+
+    def step_loss() -> torch.Tensor:
+        x, y = mirrored_batch(rng, x_train, y_train, args.batch)  # probes are symmetric
+        x = x.contiguous(memory_format=torch.channels_last)
+        return segmentation_loss(forward(model, x, args.precision), y)
+
+    train_seconds = train(
+        model,
+        step_loss,
+        lambda losses: (
+            f"loss {np.mean(losses):.4f}  val mean fg Dice {val_dice(model, x_val, y_val):.4f}"
+        ),
+        args.epochs,
+        args.steps_per_epoch,
+        args.lr,
     )
-    train_start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        losses = []
-        for _ in range(args.steps_per_epoch):
-            idx = rng.choice(len(x_train), size=min(args.batch, len(x_train)), replace=False)
-            flip = rng.random(len(idx)) < 0.5  # left-right mirror: probes are symmetric
-            x = torch.from_numpy(
-                np.where(flip[:, None, None, None], x_train[idx, ..., ::-1], x_train[idx])
-            )
-            y = torch.from_numpy(
-                np.where(flip[:, None, None], y_train[idx, ..., ::-1], y_train[idx])
-            )
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-                logits = model(x.contiguous(memory_format=torch.channels_last)).float()
-            loss = F.cross_entropy(logits, y) + dice_loss(logits, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-        print(
-            f"epoch {epoch}/{args.epochs}  loss {np.mean(losses):.4f}  "
-            f"val mean fg Dice {val_dice(model, x_val, y_val):.4f}  "
-            f"({time.perf_counter() - train_start:.0f} s)",
-            flush=True,
-        )
-    train_seconds = time.perf_counter() - train_start
 
     args.out.mkdir(parents=True, exist_ok=True)
     onnx_path = args.out / "model.onnx"
-    export_onnx(model, onnx_path)
+    export_onnx(model, onnx_path, torch.zeros(1, 1, SIZE, SIZE), "image", "logits")
     torchscript_from_onnx(
         SegNet(classes=len(LABELS)),
         onnx_path,
@@ -286,100 +193,52 @@ def main(argv: list[str] | None = None) -> None:
         "task": "segmentation",
         "description": description,
         "labels": list(LABELS),
-        "input": {
-            "name": "image",
-            "layout": "NCHW",
-            "dtype": "float32",
-            "channels": "gray",
-            "height": SIZE,
-            "width": SIZE,
-            "batch": "dynamic",
-            "resize": "bilinear, half-pixel (cv2.INTER_LINEAR) from the frame; see engines/preprocess.py",
-        },
+        "input": input_card("gray", SIZE, SIZE),
         "normalization": {"mean": [mean], "std": [std], "applied_to": "pixel / 255"},
-        "output": {
-            "name": "logits",
-            "layout": "NCHW",
-            "dtype": "float32",
-            "classes": len(LABELS),
-            "height": SIZE,
-            "width": SIZE,
-            "postprocess": "argmax over classes, nearest resize to the frame",
-        },
+        "output": segmentation_output_card(len(LABELS), SIZE, SIZE),
         "torchscript": "model.pt",
-        "architecture": {
-            "name": "SegNet (tools/seg_net.py)",
-            "widths": list(model.widths),
-            "parameters": params,
-            "opset": 17,
-        },
+        "architecture": architecture_card("SegNet (tools/seg_net.py)", model),
         "training": {
             "data": "stream.sources.phantom, 512x512 frames downscaled to 256x256"
             + (f", after {args.input_model}" if args.input_model else ""),
             "input_model": args.input_model,
-            "phantom": {
-                k: v for k, v in asdict(spec_for_seed(0)).items() if k not in ("seed", "geometry")
-            },
-            "geometry": "even seeds sector, odd seeds linear",
-            "train_seeds": _seed_text(args.train_seeds),
-            "val_seeds": _seed_text(args.val_seeds),
+            **phantom_card(),
+            "train_seeds": seed_text(args.train_seeds),
+            "val_seeds": seed_text(args.val_seeds),
             "frames_per_seed": args.frames_per_seed,
-            "frame_indices": f"0, {FRAME_STRIDE}, {2 * FRAME_STRIDE}, ...",
-            "epochs": args.epochs,
-            "steps_per_epoch": args.steps_per_epoch,
-            "batch": args.batch,
-            "optimizer": f"AdamW lr {args.lr} one-cycle, weight decay 1e-4",
+            "frame_indices": FRAME_INDICES,
+            **schedule_card(args),
             "loss": "cross-entropy + (1 - mean foreground soft Dice)",
             "augmentation": "left-right mirror",
-            "seed": args.seed,
-            "threads": args.threads,
-            "precision": args.precision,
-            "train_seconds": round(train_seconds, 1),
+            **run_card(args, train_seconds),
         },
         "command": command,
-        "versions": {
-            "torch": torch.__version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "opencv": cv2.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": versions(),
     }
     write_card(args.out / "card.json", card)  # the pipeline needs it to load the model
 
-    cv2.setNumThreads(1)
     evaluated = f"{args.input_model}+{onnx_path}" if args.input_model else str(onnx_path)
-    pipeline = load_pipeline(EngineSpec(model=evaluated, backend="onnxruntime", threads=1))
-    metrics = evaluate(pipeline, phantom_set(args.test_seeds, args.test_frames_per_seed))
-    latency = measure_latency(
-        pipeline,
+    metrics, latency = score_and_time(
+        evaluated,
+        lambda pipeline: evaluate(
+            pipeline, phantom_set(args.test_seeds, args.test_frames_per_seed)
+        ),
         phantom_frame(spec_for_seed(args.test_seeds[0]), 0).image,
-        runs=args.latency_runs,
+        "gray8",
+        args.latency_runs,
         warmup=min(20, args.latency_runs),
     )
-    pipeline.close()
-    flops = count_flops(onnx_path)
     card["metrics"] = {
-        "data": f"held-out phantom seeds {_seed_text(args.test_seeds)}, "
+        "data": f"held-out phantom seeds {seed_text(args.test_seeds)}, "
         f"{args.test_frames_per_seed} frames each, 512x512, through the ONNX pipeline"
         + (f" {evaluated.replace(str(onnx_path), args.name)}" if args.input_model else ""),
         "dice_definition": "2TP / (2TP + FP + FN) per class, pixels of all frames pooled",
-        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
+        **rounded(metrics),
     }
-    card["metrics"]["dice"] = {
-        k: (round(v, 4) if v is not None else None) for k, v in metrics["dice"].items()
-    }
-    card["cost"] = {
-        "gflops": round(flops.gflops, 4),
-        "gflops_definition": "2 x multiply-accumulates of Conv/Gemm/MatMul, batch 1, 256x256 input",
-        "latency_ms": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in latency.items()},
-        "latency_setup": ("the whole chain with " + args.input_model + ", " if args.input_model else "")
-        + "512x512 gray8 frame, load_pipeline(threads=1), cv2.setNumThreads(1), "
-        "ONNX Runtime CPU, graph optimisation 'all'",
-        "cpu": _cpu_name(),
-        "measure_command": f"python -m tools.eval_seg --model {onnx_path} --threads 1",
-    }
+    chain = f"the whole chain with {args.input_model}, " if args.input_model else ""
+    card["cost"] = cost_card(
+        onnx_path, "256x256", f"{chain}512x512 gray8", latency, "tools.eval_seg"
+    )
     write_card(args.out / "card.json", card)
     print(
         f"held-out Dice {card['metrics']['dice']}, mean fg {card['metrics']['mean_foreground_dice']}, "
@@ -387,8 +246,8 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     print(
-        f"{flops.gflops:.3f} GFLOPs, pipeline {latency['pipeline_median_ms']:.2f} ms median on 1 thread; "
-        f"total {time.perf_counter() - started:.0f} s",
+        f"{count_flops(onnx_path).gflops:.3f} GFLOPs, pipeline {latency['pipeline_median_ms']:.2f} "
+        f"ms median on 1 thread; total {time.perf_counter() - started:.0f} s",
         flush=True,
     )
 

@@ -49,3 +49,11 @@ def check_source_fps(source_fps: float | None, who: str) -> None:
     """ValueError unless `source_fps` is None or a finite rate > 0."""
     if source_fps is not None and not (math.isfinite(source_fps) and source_fps > 0):
         raise ValueError(f"{who}: source_fps must be a finite rate > 0 or None, got {source_fps}")
+
+
+def check_bgr_image(image: np.ndarray, who: str) -> None:
+    """ValueError naming `who` unless `image` is a uint8 H x W x 3 (BGR) array."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"{who}: expected a uint8 HxWx3 BGR image, got {image.dtype} {image.shape}"
+        )

@@ -9,8 +9,6 @@ image is stored too (as part `rendered`, bgr8) only with `rendered: true`.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,10 +20,8 @@ import numpy as np
 from stream.frame import Frame
 from stream.recording import RecordingWriter
 from stream.sinks.base import SinkError, check_source_fps, json_snapshot
+from stream.sinks.writer_thread import CLOSE_TIMEOUT_S, WriterFailed, WriterThread
 from stream.spec import ConfigError, bounded
-
-CLOSE_TIMEOUT_S = 120.0  # close() gives the writer this long to drain its queue
-_STOP = object()
 
 
 @dataclass
@@ -65,17 +61,12 @@ class RecorderSink:
         self.stage_id = stage_id
         start = datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
         self.path = Path(spec.path.format(stage=stage_id, start=start))
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=spec.queue)
-        self._lock = threading.Lock()
-        self._drops: dict[str, int] = {}
-        self._error: str | None = None
         self._stats: dict[str, Any] = {}
         self.frames_queued = 0
         self.frames_written = 0
         self.closed = False
         self._writer = self._open(source_fps)
-        self._thread = threading.Thread(target=self._run, name=f"recorder-{stage_id}", daemon=True)
-        self._thread.start()
+        self._thread = WriterThread(f"recorder-{stage_id}", spec.queue, self._write_item)
 
     def _fail(self, why: str) -> SinkError:
         return SinkError(f"recorder sink {self.stage_id!r}: cannot write {self.path}: {why}")
@@ -96,34 +87,23 @@ class RecorderSink:
         except OSError as e:
             raise self._fail(e.strerror or str(e)) from None
 
-    def _drop(self, reason: str) -> None:
-        with self._lock:
-            self._drops[reason] = self._drops.get(reason, 0) + 1
-
     def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
         """Queue `frame` (and the rendered image, if configured). Never waits unless `wait`."""
         if self.closed:
             raise RuntimeError(f"recorder sink {self.stage_id!r} is closed")
         item = (frame, image_bgr if self.spec.rendered else None, time.time_ns())
-        if self._error is not None:
-            self._drop("writer_error")
+        if self._thread.error is not None:
+            self._thread.drop("writer_error")
             return
-        try:
-            if self.spec.wait:
-                self._queue.put(item)
-            else:
-                self._queue.put_nowait(item)
+        if self._thread.put(item, wait=self.spec.wait):
             self.frames_queued += 1
-        except queue.Full:
-            self._drop("sink_overflow")
 
     def update_stats(self, stats: dict[str, Any]) -> None:
         """Keep the latest stats; they go into the recording's end record."""
         self._stats = json_snapshot(stats, f"recorder sink {self.stage_id!r}")
 
     def drops(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._drops)
+        return self._thread.drops()
 
     def _record(self, frame: Frame, rendered: np.ndarray | None, recorded_ns: int) -> None:
         if rendered is not None:
@@ -131,21 +111,13 @@ class RecorderSink:
         self._writer.write_frame(frame, self.stage_id, recorded_ns)
         self.frames_written += 1
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            if self._error is not None:
-                self._drop("writer_error")
-                continue
-            try:
-                self._record(*item)
-            except (TypeError, ValueError):  # a frame the codec cannot encode (dtype, parts)
-                self._drop("encode_error")
-            except OSError as e:  # disk full, I/O error: stop writing, count the rest
-                self._error = e.strerror or str(e)
-                self._drop("writer_error")
+    def _write_item(self, item: tuple[Frame, np.ndarray | None, int]) -> None:
+        try:
+            self._record(*item)
+        except (TypeError, ValueError):  # a frame the codec cannot encode (dtype, parts)
+            self._thread.drop("encode_error")
+        except OSError as e:  # disk full, I/O error: stop writing, count the rest
+            raise WriterFailed(e.strerror or str(e)) from e
 
     def close(self) -> None:
         """Write every queued frame and the end record, then close the file (bounded).
@@ -155,16 +127,11 @@ class RecorderSink:
         if self.closed:
             return
         self.closed = True
-        deadline = time.monotonic() + CLOSE_TIMEOUT_S
-        try:
-            self._queue.put(_STOP, timeout=CLOSE_TIMEOUT_S)
-        except queue.Full:
-            pass
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._thread.is_alive():
+        if not self._thread.stop():
             raise self._fail(f"the writer did not finish within {CLOSE_TIMEOUT_S:.0f} s")
+        error = self._thread.error
         try:
-            if self._error is None:
+            if error is None:
                 info = {
                     "frames": self.frames_written,
                     "drops": self.drops(),
@@ -173,6 +140,6 @@ class RecorderSink:
                 self._writer.write_end(info, time.time_ns())
             self._writer.close()
         except OSError as e:
-            self._error = self._error or e.strerror or str(e)
-        if self._error is not None:
-            raise self._fail(self._error)
+            error = error or e.strerror or str(e)
+        if error is not None:
+            raise self._fail(error)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import queue
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,11 +11,11 @@ import cv2
 import numpy as np
 
 from stream.frame import Frame
-from stream.sinks.base import SinkError, check_source_fps, json_snapshot
+from stream.sinks.base import SinkError, check_bgr_image, check_source_fps, json_snapshot
+from stream.sinks.writer_thread import CLOSE_TIMEOUT_S, WriterFailed, WriterThread
 from stream.spec import ConfigError, bounded
 
 DEFAULT_FPS = 30.0
-CLOSE_TIMEOUT_S = 120.0  # close() gives the writer this long to drain its queue
 
 
 @dataclass
@@ -41,9 +38,6 @@ class VideoSpec:
             )
 
 
-_STOP = object()
-
-
 class VideoSink:
     """Queue frames for a writer thread; `write` never waits on the encoder or the disk.
 
@@ -60,16 +54,14 @@ class VideoSink:
         self.fps = spec.fps or source_fps or DEFAULT_FPS
         self._fourcc = cv2.VideoWriter_fourcc(*spec.fourcc)
         self._check_writable()
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=spec.queue)
-        self._lock = threading.Lock()
-        self._drops: dict[str, int] = {}
         self._size: tuple[int, int] | None = None  # (width, height) of the first frame
-        self._error: str | None = None
+        self._video: cv2.VideoWriter | None = None  # opened by the first frame
         self.frames_written = 0
         self.stats: dict[str, Any] = {}
         self.closed = False
-        self._thread = threading.Thread(target=self._run, name=f"video-{stage_id}", daemon=True)
-        self._thread.start()
+        self._thread = WriterThread(
+            f"video-{stage_id}", spec.queue, self._write_item, self._release
+        )
 
     def _fail(self, why: str) -> SinkError:
         return SinkError(f"video sink {self.stage_id!r}: cannot write {self.path}: {why}")
@@ -97,62 +89,43 @@ class VideoSink:
                 "(unsupported codec or container, or the file is not writable)"
             )
 
-    def _drop(self, reason: str) -> None:
-        with self._lock:
-            self._drops[reason] = self._drops.get(reason, 0) + 1
-
     def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
         """Queue `image_bgr` (kept by reference) for the writer, or count why it was dropped."""
         if self.closed:
             raise RuntimeError(f"video sink {self.stage_id!r} is closed")
-        if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            raise ValueError(
-                f"video sink {self.stage_id!r}: expected a uint8 HxWx3 BGR image, "
-                f"got {image_bgr.dtype} {image_bgr.shape}"
-            )
+        check_bgr_image(image_bgr, f"video sink {self.stage_id!r}")
         size = (image_bgr.shape[1], image_bgr.shape[0])
         if self._size is None:
             self._size = size
         elif size != self._size:
-            self._drop("bad_size")
+            self._thread.drop("bad_size")
             return
-        try:
-            self._queue.put_nowait(image_bgr)
-        except queue.Full:
-            self._drop("sink_overflow")
+        self._thread.put(image_bgr)
 
     def update_stats(self, stats: dict[str, Any]) -> None:
         """Keep the latest stats (`self.stats`); they are not written into the video."""
         self.stats = json_snapshot(stats, f"video sink {self.stage_id!r}")
 
     def drops(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._drops)
+        return self._thread.drops()
 
-    def _run(self) -> None:
-        writer: cv2.VideoWriter | None = None
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            if self._error is not None:
-                self._drop("writer_error")
-                continue
-            try:
-                if writer is None:
-                    height, width = item.shape[:2]
-                    writer = cv2.VideoWriter(
-                        str(self.path), self._fourcc, self.fps, (width, height)
-                    )
-                    if not writer.isOpened():
-                        raise OSError(f"OpenCV could not open the writer at {width}x{height}")
-                writer.write(np.ascontiguousarray(item))
-                self.frames_written += 1
-            except Exception as e:  # the thread must live on to count and drain
-                self._error = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-                self._drop("writer_error")
-        if writer is not None:
-            writer.release()
+    def _write_item(self, image: np.ndarray) -> None:
+        try:
+            if self._video is None:
+                height, width = image.shape[:2]
+                self._video = cv2.VideoWriter(
+                    str(self.path), self._fourcc, self.fps, (width, height)
+                )
+                if not self._video.isOpened():
+                    raise OSError(f"OpenCV could not open the writer at {width}x{height}")
+            self._video.write(np.ascontiguousarray(image))
+            self.frames_written += 1
+        except Exception as e:  # the thread must live on to count and drain
+            raise WriterFailed((str(e).strip().splitlines() or [type(e).__name__])[-1]) from e
+
+    def _release(self) -> None:
+        if self._video is not None:
+            self._video.release()
 
     def close(self) -> None:
         """Write every queued frame, finish the file and join the writer thread.
@@ -163,13 +136,7 @@ class VideoSink:
         if self.closed:
             return
         self.closed = True
-        deadline = time.monotonic() + CLOSE_TIMEOUT_S
-        try:
-            self._queue.put(_STOP, timeout=CLOSE_TIMEOUT_S)  # room comes as the writer drains
-        except queue.Full:
-            pass
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._thread.is_alive():
+        if not self._thread.stop():
             raise self._fail(f"the writer did not finish within {CLOSE_TIMEOUT_S:.0f} s")
-        if self._error is not None:
-            raise self._fail(self._error)
+        if self._thread.error is not None:
+            raise self._fail(self._thread.error)

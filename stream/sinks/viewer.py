@@ -27,7 +27,7 @@ import numpy as np
 
 from stream.exposure import require_loopback_or, token_matches
 from stream.frame import Frame
-from stream.sinks.base import SinkError, check_source_fps, json_snapshot
+from stream.sinks.base import SinkError, check_bgr_image, check_source_fps, json_snapshot
 from stream.sinks.latest import LatestJpeg
 from stream.spec import ConfigError, bounded
 
@@ -247,11 +247,7 @@ class ViewerSink:
         """Make `image_bgr` the newest frame (kept by reference, encoded only when asked for)."""
         if self.closed:
             raise RuntimeError(f"viewer sink {self.stage_id!r} is closed")
-        if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            raise ValueError(
-                f"viewer sink {self.stage_id!r}: expected a uint8 HxWx3 BGR image, "
-                f"got {image_bgr.dtype} {image_bgr.shape}"
-            )
+        check_bgr_image(image_bgr, f"viewer sink {self.stage_id!r}")
         self.slot.put(image_bgr, frame.seq)
         with self._lock:
             self._written += 1
