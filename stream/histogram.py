@@ -169,8 +169,9 @@ class RecentHistogram:
             self.started_ns = now_ns
         self.current.record(ms)
 
-    def percentile(self, p: float) -> float | None:
+    def percentiles(self, ps: tuple[float, ...]) -> tuple[float | None, ...]:
+        """The percentiles `ps` over the window (both halves merged once); None if empty."""
         both = Histogram()
         both.merge(self.previous)
         both.merge(self.current)
-        return None if both.count == 0 else both.percentile(p)
+        return tuple(None if both.count == 0 else both.percentile(p) for p in ps)

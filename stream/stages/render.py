@@ -85,11 +85,12 @@ class Renderer:
 
     def hud_data(self, frame: Frame, overlay: Frame | None, stale_ms: float | None) -> HudData:
         stats = self.rt.stats
+        p50, p99 = self.recent.percentiles((50, 99))
         return HudData(
             seq=frame.seq,
             fps=self.fps(),
-            latency_p50_ms=self.recent.percentile(50),
-            latency_p99_ms=self.recent.percentile(99),
+            latency_p50_ms=p50,
+            latency_p99_ms=p99,
             budget_ms=self.rt.cfg.budget_ms,
             budget_misses=stats.counters["budget_misses"],
             drops=sum(stats.drops.values()),
@@ -151,8 +152,6 @@ class Renderer:
         rt.stats.frame_out(handoff)
         rt.stats.observe(STAGE_MS, (end - start_ns) / 1e6)
         rt.framelog.out(frame, start_ns, end, handoff_ns=handoff)
-        if self.confusion.size:
-            rt.stats.info["confusion"] = self.confusion.tolist()
         self.publish_live()
 
     def _draw_geometry(self, canvas: np.ndarray, frame: Frame) -> None:
@@ -173,6 +172,8 @@ class Renderer:
         if not force and now < self.next_stats:
             return
         self.next_stats = now + STATS_PERIOD_S
+        if self.confusion.size:  # for the stage's stats snapshots (and so the run report)
+            self.rt.stats.info["confusion"] = self.confusion.tolist()
         live = self.live_stats()
         for sink in self.sinks:
             sink.update_stats(live)
@@ -180,7 +181,7 @@ class Renderer:
     def live_stats(self) -> dict[str, Any]:
         stats = self.rt.stats
         fps = self.fps()
-        p50, p99 = self.recent.percentile(50), self.recent.percentile(99)
+        p50, p99 = self.recent.percentiles((50, 99))
         return {
             "stage": self.rt.id,
             "mode": self.spec.mode,
