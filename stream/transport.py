@@ -323,33 +323,33 @@ class Receiver:
             )
             self._thread.start()
 
-    def _accept(self, parts: list, drops: Counter[str], counts: Counter[str]) -> Message | None:
+    def _accept(self, parts: list) -> Message | None:
         """Decode one message and do the link bookkeeping; None if it was dropped (counted)."""
         try:
             msg = decode(parts, self.shm.read if self.shm is not None else None)
         except DecodeError as e:
-            drops[f"invalid:{e.reason}"] += 1
+            self._drops[f"invalid:{e.reason}"] += 1
             return None
         except PayloadGone as e:  # its slot was reused: one drop, and no gap counted for it
-            self._sequence(e.sender, e.link_seq, e.stream, e.epoch, e.seq, drops, counts)
-            drops[e.reason] += 1
+            self._sequence(e.sender, e.link_seq, e.stream, e.epoch, e.seq)
+            self._drops[e.reason] += 1
             return None
         except Exception:  # a decoder bug must not kill the drain thread: count it, go on
-            drops["invalid:decoder_error"] += 1
+            self._drops["invalid:decoder_error"] += 1
             return None
         if msg.kind == KIND_EOS:
             assert msg.eos is not None
             key = (msg.eos.stream, msg.eos.epoch)
             if key in self.eos_seen:
-                counts["eos_repeats"] += 1
+                self._counts["eos_repeats"] += 1
                 return None
             _remember(self.eos_seen, key, True)
-            counts["eos"] += 1
+            self._counts["eos"] += 1
             return msg
         frame = msg.frame
         assert frame is not None
-        self._sequence(msg.sender, msg.link_seq, frame.stream, frame.epoch, frame.seq, drops, counts)
-        counts["in"] += 1
+        self._sequence(msg.sender, msg.link_seq, frame.stream, frame.epoch, frame.seq)
+        self._counts["in"] += 1
         return msg
 
     def _sequence(
@@ -359,13 +359,11 @@ class Receiver:
         stream: str,
         epoch: int,
         seq: int,
-        drops: Counter[str],
-        counts: Counter[str],
     ) -> None:
         """Per-sender sequence bookkeeping: restarts, the highest frame seq seen, and gaps
         counted as `overflow`."""
         if self.epochs.get(stream, epoch) != epoch:
-            counts["stream_restarts"] += 1
+            self._counts["stream_restarts"] += 1
             self.last_link_seq.pop(sender, None)
         _remember(self.epochs, stream, epoch)
         key = f"{stream}@{epoch}"
@@ -373,9 +371,9 @@ class Receiver:
         if self.pubsub:
             last = self.last_link_seq.get(sender)
             if last is not None and link_seq > last + 1:
-                drops["overflow"] += link_seq - last - 1
+                self._drops["overflow"] += link_seq - last - 1
             elif last is not None and link_seq <= last:
-                counts["sender_restarts"] += 1
+                self._counts["sender_restarts"] += 1
             _remember(self.last_link_seq, sender, link_seq)
 
     def _drain(self) -> None:
@@ -393,7 +391,7 @@ class Receiver:
                 except zmq.ZMQError:
                     return  # socket closed under us
                 with self._cond:
-                    msg = self._accept(parts, self._drops, self._counts)
+                    msg = self._accept(parts)
                     if msg is None:
                         continue
                     if msg.kind == KIND_EOS:
@@ -415,9 +413,7 @@ class Receiver:
             high = self.stats.info.setdefault("seq_high", {})
             for key, seq in self.seq_high.items():
                 if seq > high.get(key, -1):
-                    if key not in high and len(high) >= MAX_TRACKED:
-                        del high[next(iter(high))]
-                    high[key] = seq
+                    _remember(high, key, seq)
 
     def _take(self) -> Message | None:
         if self._newest is not None:
@@ -456,7 +452,7 @@ class Receiver:
             if not self.sock.poll(remaining, zmq.POLLIN):
                 return None
             parts = self.sock.recv_multipart(copy=False)
-            msg = self._accept(parts, self._drops, self._counts)
+            msg = self._accept(parts)
             if msg is not None:
                 return msg
             if remaining == 0:
