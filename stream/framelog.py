@@ -29,6 +29,7 @@ from typing import Any
 import zmq
 
 from .frame import Frame
+from .transport import count_subscriptions
 
 VERSION = 1
 SNDHWM = 10_000
@@ -55,12 +56,7 @@ class FrameLog:
         """Whether a profiler listens (checks its (un)subscriptions without blocking)."""
         if self.sock is None:
             return False
-        while self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            msg = self.sock.recv()
-            if msg[:1] == b"\x01":
-                self.listeners += 1
-            elif msg[:1] == b"\x00":
-                self.listeners = max(0, self.listeners - 1)
+        self.listeners = count_subscriptions(self.sock, self.listeners)
         return self.listeners > 0
 
     def _send(self, record: dict[str, Any]) -> None:

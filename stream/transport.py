@@ -148,6 +148,20 @@ def _remember(d: dict, key: object, value: object) -> None:
     d[key] = value
 
 
+def count_subscriptions(sock: zmq.Socket, current: int) -> int:
+    """`current` updated by the (un)subscriptions waiting on an XPUB_VERBOSER socket
+    (read without blocking): how many subscribers it has now."""
+    while True:
+        try:
+            msg = sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return current
+        if msg[:1] == b"\x01":
+            current += 1
+        elif msg[:1] == b"\x00":
+            current = max(0, current - 1)
+
+
 class Sender:
     """The producing end of a link. `send` never blocks on a live link."""
 
@@ -190,15 +204,7 @@ class Sender:
         self.stats.count("shm_inline")  # every ring slot still held by a reader: sent inline
 
     def _track_subscriptions(self) -> None:
-        while True:
-            try:
-                msg = self.sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if msg[:1] == b"\x01":
-                self.consumers += 1
-            elif msg[:1] == b"\x00":
-                self.consumers = max(0, self.consumers - 1)
+        self.consumers = count_subscriptions(self.sock, self.consumers)
 
     def wait_for_consumers(self, n: int, timeout_s: float) -> bool:
         """Wait until `n` consumers subscribed (pubsub only; pushpull returns True)."""
