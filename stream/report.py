@@ -150,7 +150,9 @@ def build_report(
     grabs = [s for s in cfg.stages if isinstance(s, GrabSpec)]
     renders = [s for s in cfg.stages if isinstance(s, RenderSpec)]
     captured, unreported = captured_frames(cfg, snapshots)
-    delivered = sum(get(s.id).counters["out"] for s in renders)
+    # handed to the sinks, less what a file sink still held in the stage's last snapshot (only
+    # a killed render stage leaves any: its final snapshot comes after its sinks closed)
+    delivered = sum(get(s.id).counters["out"] - get(s.id).counters["sink_pending"] for s in renders)
     on_path: list[str] = []
     for r in renders:
         on_path += [sid for sid in video_path(cfg, r) if sid not in on_path]

@@ -10,6 +10,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -44,6 +45,7 @@ class StageStats:
         self.info: dict[str, Any] = {}
         self.first_out_ns: int | None = None
         self.last_out_ns: int | None = None
+        self.snapshot_hooks: list[Callable[[], None]] = []  # bring counters up to date first
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
@@ -73,6 +75,8 @@ class StageStats:
         return (n - 1) / ((self.last_out_ns - self.first_out_ns) / 1e9)
 
     def snapshot(self, final: bool = False) -> dict[str, Any]:
+        for hook in self.snapshot_hooks:
+            hook()
         return {
             "stage": self.stage,
             "kind": self.kind,

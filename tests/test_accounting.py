@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from stream.clock import FakeClock, WallClock
 from stream.config import load_config
 from stream.report import build_report, captured_frames, format_report
+from stream.sinks.writer_thread import WriterThread
 from stream.snapshot import parse_snapshot
 from stream.stats import QUEUE_MS, StageStats
 from stream.transport import Receiver, Sender
@@ -50,6 +52,29 @@ def test_a_killed_source_is_counted_up_to_the_highest_sequence_seen() -> None:
     assert f["captured"] == 35 and f["captured_unreported"] == 5
     assert f["delivered"] == 27 and f["dropped"] == {"late": 1, "lost": 7}
     assert f["accounted"]
+
+
+def test_frames_still_queued_in_a_killed_render_stages_file_sink_are_lost_not_delivered() -> None:
+    """A render stage SIGKILLed with 2 frames in its recorder's queue: its last snapshot says
+    out 30, sink_pending 2; those 2 never reached the file, so they are lost, not delivered."""
+    snapshots = [
+        snap("grab", 1, {"captured": 60, "out": 60}, {"stream": "grab", "epoch": 1}),
+        snap("infer", 2, {"out": 60}),
+        snap("render", 3, {"out": 30, "sink_pending": 2}),  # killed
+        snap("render", 4, {"out": 28, "sink_pending": 0}),  # its restart, stopped cleanly
+    ]
+    f = build_report(CFG, snapshots, 1.0, {"render": 1}, "test")["frames"]
+    assert f["delivered"] == 56 and f["dropped"] == {"lost": 4} and f["accounted"]
+
+
+def test_writer_thread_counts_what_is_not_on_disk_yet() -> None:
+    release = threading.Event()
+    writer = WriterThread("t", 8, lambda item: release.wait(5))
+    for i in range(3):
+        assert writer.put(i)
+    assert writer.pending() == 3  # one being written, two queued
+    release.set()
+    assert writer.stop() and writer.pending() == 0
 
 
 def test_clock_skew_is_counted_not_recorded() -> None:

@@ -102,6 +102,10 @@ class RecorderSink:
         """Keep the latest stats; they go into the recording's end record."""
         self._stats = json_snapshot(stats, f"recorder sink {self.stage_id!r}")
 
+    def pending(self) -> int:
+        """Frames handed to this sink and not yet written."""
+        return self._thread.pending()
+
     def drops(self) -> dict[str, int]:
         return self._thread.drops()
 

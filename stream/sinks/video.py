@@ -106,6 +106,10 @@ class VideoSink:
         """Keep the latest stats (`self.stats`); they are not written into the video."""
         self.stats = json_snapshot(stats, f"video sink {self.stage_id!r}")
 
+    def pending(self) -> int:
+        """Frames handed to this sink and not yet written."""
+        return self._thread.pending()
+
     def drops(self) -> dict[str, int]:
         return self._thread.drops()
 

@@ -37,6 +37,7 @@ class WriterThread:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=size)
         self._lock = threading.Lock()
         self._drops: dict[str, int] = {}
+        self._pending = 0  # queued or being written
         self._write = write
         self._finish = finish
         self.error: str | None = None
@@ -53,7 +54,14 @@ class WriterThread:
         except queue.Full:
             self.drop("sink_overflow")
             return False
+        with self._lock:
+            self._pending += 1
         return True
+
+    def pending(self) -> int:
+        """Items queued or being written: not on disk yet."""
+        with self._lock:
+            return self._pending
 
     def drop(self, reason: str) -> None:
         with self._lock:
@@ -68,14 +76,18 @@ class WriterThread:
             item = self._queue.get()
             if item is _STOP:
                 break
-            if self.error is not None:
-                self.drop("writer_error")
-                continue
             try:
-                self._write(item)
-            except WriterFailed as e:
-                self.error = str(e)
-                self.drop("writer_error")
+                if self.error is not None:
+                    self.drop("writer_error")
+                    continue
+                try:
+                    self._write(item)
+                except WriterFailed as e:
+                    self.error = str(e)
+                    self.drop("writer_error")
+            finally:
+                with self._lock:
+                    self._pending -= 1
         if self._finish is not None:
             self._finish()
 

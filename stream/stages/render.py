@@ -34,7 +34,7 @@ from ..render.hud import HudAnnotator, HudData
 from ..render.mask import MaskAnnotator
 from ..render.orientation import OrientationAnnotator
 from ..render.scale import ScaleBarAnnotator
-from ..sinks.base import Sink, SinkError
+from ..sinks.base import Sink, SinkError, sink_pending
 from ..stats import GLASS_MS, OVERLAY_AGE_MS, STAGE_MS
 from .base import StageRuntime, admitted_frames
 
@@ -219,6 +219,13 @@ def run_render(rt: StageRuntime, spec: RenderSpec) -> int:
         rt.log.error("%s", e)
         return 2
     renderer = Renderer(rt, spec, sinks)
+
+    def note_pending() -> None:
+        # frames counted out but still queued in a file sink are not delivered yet: if this
+        # process dies now they never reach the file (the report counts them as lost)
+        rt.stats.counters["sink_pending"] = max((sink_pending(s) for s in sinks), default=0)
+
+    rt.stats.snapshot_hooks.append(note_pending)
     guard = BudgetGuard(stage_budget_ms=spec.stage_budget_ms)
     try:
         if spec.mode == "synchronized":
