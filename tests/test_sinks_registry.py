@@ -53,3 +53,22 @@ def test_open_sink_opens_each_type(tmp_path):
         assert isinstance(video, VideoSink) and video.fps == 50.0
     finally:
         video.close()
+
+
+def test_the_sink_protocol_has_every_method_the_render_stage_calls():
+    import inspect
+
+    from stream.sinks.base import Sink
+
+    members = {
+        name
+        for name, value in vars(Sink).items()
+        if inspect.isfunction(value) and not name.startswith("_")
+    }
+    # render.py calls write, update_stats, drops and close on every sink (pending is optional)
+    assert members == {"write", "update_stats", "drops", "close"}
+    for _spec_cls, sink_cls in SINK_TYPES.values():
+        for name in members:
+            assert callable(getattr(sink_cls, name, None)), f"{sink_cls.__name__}.{name}"
+        params = list(inspect.signature(sink_cls.close).parameters)
+        assert params == ["self"], f"{sink_cls.__name__}.close{params}"
