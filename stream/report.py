@@ -244,6 +244,11 @@ def build_report(
         "budget": {
             "misses": budget_misses,
             "miss_rate": round(budget_misses / delivered, 4) if delivered else None,
+            "stage_overruns": {
+                s.id: get(s.id).counters["stage_overruns"]
+                for s in cfg.stages
+                if get(s.id).counters["stage_overruns"]
+            },
         },
         "engines": engine,
         "accuracy": accuracy,
@@ -314,6 +319,11 @@ def format_report(report: dict[str, Any]) -> str:
         f"budget misses: {b['misses']}"
         + (f" ({100 * b['miss_rate']:.2f}%)" if b["miss_rate"] is not None else "")
     )
+    if b.get("stage_overruns"):
+        lines.append(
+            "stage budget overruns: "
+            + ", ".join(f"{k} {v}" for k, v in b["stage_overruns"].items())
+        )
     for sid, e in report["engines"].items():
         lines.append(
             f"engine {sid}: {e['model']} on {e['backend']} ({e['device']}, {e['precision']})"

@@ -254,11 +254,17 @@ def _close_sinks(rt: StageRuntime, sinks: list[Sink]) -> bool:
     return failed
 
 
+def _record_stage_time(rt: StageRuntime, guard: BudgetGuard, start_ns: int) -> None:
+    """Feed the guard's prediction; a frame over `stage_budget_ms` counts as `stage_overruns`."""
+    if guard.record((rt.clock.now_ns() - start_ns) / 1e6):
+        rt.stats.count("stage_overruns")
+
+
 def _synchronized(rt: StageRuntime, renderer: Renderer, guard: BudgetGuard) -> None:
     receiver = rt.receiver(renderer.spec.input)
     for frame, start in admitted_frames(rt, receiver, guard):
         renderer.render(frame, frame, None, start)
-        guard.record((rt.clock.now_ns() - start) / 1e6)
+        _record_stage_time(rt, guard, start)
 
 
 def _passthrough(rt: StageRuntime, spec: RenderSpec, renderer: Renderer, guard: BudgetGuard) -> None:
@@ -285,4 +291,4 @@ def _passthrough(rt: StageRuntime, spec: RenderSpec, renderer: Renderer, guard: 
         if drawn is None:
             rt.stats.count("frames_without_overlay")
         renderer.render(frame, drawn, stale_ms, start)
-        guard.record((rt.clock.now_ns() - start) / 1e6)
+        _record_stage_time(rt, guard, start)
