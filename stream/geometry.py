@@ -2,6 +2,9 @@
 
 - `pixel_spacing_mm`: [row_mm, col_mm], the distance between row centres and between column
   centres in millimetres (DICOM PixelSpacing order), both finite and > 0.
+- `pixel_spacing_suspect`: a one-line reason, present when the source itself doubts the spacing
+  it sends (a DICOM ultrasound region that lies outside the image: a resized copy). Renderers
+  then draw no scale bar but a "spacing unverified" note, and OpenIGTLink withholds it.
 - `patient_orientation`: [row_direction, column_direction], the patient directions in which the
   column index and the row index increase (DICOM PatientOrientation), each 1-3 letters of
   A/P (anterior/posterior), L/R (left/right), H/F (head/foot), e.g. ["L", "P"].
@@ -16,6 +19,7 @@ import math
 from typing import Any
 
 SPACING_KEY = "pixel_spacing_mm"
+SPACING_SUSPECT_KEY = "pixel_spacing_suspect"
 ORIENTATION_KEY = "patient_orientation"
 OPPOSITE = {"A": "P", "P": "A", "L": "R", "R": "L", "H": "F", "F": "H"}
 MAX_SPACING_MM = 1000.0
@@ -62,6 +66,14 @@ def spacing_from_meta(meta: dict[str, Any]) -> tuple[float, float] | None:
     """The frame's pixel spacing, None if it has none; ValueError if it is malformed."""
     value = meta.get(SPACING_KEY)
     return None if value is None else check_spacing(value)
+
+
+def spacing_suspect_from_meta(meta: dict[str, Any]) -> str | None:
+    """Why the source doubts the frame's pixel spacing, or None if it does not."""
+    value = meta.get(SPACING_SUSPECT_KEY)
+    if value is None or value is False:
+        return None
+    return " ".join(str(value).split()) or "unverified"
 
 
 def orientation_from_meta(meta: dict[str, Any]) -> tuple[str, str] | None:

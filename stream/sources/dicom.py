@@ -10,7 +10,11 @@ The grab stage paces the frames at the file's own rate (FrameTime, the mean of F
 CineRate or RecommendedDisplayFrameRate; `fps` overrides it). Pixel spacing (PixelSpacing, the
 enhanced-multiframe pixel measures, or the first 2D ultrasound region, converted from cm) goes
 into every frame's `meta["pixel_spacing_mm"]`, PatientOrientation into
-`meta["patient_orientation"]`. The file is checked at open (its first and last frames decoded),
+`meta["patient_orientation"]`. A spacing the file itself casts doubt on (its ultrasound region lies
+outside the image: a resized copy) is sent with `meta["pixel_spacing_suspect"]` (the reason), so
+it is not drawn as a measurement, unless the config confirms it (`spacing: confirmed`) or gives
+its own (`pixel_spacing_mm`). A looping cine's decoded frames are kept in memory when they fit
+in `cache_mb`, so each frame is decoded once, not once per loop. The file is checked at open (its first and last frames decoded),
 so a missing, non-DICOM, truncated or undecodable file is one `SourceError` line.
 """
 
@@ -18,11 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from stream.geometry import geometry_meta, validate_geometry_fields
+from stream.geometry import SPACING_SUSPECT_KEY, geometry_meta, validate_geometry_fields
 from stream.sources.base import Capture, SourceError, SourceEvent, one_line
 from stream.sources.dicom_image import (
     GrayWindow,
@@ -35,6 +39,8 @@ from stream.sources.dicom_image import (
 from stream.spec import ConfigError, bounded
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+CONFIRMED_NOTE = " (confirmed by the config: used as is)"
+SUSPECT_NOTE = " (not drawn as a measurement; set spacing: confirmed or pixel_spacing_mm)"
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,14 @@ class DicomSpec:
     )
     orientation: list[str] | None = bounded(
         None, doc="patient directions of increasing column and row (null: PatientOrientation)"
+    )
+    spacing: Literal["auto", "confirmed"] = bounded(
+        "auto",
+        doc="confirmed: trust the file's spacing even where it looks suspect (a region outside "
+        "the image); auto: a suspect spacing is sent flagged, never drawn as a scale bar",
+    )
+    cache_mb: float = bounded(
+        512.0, 0.0, 1e6, doc="loop: keep decoded frames up to this size (0: decode each loop)"
     )
 
     def validate(self, where: str) -> None:
@@ -87,17 +101,26 @@ class DicomSource:
         orientation = spec.orientation or patient_orientation(self.ds)
         self._meta: dict[str, Any] = geometry_meta(spacing, orientation)
         self._meta["modality"] = str(self.ds.get("Modality", ""))
+        suspect = bool(spacing_warning) and not spec.pixel_spacing_mm
+        if suspect and spec.spacing != "confirmed":
+            self._meta[SPACING_SUSPECT_KEY] = spacing_warning
+        self._cache = self._make_cache()
         first = self._decode_raw(0)
         self._window = GrayWindow(self.ds, first) if self.photometric in MONOCHROME else None
         self._first: tuple[np.ndarray, str] | None = self._display(first, 0)
+        self._keep(0, self._first)
         if self.frames > 1:
-            self._display(self._decode_raw(self.frames - 1), self.frames - 1)
+            last = self.frames - 1
+            self._keep(last, self._display(self._decode_raw(last), last))
         self.index = 0
         self.closed = False
-        if spacing_warning and not spec.pixel_spacing_mm:
+        if suspect:
+            confirmed = spec.spacing == "confirmed"
             self._events.append(
                 SourceEvent(
-                    f"dicom source {self.path}: {spacing_warning}", {"dicom_spacing_suspect": 1}
+                    f"dicom source {self.path}: {spacing_warning}"
+                    + (CONFIRMED_NOTE if confirmed else SUSPECT_NOTE),
+                    {"dicom_spacing_suspect": 1},
                 )
             )
         self._events.append(
@@ -111,6 +134,28 @@ class DicomSource:
                 level="info",
             )
         )
+
+    def _make_cache(self) -> list[tuple[np.ndarray, str] | None] | None:
+        """Room for every decoded frame of a looping cine that fits `cache_mb`, else None."""
+        if not self.spec.loop or self.frames < 2:
+            return None
+        channels = 1 if self.photometric in MONOCHROME else 3
+        need_mb = self.frames * int(self.ds.Rows) * int(self.ds.Columns) * channels / 2**20
+        if need_mb > self.spec.cache_mb:
+            self._events.append(
+                SourceEvent(
+                    f"dicom source {self.path}: {self.frames} decoded frames need "
+                    f"{need_mb:.0f} MB, more than cache_mb {self.spec.cache_mb:g}: "
+                    "decoding every frame again on each loop",
+                    level="info",
+                )
+            )
+            return None
+        return [None] * self.frames
+
+    def _keep(self, index: int, shown: tuple[np.ndarray, str]) -> None:
+        if self._cache is not None:
+            self._cache[index] = shown
 
     def _error(self, why: str) -> SourceError:
         return SourceError(f"dicom source: cannot read {self.path}: {one_line(why)}")
@@ -179,10 +224,14 @@ class DicomSource:
             self.index = 0
         index = self.index
         self.index += 1
-        if index == 0 and self._first is not None:
+        cached = self._cache[index] if self._cache is not None else None
+        if cached is not None:  # a copy: frames are sent without copying, the cache stays
+            image, fmt = cached[0].copy(), cached[1]
+        elif index == 0 and self._first is not None:
             (image, fmt), self._first = self._first, None
         else:
             image, fmt = self._display(self._decode_raw(index), index)
+            self._keep(index, (image, fmt))
         return Capture(image, fmt, meta={**self._meta, "dicom_frame": index})
 
     def close(self) -> None:

@@ -77,7 +77,8 @@ def pixel_spacing(ds: Any) -> tuple[list[float] | None, str, str]:
             rows, cols = ds.get("Rows"), ds.get("Columns")
             warning = ""
             if isinstance(x1, int) and isinstance(y1, int) and rows and cols:
-                if x1 >= cols or y1 >= rows:
+                # x1/y1 == Columns/Rows is a common vendor convention (an exclusive bound)
+                if x1 > cols or y1 > rows:
                     warning = (
                         f"ultrasound region reaches ({x1}, {y1}), outside the {cols}x{rows} "
                         "image: its spacing may not belong to these pixels"
