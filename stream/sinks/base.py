@@ -10,6 +10,8 @@ import numpy as np
 
 from stream.frame import Frame
 
+MAX_FPS = 1000.0
+
 
 class SinkError(RuntimeError):
     """A sink that cannot open: the message says what, where and why, in one line."""
@@ -42,6 +44,15 @@ def sink_pending(sink: Sink) -> int:
     keep only the newest frame and owe nothing (viewer, window, OpenIGTLink)."""
     pending = getattr(sink, "pending", None)
     return pending() if pending is not None else 0
+
+
+def frame_source_fps(frame: Frame) -> float | None:
+    """The stream's frame rate the grab stage put in `meta["source_fps"]`, if valid."""
+    value = frame.meta.get("source_fps")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isfinite(value) and 0 < value <= MAX_FPS:
+            return float(value)
+    return None
 
 
 def json_snapshot(stats: dict[str, Any], who: str) -> dict[str, Any]:

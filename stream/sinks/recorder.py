@@ -5,6 +5,10 @@ the trace) in the `.msrec` format (docs/recording.md), which the `replay` source
 full is dropped and counted (`sink_overflow`), unless `wait: true`, meant for a render stage that
 does nothing but record on a lossless link, where waiting is what keeps every frame. The rendered
 image is stored too (as part `rendered`, bgr8) only with `rendered: true`.
+
+The file is created at open (so a bad path is an error at once); its header is written with the
+first frame, whose `meta["source_fps"]` (the grab stage's rate) becomes the header's `source_fps`
+unless the sink was opened with one.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 
 from stream.frame import Frame
 from stream.recording import RecordingWriter
-from stream.sinks.base import SinkError, check_source_fps, json_snapshot
+from stream.sinks.base import SinkError, check_source_fps, frame_source_fps, json_snapshot
 from stream.sinks.writer_thread import CLOSE_TIMEOUT_S, WriterFailed, WriterThread
 from stream.spec import ConfigError, bounded
 
@@ -65,32 +69,44 @@ class RecorderSink:
         self.frames_queued = 0
         self.frames_written = 0
         self.closed = False
-        self._writer = self._open(source_fps)
+        self.source_fps = source_fps
+        self._open()
+        self._writer: RecordingWriter | None = None  # made by the first frame (or close)
         self._thread = WriterThread(f"recorder-{stage_id}", spec.queue, self._write_item)
 
     def _fail(self, why: str) -> SinkError:
         return SinkError(f"recorder sink {self.stage_id!r}: cannot write {self.path}: {why}")
 
-    def _open(self, source_fps: float | None) -> RecordingWriter:
+    def _open(self) -> None:
+        """Create the (empty) file now, so a path that cannot be written is an error at open."""
         if self.path.exists() and not self.spec.overwrite:
             raise self._fail("the file exists (set overwrite: true, or put {start} in the path)")
-        header = {
-            "stage": self.stage_id,
-            "created_ns": time.time_ns(),
-            "source_fps": source_fps,
-            "rendered": self.spec.rendered,
-            "fsync_s": self.spec.fsync_s,
-        }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            return RecordingWriter(self.path, header, self.spec.fsync_s)
+            self.path.open("wb").close()
         except OSError as e:
             raise self._fail(e.strerror or str(e)) from None
+        self.created_ns = time.time_ns()
+
+    def _recording(self) -> RecordingWriter:
+        """The writer, made (with the file header) on first use."""
+        if self._writer is None:
+            header = {
+                "stage": self.stage_id,
+                "created_ns": self.created_ns,
+                "source_fps": self.source_fps,
+                "rendered": self.spec.rendered,
+                "fsync_s": self.spec.fsync_s,
+            }
+            self._writer = RecordingWriter(self.path, header, self.spec.fsync_s)
+        return self._writer
 
     def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
         """Queue `frame` (and the rendered image, if configured). Never waits unless `wait`."""
         if self.closed:
             raise RuntimeError(f"recorder sink {self.stage_id!r} is closed")
+        if self.source_fps is None and self.frames_queued == 0:  # before the writer reads it
+            self.source_fps = frame_source_fps(frame)
         item = (frame, image_bgr if self.spec.rendered else None, time.time_ns())
         if self._thread.error is not None:
             self._thread.drop("writer_error")
@@ -112,7 +128,7 @@ class RecorderSink:
     def _record(self, frame: Frame, rendered: np.ndarray | None, recorded_ns: int) -> None:
         if rendered is not None:
             frame = replace(frame, parts={**frame.parts, "rendered": rendered})
-        self._writer.write_frame(frame, self.stage_id, recorded_ns)
+        self._recording().write_frame(frame, self.stage_id, recorded_ns)
         self.frames_written += 1
 
     def _write_item(self, item: tuple[Frame, np.ndarray | None, int]) -> None:
@@ -141,8 +157,9 @@ class RecorderSink:
                     "drops": self.drops(),
                     "stats": self._stats,
                 }
-                self._writer.write_end(info, time.time_ns())
-            self._writer.close()
+                self._recording().write_end(info, time.time_ns())
+            if self._writer is not None:
+                self._writer.close()
         except OSError as e:
             error = error or e.strerror or str(e)
         if error is not None:

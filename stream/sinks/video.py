@@ -11,7 +11,13 @@ import cv2
 import numpy as np
 
 from stream.frame import Frame
-from stream.sinks.base import SinkError, check_bgr_image, check_source_fps, json_snapshot
+from stream.sinks.base import (
+    SinkError,
+    check_bgr_image,
+    check_source_fps,
+    frame_source_fps,
+    json_snapshot,
+)
 from stream.sinks.writer_thread import CLOSE_TIMEOUT_S, WriterFailed, WriterThread
 from stream.spec import ConfigError, bounded
 
@@ -41,7 +47,9 @@ class VideoSpec:
 class VideoSink:
     """Queue frames for a writer thread; `write` never waits on the encoder or the disk.
 
-    The first frame fixes the video size: later frames of another size are dropped as
+    The frame rate written is `spec.fps`, else `source_fps` given at open, else the first
+    frame's `meta["source_fps"]` (the grab stage's rate), else 30. The first frame fixes the
+    video size: later frames of another size are dropped as
     `bad_size`; frames that find the queue full are dropped as `sink_overflow`. An existing
     file at `path` is replaced.
     """
@@ -52,6 +60,7 @@ class VideoSink:
         self.stage_id = stage_id
         self.path = Path(spec.path)
         self.fps = spec.fps or source_fps or DEFAULT_FPS
+        self._fps_known = bool(spec.fps or source_fps)
         self._fourcc = cv2.VideoWriter_fourcc(*spec.fourcc)
         self._check_writable()
         self._size: tuple[int, int] | None = None  # (width, height) of the first frame
@@ -97,6 +106,9 @@ class VideoSink:
         size = (image_bgr.shape[1], image_bgr.shape[0])
         if self._size is None:
             self._size = size
+            if not self._fps_known:  # set before the first put: the writer thread reads it
+                self.fps = frame_source_fps(frame) or DEFAULT_FPS
+                self._fps_known = True
         elif size != self._size:
             self._thread.drop("bad_size")
             return

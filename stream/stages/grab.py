@@ -8,7 +8,9 @@ live link, so a slow consumer can never stall the source.
 The rate is the stage's `fps`, else the source's own `fps`, else 30. A self-paced source (a live
 device, a replay at its recorded timing, a file read as fast as possible: see
 `stream.sources.base.Source`) is not paced unless the stage's `fps` is set. Events a source
-reports (stalls, reopens, gaps) are logged and added to the stage's counters.
+reports (stalls, reopens, gaps) are logged and added to the stage's counters. Every frame's
+`meta["source_fps"]` carries the rate it is paced at (or a self-paced source's own rate, where it
+knows one), so file sinks downstream write the stream at its own rate.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
         source.should_stop = rt.should_stop  # type: ignore[attr-defined]
     fps = spec.fps or getattr(source, "fps", None) or DEFAULT_FPS
     period_ns = int(1e9 / fps)
+    source_fps = fps if not self_paced else getattr(source, "fps", None)
+    rate_meta = {"source_fps": float(source_fps)} if source_fps else {}
     stream = spec.stream or spec.id
     epoch = clock.now_ns()  # a new epoch per start: consumers see a restarted producer
     sender = rt.sender(spec.output)
@@ -105,7 +109,7 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
                 epoch=epoch,
                 parts=cap.parts,
                 annotations=cap.annotations,
-                meta=cap.meta,
+                meta={**cap.meta, **rate_meta},
             )
             rt.stats.count("captured")
             frame.with_span(rt.id, start, capture_ns)
