@@ -77,6 +77,10 @@ class InferSpec:
     )
 
 
+Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
+OrientationPlace = Literal["edges", "top-left", "top-right", "bottom-left", "bottom-right"]
+
+
 @dataclass
 class RenderSpec:
     """A render stage: overlay + HUD, then the sinks."""
@@ -94,10 +98,36 @@ class RenderSpec:
         100.0, 0.0, 60000.0, doc="passthrough: oldest overlay drawn"
     )
     hud: bool = bounded(True, doc="draw the HUD")
+    hud_corner: Corner = bounded("top-left", doc="corner of the HUD panel")
+    scale_bar: bool = bounded(True, doc="draw a scale bar in mm where the frame has a spacing")
+    scale_bar_corner: Corner = bounded("bottom-right", doc="corner of the scale bar")
+    orientation: bool = bounded(True, doc="draw patient directions where the frame has them")
+    orientation_corner: OrientationPlace = bounded(
+        "edges", doc="edges: a letter at each edge; a corner: a compact arrow glyph there"
+    )
+    show: Literal["auto", "input", "output", "side_by_side"] = bounded(
+        "auto",
+        doc="auto: the model's output image where there is one (a denoiser's), else the "
+        "input; side_by_side: input (with overlay) | output",
+    )
     sinks: list[dict[str, Any]] = section(list, "where rendered frames go: `type:` plus its keys")
     stage_budget_ms: float | None = bounded(
         None, 0.1, 60000.0, doc="per-stage budget (overruns counted)"
     )
+
+    def validate(self, where: str) -> None:
+        pieces = {"hud": self.hud, "scale_bar": self.scale_bar, "orientation": self.orientation}
+        taken: dict[str, str] = {}
+        for name, on in pieces.items():
+            corner = getattr(self, f"{name}_corner")
+            if not on or corner == "edges":
+                continue
+            if corner in taken:
+                raise ConfigError(
+                    f"{where}.{name}_corner: {taken[corner]} is in the {corner} corner already; "
+                    "give each piece its own corner (or switch one off)"
+                )
+            taken[corner] = name
 
 
 StageSpec = GrabSpec | InferSpec | RenderSpec

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import zmq
@@ -106,3 +107,126 @@ def test_render_stage_budget_overruns_are_counted(stage_budget_ms: float, overru
     report = build_report(cfg, [snapshot], 1.0, {}, "test")
     assert report["budget"]["stage_overruns"] == ({"render": 6} if overruns else {})
     assert ("stage budget overruns: render 6" in format_report(report)) == bool(overruns)
+
+
+def rendered_images(tmp_path: Any, stage: dict[str, Any], batch: list[Frame]) -> tuple[list[np.ndarray], StageRuntime]:
+    """Run the render stage over `batch`; the rendered images (from a recorder sink)."""
+    from stream.recording import RecordingReader
+
+    rec = tmp_path / "out.msrec"
+    sinks = [{"type": "recorder", "path": str(rec), "rendered": True, "overwrite": True}]
+    cfg = render_config({**stage, "sinks": sinks})
+    with render_stage(cfg, SteppingClock(step_ms=0.001)) as (rt, tx):
+        send_all(tx, batch)
+    with RecordingReader(rec) as reader:
+        images = [np.array(f.parts["rendered"]) for f in reader]
+    return images, rt
+
+
+def echo_frames(n: int, meta: dict[str, Any], **extra: Any) -> list[Frame]:
+    from stream.sources.dicom import DicomSource, DicomSpec
+
+    from .test_io_pipeline import ECHO
+
+    source = DicomSource(DicomSpec(path=str(ECHO)))
+    cap = source.read()
+    source.close()
+    assert cap is not None
+    return frames(n, image=cap.image, meta=meta, **extra)
+
+
+OFF = {"hud": False, "scale_bar": False, "orientation": False}
+GEOMETRY = {"pixel_spacing_mm": [0.25, 0.25], "patient_orientation": ["L", "P"]}
+
+
+def bgr(frame: Frame) -> np.ndarray:
+    from stream.render.color import to_bgr
+
+    return to_bgr(frame.image, frame.pixel_format)
+
+
+def test_pieces_switched_off_leave_the_real_frame_untouched(tmp_path: Any) -> None:
+    batch = echo_frames(2, GEOMETRY)
+    images, _ = rendered_images(tmp_path, OFF, batch)
+    assert len(images) == 2 and np.array_equal(images[0], bgr(batch[0]))
+    images, _ = rendered_images(tmp_path, {"hud": False}, batch)  # scale bar, orientation on
+    assert not np.array_equal(images[0], bgr(batch[0]))
+
+
+@pytest.mark.parametrize(
+    "piece", ["hud", "scale_bar", "orientation"]
+)
+@pytest.mark.parametrize("corner", ["top-left", "top-right", "bottom-left", "bottom-right"])
+def test_each_piece_is_drawn_in_its_corner_only(tmp_path: Any, piece: str, corner: str) -> None:
+    batch = echo_frames(1, GEOMETRY)
+    stage = {**OFF, piece: True, f"{piece}_corner": corner}
+    images, _ = rendered_images(tmp_path, stage, batch)
+    changed = (images[0] != bgr(batch[0])).any(axis=2)
+    h, w = changed.shape
+    ys, xs = np.nonzero(changed)
+    assert len(ys) > 50, "nothing drawn"
+    quadrant_x = xs >= w // 2 if corner.endswith("right") else xs < w // 2
+    quadrant_y = ys >= h // 2 if corner.startswith("bottom") else ys < h // 2
+    assert quadrant_x.all() and quadrant_y.all(), (xs.min(), xs.max(), ys.min(), ys.max())
+
+
+def test_a_suspect_spacing_is_a_note_not_a_scale_bar(tmp_path: Any) -> None:
+    from stream.render.scale import ScaleBarAnnotator, SpacingNoteAnnotator
+
+    suspect = {"pixel_spacing_mm": [0.51, 0.51], "pixel_spacing_suspect": "region outside"}
+    stage = {**OFF, "scale_bar": True}
+    batch = echo_frames(1, suspect)
+    images, _ = rendered_images(tmp_path, stage, batch)
+    assert np.array_equal(images[0], SpacingNoteAnnotator().annotate(bgr(batch[0])))
+    confirmed = echo_frames(1, {"pixel_spacing_mm": [0.51, 0.51]})
+    images, _ = rendered_images(tmp_path, stage, confirmed)
+    assert np.array_equal(images[0], ScaleBarAnnotator().annotate(bgr(confirmed[0]), (0.51, 0.51)))
+
+
+def test_two_pieces_in_one_corner_and_unknown_corners_are_config_errors() -> None:
+    from stream.spec import ConfigError
+
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.scale_bar_corner: hud is in the top-left"):
+        render_config({"scale_bar_corner": "top-left"})
+    render_config({"scale_bar_corner": "top-left", "hud": False})  # switched off: no clash
+    render_config({"orientation_corner": "edges"})
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.hud_corner: .*'top-left'"):
+        render_config({"hud_corner": "middle"})
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.show: .*'side_by_side'"):
+        render_config({"show": "both"})
+
+
+def denoised(batch: list[Frame]) -> list[Frame]:
+    """The frames as a denoiser's infer stage sends them: an `output` part (gray, same size)."""
+    out = []
+    for f in batch:
+        gray = cv2.cvtColor(f.image, cv2.COLOR_RGB2GRAY)
+        clean = cv2.GaussianBlur(gray, (9, 9), 0)
+        out.append(Frame(f.stream, f.seq, f.capture_ns, f.deadline_ns, f.image, f.pixel_format,
+                         epoch=f.epoch, parts={"output": clean}))
+    return out
+
+
+@pytest.mark.parametrize("show", ["auto", "output", "input", "side_by_side"])
+def test_show_picks_the_input_the_model_output_or_both(tmp_path: Any, show: str) -> None:
+    batch = denoised(echo_frames(2, {}))
+    images, rt = rendered_images(tmp_path, {**OFF, "show": show}, batch)
+    inp = bgr(batch[0])
+    out = cv2.cvtColor(batch[0].parts["output"], cv2.COLOR_GRAY2BGR)
+    want = {
+        "auto": out,
+        "output": out,
+        "input": inp,
+        "side_by_side": np.hstack((inp, out)),
+    }[show]
+    assert np.array_equal(images[0], want)
+    assert rt.stats.counters["frames_without_output"] == 0
+
+
+@pytest.mark.parametrize(("show", "width"), [("auto", 320), ("output", 320), ("side_by_side", 640)])
+def test_without_a_model_output_the_input_is_shown(tmp_path: Any, show: str, width: int) -> None:
+    batch = echo_frames(2, {})
+    images, rt = rendered_images(tmp_path, {**OFF, "show": show}, batch)
+    assert images[0].shape == (240, width, 3)
+    assert np.array_equal(images[0][:, :320], bgr(batch[0]))
+    assert rt.stats.counters["frames_without_output"] == (0 if show == "auto" else 2)

@@ -1,4 +1,5 @@
-"""HudAnnotator: the live-stats panel (top-left) and the red "OVERLAY STALE" banner."""
+"""HudAnnotator: the live-stats panel (top-left, or another corner) and the red "OVERLAY STALE"
+banner (top centre; moved off the panel where they would overlap)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import cv2
 import numpy as np
 
 from stream.render.canvas import check_canvas, owned_copy
+from stream.render.corner import check_corner, is_bottom, place
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE = (255, 255, 255)
@@ -86,7 +88,7 @@ def hud_lines(data: HudData) -> list[tuple[str, tuple[int, int, int]]]:
 
 
 class HudAnnotator:
-    """A translucent stats panel at the top-left; a red banner while the overlay is stale.
+    """A translucent stats panel in `corner`; a red banner while the overlay is stale.
 
     `text_scale` None scales the text with the image height (readable from 256 px to 4K).
     When p99 exceeds the budget, the p99 line turns red, a "BUDGET MISSED" line is added and the
@@ -94,7 +96,11 @@ class HudAnnotator:
     """
 
     def __init__(
-        self, text_scale: float | None = None, opacity: float = 0.6, margin: int = 8
+        self,
+        text_scale: float | None = None,
+        opacity: float = 0.6,
+        margin: int = 8,
+        corner: str = "top-left",
     ) -> None:
         if text_scale is not None and text_scale <= 0:
             raise ValueError(f"text_scale must be > 0, got {text_scale}")
@@ -105,6 +111,7 @@ class HudAnnotator:
         self.text_scale = text_scale
         self.opacity = float(opacity)
         self.margin = int(margin)
+        self.corner = check_corner(corner)
 
     def _scale(self, height: int) -> float:
         if self.text_scale is not None:
@@ -122,18 +129,24 @@ class HudAnnotator:
         m = self.margin
         panel_w = max(w for (w, _), _ in sizes) + 3 * pad
         panel_h = line_h * len(sizes) + 2 * pad - pad // 2
+        px, py = place(self.corner, width, height, panel_w, panel_h, m)
         lines = [
-            (text, color, (m + pad, m + pad + i * line_h + h))
+            (text, color, (px + pad, py + pad + i * line_h + h))
             for i, ((text, color), ((_, h), _)) in enumerate(zip(texts, sizes, strict=True))
         ]
-        panel = (m, m, m + panel_w, m + panel_h)
+        panel = (px, py, px + panel_w, py + panel_h)
         banner = banner_line = None
         if data.overlay_stale_ms is not None:
             text = f"OVERLAY STALE ({data.overlay_stale_ms:.0f} ms)"
             (tw, th), tb = cv2.getTextSize(text, FONT, scale * 1.2, thick + 1)
             bw, bh = tw + 4 * pad, th + tb + 2 * pad
             x0 = max((width - bw) // 2, 0)
-            y0 = m if x0 >= panel[2] + m else panel[3] + m  # under the panel if they would overlap
+            y0 = m
+            overlaps = x0 < panel[2] + m and x0 + bw + m > panel[0]
+            if overlaps and not is_bottom(self.corner) and y0 < panel[3] + m:
+                y0 = panel[3] + m  # under a top panel
+            elif overlaps and is_bottom(self.corner) and y0 + bh + m > panel[1]:
+                y0 = max(panel[1] - m - bh, 0)  # above a bottom panel
             banner = _clip((x0, y0, x0 + bw, y0 + bh), width, height)
             banner_line = (text, WHITE, (x0 + 2 * pad, y0 + pad + th))
         return HudLayout(_clip(panel, width, height), banner, scale, thick, lines, banner_line)

@@ -5,8 +5,11 @@ passthrough: raw frames arrive straight from the source at full rate; the newest
 the infer stage is drawn only while it is at most `overlay_max_age_ms` older than the frame,
 else the frame is shown without it under an "overlay stale" banner.
 
-Where a frame's meta carries its pixel spacing, a scale bar in mm is drawn; where it carries its
-patient orientation, the direction letters (malformed values are counted as `bad_geometry_meta`).
+Where a frame's meta carries its pixel spacing, a scale bar in mm is drawn (a "spacing
+unverified" note instead where the source doubts it); where it carries its patient orientation,
+the direction letters (malformed values are counted as `bad_geometry_meta`). HUD, scale bar and
+orientation each have a corner and an off switch. `show` picks the image drawn on: the input,
+the model's output image (part `output`), or both side by side (stream.render.view).
 
 Glass-to-glass latency is measured from the frame's capture time to the moment the rendered
 image is handed to the sinks. Where a frame carries the source's ground truth (`truth`) and the
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import suppress
 from typing import Any
 
 import numpy as np
@@ -25,15 +29,13 @@ from ..budget import BudgetGuard
 from ..clock import CLOCK_TOLERANCE_MS
 from ..config import RenderSpec
 from ..frame import Frame
-from ..geometry import orientation_from_meta, spacing_from_meta
 from ..histogram import RecentHistogram
 from ..plugins import parse_sink
 from ..render.boxes import BoxAnnotator, LabelAnnotator
-from ..render.color import to_bgr
 from ..render.hud import HudAnnotator, HudData
 from ..render.mask import MaskAnnotator
-from ..render.orientation import OrientationAnnotator
-from ..render.scale import ScaleBarAnnotator
+from ..render.pieces import GeometryPieces
+from ..render.view import ImageView
 from ..sinks.base import Sink, SinkError, sink_pending
 from ..stats import GLASS_MS, OVERLAY_AGE_MS, STAGE_MS
 from .base import StageRuntime, admitted_frames
@@ -68,9 +70,11 @@ class Renderer:
         self.mask = MaskAnnotator()
         self.boxes = BoxAnnotator()
         self.labels = LabelAnnotator()
-        self.scale = ScaleBarAnnotator()
-        self.orientation = OrientationAnnotator()
-        self.hud = HudAnnotator() if spec.hud else None
+        self.pieces = GeometryPieces(
+            spec.scale_bar, spec.scale_bar_corner, spec.orientation, spec.orientation_corner
+        )
+        self.view = ImageView(spec.show, rt.stats.count)
+        self.hud = HudAnnotator(corner=spec.hud_corner) if spec.hud else None
         self.recent = RecentHistogram()
         self.handoffs: deque[int] = deque(maxlen=30)
         self.confusion = np.zeros((0, 0), np.int64)
@@ -119,7 +123,7 @@ class Renderer:
     def render(self, frame: Frame, overlay: Frame | None, stale_ms: float | None, start_ns: int) -> None:
         """Draw `frame` (with `overlay`'s annotations, if given) and hand it to every sink."""
         rt = self.rt
-        canvas = to_bgr(frame.image, frame.pixel_format)  # a new array: the frame stays clean
+        canvas = self.view.base(frame, overlay)  # a new array: the frame stays clean
         if overlay is not None:
             ann = overlay.annotations
             self.model, self.backend = ann.model or self.model, ann.backend or self.backend
@@ -134,6 +138,7 @@ class Renderer:
                 self.boxes.draw(canvas, ann.boxes)
                 self.labels.draw(canvas, ann.boxes, ann.labels)
         self._draw_geometry(canvas, frame)
+        canvas = self.view.compose(canvas, frame, overlay, lambda c: self._output_geometry(c, frame))
         if self.hud is not None:
             self.hud.draw(canvas, self.hud_data(frame, overlay, stale_ms))
         handoff = rt.clock.now_ns()
@@ -157,15 +162,14 @@ class Renderer:
     def _draw_geometry(self, canvas: np.ndarray, frame: Frame) -> None:
         """Scale bar and orientation letters, where the frame says its geometry."""
         try:
-            spacing = spacing_from_meta(frame.meta)
-            orientation = orientation_from_meta(frame.meta)
+            self.pieces.draw(canvas, frame.meta)
         except ValueError:
             self.rt.stats.count("bad_geometry_meta")
-            return
-        if spacing is not None:
-            self.scale.draw(canvas, spacing)
-        if orientation is not None:
-            self.orientation.draw(canvas, orientation)
+
+    def _output_geometry(self, canvas: np.ndarray, frame: Frame) -> None:
+        """The same pieces on the side-by-side output half (a bad meta is counted once)."""
+        with suppress(ValueError):
+            self.pieces.draw(canvas, frame.meta)
 
     def publish_live(self, force: bool = False) -> None:
         now = time.monotonic()
