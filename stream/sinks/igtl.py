@@ -4,14 +4,18 @@ module and `pyigtl` clients connect to.
 Per frame it sends, to every connected client, the newest frame only:
 
 - IMAGE `<device>_image`: the original frame (gray8 as 1 scalar component, bgr8/rgb8 as RGB) or,
-  with `image: rendered`, the rendered overlay image; one slice, pixel spacing from the frame's
-  `meta["pixel_spacing_mm"]` (1 mm when unknown), LPS, column index along +x, row index along +y;
+  with `image: rendered`, the rendered overlay image; one slice in LPS, pixel spacing from the
+  frame's `meta["pixel_spacing_mm"]` (1 mm when unknown, and when the source flags it as suspect:
+  `meta["pixel_spacing_suspect"]`), axes from `meta["patient_orientation"]` (the column index
+  runs along its row direction, the row index along its column direction, so Slicer labels the
+  edges as the viewer does; without one, column index along +x (L), row index along +y (P));
 - IMAGE `<device>_mask`: the label map (part `mask`, uint8), same geometry, when the frame has one;
 - STRING `<device>_info`: the frame's metadata as JSON.
 
 The IMAGE messages use header version 2 (OpenIGTLink 3) and carry the same metadata as key/value
 pairs: stream, seq, capture_ns, latency_ms (capture -> handed to this sink), model, backend,
-labels. Packing and sending run on the server's threads (see `LatestServer`): `write` never
+labels, pixel_spacing (`known`, `unknown`, or `unverified`: the source doubts it, so it is
+withheld from the matrix; the info message carries it as `pixel_spacing_unverified_mm`). Packing and sending run on the server's threads (see `LatestServer`): `write` never
 waits, with or without clients. Needs `pyigtl` (pip install 'medstream[igtl]') for the message
 encoding.
 """
@@ -28,7 +32,7 @@ import numpy as np
 
 from stream.exposure import require_loopback_or
 from stream.frame import Frame
-from stream.geometry import spacing_from_meta
+from stream.geometry import orientation_from_meta, spacing_from_meta, spacing_suspect_from_meta
 from stream.sinks.base import SinkError, check_source_fps, json_snapshot
 from stream.sinks.latest_server import LatestServer
 from stream.spec import ConfigError, bounded
@@ -88,11 +92,47 @@ def _import_pyigtl() -> Any:
     return pyigtl
 
 
-def ijk_to_world(spacing: tuple[float, float] | None) -> np.ndarray:
-    """4x4 matrix: column index -> +x, row index -> +y (LPS), spacing in mm, origin 0."""
+LPS_AXES = {
+    "L": (1.0, 0.0, 0.0),
+    "R": (-1.0, 0.0, 0.0),
+    "P": (0.0, 1.0, 0.0),
+    "A": (0.0, -1.0, 0.0),
+    "H": (0.0, 0.0, 1.0),
+    "F": (0.0, 0.0, -1.0),
+}
+
+
+def direction_lps(direction: str) -> np.ndarray:
+    """A patient direction ("L", "PH", ...) as a unit vector in LPS."""
+    v = np.sum([LPS_AXES[c] for c in direction.upper()], axis=0)
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else np.zeros(3)
+
+
+def image_axes(orientation: tuple[str, str] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(column-index axis, row-index axis) in LPS for a patient orientation; None when there is
+    none or its two directions are (nearly) parallel."""
+    if orientation is None:
+        return None
+    i_axis, j_axis = direction_lps(orientation[0]), direction_lps(orientation[1])
+    if np.linalg.norm(np.cross(i_axis, j_axis)) < 1e-6:
+        return None
+    return i_axis, j_axis
+
+
+def ijk_to_world(
+    spacing: tuple[float, float] | None, orientation: tuple[str, str] | None = None
+) -> np.ndarray:
+    """4x4 matrix (LPS, origin 0): the column index along the orientation's row direction, the
+    row index along its column direction (default +x and +y), spacing in mm (default 1)."""
     row_mm, col_mm = spacing if spacing is not None else (1.0, 1.0)
+    axes = image_axes(orientation)
+    i_axis, j_axis = axes if axes is not None else (np.array(LPS_AXES["L"]), np.array(LPS_AXES["P"]))
+    normal = np.cross(i_axis, j_axis)
     m = np.eye(4)
-    m[0, 0], m[1, 1] = col_mm, row_mm
+    m[:3, 0] = i_axis * col_mm
+    m[:3, 1] = j_axis * row_mm
+    m[:3, 2] = normal / np.linalg.norm(normal)
     return m
 
 
@@ -177,6 +217,15 @@ class IgtlSink:
             spacing = spacing_from_meta(frame.meta)
         except ValueError:
             spacing = None
+        try:
+            orientation = orientation_from_meta(frame.meta)
+        except ValueError:
+            orientation = None
+        suspect = spacing_suspect_from_meta(frame.meta) if spacing is not None else None
+        unverified, status = None, "known" if spacing is not None else "unknown"
+        if suspect is not None:  # not offered as a measurement: 1 mm pixels, flagged
+            unverified, spacing, status = spacing, None, "unverified"
+        meta["pixel_spacing"] = status
         if self.spec.image == "rendered":
             image, fmt = rendered, "bgr8"
         else:
@@ -184,7 +233,11 @@ class IgtlSink:
         h, w = image.shape[:2]
         out = [
             self._image_message(
-                f"{self.device}_image", slice_of(image, fmt), ijk_to_world(spacing), meta, ts
+                f"{self.device}_image",
+                slice_of(image, fmt),
+                ijk_to_world(spacing, orientation),
+                meta,
+                ts,
             )
         ]
         mask = frame.parts.get("mask")  # a label map: uint8 from the bundled models
@@ -197,13 +250,21 @@ class IgtlSink:
                 self._image_message(
                     f"{self.device}_mask",
                     np.ascontiguousarray(mask)[np.newaxis],
-                    ijk_to_world(mask_spacing or (h / mh, w / mw)),
+                    ijk_to_world(mask_spacing or (h / mh, w / mw), orientation),
                     meta,
                     ts,
                 )
             )
         info = self._pyigtl.StringMessage(
-            json.dumps({**meta, "pixel_spacing_mm": spacing}),
+            json.dumps(
+                {
+                    **meta,
+                    "pixel_spacing_mm": spacing,
+                    "pixel_spacing_unverified_mm": unverified,
+                    "pixel_spacing_suspect": suspect,
+                    "patient_orientation": orientation,
+                }
+            ),
             timestamp=ts,
             device_name=f"{self.device}_info",
         )
