@@ -15,6 +15,8 @@ knows one), so file sinks downstream write the stream at its own rate.
 
 from __future__ import annotations
 
+import math
+
 from ..codec import EndOfStream
 from ..config import GrabSpec
 from ..frame import Frame
@@ -50,10 +52,12 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
     self_paced = spec.fps is None and bool(getattr(source, "self_paced", False))
     if hasattr(source, "should_stop"):
         source.should_stop = rt.should_stop  # type: ignore[attr-defined]
-    fps = spec.fps or getattr(source, "fps", None) or DEFAULT_FPS
+    own = getattr(source, "fps", None)  # a source's own rate; nan, 0 or junk: unknown
+    own_fps = float(own) if isinstance(own, (int, float)) and math.isfinite(own) and own > 0 else None
+    fps = spec.fps or own_fps or DEFAULT_FPS
     period_ns = int(1e9 / fps)
-    source_fps = fps if not self_paced else getattr(source, "fps", None)
-    rate_meta = {"source_fps": float(source_fps)} if source_fps else {}
+    source_fps = fps if not self_paced else own_fps
+    rate_meta = {"source_fps": source_fps} if source_fps is not None else {}
     stream = spec.stream or spec.id
     epoch = clock.now_ns()  # a new epoch per start: consumers see a restarted producer
     sender = rt.sender(spec.output)
