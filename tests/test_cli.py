@@ -216,3 +216,26 @@ def test_profile_exits_non_zero_when_it_recorded_nothing(tmp_path: Path) -> None
     assert rc == 1
     summary = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert summary["frames"]["analysed"] == 0
+
+
+def test_evaluate_outputs_are_checked_before_the_evaluation(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "afile").write_text("")
+    rc = main(["evaluate", "--out-md", str(tmp_path / "afile" / "e.md")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("'afile' is a file, not a folder".replace(
+        "'afile'", repr(str(tmp_path / "afile")))), err
+
+
+def test_writable_output_leaves_nothing_behind(tmp_path: Path) -> None:
+    from tools.errors import OutputError, writable_folder, writable_output
+
+    target = tmp_path / "new" / "r.json"
+    assert writable_output(target, "x") == target
+    assert (tmp_path / "new").is_dir() and not target.exists()
+    writable_folder(tmp_path / "out", "x")
+    assert list((tmp_path / "out").iterdir()) == []
+    (tmp_path / "f").write_text("keep")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        writable_output(tmp_path / "f" / "r.json", "x")
+    assert (tmp_path / "f").read_text() == "keep"

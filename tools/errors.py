@@ -23,6 +23,8 @@ def writable_output(path: str | Path, what: str) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         with open(p, "a"):
             pass
+    except (FileExistsError, NotADirectoryError) as e:  # a file where a folder should be
+        raise OutputError(f"cannot write {what} {str(p)!r}: {_not_a_folder(p)}") from e
     except OSError as e:
         raise OutputError(f"cannot write {what} {str(p)!r}: {e.strerror or e}") from e
     if not existed:
@@ -30,11 +32,20 @@ def writable_output(path: str | Path, what: str) -> Path:
     return p
 
 
+def _not_a_folder(path: Path) -> str:
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return f"{str(parent)!r} is a file, not a folder"
+    return "a file is where a folder should be"
+
+
 def writable_folder(path: str | Path, what: str) -> Path:
     """Make `path` (a folder) and check that a file can be written in it; raises OutputError."""
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise OutputError(f"cannot make {what} {str(p)!r}: {_not_a_folder(p / 'x')}") from e
     except OSError as e:
         raise OutputError(f"cannot make {what} {str(p)!r}: {e.strerror or e}") from e
     writable_output(p / ".medstream-write-check", what)

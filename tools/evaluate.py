@@ -42,6 +42,7 @@ from stream.sources.endoscopy import LABELS as ENDO_LABELS
 from stream.sources.endoscopy import endoscopy_frame
 from stream.sources.phantom import LABELS as US_LABELS
 from stream.sources.phantom import fov_mask, phantom_frame
+from tools.errors import writable_output
 from tools.eval_common import confusion, dice_scores, parse_seeds
 from tools.eval_endo import endo_set
 from tools.eval_seg import phantom_set
@@ -318,6 +319,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    writable_output(args.out_md, "the Markdown table")  # before the evaluation, not after it
+    writable_output(args.out_json, "the results file")
     if args.quick:
         args.seeds, args.frames_per_seed, args.endo_seeds = args.seeds[:2], 1, args.endo_seeds[:2]
         args.timing_runs = 3
