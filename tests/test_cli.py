@@ -239,3 +239,19 @@ def test_writable_output_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="is a file, not a folder"):
         writable_output(tmp_path / "f" / "r.json", "x")
     assert (tmp_path / "f").read_text() == "keep"
+
+
+def test_environment_errors_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import stream.cli
+
+    def denied(args: argparse.Namespace) -> int:
+        raise PermissionError(13, "Permission denied", "out/x.json")
+
+    monkeypatch.setattr(stream.cli, "_cmd_models", denied)
+    monkeypatch.delenv("MEDSTREAM_DEBUG", raising=False)
+    assert main(["models"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "medstream models: error: [Errno 13] Permission denied: 'out/x.json'"
+    )

@@ -3,13 +3,14 @@
     medstream soak [CONFIG] --seconds 600 --fps 60 [--warmup 60] [--json out/soak.json]
 
 The pipeline (default: the demo, its video file sink removed, the viewer on a free port and
-polled once a second so its JPEG path runs too) runs under the supervisor. Every second each
-stage process is sampled with psutil (the `profile` extra): resident memory, open file descriptors, threads. After the
-warm-up, the median of the first `--window` seconds is the baseline and the median of the last
-`--window` seconds the final value. The soak passes when, for every stage, resident memory grew
-less than `--max-growth` (10%), file descriptors and threads did not grow, no stage restarted,
-the run ended cleanly and its report accounts for every frame. A progress line (elapsed time and
-each stage's resident memory, fds and threads) is printed every `--progress` seconds.
+polled once a second so its JPEG path runs too) runs under the supervisor, in the current
+working directory. Every second each stage process is sampled with psutil (the `profile` extra):
+resident memory, open file descriptors, threads. After the warm-up, the median of the first
+`--window` seconds is the baseline and the median of the last `--window` seconds the final
+value. The soak passes when, for every stage, resident memory grew less than `--max-growth`
+(10%), file descriptors and threads did not grow, no stage restarted, the run ended cleanly and
+its report accounts for every frame. A progress line (elapsed time and each stage's resident
+memory, fds and threads) is printed every `--progress` seconds.
 """
 
 from __future__ import annotations
