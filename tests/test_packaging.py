@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import venv
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,9 +50,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     wheel = next((base / "dist").glob("medstream-*.whl"))
     env_dir = base / "venv"
     venv.create(env_dir, with_pip=False)
-    purelib = Path(
-        sysconfig.get_paths(vars={"base": str(env_dir), "platbase": str(env_dir)})["purelib"]
+    where = _run(
+        [str(env_dir / "bin" / "python"), "-c",
+         "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        cwd=base,
     )
+    purelib = Path(where.stdout.strip())
+    assert purelib.is_dir(), where.stdout + where.stderr
     # the dependencies of this environment, as plain paths (their .pth files, among them this
     # checkout's editable install, are not processed)
     deps = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
