@@ -8,7 +8,7 @@ DURATION ?= 0
 
 .PHONY: demo test setup setup-test lint clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e .
 	@touch $@

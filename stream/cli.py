@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from .config import GrabSpec, InferSpec, StageSpec
 from .keys import KeyFileError
@@ -82,9 +83,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from engines import list_models
+    from engines.classical import ClassicalPipeline, list_classical
     from engines.registry import resolve_model
 
-    print(f"{'model':<18}{'task':<15}{'input':<10}{'held-out metric':<32}ms/frame (1 thread)")
+    print(
+        f"{'model':<23}{'kind':<11}{'task':<14}{'input':<10}{'held-out metric':<32}"
+        "ms/frame (1 thread)"
+    )
     for name in list_models():
         card = resolve_model(name).card
         metrics = card.raw.get("metrics", {})
@@ -94,13 +99,57 @@ def _cmd_models(args: argparse.Namespace) -> int:
         )
         speed = card.raw.get("cost", {}).get("latency_ms", {}).get("pipeline_median_ms", "")
         size = f"{card.input.width}x{card.input.height}"
-        print(f"{name:<18}{card.task:<15}{size:<10}{metric:<32}{speed}")
+        print(f"{name:<23}{'network':<11}{card.task:<14}{size:<10}{metric:<32}{speed}")
+    for name in list_classical():
+        task = ClassicalPipeline(name).task
+        print(f"{name:<23}{'classical':<11}{task:<14}{'any':<10}(OpenCV, no model file)")
+    print("chain models with '+' (classical-median+us-seg); `medstream evaluate` compares them")
     return 0
 
 
+def package_version() -> str:
+    """The installed package's version (its metadata), else the source tree's constant."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    try:
+        return version("medstream")
+    except PackageNotFoundError:
+        return __version__
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option with its default, unless the text names it already or
+    there is none to show (None, or an off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text.lower()
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or isinstance(action, argparse._SubParsersAction)
+        ):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, list | tuple) else default
+        return f"{text} (default: {str(shown).replace('%', '%%')})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows defaults (subcommands inherit it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="medstream", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="medstream", description=__doc__)
+    p.add_argument("--version", action="version", version=f"medstream {package_version()}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="start and supervise a whole pipeline graph")
     run.add_argument("config", help="pipeline YAML (see configs/)")
@@ -115,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     stage = sub.add_parser("stage", help="run one stage of a graph (for graphs across hosts)")
-    stage.add_argument("config")
+    stage.add_argument("config", help="pipeline YAML the graph was started from")
     stage.add_argument("id", help="stage id in the config")
     stage.add_argument(
         "--stats-endpoint",
@@ -125,10 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     stage.set_defaults(func=_cmd_stage)
 
     val = sub.add_parser("validate", help="check a config and exit")
-    val.add_argument("config")
+    val.add_argument("config", help="pipeline YAML to check")
     val.set_defaults(func=_cmd_validate)
 
-    models = sub.add_parser("models", help="list the bundled models")
+    models = sub.add_parser(
+        "models", help="list the bundled models and the classical methods `model:` accepts"
+    )
     models.set_defaults(func=_cmd_models)
 
     from .keys_cli import register as register_keys

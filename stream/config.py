@@ -11,6 +11,7 @@ import yaml
 
 from engines.api import EngineSpec
 
+from .bundled_configs import resolve_config
 from .security import SecuritySpec, check_security
 from .spec import ConfigError, bounded, parse_spec, required, section
 from .transport import LinkSpec
@@ -271,7 +272,7 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
 
 
 def load_config_file(path: str | Path) -> PipelineConfig:
-    path = Path(path)
+    path = resolve_config(path)  # `configs/NAME.yaml` missing here: the bundled one
     try:
         text = path.read_text()
     except OSError as e:

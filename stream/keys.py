@@ -45,13 +45,18 @@ def generate_keypair(directory: str | Path, name: str, force: bool = False) -> t
     if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
         raise KeyFileError(f"key name {name!r}: use letters, digits, '-', '_' or '.'")
     d = Path(directory)
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise KeyFileError(f"cannot make the key folder {str(d)!r}: {e.strerror or e}") from e
     public, secret = key_paths(d, name)
     if not force and (public.exists() or secret.exists()):
         raise KeyFileError(f"{public} or {secret} exists; pass --force to replace the key pair")
     old = os.umask(0o077)  # the secret is never readable by others, not even for a moment
     try:
         made_public, made_secret = zmq.auth.create_certificates(str(d), name)
+    except OSError as e:
+        raise KeyFileError(f"cannot write keys in {str(d)!r}: {e.strerror or e}") from e
     finally:
         os.umask(old)
     os.chmod(made_secret, 0o600)

@@ -19,6 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     gen = keys_sub.add_parser("generate", help="write NAME.key and NAME.key_secret")
     gen.add_argument("name", help="key name: a stage id, or 'supervisor' for the stats channel")
-    gen.add_argument("--dir", default="keys", help="folder for the key files (default: keys)")
+    gen.add_argument("--dir", default="keys", help="folder for the key files")
     gen.add_argument("--force", action="store_true", help="replace an existing key pair")
     gen.set_defaults(func=_cmd_generate)

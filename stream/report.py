@@ -24,6 +24,7 @@ import numpy as np
 from .config import GrabSpec, InferSpec, PipelineConfig, RenderSpec
 from .histogram import Histogram
 from .security import exposed_endpoints
+from .sinks.naming import drop_reason_text
 from .stats import GLASS_MS, QUEUE_MS, STAGE_MS
 
 
@@ -222,6 +223,12 @@ def build_report(
                 for n in [sum(drops.values())]
                 if n
             },
+            "sink_drop_reasons": {
+                f"{r.id}/{sink}": dict(sorted(drops.items()))
+                for r in renders
+                for sink, drops in sorted(get(r.id).info.get("sink_drops", {}).items())
+                if sum(drops.values())
+            },
             "rejected_messages": dict(sorted(rejected.items())),
         },
         "clock": {
@@ -279,6 +286,17 @@ def _fmt(v: Any) -> str:
     return f"{v:.1f}" if isinstance(v, float) else str(v)
 
 
+def sink_drop_text(sink: str, total: int, reasons: dict[str, int]) -> str:
+    """`render/igtl (no client connected) 567`; several reasons each with its count."""
+    counted = [(r, n) for r, n in reasons.items() if n]
+    if not counted:
+        return f"{sink} {total}"
+    if len(counted) == 1:
+        return f"{sink} ({drop_reason_text(counted[0][0])}) {total}"
+    why = ", ".join(f"{drop_reason_text(r)} {n}" for r, n in counted)
+    return f"{sink} ({why}) {total}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A short human-readable table of the report."""
     f = report["frames"]
@@ -307,7 +325,10 @@ def format_report(report: dict[str, Any]) -> str:
     if f.get("sink_drops"):
         lines.append(
             "sinks dropped frames they were handed: "
-            + ", ".join(f"{k} {v}" for k, v in f["sink_drops"].items())
+            + ", ".join(
+                sink_drop_text(k, v, f.get("sink_drop_reasons", {}).get(k, {}))
+                for k, v in f["sink_drops"].items()
+            )
         )
     sec = report.get("security", {})
     if sec.get("auth_refused"):

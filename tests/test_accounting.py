@@ -105,11 +105,26 @@ def test_clock_skew_is_counted_not_recorded() -> None:
 def test_sink_drops_in_the_report() -> None:
     snapshots = [
         snap("grab", 1, {"captured": 5}),
-        snap("render", 2, {"out": 5}, {"sink_drops": {"RecorderSink": {"sink_overflow": 2}}}),
+        snap("render", 2, {"out": 5}, {"sink_drops": {"recorder": {"sink_overflow": 2}}}),
     ]
     report = build_report(CFG, snapshots, 1.0, {}, "test")
-    assert report["frames"]["sink_drops"] == {"render/RecorderSink": 2}
-    assert "sinks dropped frames they were handed: render/RecorderSink 2" in format_report(report)
+    assert report["frames"]["sink_drops"] == {"render/recorder": 2}
+    assert report["frames"]["sink_drop_reasons"] == {"render/recorder": {"sink_overflow": 2}}
+    assert (
+        "sinks dropped frames they were handed: render/recorder (writer queue full) 2"
+        in format_report(report)
+    )
+
+
+def test_sink_drops_name_the_sink_type_and_each_reason() -> None:
+    drops = {"igtl": {"no_client": 567}, "igtl#2": {"no_client": 3, "client_skipped": 4}}
+    snapshots = [
+        snap("grab", 1, {"captured": 600}),
+        snap("render", 2, {"out": 600}, {"sink_drops": drops}),
+    ]
+    text = format_report(build_report(CFG, snapshots, 1.0, {}, "test"))
+    assert "render/igtl (no client connected) 567" in text
+    assert "render/igtl#2 (a slow client skipped it 4, no client connected 3) 7" in text
 
 
 def test_security_summary_in_the_report() -> None:
@@ -166,3 +181,17 @@ def test_hypothesis_snapshots_never_crash(changes: dict) -> None:
     except ValueError:
         return
     format_report(build_report(CFG, [checked], 1.0, {}, "test"))  # what passes, reports
+
+
+def test_render_names_sinks_by_their_config_type() -> None:
+    from stream.sinks import IgtlSink, RecorderSink
+    from stream.sinks.naming import sink_kind, unique_label
+
+    igtl = IgtlSink.__new__(IgtlSink)  # the type is all that names it
+    assert sink_kind(igtl) == "igtl"
+    assert sink_kind(RecorderSink.__new__(RecorderSink)) == "recorder"
+    assert sink_kind(object()) == "object"
+    named: dict[str, object] = {}
+    for _ in range(3):
+        named[unique_label(sink_kind(igtl), named)] = {}
+    assert list(named) == ["igtl", "igtl#2", "igtl#3"]

@@ -11,7 +11,7 @@ from stream.frame import Frame
 from stream.stages.base import StageRuntime
 from stream.stages.infer_schedule import FALLBACK, MAIN, InferSchedule
 
-from .helpers import infer_stage_config, running_infer_stage
+from .helpers import free_port, infer_stage_config, running_infer_stage
 
 MS = 1_000_000
 
@@ -174,3 +174,50 @@ def test_probe_cadence_counts_reused_and_dropped_frames() -> None:
     assert s.decide(2, predicted_miss=True).action == "reuse"
     d = s.decide(3, predicted_miss=True)
     assert (d.action, d.model, d.reason) == ("run", MAIN, "probe")
+
+
+def test_no_consumer_warning_not_logged_while_stopping() -> None:
+    """A stage stopped while it waits for its consumer does not claim the wait timed out."""
+    import logging
+    import threading
+    import time
+
+    from stream.config import load_config
+    from stream.stages.infer import run_infer
+
+    cfg = load_config(
+        {
+            "name": "t",
+            "budget_ms": 50,
+            "links": {
+                "in": {"endpoint": f"tcp://127.0.0.1:{free_port()}", "pattern": "pushpull"},
+                "out": {"endpoint": f"tcp://127.0.0.1:{free_port()}", "pattern": "pubsub"},
+            },
+            "stages": [
+                {"id": "infer", "kind": "infer", "input": "in", "output": "out",
+                 "wait_for_consumers": 1, "wait_timeout_s": 20},
+            ],
+        }
+    )
+    clock = FakeClock()
+    rt = StageRuntime(cfg, cfg.stage("infer"), clock=clock, stats_endpoint="")
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Keep()
+    rt.log.addHandler(handler)
+    model = ClockedModel(clock, 1.0, "m", 1)
+    stage = threading.Thread(target=run_infer, args=(rt, cfg.stage("infer"), model, None))
+    try:
+        stage.start()
+        time.sleep(0.3)  # waiting for a subscriber that never comes
+        rt.stop_requested = True
+        stage.join(10)
+        assert not stage.is_alive()
+    finally:
+        rt.log.removeHandler(handler)
+        rt.close()
+    assert not [ln for ln in lines if "no consumer" in ln], lines

@@ -154,7 +154,7 @@ def test_recorder_on_a_full_disk_fails_the_run_loudly(tmp_path: Path) -> None:
         assert "No space left on device" in output, output
         assert "render failed" in output, output  # at once, or while stopping
         report = json.loads((tmp_path / "report.json").read_text())
-        assert report["frames"]["sink_drops"]["render/RecorderSink"] >= 25, report["frames"]
+        assert report["frames"]["sink_drops"]["render/recorder"] >= 25, report["frames"]
     finally:
         subprocess.run(["umount", str(small)], capture_output=True)
         remove([tmp_path / "source.msrec"])

@@ -25,3 +25,42 @@ def test_one_minute_soak_at_60_fps(tmp_path: Path) -> None:
     print(format_soak(result))
     assert result["ok"], format_soak(result) + "\n" + (tmp_path / "run.log").read_text()[-3000:]
     assert set(result["stages"]) == {"grab", "infer", "render"}
+
+
+def test_relative_out_works_and_progress_is_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    monkeypatch.chdir(tmp_path)  # the soak's child runs in this working directory too
+    progress = io.StringIO()
+    result = run_soak(
+        DEMO, seconds=7, fps=30, warmup_s=1, window_s=2, out_dir=Path("rel/soak"),
+        progress_s=2, progress=progress,
+    )
+    # the run itself (the growth verdicts need a longer warm-up than a test affords)
+    assert result["run_problems"] == [], format_soak(result)
+    assert result["exit_code"] == 0 and result["frames"]["delivered"] > 0
+    assert Path(result["out_dir"]) == tmp_path / "rel" / "soak"
+    assert (tmp_path / "rel" / "soak" / "report.json").is_file()
+    lines = progress.getvalue().splitlines()
+    assert len(lines) >= 2 and all(ln.startswith("soak: ") for ln in lines), lines
+    assert "infer rss" in lines[-1] and "fds" in lines[-1] and "threads" in lines[-1]
+
+
+def test_a_failed_run_says_why() -> None:
+    result = {
+        "ok": False, "seconds": 10, "fps": 30, "warmup_s": 1, "window_s": 2, "exit_code": 2,
+        "stages": {}, "frames": {}, "fps_delivered": None, "viewer_polls": {},
+        "out_dir": "/x", "run_problems": ["the run exited with status 2 (config error: ...)"],
+    }
+    text = format_soak(result)
+    assert "FAIL: the run exited with status 2 (config error: ...)" in text
+
+
+def test_times_that_compare_nothing_are_refused() -> None:
+    from tools.soak import check_times
+
+    assert check_times(600, 60, 10) is None
+    assert check_times(60, 60, 10) is not None and "--seconds (60)" in check_times(60, 60, 10)
+    assert check_times(65, 60, 10) is not None

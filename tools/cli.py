@@ -1,35 +1,122 @@
 """The `medstream` console script: the runtime commands of `stream.cli` plus the tools.
 
-`stream` must not import `tools`, so the tools' subcommands are added here: each module listed
-in TOOL_COMMANDS has `register(subparsers)`, which adds its subcommand(s) with `func` set.
+`stream` must not import `tools`, so the tools' subcommands are added here. Each entry of
+TOOL_COMMANDS names the module whose `register(subparsers)` adds that subcommand (with `func`
+set); the module is imported only when its subcommand runs (or asks for its help), so the base
+install runs every command whose tool needs no extra, and a tool that needs one says which in
+one line instead of a traceback.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import os
 import sys
 
 from stream.cli import build_parser, run_parsed
+from tools.errors import ToolError
+from tools.extras import missing_extra_of, missing_message
 
-# modules under tools/ that add subcommands (profile, top, bench, evaluate, ...)
-TOOL_COMMANDS: list[str] = [
-    "tools.fuzz",
-    "tools.soak",
-    "tools.engine_cli",
-    "tools.evaluate",
-    "tools.top",
-    "tools.profiling.cli",
-    "tools.prometheus",
-    "tools.bench.cli",
-]
+# subcommand -> (module under tools/ with register(subparsers), one-line help for `--help`)
+TOOL_COMMANDS: dict[str, tuple[str, str]] = {
+    "fuzz": ("tools.fuzz", "fuzz the wire decoder (and a live Receiver over tcp)"),
+    "soak": (
+        "tools.soak",
+        "run a pipeline long and check stages for memory/fd/thread growth",
+    ),
+    "engine": ("tools.engine_cli", "build TensorRT engines, show the engine cache"),
+    "evaluate": ("tools.evaluate", "traditional vs CNN vs hybrid on held-out phantoms"),
+    "top": ("tools.top", "live view of every stage (fps, latency, drops, misses)"),
+    "profile": (
+        "tools.profiling.cli",
+        "profile a pipeline: tables, plots, Perfetto timeline",
+    ),
+    "prometheus": (
+        "tools.prometheus",
+        "serve a pipeline's stats at /metrics for Prometheus",
+    ),
+    "bench": ("tools.bench.cli", "benchmark links and pipelines against their floors"),
+}
+
+DEBUG_ENV = "MEDSTREAM_DEBUG"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def _chosen_command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (top-level options take no values)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_full_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser with the tools' subcommands: those in `commands` (default: all) registered
+    by their modules (imported here), the others as one-line entries for `--help`."""
+    parser = build_parser()
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the traceback of an unexpected error (or set {DEBUG_ENV}=1)",
+    )
+    sub = _subparsers(parser)
+    wanted = set(TOOL_COMMANDS) if commands is None else set(commands)
+    for name, (module, help_text) in TOOL_COMMANDS.items():
+        if name in wanted:
+            importlib.import_module(module).register(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _debug(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    for name in TOOL_COMMANDS:
-        importlib.import_module(name).register(sub)
-    return run_parsed(parser.parse_args(argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _chosen_command(argv)
+    debug = _debug(argv)
+    try:
+        parser = build_full_parser([command] if command in TOOL_COMMANDS else [])
+    except ImportError as e:
+        module = missing_extra_of(e)
+        if module is None or debug:
+            raise
+        print(missing_message(str(command), module), file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    try:
+        return run_parsed(args)
+    except ToolError as e:  # a missing extra, an output that cannot be written, ...
+        text = str(e)
+        line = text if text.startswith("medstream ") else f"medstream {command}: {text}"
+        print(line, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"medstream {command}: interrupted", file=sys.stderr)
+        return 130
+    except ImportError as e:
+        module = missing_extra_of(e)
+        if module is None or debug:
+            raise
+        print(missing_message(str(command), module), file=sys.stderr)
+        return 2
+    except OSError as e:  # files, folders, ports: the environment, not a bug
+        if debug:
+            raise
+        print(f"medstream {command}: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        if debug:
+            raise
+        print(
+            f"medstream {command}: unexpected error: {type(e).__name__}: {e} "
+            f"(run with --debug or {DEBUG_ENV}=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -85,12 +85,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "build", help="build (or find cached) the TensorRT engine of a model"
     )
     build.add_argument("model", help="bundled model name or path to an .onnx file")
-    build.add_argument("--precision", choices=PRECISIONS, default="model")
+    build.add_argument(
+        "--precision", choices=PRECISIONS, default="model", help="engine precision (model: the card's)"
+    )
     build.add_argument("--max-batch", type=int, default=4, help="largest batch of a dynamic model")
     build.add_argument("--cache", default=DEFAULT_CACHE, help="engine cache folder")
     build.set_defaults(func=_run, engine_func=_build)
     info = actions.add_parser("info", help="TensorRT version, GPU, cached engines")
     info.add_argument("model", nargs="?", help="also say whether this model's engine is cached")
-    info.add_argument("--precision", choices=PRECISIONS, default="model")
+    info.add_argument(
+        "--precision", choices=PRECISIONS, default="model", help="precision of the cached engine"
+    )
     info.add_argument("--cache", default=DEFAULT_CACHE, help="engine cache folder")
     info.set_defaults(func=_run, engine_func=_info)

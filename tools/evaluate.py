@@ -42,6 +42,7 @@ from stream.sources.endoscopy import LABELS as ENDO_LABELS
 from stream.sources.endoscopy import endoscopy_frame
 from stream.sources.phantom import LABELS as US_LABELS
 from stream.sources.phantom import fov_mask, phantom_frame
+from tools.errors import writable_output
 from tools.eval_common import confusion, dice_scores, parse_seeds
 from tools.eval_endo import endo_set
 from tools.eval_seg import phantom_set
@@ -296,18 +297,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("3000-3015"))
-    p.add_argument("--frames-per-seed", type=int, default=4)
-    p.add_argument("--endo-seeds", type=parse_seeds, default=parse_seeds("3000-3015"))
+    p.add_argument(
+        "--seeds", type=parse_seeds, default="3000-3015", help="held-out ultrasound phantom seeds"
+    )
+    p.add_argument(
+        "--frames-per-seed", type=int, default=4, help="ultrasound frames drawn from each seed"
+    )
+    p.add_argument(
+        "--endo-seeds", type=parse_seeds, default="3000-3015", help="held-out endoscopy seeds"
+    )
     p.add_argument("--timing-runs", type=int, default=200, help="timed calls per row (median, p99)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of each engine")
     p.add_argument("--backend", default="auto", help="backend of the networks (auto: see engines)")
-    p.add_argument("--out-md", type=Path, default=Path("out/evaluate.md"))
-    p.add_argument("--out-json", type=Path, default=Path("out/evaluate.json"))
+    p.add_argument(
+        "--out-md", type=Path, default=Path("out/evaluate.md"), help="write the Markdown table here"
+    )
+    p.add_argument(
+        "--out-json", type=Path, default=Path("out/evaluate.json"), help="write the results here"
+    )
     p.add_argument("--quick", action="store_true", help="a small set and few timing runs (tests)")
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    writable_output(args.out_md, "the Markdown table")  # before the evaluation, not after it
+    writable_output(args.out_json, "the results file")
     if args.quick:
         args.seeds, args.frames_per_seed, args.endo_seeds = args.seeds[:2], 1, args.endo_seeds[:2]
         args.timing_runs = 3

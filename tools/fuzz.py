@@ -38,6 +38,7 @@ from stream.codec import (
     encode_frame,
 )
 from stream.frame import Annotations, Box, Frame, Span
+from tools.errors import writable_output
 
 Parts = list[bytes]
 MAX_CRASHES_KEPT = 20
@@ -425,6 +426,8 @@ def _print(result: FuzzResult, sock: SocketFuzzResult | None) -> None:
 
 
 def _cmd_fuzz(args: argparse.Namespace) -> int:
+    if args.json:  # before the fuzzing, not after it
+        writable_output(args.json, "the results file")
     seed = args.seed if args.seed is not None else int(time.time())
     result = fuzz_decoder(seed, seconds=args.seconds)
     sock = fuzz_receiver(seed, args.socket_cases) if args.socket_cases else None

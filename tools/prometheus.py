@@ -11,6 +11,7 @@ Runs until Ctrl-C, or until the pipeline ends (then it keeps serving the final f
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -22,9 +23,23 @@ from .stats_source import open_stats
 
 
 def serve(target: str, host: str, port: int, collect: bool, linger_s: float, max_s: float) -> int:
+    try:
+        server = MetricsServer(host, port)
+    except OSError as e:  # a busy port, an address not on this host
+        reason = e.strerror or str(e)
+        print(
+            f"medstream prometheus: cannot listen on {host}:{port}: {reason} "
+            "(choose another --port; 0 takes any free one)",
+            file=sys.stderr,
+        )
+        return 2
     ctx = zmq.Context()
-    source, endpoint = open_stats(ctx, target, collect)
-    server = MetricsServer(host, port)
+    try:
+        source, endpoint = open_stats(ctx, target, collect)
+    except BaseException:
+        server.close()
+        ctx.term()
+        raise
     print(f"serving http://{host}:{server.port}/metrics from {endpoint}", flush=True)
     t0 = time.monotonic()
     try:

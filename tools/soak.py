@@ -3,12 +3,14 @@
     medstream soak [CONFIG] --seconds 600 --fps 60 [--warmup 60] [--json out/soak.json]
 
 The pipeline (default: the demo, its video file sink removed, the viewer on a free port and
-polled once a second so its JPEG path runs too) runs under the supervisor. Every second each
-stage process is sampled with psutil: resident memory, open file descriptors, threads. After the
-warm-up, the median of the first `--window` seconds is the baseline and the median of the last
-`--window` seconds the final value. The soak passes when, for every stage, resident memory grew
-less than `--max-growth` (10%), file descriptors and threads did not grow, no stage restarted,
-the run ended cleanly and its report accounts for every frame.
+polled once a second so its JPEG path runs too) runs under the supervisor, in the current
+working directory. Every second each stage process is sampled with psutil (the `profile` extra):
+resident memory, open file descriptors, threads. After the warm-up, the median of the first
+`--window` seconds is the baseline and the median of the last `--window` seconds the final
+value. The soak passes when, for every stage, resident memory grew less than `--max-growth`
+(10%), file descriptors and threads did not grow, no stage restarted, the run ended cleanly and
+its report accounts for every frame. A progress line (elapsed time and each stage's resident
+memory, fds and threads) is printed every `--progress` seconds.
 """
 
 from __future__ import annotations
@@ -26,13 +28,19 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-import psutil
 import yaml
 
+from stream.bundled_configs import bundled_config, resolve_config
+from tools.errors import writable_output
+from tools.extras import require
+
+if TYPE_CHECKING:
+    import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "configs" / "ultrasound_seg.yaml"
+DEMO = bundled_config("ultrasound_seg.yaml")
 
 
 def _free_port() -> int:
@@ -75,6 +83,8 @@ class Series:
 
 
 def stage_processes(sup: psutil.Process) -> dict[str, psutil.Process]:
+    import psutil
+
     out = {}
     for child in sup.children(recursive=True):
         try:
@@ -87,6 +97,8 @@ def stage_processes(sup: psutil.Process) -> dict[str, psutil.Process]:
 
 
 def sample(procs: dict[str, psutil.Process], t: float, series: dict[str, Series]) -> None:
+    import psutil
+
     for sid, p in procs.items():
         try:
             with p.oneshot():
@@ -153,6 +165,42 @@ def _poll_viewer(port: int, stop: threading.Event, counts: dict[str, int]) -> No
             counts["failed"] += 1
 
 
+def progress_line(elapsed_s: float, series: dict[str, Series]) -> str:
+    """One line: seconds so far and each stage's latest resident memory, fds and threads."""
+    parts = []
+    for sid, s in sorted(series.items()):
+        if s.samples:
+            _, rss, fds, threads = s.samples[-1]
+            parts.append(f"{sid} rss {rss / 2**20:.1f} MB, fds {fds}, threads {threads}")
+    return f"soak: {elapsed_s:.0f} s: " + ("; ".join(parts) or "no stage process yet")
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def _run_problems(
+    exit_code: int | None, report_path: Path, frames: dict[str, Any], log_path: Path
+) -> list[str]:
+    """Why the run itself (not a stage's growth) fails the soak, one reason each."""
+    why = []
+    if exit_code != 0:
+        last = _last_line(log_path)
+        why.append(f"the run exited with status {exit_code}" + (f" ({last})" if last else ""))
+    if not report_path.exists():
+        why.append(f"no run report at {report_path}")
+    else:
+        if not frames.get("accounted"):
+            why.append("the report does not account for every frame")
+        if frames.get("delivered", 0) <= 0:
+            why.append("no frame was delivered")
+    return why
+
+
 def run_soak(
     config: Path,
     seconds: float,
@@ -161,30 +209,42 @@ def run_soak(
     window_s: float = 10.0,
     max_growth: float = 0.10,
     out_dir: Path | None = None,
+    progress_s: float = 30.0,
+    progress: TextIO | None = None,
 ) -> dict[str, Any]:
-    """Run the soak (see the module doc) and return its results (`ok` says pass or fail)."""
-    out_dir = out_dir or Path(tempfile.mkdtemp(prefix="medstream-soak-"))
+    """Run the soak (see the module doc) and return its results (`ok` says pass or fail).
+    Every `progress_s` seconds a progress line goes to `progress` (none when it is None)."""
+    import psutil
+
+    # the child runs in this working directory; absolute paths keep it independent of it
+    out_dir = (out_dir or Path(tempfile.mkdtemp(prefix="medstream-soak-"))).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg_path, port = soak_config(config, out_dir, fps)
     report_path = out_dir / "report.json"
     log_path = out_dir / "run.log"
     cmd = [sys.executable, "-m", "stream.cli", "run", str(cfg_path), "--duration", str(seconds),
            "--report", str(report_path)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     series: dict[str, Series] = {}
     polls = {"ok": 0, "failed": 0}
     stop = threading.Event()
     poller = threading.Thread(target=_poll_viewer, args=(port, stop, polls), daemon=True) if port else None
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         sup = psutil.Process(proc.pid)
         t0 = time.monotonic()
+        next_progress = progress_s
         if poller is not None:
             poller.start()
         try:
             while proc.poll() is None and time.monotonic() - t0 < seconds + 60:
                 procs = stage_processes(sup)
-                sample(procs, time.monotonic() - t0, series)
+                elapsed = time.monotonic() - t0
+                sample(procs, elapsed, series)
+                if progress is not None and elapsed >= next_progress:
+                    print(progress_line(elapsed, series), file=progress, flush=True)
+                    next_progress += progress_s
                 time.sleep(1.0)
         finally:
             stop.set()
@@ -194,6 +254,7 @@ def run_soak(
     stages = analyse(series, warmup_s, window_s, max_growth)
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     frames = report.get("frames", {})
+    why_not = _run_problems(proc.returncode, report_path, frames, log_path)
     ok = (
         proc.returncode == 0
         and bool(stages)
@@ -201,8 +262,11 @@ def run_soak(
         and bool(frames.get("accounted"))
         and frames.get("delivered", 0) > 0
     )
+    if not stages:
+        why_not.append("no stage process was sampled")
     return {
         "ok": ok,
+        "run_problems": why_not,
         "command": " ".join(cmd),
         "exit_code": proc.returncode,
         "seconds": seconds,
@@ -246,30 +310,67 @@ def format_soak(result: dict[str, Any]) -> str:
         f"{fr.get('dropped')}, accounted {fr.get('accounted')}; delivered fps "
         f"{result['fps_delivered']}; viewer polls {result['viewer_polls']}"
     )
-    lines.append("PASS" if result["ok"] else "FAIL")
+    if result["ok"]:
+        lines.append("PASS")
+    else:
+        failed = [f"{sid}: {s['why']}" for sid, s in result["stages"].items() if not s["ok"]]
+        reasons = [*result.get("run_problems", []), *failed]
+        lines.append("FAIL: " + ("; ".join(reasons) or "see " + result["out_dir"]))
+        lines.append(f"(run log: {Path(result['out_dir']) / 'run.log'})")
     return "\n".join(lines)
 
 
+def check_times(seconds: float, warmup: float, window: float) -> str | None:
+    """Why these times cannot compare anything (one line), or None when they can."""
+    if warmup < 0 or window <= 0:
+        return f"--warmup ({warmup:g}) must be >= 0 and --window ({window:g}) > 0"
+    if seconds <= warmup + window:
+        return (
+            f"--seconds ({seconds:g}) must be above --warmup + --window ({warmup:g} + {window:g} s): "
+            "the samples after the warm-up are the baseline and the final window"
+        )
+    return None
+
+
 def _cmd_soak(args: argparse.Namespace) -> int:
+    problem = check_times(args.seconds, args.warmup, args.window)
+    if problem:
+        print(f"medstream soak: {problem}", file=sys.stderr)
+        return 2
+    require("soak", "psutil")
+    config = resolve_config(args.config) if args.config else DEMO
+    if not config.is_file():
+        print(f"medstream soak: no config file {str(config)!r}", file=sys.stderr)
+        return 2
+    json_path = Path(args.json).resolve() if args.json else None
+    if json_path is not None:  # before the run, not after it
+        writable_output(json_path, "the results file")
     result = run_soak(
-        Path(args.config), args.seconds, args.fps, args.warmup, args.window, args.max_growth / 100,
-        Path(args.out) if args.out else None,
+        config, args.seconds, args.fps, args.warmup, args.window, args.max_growth / 100,
+        Path(args.out) if args.out else None, args.progress, sys.stdout,
     )
     print(format_soak(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if result["ok"] else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("soak", help="run a pipeline long and check stages for memory/fd/thread growth")
-    p.add_argument("config", nargs="?", default=str(DEMO), help="pipeline YAML (default: the demo)")
-    p.add_argument("--seconds", type=float, default=600.0)
-    p.add_argument("--fps", type=float, default=60.0)
+    p.add_argument(
+        "config",
+        nargs="?",
+        default=None,
+        help="pipeline YAML (default: the bundled demo, configs/ultrasound_seg.yaml)",
+    )
+    p.add_argument("--seconds", type=float, default=600.0, help="length of the run")
+    p.add_argument("--fps", type=float, default=60.0, help="source frame rate")
     p.add_argument("--warmup", type=float, default=60.0, help="seconds ignored at the start")
     p.add_argument("--window", type=float, default=10.0, help="seconds in each median window")
     p.add_argument("--max-growth", type=float, default=10.0, help="allowed RSS growth, percent")
     p.add_argument("--out", default=None, help="folder for the run (default: a temp folder)")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument(
+        "--progress", type=float, default=30.0, help="seconds between progress lines"
+    )
     p.set_defaults(func=_cmd_soak)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import zmq
 
+from stream.bundled_configs import resolve_config
 from stream.config import load_config_file
 from stream.spec import ConfigError
 from stream.stats_relay import SnapshotCollector, StatsSubscriber
@@ -26,6 +27,7 @@ def open_stats(
     if target.startswith(ENDPOINT_PREFIXES):
         endpoint = target
     else:
+        target = str(resolve_config(target))
         if not Path(target).is_file():
             raise ConfigError(f"{target}: neither a config file nor a tcp:// or ipc:// endpoint")
         cfg = load_config_file(target)

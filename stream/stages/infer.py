@@ -118,8 +118,10 @@ def run_infer(
     guard = BudgetGuard(predict=spec.predict_drops, stage_budget_ms=spec.stage_budget_ms)
     # subscribe upstream only once downstream listens, so no frame is processed for nobody
     sender = rt.sender(spec.output)
-    if spec.wait_for_consumers and not sender.wait_for_consumers(
-        spec.wait_for_consumers, spec.wait_timeout_s
+    if (
+        spec.wait_for_consumers
+        and not sender.wait_for_consumers(spec.wait_for_consumers, spec.wait_timeout_s)
+        and not rt.stop_requested  # the wait ended because the stage is being stopped
     ):
         rt.log.warning(
             "no consumer on %s after %.0f s; starting anyway", spec.output, spec.wait_timeout_s

@@ -37,6 +37,7 @@ from ..render.mask import MaskAnnotator
 from ..render.pieces import GeometryPieces
 from ..render.view import ImageView
 from ..sinks.base import Sink, SinkError, sink_pending
+from ..sinks.naming import sink_kind, unique_label
 from ..stats import GLASS_MS, OVERLAY_AGE_MS, STAGE_MS
 from .base import StageRuntime, admitted_frames
 
@@ -254,7 +255,8 @@ def _close_sinks(rt: StageRuntime, sinks: list[Sink]) -> bool:
             failed = True
         drops = sink.drops()
         if drops:
-            rt.stats.info.setdefault("sink_drops", {})[type(sink).__name__] = dict(drops)
+            named = rt.stats.info.setdefault("sink_drops", {})
+            named[unique_label(sink_kind(sink), named)] = dict(drops)
     return failed
 
 

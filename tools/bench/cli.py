@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tools.errors import writable_folder
+from tools.extras import require
+
 from .hop import SIZES, Case, copy_floor, run_case
 from .machine import describe, load_average
 from .pipelines import bench_scene
@@ -122,7 +125,9 @@ def _cmd(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    out = Path(args.out)
+    if "transport" in only or "slow" in only:  # their receivers measure memory with psutil
+        require("bench", "psutil")
+    out = writable_folder(args.out, "the output folder")
     result = run_bench(args.quick, only, out)
     print(markdown(result))
     print(f"({result['seconds']} s; written to {out / 'bench.json'} and {out / 'bench.md'})")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from stream.bundled_configs import bundled_config
 from stream.config import GrabSpec, InferSpec, RenderSpec, load_config_file
 from stream.frame import Frame
 from stream.sources import open_source
@@ -29,8 +30,7 @@ from stream.stages.infer import annotate_frame
 from stream.stages.render import Renderer
 from tools.profiling.cli import profile
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-DEMO = ROOT / "configs" / "ultrasound_seg.yaml"
+DEMO = bundled_config("ultrasound_seg.yaml")
 CTX = mp.get_context("spawn")
 UNPACED_FPS = 1000.0
 

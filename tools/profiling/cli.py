@@ -23,9 +23,12 @@ from typing import Any
 
 import zmq
 
+from stream.bundled_configs import resolve_config
 from stream.config import PipelineConfig, RenderSpec, load_config_file
 from stream.report import StageTotals, totals_from_snapshots, video_path
 from stream.spec import ConfigError
+from tools.errors import writable_folder
+from tools.extras import require
 
 from .analysis import StageInfo, compare_with_report, summarize
 from .chrome_trace import build_trace, write_trace
@@ -275,14 +278,16 @@ def profile_recording(
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    if not args.no_plots:  # before the run: a missing plotting library must not waste it
+        require("profile", "matplotlib", hint="or pass --no-plots")
+    out = writable_folder(args.out, "the report folder")
     if is_recording(args.config):
         summary = profile_recording(
             args.config, out, args.warmup, args.pass_percentile, not args.no_plots
         )
     else:
         summary = profile(
-            args.config,
+            str(resolve_config(args.config)),
             out,
             args.duration,
             args.warmup,
