@@ -21,6 +21,7 @@ FROZEN_NAME = "config.frozen.yaml"
 def write_frozen(cfg: PipelineConfig) -> Path:
     """Write `cfg`'s validated document to `run_dir/config.frozen.yaml` (mode 0444)."""
     path = Path(cfg.run_dir) / FROZEN_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "source_file": str(Path(cfg.source_file).resolve()) if cfg.source_file else "",
         "written_by_pid": os.getpid(),

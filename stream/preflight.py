@@ -134,19 +134,21 @@ def _links_of(spec: StageSpec) -> list[str]:
 
 
 def report_path_problem(path: Path) -> str | None:
-    """Why the JSON report could not be written to `path`, or None (creates missing folders)."""
+    """Why the JSON report could not be written to `path`, or None. Creates nothing: the
+    folders that are missing are checked where they would be made."""
     if path.is_dir():
         return f"--report: {path} is a folder; expected a file path"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        return f"--report: cannot create the folder {path.parent}: {e.strerror}"
-    probe = path.parent / f".{path.name}.{os.getpid()}.probe"
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"--report: cannot create the folder {path.parent}: {existing} is not a folder"
+    probe = existing / f".{path.name}.{os.getpid()}.probe"
     try:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        return f"--report: cannot write in {path.parent}: {e.strerror}"
+        return f"--report: cannot write in {existing}: {e.strerror}"
     if path.exists() and not os.access(path, os.W_OK):
         return f"--report: {path} exists and cannot be written"
     return None
@@ -187,7 +189,7 @@ def endpoint_in_use(endpoint: str) -> str | None:
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as e:
-            return str(e)
+            return zmq.strerror(e.errno) if e.errno else str(e)
         finally:
             sock.close(linger=0)
             ctx.term()
