@@ -147,7 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medstream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="start and supervise a whole pipeline graph")
+    from .exit_codes import RUN_EPILOG
+
+    run = sub.add_parser(
+        "run",
+        help="start and supervise a whole pipeline graph",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("config", help="pipeline YAML (see configs/)")
     run.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     run.add_argument("--report", default=None, help="write the JSON run report here")

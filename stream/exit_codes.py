@@ -26,3 +26,12 @@ EXIT_STAGE_FATAL = 2
 EXIT_NO_FRAMES = 3
 EXIT_BUSY = 75
 EXIT_SETUP = 78
+
+RUN_EPILOG = f"""exit status:
+  {EXIT_OK:<3} the run delivered frames and no stage failed
+  {EXIT_FAILED:<3} a stage was given up (kept crashing) or failed; or the report could not be written
+  {EXIT_CONFIG:<3} config error or a start check failed (nothing was started)
+  {EXIT_NO_FRAMES:<3} the run delivered no frame
+  {EXIT_BUSY:<3} another run holds the run dir, or an endpoint to bind is in use
+  {EXIT_SETUP:<3} a stage could not start because of its setup (bind, connect, keys, files)
+see docs/reliability.md"""

@@ -372,3 +372,13 @@ def test_the_text_report_is_printed_even_when_writing_the_json_fails(tmp_path: P
         f"medstream: cannot write the report to {folder / 'report.json'}"
     )
     assert "Traceback" not in out
+
+
+def test_exit_statuses_are_listed_in_run_help_and_docs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        medstream(["run", "--help"])
+    help_text = capsys.readouterr().out
+    doc = (ROOT / "docs" / "reliability.md").read_text()
+    for code in (0, EXIT_FAILED, EXIT_CONFIG, EXIT_NO_FRAMES, EXIT_BUSY, EXIT_SETUP):
+        assert f"\n  {code:<3} " in help_text, code
+        assert f"\n| {code} | " in doc, code
