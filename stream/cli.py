@@ -15,7 +15,7 @@ from .transport import LinkError
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config_file
-    from .exit_codes import EXIT_CONFIG, EXIT_FAILED
+    from .exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_NO_FRAMES
     from .preflight import preflight, report_path_problem
     from .report import format_report, write_report
     from .supervisor import StartError, Supervisor
@@ -43,7 +43,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"report written to {report_path}")
     if sup.exit_code:
-        print(f"medstream: run failed (exit {sup.exit_code}): {report.get('exit', '')}", file=sys.stderr)
+        why = report.get("exit", "")
+        if sup.exit_code == EXIT_NO_FRAMES:
+            why = f"no frame was delivered (stopped: {why})"
+        print(f"medstream: run failed (exit {sup.exit_code}): {why}", file=sys.stderr)
     return sup.exit_code
 
 
@@ -65,7 +68,7 @@ def _cmd_stage(args: argparse.Namespace) -> int:
     spec = cfg.stage(args.id)
     log = stage_logger(spec.id)
     if not os.environ.get("MEDSTREAM_SUPERVISOR_PID"):  # the supervisor said it already
-        problems = preflight(cfg, [spec.id], supervisor=False)
+        problems = preflight(cfg, [spec.id], supervisor=False, stats=args.stats_endpoint != "")
         for line in problems:
             log.error("%s", line)
         if problems:

@@ -23,9 +23,11 @@ from .stats import STATS_LINK
 
 
 def preflight(
-    cfg: PipelineConfig, stage_ids: list[str], supervisor: bool = True
+    cfg: PipelineConfig, stage_ids: list[str], supervisor: bool = True, stats: bool = True
 ) -> list[str]:
-    """Problems that would stop the stages `stage_ids` (and the supervisor) from starting."""
+    """Problems that would stop the stages `stage_ids` (and the supervisor) from starting.
+
+    `stats=False`: the stages push no stats (`medstream stage --stats-endpoint ''`)."""
     problems: list[str] = []
     for i, spec in enumerate(cfg.stages):
         if spec.id not in stage_ids:
@@ -36,7 +38,8 @@ def preflight(
         if isinstance(spec, GrabSpec):
             problems += _source_problems(spec, where)
     if cfg.security.curve:
-        problems += _key_problems(cfg, stage_ids + ([SUPERVISOR] if supervisor else []))
+        processes = stage_ids + ([SUPERVISOR] if supervisor else [])
+        problems += _key_problems(cfg, processes, stats or supervisor)
     return problems
 
 
@@ -86,7 +89,7 @@ def _path_problem(path: str, where: str, want_dir: bool) -> list[str]:
     return []
 
 
-def _key_problems(cfg: PipelineConfig, processes: list[str]) -> list[str]:
+def _key_problems(cfg: PipelineConfig, processes: list[str], stats: bool) -> list[str]:
     """Every key file the processes here load: their own secret keys, their peers' public keys."""
     sec = cfg.security
     keys_dir = Path(sec.keys_dir)
@@ -106,7 +109,8 @@ def _key_problems(cfg: PipelineConfig, processes: list[str]) -> list[str]:
             links = [STATS_LINK]
         else:
             spec = cfg.stage(me)
-            links = [STATS_LINK, *_links_of(spec)]
+            links = [STATS_LINK] if stats else []
+            links += _links_of(spec)
         for link in links:
             if link == STATS_LINK:
                 server, clients = SUPERVISOR, [s.id for s in cfg.stages]

@@ -353,6 +353,7 @@ def test_a_run_that_delivers_no_frame_exits_non_zero(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["frames"]["captured"] > 0 and report["frames"]["delivered"] == 0
     assert "the run delivered no frame" in out
+    assert "medstream: run failed (exit 3): no frame was delivered (stopped: duration 4 s" in out
     assert report["supervisor"]["exit_status"] == EXIT_NO_FRAMES
 
 
