@@ -29,7 +29,7 @@ EXIT_SETUP = 78
 
 RUN_EPILOG = f"""exit status:
   {EXIT_OK:<3} the run delivered frames and no stage failed
-  {EXIT_FAILED:<3} a stage was given up (kept crashing) or failed; or the report could not be written
+  {EXIT_FAILED:<3} a stage was given up (kept crashing) or failed, or the report was not written
   {EXIT_CONFIG:<3} config error or a start check failed (nothing was started)
   {EXIT_NO_FRAMES:<3} the run delivered no frame
   {EXIT_BUSY:<3} another run holds the run dir, or an endpoint to bind is in use

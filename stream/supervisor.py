@@ -141,7 +141,7 @@ class Supervisor:
         if self.stopping_since is not None:
             child.done = True
             if rc not in (0, -signal.SIGTERM, -signal.SIGKILL):  # a failure while stopping (a sink
-                self.exit_code = EXIT_FAILED  # that lost frames it had to keep, say) still fails the run
+                self.exit_code = EXIT_FAILED  # that lost frames it had to keep) fails the run
                 self.log.error("%s failed while stopping (exit %d)", sid, rc)
             return
         if rc == 0:
@@ -232,7 +232,8 @@ class Supervisor:
 
         Raises `StartError` before starting anything if another run holds the run dir, an
         endpoint to bind is in use, or the stats channel cannot be bound."""
-        lock = RunLock(self.cfg.run_dir, self.cfg.source_file or self.config_path)
+        config = Path(self.cfg.source_file or self.config_path).resolve()
+        lock = RunLock(self.cfg.run_dir, str(config))
         try:
             lock.acquire()
         except RunDirBusy as e:
@@ -254,7 +255,10 @@ class Supervisor:
         busy = busy_endpoints(self.cfg, list(self.children))
         if busy:
             raise StartError(busy[0], EXIT_BUSY)
-        self.frozen_path = str(write_frozen(self.cfg).resolve())
+        try:
+            self.frozen_path = str(write_frozen(self.cfg).resolve())
+        except OSError as e:
+            raise StartError(f"run_dir: cannot write the frozen config: {e}", EXIT_SETUP) from None
         startup_notice(self.cfg, self.log)
         ctx = zmq.Context()
         security = Security(self.cfg, SUPERVISOR, ctx, self.log) if self.cfg.security.curve else None

@@ -164,10 +164,11 @@ def test_passthrough_run_draws_fresh_overlays(tmp_path: Path) -> None:
 
 
 def test_sigint_stops_cleanly_without_orphans(tmp_path: Path) -> None:
-    config, _port, _video = demo_config(tmp_path)
+    config, port, _video = demo_config(tmp_path)
     sup = start_run(config, tmp_path / "report.json", duration=None)
     pids = wait_for_stages(sup, 3)
-    time.sleep(2)
+    fetch_jpeg(port)  # frames flow: a run stopped before its first frame exits 3, not 0
+    time.sleep(1)
     sup.send_signal(signal.SIGINT)
     out = finish(sup, timeout=30)
     assert sup.returncode == 0, out

@@ -235,7 +235,8 @@ def test_a_second_run_of_a_running_pipeline_is_refused_and_a_dead_runs_lock_take
     try:
         wait_for_stages(first, 3)
         start = time.monotonic()
-        second = run_cli("run", str(config), "--duration", "5", "--report", str(tmp_path / "b.json"))
+        report = str(tmp_path / "b.json")
+        second = run_cli("run", str(config), "--duration", "5", "--report", report)
         assert second.returncode == EXIT_BUSY, second.stdout + second.stderr
         assert time.monotonic() - start < 15
         line = f"medstream: cannot start: run_dir {tmp_path / 'run'} is in use by another run: "
