@@ -8,6 +8,7 @@ process listens on. Each problem is one line that starts with the dotted key it 
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from pathlib import Path
@@ -193,7 +194,9 @@ def endpoint_in_use(endpoint: str) -> str | None:
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as e:
-            return zmq.strerror(e.errno) if e.errno else str(e)
+            # only "in use" here: an address of another host (a graph across hosts, validated
+            # on one of them) is not this host's to bind, and a stage that tries says so itself
+            return zmq.strerror(e.errno) if e.errno == errno.EADDRINUSE else None
         finally:
             sock.close(linger=0)
             ctx.term()

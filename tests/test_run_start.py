@@ -384,3 +384,19 @@ def test_exit_statuses_are_listed_in_run_help_and_docs(capsys: pytest.CaptureFix
     for code in (0, EXIT_FAILED, EXIT_CONFIG, EXIT_NO_FRAMES, EXIT_BUSY, EXIT_SETUP):
         assert f"\n  {code:<3} " in help_text, code
         assert f"\n| {code} | " in doc, code
+
+
+def test_validate_of_a_graph_across_hosts_does_not_call_another_hosts_address_busy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tcp endpoints are bound and released to see whether they are free; an address of another
+    host (TEST-NET-1, never assigned) cannot be bound here but is not "in use"."""
+    data = demo(tmp_path, security={"insecure": True})
+    data["links"]["frames"]["endpoint"] = "tcp://192.0.2.7:5601"
+    assert medstream(["validate", str(write(tmp_path, data))]) == 0, capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        data["links"]["results"]["endpoint"] = f"tcp://127.0.0.1:{busy.getsockname()[1]}"
+        assert medstream(["validate", str(write(tmp_path, data))]) == EXIT_BUSY
+    assert "medstream: busy: links.results.endpoint: tcp://127.0.0.1:" in capsys.readouterr().err
