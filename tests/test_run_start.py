@@ -313,16 +313,23 @@ def test_a_restarted_stage_loads_the_frozen_config_not_the_edited_yaml(tmp_path:
     original = config.read_text()
     report = tmp_path / "report.json"
     sup = start_run(config, report, duration=10)
+    seen = []
     try:
         pid = wait_for_stages(sup, 3)["infer"]
-        time.sleep(3)  # the first infer is running and has reported
+        assert sup.stdout is not None
+        while not any("[infer] INFO model us-seg on" in line for line in seen):
+            line = sup.stdout.readline()  # the run ends after 10 s: this cannot hang
+            assert line, "".join(seen)
+            seen.append(line)
+        time.sleep(1)  # the first infer has handled frames and pushed its stats
         edited = yaml.safe_load(original)
         edited["stages"][1]["engine"]["model"] = "us-segg"
         config.write_text(yaml.safe_dump(edited))
         os.kill(pid, signal.SIGKILL)
     finally:
-        out = finish(sup, timeout=60)
+        out = "".join(seen) + finish(sup, timeout=60)
     assert sup.returncode == 0, out
+    assert out.count("[infer] INFO model us-seg on") == 2, out  # both loaded the frozen model
     result = json.loads(report.read_text())
     assert result["stages"]["infer"]["restarts"] == 1
     assert result["stages"]["infer"]["incarnations_reported"] == 2
