@@ -94,18 +94,18 @@ def _key_problems(cfg: PipelineConfig, processes: list[str], stats: bool) -> lis
     """Every key file the processes here load: their own secret keys, their peers' public keys."""
     sec = cfg.security
     keys_dir = Path(sec.keys_dir)
-    needed: dict[Path, tuple[str, bool]] = {}  # path -> (whose key, is it a secret key)
+    # path -> (whose key, is it a secret key, key name for `medstream keys generate` or "")
+    needed: dict[Path, tuple[str, bool, str]] = {}
 
     def public(entry: str) -> None:
         if "/" in entry or entry.endswith(".key"):
-            path = Path(entry)
+            needed.setdefault(Path(entry), (f"public key {entry!r}", False, ""))
         else:
-            path = key_paths(keys_dir, entry)[0]
-        needed.setdefault(path, (f"public key {entry!r}", False))
+            needed.setdefault(key_paths(keys_dir, entry)[0], (f"public key {entry!r}", False, entry))
 
     for me in processes:
         name = sec.key_name(me)
-        needed.setdefault(key_paths(keys_dir, name)[1], (f"{me}'s secret key", True))
+        needed.setdefault(key_paths(keys_dir, name)[1], (f"{me}'s secret key", True, name))
         if me == SUPERVISOR:
             links = [STATS_LINK]
         else:
@@ -125,7 +125,11 @@ def _key_problems(cfg: PipelineConfig, processes: list[str], stats: bool) -> lis
             for entry in [sec.key_name(c) for c in clients] + allow:
                 public(entry)
     problems = []
-    for path, (whose, secret) in needed.items():
+    for path, (whose, secret, name) in needed.items():
+        if not path.exists():
+            hint = f"; make it with: medstream keys generate {name} --dir {keys_dir}" if name else ""
+            problems.append(f"security.keys_dir: {whose}: {path} does not exist{hint}")
+            continue
         try:
             load_keypair(path) if secret else load_public(path)
         except KeyFileError as e:

@@ -295,4 +295,4 @@ def test_stage_without_a_peer_key_exits_78_at_once(keys: Path, tmp_path: Path) -
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
     )
     assert done.returncode == 78, done.stderr
-    assert "supervisor.key: no such key file" in done.stderr
+    assert "supervisor.key does not exist; make it with: medstream keys generate supervisor" in done.stderr
