@@ -16,45 +16,78 @@ from .transport import LinkError
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config_file
+    from .exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_NO_FRAMES
+    from .preflight import preflight, report_path_problem
     from .report import format_report, write_report
-    from .supervisor import Supervisor
+    from .supervisor import StartError, Supervisor
 
     cfg = load_config_file(args.config)
     stages = [s for s in args.stages.split(",") if s] if args.stages else None
     sup = Supervisor(cfg, args.config, duration_s=args.duration, stages=stages)
-    report = sup.run()
     report_path = Path(args.report or Path(cfg.run_dir) / "report.json")
-    write_report(report, report_path)
-    print(format_report(report))
+    problems = preflight(cfg, list(sup.children))
+    problem = report_path_problem(report_path)
+    if problems or problem:  # nothing has started yet
+        for line in problems + ([problem] if problem else []):
+            print(f"medstream: config error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        report = sup.run()
+    except StartError as e:
+        print(f"medstream: cannot start: {e}", file=sys.stderr)
+        return e.status
+    print(format_report(report), flush=True)  # printed first: a failing write loses nothing
+    try:
+        write_report(report, report_path)
+    except OSError as e:
+        print(
+            f"medstream: cannot write the report to {report_path}: {e.strerror}", file=sys.stderr
+        )
+        return EXIT_FAILED
     print(f"report written to {report_path}")
+    if sup.exit_code:
+        why = report.get("exit", "")
+        if sup.exit_code == EXIT_NO_FRAMES:
+            why = f"no frame was delivered (stopped: {why})"
+        print(f"medstream: run failed (exit {sup.exit_code}): {why}", file=sys.stderr)
     return sup.exit_code
 
 
 def _cmd_stage(args: argparse.Namespace) -> int:
     import os
 
+    import zmq
+
     from .config import load_config_file
+    from .exit_codes import EXIT_SETUP
+    from .preflight import preflight
     from .security import startup_notice
     from .stages.base import stage_logger
     from .supervisor import become_supervised_child
 
     become_supervised_child()
+    # started by the supervisor: its frozen copy, checked at start; else the user's YAML
     cfg = load_config_file(args.config)
     spec = cfg.stage(args.id)
     log = stage_logger(spec.id)
     if not os.environ.get("MEDSTREAM_SUPERVISOR_PID"):  # the supervisor said it already
+        problems = preflight(cfg, [spec.id], supervisor=False, stats=args.stats_endpoint != "")
+        for line in problems:
+            log.error("%s", line)
+        if problems:
+            return EXIT_SETUP
         startup_notice(cfg, log)
     try:
         rt = StageRuntime(cfg, spec, stats_endpoint=args.stats_endpoint)
-    except (KeyFileError, LinkError) as e:
-        log.error("%s", e)
-        return 2
+    except (KeyFileError, LinkError, zmq.ZMQError, OSError) as e:
+        log.error("cannot start: %s", e)
+        return EXIT_SETUP
     rt.install_signal_handlers()
     try:
         return _run_stage(rt, spec)
     except (LinkError, KeyFileError) as e:  # a peer's public key is read when its link opens
         rt.log.error("%s", e)
-        return 2  # a permanent problem: the supervisor does not restart the stage
+        return EXIT_SETUP  # its setup failed: the supervisor does not restart the stage
     finally:
         rt.close()
 
@@ -74,10 +107,27 @@ def _run_stage(rt: StageRuntime, spec: StageSpec) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    """What `run` checks before it starts a stage: the config, then `preflight` (models, keys,
+    files), then what is busy now (another run in the run dir, endpoints in use)."""
     from .config import load_config_file
+    from .exit_codes import EXIT_BUSY, EXIT_CONFIG
+    from .preflight import busy_endpoints, preflight
+    from .run_lock import run_dir_holder
 
     cfg = load_config_file(args.config)
-    print(f"{args.config}: ok ({len(cfg.stages)} stages: {', '.join(s.id for s in cfg.stages)})")
+    ids = [s.id for s in cfg.stages]
+    problems = preflight(cfg, ids)
+    for line in problems:
+        print(f"medstream: config error: {line}", file=sys.stderr)
+    if problems:
+        return EXIT_CONFIG
+    holder = run_dir_holder(cfg.run_dir)
+    busy = ([holder] if holder else []) or busy_endpoints(cfg, ids)
+    for line in busy:
+        print(f"medstream: busy: {line}", file=sys.stderr)
+    if busy:
+        return EXIT_BUSY
+    print(f"{args.config}: ok ({len(cfg.stages)} stages: {', '.join(ids)})")
     return 0
 
 
@@ -151,7 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"medstream {package_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="start and supervise a whole pipeline graph")
+    from .exit_codes import RUN_EPILOG
+
+    run = sub.add_parser(
+        "run",
+        help="start and supervise a whole pipeline graph",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("config", help="pipeline YAML (see configs/)")
     run.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     run.add_argument("--report", default=None, help="write the JSON run report here")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 from engines.api import EngineSpec
 
 from .bundled_configs import resolve_config
+from .endpoints import check_endpoint
 from .security import SecuritySpec, check_security
 from .spec import ConfigError, bounded, parse_spec, required, section
 from .transport import LinkSpec
@@ -157,7 +159,9 @@ class PipelineConfig:
     security: SecuritySpec = section(SecuritySpec, "CURVE keys, allow-lists, insecure opt-in")
     links: dict[str, Any] = section(dict, "link name -> link (below)")
     stages: list[Any] = section(list, "the stages (grab, infer, render)")
-    source_file: str = ""
+    # set by the loader, never by a user's config (not init fields: parse_spec refuses them)
+    source_file: str = dataclasses.field(default="", init=False)
+    document: dict[str, Any] = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     def stage(self, stage_id: str) -> StageSpec:
         for s in self.stages:
@@ -186,7 +190,7 @@ def _parse_stage(raw: Any, where: str) -> StageSpec:
     kind = raw.get("kind")
     if kind not in STAGE_KINDS:
         raise ConfigError(f"{where}.kind: expected one of {', '.join(STAGE_KINDS)}, got {kind!r}")
-    spec = parse_spec(STAGE_KINDS[kind], raw, where)
+    spec: StageSpec = parse_spec(STAGE_KINDS[kind], raw, where)
     if not spec.id or not all(c.isalnum() or c in "-_." for c in spec.id):
         raise ConfigError(f"{where}.id: expected letters, digits, '-', '_' or '.', got {spec.id!r}")
     return spec
@@ -205,6 +209,7 @@ def _check_plugins(spec: StageSpec, where: str) -> None:
 
 def _check_links(cfg: PipelineConfig) -> None:
     producers: dict[str, list[str]] = {}
+    used: set[str] = set()
     for i, s in enumerate(cfg.stages):
         where = f"stages[{i}]"
         ins = [("input", s.input)] if not isinstance(s, GrabSpec) else []
@@ -226,11 +231,28 @@ def _check_links(cfg: PipelineConfig) -> None:
                 )
         for _, name in outs:
             producers.setdefault(name, []).append(s.id)
+        used.update(name for _, name in ins + outs)
     for name, ids in producers.items():
         if len(ids) > 1 and cfg.links[name].bind == "producer":
             raise ConfigError(
                 f"links.{name}: stages {', '.join(ids)} all bind it; set bind: consumer to fan in"
             )
+    for name in cfg.links:
+        if name not in used:
+            raise ConfigError(
+                f"links.{name}: no stage uses this link (as input, output or video); "
+                "remove it or name it in a stage"
+            )
+
+
+def _check_endpoints(cfg: PipelineConfig) -> None:
+    """Endpoint syntax and ipc path length, after {run_dir} expansion."""
+    for name, link in cfg.links.items():
+        check_endpoint(link.endpoint, f"links.{name}.endpoint")
+    for key in ("stats_endpoint", "stats_pub", "frame_log"):
+        value = getattr(cfg, key)
+        if value or key == "stats_endpoint":
+            check_endpoint(value, key)
 
 
 def load_config(data: Any, source_file: str = "") -> PipelineConfig:
@@ -242,6 +264,7 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
     top = {k: v for k, v in data.items() if k not in ("links", "stages")}
     cfg = parse_spec(PipelineConfig, top, "")
     cfg.source_file = source_file
+    cfg.document = copy.deepcopy(data)
     values = {"name": cfg.name}
     cfg.run_dir = _expand(cfg.run_dir, values, "run_dir")
     values["run_dir"] = cfg.run_dir
@@ -267,6 +290,7 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
         seen.add(s.id)
         _check_plugins(s, f"stages[{i}]")
     _check_links(cfg)
+    _check_endpoints(cfg)
     check_security(cfg)
     return cfg
 
@@ -283,4 +307,20 @@ def load_config_file(path: str | Path) -> PipelineConfig:
         mark = getattr(e, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}:{at}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if isinstance(data, dict) and FROZEN_KEY in data:  # a run's frozen copy (stream.frozen_config)
+        return load_frozen_document(data, path)
     return load_config(data, str(path))
+
+
+FROZEN_KEY = "medstream_frozen_config"
+
+
+def load_frozen_document(data: dict[str, Any], path: Path) -> PipelineConfig:
+    """The config inside a frozen copy, validated again, naming the user's file as its source."""
+    meta, document = data.get(FROZEN_KEY), data.get("config")
+    if not isinstance(meta, dict) or not isinstance(document, dict) or set(data) != {
+        FROZEN_KEY,
+        "config",
+    }:
+        raise ConfigError(f"{path}: not a frozen config (expected {FROZEN_KEY} and config)")
+    return load_config(document, str(meta.get("source_file", path)))

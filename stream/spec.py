@@ -113,6 +113,10 @@ def parse_spec(cls: type[T], raw: Any, where: str) -> T:
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(raw) - set(fields))
+    if unknown and not where:  # the top level: name the key itself, not an empty path
+        raise ConfigError(
+            f"{unknown[0]}: unknown top-level key; allowed keys: {', '.join(sorted(fields))}"
+        )
     if unknown:
         raise ConfigError(
             f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(fields))}"
@@ -145,6 +149,8 @@ def spec_fields_doc(cls: type) -> list[tuple[str, str, str, str]]:
     hints = get_type_hints(cls)
     rows = []
     for f in dataclasses.fields(cls):
+        if not f.init:  # set by code, not a config key
+            continue
         if f.default is not dataclasses.MISSING:
             default = repr(f.default)
         elif f.default_factory is not dataclasses.MISSING:

@@ -23,7 +23,18 @@ from typing import Any
 import zmq
 
 from .config import GrabSpec, InferSpec, PipelineConfig, RenderSpec, StageSpec
+from .exit_codes import (
+    EXIT_BUSY,
+    EXIT_FAILED,
+    EXIT_NO_FRAMES,
+    EXIT_OK,
+    EXIT_SETUP,
+    EXIT_STAGE_FATAL,
+)
+from .frozen_config import write_frozen
+from .preflight import busy_endpoints
 from .report import build_report
+from .run_lock import RunDirBusy, RunLock
 from .security import SUPERVISOR, Security, startup_notice
 from .snapshot import MAX_SNAPSHOT_BYTES, parse_snapshot
 from .spec import ConfigError
@@ -33,8 +44,16 @@ from .stats_relay import StatsRelay
 
 DRAIN_S = 4.0
 TERM_S = 3.0
-EXIT_FATAL = 2  # a stage exiting with this code has a permanent problem: not restarted
+EXIT_FATAL = EXIT_STAGE_FATAL  # a permanent problem while running: not restarted
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class StartError(RuntimeError):
+    """The run cannot start (nothing was started); `status` is the exit status it asks for."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -76,7 +95,9 @@ class Supervisor:
         self.malformed_stats = 0
         self.security_counts: dict[str, int] = {}
         self.stop_reason = ""
-        self.exit_code = 0
+        self.exit_code = EXIT_OK
+        self.setup_failed: list[str] = []  # stages that exited EXIT_SETUP
+        self.frozen_path = ""
         self.signals = 0
         self.stopping_since: float | None = None
         self.term_sent = False
@@ -90,7 +111,8 @@ class Supervisor:
         )
         env["MEDSTREAM_SUPERVISOR_PID"] = str(os.getpid())
         env.setdefault("PYTHONUNBUFFERED", "1")
-        cmd = [sys.executable, "-m", "stream.cli", "stage", self.config_path, child.spec.id]
+        # every start, restarts included, loads the frozen copy validated at start
+        cmd = [sys.executable, "-m", "stream.cli", "stage", self.frozen_path, child.spec.id]
         child.proc = subprocess.Popen(cmd, env=env, start_new_session=True)
         self.log.info("started %s (%s) pid %d", child.spec.id, child.spec.kind, child.proc.pid)
 
@@ -104,10 +126,22 @@ class Supervisor:
     def _on_exit(self, child: Child, rc: int) -> None:
         sid = child.spec.id
         child.proc = None
+        if rc == EXIT_SETUP:
+            child.done = True
+            self.exit_code = EXIT_FAILED
+            self.setup_failed.append(sid)
+            self.log.error(
+                "%s could not start (exit %d: its setup failed, see its error above); "
+                "not restarting it",
+                sid,
+                rc,
+            )
+            self.begin_stop(f"stage {sid} could not start", drain=False)
+            return
         if self.stopping_since is not None:
             child.done = True
             if rc not in (0, -signal.SIGTERM, -signal.SIGKILL):  # a failure while stopping (a sink
-                self.exit_code = 1  # that lost frames it had to keep, say) still fails the run
+                self.exit_code = EXIT_FAILED  # that lost frames it had to keep) fails the run
                 self.log.error("%s failed while stopping (exit %d)", sid, rc)
             return
         if rc == 0:
@@ -118,14 +152,14 @@ class Supervisor:
             return
         if rc == EXIT_FATAL:
             child.done = True
-            self.exit_code = 1
+            self.exit_code = EXIT_FAILED
             self.log.error("%s failed (exit %d); not restarting it", sid, rc)
             self.begin_stop(f"stage {sid} failed", drain=False)
             return
         how = f"signal {-rc}" if rc < 0 else f"exit {rc}"
         if child.restarts >= self.cfg.restart.max_restarts:
             child.done = True
-            self.exit_code = 1
+            self.exit_code = EXIT_FAILED
             self.log.error("%s crashed (%s) %d times; giving up", sid, how, child.restarts + 1)
             self.begin_stop(f"stage {sid} kept crashing", drain=False)
             return
@@ -194,8 +228,37 @@ class Supervisor:
 
     # -- main loop -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        """Run the graph until the duration, a signal, or the sources end. Returns the report."""
-        Path(self.cfg.run_dir).mkdir(parents=True, exist_ok=True)
+        """Run the graph until the duration, a signal, or the sources end. Returns the report.
+
+        Raises `StartError` before starting anything if another run holds the run dir, an
+        endpoint to bind is in use, or the stats channel cannot be bound."""
+        config = Path(self.cfg.source_file or self.config_path).resolve()
+        lock = RunLock(self.cfg.run_dir, str(config))
+        try:
+            lock.acquire()
+        except RunDirBusy as e:
+            raise StartError(str(e), EXIT_BUSY) from None
+        except OSError as e:
+            raise StartError(f"run_dir: cannot use {self.cfg.run_dir}: {e}", EXIT_SETUP) from None
+        try:
+            return self._run_locked(lock)
+        finally:
+            lock.release()
+
+    def _run_locked(self, lock: RunLock) -> dict[str, Any]:
+        if lock.previous.get("pid"):
+            self.log.info(
+                "run_dir %s: took over the lock of a run that is gone (pid %s)",
+                self.cfg.run_dir,
+                lock.previous["pid"],
+            )
+        busy = busy_endpoints(self.cfg, list(self.children))
+        if busy:
+            raise StartError(busy[0], EXIT_BUSY)
+        try:
+            self.frozen_path = str(write_frozen(self.cfg).resolve())
+        except OSError as e:
+            raise StartError(f"run_dir: cannot write the frozen config: {e}", EXIT_SETUP) from None
         startup_notice(self.cfg, self.log)
         ctx = zmq.Context()
         security = Security(self.cfg, SUPERVISOR, ctx, self.log) if self.cfg.security.curve else None
@@ -206,11 +269,15 @@ class Supervisor:
             if security is not None:
                 security.secure(stats, STATS_LINK, binds=True)
             stats.bind(self.cfg.stats_endpoint)
-        except BaseException:
+        except BaseException as e:
             stats.close()
             if security is not None:
                 security.close()
             ctx.term()
+            if isinstance(e, zmq.ZMQError):
+                raise StartError(
+                    f"stats_endpoint: cannot bind {self.cfg.stats_endpoint}: {e}", EXIT_SETUP
+                ) from None
             raise
         relay = self._open_relay()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -259,15 +326,29 @@ class Supervisor:
         report = build_report(
             self.cfg, self.live_snapshots(), duration, restarts, self.stop_reason
         )
+        self.exit_code = self._final_status(report)
         report["supervisor"] = {
             "stages_here": list(self.children),
             "malformed_stats": self.malformed_stats,
             "security": self.security_counts,
+            "setup_failed": self.setup_failed,
+            "exit_status": self.exit_code,
         }
         if relay is not None:  # the final message: last snapshots and the report, for tools
             relay.publish(self.live_snapshots(), True, self.stop_reason, report)
             relay.close()
         return report
+
+    def _final_status(self, report: dict[str, Any]) -> int:
+        """The run's exit status (see stream.exit_codes)."""
+        if self.setup_failed:
+            return EXIT_SETUP
+        if self.exit_code != EXIT_OK:
+            return self.exit_code
+        if not report.get("frames", {}).get("delivered"):
+            self.log.error("the run delivered no frame")
+            return EXIT_NO_FRAMES
+        return EXIT_OK
 
     def _open_relay(self) -> StatsRelay | None:
         """The stats channel for tools (`stats_pub`), if configured; a run goes on without it

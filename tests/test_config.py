@@ -44,7 +44,7 @@ def broken(path: list, value) -> dict:
     [
         (["budget_ms"], "fast", "budget_ms: expected a number"),
         (["budget_ms"], -5, "budget_ms: expected a value in [0.1"),
-        (["bugdet_ms"], 5, "unknown key 'bugdet_ms'"),
+        (["bugdet_ms"], 5, "bugdet_ms: unknown top-level key; allowed keys: budget_ms"),
         (["links", "frames", "mode"], "fast", "links.frames.mode: expected one of 'live', 'lossless'"),
         (["links", "frames", "endpoint"], "udp://x", "links.frames.endpoint: expected tcp://"),
         (["stages", 0, "kind"], "grabber", "stages[0].kind: expected one of grab, infer, render"),

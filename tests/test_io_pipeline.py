@@ -151,17 +151,19 @@ def test_record_then_replay_reproduces_frames_and_timing(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     "source, line",
     [
-        (
+        (  # found before any stage starts (stream.preflight), exit 2
             {"type": "capture", "input": "{tmp}/missing.mp4"},
-            "capture source: cannot open {tmp}/missing.mp4: no such file",
+            "medstream: config error: stages[0].source.input: {tmp}/missing.mp4 does not exist "
+            "(expected a file)",
         ),
-        (
+        (  # the grab stage's setup fails: exit 78, not restarted
             {"type": "dicom", "path": "{tmp}/corrupt.dcm"},
-            "dicom source: cannot read {tmp}/corrupt.dcm: not a DICOM file",
+            "[grab] ERROR dicom source: cannot read {tmp}/corrupt.dcm: not a DICOM file",
         ),
         (
             {"type": "capture", "input": "rtsp://127.0.0.1:{port}/x"},
-            "capture source: cannot open rtsp://127.0.0.1:{port}/x: connection refused by 127.0.0.1:{port}",
+            "[grab] ERROR capture source: cannot open rtsp://127.0.0.1:{port}/x: connection "
+            "refused by 127.0.0.1:{port}",
         ),
     ],
     ids=["missing-file", "corrupt-dicom", "unreachable-rtsp"],
@@ -175,8 +177,11 @@ def test_source_that_cannot_open_fails_the_run_quickly_with_one_line(
     config = graph(tmp_path, source, [])
     code, out, elapsed = run(config, tmp_path / "report.json", timeout=60)
     assert code != 0, out
-    assert f"[grab] ERROR {line.format(**values)}" in out, out
-    assert "grab failed (exit 2); not restarting it" in out
+    assert line.format(**values) in out, out
+    if line.startswith("medstream: config error"):
+        assert code == 2 and "started" not in out
+    else:
+        assert code == 78 and "grab could not start (exit 78" in out and "not restarting" in out
     assert "[tcp @" not in out and "WARN" not in out  # no library noise around the line
     assert elapsed < 20, elapsed
 

@@ -164,10 +164,11 @@ def test_passthrough_run_draws_fresh_overlays(tmp_path: Path) -> None:
 
 
 def test_sigint_stops_cleanly_without_orphans(tmp_path: Path) -> None:
-    config, _port, _video = demo_config(tmp_path)
+    config, port, _video = demo_config(tmp_path)
     sup = start_run(config, tmp_path / "report.json", duration=None)
     pids = wait_for_stages(sup, 3)
-    time.sleep(2)
+    fetch_jpeg(port)  # frames flow: a run stopped before its first frame exits 3, not 0
+    time.sleep(1)
     sup.send_signal(signal.SIGINT)
     out = finish(sup, timeout=30)
     assert sup.returncode == 0, out
@@ -206,21 +207,27 @@ def test_killed_stage_is_restarted_and_frames_accounted(tmp_path: Path) -> None:
 
 
 def test_stage_that_cannot_start_fails_the_run(tmp_path: Path) -> None:
+    """A model file that exists but is no ONNX model passes the preflight (which catches a
+    missing one) and fails the infer stage's setup: exit 78, not restarted, the run fails."""
     data = yaml.safe_load(DEMO.read_text())
     data["run_dir"] = str(tmp_path / "run")
-    data["stages"][1]["engine"]["model"] = str(tmp_path / "missing.onnx")
+    model = tmp_path / "broken.onnx"
+    model.write_bytes(b"not an onnx model")
+    (tmp_path / "card.json").write_text((ROOT / "engines/models/us-seg/card.json").read_text())
+    data["stages"][1]["engine"]["model"] = str(model)
+    data["stages"][1]["engine"]["backend"] = "onnxruntime"
     data["stages"][2]["sinks"] = []
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump(data))
     sup = start_run(config, tmp_path / "report.json", duration=30)
     out = finish(sup, timeout=60)
-    assert sup.returncode == 1, out
-    assert "missing.onnx" in out
-    assert "not restarting" in out
+    assert sup.returncode == 78, out
+    assert "broken.onnx" in out
+    assert "infer could not start (exit 78" in out and "not restarting" in out
 
 
 def test_one_stage_alone_with_a_busy_endpoint_fails_in_one_line(tmp_path: Path) -> None:
-    """`medstream stage` binds its links itself; a busy endpoint is one clear line, exit 2."""
+    """`medstream stage` binds its links itself; a busy endpoint is one clear line, exit 78."""
     import socket
 
     with socket.socket() as busy:
@@ -235,6 +242,6 @@ def test_one_stage_alone_with_a_busy_endpoint_fails_in_one_line(tmp_path: Path) 
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         cmd = [sys.executable, "-m", "stream.cli", "stage", str(config), "grab", "--stats-endpoint", ""]
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
+    assert done.returncode == 78
     assert f"cannot bind tcp://127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr

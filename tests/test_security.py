@@ -266,8 +266,9 @@ def test_tool_channels_off_this_host_need_insecure_even_with_curve(keys: Path, c
 def test_curve_needs_one_binding_stage_per_link(keys: Path) -> None:
     data = copy.deepcopy(DEMO)
     data["security"] = {"curve": True, "keys_dir": str(keys)}
-    data["links"]["spare"] = {"endpoint": "ipc:///tmp/spare.ipc"}
-    with pytest.raises(ConfigError, match="links.spare: with security.curve"):
+    data["links"]["results"]["bind"] = "consumer"  # two render stages would both bind it
+    data["stages"].append({"id": "render2", "kind": "render", "input": "results", "sinks": []})
+    with pytest.raises(ConfigError, match="links.results: with security.curve"):
         load_config(data)
     data = copy.deepcopy(DEMO)
     data["security"] = {"curve": True, "stage_keys": {"nobody": "x"}}
@@ -275,9 +276,9 @@ def test_curve_needs_one_binding_stage_per_link(keys: Path) -> None:
         load_config(data)
 
 
-def test_stage_without_a_peer_key_exits_2_at_once(keys: Path, tmp_path: Path) -> None:
+def test_stage_without_a_peer_key_exits_78_at_once(keys: Path, tmp_path: Path) -> None:
     """A missing public key (here the supervisor's, for the stats channel) is a clear, fatal
-    error: exit code 2, which the supervisor does not restart."""
+    error: exit code 78 (its setup failed), which the supervisor does not restart."""
     import subprocess
     import sys
 
@@ -293,5 +294,5 @@ def test_stage_without_a_peer_key_exits_2_at_once(keys: Path, tmp_path: Path) ->
         [sys.executable, "-m", "stream.cli", "stage", str(config), "grab"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
     )
-    assert done.returncode == 2, done.stderr
-    assert "supervisor.key: no such key file" in done.stderr
+    assert done.returncode == 78, done.stderr
+    assert "supervisor.key does not exist; make it with: medstream keys generate supervisor" in done.stderr

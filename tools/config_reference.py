@@ -27,6 +27,10 @@ A pipeline is one YAML file: top-level keys, `links:` (a mapping of link name ->
 range stops `medstream run` (and `medstream validate`) with an error naming the key, e.g.
 `stages[1].engine.backend: expected one of 'auto', 'onnxruntime', ..., got 'tpu'`.
 `{name}` and `{run_dir}` expand in `run_dir`, `stats_endpoint` and link endpoints.
+Beyond the keys, `medstream validate` checks what `medstream run` checks before it starts a
+stage: endpoints (ports, ipc path length), links no stage uses, model names and files, CURVE key
+files, source files, and whether another run holds the run dir (docs/reliability.md, "Starting a
+run"). Each problem is one line that starts with its dotted key.
 
 This page is generated from the code by `python -m tools.config_reference`; a test fails when it
 is out of date.

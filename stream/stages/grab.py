@@ -19,6 +19,7 @@ import math
 
 from ..codec import EndOfStream
 from ..config import GrabSpec
+from ..exit_codes import EXIT_SETUP
 from ..frame import Frame
 from ..plugins import parse_source
 from ..sources.base import Source, SourceError, SourceEvent
@@ -48,7 +49,7 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
             source = factory(source_spec)
     except SourceError as e:
         rt.log.error("%s", e)
-        return 2
+        return EXIT_SETUP  # could not start: not restarted
     self_paced = spec.fps is None and bool(getattr(source, "self_paced", False))
     if hasattr(source, "should_stop"):
         source.should_stop = rt.should_stop  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from engines import EngineUnavailable, InferencePipeline, load_pipeline
 from ..budget import LATE, WILL_MISS, BudgetGuard
 from ..codec import KIND_EOS
 from ..config import InferSpec
+from ..exit_codes import EXIT_SETUP
 from ..frame import Annotations, Box, Frame
 from ..stats import STAGE_MS
 from .base import StageRuntime
@@ -93,7 +94,7 @@ def run_infer(
         rt.log.error("cannot load engine: %s", e)
         if pipeline is not None:
             pipeline.close()
-        return 2
+        return EXIT_SETUP  # could not start: not restarted
     models = {MAIN: pipeline, FALLBACK: fallback or pipeline}
     schedule = _schedule(spec)
     if fallback is not None:

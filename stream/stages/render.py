@@ -28,6 +28,7 @@ import numpy as np
 from ..budget import BudgetGuard
 from ..clock import CLOCK_TOLERANCE_MS
 from ..config import RenderSpec
+from ..exit_codes import EXIT_SETUP
 from ..frame import Frame
 from ..histogram import RecentHistogram
 from ..plugins import parse_sink
@@ -222,7 +223,7 @@ def run_render(rt: StageRuntime, spec: RenderSpec) -> int:
         sinks = _open_sinks(rt, spec)
     except SinkError as e:
         rt.log.error("%s", e)
-        return 2
+        return EXIT_SETUP  # could not start: not restarted
     renderer = Renderer(rt, spec, sinks)
 
     def note_pending() -> None:
