@@ -94,6 +94,11 @@ class RenderSpec:
         100.0, 0.0, 60000.0, doc="passthrough: oldest overlay drawn"
     )
     hud: bool = bounded(True, doc="draw the HUD")
+    overlay: Literal["labels", "confidence", "both"] = bounded(
+        "labels",
+        doc="model output drawn: labels (class colours), confidence (heat-map of the model's "
+        "per-pixel confidence, low = hot), or both",
+    )
     sinks: list[dict[str, Any]] = section(list, "where rendered frames go: `type:` plus its keys")
     stage_budget_ms: float | None = bounded(
         None, 0.1, 60000.0, doc="per-stage budget (overruns counted)"

@@ -30,6 +30,7 @@ from ..histogram import RecentHistogram
 from ..plugins import parse_sink
 from ..render.boxes import BoxAnnotator, LabelAnnotator
 from ..render.color import to_bgr
+from ..render.explain import ModelExplainer
 from ..render.hud import HudAnnotator, HudData
 from ..render.mask import MaskAnnotator
 from ..render.orientation import OrientationAnnotator
@@ -71,6 +72,7 @@ class Renderer:
         self.scale = ScaleBarAnnotator()
         self.orientation = OrientationAnnotator()
         self.hud = HudAnnotator() if spec.hud else None
+        self.explain = ModelExplainer(spec.overlay)  # heat-map, legend, notice, card facts
         self.recent = RecentHistogram()
         self.handoffs: deque[int] = deque(maxlen=30)
         self.confusion = np.zeros((0, 0), np.int64)
@@ -123,9 +125,13 @@ class Renderer:
         if overlay is not None:
             ann = overlay.annotations
             self.model, self.backend = ann.model or self.model, ann.backend or self.backend
+            self.explain.note(overlay)
+            if not self.explain.draw_confidence(canvas, overlay):
+                rt.stats.count("bad_confidence_part")
             mask = overlay.parts.get("mask")
             if mask is not None:
-                self.mask.draw(canvas, mask)
+                if self.explain.draws_labels:
+                    self.mask.draw(canvas, mask)
                 truth = frame.parts.get("truth")
                 if truth is not None:
                     self._accumulate_accuracy(truth, mask)
@@ -134,6 +140,7 @@ class Renderer:
                 self.boxes.draw(canvas, ann.boxes)
                 self.labels.draw(canvas, ann.boxes, ann.labels)
         self._draw_geometry(canvas, frame)
+        self.explain.draw_panels(canvas)
         if self.hud is not None:
             self.hud.draw(canvas, self.hud_data(frame, overlay, stale_ms))
         handoff = rt.clock.now_ns()
@@ -196,6 +203,7 @@ class Renderer:
             "drops": dict(stats.drops),
             "model": self.model,
             "backend": self.backend,
+            "model_card": self.explain.live(),
         }
 
 
