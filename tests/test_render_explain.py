@@ -1,0 +1,135 @@
+"""Confidence heat-map, legend and notice annotators, and the render stage's explainer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream.frame import Annotations, Frame
+from stream.render.color import DEFAULT_PALETTE
+from stream.render.confidence import ConfidenceAnnotator
+from stream.render.explain import ModelExplainer
+from stream.render.legend import LegendAnnotator, NoticeAnnotator
+from stream.render.mask import MaskAnnotator
+
+LABELS = ["background", "anechoic", "lesion", "interface"]
+NOTICE = "Research use only, not for diagnosis"
+
+
+def _grey(h: int = 240, w: int = 320, v: int = 90) -> np.ndarray:
+    return np.full((h, w, 3), v, np.uint8)
+
+
+def test_heat_map_is_hot_where_confidence_is_low_and_only_where_allowed() -> None:
+    image = _grey()
+    conf = np.zeros((240, 320), np.uint8)
+    conf[:, 160:] = 255
+    where = np.zeros((240, 320), np.uint8)
+    where[:200] = 1
+    out = ConfidenceAnnotator(opacity=0.5).annotate(image, conf, where)
+    assert (image == 90).all(), "annotate must not touch its input"
+    low, high = out[100, 50].astype(int), out[100, 250].astype(int)
+    assert low[2] > low[0] + 40, low  # red-ish where the model doubts
+    assert high[0] > high[2] + 40, high  # blue-ish where it is sure
+    assert (out[220:] == 90).all(), "drawn outside `where`"
+    with pytest.raises(ValueError, match="confidence must be uint8"):
+        ConfidenceAnnotator().annotate(image, conf[:10])
+
+
+def test_legend_shows_each_label_colour_and_name_not_background() -> None:
+    legend = LegendAnnotator(corner="top-right")
+    image = _grey()
+    out = legend.annotate(image, LABELS)
+    lay = legend.layout(240, 320, LABELS)
+    assert len(lay.swatches) == 3 and [t for t, _ in lay.entries] == LABELS[1:]
+    for (x0, y0, x1, y1), colour in lay.swatches:
+        assert colour in DEFAULT_PALETTE[1:4]
+        patch = out[y0:y1, x0:x1].reshape(-1, 3)
+        assert (patch == colour).all(1).mean() > 0.9, (colour, patch[:3])
+    px0, py0, px1, py1 = lay.panel
+    assert px1 <= 320 and px0 > 160 and py0 < 20, lay.panel  # the top-right corner
+    text = out[py0:py1, px0:px1].max(axis=2) > 200  # white names on the darkened panel
+    assert text.sum() > 50
+    assert (out[:, : px0 - 1] == 90).all(), "drawn outside its panel"
+
+
+def test_legend_with_a_confidence_bar_runs_from_hot_to_cool() -> None:
+    heat = ConfidenceAnnotator()
+    legend = LegendAnnotator()
+    out = legend.annotate(_grey(), LABELS, heat.colors)
+    bar = legend.layout(240, 320, LABELS, confidence_bar=True).bar
+    assert bar is not None
+    x0, y0, x1, y1 = bar
+    left, right = out[(y0 + y1) // 2, x0].astype(int), out[(y0 + y1) // 2, x1 - 1].astype(int)
+    assert left[2] > left[0] and right[0] > right[2], (left, right)
+
+
+def test_notice_is_drawn_in_its_corner_and_nothing_without_text() -> None:
+    notice = NoticeAnnotator(corner="bottom-left")
+    image = _grey()
+    out = notice.annotate(image, NOTICE)
+    (x0, y0, x1, y1), _, _, _ = notice.layout(240, 320, NOTICE)
+    assert y1 <= 240 and y0 > 120 and x0 < 20
+    box = out[y0:y1, x0:x1].astype(int)
+    amber = (box[..., 2] > 150) & (box[..., 1] > 100) & (box[..., 0] < 80)
+    assert amber.sum() > 30, "no amber text"
+    assert (out[:y0] == 90).all()
+    assert (notice.annotate(image, "") == image).all()
+
+
+def _overlay_frame(mask: np.ndarray, conf: np.ndarray, applicable: bool = True) -> Frame:
+    return Frame(
+        "us",
+        1,
+        0,
+        0,
+        np.zeros(mask.shape, np.uint8),
+        parts={"mask": mask, "confidence": conf},
+        annotations=Annotations(model="us-seg", labels=LABELS),
+        meta={
+            "model_card": {"notice": NOTICE, "intended_use": "demo", "training_data": "phantom"},
+            "applicability": {
+                "score": 0.5 if applicable else 4.0,
+                "threshold": 1.5,
+                "applicable": applicable,
+                "method": "input_stats",
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize("overlay", ["labels", "confidence", "both"])
+def test_explainer_draws_what_the_overlay_setting_asks(overlay: str) -> None:
+    mask = np.zeros((240, 320), np.uint8)
+    mask[60:120, 60:120] = 2
+    conf = np.full((240, 320), 255, np.uint8)
+    conf[150:200, 200:260] = 10
+    frame = _overlay_frame(mask, conf)
+    explain = ModelExplainer(overlay)  # type: ignore[arg-type]
+    canvas = _grey()
+    explain.note(frame)
+    assert explain.draw_confidence(canvas, frame)
+    if explain.draws_labels:
+        MaskAnnotator().draw(canvas, mask)
+    plain = canvas[30, 300]  # sure, no label
+    heat_drawn = not (canvas[175, 230] == plain).all()  # doubt, no label
+    label_drawn = not (canvas[90, 90] == plain).all()  # sure, labelled
+    assert heat_drawn == (overlay != "labels") and label_drawn == (overlay != "confidence")
+    explain.draw_panels(canvas)
+    live = explain.live()
+    assert live["notice"] == NOTICE and live["overlay"] == overlay
+    assert [entry["name"] for entry in live["labels"]] == LABELS[1:]
+    assert live["labels"][0]["color"] == "#0080ff"  # BGR (255, 128, 0)
+    assert live["applicability"]["applicable"] is True
+
+
+def test_explainer_reports_a_malformed_confidence_part() -> None:
+    mask = np.zeros((240, 320), np.uint8)
+    frame = _overlay_frame(mask, np.zeros((10, 10), np.uint8))
+    assert not ModelExplainer("both").draw_confidence(_grey(), frame)
+    assert ModelExplainer("labels").draw_confidence(_grey(), frame)  # not drawn: not checked
+
+
+def test_unknown_overlay_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="labels, confidence, both"):
+        ModelExplainer("heat")  # type: ignore[arg-type]
