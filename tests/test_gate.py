@@ -35,8 +35,8 @@ def gate() -> Gate:
 
 def test_demo_phantom_frames_are_applicable(gate: Gate) -> None:
     # seeds the calibration never saw, both probe geometries, frames across 10 s
-    for seed, geometry in ((4242, "sector"), (4243, "linear")):
-        spec = PhantomSpec(seed=seed, geometry=geometry)
+    for spec in (PhantomSpec(seed=4242, geometry="sector"), PhantomSpec(seed=4243, geometry="linear")):
+        seed = spec.seed
         for index in range(0, 300, 25):
             verdict = gate.assess(phantom_frame(spec, index).image, "gray8")
             assert verdict["applicable"], (seed, index, verdict)
@@ -57,7 +57,7 @@ def test_real_echo_cine_is_not_applicable(gate: Gate) -> None:
 
     from tools.gate_data import dicom_frames
 
-    frames = list(dicom_frames(Path(get_testdata_file("examples_ybr_color.dcm"))))
+    frames = list(dicom_frames(Path(str(get_testdata_file("examples_ybr_color.dcm")))))
     assert len(frames) == 30
     scores = [gate.assess(image, fmt)["score"] for image, fmt in frames]
     assert min(scores) > 2 * gate.threshold, scores  # far out, every frame
@@ -71,7 +71,7 @@ def test_gate_does_not_rest_on_colour_alone(gate: Gate) -> None:
 
     from tools.gate_data import dicom_frames
 
-    image, fmt = next(dicom_frames(Path(get_testdata_file("examples_ybr_color.dcm"))))
+    image, fmt = next(dicom_frames(Path(str(get_testdata_file("examples_ybr_color.dcm")))))
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     assert not gate.assess(grey, "gray8")["applicable"]
 
@@ -182,3 +182,32 @@ def test_infer_sends_confidence_applicability_and_card_and_masks_doubt(us_seg) -
     reused = reuse_result(later, out, "run_every")
     assert reused.parts["confidence"] is conf
     assert reused.meta["applicability"] == gate and reused.meta["model_card"]
+
+
+def test_calibrate_gate_writes_a_gate_that_passes_the_phantom_and_stops_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from tools import calibrate_gate
+
+    for name in ("model.onnx", "card.json"):
+        shutil.copy(resolve_model("us-seg").onnx_path.with_name(name), tmp_path / name)
+    card = json.loads((tmp_path / "card.json").read_text())
+    del card["applicability"]
+    card["training"]["train_seeds"] = "0-47"
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    monkeypatch.setattr(calibrate_gate, "REFERENCE_FRAMES_PER_SEED", 3)
+    monkeypatch.setattr(calibrate_gate, "CALIBRATION_SEEDS", 8)
+    monkeypatch.setattr(calibrate_gate, "CALIBRATION_FRAMES", 4)
+    monkeypatch.setattr(calibrate_gate, "CALIBRATION_STRIDE", 45)
+    monkeypatch.setattr(calibrate_gate, "real_us_files", lambda: [])
+    model = str(tmp_path / "model.onnx")
+    assert calibrate_gate.main([model]) == 0
+    written = load_card(tmp_path / "card.json").raw["applicability"]
+    assert written["method"] == "input_stats" and "calibrate_gate" in written["calibration"]
+    gate = Gate.from_card(written, model)
+    phantom = [phantom_frame(PhantomSpec(seed=5000 + k), 40 * k).image for k in range(4)]
+    assert all(gate.assess(image, "gray8")["applicable"] for image in phantom)
+    for _, (image, fmt) in synthetic_ood_frames():
+        assert not gate.assess(image, fmt)["applicable"]

@@ -24,6 +24,8 @@ from .base import StageRuntime
 from .infer_schedule import FALLBACK, MAIN, InferSchedule
 
 RECV_TIMEOUT_MS = 100
+RESULT_PARTS = ("mask", "confidence", "output")  # what a model adds to a frame
+RESULT_META = ("applicability", "model_card")
 
 
 def _derived(frame: Frame, parts: dict, annotations: Annotations, meta: dict) -> Frame:
@@ -39,6 +41,7 @@ def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
     parts = dict(frame.parts)
     if result.mask is not None:
         parts["mask"] = result.mask
+        parts.pop("confidence", None)  # an earlier model's, if any
     if result.confidence is not None:
         parts["confidence"] = result.confidence
     if result.image is not None:
@@ -52,17 +55,13 @@ def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
         device=pipeline.device,
         precision=pipeline.precision,
     )
-    meta = dict(frame.meta)
+    meta = {k: v for k, v in frame.meta.items() if k not in RESULT_META}  # not an earlier model's
     if result.applicability is not None:
         meta["applicability"] = result.applicability
     info = getattr(pipeline, "card_info", None)
     if info and any(info.values()):
         meta["model_card"] = {k: v for k, v in info.items() if v}
     return _derived(frame, parts, annotations, meta)
-
-
-RESULT_PARTS = ("mask", "confidence", "output")
-RESULT_META = ("applicability", "model_card")
 
 
 def reuse_result(frame: Frame, last: Frame, reason: str) -> Frame:
