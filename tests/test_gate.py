@@ -211,3 +211,21 @@ def test_calibrate_gate_writes_a_gate_that_passes_the_phantom_and_stops_the_rest
     assert all(gate.assess(image, "gray8")["applicable"] for image in phantom)
     for _, (image, fmt) in synthetic_ood_frames():
         assert not gate.assess(image, fmt)["applicable"]
+
+
+def test_fill_card_info_restores_what_a_retrained_card_lacks() -> None:
+    from tools.card_info import fill_card_info
+
+    card = {"task": "segmentation", "notice": "kept"}
+    assert fill_card_info(card, "us-seg") == [
+        "intended_use",
+        "training_data",
+        "confidence_threshold",
+    ]
+    assert card["notice"] == "kept" and card["confidence_threshold"] == 0.5
+    assert fill_card_info({"task": "denoising"}, "us-denoise") == [
+        "intended_use",
+        "training_data",
+        "notice",
+    ]
+    assert fill_card_info({}, "/tmp/mine.onnx") == []

@@ -10,7 +10,9 @@
 2. Threshold: MARGIN x the highest score over the demo's frames: the source of the model's demo
    config (configs/ultrasound_seg.yaml, configs/endoscopy_instruments.yaml) with its seed and
    CALIBRATION_SEEDS - 1 more, CALIBRATION_FRAMES frames across 6 s each.
-3. Check: the share of held-out demo frames (other seeds) above the threshold must stay under
+3. Also restores the card's intended use, training data, notice and confidence threshold where
+   a retrained card lacks them (tools/card_info.py).
+4. Check: the share of held-out demo frames (other seeds) above the threshold must stay under
    1 % (else exit 1); the real ultrasound cines (pydicom, pydicom-data) are scored and their share
    above the threshold printed (for gray models), as is each one's median score.
 
@@ -35,6 +37,7 @@ from engines.applicability import METHOD, Reference, frame_features
 from engines.registry import MODELS_DIR, list_models, resolve_model
 from stream.sources.endoscopy import EndoscopySpec, endoscopy_frame
 from stream.sources.phantom import PhantomSpec, phantom_frame
+from tools.card_info import fill_card_info
 from tools.eval_common import parse_seeds
 from tools.eval_seg import spec_for_seed
 from tools.gate_data import dicom_frames, real_us_files
@@ -161,9 +164,10 @@ def calibrate(model: str, check: bool) -> int:
         ),
         **reference.to_card(),
     }
+    added = fill_card_info(card, model)  # a retrained card lacks them
     path = Path(ref.onnx_path).with_name("card.json")
     path.write_text(json.dumps(card, indent=2) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {path}" + (f" (added {', '.join(added)})" if added else ""))
     return 0
 
 
