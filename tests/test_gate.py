@@ -229,3 +229,32 @@ def test_fill_card_info_restores_what_a_retrained_card_lacks() -> None:
         "notice",
     ]
     assert fill_card_info({}, "/tmp/mine.onnx") == []
+
+
+def test_infer_stage_sends_the_verdict_and_counts_frames_not_applicable(us_seg) -> None:  # type: ignore[no-untyped-def]
+    """Over real TCP links: phantom frames pass the gate, the real echo cine does not."""
+    pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    from stream.clock import WallClock
+    from tests.helpers import infer_stage_config, running_infer_stage
+    from tools.gate_data import dicom_frames
+
+    echo = list(dicom_frames(Path(str(get_testdata_file("examples_ybr_color.dcm"))), 3))[:2]
+    inputs = [(phantom_frame(DEMO, k).image, "gray8") for k in (0, 30)] + echo
+    clock = WallClock()
+    cfg = infer_stage_config()
+    outs = []
+    with running_infer_stage(cfg, clock, us_seg) as stage:
+        for seq, (image, fmt) in enumerate(inputs):
+            now = clock.now_ns()
+            stage.send_and_wait(Frame("s", seq, now, now + 10**10, image, fmt, epoch=1))
+        while len(outs) < len(inputs) and (msg := stage.rx.recv(2000)) is not None:
+            outs.append(msg.frame)
+        counters = dict(stage.rt.stats.counters)
+    assert [f.meta["applicability"]["applicable"] for f in outs] == [True, True, False, False]
+    assert counters["frames_not_applicable"] == 2
+    for f in outs:
+        conf = f.parts["confidence"]
+        assert conf.dtype == np.uint8 and conf.shape == f.image.shape[:2]
+        assert f.meta["model_card"]["notice"] == "Research use only, not for diagnosis"
