@@ -123,6 +123,11 @@ def test_explainer_draws_what_the_overlay_setting_asks(overlay: str) -> None:
     assert [entry["name"] for entry in live["labels"]] == LABELS[1:]
     assert live["labels"][0]["color"] == "#0080ff"  # BGR (255, 128, 0)
     assert live["applicability"]["applicable"] is True
+    if overlay == "labels":
+        assert "confidence_colors" not in live
+    else:  # hot (red) at confidence 0, cool (blue) at 1
+        first, last = live["confidence_colors"][0], live["confidence_colors"][-1]
+        assert int(first[1:3], 16) > int(first[5:7], 16) and int(last[5:7], 16) > int(last[1:3], 16)
 
 
 def test_explainer_reports_a_malformed_confidence_part() -> None:

@@ -317,3 +317,5 @@ def test_viewer_page_shows_legend_card_facts_notice_and_gate_in_headless_chromiu
     assert "Demonstration &lt;b&gt;on phantoms&lt;/b&gt;" in dom  # text, never markup
     assert '<dd id="training-data">Synthetic phantom only</dd>' in dom
     assert "<td>model_card" not in dom  # shown in the panel, not the stats table
+    assert '<div id="confidence">confidence 0 - 1' in dom  # overlay "both": the heat-map's bar
+    assert "linear-gradient(to right, rgb(128, 0, 0)" in dom

@@ -81,9 +81,13 @@ class ModelExplainer:
 
     def live(self) -> dict[str, Any]:
         """For the viewer: labels with their colours, the card facts, the newest applicability."""
-        return {
+        live: dict[str, Any] = {
             "labels": [{"name": n, "color": hex_color(c)} for n, c in self.legend.items(self.labels)],
             **self.card,
             "overlay": self.overlay,
             "applicability": self.applicability,
         }
+        if self.draws_confidence:  # the heat-map's colours at confidence 0, 0.25, ..., 1
+            stops = self.heat.colors[[0, 64, 128, 191, 255], 0]
+            live["confidence_colors"] = [hex_color((int(b), int(g), int(r))) for b, g, r in stops]
+        return live

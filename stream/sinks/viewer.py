@@ -327,6 +327,7 @@ aside { max-width: 300px; }
 #gate { color: #f55; font-weight: 600; margin-bottom: 8px; }
 #legend { list-style: none; padding: 0; margin: 0 0 8px 0; }
 #legend li { margin: 2px 0; }
+#confidence-bar { height: 10px; width: 160px; margin: 2px 0 8px 0; border: 1px solid #555; }
 .swatch { display: inline-block; width: 12px; height: 12px; margin-right: 6px;
   vertical-align: -1px; border: 1px solid #555; }
 dt { color: #999; } dd { margin: 0 0 6px 0; }
@@ -335,6 +336,7 @@ dt { color: #999; } dd { margin: 0 0 6px 0; }
 <main><img id="live" src="/stream.mjpg{query}" alt="live stream">
 <aside id="model" hidden><div id="notice"></div><div id="gate"></div>
 <ul id="legend"></ul>
+<div id="confidence" hidden>confidence 0 - 1<div id="confidence-bar"></div></div>
 <dl><dt>model</dt><dd id="model-name"></dd><dt>intended use</dt><dd id="intended-use"></dd>
 <dt>training data</dt><dd id="training-data"></dd></dl></aside>
 <table id="stats"></table></main>
@@ -360,6 +362,10 @@ function showModel(card, model) {
   const g = card.applicability;
   text("gate", g && !g.applicable ? "Model not applicable to this image (score " +
     g.score + " > threshold " + g.threshold + ")" : "");
+  const stops = (card.confidence_colors || []).filter((c) => /^#[0-9a-f]{6}$/i.test(c));
+  document.getElementById("confidence").hidden = stops.length < 2;
+  if (stops.length >= 2) document.getElementById("confidence-bar").style.background =
+    "linear-gradient(to right, " + stops.join(", ") + ")";
   const legend = document.getElementById("legend");
   legend.replaceChildren(...(card.labels || []).map((l) => {
     const li = document.createElement("li"), sw = document.createElement("span");
