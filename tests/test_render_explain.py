@@ -140,3 +140,68 @@ def test_explainer_reports_a_malformed_confidence_part() -> None:
 def test_unknown_overlay_setting_is_refused() -> None:
     with pytest.raises(ValueError, match="labels, confidence, both"):
         ModelExplainer("heat")  # type: ignore[arg-type]
+
+
+class _Capture:
+    """A sink that keeps what the render stage hands it."""
+
+    def __init__(self) -> None:
+        self.images: list[np.ndarray] = []
+        self.stats: dict = {}
+
+    def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+        self.images.append(image_bgr)
+
+    def update_stats(self, stats: dict) -> None:
+        self.stats = stats
+
+    def drops(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("overlay", ["labels", "confidence"])
+def test_render_stage_hands_the_sinks_legend_notice_and_the_chosen_overlay(overlay: str) -> None:
+    from stream.clock import FakeClock
+    from stream.config import load_config
+    from stream.stages.base import StageRuntime
+    from stream.stages.render import Renderer
+
+    cfg = load_config(
+        {
+            "name": "t",
+            "links": {"in": {"endpoint": "tcp://127.0.0.1:5999"}},
+            "stages": [{"id": "render", "kind": "render", "input": "in", "hud": False, "overlay": overlay}],
+        }
+    )
+    spec = cfg.stage("render")
+    rt = StageRuntime(cfg, spec, clock=FakeClock(), stats_endpoint="")
+    sink = _Capture()
+    try:
+        renderer = Renderer(rt, spec, [sink])  # type: ignore[arg-type, list-item]
+        mask = np.zeros((240, 320), np.uint8)
+        mask[60:120, 60:120] = 1
+        conf = np.full((240, 320), 255, np.uint8)
+        conf[150:200, 200:260] = 0
+        frame = _overlay_frame(mask, conf)
+        frame.image = np.full((240, 320), 90, np.uint8)
+        # the whole image is the imaging region (frame.meta contract of the region of interest)
+        frame.meta["roi"] = {"source": "config", "polygon": [[0, 0], [320, 0], [320, 240], [0, 240]]}
+        renderer.render(frame, frame, None, 0)
+        renderer.publish_live(force=True)
+    finally:
+        rt.close()
+    out = sink.images[0]
+    legend = LegendAnnotator().layout(240, 320, LABELS, confidence_bar=overlay == "confidence")
+    (x0, y0, x1, y1), colour = legend.swatches[0]
+    assert (out[y0:y1, x0:x1].reshape(-1, 3) == colour).all(1).mean() > 0.9  # legend swatch
+    (nx0, ny0, nx1, ny1), _, _, _ = NoticeAnnotator().layout(240, 320, NOTICE)
+    box = out[ny0:ny1, nx0:nx1].astype(int)
+    assert ((box[..., 2] > 150) & (box[..., 0] < 80)).sum() > 30  # the amber notice
+    labelled, doubtful = out[90, 90].astype(int), out[175, 230].astype(int)
+    assert (abs(labelled - 90).max() > 20) == (overlay == "labels")
+    assert (abs(doubtful - 90).max() > 20) == (overlay == "confidence")
+    card = sink.stats["model_card"]
+    assert card["notice"] == NOTICE and card["applicability"]["applicable"] is True
