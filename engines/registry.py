@@ -22,6 +22,7 @@ CHANNELS = {"gray": 1, "rgb": 3, "bgr": 3}
 DTYPES = ("float32", "float16")
 TASKS = ("segmentation", "denoising")  # segmentation: labels map; denoising: an output image
 PRECISIONS = ("fp32", "fp16", "int8")
+MAX_INFO_CHARS = 400  # intended_use, training_data, notice: they travel with every frame
 
 
 class ModelError(ValueError):
@@ -170,11 +171,11 @@ def load_card(path: Path) -> ModelCard:
         0.0 <= threshold < 1.0
     ):
         raise ModelError(f"{where}: confidence_threshold must be a number in [0, 1), got {threshold!r:.40}")
-    texts = {}
+    texts: dict[str, str] = {}
     for key in ("intended_use", "training_data", "notice"):
         value = raw.get(key, "")
-        if not isinstance(value, str) or len(value) > 400:
-            raise ModelError(f"{where}: {key} must be a string of at most 400 characters")
+        if not isinstance(value, str) or len(value) > MAX_INFO_CHARS:
+            raise ModelError(f"{where}: {key} must be a string of at most {MAX_INFO_CHARS} characters")
         texts[key] = value
     if "applicability" in raw:
         from engines.applicability import Gate
@@ -202,7 +203,9 @@ def load_card(path: Path) -> ModelCard:
         precision=precision,
         torchscript=torchscript,
         confidence_threshold=float(threshold),
-        **texts,
+        intended_use=texts["intended_use"],
+        training_data=texts["training_data"],
+        notice=texts["notice"],
     )
 
 
