@@ -258,3 +258,16 @@ def test_infer_stage_sends_the_verdict_and_counts_frames_not_applicable(us_seg) 
         conf = f.parts["confidence"]
         assert conf.dtype == np.uint8 and conf.shape == f.image.shape[:2]
         assert f.meta["model_card"]["notice"] == "Research use only, not for diagnosis"
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("confidence_threshold", 1.5), ("confidence_threshold", True), ("notice", 7), ("intended_use", "x" * 401)],
+)
+def test_malformed_card_texts_and_threshold_name_the_key(tmp_path: Path, key: str, value: object) -> None:
+    raw = json.loads((resolve_model("us-seg").onnx_path.with_name("card.json")).read_text())
+    raw[key] = value
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match=key):
+        load_card(path)
