@@ -271,3 +271,24 @@ def test_malformed_card_texts_and_threshold_name_the_key(tmp_path: Path, key: st
     path.write_text(json.dumps(raw))
     with pytest.raises(ModelError, match=key):
         load_card(path)
+
+
+@pytest.mark.parametrize(
+    "chain, applicable",
+    [
+        ("us-denoise+us-seg-dn", True),  # us-seg-dn was trained on us-denoise's output
+        ("classical-median+us-seg", True),  # a light median keeps the phantom's statistics
+        ("us-denoise+us-seg", False),  # us-seg never saw speckle-free frames
+    ],
+)
+def test_a_chain_is_gated_by_its_segmenter_on_what_the_segmenter_sees(
+    chain: str, applicable: bool
+) -> None:
+    pipeline = load_pipeline(EngineSpec(model=chain, backend="auto", threads=1))
+    try:
+        result = pipeline(phantom_frame(DEMO, 7).image, "gray8")
+    finally:
+        pipeline.close()
+    assert result.applicability is not None and result.confidence is not None
+    assert result.applicability["applicable"] is applicable, result.applicability
+    assert pipeline.card_info["notice"] == "Research use only, not for diagnosis"  # type: ignore[attr-defined]
