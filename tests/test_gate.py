@@ -244,12 +244,13 @@ def test_infer_stage_sends_the_verdict_and_counts_frames_not_applicable(us_seg) 
     inputs = [(phantom_frame(DEMO, k).image, "gray8") for k in (0, 30)] + echo
     clock = WallClock()
     cfg = infer_stage_config()
-    outs = []
+    outs: list[Frame] = []
     with running_infer_stage(cfg, clock, us_seg) as stage:
         for seq, (image, fmt) in enumerate(inputs):
             now = clock.now_ns()
             stage.send_and_wait(Frame("s", seq, now, now + 10**10, image, fmt, epoch=1))
         while len(outs) < len(inputs) and (msg := stage.rx.recv(2000)) is not None:
+            assert msg.frame is not None
             outs.append(msg.frame)
         counters = dict(stage.rt.stats.counters)
     assert [f.meta["applicability"]["applicable"] for f in outs] == [True, True, False, False]
