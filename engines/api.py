@@ -5,6 +5,7 @@
     result = pipeline(image, "gray8")     # InferenceResult
     pipeline.backend, pipeline.device, pipeline.precision   # what actually ran
     pipeline.selection                    # why that backend (one line)
+    pipeline.card_info                    # intended use, training data, notice (may be absent)
 
 Everything else in this package is internal.
 """
@@ -12,7 +13,7 @@ Everything else in this package is internal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -60,13 +61,18 @@ class InferenceResult:
     mask: uint8 label map at the input image's height x width (None for models without one);
     boxes: float32 array N x 6 of [x0, y0, x1, y1, label, score] in image pixels;
     image: an output image (e.g. a denoised frame) at the input size, or None;
-    timings_ms: preprocess / engine / postprocess times.
+    timings_ms: preprocess / engine / postprocess times;
+    confidence: uint8 H x W per-pixel confidence of the mask (0..255 = 0..1), or None;
+    applicability: `{"score", "threshold", "applicable", "method"}` from the model card's
+    gate, or None when the card has none.
     """
 
     mask: np.ndarray | None
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), np.float32))
     image: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    confidence: np.ndarray | None = None
+    applicability: dict[str, Any] | None = None
 
 
 class InferencePipeline(Protocol):

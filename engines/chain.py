@@ -36,6 +36,7 @@ class ChainPipeline:
         self.device = joined("device")
         self.precision = joined("precision")
         self.selection = "; ".join(f"{p.model_id}: {p.selection}" for p in stages)
+        self.card_info: dict[str, str] = dict(getattr(last, "card_info", {}))
 
     def __call__(self, image: np.ndarray, pixel_format: str) -> InferenceResult:
         out = InferenceResult(mask=None)
@@ -47,7 +48,9 @@ class ChainPipeline:
                 image = out.image = r.image
                 pixel_format = "gray8" if image.ndim == 2 else pixel_format
             if r.mask is not None:
-                out.mask = r.mask
+                out.mask, out.confidence = r.mask, r.confidence
+            if r.applicability is not None:  # the gate of the last model that has one
+                out.applicability = r.applicability
             if len(r.boxes):
                 out.boxes = r.boxes
         return out

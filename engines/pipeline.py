@@ -13,9 +13,10 @@ from typing import Protocol
 import numpy as np
 
 from engines.api import EngineSpec, EngineUnavailable, InferencePipeline, InferenceResult
+from engines.applicability import Gate
 from engines.backends import Selection, select_backend
 from engines.onnxrt import TensorInfo
-from engines.postprocess import image_from_output, labels_from_logits
+from engines.postprocess import image_from_output, labels_with_confidence
 from engines.preprocess import check_image, preprocess
 from engines.registry import ModelError, ModelRef, resolve_model
 
@@ -61,6 +62,10 @@ class ModelPipeline:
         self._scale = card.output_scale
         self._engine = engine
         self._frame_engine = hasattr(engine, "run_frame")
+        self.card_info = card.info
+        self.confidence_threshold = card.confidence_threshold
+        gate = card.raw.get("applicability")
+        self.gate = None if gate is None else Gate.from_card(gate, ref.model_id)
         self._check_model(ref)
 
     def _check_model(self, ref: ModelRef) -> None:
@@ -109,16 +114,23 @@ class ModelPipeline:
             out = self._engine.run({self._input.name: x})[self._output]
         t2 = time.perf_counter()
         if self.task == "segmentation":
-            result = InferenceResult(mask=labels_from_logits(out, image.shape[:2]))
+            mask, confidence = labels_with_confidence(
+                out, image.shape[:2], self.confidence_threshold
+            )
+            result = InferenceResult(mask=mask, confidence=confidence)
         else:
             result = InferenceResult(
                 mask=None, image=image_from_output(out, image.shape[:2], self._scale)
             )
         t3 = time.perf_counter()
+        if self.gate is not None:
+            result.applicability = self.gate.assess(image, pixel_format)
+        t4 = time.perf_counter()
         result.timings_ms = {
             "preprocess": (t1 - t0) * 1e3,
             "engine": (t2 - t1) * 1e3,
             "postprocess": (t3 - t2) * 1e3,
+            "gate": (t4 - t3) * 1e3,
         }
         return result
 

@@ -50,6 +50,33 @@ def labels_from_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return labels
 
 
+def labels_with_confidence(
+    logits: np.ndarray, size: tuple[int, int], threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """1 x C x h x w logits -> (uint8 H x W label map, uint8 H x W confidence 0..255).
+
+    Confidence is the softmax margin p(best) - p(second best) (engines/applicability.py),
+    quantised to round(255 x margin). Pixels whose margin is below `threshold` get label 0
+    (background). Both maps are resized as in `labels_from_logits` (nearest, centred pixels).
+    """
+    from engines.applicability import softmax_margin
+
+    labels = labels_from_logits(logits, logits.shape[2:])  # checks the shape; no resize
+    margin = softmax_margin(logits[0])
+    if threshold > 0.0:
+        labels[margin < np.float32(threshold)] = 0
+    confidence = np.clip(np.rint(margin * np.float32(255.0)), 0, 255).astype(np.uint8)
+    h, w = labels.shape
+    height, width = size
+    if height <= 0 or width <= 0:
+        raise ValueError(f"output size must be positive, got {height}x{width}")
+    if (h, w) != (height, width):
+        rows, cols = _nearest_index(h, height), _nearest_index(w, width)
+        labels = np.take(np.take(labels, rows, 0), cols, 1)
+        confidence = np.take(np.take(confidence, rows, 0), cols, 1)
+    return labels, confidence
+
+
 def image_from_output(output: np.ndarray, size: tuple[int, int], scale: float) -> np.ndarray:
     """1 x C x h x w model image (C = 1 or 3) -> uint8 H x W (x 3) image, `size` = (H, W).
 

@@ -4,6 +4,9 @@ A model is an ONNX file with a `card.json` beside it. The card says what the pip
 feed and read the model (task, input name, size, channels, dtype, normalisation; output name,
 scale; labels) and what is known about it (training data, metrics, cost). A card may name a
 TorchScript file of the same network (`"torchscript": "model.pt"`) for the PyTorch backend.
+Optional, shown to the user and used at run time: `intended_use`, `training_data`, `notice`
+(strings), `confidence_threshold` (segmentation: softmax margin below which a pixel is sent as
+background) and `applicability` (the out-of-distribution gate: engines/applicability.py).
 `EngineSpec.model` is either a bundled name or a path to an .onnx file.
 """
 
@@ -19,6 +22,7 @@ CHANNELS = {"gray": 1, "rgb": 3, "bgr": 3}
 DTYPES = ("float32", "float16")
 TASKS = ("segmentation", "denoising")  # segmentation: labels map; denoising: an output image
 PRECISIONS = ("fp32", "fp16", "int8")
+MAX_INFO_CHARS = 400  # intended_use, training_data, notice: they travel with every frame
 
 
 class ModelError(ValueError):
@@ -58,6 +62,20 @@ class ModelCard:
     output_scale: float = 1.0  # denoising: pixel = output x scale
     precision: str = "fp32"  # the arithmetic the ONNX file asks for: fp32, fp16, int8 (Q/DQ)
     torchscript: str | None = None  # file name of the TorchScript artefact, beside the ONNX
+    # segmentation: pixels whose softmax margin is below this are sent as background (label 0)
+    confidence_threshold: float = 0.0
+    intended_use: str = ""  # shown to the user (viewer), with the training data and notice
+    training_data: str = ""
+    notice: str = ""  # e.g. "Research use only, not for diagnosis": on screen wherever shown
+
+    @property
+    def info(self) -> dict[str, str]:
+        """What the user is told about the model: intended use, training data, notice."""
+        return {
+            "intended_use": self.intended_use,
+            "training_data": self.training_data,
+            "notice": self.notice,
+        }
 
 
 @dataclass(frozen=True)
@@ -148,6 +166,24 @@ def load_card(path: Path) -> ModelCard:
         not isinstance(torchscript, str) or "/" in torchscript or "\\" in torchscript
     ):
         raise ModelError(f"{where}: torchscript must be a file name beside the model")
+    threshold = raw.get("confidence_threshold", 0.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
+        0.0 <= threshold < 1.0
+    ):
+        raise ModelError(f"{where}: confidence_threshold must be a number in [0, 1), got {threshold!r:.40}")
+    texts: dict[str, str] = {}
+    for key in ("intended_use", "training_data", "notice"):
+        value = raw.get(key, "")
+        if not isinstance(value, str) or len(value) > MAX_INFO_CHARS:
+            raise ModelError(f"{where}: {key} must be a string of at most {MAX_INFO_CHARS} characters")
+        texts[key] = value
+    if "applicability" in raw:
+        from engines.applicability import Gate
+
+        try:
+            Gate.from_card(raw["applicability"], where)
+        except ValueError as e:
+            raise ModelError(str(e)) from None
     return ModelCard(
         name=_get(raw, "name", str, where),
         task=task,
@@ -166,6 +202,10 @@ def load_card(path: Path) -> ModelCard:
         output_scale=float(scale),
         precision=precision,
         torchscript=torchscript,
+        confidence_threshold=float(threshold),
+        intended_use=texts["intended_use"],
+        training_data=texts["training_data"],
+        notice=texts["notice"],
     )
 
 

@@ -113,6 +113,11 @@ class RenderSpec:
         doc="auto: the model's output image where there is one (a denoiser's), else the "
         "input; side_by_side: input (with overlay) | output",
     )
+    overlay: Literal["labels", "confidence", "both"] = bounded(
+        "labels",
+        doc="model output drawn: labels (class colours), confidence (heat-map of the model's "
+        "per-pixel confidence, low = hot), or both",
+    )
     sinks: list[dict[str, Any]] = section(list, "where rendered frames go: `type:` plus its keys")
     stage_budget_ms: float | None = bounded(
         None, 0.1, 60000.0, doc="per-stage budget (overruns counted)"

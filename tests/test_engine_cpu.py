@@ -296,8 +296,10 @@ def test_pipeline_result_shapes(pipeline) -> None:  # type: ignore[no-untyped-de
         and result.mask.shape == image.shape
         and result.mask.dtype == np.uint8
     )
-    assert set(result.timings_ms) == {"preprocess", "engine", "postprocess"}
+    assert set(result.timings_ms) == {"preprocess", "engine", "postprocess", "gate"}
     assert all(v >= 0 for v in result.timings_ms.values())
+    assert result.confidence is not None and result.confidence.shape == image.shape
+    assert result.applicability is not None and result.applicability["applicable"]
     bgr = np.repeat(image[:, :, None], 3, axis=2)
     colour = pipeline(bgr, "bgr8").mask
     assert colour is not None and np.mean(colour == result.mask) > 0.99  # same grey -> same labels

@@ -256,3 +256,66 @@ def test_close_with_open_and_stalled_clients_returns_promptly():
         reading.close()
         stalled.close()
         idle.close()
+
+
+def test_viewer_page_shows_legend_card_facts_notice_and_gate_in_headless_chromium(
+    tmp_path,
+) -> None:
+    from stream.frame import Annotations
+    from stream.render.explain import ModelExplainer
+    from tests.test_io_pipeline import browse, chromium
+
+    chromium()
+    explain = ModelExplainer("both")
+    explain.note(
+        Frame(
+            "us",
+            1,
+            0,
+            0,
+            np.zeros((4, 4), np.uint8),
+            annotations=Annotations(model="us-seg", labels=["background", "anechoic", "lesion"]),
+            meta={
+                "model_card": {
+                    "notice": "Research use only, not for diagnosis",
+                    "intended_use": "Demonstration <b>on phantoms</b>",
+                    "training_data": "Synthetic phantom only",
+                },
+                "applicability": {
+                    "score": 4.53,
+                    "threshold": 1.473,
+                    "applicable": False,
+                    "method": "input_stats",
+                },
+            },
+        )
+    )
+    sink = ViewerSink(ViewerSpec(port=0), "viewer-card")
+    done = threading.Event()
+
+    def live() -> None:  # headless Chromium's virtual time needs the stream to move
+        seq = 0
+        while not done.wait(0.05):
+            seq += 1
+            sink.write(_solid(seq % 200), _frame(seq))
+
+    feeder = threading.Thread(target=live, daemon=True)
+    try:
+        sink.update_stats({"model": "us-seg", "fps": 30.0, "model_card": explain.live()})
+        feeder.start()
+        dom = browse(tmp_path, f"http://127.0.0.1:{sink.port}/", "--dump-dom").stdout
+    finally:
+        done.set()
+        feeder.join(TIMEOUT)
+        sink.close()
+    assert '<aside id="model">' in dom, dom[-3000:]  # no longer hidden once the card arrived
+    assert '<div id="notice">Research use only, not for diagnosis</div>' in dom
+    assert "Model not applicable to this image (score 4.53 &gt; threshold 1.473)" in dom
+    assert '<span class="swatch" style="background: rgb(0, 128, 255);"></span>anechoic' in dom
+    assert '<span class="swatch" style="background: rgb(255, 255, 0);"></span>lesion' in dom
+    assert "background</li>" not in dom  # the background label is not in the legend
+    assert "Demonstration &lt;b&gt;on phantoms&lt;/b&gt;" in dom  # text, never markup
+    assert '<dd id="training-data">Synthetic phantom only</dd>' in dom
+    assert "<td>model_card" not in dom  # shown in the panel, not the stats table
+    assert '<div id="confidence">confidence 0 - 1' in dom  # overlay "both": the heat-map's bar
+    assert "linear-gradient(to right, rgb(128, 0, 0)" in dom

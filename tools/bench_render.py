@@ -25,6 +25,8 @@ from stream.render import (
     MaskAnnotator,
     to_bgr,
 )
+from stream.render.confidence import ConfidenceAnnotator
+from stream.render.legend import LegendAnnotator, NoticeAnnotator
 
 LABELS = ["background", "shaft", "jaw", "needle"]
 
@@ -86,6 +88,8 @@ def bench_scene(name: str, h: int, w: int, fmt: str, frames: int) -> list[dict]:
         HudAnnotator(),
     )
     canvas = to_bgr(image, fmt)
+    heat_a, legend_a, notice_a = ConfidenceAnnotator(), LegendAnnotator(), NoticeAnnotator()
+    confidence = [cv2.GaussianBlur(rng.integers(0, 256, (h, w), dtype=np.uint8), (9, 9), 0)]
 
     def hud(i: int) -> HudData:
         return HudData(
@@ -122,6 +126,9 @@ def bench_scene(name: str, h: int, w: int, fmt: str, frames: int) -> list[dict]:
         ("box.draw x4", lambda i: box_a.draw(canvas, boxes)),
         ("label.draw x4", lambda i: label_a.draw(canvas, boxes, LABELS)),
         ("hud.draw", lambda i: hud_a.draw(canvas, hud(i))),
+        ("confidence.draw", lambda i: heat_a.draw(canvas, confidence[0])),
+        ("legend.draw", lambda i: legend_a.draw(canvas, LABELS, heat_a.colors)),
+        ("notice.draw", lambda i: notice_a.draw(canvas, "Research use only, not for diagnosis")),
         ("render (draw chain)", render_draw),
         ("render (annotate chain)", render_annotate),
     ]

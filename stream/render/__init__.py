@@ -8,7 +8,9 @@ and `draw(canvas, ...)`, which draws in place into a canvas the caller owns (e.g
 
 from stream.render.boxes import BoxAnnotator, LabelAnnotator
 from stream.render.color import DEFAULT_PALETTE, to_bgr
+from stream.render.confidence import ConfidenceAnnotator
 from stream.render.hud import HudAnnotator, HudData
+from stream.render.legend import LegendAnnotator, NoticeAnnotator
 from stream.render.mask import MaskAnnotator
 from stream.render.orientation import OrientationAnnotator
 from stream.render.scale import ScaleBarAnnotator
@@ -16,10 +18,13 @@ from stream.render.scale import ScaleBarAnnotator
 __all__ = [
     "DEFAULT_PALETTE",
     "BoxAnnotator",
+    "ConfidenceAnnotator",
     "HudAnnotator",
     "HudData",
     "LabelAnnotator",
+    "LegendAnnotator",
     "MaskAnnotator",
+    "NoticeAnnotator",
     "OrientationAnnotator",
     "ScaleBarAnnotator",
     "to_bgr",

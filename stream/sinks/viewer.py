@@ -1,6 +1,8 @@
 """ViewerSink: a browser viewer over HTTP (MJPEG stream, snapshot JPEG, live stats JSON).
 
-Routes: `/` (the page), `/stream.mjpg` (multipart/x-mixed-replace; each client gets only the
+Routes: `/` (the page: the live image, the model panel - the card's notice, whether the model
+applies to the image, the class legend, intended use and training data, from the render stage's
+`model_card` live stats - and the stats table), `/stream.mjpg` (multipart/x-mixed-replace; each client gets only the
 newest frame), `/frame.jpg` (the newest frame; 503 before the first), `/stats.json`.
 The images are patient images and this is plain HTTP: `host` is 127.0.0.1 by default, and any
 other address needs `token_file`: every request must then present that token (`?token=...`,
@@ -320,24 +322,64 @@ table { border-collapse: collapse; min-width: 260px; }
 td { padding: 2px 8px; border-bottom: 1px solid #333; font-variant-numeric: tabular-nums; }
 td:first-child { color: #999; }
 #status { color: #f55; }
+aside { max-width: 300px; }
+#notice { color: #fb0; font-weight: 600; margin-bottom: 8px; }
+#gate { color: #f55; font-weight: 600; margin-bottom: 8px; }
+#legend { list-style: none; padding: 0; margin: 0 0 8px 0; }
+#legend li { margin: 2px 0; }
+#confidence-bar { height: 10px; width: 160px; margin: 2px 0 8px 0; border: 1px solid #555; }
+.swatch { display: inline-block; width: 12px; height: 12px; margin-right: 6px;
+  vertical-align: -1px; border: 1px solid #555; }
+dt { color: #999; } dd { margin: 0 0 6px 0; }
 </style></head>
 <body><header>{title} <span id="status"></span></header>
 <main><img id="live" src="/stream.mjpg{query}" alt="live stream">
+<aside id="model" hidden><div id="notice"></div><div id="gate"></div>
+<ul id="legend"></ul>
+<div id="confidence" hidden>confidence 0 - 1<div id="confidence-bar"></div></div>
+<dl><dt>model</dt><dd id="model-name"></dd><dt>intended use</dt><dd id="intended-use"></dd>
+<dt>training data</dt><dd id="training-data"></dd></dl></aside>
 <table id="stats"></table></main>
 <script>
 function flatten(obj, prefix, out) {
   for (const [k, v] of Object.entries(obj)) {
+    if (!prefix && k === "model_card") continue;  // shown in the model panel
     const key = prefix ? prefix + "." + k : k;
     if (v !== null && typeof v === "object" && !Array.isArray(v)) flatten(v, key, out);
     else out.push([key, typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : v]);
   }
   return out;
 }
+function text(id, value) { document.getElementById(id).textContent = value || ""; }
+function showModel(card, model) {
+  const box = document.getElementById("model");
+  box.hidden = !card;
+  if (!card) return;
+  text("notice", card.notice);
+  text("model-name", model);
+  text("intended-use", card.intended_use);
+  text("training-data", card.training_data);
+  const g = card.applicability;
+  text("gate", g && !g.applicable ? "Model not applicable to this image (score " +
+    g.score + " > threshold " + g.threshold + ")" : "");
+  const stops = (card.confidence_colors || []).filter((c) => /^#[0-9a-f]{6}$/i.test(c));
+  document.getElementById("confidence").hidden = stops.length < 2;
+  if (stops.length >= 2) document.getElementById("confidence-bar").style.background =
+    "linear-gradient(to right, " + stops.join(", ") + ")";
+  const legend = document.getElementById("legend");
+  legend.replaceChildren(...(card.labels || []).map((l) => {
+    const li = document.createElement("li"), sw = document.createElement("span");
+    sw.className = "swatch";
+    if (/^#[0-9a-f]{6}$/i.test(l.color)) sw.style.background = l.color;
+    li.appendChild(sw); li.appendChild(document.createTextNode(l.name)); return li;
+  }));
+}
 async function poll() {
   try {
     const r = await fetch("/stats.json{query}", {cache: "no-store"});
     const s = await r.json();
     const rows = flatten(s.stats, "", []).concat(flatten(s.viewer, "viewer", []));
+    showModel(s.stats.model_card, s.stats.model);
     const t = document.getElementById("stats");
     t.replaceChildren(...rows.map(([k, v]) => {
       const tr = document.createElement("tr");

@@ -1,7 +1,10 @@
 """The infer stage: frame in -> budget check -> preprocess/engine/postprocess -> annotated frame out.
 
-The image travels on unchanged (zero-copy); the model's label map is added as the `mask` part and
-its boxes/labels as annotations, and the stage appends its span to the frame's trace.
+The image travels on unchanged (zero-copy); the model's label map is added as the `mask` part
+(pixels below the card's confidence threshold already background), its per-pixel confidence as
+the `confidence` part, its boxes/labels as annotations; `meta.applicability` carries the
+card's out-of-distribution gate for the frame and `meta.model_card` what the user must be told
+(intended use, training data, notice). The stage appends its span to the frame's trace.
 Temporal skipping and the fallback cascade (infer_schedule.py) may reuse the last result for a
 frame instead: `meta.inference` then says so, with the result's age and source frame.
 """
@@ -22,6 +25,8 @@ from .base import StageRuntime
 from .infer_schedule import FALLBACK, MAIN, InferSchedule
 
 RECV_TIMEOUT_MS = 100
+RESULT_PARTS = ("mask", "confidence", "output")  # what a model adds to a frame
+RESULT_META = ("applicability", "model_card")
 
 
 def _derived(frame: Frame, parts: dict, annotations: Annotations, meta: dict) -> Frame:
@@ -37,6 +42,9 @@ def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
     parts = dict(frame.parts)
     if result.mask is not None:
         parts["mask"] = result.mask
+        parts.pop("confidence", None)  # an earlier model's, if any
+    if result.confidence is not None:
+        parts["confidence"] = result.confidence
     if result.image is not None:
         parts["output"] = result.image
     boxes = [Box(*map(float, b[:4]), int(b[4]), float(b[5])) for b in result.boxes]
@@ -48,16 +56,25 @@ def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
         device=pipeline.device,
         precision=pipeline.precision,
     )
-    return _derived(frame, parts, annotations, dict(frame.meta))
+    meta = {k: v for k, v in frame.meta.items() if k not in RESULT_META}  # not an earlier model's
+    if result.applicability is not None:
+        meta["applicability"] = result.applicability
+    info = getattr(pipeline, "card_info", None)
+    if info and any(info.values()):
+        meta["model_card"] = {k: v for k, v in info.items() if v}
+    return _derived(frame, parts, annotations, meta)
 
 
 def reuse_result(frame: Frame, last: Frame, reason: str) -> Frame:
     """`frame` with the results (mask, output image, annotations) computed for `last`."""
     parts = dict(frame.parts)
-    for name in ("mask", "output"):
+    for name in RESULT_PARTS:
         if name in last.parts:
             parts[name] = last.parts[name]
     meta = dict(frame.meta)
+    for key in RESULT_META:
+        if key in last.meta:
+            meta[key] = last.meta[key]
     meta["inference"] = {
         "reused": True,
         "reason": reason,
@@ -173,6 +190,9 @@ def run_infer(
                         rt.log.error("frame %d dropped: %s: %s", frame.seq, key, e)
                     continue
                 out.meta["inference"] = {"reused": False, "model": model.model_id, "age_ms": 0.0}
+                gate = out.meta.get("applicability")
+                if gate is not None and not gate["applicable"]:
+                    rt.stats.count("frames_not_applicable")
                 if decision.model == FALLBACK:
                     rt.stats.count("fallback_frames")
                 if decision.reason == "probe":

@@ -33,6 +33,7 @@ from ..frame import Frame
 from ..histogram import RecentHistogram
 from ..plugins import parse_sink
 from ..render.boxes import BoxAnnotator, LabelAnnotator
+from ..render.explain import ModelExplainer
 from ..render.hud import HudAnnotator, HudData
 from ..render.mask import MaskAnnotator
 from ..render.pieces import GeometryPieces
@@ -77,6 +78,7 @@ class Renderer:
         )
         self.view = ImageView(spec.show, rt.stats.count)
         self.hud = HudAnnotator(corner=spec.hud_corner) if spec.hud else None
+        self.explain = ModelExplainer(spec.overlay)  # heat-map, legend, notice, card facts
         self.recent = RecentHistogram()
         self.handoffs: deque[int] = deque(maxlen=30)
         self.confusion = np.zeros((0, 0), np.int64)
@@ -129,9 +131,13 @@ class Renderer:
         if overlay is not None:
             ann = overlay.annotations
             self.model, self.backend = ann.model or self.model, ann.backend or self.backend
+            self.explain.note(overlay)
+            if not self.explain.draw_confidence(canvas, overlay):
+                rt.stats.count("bad_confidence_part")
             mask = overlay.parts.get("mask")
             if mask is not None:
-                self.mask.draw(canvas, mask)
+                if self.explain.draws_labels:
+                    self.mask.draw(canvas, mask)
                 truth = frame.parts.get("truth")
                 if truth is not None:
                     self._accumulate_accuracy(truth, mask)
@@ -141,6 +147,7 @@ class Renderer:
                 self.labels.draw(canvas, ann.boxes, ann.labels)
         self._draw_geometry(canvas, frame)
         canvas = self.view.compose(canvas, frame, overlay, lambda c: self._output_geometry(c, frame))
+        self.explain.draw_panels(canvas)
         if self.hud is not None:
             self.hud.draw(canvas, self.hud_data(frame, overlay, stale_ms))
         handoff = rt.clock.now_ns()
@@ -202,6 +209,7 @@ class Renderer:
             "drops": dict(stats.drops),
             "model": self.model,
             "backend": self.backend,
+            "model_card": self.explain.live(),
         }
 
 
