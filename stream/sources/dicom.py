@@ -10,7 +10,8 @@ The grab stage paces the frames at the file's own rate (FrameTime, the mean of F
 CineRate or RecommendedDisplayFrameRate; `fps` overrides it). Pixel spacing (PixelSpacing, the
 enhanced-multiframe pixel measures, or the first 2D ultrasound region, converted from cm) goes
 into every frame's `meta["pixel_spacing_mm"]`, PatientOrientation into
-`meta["patient_orientation"]`. The file is checked at open (its first and last frames decoded),
+`meta["patient_orientation"]`. The largest 2D tissue region of SequenceOfUltrasoundRegions is
+`imaging_region` (stream.roi.dicom_regions), for the grab stage's `roi:`. The file is checked at open (its first and last frames decoded),
 so a missing, non-DICOM, truncated or undecodable file is one `SourceError` line.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from stream.geometry import geometry_meta, validate_geometry_fields
+from stream.roi.dicom_regions import dicom_region
 from stream.sources.base import Capture, SourceError, SourceEvent, one_line
 from stream.sources.dicom_image import (
     GrayWindow,
@@ -87,6 +89,12 @@ class DicomSource:
         orientation = spec.orientation or patient_orientation(self.ds)
         self._meta: dict[str, Any] = geometry_meta(spacing, orientation)
         self._meta["modality"] = str(self.ds.get("Modality", ""))
+        # the 2D tissue region of SequenceOfUltrasoundRegions, for `roi:` (stream.roi.source)
+        self.imaging_region, region_warnings = dicom_region(
+            self.ds, int(self.ds.Rows), int(self.ds.Columns)
+        )
+        for warning in region_warnings:
+            self._events.append(SourceEvent(f"dicom source {self.path}: {warning}"))
         first = self._decode_raw(0)
         self._window = GrayWindow(self.ds, first) if self.photometric in MONOCHROME else None
         self._first: tuple[np.ndarray, str] | None = self._display(first, 0)

@@ -8,7 +8,9 @@ live link, so a slow consumer can never stall the source.
 The rate is the stage's `fps`, else the source's own `fps`, else 30. A self-paced source (a live
 device, a replay at its recorded timing, a file read as fast as possible: see
 `stream.sources.base.Source`) is not paced unless the stage's `fps` is set. Events a source
-reports (stalls, reopens, gaps) are logged and added to the stage's counters.
+reports (stalls, reopens, gaps) are logged and added to the stage's counters. A source built
+from the config is wrapped in `RoiSource`, which puts the imaging region (`roi:`) into every
+frame's meta; a source passed in is used as it is.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from ..codec import EndOfStream
 from ..config import GrabSpec
 from ..frame import Frame
 from ..plugins import parse_source
+from ..roi.setting import parse_roi_setting
+from ..roi.source import RoiSource
 from ..sources.base import Source, SourceError, SourceEvent
 from ..stats import STAGE_MS
 from .base import StageRuntime, sleep_until
@@ -42,6 +46,7 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
         if source is None:
             source_spec, factory = parse_source(spec.source, f"{spec.id}.source")
             source = factory(source_spec)
+            source = RoiSource(source, parse_roi_setting(spec.roi, f"{spec.id}.roi"), spec.id)
     except SourceError as e:
         rt.log.error("%s", e)
         return 2
