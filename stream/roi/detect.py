@@ -16,9 +16,11 @@ Layout changes (a depth or mode change on the scanner) are caught two ways: ever
 is compared with the reference taken at the last detection *outside* the region (where the
 static UI is); when more than `change_fraction` of those pixels changed, the region is dropped
 at once (overlays are suppressed as `no_roi`), the ring restarts and a new region is detected
-after `min_frames` samples. A region that moves or shrinks is replaced at the next detection
-(`detect_every` frames) once its IoU with the current one is below `keep_iou`. A frozen image
-(nothing moves) keeps the last region.
+after `min_frames` samples (a sector growing over static background is caught this way). A
+region that moves or shrinks is replaced by a detection whose IoU with it is below `keep_iou`,
+once the ring no longer holds the old layout's motion (within `window` x `sample_every` +
+`detect_every` frames, about 1.3 s at 30 fps). A frozen image (nothing moves) keeps the last
+region.
 """
 
 from __future__ import annotations
