@@ -6,7 +6,9 @@ Per frame it sends, to every connected client, the newest frame only:
 - IMAGE `<device>_image`: the original frame (gray8 as 1 scalar component, bgr8/rgb8 as RGB) or,
   with `image: rendered`, the rendered overlay image; one slice, pixel spacing from the frame's
   `meta["pixel_spacing_mm"]` (1 mm when unknown), LPS, column index along +x, row index along +y;
-- IMAGE `<device>_mask`: the label map (part `mask`, uint8), same geometry, when the frame has one;
+- IMAGE `<device>_mask`: the label map (part `mask`, uint8), same geometry, when the frame has one,
+  clipped to the frame's imaging region (`meta["roi"]`; all background while no region is known
+  or the model does not apply: stream.roi.clip), as the overlay is;
 - STRING `<device>_info`: the frame's metadata as JSON.
 
 The IMAGE messages use header version 2 (OpenIGTLink 3) and carry the same metadata as key/value
@@ -29,6 +31,7 @@ import numpy as np
 from stream.exposure import require_loopback_or
 from stream.frame import Frame
 from stream.geometry import spacing_from_meta
+from stream.roi.clip import clip_mask_to_region
 from stream.sinks.base import SinkError, check_source_fps, json_snapshot
 from stream.sinks.latest_server import LatestServer
 from stream.spec import ConfigError, bounded
@@ -189,6 +192,7 @@ class IgtlSink:
         ]
         mask = frame.parts.get("mask")  # a label map: uint8 from the bundled models
         if mask is not None and mask.ndim == 2:
+            mask, _ = clip_mask_to_region(mask, frame.meta, (h, w))
             mh, mw = mask.shape
             mask_spacing = None
             if spacing is not None:  # a mask of another size covers the same field of view
