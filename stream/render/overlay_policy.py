@@ -5,7 +5,8 @@
 - shown, with the boolean mask of the pixels model output may touch: inside the imaging region
   (`frame.meta["roi"]`, see stream.roi.region) and not a colour pixel (colour Doppler: chroma
   max(B,G,R) - min(B,G,R) above `chroma_level`, grown by one pixel; a grey image has none; an
-  image whose region is mostly colour - endoscopy - is a colour image, not flow, and keeps all);
+  image whose region is mostly colour (sampled every 4th pixel each way) - endoscopy - is a
+  colour image, not flow, and keeps all);
 - or suppressed, with a reason and the HUD text:
   `ood` (the infer stage's `meta["applicability"]["applicable"]` is false),
   `no_roi` (a region is expected, `meta["roi"]` is null, e.g. the detector warming up, or the
@@ -53,14 +54,14 @@ def applicability_message(value: Any) -> str | None:
     return "model not applicable to this image"
 
 
-def color_pixels(image: np.ndarray, chroma_level: int) -> np.ndarray | None:
-    """uint8 HxW, non-zero where BGR `image` is coloured (grown by one pixel); None if none."""
+def color_pixels(image: np.ndarray, chroma_level: int, grow: bool = True) -> np.ndarray | None:
+    """uint8 HxW, 1 where BGR `image` is coloured (grown by one pixel); None if none."""
     b, g, r = cv2.split(image)
     chroma = cv2.subtract(cv2.max(cv2.max(b, g), r), cv2.min(cv2.min(b, g), r))
     _, colored = cv2.threshold(chroma, chroma_level, 1, cv2.THRESH_BINARY)
     if not cv2.countNonZero(colored):
         return None
-    return cv2.dilate(colored, np.ones((3, 3), np.uint8))
+    return cv2.dilate(colored, np.ones((3, 3), np.uint8)) if grow else colored
 
 
 class OverlayPolicy:
@@ -92,16 +93,26 @@ class OverlayPolicy:
             return OverlayDecision(
                 False, reason="no_roi", message="imaging region outside the image"
             )
-        colored = None if grey else color_pixels(image, self.chroma_level)
-        if colored is not None:
-            n_color = cv2.countNonZero(colored if inside is None else colored & inside)
-            n_region = h * w if inside is None else int(np.count_nonzero(inside))
-            if n_color > COLOR_IMAGE_FRACTION * n_region:
-                colored = None  # a colour image (endoscopy): colour is the picture itself
+        colored = None
+        if not grey and not self._color_image(image, inside):
+            colored = color_pixels(image, self.chroma_level)
         if colored is None:
             return OverlayDecision(True, allowed=inside)
         free = colored == 0
         return OverlayDecision(True, allowed=free if inside is None else free & inside)
+
+    def _color_image(self, image: np.ndarray, inside: np.ndarray | None) -> bool:
+        """True when most of the region is colour (every 4th pixel each way, cheaply): a colour
+        picture such as endoscopy, where colour is not flow and is drawn over."""
+        sub = image[::4, ::4]
+        colored = color_pixels(np.ascontiguousarray(sub), self.chroma_level, grow=False)
+        if colored is None:
+            return False
+        if inside is None:
+            return cv2.countNonZero(colored) > COLOR_IMAGE_FRACTION * colored.size
+        region = inside[::4, ::4]
+        n = int(np.count_nonzero(region))
+        return n > 0 and np.count_nonzero(colored.view(bool) & region) > COLOR_IMAGE_FRACTION * n
 
 
 class ClippedOverlay:
@@ -130,13 +141,21 @@ class ClippedOverlay:
         base = canvas.copy()
         draw(canvas)
         outside = (~allowed).view(np.uint8)
-        clipped = cv2.countNonZero(_changed(canvas, base) & outside)
+        clipped = _count_changed(canvas, base, outside)
+        still = 0
         if clipped:
             cv2.copyTo(base, outside, canvas)
-        still = cv2.countNonZero(_changed(canvas, base) & outside)
+            still = _count_changed(canvas, base, outside)
         self.pixels_clipped += clipped
         self.pixels_outside += still
         return clipped, still
+
+
+def _count_changed(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> int:
+    """How many pixels of `where` (uint8 HxW) differ between BGR images `a` and `b`."""
+    if cv2.norm(a, b, cv2.NORM_INF, mask=where) == 0:  # the common case, cheaply
+        return 0
+    return int(cv2.countNonZero(_changed(a, b) & where))
 
 
 def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
