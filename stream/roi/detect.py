@@ -2,8 +2,9 @@
 
 The scanner's user interface (text, rulers, colour bars, icons) is static from frame to frame;
 the image inside the sector or rectangle is not (tissue motion, speckle, flow). The detector
-keeps a short ring of small grey copies of the frames (every `sample_every`-th frame, at most
-`work_width` pixels wide), and every `detect_every` frames it:
+keeps a short ring of small grey copies of the frames (every `sample_every`-th frame, shrunk by
+the smallest integer factor that makes them at most `work_width` pixels wide), and every
+`detect_every` frames it:
 
 1. takes each pixel's temporal range (max - min) over the ring: "moving" above `motion_level`
    (raised above the noise of the darkest pixels for analog captures);
@@ -41,7 +42,7 @@ class DetectorSettings:
     work_width: int = 160  # detection runs on frames scaled to at most this width
     window: int = 16  # samples in the ring
     sample_every: int = 2  # frames between samples
-    min_frames: int = 6  # samples needed before the first detection
+    min_frames: int = 4  # samples needed before the first detection
     detect_every: int = 8  # frames between detections
     motion_level: int = 1  # temporal range (0..255, of the scaled frames) above which it moves,
     # raised to `noise_factor` x the range of the darkest quarter of pixels (analog noise)
@@ -86,6 +87,9 @@ class RegionDetector:
         self.region = None
         self._reference = self._outside = self._region_small = None
 
+    def _step(self, width: int) -> int:
+        return -(-width // self.settings.work_width)
+
     def _small(self, image: np.ndarray) -> np.ndarray:
         if image.dtype != np.uint8:  # gray16 / float32: scaled to 0..255 by the frame's range
             image = cv2.normalize(image.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX)
@@ -94,9 +98,13 @@ class RegionDetector:
             image = image[:, :, 0]
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         h, w = grey.shape
-        f = min(1.0, self.settings.work_width / w)
-        size = (max(1, round(w * f)), max(1, round(h * f)))
-        return grey if f == 1.0 else cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        step = self._step(w)  # an integer factor: OpenCV's fast area path
+        if step == 1:
+            return np.array(grey, np.uint8, copy=True)
+        size = (max(1, w // step), max(1, h // step))
+        return cv2.resize(
+            grey[: size[1] * step, : size[0] * step], size, interpolation=cv2.INTER_AREA
+        )
 
     def update(self, image: np.ndarray) -> Region | None:
         """Take one frame (HxW grey or HxWx3 uint8); return the region to use for it."""
@@ -150,11 +158,12 @@ class RegionDetector:
         best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         if stats[best, cv2.CC_STAT_AREA] < s.min_area * sh * sw:
             return
-        points = np.column_stack(np.nonzero(labels == best)[::-1]).astype(np.int32)
-        hull = cv2.convexHull(points)
+        component = cv2.compare(labels, best, cv2.CMP_EQ)
+        contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        hull = cv2.convexHull(np.concatenate(contours))
         hull = cv2.approxPolyDP(hull, 0.75, True).reshape(-1, 2).astype(np.float64)
         h, w = shape
-        fx, fy = w / sw, h / sh
+        fx = fy = self._step(w)
         # a small pixel (i, j) covers full pixels [i*f, (i+1)*f): map hull points outwards
         cx, cy = hull[:, 0].mean(), hull[:, 1].mean()
         px = np.where(hull[:, 0] >= cx, (hull[:, 0] + 1) * fx - 1, hull[:, 0] * fx)
