@@ -207,6 +207,8 @@ def test_render_stage_counts_shown_and_suppressed_frames_and_says_why() -> None:
         f = _frame(grey, "gray8", meta, mask)
         f.annotations.boxes = boxes
         renderer.render(f, f, None, 0)
+    plain = _frame(grey, "gray8", {"roi": None})  # no model output: nothing to withhold
+    renderer.render(plain, plain, None, 0)
     c = stats.counters
     assert c["overlay_shown"] == 2
     assert c["overlay_suppressed:no_roi"] == 1 and c["overlay_suppressed:ood"] == 1

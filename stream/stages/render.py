@@ -141,7 +141,8 @@ class Renderer:
             if mask is not None and truth is not None:
                 self._accumulate_accuracy(truth, mask)
                 rt.stats.info["labels"] = list(ann.labels)
-            suppressed = self._draw_output(canvas, frame, overlay)
+            if mask is not None or ann.boxes:  # model output to draw (or withhold)
+                suppressed = self._draw_output(canvas, frame, overlay)
         elif stale_ms is not None:
             rt.stats.count("overlay_suppressed:stale")
         self._draw_geometry(canvas, frame)
