@@ -151,14 +151,17 @@ def test_clipped_overlay_restores_and_counts_what_the_annotators_drew_outside() 
     allowed = np.zeros((60, 60), bool)
     allowed[10:50, 10:50] = True
     clip = ClippedOverlay()
-    clipped, outside = clip.draw(
-        canvas, allowed, lambda c: cv2.rectangle(c, (0, 0), (59, 59), (255, 255, 255), 3)
-    )
+
+    def big(c: np.ndarray) -> None:
+        cv2.rectangle(c, (0, 0), (59, 59), (255, 255, 255), 3)
+
+    def small(c: np.ndarray) -> None:
+        cv2.rectangle(c, (5, 5), (20, 20), (255, 255, 255), 1)
+
+    clipped, outside = clip.draw(canvas, allowed, big)
     assert clipped == 60 * 60 - 54 * 54  # the whole border ring lies outside
     assert outside == 0 and not canvas.any()
-    clipped, _ = clip.draw(
-        canvas, allowed, lambda c: cv2.rectangle(c, (5, 5), (20, 20), (255, 255, 255), 1)
-    )
+    clipped, _ = clip.draw(canvas, allowed, small)
     assert 0 < clipped < 16 * 4 and canvas.any()
     assert clip.pixels_clipped > 0 and clip.pixels_outside == 0
 
@@ -171,6 +174,12 @@ class _Sink:
         self.images.append(canvas.copy())
 
     def update_stats(self, live: dict[str, Any]) -> None:
+        pass
+
+    def drops(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
         pass
 
 
@@ -194,7 +203,7 @@ def test_render_stage_counts_shown_and_suppressed_frames_and_says_why() -> None:
     grey = np.random.default_rng(2).integers(0, 200, (240, 320), dtype=np.uint8)
     mask = np.ones((240, 320), np.uint8)
     boxes = [Box(0, 0, 319, 239, 1, 0.9)]  # a box along the image border: outside the region
-    metas = [
+    metas: list[dict[str, Any]] = [
         {"roi": None},
         {"roi": ROI.meta()},
         {"roi": ROI.meta()},

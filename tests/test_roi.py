@@ -121,7 +121,7 @@ def test_dicom_source_exposes_its_region_and_roi_dicom_without_one_fails() -> No
 
     from stream.sources.dicom import DicomSource, DicomSpec
 
-    echo = DicomSource(DicomSpec(path=get_testdata_file("examples_ybr_color.dcm")))
+    echo = DicomSource(DicomSpec(path=str(get_testdata_file("examples_ybr_color.dcm"))))
     assert echo.imaging_region is None  # its regions belong to the 640x480 original
     assert any("does not fit" in e.message for e in echo.pop_events())
     with pytest.raises(SourceError, match="roi: dicom, but the source has no usable"):
@@ -201,7 +201,7 @@ def test_detector_on_a_real_cine_matches_its_sector() -> None:
 
     from stream.sources.dicom import DicomSource, DicomSpec
 
-    source = DicomSource(DicomSpec(path=get_testdata_file("examples_ybr_color.dcm")))
+    source = DicomSource(DicomSpec(path=str(get_testdata_file("examples_ybr_color.dcm"))))
     frames = []
     while (cap := source.read()) is not None:
         frames.append(cap.image)
@@ -229,7 +229,7 @@ class _Frames:
     def __init__(self, images: list[np.ndarray], meta: dict | None = None) -> None:
         self.images = images
         self.meta = meta or {}
-        self.fps = 25.0
+        self.fps: float | None = 25.0
         self.closed = False
 
     def read(self) -> Capture | None:

@@ -37,8 +37,10 @@ def _roi_value(text: str) -> object:
 
 
 def picture(path: Path, roi: str, frame_index: int, model: str, width: int) -> np.ndarray:
-    source = RoiSource(DicomSource(DicomSpec(path=str(path), loop=True)),
-                       parse_roi_setting(_roi_value(roi), "--roi"))
+    source = RoiSource(
+        DicomSource(DicomSpec(path=str(path), loop=True)),
+        parse_roi_setting(_roi_value(roi), "--roi"),
+    )
     cap = None
     for _ in range(frame_index + 1):
         cap = source.read()
@@ -47,21 +49,42 @@ def picture(path: Path, roi: str, frame_index: int, model: str, width: int) -> n
     pipe = load_pipeline(EngineSpec(model=model, backend="onnxruntime"))
     result = pipe(cap.image, cap.pixel_format)
     pipe.close()
-    assert result.mask is not None
-    frame = Frame("s", 0, 0, 0, cap.image, cap.pixel_format, parts={"mask": result.mask},
-                  meta=cap.meta, annotations=Annotations(model=model, labels=pipe.labels))
+    mask = result.mask
+    assert mask is not None
+    frame = Frame(
+        "s",
+        0,
+        0,
+        0,
+        cap.image,
+        cap.pixel_format,
+        parts={"mask": mask},
+        meta=cap.meta,
+        annotations=Annotations(model=model, labels=pipe.labels),
+    )
     base = to_bgr(cap.image, cap.pixel_format)
     annotator = MaskAnnotator()
-    before = annotator.annotate(base, result.mask)
+    before = annotator.annotate(base, mask)
     after = base.copy()
     decision = OverlayPolicy().decide(after, frame, frame, cap.pixel_format == "gray8")
     if decision.shown:
         clip = ClippedOverlay()
-        clip.draw(after, decision.allowed,
-                  lambda c: annotator.draw(c, clip.clip_labels(result.mask, decision.allowed)))
+        clip.draw(
+            after,
+            decision.allowed,
+            lambda c: annotator.draw(c, clip.clip_labels(mask, decision.allowed)),
+        )
     else:
-        cv2.putText(after, f"overlay off: {decision.message}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.5, (0, 191, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            after,
+            f"overlay off: {decision.message}",
+            (8, 20),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            (0, 191, 255),
+            1,
+            cv2.LINE_AA,
+        )
     region = region_from_meta(cap.meta)
     if isinstance(region, Region):
         pts = np.round(np.asarray(region.polygon)).astype(np.int32)
@@ -76,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--roi", default="default")
-    p.add_argument("--frame", type=int, default=30, help="frame index (after the detector warmed up)")
+    p.add_argument(
+        "--frame", type=int, default=30, help="frame index (after the detector warmed up)"
+    )
     p.add_argument("--model", default="us-seg")
     p.add_argument("--width", type=int, default=800, help="width of the side-by-side picture")
     args = p.parse_args(argv)

@@ -112,7 +112,9 @@ class OverlayPolicy:
             return cv2.countNonZero(colored) > COLOR_IMAGE_FRACTION * colored.size
         region = inside[::4, ::4]
         n = int(np.count_nonzero(region))
-        return n > 0 and np.count_nonzero(colored.view(bool) & region) > COLOR_IMAGE_FRACTION * n
+        return n > 0 and bool(
+            np.count_nonzero(colored.view(bool) & region) > COLOR_IMAGE_FRACTION * n
+        )
 
 
 class ClippedOverlay:
@@ -161,4 +163,4 @@ def _count_changed(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> int:
 def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """uint8 HxW: 1 where BGR images `a` and `b` differ in any channel."""
     diff = cv2.transform(cv2.absdiff(a, b), np.ones((1, 3), np.float32))  # channel sum, saturated
-    return cv2.compare(diff, 0, cv2.CMP_GT) // 255
+    return cv2.threshold(diff, 0, 1, cv2.THRESH_BINARY)[1]

@@ -92,8 +92,9 @@ class RegionDetector:
 
     def _small(self, image: np.ndarray) -> np.ndarray:
         if image.dtype != np.uint8:  # gray16 / float32: scaled to 0..255 by the frame's range
-            image = cv2.normalize(image.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX)
-            image = image.astype(np.uint8)
+            x = image.astype(np.float32)
+            lo, hi = float(x.min()), float(x.max())
+            image = ((x - lo) * (255.0 / max(hi - lo, 1e-6))).astype(np.uint8)
         if image.ndim == 3 and image.shape[2] == 1:
             image = image[:, :, 0]
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
@@ -135,7 +136,7 @@ class RegionDetector:
             return False
         diff = cv2.absdiff(small, self._reference)
         changed = np.count_nonzero((diff > self.settings.change_level) & self._outside)
-        return changed > self.settings.change_fraction * self._outside_n
+        return bool(changed > self.settings.change_fraction * self._outside_n)
 
     def _detect(self, shape: tuple[int, int]) -> None:
         s = self.settings
@@ -158,7 +159,7 @@ class RegionDetector:
         best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         if stats[best, cv2.CC_STAT_AREA] < s.min_area * sh * sw:
             return
-        component = cv2.compare(labels, best, cv2.CMP_EQ)
+        component = (labels == best).astype(np.uint8)
         contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         hull = cv2.convexHull(np.concatenate(contours))
         hull = cv2.approxPolyDP(hull, 0.75, True).reshape(-1, 2).astype(np.float64)

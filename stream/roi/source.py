@@ -31,6 +31,7 @@ class RoiSource:
     def __init__(self, source: Source, setting: RoiSetting, name: str = "source") -> None:
         self.source = source
         self.setting = setting
+        self.fps: float | None = getattr(source, "fps", None)
         self.detector: RegionDetector | None = None
         self.fixed: Region | None = None
         self._events: list[SourceEvent] = []
@@ -51,10 +52,6 @@ class RoiSource:
         elif mode in ("auto", "default"):
             self.detector = RegionDetector()
         self.keep_recorded = mode == "default" and own is None
-
-    @property
-    def fps(self) -> float | None:
-        return getattr(self.source, "fps", None)
 
     @property
     def self_paced(self) -> bool:
