@@ -41,3 +41,14 @@ def format_overlay(section: dict[str, Any]) -> str:
         + (f" ({', '.join(f'{k} {v}' for k, v in hidden.items())})" if hidden else "")
         + f"; pixels outside the imaging region {section['pixels_outside_roi']}"
     )
+
+
+def overlay_live(counters: Counter[str], off: str) -> dict[str, Any]:
+    """The render stage's live figures for the viewer: shown, suppressed by reason, and why
+    the newest frame's overlay is off ("" while it is drawn)."""
+    section = overlay_summary([counters])
+    return {
+        "shown": section["frames_shown"],
+        "suppressed": section["frames_suppressed"],
+        "off": off,
+    }

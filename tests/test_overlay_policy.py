@@ -238,6 +238,10 @@ def test_render_stage_counts_shown_and_suppressed_frames_and_says_why() -> None:
     }
     assert "suppressed on 2 (no_roi 1, ood 1)" in format_overlay(summary)
     assert overlay_summary([Counter()])["frames_shown"] == 0
+    live = renderer.live_stats()["overlay"]  # what the viewer's stats table shows
+    assert live == {"shown": 2, "suppressed": {"no_roi": 1, "ood": 1}, "off": ""}
+    renderer.render(*[_frame(grey, "gray8", {"roi": None}, mask)] * 2, None, 0)
+    assert renderer.live_stats()["overlay"]["off"] == "no imaging region yet"
 
 
 def test_hud_says_why_the_overlay_is_off() -> None:

@@ -32,6 +32,7 @@ from ..config import RenderSpec
 from ..frame import Frame
 from ..geometry import orientation_from_meta, spacing_from_meta
 from ..histogram import RecentHistogram
+from ..overlay_summary import overlay_live
 from ..plugins import parse_sink
 from ..render.boxes import BoxAnnotator, LabelAnnotator
 from ..render.color import to_bgr
@@ -79,6 +80,7 @@ class Renderer:
         self.orientation = OrientationAnnotator()
         self.hud = HudAnnotator() if spec.hud else None
         self.policy = OverlayPolicy()
+        self.overlay_off = ""  # why the last frame's model output was not drawn ("" if it was)
         self.clipped = ClippedOverlay()
         self.recent = RecentHistogram()
         self.handoffs: deque[int] = deque(maxlen=30)
@@ -145,6 +147,7 @@ class Renderer:
                 suppressed = self._draw_output(canvas, frame, overlay)
         elif stale_ms is not None:
             rt.stats.count("overlay_suppressed:stale")
+        self.overlay_off = suppressed
         self._draw_geometry(canvas, frame)
         if self.hud is not None:
             self.hud.draw(canvas, self.hud_data(frame, overlay, stale_ms, suppressed))
@@ -234,6 +237,7 @@ class Renderer:
             "drops": dict(stats.drops),
             "model": self.model,
             "backend": self.backend,
+            "overlay": overlay_live(stats.counters, self.overlay_off),
         }
 
 
