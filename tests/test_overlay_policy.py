@@ -240,7 +240,8 @@ def test_render_stage_counts_shown_and_suppressed_frames_and_says_why() -> None:
     assert overlay_summary([Counter()])["frames_shown"] == 0
     live = renderer.live_stats()["overlay"]  # what the viewer's stats table shows
     assert live == {"shown": 2, "suppressed": {"no_roi": 1, "ood": 1}, "off": ""}
-    renderer.render(*[_frame(grey, "gray8", {"roi": None}, mask)] * 2, None, 0)
+    unknown = _frame(grey, "gray8", {"roi": None}, mask)
+    renderer.render(unknown, unknown, None, 0)
     assert renderer.live_stats()["overlay"]["off"] == "no imaging region yet"
 
 
@@ -250,3 +251,20 @@ def test_hud_says_why_the_overlay_is_off() -> None:
     lines = [t for t, _ in hud_lines(HudData(seq=1, overlay_suppressed="no imaging region yet"))]
     assert "overlay off: no imaging region yet" in lines
     assert not any(t.startswith("overlay off") for t, _ in hud_lines(HudData(seq=1)))
+
+
+def test_bench_overlay_part_times_every_step_for_both_scenes() -> None:
+    """`medstream bench --only overlay` (timings are not asserted, only that each step ran)."""
+    from tools.bench.overlay import bench_overlay, overlay_markdown
+
+    rows = bench_overlay(frames=5)
+    steps = {"floor: copy", "roi.detect (per frame)", "policy.decide", "mask.draw"}
+    steps.add("mask.draw via policy")
+    assert {(r["scene"], r["step"]) for r in rows} == {
+        (scene, step)
+        for scene in ("ultrasound 512x512 gray8", "ultrasound 512x512 rgb8 + flow")
+        for step in steps
+    }
+    assert all(0 < r["median_ms"] <= r["p99_ms"] < 10_000 for r in rows)
+    table = overlay_markdown(rows)
+    assert len(table) == 5 + len(rows) and "| mask.draw via policy |" in table[-1]
