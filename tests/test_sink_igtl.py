@@ -176,6 +176,8 @@ def test_the_mask_is_clipped_to_the_frames_imaging_region(sink, client) -> None:
     frame.meta["roi"] = {"source": "config", "polygon": [[0, 0], [44, 0], [44, 95], [0, 95]]}
     receive(sink, client, [frame], "render_image")
     mask = client.wait_for_message("render_mask", timeout=TIMEOUT)
+    info = client.wait_for_message("render_info", timeout=TIMEOUT)
+    assert json.loads(info.string)["roi"] == frame.meta["roi"]
     want = frame.parts["mask"].copy()
     want[:, 45:] = 0
     assert want.any() and not np.array_equal(want, frame.parts["mask"])

@@ -9,7 +9,7 @@ Per frame it sends, to every connected client, the newest frame only:
 - IMAGE `<device>_mask`: the label map (part `mask`, uint8), same geometry, when the frame has one,
   clipped to the frame's imaging region (`meta["roi"]`; all background while no region is known
   or the model does not apply: stream.roi.clip), as the overlay is;
-- STRING `<device>_info`: the frame's metadata as JSON.
+- STRING `<device>_info`: the frame's metadata as JSON (with the imaging region `roi`).
 
 The IMAGE messages use header version 2 (OpenIGTLink 3) and carry the same metadata as key/value
 pairs: stream, seq, capture_ns, latency_ms (capture -> handed to this sink), model, backend,
@@ -207,7 +207,7 @@ class IgtlSink:
                 )
             )
         info = self._pyigtl.StringMessage(
-            json.dumps({**meta, "pixel_spacing_mm": spacing}),
+            json.dumps({**meta, "pixel_spacing_mm": spacing, "roi": frame.meta.get("roi")}),
             timestamp=ts,
             device_name=f"{self.device}_info",
         )
