@@ -176,10 +176,10 @@ def test_detector_redetects_after_a_depth_change() -> None:
     assert det.changes >= 1
     assert iou(_mask(grown[-1]), sector_mask(1)) > 0.9
     assert not (_mask(grown[-1]) & ui_mask(1)).any()
-    # the sector shrinks: replaced once the ring has forgotten the old one (window x sample
-    # period + detection period frames)
+    # the sector shrinks: the newest samples' region covers much less than the window's, so the
+    # older samples are forgotten at the next detections
     changes = det.changes
-    shrunk = [det.update(scanner_frame(i, depth=2)) for i in range(80, 130)]
+    shrunk = [det.update(scanner_frame(i, depth=2)) for i in range(80, 100)]
     assert det.changes > changes
     assert iou(_mask(shrunk[-1]), sector_mask(2)) > 0.9
     assert not (_mask(shrunk[-1]) & ui_mask(2)).any()

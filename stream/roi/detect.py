@@ -13,15 +13,16 @@ the smallest integer factor that makes them at most `work_width` pixels wide), a
 3. keeps the largest connected component (at least `min_area` of the image) and returns its
    convex hull, simplified, in full-image pixel coordinates.
 
-Layout changes (a depth or mode change on the scanner) are caught two ways: every sampled frame
+Layout changes (a depth or mode change on the scanner) are caught three ways: every sampled frame
 is compared with the reference taken at the last detection *outside* the region (where the
 static UI is); when more than `change_fraction` of those pixels changed, the region is dropped
 at once (overlays are suppressed as `no_roi`), the ring restarts and a new region is detected
-after `min_frames` samples (a sector growing over static background is caught this way). A
-region that moves or shrinks is replaced by a detection whose IoU with it is below `keep_iou`,
-once the ring no longer holds the old layout's motion (within `window` x `sample_every` +
-`detect_every` frames, about 1.3 s at 30 fps). A frozen image (nothing moves) keeps the last
-region.
+after `min_frames` samples (a sector growing over static background is caught this way). At each
+detection the region of the newest `min_frames` + 2 samples alone is compared with the
+window's: when it covers less than `shrink_coverage` of it, the image has shrunk (a depth
+change), the older samples are forgotten and the newer region is used. A region that moves is
+replaced by a detection whose IoU with it is below `keep_iou`. A frozen image (nothing moves)
+keeps the last region.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class DetectorSettings:
     change_level: int = 30  # grey difference that counts a pixel outside as changed
     change_fraction: float = 0.08  # fraction of outside pixels changed = a new layout
     keep_iou: float = 0.9  # a detection this close to the current region keeps it
+    shrink_coverage: float = 0.85  # newest samples' region covers less of the window's: shrunk
 
     def validate(self) -> None:
         if not (16 <= self.work_width <= 4096 and 2 <= self.min_frames <= self.window):
@@ -138,9 +140,13 @@ class RegionDetector:
         changed = np.count_nonzero((diff > self.settings.change_level) & self._outside)
         return bool(changed > self.settings.change_fraction * self._outside_n)
 
-    def _detect(self, shape: tuple[int, int]) -> None:
+    def _moving_hull(
+        self, samples: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(hull points, filled hull mask, temporal range) of the largest moving component of
+        `samples` (small frames), or None when nothing large enough moves."""
         s = self.settings
-        stack = np.stack(self.ring)
+        stack = np.stack(samples)
         spread = stack.max(axis=0) - stack.min(axis=0)
         level = max(float(s.motion_level), s.noise_factor * noise_floor(stack, spread))
         moving = (spread > level).astype(np.uint8)
@@ -155,14 +161,34 @@ class RegionDetector:
         )
         n, labels, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
         if n < 2:
-            return  # nothing moves (a frozen image): keep what we have
+            return None  # nothing moves (a frozen image)
         best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         if stats[best, cv2.CC_STAT_AREA] < s.min_area * sh * sw:
-            return
+            return None
         component = (labels == best).astype(np.uint8)
         contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         hull = cv2.convexHull(np.concatenate(contours))
         hull = cv2.approxPolyDP(hull, 0.75, True).reshape(-1, 2).astype(np.float64)
+        return hull, polygon_mask(tuple(map(tuple, hull)), sh, sw), spread
+
+    def _detect(self, shape: tuple[int, int]) -> None:
+        s = self.settings
+        found = self._moving_hull(list(self.ring))
+        if found is None:
+            return  # keep what we have
+        hull, small_mask, spread = found
+        recent = s.min_frames + 2
+        if len(self.ring) > recent:
+            # the newest samples alone cover nearly all of the window's region (>= 0.96 on real
+            # cines); much less means the image shrank (a depth change): forget the older ones
+            newest = self._moving_hull(list(self.ring)[-recent:])
+            if newest is not None and (
+                np.count_nonzero(newest[1] & small_mask)
+                < s.shrink_coverage * np.count_nonzero(small_mask)
+            ):
+                hull, small_mask, spread = newest
+                for _ in range(len(self.ring) - recent):
+                    self.ring.popleft()
         h, w = shape
         fx = fy = self._step(w)
         # a small pixel (i, j) covers full pixels [i*f, (i+1)*f): map hull points outwards
@@ -171,7 +197,6 @@ class RegionDetector:
         py = np.where(hull[:, 1] >= cy, (hull[:, 1] + 1) * fy - 1, hull[:, 1] * fy)
         px, py = np.clip(np.round(px), 0, w - 1), np.clip(np.round(py), 0, h - 1)
         polygon = tuple((float(x), float(y)) for x, y in zip(px, py, strict=True))
-        small_mask = polygon_mask(tuple(map(tuple, hull)), sh, sw)
         if self.region is not None and self._region_small is not None:
             if iou(small_mask, self._region_small) >= s.keep_iou:
                 self._set_reference(self._region_small, spread)
