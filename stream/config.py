@@ -41,6 +41,16 @@ class GrabSpec:
     stream: str = bounded("", doc="stream id on the wire (default: the stage id)")
     wait_for_consumers: int = bounded(1, 0, 1000, doc="subscribers to wait for before capturing")
     wait_timeout_s: float = bounded(20.0, 0.0, 3600.0, doc="how long to wait for them")
+    roi: str | list[Any] = bounded(
+        "default",
+        doc="imaging region put in each frame's meta: default (DICOM regions if the file has "
+        "them, else auto), auto, dicom, none, [x0, y0, x1, y1] or [[x, y], ...]",
+    )
+
+    def validate(self, where: str) -> None:
+        from .roi.setting import parse_roi_setting
+
+        parse_roi_setting(self.roi, f"{where}.roi" if where else "roi")
 
 
 @dataclass

@@ -23,6 +23,7 @@ import numpy as np
 
 from .config import GrabSpec, InferSpec, PipelineConfig, RenderSpec
 from .histogram import Histogram
+from .overlay_summary import format_overlay, overlay_summary
 from .security import exposed_endpoints
 from .sinks.naming import drop_reason_text
 from .stats import GLASS_MS, QUEUE_MS, STAGE_MS
@@ -258,6 +259,7 @@ def build_report(
             },
         },
         "engines": engine,
+        "overlay": overlay_summary(get(r.id).counters for r in renders),
         "accuracy": accuracy,
         "stages": stages,
     }
@@ -349,6 +351,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"engine {sid}: {e['model']} on {e['backend']} ({e['device']}, {e['precision']})"
         )
+    if "overlay" in report:
+        lines.append(format_overlay(report["overlay"]))
     for sid, acc in report["accuracy"].items():
         if acc:
             dice = ", ".join(f"{k} {v:.3f}" for k, v in acc["dice"].items())

@@ -81,6 +81,11 @@ def test_echo_cine_streams_at_its_own_rate_and_spacing(tmp_path: Path) -> None:
         assert f.pixel_format == "rgb8" and np.array_equal(f.image, decoded[i])
         assert f.meta["pixel_spacing_mm"] == pytest.approx([0.5104970559, 0.5104970559])
         assert f.meta["dicom_frame"] == i
+    # the file's ultrasound region belongs to its 640x480 original: the detector finds the fan
+    assert "ultrasound region 0 (84, 31)-(595, 414) does not fit the 320x240 image" in out
+    assert frames[0].meta["roi"] is None and frames[-1].meta["roi"]["source"] == "auto"
+    assert report["overlay"]["frames_shown"] == 0  # no model: nothing drawn, nothing withheld
+    assert report["overlay"]["frames_suppressed"] == {}
     intervals_ms = np.diff([f.capture_ns for f in frames]) / 1e6
     assert np.median(intervals_ms) == pytest.approx(33.33, abs=2.0), intervals_ms.round(1)
     span_s = (frames[-1].capture_ns - frames[0].capture_ns) / 1e9

@@ -169,3 +169,30 @@ def test_open_errors_are_one_line() -> None:
             open_sink({"type": "igtl", "port": port}, "s", "r2")
     finally:
         holder.close()
+
+
+def test_the_mask_is_clipped_to_the_frames_imaging_region(sink, client) -> None:
+    frame = us_frame(3)
+    frame.meta["roi"] = {"source": "config", "polygon": [[0, 0], [44, 0], [44, 95], [0, 95]]}
+    receive(sink, client, [frame], "render_image")
+    mask = client.wait_for_message("render_mask", timeout=TIMEOUT)
+    info = client.wait_for_message("render_info", timeout=TIMEOUT)
+    assert json.loads(info.string)["roi"] == frame.meta["roi"]
+    want = frame.parts["mask"].copy()
+    want[:, 45:] = 0
+    assert want.any() and not np.array_equal(want, frame.parts["mask"])
+    assert np.array_equal(mask.image[0], want)
+
+
+def test_clip_mask_to_region_scales_the_region_and_empties_unknown_ones() -> None:
+    from stream.roi.clip import clip_mask_to_region
+
+    mask = np.ones((50, 60), np.uint8)
+    roi = {"source": "auto", "polygon": [[0, 0], [59, 0], [59, 49], [0, 49]]}  # left half of 120
+    clipped, why = clip_mask_to_region(mask, {"roi": roi}, (50, 120))
+    assert why == "" and clipped[:, :30].all() and not clipped[:, 31:].any()
+    assert clip_mask_to_region(mask, {"roi": None}, (50, 60))[1] == "no_roi"
+    assert not clip_mask_to_region(mask, {"roi": None}, (50, 60))[0].any()
+    ood = {"applicability": {"applicable": False, "score": 2.0, "threshold": 1.0}}
+    assert clip_mask_to_region(mask, ood, (50, 60))[1] == "ood"
+    assert clip_mask_to_region(mask, {}, (50, 60))[0] is mask

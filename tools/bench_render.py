@@ -3,7 +3,10 @@
     python -m tools.bench_render [--frames 300] [--json out.json]
 
 Prints median / p99 / max per step in milliseconds, against a floor measured in the same run
-(one plain copy of the frame, the least any non-destructive renderer must do).
+(one plain copy of the frame, the least any non-destructive renderer must do). The imaging-region
+rows: `roi.detect` is the grab stage's automatic detector per frame (its p99 is a detection
+frame), `mask.draw via overlay policy` the mask drawn through the overlay policy (region mask,
+colour check on colour frames, clip and the outside-pixel check) to compare with `mask.draw`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from stream.frame import Box
+from stream.frame import Box, Frame
 from stream.render import (
     BoxAnnotator,
     HudAnnotator,
@@ -27,6 +30,9 @@ from stream.render import (
 )
 from stream.render.confidence import ConfidenceAnnotator
 from stream.render.legend import LegendAnnotator, NoticeAnnotator
+from stream.render.overlay_policy import ClippedOverlay, OverlayPolicy
+from stream.roi.detect import RegionDetector
+from stream.roi.region import Region, rect_polygon
 
 LABELS = ["background", "shaft", "jaw", "needle"]
 
@@ -119,10 +125,25 @@ def bench_scene(name: str, h: int, w: int, fmt: str, frames: int) -> list[dict]:
         out = label_a.annotate(out, boxes, LABELS)
         return hud_a.annotate(out, hud(i))
 
+    moving = [rng.integers(0, 256, size=shape, dtype=np.uint8) for _ in range(4)]
+    detector = RegionDetector()
+    roi = Region("config", rect_polygon(w * 0.1, h * 0.1, w * 0.9, h * 0.9))
+    framed = Frame("bench", 0, 0, 0, image, fmt, meta={"roi": roi.meta()})
+    policy, clipped = OverlayPolicy(), ClippedOverlay()
+
+    def policy_draw(i: int) -> None:
+        d = policy.decide(canvas, framed, framed, fmt == "gray8")
+        mask = masks[i % len(masks)]
+        clipped.draw(
+            canvas, d.allowed, lambda c: mask_a.draw(c, clipped.clip_labels(mask, d.allowed))
+        )
+
     steps: list[tuple[str, Callable[[int], object]]] = [
         ("floor: copy", lambda i: image.copy()),
         (f"to_bgr {fmt}", lambda i: to_bgr(image, fmt)),
         ("mask.draw", lambda i: mask_a.draw(canvas, masks[i % len(masks)])),
+        ("roi.detect (auto, per frame)", lambda i: detector.update(moving[i % len(moving)])),
+        ("mask.draw via overlay policy", policy_draw),
         ("box.draw x4", lambda i: box_a.draw(canvas, boxes)),
         ("label.draw x4", lambda i: label_a.draw(canvas, boxes, LABELS)),
         ("hud.draw", lambda i: hud_a.draw(canvas, hud(i))),

@@ -35,6 +35,7 @@ class HudData:
     backend: str = ""
     overlay_stale_ms: float | None = None  # set while the overlay is withheld as too old
     overlay_age_ms: float | None = None  # set when the overlay drawn is from an older frame
+    overlay_suppressed: str = ""  # why the model's output is not drawn (stream.render.overlay_policy)
 
     @property
     def budget_missed(self) -> bool:
@@ -82,6 +83,8 @@ def hud_lines(data: HudData) -> list[tuple[str, tuple[int, int, int]]]:
     ]
     if data.overlay_age_ms is not None and data.overlay_age_ms > 0:
         lines.append((f"overlay from {data.overlay_age_ms:.0f} ms earlier", AMBER))
+    if data.overlay_suppressed:
+        lines.append((f"overlay off: {data.overlay_suppressed}", AMBER))
     if missed:
         lines.append(("BUDGET MISSED", RED))
     return lines

@@ -9,8 +9,10 @@ Per frame it sends, to every connected client, the newest frame only:
   `meta["pixel_spacing_suspect"]`), axes from `meta["patient_orientation"]` (the column index
   runs along its row direction, the row index along its column direction, so Slicer labels the
   edges as the viewer does; without one, column index along +x (L), row index along +y (P));
-- IMAGE `<device>_mask`: the label map (part `mask`, uint8), same geometry, when the frame has one;
-- STRING `<device>_info`: the frame's metadata as JSON.
+- IMAGE `<device>_mask`: the label map (part `mask`, uint8), same geometry, when the frame has one,
+  clipped to the frame's imaging region (`meta["roi"]`; all background while no region is known
+  or the model does not apply: stream.roi.clip), as the overlay is;
+- STRING `<device>_info`: the frame's metadata as JSON (with the imaging region `roi`).
 
 The IMAGE messages use header version 2 (OpenIGTLink 3) and carry the same metadata as key/value
 pairs: stream, seq, capture_ns, latency_ms (capture -> handed to this sink), model, backend,
@@ -33,6 +35,7 @@ import numpy as np
 from stream.exposure import require_loopback_or
 from stream.frame import Frame
 from stream.geometry import orientation_from_meta, spacing_from_meta, spacing_suspect_from_meta
+from stream.roi.clip import clip_mask_to_region
 from stream.sinks.base import SinkError, check_source_fps, json_snapshot
 from stream.sinks.latest_server import LatestServer
 from stream.spec import ConfigError, bounded
@@ -242,6 +245,7 @@ class IgtlSink:
         ]
         mask = frame.parts.get("mask")  # a label map: uint8 from the bundled models
         if mask is not None and mask.ndim == 2:
+            mask, _ = clip_mask_to_region(mask, frame.meta, (h, w))
             mh, mw = mask.shape
             mask_spacing = None
             if spacing is not None:  # a mask of another size covers the same field of view
@@ -263,6 +267,7 @@ class IgtlSink:
                     "pixel_spacing_unverified_mm": unverified,
                     "pixel_spacing_suspect": suspect,
                     "patient_orientation": orientation,
+                    "roi": frame.meta.get("roi"),
                 }
             ),
             timestamp=ts,

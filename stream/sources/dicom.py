@@ -14,7 +14,9 @@ into every frame's `meta["pixel_spacing_mm"]`, PatientOrientation into
 outside the image: a resized copy) is sent with `meta["pixel_spacing_suspect"]` (the reason), so
 it is not drawn as a measurement, unless the config confirms it (`spacing: confirmed`) or gives
 its own (`pixel_spacing_mm`). A looping cine's decoded frames are kept in memory when they fit
-in `cache_mb`, so each frame is decoded once, not once per loop. The file is checked at open (its first and last frames decoded),
+in `cache_mb`, so each frame is decoded once, not once per loop. The largest 2D tissue region of
+SequenceOfUltrasoundRegions is `imaging_region` (stream.roi.dicom_regions), for the grab stage's
+`roi:`. The file is checked at open (its first and last frames decoded),
 so a missing, non-DICOM, truncated or undecodable file is one `SourceError` line.
 """
 
@@ -27,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from stream.geometry import SPACING_SUSPECT_KEY, geometry_meta, validate_geometry_fields
+from stream.roi.dicom_regions import dicom_region
 from stream.sources.base import Capture, SourceError, SourceEvent, one_line
 from stream.sources.dicom_image import (
     GrayWindow,
@@ -105,6 +108,12 @@ class DicomSource:
         if suspect and spec.spacing != "confirmed":
             self._meta[SPACING_SUSPECT_KEY] = spacing_warning
         self._cache = self._make_cache()
+        # the 2D tissue region of SequenceOfUltrasoundRegions, for `roi:` (stream.roi.source)
+        self.imaging_region, region_warnings = dicom_region(
+            self.ds, int(self.ds.Rows), int(self.ds.Columns)
+        )
+        for warning in region_warnings:
+            self._events.append(SourceEvent(f"dicom source {self.path}: {warning}"))
         first = self._decode_raw(0)
         self._window = GrayWindow(self.ds, first) if self.photometric in MONOCHROME else None
         self._first: tuple[np.ndarray, str] | None = self._display(first, 0)

@@ -10,7 +10,9 @@ device, a replay at its recorded timing, a file read as fast as possible: see
 `stream.sources.base.Source`) is not paced unless the stage's `fps` is set. Events a source
 reports (stalls, reopens, gaps) are logged and added to the stage's counters. Every frame's
 `meta["source_fps"]` carries the rate it is paced at (or a self-paced source's own rate, where it
-knows one), so file sinks downstream write the stream at its own rate.
+knows one), so file sinks downstream write the stream at its own rate. A source built
+from the config is wrapped in `RoiSource`, which puts the imaging region (`roi:`) into every
+frame's meta; a source passed in is used as it is.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from ..config import GrabSpec
 from ..exit_codes import EXIT_SETUP
 from ..frame import Frame
 from ..plugins import parse_source
+from ..roi.setting import parse_roi_setting
+from ..roi.source import RoiSource
 from ..sources.base import Source, SourceError, SourceEvent
 from ..stats import STAGE_MS
 from .base import StageRuntime, sleep_until
@@ -47,6 +51,7 @@ def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> 
         if source is None:
             source_spec, factory = parse_source(spec.source, f"{spec.id}.source")
             source = factory(source_spec)
+            source = RoiSource(source, parse_roi_setting(spec.roi, f"{spec.id}.roi"), spec.id)
     except SourceError as e:
         rt.log.error("%s", e)
         return EXIT_SETUP  # could not start: not restarted

@@ -11,6 +11,11 @@ the direction letters (malformed values are counted as `bad_geometry_meta`). HUD
 orientation each have a corner and an off switch. `show` picks the image drawn on: the input,
 the model's output image (part `output`), or both side by side (stream.render.view).
 
+Model output is drawn only where `stream.render.overlay_policy` allows (inside the frame's
+imaging region, not on colour-Doppler pixels, not when the model says it does not apply); every
+frame with an overlay is counted as `overlay_shown` or `overlay_suppressed:<reason>` (and
+`overlay_suppressed:stale` in passthrough), with the HUD saying why.
+
 Glass-to-glass latency is measured from the frame's capture time to the moment the rendered
 image is handed to the sinks. Where a frame carries the source's ground truth (`truth`) and the
 overlay drawn on it has a `mask`, a confusion matrix accumulates, so accuracy is measured live.
@@ -31,11 +36,13 @@ from ..config import RenderSpec
 from ..exit_codes import EXIT_SETUP
 from ..frame import Frame
 from ..histogram import RecentHistogram
+from ..overlay_summary import overlay_live
 from ..plugins import parse_sink
 from ..render.boxes import BoxAnnotator, LabelAnnotator
 from ..render.explain import ModelExplainer
 from ..render.hud import HudAnnotator, HudData
 from ..render.mask import MaskAnnotator
+from ..render.overlay_policy import ClippedOverlay, OverlayPolicy
 from ..render.pieces import GeometryPieces
 from ..render.view import ImageView
 from ..sinks.base import Sink, SinkError, sink_pending
@@ -45,6 +52,7 @@ from .base import StageRuntime, admitted_frames
 
 STATS_PERIOD_S = 0.25
 MAX_LABEL_VALUES = 256
+GREY_FORMATS = ("gray8", "gray16", "float32")
 OVERLAY_DROP_PREFIX = "overlay:"  # passthrough: overlays skipped are not video frames dropped
 
 
@@ -79,6 +87,9 @@ class Renderer:
         self.view = ImageView(spec.show, rt.stats.count)
         self.hud = HudAnnotator(corner=spec.hud_corner) if spec.hud else None
         self.explain = ModelExplainer(spec.overlay)  # heat-map, legend, notice, card facts
+        self.policy = OverlayPolicy()
+        self.overlay_off = ""  # why the last frame's model output was not drawn ("" if it was)
+        self.clipped = ClippedOverlay()
         self.recent = RecentHistogram()
         self.handoffs: deque[int] = deque(maxlen=30)
         self.confusion = np.zeros((0, 0), np.int64)
@@ -91,7 +102,9 @@ class Renderer:
             return None
         return (len(self.handoffs) - 1) / ((self.handoffs[-1] - self.handoffs[0]) / 1e9)
 
-    def hud_data(self, frame: Frame, overlay: Frame | None, stale_ms: float | None) -> HudData:
+    def hud_data(
+        self, frame: Frame, overlay: Frame | None, stale_ms: float | None, suppressed: str = ""
+    ) -> HudData:
         stats = self.rt.stats
         p50, p99 = self.recent.percentiles((50, 99))
         return HudData(
@@ -106,6 +119,7 @@ class Renderer:
             backend=self.backend,
             overlay_stale_ms=stale_ms,
             overlay_age_ms=overlay_age_ms(frame, overlay),
+            overlay_suppressed=suppressed,
         )
 
     def _accumulate_accuracy(self, truth: np.ndarray, mask: np.ndarray) -> None:
@@ -128,28 +142,26 @@ class Renderer:
         """Draw `frame` (with `overlay`'s annotations, if given) and hand it to every sink."""
         rt = self.rt
         canvas = self.view.base(frame, overlay)  # a new array: the frame stays clean
+        suppressed = ""
         if overlay is not None:
             ann = overlay.annotations
             self.model, self.backend = ann.model or self.model, ann.backend or self.backend
             self.explain.note(overlay)
-            if not self.explain.draw_confidence(canvas, overlay):
-                rt.stats.count("bad_confidence_part")
             mask = overlay.parts.get("mask")
-            if mask is not None:
-                if self.explain.draws_labels:
-                    self.mask.draw(canvas, mask)
-                truth = frame.parts.get("truth")
-                if truth is not None:
-                    self._accumulate_accuracy(truth, mask)
-                    rt.stats.info["labels"] = list(ann.labels)
-            if ann.boxes:
-                self.boxes.draw(canvas, ann.boxes)
-                self.labels.draw(canvas, ann.boxes, ann.labels)
+            truth = frame.parts.get("truth")
+            if mask is not None and truth is not None:
+                self._accumulate_accuracy(truth, mask)
+                rt.stats.info["labels"] = list(ann.labels)
+            if mask is not None or ann.boxes:  # model output to draw (or withhold)
+                suppressed = self._draw_output(canvas, frame, overlay)
+        elif stale_ms is not None:
+            rt.stats.count("overlay_suppressed:stale")
+        self.overlay_off = suppressed
         self._draw_geometry(canvas, frame)
         canvas = self.view.compose(canvas, frame, overlay, lambda c: self._output_geometry(c, frame))
         self.explain.draw_panels(canvas)
         if self.hud is not None:
-            self.hud.draw(canvas, self.hud_data(frame, overlay, stale_ms))
+            self.hud.draw(canvas, self.hud_data(frame, overlay, stale_ms, suppressed))
         handoff = rt.clock.now_ns()
         for sink in self.sinks:
             sink.write(canvas, frame)
@@ -167,6 +179,34 @@ class Renderer:
         rt.stats.observe(STAGE_MS, (end - start_ns) / 1e6)
         rt.framelog.out(frame, start_ns, end, handoff_ns=handoff)
         self.publish_live()
+
+    def _draw_output(self, canvas: np.ndarray, frame: Frame, overlay: Frame) -> str:
+        """Draw the model's mask and boxes where the overlay policy allows (imaging region,
+        not colour pixels); count shown / suppressed frames. Returns the HUD's reason text."""
+        decision = self.policy.decide(canvas, frame, overlay, frame.pixel_format in GREY_FORMATS)
+        stats = self.rt.stats
+        if not decision.shown:
+            stats.count(f"overlay_suppressed:{decision.reason}")
+            return decision.message
+        stats.count("overlay_shown")
+        ann = overlay.annotations
+        mask = overlay.parts.get("mask")
+
+        def draw(target: np.ndarray) -> None:
+            if not self.explain.draw_confidence(target, overlay, decision.allowed):
+                stats.count("bad_confidence_part")
+            if mask is not None and self.explain.draws_labels:
+                self.mask.draw(target, self.clipped.clip_labels(mask, decision.allowed))
+            if ann.boxes:
+                self.boxes.draw(target, ann.boxes)
+                self.labels.draw(target, ann.boxes, ann.labels)
+
+        clipped, outside = self.clipped.draw(canvas, decision.allowed, draw)
+        if clipped:
+            stats.count("overlay_pixels_clipped", clipped)
+        if outside:
+            stats.count("overlay_pixels_outside_roi", outside)
+        return ""
 
     def _draw_geometry(self, canvas: np.ndarray, frame: Frame) -> None:
         """Scale bar and orientation letters, where the frame says its geometry."""
@@ -210,6 +250,7 @@ class Renderer:
             "model": self.model,
             "backend": self.backend,
             "model_card": self.explain.live(),
+            "overlay": overlay_live(stats.counters, self.overlay_off),
         }
 
 

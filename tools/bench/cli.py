@@ -3,6 +3,7 @@
     medstream bench                 # a few minutes: transport, slow consumer, demo pipelines
     medstream bench --quick         # well under a minute (what the tests run)
     medstream bench --only transport --out out/bench
+    medstream bench --only overlay  # per-frame cost of the imaging region and overlay policy
 
 Benchmarks are not tests: every figure is printed next to the floor measured in the same run
 (raw pyzmq, a memory copy, a single-process loop), with the machine and its load, since on a
@@ -24,10 +25,11 @@ from tools.extras import require
 
 from .hop import SIZES, Case, copy_floor, run_case
 from .machine import describe, load_average
+from .overlay import bench_overlay
 from .pipelines import bench_scene
 from .results import markdown, targets
 
-PARTS = ("transport", "slow", "pipelines")
+PARTS = ("transport", "slow", "pipelines", "overlay")
 
 
 def _free_port() -> int:
@@ -108,6 +110,9 @@ def run_bench(quick: bool, only: list[str], out: Path) -> dict[str, Any]:
             result["slow_consumer"] = bench_slow_consumer(quick, tmp)
         if "pipelines" in only:
             result["pipelines"] = bench_pipelines(quick, tmp, out)
+        if "overlay" in only:
+            _say("bench: imaging region and overlay policy")
+            result["overlay"] = bench_overlay(60 if quick else 300)
     result["seconds"] = round(time.monotonic() - t0, 1)
     result["load_average_at_end"] = load_average()
     result["targets"] = targets(result)

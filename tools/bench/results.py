@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .overlay import overlay_markdown
+
 
 def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
     for r in rows:
@@ -233,6 +235,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{mp_['fps']} | {mp_['g2g_p50_ms']} / {mp_['g2g_p99_ms']} | {_ratio(mp_['fps'], s['fps'])} |"
             )
         lines += ["", "; ".join(f"{r['scene']}: {r['source']}" for r in result["pipelines"][::2])]
+    lines += overlay_markdown(result.get("overlay"))
     lines += [
         "",
         "Targets (ratios within this run)",
