@@ -227,6 +227,7 @@ def test_render_stage_counts_shown_and_suppressed_frames_and_says_why() -> None:
     inside = ROI.mask(240, 320)
     hud = np.zeros((240, 320), bool)
     hud[:120, :200] = True  # the HUD panel (top-left) is not model output
+    hud[:40, 240:] = True  # nor is the class legend (top-right)
     assert not drawn[~inside & ~hud].any()
     assert drawn[inside & ~hud].mean() > 0.9
     summary = overlay_summary([c])
