@@ -155,7 +155,7 @@ def _parse_stage(raw: Any, where: str) -> StageSpec:
     kind = raw.get("kind")
     if kind not in STAGE_KINDS:
         raise ConfigError(f"{where}.kind: expected one of {', '.join(STAGE_KINDS)}, got {kind!r}")
-    spec = parse_spec(STAGE_KINDS[kind], raw, where)
+    spec: StageSpec = parse_spec(STAGE_KINDS[kind], raw, where)
     if not spec.id or not all(c.isalnum() or c in "-_." for c in spec.id):
         raise ConfigError(f"{where}.id: expected letters, digits, '-', '_' or '.', got {spec.id!r}")
     return spec

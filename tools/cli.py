@@ -21,6 +21,7 @@ TOOL_COMMANDS: list[str] = [
     "tools.profiling.cli",
     "tools.prometheus",
     "tools.bench.cli",
+    "tools.gpu_check",
 ]
 
 

@@ -32,16 +32,16 @@ class Sink(Protocol):
         """Frames this sink itself dropped, by reason."""
         ...
 
+    def close(self) -> None:
+        """Finish (flush files, stop servers, join threads). Safe to call twice."""
+        ...
+
 
 def sink_pending(sink: Sink) -> int:
     """Frames a sink took and has not finished with (a file sink's queue); 0 for sinks that
     keep only the newest frame and owe nothing (viewer, window, OpenIGTLink)."""
     pending = getattr(sink, "pending", None)
     return pending() if pending is not None else 0
-
-    def close(self) -> None:
-        """Finish (flush files, stop servers, join threads). Safe to call twice."""
-        ...
 
 
 def json_snapshot(stats: dict[str, Any], who: str) -> dict[str, Any]:
