@@ -237,7 +237,9 @@ def check_kernel_cuda_python(host: Host) -> str:
         raise RuntimeError(f"NVRTC: {log.decode(errors='replace').strip().splitlines()[-1:]}")
     ptx = b" " * _ok(nvrtc.nvrtcGetPTXSize(prog))
     _ok(nvrtc.nvrtcGetPTX(prog, ptx))
-    module = _ok(driver.cuModuleLoadData(ptx))
+    ptx_buffer = np.char.array(ptx)  # as cuda-python's own examples hand PTX to the driver
+    module = _ok(driver.cuModuleLoadData(ptx_buffer.ctypes.data))
+    stream = _ok(driver.cuStreamCreate(0))
     allocations: list[Any] = []
 
     def device_copy(array: np.ndarray) -> Any:
@@ -258,8 +260,8 @@ def check_kernel_cuda_python(host: Host) -> str:
         params = np.array([v.ctypes.data for v in values], np.uint64)
         kernel = _ok(driver.cuModuleGetFunction(module, _kernel_name(spec).encode()))
         grid = (-(-spec.width // BLOCK[0]), -(-spec.height // BLOCK[1]), 1)
-        _ok(driver.cuLaunchKernel(kernel, *grid, *BLOCK, 0, 0, params.ctypes.data, 0))
-        _ok(driver.cuCtxSynchronize())
+        _ok(driver.cuLaunchKernel(kernel, *grid, *BLOCK, 0, stream, params.ctypes.data, 0))
+        _ok(driver.cuStreamSynchronize(stream))
         _ok(driver.cuMemcpyDtoH(out.ctypes.data, dst, out.nbytes))
         return out
 
@@ -268,6 +270,7 @@ def check_kernel_cuda_python(host: Host) -> str:
     finally:
         for ptr in allocations:
             driver.cuMemFree(ptr)
+        driver.cuStreamDestroy(stream)
         driver.cuModuleUnload(module)
         nvrtc.nvrtcDestroyProgram(prog)
         driver.cuDevicePrimaryCtxRelease(device)
