@@ -29,9 +29,11 @@ from pathlib import Path
 EMULATED_CPU = "Haswell"
 EMULATED_FLAGS = {"avx2": True, "avx512f": False, "avx512_vnni": False, "avx_vnni": False,
                   "amx_int8": False}  # fmt: skip
-# What the test and the card require (see tests/test_engines.py for the reasons).
-MIN_AGREEMENT = 0.99
-MIN_ON_BOUNDARY = 0.5
+# Quantisation moves logits a little, so it flips labels only where fp32's two best classes
+# nearly tie: on class boundaries (a 1-2 px band, 2-7% of the pixels of a phantom frame). A kernel
+# that computes something else (u8s8 saturation) flips 4-9% of the pixels, mostly inside regions.
+MIN_AGREEMENT = 0.99  # at most 1% of the pixels differ
+MIN_ON_BOUNDARY = 0.5  # and most of those lie within 1 px of fp32's class boundaries
 
 
 @dataclass(frozen=True)
