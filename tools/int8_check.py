@@ -191,10 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     from engines.registry import resolve_model
     from tools.eval_common import parse_seeds
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", default="us-seg-int8", help="int8 model (name or .onnx path)")
     p.add_argument("--fp32", default="us-seg", help="the fp32 model it was quantised from")
-    p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("2000-2015"),
+    p.add_argument("--seeds", type=parse_seeds, default="2000-2015",
                    help="held-out phantom seeds")  # fmt: skip
     p.add_argument("--frames-per-seed", type=int, default=2, help="frames per seed")
     p.add_argument("--emulate-avx2", action="store_true",
