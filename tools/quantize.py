@@ -151,14 +151,19 @@ def measure(model: str, task: str, seeds: list[int], frames: int, runs: int) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", default="us-seg", help="bundled fp32 model to quantise")
-    p.add_argument("--out", type=Path, default=Path("engines/models/us-seg-int8"))
-    p.add_argument("--calib-seeds", type=parse_seeds, default=parse_seeds("0-15"))
-    p.add_argument("--calib-frames-per-seed", type=int, default=4)
-    p.add_argument("--test-seeds", type=parse_seeds, default=parse_seeds("2000-2015"))
-    p.add_argument("--test-frames-per-seed", type=int, default=4)
-    p.add_argument("--latency-runs", type=int, default=200)
+    p.add_argument("--out", type=Path, default=Path("engines/models/us-seg-int8"),
+                   help="folder for model.onnx and card.json")  # fmt: skip
+    p.add_argument("--calib-seeds", type=parse_seeds, default="0-15",
+                   help="phantom seeds to calibrate on (training seeds)")  # fmt: skip
+    p.add_argument("--calib-frames-per-seed", type=int, default=4, help="calibration frames per seed")
+    p.add_argument("--test-seeds", type=parse_seeds, default="2000-2015",
+                   help="held-out phantom seeds for the card's metrics")  # fmt: skip
+    p.add_argument("--test-frames-per-seed", type=int, default=4, help="test frames per seed")
+    p.add_argument("--latency-runs", type=int, default=200, help="timed calls per model")
     args = p.parse_args(argv)
     command = command_line("tools.quantize", argv)
     cv2.setNumThreads(1)
