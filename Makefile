@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DURATION ?= 0
 
-.PHONY: demo test setup setup-test lint clean
+.PHONY: demo test setup setup-test lint gpu-check clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: $(VENV)/.installed
 
 lint: $(VENV)/.test-installed
 	$(PY) -m ruff check stream engines tools tests
+	$(PY) -m mypy  # stream/ engines/ tools/, configured in pyproject.toml [tool.mypy]
+
+# GPU hosts: every GPU path this host can run, ran / skipped (why) / failed, in one table
+# (install the gpu extra first for TensorRT and pycuda: .venv/bin/pip install -e '.[gpu]')
+gpu-check: $(VENV)/.installed
+	$(PY) -m tools.gpu_check --json out/gpu_check.json
 
 test: setup-test lint
 	$(PY) -m pytest -q

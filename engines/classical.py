@@ -114,7 +114,7 @@ def otsu_ultrasound(image: np.ndarray, pixel_format: str) -> np.ndarray:
 
     below = fov & (contrast < 0)
     t_dark = _otsu(s[below]) if below.any() else 0.0
-    anechoic = fov & ((s <= t_dark) | (contrast < -75)) & (contrast < -40)
+    anechoic: np.ndarray = fov & ((s <= t_dark) | (contrast < -75)) & (contrast < -40)
     anechoic = cv2.morphologyEx(anechoic.astype(np.uint8), cv2.MORPH_OPEN, _ellipse(5))
     _, comp, _ = _components(anechoic, min_area)
     labels[comp > 0] = 1
@@ -129,7 +129,7 @@ def otsu_ultrasound(image: np.ndarray, pixel_format: str) -> np.ndarray:
 
     above = fov & (contrast > 0)
     t_bright = max(_otsu(s[above]), level + 20) if above.any() else 255.0
-    bright = fov & (s > t_bright) & (contrast > 20)
+    bright: np.ndarray = fov & (s > t_bright) & (contrast > 20)
     bright = cv2.morphologyEx(bright.astype(np.uint8), cv2.MORPH_CLOSE, _ellipse(5))
     n, comp, stats = _components(bright, min_area)
     for i in range(1, n):
@@ -153,10 +153,10 @@ def otsu_instruments(image: np.ndarray, pixel_format: str) -> np.ndarray:
     code = cv2.COLOR_BGR2HSV if pixel_format == "bgr8" else cv2.COLOR_RGB2HSV
     hsv = cv2.cvtColor(cv2.GaussianBlur(image, (0, 0), 1.5), code)
     sat, val = hsv[:, :, 1], hsv[:, :, 2]
-    fov = _field_of_view(val) > 0
+    fov: np.ndarray = _field_of_view(val) > 0
     fov = cv2.erode(fov.astype(np.uint8), _ellipse(9)) > 0
     t = _otsu(sat[fov]) if fov.any() else 0.0
-    cand = fov & (sat < t) & (val > 25)
+    cand: np.ndarray = fov & (sat < t) & (val > 25)
     cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, _ellipse(7))
     cand = cv2.morphologyEx(cand, cv2.MORPH_CLOSE, _ellipse(9))
     _, comp, _ = _components(cand, max(image.shape[0] * image.shape[1] // 400, 4))

@@ -18,7 +18,7 @@ def argmax_labels(logits: np.ndarray) -> np.ndarray:
     labels = np.zeros(best.shape, np.uint8)
     for c in range(1, scores.shape[0]):
         wins = cv2.compare(scores[c], best, cv2.CMP_GT)  # 255 where class c beats all before it
-        cv2.max(labels, cv2.bitwise_and(wins, c), dst=labels)  # c > every earlier winner
+        cv2.max(labels, cv2.bitwise_and(wins, c), dst=labels)  # type: ignore[call-overload]  # cv2 takes a scalar; its stub says arrays only  # c > every earlier winner
         cv2.max(best, scores[c], dst=best)
     return labels
 

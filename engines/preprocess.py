@@ -69,7 +69,7 @@ def _colour_matrix(pixel_format: str, channels: str) -> np.ndarray | None:
 def preprocess(image: np.ndarray, pixel_format: str, spec: ModelInput) -> np.ndarray:
     """uint8 frame -> contiguous 1 x C x h x w tensor of `spec.dtype` (see the module docstring)."""
     image = check_image(image, pixel_format)
-    x = image.astype(np.float32)
+    x: np.ndarray = image.astype(np.float32)
     if x.shape[:2] != (spec.height, spec.width):
         x = cv2.resize(x, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
     if x.ndim == 2:

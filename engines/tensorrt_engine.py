@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -163,7 +164,7 @@ class TensorRTEngine:
             self._context = self._engine.create_execution_context()
             self._stream = cuda.Stream()
             self._bind(trt, cuda)
-            self._pre = CudaPreprocessor(ref.card.input, self._stream)
+            self._pre: CudaPreprocessor | None = CudaPreprocessor(ref.card.input, self._stream)
         except BaseException:
             self._ctx.pop()
             self._ctx.detach()
@@ -173,8 +174,9 @@ class TensorRTEngine:
     def _bind(self, trt, cuda) -> None:  # type: ignore[no-untyped-def]
         """Batch-1 shapes, one device buffer per tensor, page-locked host buffers for outputs."""
         engine, context = self._engine, self._context
-        infos_in, infos_out = [], []
-        self._dev: dict[str, object] = {}
+        infos_in: list[TensorInfo] = []
+        infos_out: list[TensorInfo] = []
+        self._dev: dict[str, Any] = {}
         self._host: dict[str, np.ndarray] = {}
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         for name in names:
@@ -224,6 +226,8 @@ class TensorRTEngine:
         (info,) = self.inputs
         self._ctx.push()
         try:
+            if self._pre is None:
+                raise RuntimeError("TensorRT engine used after close()")
             self._pre(image, pixel_format, self._dev[info.name])
             return self._execute_and_fetch()
         finally:

@@ -43,12 +43,12 @@ class TorchEngine:
         card = ref.card
         inp = card.input
         self.precision = "fp32"
-        self.inputs = (
+        self.inputs: tuple[TensorInfo, ...] = (
             TensorInfo(
                 inp.name, (None, inp.num_channels, inp.height, inp.width), np.dtype(inp.dtype)
             ),
         )
-        self.outputs = (TensorInfo(card.output, (None, None, None, None), np.dtype(np.float32)),)
+        self.outputs: tuple[TensorInfo, ...] = (TensorInfo(card.output, (None, None, None, None), np.dtype(np.float32)),)
         self._closed = False
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -21,6 +21,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from io import BufferedReader
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -139,7 +140,7 @@ class RecordingReader:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self._file: BinaryIO = open(self.path, "rb")
+            self._file: BufferedReader = open(self.path, "rb")
         except OSError as e:
             raise RecordingError(f"{self.path}: cannot open: {e.strerror or e}") from None
         try:

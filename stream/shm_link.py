@@ -8,7 +8,7 @@ which stays locked until the last of them is garbage-collected (see `stream.shm_
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class ShmSender:
         remove_stale_rings()
 
     def write(self, buffers: list[np.ndarray]) -> dict[str, Any] | None:
-        views = [memoryview(b).cast("B") for b in buffers]
+        views = [memoryview(b).cast("B") for b in buffers]  # type: ignore[arg-type]  # numpy declares __buffer__ for Python >= 3.12 only
         _, used = layout([v.nbytes for v in views])
         if self.ring is None or used > self.ring.slot_size:
             size = (used + GROW_STEP - 1) // GROW_STEP * GROW_STEP
@@ -59,7 +59,7 @@ class ShmSender:
             self.ring = None
 
 
-def _int(v: Any) -> bool:
+def _int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class ConfigError(ValueError):
@@ -83,7 +86,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if value is not None:
             raise ConfigError(f"{where}: expected null, got {value!r:.60}")
         return None
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return parse_spec(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):

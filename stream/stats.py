@@ -70,7 +70,9 @@ class StageStats:
 
     def fps(self) -> float:
         n = self.counters["out"]
-        if n < 2 or self.first_out_ns is None or self.last_out_ns == self.first_out_ns:
+        if n < 2 or self.first_out_ns is None or self.last_out_ns is None:
+            return 0.0
+        if self.last_out_ns == self.first_out_ns:
             return 0.0
         return (n - 1) / ((self.last_out_ns - self.first_out_ns) / 1e9)
 

@@ -151,8 +151,12 @@ class AuthWatch:
             if key in self._logged or len(self._logged) >= MAX_LOGGED_PEERS:
                 return
             self._logged.add(key)
-        endpoint = event.get("endpoint", b"")
-        endpoint = endpoint.decode(errors="replace") if isinstance(endpoint, bytes) else endpoint
+        raw_endpoint = event.get("endpoint", b"")
+        endpoint = (
+            raw_endpoint.decode(errors="replace")
+            if isinstance(raw_endpoint, bytes)
+            else str(raw_endpoint)
+        )
         if role == "client" and what == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             why = "the server refused this stage's key (is it in the link's allow-list?)"
         elif role == "client":

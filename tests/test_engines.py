@@ -225,6 +225,7 @@ def test_fp16_copy_keeps_fp32_io(tmp_path: Path) -> None:
 def test_int8_variant_is_qdq_and_close_to_fp32() -> None:
     pytest.importorskip("onnx")
     from engines.precision import is_qdq
+    from tools.int8_check import MIN_AGREEMENT, MIN_ON_BOUNDARY, compare
 
     ref = resolve_model("us-seg-int8")
     assert ref.card.precision == "int8" and is_qdq(ref.onnx_path)
@@ -234,10 +235,17 @@ def test_int8_variant_is_qdq_and_close_to_fp32() -> None:
     int8 = load_pipeline(EngineSpec(model="us-seg-int8"))
     fp32 = load_pipeline(EngineSpec(model="us-seg"))
     assert int8.precision == "int8" and fp32.precision == "fp32"
-    image = _frame()
-    assert np.mean(int8(image, "gray8").mask == fp32(image, "gray8").mask) > 0.97
     int8.close()
     fp32.close()
+    # On whatever CPU runs this (VNNI, AVX2, AVX-512 without VNNI, ARM). Quantisation moves the
+    # logits a little, which flips a label only where fp32's two best classes nearly tie: on the
+    # class boundaries, a 1-2 px band of 2-7% of the pixels. So at most 1% of the pixels may
+    # differ, and most of those must lie within 1 px of fp32's boundaries. A kernel that
+    # computes something else (u8s8 saturation: 4-9% differ, 70-85% of them inside regions)
+    # fails both.
+    r = compare("us-seg-int8", "us-seg", [2000, 2003, 5100], 1)
+    assert r["agreement"] >= MIN_AGREEMENT
+    assert r["on_boundary"] >= MIN_ON_BOUNDARY
 
 
 # --- the engine CLI without a GPU --------------------------------------------------------

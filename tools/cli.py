@@ -37,6 +37,10 @@ TOOL_COMMANDS: dict[str, tuple[str, str]] = {
         "serve a pipeline's stats at /metrics for Prometheus",
     ),
     "bench": ("tools.bench.cli", "benchmark links and pipelines against their floors"),
+    "gpu-check": (
+        "tools.gpu_check",
+        "run every GPU path this host can (CUDA kernel, PyTorch, ONNX Runtime, TensorRT)",
+    ),
 }
 
 DEBUG_ENV = "MEDSTREAM_DEBUG"

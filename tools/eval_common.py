@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import get_args
 
 import cv2
 import numpy as np
 
 from engines import EngineSpec, InferencePipeline, load_pipeline
+from engines.api import BackendName
 
 FRAME_STRIDE = 37  # frames apart within one seed (~1.2 s at 30 fps): varied poses
 
@@ -110,7 +112,7 @@ def held_out_parser(
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default=model, help="bundled model name or .onnx path")
     if backend_option:
-        parser.add_argument("--backend", default="onnxruntime")
+        parser.add_argument("--backend", default="onnxruntime", choices=get_args(BackendName))
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("2000-2015"))
     parser.add_argument("--frames-per-seed", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
@@ -120,8 +122,8 @@ def held_out_parser(
 
 def print_held_out_report(
     args: argparse.Namespace,
-    backend: str,
-    evaluate: Callable[[InferencePipeline], dict[str, object]],
+    backend: BackendName,
+    evaluate: Callable[[InferencePipeline], Mapping[str, object]],
     latency_frame: Callable[[], tuple[np.ndarray, str]],
     warmup: int,
 ) -> None:
@@ -143,7 +145,7 @@ def print_held_out_report(
 
 def score_and_time(
     model: str,
-    evaluate: Callable[[InferencePipeline], dict[str, object]],
+    evaluate: Callable[[InferencePipeline], Mapping[str, object]],
     image: np.ndarray,
     pixel_format: str,
     runs: int,
@@ -155,7 +157,7 @@ def score_and_time(
     """
     cv2.setNumThreads(1)
     pipeline = load_pipeline(EngineSpec(model=model, backend="onnxruntime", threads=1))
-    metrics = evaluate(pipeline)
+    metrics = dict(evaluate(pipeline))
     latency = measure_latency(pipeline, image, runs, warmup, pixel_format)
     pipeline.close()
     return metrics, latency

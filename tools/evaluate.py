@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from engines import EngineSpec, InferencePipeline, load_pipeline
+from engines.api import BackendName
 from stream.sources.endoscopy import LABELS as ENDO_LABELS
 from stream.sources.endoscopy import endoscopy_frame
 from stream.sources.phantom import LABELS as US_LABELS
@@ -47,7 +48,7 @@ from tools.eval_common import confusion, dice_scores, parse_seeds
 from tools.eval_endo import endo_set
 from tools.eval_seg import phantom_set
 from tools.image_metrics import psnr_from_sse, squared_error, ssim
-from tools.machine import cpu_name
+from tools.machine import cpu_description
 
 LITERATURE = [  # reference rows quoted in issue 3: accuracy, PSNR dB, ms per frame
     ("traditional", 0.82, 30.0, 15.0),
@@ -117,7 +118,7 @@ def endoscopy_samples(seeds: list[int], frames_per_seed: int) -> list[Sample]:
     return out
 
 
-def _load(name: str | None, threads: int, backend: str) -> InferencePipeline | None:
+def _load(name: str | None, threads: int, backend: BackendName) -> InferencePipeline | None:
     if name is None:
         return None
     spec_backend = "auto" if name.startswith("classical-") else backend
@@ -125,7 +126,12 @@ def _load(name: str | None, threads: int, backend: str) -> InferencePipeline | N
 
 
 def run_row(
-    row: Row, samples: list[Sample], labels: list[str], threads: int, backend: str, timing_runs: int
+    row: Row,
+    samples: list[Sample],
+    labels: list[str],
+    threads: int,
+    backend: BackendName,
+    timing_runs: int,
 ) -> dict:
     """Metrics over all samples, then timing over `timing_runs` calls (at least one pass)."""
     den, seg = _load(row.denoise, threads, backend), _load(row.segment, threads, backend)
@@ -341,7 +347,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     report = {
         "setup": {
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "cpu": cpu_name(),
+            "cpu": cpu_description(),
             "machine": platform.machine(),
             "threads": args.threads,
             "backend": args.backend,

@@ -101,7 +101,7 @@ def run_top(
         while True:
             msg = _gather(source, view, interval_s)
             final = bool(msg and msg.get("final"))
-            status = f"ended: {msg.get('exit') or 'final'}" if final else ""
+            status = f"ended: {msg.get('exit') or 'final'}" if final and msg else ""
             text = format_view(view, endpoint, window_s, status)
             out.write((CLEAR + text + "\n") if ansi else (text + "\n\n"))
             out.flush()

@@ -29,7 +29,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from tools.eval_common import FRAME_STRIDE, parse_seeds
-from tools.machine import cpu_name
+from tools.machine import cpu_description
 from tools.onnx_flops import count_flops
 
 FRAME_INDICES = f"0, {FRAME_STRIDE}, {2 * FRAME_STRIDE}, ..."  # the frames used of each seed
@@ -241,6 +241,7 @@ def load_onnx_weights(model: nn.Module, onnx_path: Path) -> nn.Module:
             else:
                 bn.weight.fill_(1.0)
                 bn.bias.copy_(torch.from_numpy(np.array(bias)))
+                assert bn.running_mean is not None and bn.running_var is not None
                 bn.running_mean.zero_()
                 bn.running_var.fill_(1.0 - bn.eps)
     return model.eval()
@@ -326,7 +327,8 @@ def segmentation_output_card(classes: int, height: int, width: int) -> dict:
 
 def architecture_card(name: str, model: nn.Module, in_channels: int | None = None) -> dict:
     """The card's `architecture`: the network's name, widths, parameter count, opset."""
-    card: dict = {"name": name, "widths": list(model.widths)}
+    widths: Iterable[int] = model.widths  # type: ignore[assignment]  # set by each network's __init__
+    card: dict = {"name": name, "widths": list(widths)}
     if in_channels is not None:
         card["in_channels"] = in_channels
     card["parameters"] = sum(p.numel() for p in model.parameters())
@@ -366,6 +368,6 @@ def cost_card(
         "latency_ms": rounded(latency, 3),
         "latency_setup": f"{frame} frame, load_pipeline(threads=1), cv2.setNumThreads(1), "
         "ONNX Runtime CPU, graph optimisation 'all'",
-        "cpu": cpu_name(),
+        "cpu": cpu_description(),
         "measure_command": f"python -m {eval_module} --model {onnx_path} --threads 1",
     }

@@ -169,8 +169,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     card["cost"] = cost_card(onnx_path, "320x240", "640x480 bgr8", latency, "tools.eval_endo")
     write_card(args.out / "card.json", card)
+    dice = metrics["dice"]
+    assert isinstance(dice, dict)
     print(
-        f"held-out instrument Dice {metrics['dice']['instrument']:.4f}, accuracy "
+        f"held-out instrument Dice {dice['instrument']:.4f}, accuracy "
         f"{metrics['pixel_accuracy_fov']:.4f}; {card['cost']['gflops']} GFLOPs, "
         f"{latency['pipeline_median_ms']:.2f} ms median; total {time.perf_counter() - started:.0f} s",
         flush=True,

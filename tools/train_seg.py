@@ -76,6 +76,8 @@ def make_dataset(
     for spec, index in phantom_set(seeds, frames_per_seed):
         frame = phantom_frame(spec, index)
         image = frame.image if through is None else through(frame.image, "gray8").image
+        if image is None:
+            raise ValueError(f"{through} gave no image to train on")
         images.append(preprocess(image, "gray8", RAW_INPUT)[0])
         labels.append(nearest_labels(frame.truth, SIZE, SIZE))
     return np.stack(images), np.stack(labels).astype(np.int64)
@@ -96,7 +98,8 @@ def val_dice(model: SegNet, x: np.ndarray, y: np.ndarray) -> float:
     pred = predict(model, x)
     n = len(LABELS)
     conf = np.bincount((y * n + pred).ravel(), minlength=n * n).reshape(n, n)
-    return float(dice_scores(conf, LABELS)["mean_foreground_dice"] or 0.0)
+    score = dice_scores(conf, LABELS)["mean_foreground_dice"]
+    return float(score) if isinstance(score, float) else 0.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
 
-    model = SegNet(classes=len(LABELS)).to(memory_format=torch.channels_last)
+    model = SegNet(classes=len(LABELS)).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes memory_format; its stub omits it
 
     def step_loss() -> torch.Tensor:
         x, y = mirrored_batch(rng, x_train, y_train, args.batch)  # probes are symmetric

@@ -98,7 +98,7 @@ class MaskAnnotator:
         for label in np.flatnonzero(counts):
             if int(label) in self.skip_labels:
                 continue
-            binary = cv2.compare(roi_mask, int(label), cv2.CMP_EQ)
+            binary = cv2.compare(roi_mask, int(label), cv2.CMP_EQ)  # type: ignore[call-overload]  # cv2 takes a scalar; its stub says arrays only
             contours, _ = cv2.findContours(
                 binary, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE, offset=offset
             )

@@ -123,11 +123,11 @@ def exposition(msg: dict[str, Any]) -> str:
         for sid, t in totals.items()
     ]
     for key, name, help_text in HISTOGRAMS:
-        rows = [(sid, t.hists[key]) for sid, t in totals.items() if key in t.hists]
-        if not rows:
+        hist_rows = [(sid, t.hists[key]) for sid, t in totals.items() if key in t.hists]
+        if not hist_rows:
             continue
         out += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        for sid, h in rows:
+        for sid, h in hist_rows:
             out += _histogram_lines(name, {"pipeline": pipeline, "stage": sid}, h, edges)
     return "\n".join(out) + "\n"
 

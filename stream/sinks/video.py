@@ -61,7 +61,7 @@ class VideoSink:
         self.path = Path(spec.path)
         self.fps = spec.fps or source_fps or DEFAULT_FPS
         self._fps_known = bool(spec.fps or source_fps)
-        self._fourcc = cv2.VideoWriter_fourcc(*spec.fourcc)
+        self._fourcc = cv2.VideoWriter_fourcc(*spec.fourcc)  # type: ignore[attr-defined]  # in cv2, not in its stub
         self._check_writable()
         self._size: tuple[int, int] | None = None  # (width, height) of the first frame
         self._video: cv2.VideoWriter | None = None  # opened by the first frame

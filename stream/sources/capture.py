@@ -255,7 +255,7 @@ class CaptureSource:
     def _configure_device(self, cap: cv2.VideoCapture) -> None:
         spec = self.spec
         if spec.fourcc:
-            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*spec.fourcc))
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*spec.fourcc))  # type: ignore[attr-defined]  # in cv2, not in its stub
         for prop, value in (
             (cv2.CAP_PROP_FRAME_WIDTH, spec.width),
             (cv2.CAP_PROP_FRAME_HEIGHT, spec.height),

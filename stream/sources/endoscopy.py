@@ -120,15 +120,15 @@ class _Scene:
         h, w = shape
 
         def smooth(sigma: float) -> np.ndarray:
-            f = rng.standard_normal((h // 4 + 1, w // 4 + 1)).astype(np.float32)
+            f: np.ndarray = rng.standard_normal((h // 4 + 1, w // 4 + 1)).astype(np.float32)
             f = cv2.GaussianBlur(f, (0, 0), sigma / 4)
-            f /= f.std() + 1e-6
+            f = f / (f.std() + 1e-6)
             return cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR)
 
         big, fine = smooth(60 * w / 900), smooth(8 * w / 900)
         base = np.array([75.0, 90.0, 185.0], np.float32)  # B, G, R
         tissue = base + (18 * big + 6 * fine)[:, :, None] * np.array([0.6, 0.8, 1.0], np.float32)
-        vessels = np.zeros((h, w), np.float32)
+        vessels: np.ndarray = np.zeros((h, w), np.float32)
         for _ in range(int(rng.integers(6, 14))):
             pts = np.cumsum(rng.normal(0, w / 40, (24, 2)), 0) + rng.uniform(0, 1, 2) * (w, h)
             cv2.polylines(
@@ -191,19 +191,19 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
     dx, dy = int(np.clip(dx, -m, m)), int(np.clip(dy, -m, m))
     img = scene.tissue[m + dy : m + dy + h, m + dx : m + dx + w].copy()
 
-    glow = np.zeros((h, w), np.uint8)  # specular highlights: move with the tissue, flicker
+    glow: np.ndarray = np.zeros((h, w), np.uint8)  # specular highlights: move with the tissue, flicker
     for (gx, gy), size, phase in zip(
         scene.glints, scene.glint_size, scene.glint_phase, strict=True
     ):
         level = 0.5 + 0.5 * math.sin(1.3 * t + phase)
         if level > 0.25:
-            centre = (int(round(gx - m - dx)), int(round(gy - m - dy)))
+            at = (int(round(gx - m - dx)), int(round(gy - m - dy)))
             axes = (max(int(size * 1.6), 1), max(int(size), 1))
             cv2.ellipse(
-                glow, centre, axes, float(phase * 57.3), 0, 360, int(255 * level), -1, cv2.LINE_AA
+                glow, at, axes, float(phase * 57.3), 0, 360, int(255 * level), -1, cv2.LINE_AA
             )
     glow = cv2.merge([cv2.GaussianBlur(glow, (0, 0), 1.5)] * 3)
-    img = cv2.add(img, cv2.multiply(cv2.subtract(255, img), glow, scale=1 / 255))
+    img = cv2.add(img, cv2.multiply(cv2.subtract(np.full_like(img, 255), img), glow, scale=1 / 255))
 
     truth = np.zeros((h, w), np.uint8)
     centre = np.array([(w - 1) / 2, (h - 1) / 2])

@@ -243,12 +243,12 @@ def _layout(rng: np.random.Generator, geo: _Geometry) -> list[_Object]:
     interfaces = [
         (band(y, float(rng.uniform(1.2, 2.4)), False), float(rng.uniform(13, 18))) for y in depths
     ]
-    for shape, _ in interfaces:  # tissue strata under each interface, slightly different echo
+    for layer, _ in interfaces:  # tissue strata under each interface, slightly different echo
         objects.append(
-            _Object(replace(shape, below=True), BACKGROUND, float(rng.uniform(-3.5, 3.5)), 0.0)
+            _Object(replace(layer, below=True), BACKGROUND, float(rng.uniform(-3.5, 3.5)), 0.0)
         )
-    for shape, echo in interfaces:
-        objects.append(_Object(shape, INTERFACE, echo, 0.0))
+    for layer, echo in interfaces:
+        objects.append(_Object(layer, INTERFACE, echo, 0.0))
     if bone_y is not None:  # a bright bone surface shadowing everything beneath it
         bone = replace(band(bone_y, float(rng.uniform(2.2, 3.5)), False), thick_var=0.0)
         beneath = replace(bone, y0=bone.y0 + 0.7 * bone.thickness, below=True)
@@ -458,8 +458,8 @@ def _speckle_bank(rng: np.random.Generator, geo: _Geometry) -> np.ndarray:
         grid = (h + 2 * m, w + 2 * m)
     bank = np.empty((BANK_SIZE, h + 2 * m, w + 2 * m), np.float32)
     for i in range(BANK_SIZE):
-        re = rng.standard_normal(grid, dtype=np.float32)
-        im = rng.standard_normal(grid, dtype=np.float32)
+        re: np.ndarray = rng.standard_normal(grid, dtype=np.float32)
+        im: np.ndarray = rng.standard_normal(grid, dtype=np.float32)
         re = cv2.GaussianBlur(re, (0, 0), sigmaX=sig_lat, sigmaY=sig_ax)
         im = cv2.GaussianBlur(im, (0, 0), sigmaX=sig_lat, sigmaY=sig_ax)
         intensity = re * re + im * im
@@ -479,7 +479,7 @@ def _texture(
     res = 0.5
     half = geo.shape[1] * geo.spacing_mm / 2 + 20.0
     y_lo, y_hi = -20.0, geo.shape[0] * geo.spacing_mm + 20.0
-    field = rng.standard_normal((int((y_hi - y_lo) / res), int(2 * half / res)), dtype=np.float32)
+    field: np.ndarray = rng.standard_normal((int((y_hi - y_lo) / res), int(2 * half / res)), dtype=np.float32)
     field = cv2.GaussianBlur(field, (0, 0), sigmaX=2.5 / res)
     field *= 2.0 * LEVELS_PER_DB / field.std()
     return field, (-half, y_lo), res
@@ -558,7 +558,7 @@ def phantom_frame(spec: PhantomSpec, index: int) -> PhantomFrame:
 
     ids = np.zeros((h, w), np.uint8)
     lh, lw = model.low_shape
-    effects = np.zeros((lh, lw), np.float32)
+    effects: np.ndarray = np.zeros((lh, lw), np.float32)
     scratch = np.zeros((lh, lw), np.float32)
     low_scale = np.array([lw / w, lh / h])
     for i, obj in enumerate(model.objects, start=1):
@@ -582,7 +582,7 @@ def phantom_frame(spec: PhantomSpec, index: int) -> PhantomFrame:
     a = inv @ tex_px / model.texture_mm
     b = (inv @ ((0.5 / low_scale - 0.5) - off) - model.texture_origin) / model.texture_mm
     warp = np.hstack([a, b[:, None]]).astype(np.float64)
-    effects += cv2.warpAffine(
+    effects = effects + cv2.warpAffine(
         model.texture,
         warp,
         (lw, lh),
@@ -591,9 +591,9 @@ def phantom_frame(spec: PhantomSpec, index: int) -> PhantomFrame:
     )
 
     truth = cv2.bitwise_and(cv2.LUT(ids, model.label_lut), model.fov)
-    x = cv2.LUT(ids, model.echo_lut)
+    x: np.ndarray = cv2.LUT(ids, model.echo_lut)
     x = cv2.GaussianBlur(x, (0, 0), sigmaX=0.3 / geo.spacing_mm, sigmaY=0.15 / geo.spacing_mm)
-    x += cv2.resize(effects, (w, h), interpolation=cv2.INTER_LINEAR)
+    x = x + cv2.resize(effects, (w, h), interpolation=cv2.INTER_LINEAR)
     x += model.gain
     clean = np.clip(x, 0, 255).astype(np.uint8)
 

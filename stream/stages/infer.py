@@ -47,7 +47,10 @@ def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
         parts["confidence"] = result.confidence
     if result.image is not None:
         parts["output"] = result.image
-    boxes = [Box(*map(float, b[:4]), int(b[4]), float(b[5])) for b in result.boxes]
+    boxes = [
+        Box(float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4]), float(b[5]))
+        for b in result.boxes
+    ]
     annotations = Annotations(
         model=pipeline.model_id,
         labels=list(pipeline.labels),

@@ -101,7 +101,7 @@ def receiver(transport: str, endpoint: str, work_ms: float, ready: Any, results:
                 msg = rx.recv(2000)
                 if msg is None:
                     continue
-                if msg.kind == "eos":
+                if msg.kind == "eos" or msg.frame is None:
                     break
                 t_send, image = msg.frame.capture_ns, msg.frame.image
             now = time.time_ns()

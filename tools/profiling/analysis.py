@@ -134,7 +134,9 @@ def summarize(
     e2e = latency([g for g in g2g if g is not None])
     e2e.update(cadence([f.handoffs()[0].handoff_ns for f in delivered]))  # type: ignore[misc]
     pv = e2e.get(_key(pass_percentile)) or (
-        _r(np.percentile(g2g, pass_percentile, method="inverted_cdf")) if g2g else None
+        _r(float(np.percentile([g for g in g2g if g is not None], pass_percentile, method="inverted_cdf")))
+        if any(g is not None for g in g2g)
+        else None
     )
     e2e.update(
         captured=len(frames),
@@ -176,7 +178,7 @@ def summarize(
     links = {name: latency(v) for name, v in parts.items() if "->" in name}
     tail_cut = e2e.get("p99")
     breakdown = {
-        "mean": {n: _r(np.mean(v)) for n, v in parts.items()},
+        "mean": {n: _r(float(np.mean(v))) for n, v in parts.items()},
         "median_frame": {},
         "tail_frames": {},
     }
@@ -188,7 +190,7 @@ def summarize(
             c for c, g in zip(comps, g2g, strict=True) if tail_cut is not None and g >= tail_cut
         ]  # type: ignore[operator]
         breakdown["tail_frames"] = (
-            {n: _r(np.mean([c.get(n, 0.0) for c in tail])) for n in parts} if tail else {}
+            {n: _r(float(np.mean([c.get(n, 0.0) for c in tail]))) for n in parts} if tail else {}
         )
     return {
         "end_to_end": e2e,
