@@ -2,6 +2,7 @@
 
     python -m tools.eval_real                         # the table, every 4th cine frame
     python -m tools.eval_real --every 30 --runs 5     # quick
+    python -m tools.eval_real --figures docs/img      # and before/after PNGs
 
 The frames are the held-out scans of tools/real_us_data.py (whole pictures never trained on),
 grey, fed to the real pipelines (`engines.load_pipeline`) at their own size. For each frame the
@@ -11,8 +12,8 @@ the mean over its frames; the table: the mean over scans (each file weighs the s
 output / input, per window (ENL) or pair (CNR), averaged as geometric means.
 
 The rule for the default despeckler of real inputs (`best_despeckler`): among the methods that
-keep edge preservation >= 0.9 and run in under 33 ms per frame (30 fps on one thread), the one
-with the highest ENL gain.
+keep edge preservation >= 0.9 and run in under 100 ms per frame on one thread (the per-frame
+budget of configs/dicom_cine.yaml, where the winner runs), the one with the highest ENL gain.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tools import real_us_data
 
 METHODS = ("classical-median", "classical-nlm", "us-denoise", "us-despeckle-real")
 MIN_EDGE_PRESERVATION = 0.9
-MAX_MS = 33.0
+MAX_MS = 100.0  # budget_ms of configs/dicom_cine.yaml
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class RealFrame:
     scan: str
     index: int
     image: np.ndarray
+    area: np.ndarray  # the imaging area (tools/noref_metrics.py imaging_area)
     windows: list[nr.Window]
     pair: tuple[nr.Window, nr.Window] | None
     edges: np.ndarray
@@ -53,9 +55,8 @@ def measured_frame(
 ) -> RealFrame:
     area = nr.imaging_area(image, region)
     windows = nr.homogeneous_windows(image, area, nr.window_size(image.shape))
-    return RealFrame(
-        scan, index, image, windows, nr.contrast_pair(image, windows), nr.edge_pixels(image, area)
-    )
+    pair = nr.contrast_pair(image, windows)
+    return RealFrame(scan, index, image, area, windows, pair, nr.edge_pixels(image, area))
 
 
 def held_out_frames(every: int, scans: tuple[str, ...] = real_us_data.EVALUATED) -> list[RealFrame]:
@@ -149,7 +150,7 @@ def evaluate_methods(
 
 
 def best_despeckler(rows: list[dict]) -> str | None:
-    """The rule (module doc): edge preservation >= 0.9, < 33 ms, then the highest ENL gain."""
+    """The rule (module doc): edge preservation >= 0.9, < 100 ms, then the highest ENL gain."""
     ok = [
         r
         for r in rows
@@ -195,7 +196,7 @@ def markdown(report: dict) -> str:
                 table(report["rows"]),
                 "",
                 f"Rule: among methods with edge preservation >= {MIN_EDGE_PRESERVATION} and under "
-                f"{MAX_MS:g} ms per frame, the highest ENL gain: **{report['best'] or 'none'}** "
+                f"{MAX_MS:g} ms per frame (the budget of configs/dicom_cine.yaml), the highest ENL gain: **{report['best'] or 'none'}** "
                 "(the despeckler of configs/dicom_cine.yaml).",
             ]
         )
@@ -226,11 +227,63 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=50, help="timed calls per method")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backend", default="auto")
+    p.add_argument("--figures", default="", help="also write before/after PNGs to this folder")
     args = p.parse_args(argv)
     if args.every < 1 or args.runs < 1:
         p.error("--every and --runs must be >= 1")
     print(markdown(real_report(args.every, args.threads, args.backend, args.runs)))
+    if args.figures:
+        frames = held_out_frames(args.every)
+        figure_methods = ("classical-median", "classical-nlm", "us-denoise", "us-despeckle-real")
+        for path in write_figures(frames, figure_methods, args.figures):
+            print(f"wrote {path}")
     return 0
+
+
+def before_after(frame: RealFrame, outputs: dict[str, np.ndarray], width: int = 260) -> np.ndarray:
+    """A 2-column grid of labelled panels: the input, then each output, cropped to the frame's
+    imaging area and scaled to `width` pixels wide (grey uint8)."""
+    area = frame.area if frame.area.any() else np.ones(frame.image.shape, bool)
+    ys, xs = np.nonzero(area)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    panels = []
+    for name, img in {"input": frame.image, **outputs}.items():
+        crop = img[y0:y1, x0:x1]
+        h = round(crop.shape[0] * width / crop.shape[1])
+        p = cv2.resize(crop, (width, h), interpolation=cv2.INTER_AREA)
+        cv2.putText(p, name, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 0, 3, cv2.LINE_AA)
+        cv2.putText(p, name, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1, cv2.LINE_AA)
+        panels.append(np.pad(p, 2))
+    if len(panels) % 2:
+        panels.append(np.zeros_like(panels[0]))
+    rows = [np.hstack(panels[i : i + 2]) for i in range(0, len(panels), 2)]
+    return np.vstack(rows)
+
+
+def write_figures(frames: list[RealFrame], methods: tuple[str, ...], folder: str) -> list[str]:
+    """`<folder>/despeckle_real_<scan>.png`: the first frame of each scan before and after."""
+    from pathlib import Path
+
+    firsts: dict[str, RealFrame] = {}
+    for f in frames:
+        firsts.setdefault(f.scan, f)
+    outputs: dict[str, dict[str, np.ndarray]] = {s: {} for s in firsts}
+    for m in methods:
+        pipeline = load_pipeline(EngineSpec(model=m, threads=1))
+        try:
+            for s, f in firsts.items():
+                out = pipeline(f.image, "gray8").image
+                if out is not None:
+                    outputs[s][m] = out
+        finally:
+            pipeline.close()
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    written = []
+    for s, f in firsts.items():
+        path = str(Path(folder) / f"despeckle_real_{s}.png")
+        cv2.imwrite(path, before_after(f, outputs[s]), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        written.append(path)
+    return written
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 Needs the `train` extra (torch, onnx, pydicom, pydicom-data). No clean targets exist for real
 scans, so the network learns blind-spot style (Noise2Self / Noise2Void with a structured hole):
 in each training crop, one pixel per 8 x 8 cell is a target; a (2 r + 1)^2 block around it is
-replaced by pixels from random places of the same crop, so the network cannot see the target
+replaced by the mean of the visible pixels around the block, so the network cannot see the target
 nor its neighbours whose speckle is correlated with it (speckle grains span several pixels);
 the loss is the squared error at the targets only. The best such prediction from the context
 is the expected intensity without that pixel's speckle: the despeckled image.
@@ -55,13 +55,15 @@ MIN_MEAN = 12.0  # a crop darker than this (background) is drawn again
 NOTICE = "Research use only, not for diagnosis"
 
 
-def training_images(names: tuple[str, ...], limit: int | None) -> list[np.ndarray]:
-    """Grey frames of the training scans at 512 x 512 and the other SCALES (uint8)."""
+def training_images(
+    names: tuple[str, ...], limit: int | None, scales: tuple[float, ...] = SCALES
+) -> list[np.ndarray]:
+    """Grey frames of the training scans at 512 x 512 and the other `scales` (uint8)."""
     out = []
     for name in names:
         for frame in real_us_data.frames(name, limit=limit):
             base = cv2.resize(frame, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
-            for s in SCALES:
+            for s in scales:
                 side = max(CROP, round(SIZE * s))
                 out.append(
                     base
@@ -85,21 +87,30 @@ def crop(rng: np.random.Generator, images: list[np.ndarray]) -> np.ndarray:
     return c.astype(np.float32) / 255
 
 
+def fill_holes(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
+    """`image` with each `hole` pixel replaced by the mean of the visible pixels of the
+    (4 radius + 3)^2 box around it: context only, nothing of the hidden speckle, no bias."""
+    k = (4 * radius + 3,) * 2
+    seen = (~hole).astype(np.float32)
+    num = cv2.boxFilter(image * seen, -1, k, normalize=False, borderType=cv2.BORDER_REFLECT)
+    den = cv2.boxFilter(seen, -1, k, normalize=False, borderType=cv2.BORDER_REFLECT)
+    out = image.copy()
+    out[hole] = (num[hole] / np.maximum(den[hole], 1.0)).astype(image.dtype)
+    return out
+
+
 def blind_spot(
-    rng: np.random.Generator, clean: np.ndarray, radius: int
+    rng: np.random.Generator, noisy: np.ndarray, radius: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(masked crop, target mask): one target per CELL x CELL cell; a (2 radius + 1)^2 block
-    around each replaced by pixels from random places of the crop."""
-    h, w = clean.shape
-    masked = clean.copy()
+    around each replaced by its surroundings' mean (`fill_holes`)."""
+    h, w = noisy.shape
     targets = np.zeros((h, w), bool)
     ys = np.arange(0, h, CELL)[:, None] + rng.integers(0, CELL, size=(h // CELL, w // CELL))
     xs = np.arange(0, w, CELL)[None, :] + rng.integers(0, CELL, size=(h // CELL, w // CELL))
     targets[ys, xs] = True
     hole = cv2.dilate(targets.astype(np.uint8), np.ones((2 * radius + 1,) * 2, np.uint8)) > 0
-    n = int(hole.sum())
-    masked[hole] = clean[rng.integers(0, h, n), rng.integers(0, w, n)]
-    return masked, targets
+    return fill_holes(noisy, hole, radius), targets
 
 
 def batch(
@@ -116,11 +127,89 @@ def batch(
     return np.stack(xs)[:, None], np.stack(ys)[:, None], np.stack(ms)[:, None]
 
 
+def blind_spot_estimate(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    radius: int,
+    mean: float,
+    std: float,
+) -> np.ndarray:
+    """The blind-spot network's estimate of every pixel of a uint8 frame, each predicted with
+    its own (2 radius + 1)^2 neighbourhood hidden (CELL^2 masked passes, one per grid phase):
+    no pixel's own speckle leaks into its estimate. float32, pixel / 255."""
+    h, w = image.shape
+    ph, pw = -h % 64, -w % 64
+    x = np.pad(image.astype(np.float32) / 255, ((0, ph), (0, pw)), mode="reflect")
+    est = np.zeros_like(x)
+    kernel = np.ones((2 * radius + 1,) * 2, np.uint8)
+    model.eval()
+    with torch.no_grad():
+        for py in range(CELL):
+            for px in range(CELL):
+                targets = np.zeros(x.shape, bool)
+                targets[py::CELL, px::CELL] = True
+                hole = cv2.dilate(targets.astype(np.uint8), kernel) > 0
+                masked = fill_holes(x, hole, radius)
+                pred = model(torch.from_numpy((masked - mean) / std)[None, None])[0, 0].numpy()
+                est[targets] = pred[targets]
+    model.train()
+    return np.clip(est[:h, :w], 0, 1)
+
+
+def pair_batch(
+    rng: np.random.Generator, noisy: list[np.ndarray], targets: list[np.ndarray], size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`size` random (noisy, blind-spot estimate) crop pairs, mirrored at random, N x 1 x C x C."""
+    xs, ys = [], []
+    for _ in range(size):
+        for _ in range(20):
+            i = int(rng.integers(len(noisy)))
+            y0 = int(rng.integers(0, noisy[i].shape[0] - CROP + 1))
+            x0 = int(rng.integers(0, noisy[i].shape[1] - CROP + 1))
+            a = noisy[i][y0 : y0 + CROP, x0 : x0 + CROP]
+            if a.mean() >= MIN_MEAN:
+                break
+        b = targets[i][y0 : y0 + CROP, x0 : x0 + CROP]
+        if rng.random() < 0.5:
+            a, b = a[:, ::-1], b[:, ::-1]
+        xs.append(a.astype(np.float32) / 255)
+        ys.append(b)
+    return np.stack(xs)[:, None], np.stack(ys)[:, None]
+
+
+def distill(
+    model: torch.nn.Module,
+    images: list[np.ndarray],
+    rng: np.random.Generator,
+    args: argparse.Namespace,
+    mean: float,
+    std: float,
+) -> None:
+    """Stage 2 (see main): fit noisy -> the blind-spot estimates of the training images."""
+    t0 = time.perf_counter()
+    estimates = [blind_spot_estimate(model, img, args.radius, mean, std) for img in images]
+    print(f"blind-spot estimates of {len(images)} images ({time.perf_counter() - t0:.0f} s)")
+
+    def distill_loss() -> torch.Tensor:
+        x, y = pair_batch(rng, images, estimates, args.batch)
+        pred = forward(model, torch.from_numpy((x - mean) / std), args.precision)
+        return ((pred - torch.from_numpy(y)) ** 2).mean()
+
+    train(
+        model,
+        distill_loss,
+        lambda losses: f"distil RMSE {np.sqrt(np.mean(losses)) * 255:.2f} levels",
+        args.distill_epochs,
+        args.steps_per_epoch,
+        args.lr / 3,
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="engines/models/us-despeckle-real", help="output folder")
     p.add_argument("--name", default="us-despeckle-real", help="model name in the card")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--steps-per-epoch", type=int, default=40)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle)")
@@ -128,14 +217,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--precision", choices=("bf16", "fp32"), default="fp32")
     p.add_argument("--radius", type=int, default=3, help="blind-spot hole: (2 r + 1)^2 pixels")
+    p.add_argument(
+        "--distill-epochs", type=int, default=10, help="stage 2: on the blind-spot estimates"
+    )
     p.add_argument("--eval-every", type=int, default=4, help="held-out: every Nth cine frame")
     p.add_argument("--latency-runs", type=int, default=50)
     add_quick_option(p)
     args = p.parse_args(argv)
     if args.quick:
-        args.epochs, args.steps_per_epoch, args.batch = 1, 2, 2
+        args.epochs, args.steps_per_epoch, args.batch, args.distill_epochs = 1, 2, 2, 1
         args.eval_every, args.latency_runs = 30, 3
-    for name in ("epochs", "steps_per_epoch", "batch", "threads", "radius", "eval_every"):
+    if args.distill_epochs < 0:
+        p.error("--distill-epochs must be >= 0")
+    for name in (
+        "epochs",
+        "steps_per_epoch",
+        "batch",
+        "threads",
+        "radius",
+        "eval_every",
+    ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
@@ -153,7 +254,10 @@ def main(argv: list[str] | None = None) -> None:
     rng = deterministic(args.seed, args.threads)
     cv2.setNumThreads(1)
 
-    images = training_images(real_us_data.TRAIN, limit=1 if args.quick else None)
+    if args.quick:  # one frame per scan at the pipeline's scale only
+        images = training_images(real_us_data.TRAIN, limit=1, scales=(1.0,))
+    else:
+        images = training_images(real_us_data.TRAIN, limit=None)
     pixels = np.concatenate([i.ravel() for i in images]).astype(np.float32) / 255
     mean, std = round(float(pixels.mean()), 4), round(float(pixels.std()), 4)
     del pixels
@@ -170,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
         mask = torch.from_numpy(m)
         return ((pred - torch.from_numpy(y))[mask] ** 2).mean()
 
-    train_seconds = train(
+    train_started = time.perf_counter()
+    train(
         model,
         step_loss,
         lambda losses: f"blind-spot RMSE {np.sqrt(np.mean(losses)) * 255:.2f} levels",
@@ -178,6 +283,14 @@ def main(argv: list[str] | None = None) -> None:
         args.steps_per_epoch,
         args.lr,
     )
+
+    # Stage 2: the blind-spot network sees a masked input in training but the whole frame in
+    # use, and leaks a grid pattern (the 4 x 4 pixel shuffle) there. So its leak-free masked
+    # estimate of every training pixel becomes the target of a plain noisy -> estimate fit
+    # of the same network, which then runs on whole frames as it was trained.
+    if args.distill_epochs > 0:
+        distill(model, images, rng, args, mean, std)
+    train_seconds = time.perf_counter() - train_started
 
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / "model.onnx"
@@ -221,8 +334,9 @@ def main(argv: list[str] | None = None) -> None:
         "training": {
             "method": "blind-spot self-supervision (Noise2Self / Noise2Void with a structured "
             f"hole): one target pixel per {CELL}x{CELL} cell, the {2 * args.radius + 1}x"
-            f"{2 * args.radius + 1} block around it replaced by pixels from random places of the "
-            "crop; squared error at the targets only",
+            f"{2 * args.radius + 1} block around it replaced by the mean of the visible pixels "
+            f"of the {4 * args.radius + 3}x{4 * args.radius + 3} box around each hole pixel; "
+            "squared error at the targets only",
             "data": "tools/real_us_data.py TRAIN scans, grey (BT.601), resized to 512x512 "
             f"(cv2.INTER_LINEAR) and also scaled {SCALES[1:]}",
             "train_scans": list(real_us_data.TRAIN),
@@ -232,6 +346,15 @@ def main(argv: list[str] | None = None) -> None:
             "blind_spot_radius": args.radius,
             **schedule_card(args),
             "loss": "MSE at the blind-spot targets (pixel / 255 units)",
+            "distillation": "none (--distill-epochs 0)"
+            if args.distill_epochs == 0
+            else "stage 2: every training pixel's blind-spot estimate (the network "
+            f"on {CELL * CELL} masked copies, one per grid phase, each pixel predicted with its "
+            f"{2 * args.radius + 1}x{2 * args.radius + 1} neighbourhood hidden) becomes the "
+            f"target of a noisy -> estimate MSE fit of the same network, {args.distill_epochs} "
+            f"epochs at lr {args.lr / 3:.4g}: the network then runs on whole frames as trained "
+            "(the masked-input network leaves a 4x4 grid pattern on whole frames)",
+            "distill_epochs": args.distill_epochs,
             **run_card(args, train_seconds),
         },
         "command": command,
@@ -249,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         warmup=min(10, args.latency_runs),
     )
     card["metrics"] = {
-        "data": f"held-out real scans {', '.join(real_us_data.HELD_OUT)} (every "
+        "data": f"held-out real scans {', '.join(real_us_data.EVALUATED)} (every "
         f"{args.eval_every}th cine frame), grey, through the ONNX pipeline at the frame's size",
         "definition": "no reference (tools/eval_real.py): ENL in automatically chosen homogeneous "
         "windows, CNR between the brightest and darkest of them, edge preservation at the input's "
