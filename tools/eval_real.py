@@ -211,7 +211,7 @@ def real_report(every: int, threads: int, backend: str, runs: int) -> dict:
     rows = evaluate_methods(frames, METHODS, threads, backend, runs)
     return {
         "setup": {
-            "scans": list(real_us_data.HELD_OUT),
+            "scans": list(real_us_data.EVALUATED),
             "every": every,
             "frames": len(frames),
             "timing_runs": runs,

@@ -300,7 +300,7 @@ def real_markdown(section: dict | None) -> list[str]:
         return [f"Real cines, no reference: skipped ({section['skipped']}).", ""]
     from tools.eval_real import markdown as real_table
 
-    return [real_table(section), ""]
+    return [real_table(section).rstrip("\n"), ""]
 
 
 def real_section(args: argparse.Namespace) -> dict:

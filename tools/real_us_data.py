@@ -159,11 +159,3 @@ def region_mask(name: str, shape: tuple[int, ...]) -> np.ndarray | None:
         mask[y0 : y1 + 1, x0 : x1 + 1] = True
     return mask if mask.any() else None
 
-
-def colour_pixels(image: np.ndarray, pixel_format: str, threshold: int = 24) -> np.ndarray:
-    """Boolean mask of clearly coloured pixels (colour Doppler, colour bars): max - min channel
-    spread above `threshold`."""
-    if pixel_format == "gray8":
-        return np.zeros(image.shape, bool)
-    spread = image.max(axis=2).astype(np.int16) - image.min(axis=2).astype(np.int16)
-    return spread > threshold
