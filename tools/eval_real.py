@@ -188,10 +188,14 @@ def markdown(report: dict) -> str:
             [
                 f"Real cines, no reference: {s['frames']} frames of the held-out real scans "
                 f"{', '.join(s['scans'])} (pydicom / pydicom-data; every {s['every']}th cine frame; "
-                "never trained on), grey, at their own size. ENL in the 8 flattest speckled windows "
-                "of each frame's imaging area, CNR between the brightest and darkest of them, edge "
-                "preservation at the input's strongest edges (1 = the input's edges kept); gains are "
-                "output / input (tools/eval_real.py explains how the regions are chosen).",
+                "never trained on), grey, at their own size. Regions come from the input alone, "
+                "the same pixels for every method: the imaging area (the largest bright connected "
+                "area, holes filled, inside the file's DICOM regions where they fit the frame); "
+                "homogeneous windows (side 1/24 of the frame) on a grid inside it with tissue and "
+                "speckle, the 8 whose Gaussian-smoothed input varies least. ENL = mean^2 / "
+                "variance in those windows; CNR between the brightest and the darkest of them; "
+                "edge preservation at the top 5% smoothed-gradient pixels (1 = the input's edges "
+                "kept, 0 = flat); gains are output / input (tools/noref_metrics.py).",
                 "",
                 table(report["rows"]),
                 "",
