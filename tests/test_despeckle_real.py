@@ -119,3 +119,22 @@ def test_dicom_cine_config_runs_the_documented_best_despeckler() -> None:
     real = json.loads((ROOT / "docs" / "evaluate.json").read_text())["real_no_reference"]
     assert infer.engine.model == real["best"]
     assert real["best"] in (ROOT / "docs" / "evaluate.md").read_text()
+
+
+def test_blind_spot_input_never_depends_on_the_hidden_pixels() -> None:
+    pytest.importorskip("torch", reason="needs the train extra: pip install -e '.[train]'")
+    import cv2
+
+    from tools.train_despeckle_real import CELL, blind_spot
+
+    img = np.random.default_rng(0).random((64, 96)).astype(np.float32)
+    masked, targets = blind_spot(np.random.default_rng(5), img, 3)
+    assert targets.sum() == (64 // CELL) * (96 // CELL)
+    hole = cv2.dilate(targets.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    np.testing.assert_array_equal(masked[~hole], img[~hole])  # the context is untouched
+    assert not np.allclose(masked[targets], img[targets])  # the targets are hidden
+    changed = img.copy()
+    changed[hole] = 1.0 - changed[hole]  # any other values under the holes
+    again, same_targets = blind_spot(np.random.default_rng(5), changed, 3)
+    np.testing.assert_array_equal(same_targets, targets)
+    np.testing.assert_array_equal(again, masked)  # the network sees nothing of them
