@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from tools.cli import main as medstream
+from tools.eval_real import METHODS as REAL_METHODS
 from tools.evaluate import ENDO_ROWS, US_ROWS
 
 
@@ -24,8 +25,19 @@ def test_evaluate_quick(tmp_path: Path) -> None:
     assert us[0]["psnr_db"] > 15 and "pixel_accuracy" not in us[0]  # the noisy input itself
     hybrid = next(r for r in us if r["group"] == "hybrid")
     assert hybrid["psnr_db"] > us[0]["psnr_db"]  # the denoiser improves on the input
-    assert set(report["verdict"]) >= {"hybrid_accuracy_ge_96", "hybrid_psnr_ge_39", "hybrid_under_25_ms"}
+    assert set(report["verdict"]) >= {
+        "hybrid_accuracy_ge_96",
+        "hybrid_psnr_ge_39",
+        "hybrid_under_25_ms",
+    }
     text = md.read_text()
     assert "| traditional | classical-nlm -> classical-otsu |" in text
     assert "Literature reference rows" in text and "onnxruntime" in text
     assert report["setup"]["us_frames"] == 2 and report["setup"]["cpu"]
+    real = report["real_no_reference"]
+    if "skipped" not in real:  # needs pydicom-data (the test extra)
+        assert [r["method"] for r in real["rows"]] == ["input", *REAL_METHODS]
+        assert real["rows"][0]["enl_gain"] == 1.0 and real["setup"]["frames"] >= 3
+        for r in real["rows"][1:]:
+            assert r["enl_gain"] > 1 and 0 < r["edge_preservation"] <= 1.2 and r["median_ms"] > 0, r
+        assert real["best"] in REAL_METHODS and "Real cines, no reference" in text

@@ -20,7 +20,9 @@ phantom's truth; PSNR and SSIM of the row's output image against the phantom's c
 (tools/image_metrics.py); time per frame (median and p99 over `--timing-runs` calls cycling
 over the pre-generated frames, so frame synthesis is not timed) with OpenCV and the engines
 limited to `--threads`. A second table does the same for instrument segmentation on the
-synthetic endoscopy source (classical vs endo-instruments).
+synthetic endoscopy source (classical vs endo-instruments). A third, "real cines, no
+reference", runs the despecklers on held-out real ultrasound scans (tools/eval_real.py: ENL,
+CNR, edge preservation; needs pydicom and pydicom-data, else it says it was skipped).
 """
 
 from __future__ import annotations
@@ -291,9 +293,32 @@ def markdown(report: dict) -> str:
         "",
         table(report["endoscopy"], with_psnr=False),
         "",
+        *real_markdown(report.get("real_no_reference")),
         f"Command: `{m['command']}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+def real_markdown(section: dict | None) -> list[str]:
+    """The "real cines, no reference" table's lines (or why it was skipped)."""
+    if section is None:
+        return []
+    if "skipped" in section:
+        return [f"Real cines, no reference: skipped ({section['skipped']}).", ""]
+    from tools.eval_real import markdown as real_table
+
+    return [real_table(section).rstrip("\n"), ""]
+
+
+def real_section(args: argparse.Namespace) -> dict:
+    """tools/eval_real.py's report on the held-out real scans, or why it could not run."""
+    from tools.eval_real import real_report
+    from tools.real_us_data import DataMissing
+
+    try:
+        return real_report(args.real_every, args.threads, args.backend, args.timing_runs)
+    except DataMissing as e:
+        return {"skipped": str(e)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,6 +346,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out-json", type=Path, default=Path("out/evaluate.json"), help="write the results here"
     )
+    p.add_argument(
+        "--real-every", type=int, default=4, help="real cines: every Nth frame (tools/eval_real.py)"
+    )
     p.add_argument("--quick", action="store_true", help="a small set and few timing runs (tests)")
 
 
@@ -329,7 +357,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     writable_output(args.out_json, "the results file")
     if args.quick:
         args.seeds, args.frames_per_seed, args.endo_seeds = args.seeds[:2], 1, args.endo_seeds[:2]
-        args.timing_runs = 3
+        args.timing_runs, args.real_every = 3, 30
     cv2.setNumThreads(args.threads)
     command = " ".join(["medstream evaluate", *(sys.argv[1:] if argv is None else argv)])
     if argv is None and sys.argv[1:2] == ["evaluate"]:
@@ -365,6 +393,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             {"group": g, "pixel_accuracy": a, "psnr_db": p, "ms": t} for g, a, p, t in LITERATURE
         ],
     }
+    report["real_no_reference"] = real_section(args)
     beats_traditional(us_rows)
     beats_traditional(endo_rows)
     report["verdict"] = verdict(us_rows)
