@@ -325,11 +325,11 @@ def main(argv: list[str] | None = None) -> None:
         "intended_use": "Reducing speckle in grey B-mode ultrasound frames for display and as a "
         "preprocessing step, in research pipelines. The output is a smoothed picture, not a "
         "measurement; it may soften small or faint structures.",
-        "training_data": "Real, unlabelled ultrasound frames that ship in Python packages: "
-        + "; ".join(f"{s.package} {s.file} ({s.picture}, {s.what})" for s in train_files)
-        + ". Held out, never trained on: "
-        + "; ".join(f"{s.package} {s.file} ({s.picture})" for s in held_files)
-        + ".",
+        "training_data": "Real, unlabelled ultrasound frames from pydicom / pydicom-data: "
+        + "; ".join(f"{s.file} ({s.picture})" for s in train_files)
+        + ". Held out: "
+        + "; ".join(s.file for s in held_files)
+        + " (details: training.train_scans, training.held_out_scans).",
         "notice": NOTICE,
         "training": {
             "method": "blind-spot self-supervision (Noise2Self / Noise2Void with a structured "
