@@ -537,7 +537,12 @@ class _Model:
             self.gain[inside] += reverberation(np.random.default_rng([seed, 0, 6]), depth)[inside]
         if real.ui:
             self.screen = Screen(
-                np.random.default_rng([seed, 0, 7]), geo, self.fov, spec, _heart_hz(self.objects)
+                np.random.default_rng([seed, 0, 7]),
+                geo,
+                self.fov,
+                spec,
+                _heart_hz(self.objects),
+                self.roi,
             )
         if real.doppler:
             self.doppler = DopplerBox(np.random.default_rng([seed, 0, 8]), geo, self.objects)

@@ -71,6 +71,7 @@ class Screen:
         fov: np.ndarray,
         spec: PhantomSpec,
         heart_hz: float,
+        roi: list[list[int]],
     ) -> None:
         h, w = geo.shape
         self.shape = (h, w)
@@ -150,8 +151,10 @@ class Screen:
             text(f"HR {int(round(60 * heart_hz))}", x0, y0 - 1 + line // 3, bgr=(60, 200, 60))
         self.ecg_bgr = (60, 220, 60)
 
-        # nothing may touch the imaging region (dilated by 2 px)
-        near = cv2.dilate(fov.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        # nothing may touch the imaging region or its polygon (dilated by 2 px)
+        region = fov.astype(np.uint8)
+        cv2.fillPoly(region, [np.array(roi, np.int32)], 1)
+        near = cv2.dilate(region, np.ones((5, 5), np.uint8)) > 0
         canvas[near] = 0
         if self.ecg_on and near[y0:y1, x0:x1].any():
             self.ecg_on = False
