@@ -86,7 +86,9 @@ class PhantomSpec:
     speckle: float = bounded(1.0, 0.0, 3.0, doc="speckle strength; 0 gives the clean image")
     motion: float = bounded(1.0, 0.0, 5.0, doc="probe motion scale (shift, tilt, pressure)")
     deform: float = bounded(1.0, 0.0, 5.0, doc="tissue deformation scale (pulsation, compression)")
-    realism: RealismSpec = section(RealismSpec, doc="scanner realism (scene anatomy)")
+    realism: RealismSpec = section(
+        RealismSpec, doc="scanner realism switches, each null (default): on for scene anatomy"
+    )
     truth: bool = bounded(True, doc="attach the ground-truth label map as part 'truth'")
     clean: bool = bounded(False, doc="attach the noise-free uint8 image as part 'clean'")
     frames: int = bounded(0, 0, 2**31 - 1, doc="end after this many frames (0: endless)")
