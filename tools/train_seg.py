@@ -111,8 +111,30 @@ def val_dice(model: SegNet, x: np.ndarray, y: np.ndarray) -> float:
 
 WRITTEN = {
     "name", "task", "description", "labels", "input", "normalization", "output", "torchscript",
-    "architecture", "training", "command", "versions", "metrics", "metrics_anatomy", "cost",
+    "architecture", "training", "training_data", "command", "versions", "metrics",
+    "metrics_anatomy", "cost",
 }  # fmt: skip
+CLASSIC_DATA = (
+    "synthetic phantom, classic scene: tissue strata under bright interfaces, irregular "
+    "hypo/hyperechoic lesions (some shadowing), vessels and cysts (anechoic, enhancement), a bone "
+    "surface, on correlated speckle; sector and linear probes; grey frames"
+)
+ANATOMY_DATA = (
+    "synthetic phantom, anatomy scene: cardiac views (pericardium, myocardium, 2-4 beating "
+    "chambers), abdominal views (strata, organ capsule, bladder/gallbladder with stones, cysts, "
+    "solid lesions with shadowing, vessels, ribs) and vascular views (vessels along and across, "
+    "cysts, lesions, bone); sector, linear and curvilinear probes; randomised depth, gain, TGC, "
+    "speckle; burnt-in scanner UI outside the image, colour Doppler inside it (BGR frames), "
+    "reverberation"
+)
+
+
+def training_data_text(scene: str) -> str:
+    """The card's `training_data`: what the frames the model learnt from contain."""
+    parts = {"classic": [CLASSIC_DATA], "anatomy": [ANATOMY_DATA]}.get(
+        scene, [CLASSIC_DATA, ANATOMY_DATA]
+    )
+    return "; and ".join(parts) + ". No real patient images."
 
 
 def _kept_fields(card_path: Path) -> dict:
@@ -250,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
             "augmentation": "left-right mirror",
             **run_card(args, train_seconds),
         },
+        "training_data": training_data_text(args.scene),
         "command": command,
         "versions": versions(),
     }
