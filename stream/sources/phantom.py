@@ -15,6 +15,12 @@ Image model, in display units (255 levels = `DYNAMIC_RANGE_DB`), all on the pixe
 cut from a bank of precomputed fields. The id map is rasterised from polygons (strata,
 interfaces, lesions, vessels, cysts) transformed by the probe's rigid motion; the truth map is a
 lookup of the same id map, so image and truth always agree.
+
+Two scenes: `classic` (the layout above, grey frames filling the image) and `anatomy`
+(`phantom_anatomy.py`: cardiac, abdominal and vascular views, sector / linear / curvilinear
+probes, on a scanner screen with the realism of `phantom_realism.py`: burnt-in UI outside the
+field of view, a colour-Doppler box inside it, reverberation; bgr8 frames). Every frame's source
+meta carries the field of view as `roi` (an integer pixel polygon). See docs/phantom.md.
 """
 
 from __future__ import annotations
@@ -467,7 +473,7 @@ def _blob_polygon(b: _Blob, t: float, deform: float, press: float) -> np.ndarray
 def roi_polygon(geo: _Geometry) -> list[list[int]]:
     """The field of view as an integer pixel polygon [[x, y], ...] that contains every FOV pixel
     (edges pushed out by one pixel; fan arcs sampled finely)."""
-    pad = 1.0 / 1.0  # pixels
+    pad = 1.0  # pixels
     if geo.fan:
         apex = geo.apex_px()
         r_in = geo.apex_mm / geo.spacing_mm - pad
