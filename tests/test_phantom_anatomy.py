@@ -248,3 +248,24 @@ def test_bundled_model_segments_bgr_anatomy_frames() -> None:
     finally:
         pipeline.close()
     assert right / total > 0.88, right / total  # ~0.95 when trained (card: metrics_anatomy)
+
+
+def test_gallery_image_shows_the_frame_and_its_truth() -> None:
+    from tools.phantom_gallery import COLOURS, gallery_image
+
+    spec = PhantomSpec(seed=4, scene="anatomy", geometry="linear", width=160, height=128)
+    pic = gallery_image(spec, 3)
+    f = phantom_frame(spec, 3)
+    assert pic.shape == (128, 320, 3)
+    np.testing.assert_array_equal(pic[:, :160], f.image)  # left: the frame as sent
+    right = pic[:, 160:].astype(int)
+    labelled = (f.truth > 0) & ~_roi_edge(spec)
+    want = (0.5 * f.image[labelled] + 0.5 * COLOURS[f.truth[labelled]]).astype(int)
+    assert np.abs(right[labelled] - want).max() <= 1  # right: truth blended in
+
+
+def _roi_edge(spec: PhantomSpec) -> np.ndarray:
+    poly = np.array(roi_polygon(_model(_model_key(spec)).geo), np.int32)
+    edge = np.zeros((spec.height, spec.width), np.uint8)
+    cv2.polylines(edge, [poly], True, 1)
+    return edge > 0
