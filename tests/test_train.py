@@ -61,6 +61,24 @@ def test_quick_training_run(tmp_path: Path) -> None:
     assert (tmp_path / "other" / "model.onnx").read_bytes() != (out / "model.onnx").read_bytes()
 
 
+def test_quick_mixed_scene_training_keeps_unknown_card_fields(tmp_path: Path) -> None:
+    out = tmp_path / "mix"
+    out.mkdir()
+    kept = {"notice": "Research use only", "applicability": {"method": "x", "threshold": 1.5}}
+    (out / "card.json").write_text(json.dumps({**kept, "metrics": {"old": 1}}))
+    cmd = [sys.executable, "-m", "tools.train_seg", "--out", str(out), "--quick", "--scene", "mix"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "held-out anatomy Dice" in run.stdout
+    card = json.loads((out / "card.json").read_text())
+    assert {k: card[k] for k in kept} == kept  # fields other tools own survive a retrain
+    assert "old" not in card["metrics"]  # the fields this script writes are replaced
+    assert card["training"]["scene"] == "mix" and "anatomy_randomisation" in card["training"]
+    assert set(card["metrics_anatomy"]["dice"]) == set(LABELS)
+    assert "anatomy" in card["metrics_anatomy"]["data"]
+    assert card["command"].endswith("--quick --scene mix")
+
+
 def test_flop_count_of_a_known_convolution(tmp_path: Path) -> None:
     import torch
 

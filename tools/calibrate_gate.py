@@ -36,7 +36,7 @@ from engines import EngineSpec, load_pipeline
 from engines.applicability import METHOD, Reference, frame_features
 from engines.registry import MODELS_DIR, list_models, resolve_model
 from stream.sources.endoscopy import EndoscopySpec, endoscopy_frame
-from stream.sources.phantom import PhantomSpec, phantom_frame
+from stream.sources.phantom import PhantomSpec, phantom_frame, pixel_format_of
 from tools.card_info import fill_card_info
 from tools.eval_common import parse_seeds
 from tools.eval_seg import spec_for_seed
@@ -75,7 +75,7 @@ def _spec_from(source: dict, seed: int) -> PhantomSpec | EndoscopySpec:
 def _frames(spec: PhantomSpec | EndoscopySpec, count: int, stride: int) -> Frames:
     for k in range(count):
         if isinstance(spec, PhantomSpec):
-            yield phantom_frame(spec, k * stride).image, "gray8"
+            yield phantom_frame(spec, k * stride).image, pixel_format_of(spec)
         else:
             yield endoscopy_frame(spec, k * stride).image, "bgr8"
 
@@ -84,7 +84,9 @@ def _training_specs(card: dict, channels: str) -> list[PhantomSpec | EndoscopySp
     seeds = parse_seeds(str(card.get("training", {}).get("train_seeds", "0-95")))
     if channels == "bgr":
         return [EndoscopySpec(seed=s) for s in seeds]
-    return [spec_for_seed(s) for s in seeds]
+    scene = str(card.get("training", {}).get("scene", "classic"))  # train_seg --scene
+    scenes = ("classic", "anatomy") if scene == "mix" else (scene,)
+    return [spec_for_seed(s, sc) for s in seeds for sc in scenes]
 
 
 def calibrate(model: str, check: bool) -> int:

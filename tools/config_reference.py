@@ -15,6 +15,7 @@ from stream.config import GrabSpec, InferSpec, PipelineConfig, RenderSpec, Resta
 from stream.security import SecuritySpec
 from stream.sinks import SINK_TYPES
 from stream.sources import SOURCE_TYPES
+from stream.sources.phantom import RealismSpec
 from stream.spec import spec_fields_doc
 from stream.transport import LinkSpec
 
@@ -60,6 +61,8 @@ def render() -> str:
     ]
     for name, (spec_cls, _factory) in sorted(SOURCE_TYPES.items()):
         parts.append(table(f"Source `type: {name}` (grab `source:`)", spec_cls))
+        if name == "phantom":
+            parts.append(table("Phantom `realism:` (source `type: phantom`)", RealismSpec))
     for name, (spec_cls, _factory) in sorted(SINK_TYPES.items()):
         parts.append(table(f"Sink `type: {name}` (render `sinks:`)", spec_cls))
     return "\n".join(parts)

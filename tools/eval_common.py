@@ -59,13 +59,17 @@ def evaluate_segmentation(
     labels: list[str],
     pixel_format: str,
 ) -> dict[str, object]:
-    """Dice per class (all pixels pooled), mean foreground Dice and pixel accuracy in the mask."""
+    """Dice per class (all pixels pooled), mean foreground Dice and pixel accuracy in the mask.
+
+    `pixel_format` "auto": bgr8 for H x W x 3 frames, else gray8 (a mix of both).
+    """
     n = len(labels)
     conf = np.zeros((n, n), np.int64)
     inside_conf = np.zeros((n, n), np.int64)
     count = 0
     for image, truth, inside in frames:
-        pred = pipeline(image, pixel_format).mask
+        fmt = pixel_format if pixel_format != "auto" else ("bgr8" if image.ndim == 3 else "gray8")
+        pred = pipeline(image, fmt).mask
         if pred is None:
             raise ValueError(
                 f"model {pipeline.model_id!r} gives no label map: not a segmentation model"

@@ -98,6 +98,8 @@ def int8_card(
     card: dict[str, Any] = json.loads(json.dumps(fp32_card))
     for key in ("torchscript", "metrics", "cost", "vs_fp32", "by_cpu"):
         card.pop(key, None)
+    for key in [k for k in card if k.startswith("metrics_")]:  # e.g. metrics_anatomy: fp32's
+        card.pop(key)
     card.update(
         {
             "name": name,

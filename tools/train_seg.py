@@ -1,6 +1,7 @@
 """Train the bundled ultrasound segmentation model on synthetic phantoms; export ONNX + card.
 
-    python -m tools.train_seg --out engines/models/us-seg     # the bundled model, a few minutes
+    python -m tools.train_seg --out engines/models/us-seg --scene mix ...  # the bundled
+                                                              # model: its card has the command
     python -m tools.train_seg --out /tmp/us-seg --quick       # smoke run, seconds
     python -m tools.train_seg --out engines/models/us-seg-dn --name us-seg-dn \
         --input-model us-denoise                              # the hybrid's segmenter
@@ -18,7 +19,9 @@ for a given --seed and --threads.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -28,9 +31,9 @@ import torch
 from engines import EngineSpec, InferencePipeline, load_pipeline
 from engines.preprocess import preprocess
 from engines.registry import ModelInput
-from stream.sources.phantom import LABELS, phantom_frame
+from stream.sources.phantom import LABELS, phantom_frame, pixel_format_of
 from tools.eval_common import dice_scores, parse_seeds, score_and_time
-from tools.eval_seg import evaluate, phantom_card, phantom_set, spec_for_seed
+from tools.eval_seg import SCENES, evaluate, phantom_card, phantom_set, spec_for_seed
 from tools.onnx_flops import count_flops
 from tools.seg_net import SegNet
 from tools.train_common import (
@@ -66,21 +69,29 @@ RAW_INPUT = ModelInput("image", "gray", SIZE, SIZE, "float32", (0.0,), (1.0,))  
 
 
 def make_dataset(
-    seeds: list[int], frames_per_seed: int, through: InferencePipeline | None = None
+    seeds: list[int],
+    frames_per_seed: int,
+    through: InferencePipeline | None = None,
+    scene: str = "classic",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(N x 1 x 256 x 256 float32 pixel/255, N x 256 x 256 int64 labels) from phantom frames.
+    """(N x 1 x 256 x 256 float32 pixel/255, N x 256 x 256 uint8 labels) from phantom frames.
 
+    Colour (bgr8) frames of the anatomy scene go through the pipeline's own grey conversion.
     `through`: a denoiser every frame goes through first (for a hybrid's segmenter).
     """
     images, labels = [], []
-    for spec, index in phantom_set(seeds, frames_per_seed):
+    for spec, index in phantom_set(seeds, frames_per_seed, scene=scene):
         frame = phantom_frame(spec, index)
-        image = frame.image if through is None else through(frame.image, "gray8").image
-        if image is None:
-            raise ValueError(f"{through} gave no image to train on")
-        images.append(preprocess(image, "gray8", RAW_INPUT)[0])
+        fmt = pixel_format_of(spec)
+        image = frame.image
+        if through is not None:
+            result = through(image, fmt).image
+            if result is None:
+                raise ValueError(f"{through} gave no image to train on")
+            image, fmt = result, "gray8"
+        images.append(preprocess(image, fmt, RAW_INPUT)[0])
         labels.append(nearest_labels(frame.truth, SIZE, SIZE))
-    return np.stack(images), np.stack(labels).astype(np.int64)
+    return np.stack(images), np.stack(labels).astype(np.uint8)
 
 
 def predict(model: SegNet, x: np.ndarray, batch: int = 16) -> np.ndarray:
@@ -97,9 +108,43 @@ def predict(model: SegNet, x: np.ndarray, batch: int = 16) -> np.ndarray:
 def val_dice(model: SegNet, x: np.ndarray, y: np.ndarray) -> float:
     pred = predict(model, x)
     n = len(LABELS)
-    conf = np.bincount((y * n + pred).ravel(), minlength=n * n).reshape(n, n)
-    score = dice_scores(conf, LABELS)["mean_foreground_dice"]
-    return float(score) if isinstance(score, float) else 0.0
+    conf = np.bincount((y.astype(np.int64) * n + pred).ravel(), minlength=n * n).reshape(n, n)
+    return float(dice_scores(conf, LABELS)["mean_foreground_dice"] or 0.0)
+
+
+WRITTEN = {
+    "name", "task", "description", "labels", "input", "normalization", "output", "torchscript",
+    "architecture", "training", "training_data", "command", "versions", "metrics",
+    "metrics_anatomy", "cost",
+}  # fmt: skip
+CLASSIC_DATA = (
+    "classic phantom: strata, interfaces, hypo/hyperechoic lesions, vessels, cysts and "
+    "bone on speckle; sector and linear probes; grey"
+)
+ANATOMY_DATA = (
+    "anatomy phantom: cardiac, abdominal and vascular views (beating chambers, organs, cysts, "
+    "stones, shadowing lesions, vessels); sector, linear, curvilinear probes; random depth, gain, "
+    "TGC; UI outside the image, colour Doppler inside"
+)  # the card's training_data is at most 400 characters (engines/registry.py)
+
+
+def training_data_text(scene: str) -> str:
+    """The card's `training_data`: what the frames the model learnt from contain."""
+    parts = {"classic": [CLASSIC_DATA], "anatomy": [ANATOMY_DATA]}.get(
+        scene, [CLASSIC_DATA, ANATOMY_DATA]
+    )
+    return "Synthetic only: " + "; ".join(parts) + ". No real patients."
+
+
+def _kept_fields(card_path: Path) -> dict:
+    """Fields of an existing card this script does not write (e.g. applicability, notice)."""
+    if not card_path.is_file():
+        return {}
+    try:
+        old = json.loads(card_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in old.items() if k not in WRITTEN} if isinstance(old, dict) else {}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -108,6 +153,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p, out="engines/models/us-seg", name="us-seg", epochs=15, lr=4e-3, train_seeds="0-95"
     )
     p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("1000-1011"))
+    p.add_argument(
+        "--scene",
+        choices=SCENES,
+        default="classic",
+        help="phantom scene of the training and validation frames (mix: classic and anatomy "
+        "seeds alternate in pairs); held-out metrics are given for classic and anatomy",
+    )
     add_held_out_options(p, frames_per_seed=12, latency_runs=200)
     p.add_argument(
         "--input-model", default=None, help="a denoiser every frame goes through first (hybrid)"
@@ -131,8 +183,10 @@ def main(argv: list[str] | None = None) -> None:
     through = None
     if args.input_model:
         through = load_pipeline(EngineSpec(model=args.input_model, threads=args.threads))
-    x_train, y_train = make_dataset(args.train_seeds, args.frames_per_seed, through)
-    x_val, y_val = make_dataset(args.val_seeds, max(1, args.frames_per_seed // 4), through)
+    x_train, y_train = make_dataset(args.train_seeds, args.frames_per_seed, through, args.scene)
+    x_val, y_val = make_dataset(
+        args.val_seeds, max(1, args.frames_per_seed // 4), through, args.scene
+    )
     if through is not None:
         through.close()
     mean, std = round(float(x_train.mean()), 4), round(float(x_train.std()), 4)
@@ -149,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     def step_loss() -> torch.Tensor:
         x, y = mirrored_batch(rng, x_train, y_train, args.batch)  # probes are symmetric
         x = x.contiguous(memory_format=torch.channels_last)
-        return segmentation_loss(forward(model, x, args.precision), y)
+        return segmentation_loss(forward(model, x, args.precision), y.long())
 
     train_seconds = train(
         model,
@@ -187,11 +241,13 @@ def main(argv: list[str] | None = None) -> None:
 
     description = (
         "Ultrasound B-mode semantic segmentation (anechoic structures, lesions, "
-        "bright interfaces), trained only on medstream's synthetic phantom."
+        "bright interfaces), trained only on medstream's synthetic phantom"
+        + (" (classic and anatomy scenes)." if args.scene == "mix" else f" ({args.scene} scene).")
     )
     if args.input_model:
         description += f" Expects frames already denoised by {args.input_model} (a hybrid)."
     card: dict = {
+        **_kept_fields(args.out / "card.json"),
         "name": args.name,
         "task": "segmentation",
         "description": description,
@@ -205,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
             "data": "stream.sources.phantom, 512x512 frames downscaled to 256x256"
             + (f", after {args.input_model}" if args.input_model else ""),
             "input_model": args.input_model,
-            **phantom_card(),
+            **phantom_card(args.scene),
             "train_seeds": seed_text(args.train_seeds),
             "val_seeds": seed_text(args.val_seeds),
             "frames_per_seed": args.frames_per_seed,
@@ -215,17 +271,24 @@ def main(argv: list[str] | None = None) -> None:
             "augmentation": "left-right mirror",
             **run_card(args, train_seconds),
         },
+        "training_data": training_data_text(args.scene),
         "command": command,
         "versions": versions(),
     }
     write_card(args.out / "card.json", card)  # the pipeline needs it to load the model
 
     evaluated = f"{args.input_model}+{onnx_path}" if args.input_model else str(onnx_path)
+    by_scene: dict[str, dict[str, object]] = {}
+
+    def evaluate_scenes(pipeline: InferencePipeline) -> dict[str, object]:
+        for scene in ("classic", "anatomy") if args.scene != "classic" else ("classic",):
+            frames = phantom_set(args.test_seeds, args.test_frames_per_seed, scene=scene)
+            by_scene[scene] = evaluate(pipeline, frames)
+        return by_scene["classic"]
+
     metrics, latency = score_and_time(
         evaluated,
-        lambda pipeline: evaluate(
-            pipeline, phantom_set(args.test_seeds, args.test_frames_per_seed)
-        ),
+        evaluate_scenes,
         phantom_frame(spec_for_seed(args.test_seeds[0]), 0).image,
         "gray8",
         args.latency_runs,
@@ -238,6 +301,13 @@ def main(argv: list[str] | None = None) -> None:
         "dice_definition": "2TP / (2TP + FP + FN) per class, pixels of all frames pooled",
         **rounded(metrics),
     }
+    if "anatomy" in by_scene:
+        card["metrics_anatomy"] = {
+            "data": f"held-out anatomy-scene phantom seeds {seed_text(args.test_seeds)}, "
+            f"{args.test_frames_per_seed} frames each, 512x512 (bgr8 with UI and Doppler), "
+            "through the ONNX pipeline",
+            **rounded(by_scene["anatomy"]),
+        }
     chain = f"the whole chain with {args.input_model}, " if args.input_model else ""
     card["cost"] = cost_card(
         onnx_path, "256x256", f"{chain}512x512 gray8", latency, "tools.eval_seg"
@@ -248,6 +318,13 @@ def main(argv: list[str] | None = None) -> None:
         f"accuracy {card['metrics']['pixel_accuracy_fov']}",
         flush=True,
     )
+    if "metrics_anatomy" in card:
+        m = card["metrics_anatomy"]
+        print(
+            f"held-out anatomy Dice {m['dice']}, mean fg {m['mean_foreground_dice']}, "
+            f"accuracy {m['pixel_accuracy_fov']}",
+            flush=True,
+        )
     print(
         f"{count_flops(onnx_path).gflops:.3f} GFLOPs, pipeline {latency['pipeline_median_ms']:.2f} "
         f"ms median on 1 thread; total {time.perf_counter() - started:.0f} s",

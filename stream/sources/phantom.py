@@ -15,6 +15,12 @@ Image model, in display units (255 levels = `DYNAMIC_RANGE_DB`), all on the pixe
 cut from a bank of precomputed fields. The id map is rasterised from polygons (strata,
 interfaces, lesions, vessels, cysts) transformed by the probe's rigid motion; the truth map is a
 lookup of the same id map, so image and truth always agree.
+
+Two scenes: `classic` (the layout above, grey frames filling the image) and `anatomy`
+(`phantom_anatomy.py`: cardiac, abdominal and vascular views, sector / linear / curvilinear
+probes, on a scanner screen with the realism of `phantom_realism.py`: burnt-in UI outside the
+field of view, a colour-Doppler box inside it, reverberation; bgr8 frames). Every frame's source
+meta carries the field of view as `roi` (an integer pixel polygon). See docs/phantom.md.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import cv2
 import numpy as np
 
 from stream.sources.base import Capture, SourceError
-from stream.spec import bounded
+from stream.sources.phantom_realism import DopplerBox, Screen, reverberation
+from stream.spec import ConfigError, bounded, section
 
 LABELS = ["background", "anechoic", "lesion", "interface"]
 BACKGROUND, ANECHOIC, LESION, INTERFACE = range(4)
@@ -42,6 +49,21 @@ BANK_MARGIN = 16  # extra pixels per side, so each frame can cut at a random off
 SPECKLE_DB = 5.0  # speckle std in dB at speckle=1 (fully developed: 5.6 dB, less a noise floor)
 LOWRES = 4  # texture / shadow map resolution divisor
 _OUTSIDE = -1.0e4  # gain outside the field of view: clips to black
+SCREEN_FILL = (0.8, 0.8)  # scene anatomy: share of the frame's width, height the image may fill
+SCREEN_TOP = 0.07  # scene anatomy: share of the frame's height above the image (UI text)
+
+
+@dataclass(frozen=True)
+class RealismSpec:
+    """Scanner realism of the phantom (`source.realism`); null: on for scene anatomy, else off."""
+
+    ui: bool | None = bounded(
+        None, doc="burnt-in scanner UI outside the image: text, depth ruler, bars, ECG trace"
+    )
+    doppler: bool | None = bounded(
+        None, doc="a colour-Doppler box inside the image: flow pixels in colour (frames bgr8)"
+    )
+    reverb: bool | None = bounded(None, doc="near-field reverberation bands")
 
 
 @dataclass(frozen=True)
@@ -52,24 +74,80 @@ class PhantomSpec:
     height: int = bounded(512, 64, 2048, doc="image height in pixels")
     fps: float = bounded(30.0, 1.0, 1000.0, doc="frame rate; also sets the phantom's time scale")
     seed: int = bounded(0, 0, 2**31 - 1, doc="scene layout and noise seed")
-    geometry: Literal["sector", "linear"] = bounded("sector", doc="probe field of view shape")
+    scene: Literal["classic", "anatomy"] = bounded(
+        "classic",
+        doc="classic: strata, blobs, vessels on speckle; anatomy: cardiac chambers, vessels, "
+        "organs, cysts, lesions on a scanner screen (drawn from the seed)",
+    )
+    geometry: Literal["sector", "linear", "curvilinear"] = bounded(
+        "sector", doc="probe field of view shape"
+    )
     depth_mm: float = bounded(60.0, 20.0, 250.0, doc="imaging depth below the probe face")
-    sector_deg: float = bounded(60.0, 20.0, 120.0, doc="sector opening angle (sector geometry)")
+    sector_deg: float = bounded(
+        60.0, 20.0, 120.0, doc="opening angle (sector and curvilinear geometries)"
+    )
     aperture_mm: float = bounded(40.0, 10.0, 100.0, doc="probe width (linear geometry)")
+    radius_mm: float = bounded(50.0, 20.0, 100.0, doc="probe face radius (curvilinear geometry)")
+    gain_db: float = bounded(0.0, -20.0, 20.0, doc="overall gain offset in dB")
     speckle: float = bounded(1.0, 0.0, 3.0, doc="speckle strength; 0 gives the clean image")
     motion: float = bounded(1.0, 0.0, 5.0, doc="probe motion scale (shift, tilt, pressure)")
     deform: float = bounded(1.0, 0.0, 5.0, doc="tissue deformation scale (pulsation, compression)")
+    realism: RealismSpec = section(
+        RealismSpec, doc="scanner realism switches, each null (default): on for scene anatomy"
+    )
     truth: bool = bounded(True, doc="attach the ground-truth label map as part 'truth'")
     clean: bool = bounded(False, doc="attach the noise-free uint8 image as part 'clean'")
     frames: int = bounded(0, 0, 2**31 - 1, doc="end after this many frames (0: endless)")
 
+    def validate(self, where: str) -> None:
+        if self.scene == "classic" and any(
+            v for v in (self.realism.ui, self.realism.doppler, self.realism.reverb)
+        ):
+            raise ConfigError(f"{where}.realism: needs scene: anatomy (the classic scene has none)")
+
+
+class Realism(NamedTuple):
+    """The realism a phantom draws, resolved from its spec."""
+
+    ui: bool
+    doppler: bool
+    reverb: bool
+
+
+def realism_of(spec: PhantomSpec) -> Realism:
+    """What `spec` draws: each unset (null) realism switch is on for scene anatomy, else off."""
+    on = spec.scene == "anatomy"
+    r = spec.realism
+    return Realism(
+        on if r.ui is None else r.ui,
+        on if r.doppler is None else r.doppler,
+        on if r.reverb is None else r.reverb,
+    )
+
+
+def pixel_format_of(spec: PhantomSpec) -> str:
+    """'bgr8' when the phantom draws colour (UI or Doppler), else 'gray8'."""
+    real = realism_of(spec)
+    return "bgr8" if real.ui or real.doppler else "gray8"
+
 
 class PhantomFrame(NamedTuple):
-    """One phantom frame: uint8 HxW image, uint8 label map (values index LABELS), clean image."""
+    """One phantom frame: uint8 image (HxW, or HxWx3 BGR when `pixel_format_of` says bgr8),
+    uint8 HxW label map (values index LABELS), and the clean image (same shape as `image`)."""
 
     image: np.ndarray
     truth: np.ndarray
     clean: np.ndarray
+
+
+class PhantomLayers(NamedTuple):
+    """A frame with what was drawn where: `ui` (bool HxW, scanner UI pixels), `colour` (bool
+    HxW, colour-Doppler pixels), `flow_box` (bool HxW, the Doppler box)."""
+
+    frame: PhantomFrame
+    ui: np.ndarray
+    colour: np.ndarray
+    flow_box: np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,18 +164,24 @@ class _Geometry:
     spacing_mm: float  # square pixels
     x0_mm: float  # x of the left image edge
     y0_mm: float  # y (depth below the probe face centre) of the top image edge
+    apex_mm: float = APEX_MM  # beam origin above the probe face centre (sector, curvilinear)
+
+    @property
+    def fan(self) -> bool:
+        """True for the sector and curvilinear geometries (beams fan out from an apex)."""
+        return self.kind != "linear"
 
     def to_px(self, xy_mm: np.ndarray) -> np.ndarray:
         """(N, 2) mm (x lateral, y depth) -> (N, 2) pixel (col, row), pixel centres integral."""
         return (xy_mm - (self.x0_mm, self.y0_mm)) / self.spacing_mm - 0.5
 
     def apex_px(self) -> np.ndarray:
-        return self.to_px(np.array([[0.0, -APEX_MM]]))[0]
+        return self.to_px(np.array([[0.0, -self.apex_mm]]))[0]
 
     def half_width_mm(self, y_mm: float) -> float:
         """Half-width of the field of view at depth `y_mm`."""
-        if self.kind == "sector":
-            return (APEX_MM + y_mm) * math.sin(self.half_angle)
+        if self.fan:
+            return (self.apex_mm + y_mm) * math.sin(self.half_angle)
         return self.aperture_mm / 2
 
     def pixel_mm(self) -> tuple[np.ndarray, np.ndarray]:
@@ -110,10 +194,10 @@ class _Geometry:
     def beam_coords(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(depth along the beam in mm, lateral position in -1..1, inside-FOV mask) per pixel."""
         x, y = self.pixel_mm()
-        if self.kind == "sector":
-            r = np.hypot(x, y + APEX_MM)
-            theta = np.arctan2(x, y + APEX_MM)
-            depth = r - APEX_MM
+        if self.fan:
+            r = np.hypot(x, y + self.apex_mm)
+            theta = np.arctan2(x, y + self.apex_mm)
+            depth = r - self.apex_mm
             lateral = theta / self.half_angle
         else:
             depth = y.copy()
@@ -124,16 +208,22 @@ class _Geometry:
 
 def _geometry(spec: PhantomSpec) -> _Geometry:
     h, w = spec.height, spec.width
-    if spec.geometry == "sector":
+    apex = spec.radius_mm if spec.geometry == "curvilinear" else APEX_MM
+    if spec.geometry != "linear":
         half = math.radians(spec.sector_deg) / 2
-        r_max = APEX_MM + spec.depth_mm
+        r_max = apex + spec.depth_mm
         width_mm = 2 * r_max * math.sin(half)
-        top = -APEX_MM * (1 - math.cos(half))  # the skin arc rises towards the sector edges
+        top = -apex * (1 - math.cos(half))  # the skin arc rises towards the sector edges
         height_mm = spec.depth_mm - top
     else:
         half = 0.0
         width_mm, top, height_mm = spec.aperture_mm, 0.0, spec.depth_mm
-    spacing = max(width_mm / w, height_mm / h)
+    if spec.scene == "anatomy":  # a scanner screen: the image framed by room for its UI
+        spacing = max(width_mm / (w * SCREEN_FILL[0]), height_mm / (h * SCREEN_FILL[1]))
+        y0 = top - SCREEN_TOP * h * spacing
+    else:
+        spacing = max(width_mm / w, height_mm / h)
+        y0 = top
     return _Geometry(
         shape=(h, w),
         kind=spec.geometry,
@@ -142,7 +232,8 @@ def _geometry(spec: PhantomSpec) -> _Geometry:
         aperture_mm=spec.aperture_mm,
         spacing_mm=spacing,
         x0_mm=-w * spacing / 2,
-        y0_mm=top,
+        y0_mm=y0,
+        apex_mm=apex,
     )
 
 
@@ -199,6 +290,10 @@ class _Object:
     label: int
     echo_db: float
     posterior_db: float  # enhancement (+) or shadow (-) distal to the object; 0: none
+    flow: float = 0.0  # colour-Doppler peak velocity, -1..1 of the scale (+: towards the probe)
+    flow_kind: Literal["steady", "arterial", "cardiac"] = "steady"
+    flow_hz: float = 1.0  # pulsation rate of arterial / cardiac flow
+    flow_phase: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -375,26 +470,61 @@ def _blob_polygon(b: _Blob, t: float, deform: float, press: float) -> np.ndarray
 # Precomputed per phantom: gain map, speckle bank, texture, lookup tables.
 
 
-class _Model:
-    def __init__(self, key: tuple) -> None:
-        seed, w, h, geometry, depth_mm, sector_deg, aperture_mm, speckle = key
-        spec = PhantomSpec(
-            width=w,
-            height=h,
-            seed=seed,
-            geometry=geometry,
-            depth_mm=depth_mm,
-            sector_deg=sector_deg,
-            aperture_mm=aperture_mm,
+def roi_polygon(geo: _Geometry) -> list[list[int]]:
+    """The field of view as an integer pixel polygon [[x, y], ...] that contains every FOV pixel
+    (edges pushed out by one pixel; fan arcs sampled finely)."""
+    pad = 1.0  # pixels
+    if geo.fan:
+        apex = geo.apex_px()
+        r_in = geo.apex_mm / geo.spacing_mm - pad
+        r_out = (geo.apex_mm + geo.depth_mm) / geo.spacing_mm + pad
+        half = geo.half_angle + pad / r_in
+        a = np.linspace(-half, half, 48)
+        inner = np.stack([apex[0] + r_in * np.sin(a), apex[1] + r_in * np.cos(a)], 1)
+        outer = np.stack([apex[0] + r_out * np.sin(a), apex[1] + r_out * np.cos(a)], 1)[::-1]
+        pts = np.concatenate([inner, outer])
+    else:
+        (x0, y0), (x1, y1) = geo.to_px(
+            np.array([[-geo.aperture_mm / 2, 0.0], [geo.aperture_mm / 2, geo.depth_mm]])
         )
+        pts = np.array(
+            [[x0 - pad, y0 - pad], [x1 + pad, y0 - pad], [x1 + pad, y1 + pad], [x0 - pad, y1 + pad]]
+        )
+    return np.round(pts).astype(int).tolist()
+
+
+def _heart_hz(objects: list[_Object]) -> float:
+    """The heart rate of the scene's cardiac flow (for the ECG trace); 1.2 Hz without one."""
+    rates = [o.flow_hz for o in objects if o.flow_kind != "steady" and o.flow]
+    return rates[0] if rates else 1.2
+
+
+class _Model:
+    """What a phantom precomputes once: geometry, layout, gain, speckle bank, texture, LUTs,
+    and for scene anatomy its scanner realism (static UI, Doppler box, reverberation)."""
+
+    def __init__(self, spec: PhantomSpec) -> None:
+        seed = spec.seed
+        h, w = spec.height, spec.width
         self.geo = geo = _geometry(spec)
-        self.objects = _layout(np.random.default_rng([seed, 0, 1]), geo)
+        self.realism = real = realism_of(spec)
+        if spec.scene == "anatomy":
+            from stream.sources.phantom_anatomy import anatomy_layout
+
+            self.objects = anatomy_layout(np.random.default_rng([seed, 0, 1]), geo)
+        else:
+            self.objects = _layout(np.random.default_rng([seed, 0, 1]), geo)
         self.motion = _motion(np.random.default_rng([seed, 0, 2]))
         depth, lateral, inside = geo.beam_coords()
         self.fov = inside.astype(np.uint8) * 255
-        self.gain = self._gain(np.random.default_rng([seed, 0, 3]), depth, lateral, inside)
+        tgc_sigma = 3.0 if spec.scene == "anatomy" else 1.5  # domain randomisation: TGC
+        self.gain = self._gain(
+            np.random.default_rng([seed, 0, 3]), depth, lateral, inside, tgc_sigma
+        )
+        if spec.gain_db:
+            self.gain[inside] += spec.gain_db * LEVELS_PER_DB
         self.bank = _speckle_bank(np.random.default_rng([seed, 0, 4]), geo) * (
-            speckle * LEVELS_PER_DB
+            spec.speckle * LEVELS_PER_DB
         )
         self.low_shape = (-(-h // LOWRES), -(-w // LOWRES))
         self.texture, self.texture_origin, self.texture_mm = _texture(
@@ -407,16 +537,37 @@ class _Model:
             self.label_lut[0, i] = obj.label
         self.x_half = geo.shape[1] * geo.spacing_mm / 2 + 20.0  # covers the FOV under motion
         self.y_far = geo.depth_mm * 2 + 40.0
+        self.roi = roi_polygon(geo)
+        self.colour = real.ui or real.doppler
+        self.screen: Screen | None = None
+        self.doppler: DopplerBox | None = None
+        if real.reverb:
+            self.gain[inside] += reverberation(np.random.default_rng([seed, 0, 6]), depth)[inside]
+        if real.ui:
+            self.screen = Screen(
+                np.random.default_rng([seed, 0, 7]),
+                geo,
+                self.fov,
+                spec,
+                _heart_hz(self.objects),
+                self.roi,
+            )
+        if real.doppler:
+            self.doppler = DopplerBox(np.random.default_rng([seed, 0, 8]), geo, self.objects)
 
     @staticmethod
     def _gain(
-        rng: np.random.Generator, depth: np.ndarray, lateral: np.ndarray, inside: np.ndarray
+        rng: np.random.Generator,
+        depth: np.ndarray,
+        lateral: np.ndarray,
+        inside: np.ndarray,
+        tgc_sigma: float,
     ) -> np.ndarray:
         """Display offset per pixel: tissue level + attenuation - TGC + focus + near field."""
         d_max = float(depth[inside].max()) if inside.any() else 1.0
         atten = 0.5 * depth  # 0.5 dB/mm round trip (about 0.5 dB/cm/MHz at 5 MHz)
         knots = np.linspace(0, d_max, 8)
-        sliders = 0.5 * knots + rng.normal(0, 1.5, 8)  # TGC sliders, set slightly off
+        sliders = 0.5 * knots + rng.normal(0, tgc_sigma, 8)  # TGC sliders, set slightly off
         sliders[-2:] -= (3.0, 5.0)  # under-compensated far field
         tgc = np.interp(depth, knots, sliders).astype(np.float32)
         focus = 2.0 * np.exp(-0.5 * ((depth - 0.45 * d_max) / (0.18 * d_max)) ** 2)
@@ -438,17 +589,18 @@ def _speckle_bank(rng: np.random.Generator, geo: _Geometry) -> np.ndarray:
     m = BANK_MARGIN
     s = geo.spacing_mm
     sig_ax, sig_lat = 0.15 / s, 0.35 / s
-    if geo.kind == "sector":
-        r0 = APEX_MM - 2 * m * s
+    if geo.fan:
+        apex = geo.apex_mm
+        r0 = apex - 2 * m * s
         n_r = int((geo.depth_mm + 4 * m * s) / s) + 1
-        r_mid = APEX_MM + geo.depth_mm / 2
+        r_mid = apex + geo.depth_mm / 2
         dth = s / r_mid
-        half = geo.half_angle + 2 * m * s / APEX_MM
+        half = geo.half_angle + 2 * m * s / apex
         n_t = int(2 * half / dth) + 1
         xs = np.arange(-m, w + m, dtype=np.float32)
         ys = np.arange(-m, h + m, dtype=np.float32)
         xg = geo.x0_mm + (xs[None, :] + 0.5) * s
-        yg = geo.y0_mm + (ys[:, None] + 0.5) * s + APEX_MM
+        yg = geo.y0_mm + (ys[:, None] + 0.5) * s + apex
         r = np.hypot(xg, yg)
         th = np.arctan2(xg, yg)
         map_x = ((th + half) / dth).astype(np.float32)
@@ -464,7 +616,7 @@ def _speckle_bank(rng: np.random.Generator, geo: _Geometry) -> np.ndarray:
         im = cv2.GaussianBlur(im, (0, 0), sigmaX=sig_lat, sigmaY=sig_ax)
         intensity = re * re + im * im
         db = 10 * np.log10(intensity + 0.1 * float(intensity.mean()))  # noise floor: no deep nulls
-        if geo.kind == "sector":
+        if geo.fan:
             db = cv2.remap(db, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         db -= db.mean()
         db *= SPECKLE_DB / db.std()
@@ -485,21 +637,13 @@ def _texture(
     return field, (-half, y_lo), res
 
 
-def _model_key(spec: PhantomSpec) -> tuple:
-    return (
-        spec.seed,
-        spec.width,
-        spec.height,
-        spec.geometry,
-        spec.depth_mm,
-        spec.sector_deg,
-        spec.aperture_mm,
-        spec.speckle,
-    )
+def _model_key(spec: PhantomSpec) -> PhantomSpec:
+    """The spec with the per-frame settings at their defaults: what `_Model` depends on."""
+    return replace(spec, fps=30.0, motion=1.0, deform=1.0, truth=True, clean=False, frames=0)
 
 
 @lru_cache(maxsize=8)
-def _model(key: tuple) -> _Model:
+def _model(key: PhantomSpec) -> _Model:
     return _Model(key)
 
 
@@ -521,7 +665,7 @@ def _probe_pose(mo: _Motion, t: float, scale: float) -> tuple[float, float, floa
 
 def _posterior_polygon(geo: _Geometry, px: np.ndarray, far: float) -> np.ndarray:
     """Pixel polygon of the region distal to a shape (along the beams), from its centre down."""
-    if geo.kind == "sector":
+    if geo.fan:
         apex = geo.apex_px()
         rel = px - apex
         ang = np.arctan2(rel[:, 0], rel[:, 1])
@@ -541,6 +685,15 @@ def _fixed(px: np.ndarray) -> np.ndarray:
 
 def phantom_frame(spec: PhantomSpec, index: int) -> PhantomFrame:
     """Frame `index` (>= 0) of the phantom described by `spec`; a pure function of both."""
+    return _render(spec, index, layers=False).frame
+
+
+def phantom_layers(spec: PhantomSpec, index: int) -> PhantomLayers:
+    """`phantom_frame` with the masks of what was drawn where (UI, Doppler colour, box)."""
+    return _render(spec, index, layers=True)
+
+
+def _render(spec: PhantomSpec, index: int, layers: bool) -> PhantomLayers:
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
         raise ValueError(f"phantom frame index must be an integer >= 0, got {index!r}")
     index = int(index)
@@ -605,7 +758,25 @@ def phantom_frame(spec: PhantomSpec, index: int) -> PhantomFrame:
         noise = noise[:, ::-1]
     x += noise
     image = np.clip(x, 0, 255).astype(np.uint8)
-    return PhantomFrame(image, truth, clean)
+    ui = colour = box = None
+    if model.colour:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        clean = cv2.cvtColor(clean, cv2.COLOR_GRAY2BGR)
+        if model.doppler is not None:
+            colour = model.doppler.paint((image, clean), ids, t, rng, layers)
+            box = model.doppler.mask > 0
+        if model.screen is not None:
+            ui = model.screen.paint((image, clean), t, layers)
+    none = np.zeros((h, w), bool) if layers else _NO_PIXELS
+    return PhantomLayers(
+        PhantomFrame(image, truth, clean),
+        none if ui is None else ui,
+        none if colour is None else colour,
+        none if box is None else box,
+    )
+
+
+_NO_PIXELS = np.zeros((0, 0), bool)  # a layer not asked for
 
 
 # ---------------------------------------------------------------------------------------------
@@ -613,7 +784,8 @@ def phantom_frame(spec: PhantomSpec, index: int) -> PhantomFrame:
 
 
 class PhantomSource:
-    """A live phantom: frame i of `phantom_frame(spec, i)` on the i-th read (gray8)."""
+    """A live phantom: frame i of `phantom_frame(spec, i)` on the i-th read (gray8, or bgr8
+    with scanner UI / Doppler), its field of view as `meta["roi"]` (source `config`)."""
 
     def __init__(self, spec: PhantomSpec) -> None:
         self.spec = spec
@@ -621,6 +793,8 @@ class PhantomSource:
         self.frames_read = 0
         self._closed = False
         self._spacing = list(pixel_spacing_mm(spec))
+        self._pixel_format = pixel_format_of(spec)
+        self._roi = roi_polygon(_model(_model_key(spec)).geo)
         phantom_frame(spec, 0)  # build the per-seed tables now, not on the first live frame
 
     def read(self) -> Capture | None:
@@ -638,10 +812,11 @@ class PhantomSource:
         self.frames_read += 1
         return Capture(
             image=frame.image,
-            pixel_format="gray8",
+            pixel_format=self._pixel_format,
             parts=parts,
             meta={
                 "pixel_spacing_mm": self._spacing,
+                "roi": {"source": "config", "polygon": [list(p) for p in self._roi]},
                 "phantom_index": index,
                 "phantom_seed": self.spec.seed,
                 "labels": list(LABELS),
@@ -655,9 +830,16 @@ class PhantomSource:
 __all__ = [
     "LABELS",
     "PhantomFrame",
+    "PhantomLayers",
     "PhantomSource",
     "PhantomSpec",
+    "Realism",
+    "RealismSpec",
     "fov_mask",
     "phantom_frame",
+    "phantom_layers",
+    "pixel_format_of",
     "pixel_spacing_mm",
+    "realism_of",
+    "roi_polygon",
 ]
