@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from stream.spec import bounded, section
+from engines.spec import bounded, section
 
 BackendName = Literal["auto", "onnxruntime", "pytorch", "tensorrt", "classical"]
 
