@@ -1,0 +1,236 @@
+"""The frame loop every stage runs, owned by the runtime (the operator model of Holoscan).
+
+A stage is an `Operator`: `setup(ports)` declares its input, output and any latest-wins side
+input (and raises `SetupError` if it cannot start); `process(frame, start_ns, predicted_miss)`
+handles one admitted frame and returns the frame to send on, a `Delivered` frame it handed to
+its sinks itself, or a `Drop` with its reason. A source is a `SourceAdapter` whose `read()`
+returns the next frame. Receiving, end of stream, budget admission, spans, sending and the
+accounting of every outcome happen here; each outcome goes through `StageRuntime.settle`, the
+one call that updates the stats and the frame log together, so every frame a stage takes in is
+counted once: delivered or dropped with its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..budget import LATE, BudgetGuard
+from ..codec import KIND_EOS, EndOfStream, Message
+from ..exit_codes import EXIT_SETUP
+from ..frame import Frame
+from ..stats import STAGE_MS
+from .base import Drop, StageRuntime
+
+RECV_TIMEOUT_MS = 100
+ERROR = "error"  # the drop reason of a frame whose process() raised one of `frame_errors`
+
+
+class SetupError(Exception):
+    """A stage could not start (no engine, a source or sink that will not open): not restarted."""
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A frame a sink stage handed to its sinks itself, at `handoff_ns`."""
+
+    frame: Frame
+    handoff_ns: int
+
+
+class Inbox(Protocol):
+    def recv(self, timeout_ms: int) -> Message | None: ...
+
+
+class Outbox(Protocol):
+    last_drop: str
+
+    def send(self, frame: Frame) -> bool: ...
+
+    def send_eos(self, eos: EndOfStream) -> None: ...
+
+
+class Latest:
+    """A side input drained every loop turn; `frame` is the newest frame it carried (or None)."""
+
+    def __init__(self, inbox: Inbox):
+        self.inbox = inbox
+        self.frame: Frame | None = None
+
+    def drain(self) -> None:
+        while (msg := self.inbox.recv(0)) is not None:
+            if msg.frame is not None:
+                self.frame = msg.frame
+
+
+class Ports:
+    """What a stage declares in `setup`: its links, opened by the runtime (ZeroMQ by default,
+    in-memory links in tests)."""
+
+    def __init__(
+        self,
+        open_input: Callable[[str, str], Inbox],
+        open_output: Callable[[str], Outbox],
+    ):
+        self._open_input = open_input
+        self._open_output = open_output
+        self.input: Inbox | None = None
+        self.output: Outbox | None = None
+        self.side: list[Latest] = []
+
+    @classmethod
+    def of(cls, rt: StageRuntime) -> Ports:
+        return cls(lambda link, prefix: rt.receiver(link, drop_prefix=prefix), rt.sender)
+
+    def add_input(self, link: str) -> None:
+        """The input whose frames `process` handles (one per stage)."""
+        self.input = self._open_input(link, "")
+
+    def add_output(self, link: str) -> Outbox:
+        """Where the frames `process` returns are sent (and the end of stream forwarded)."""
+        self.output = self._open_output(link)
+        return self.output
+
+    def add_latest(self, link: str, drop_prefix: str) -> Latest:
+        """A second input of which only the newest frame matters (render's overlays)."""
+        latest = Latest(self._open_input(link, drop_prefix))
+        self.side.append(latest)
+        return latest
+
+
+class Operator:
+    """A stage's logic. Defaults: the budget guard drops every frame that missed or will miss
+    its deadline, and an exception in `process` stops the stage."""
+
+    guard: BudgetGuard  # set in __init__: the stage's own, with its prediction and stage budget
+    schedules_misses = False  # True: frames predicted to miss reach process(predicted_miss=True)
+    frame_errors: tuple[type[Exception], ...] = ()  # caught per frame: counted as `error` drops
+    times_itself = False  # True: process() feeds the guard's stage times (else the runtime does)
+
+    def setup(self, ports: Ports) -> None:
+        raise NotImplementedError
+
+    def process(self, frame: Frame, start_ns: int, predicted_miss: bool) -> Frame | Delivered | Drop:
+        raise NotImplementedError
+
+    def close(self) -> int:
+        """Release what setup opened; the stage's exit code."""
+        return 0
+
+
+class SourceAdapter(Protocol):
+    """A producer: `read` returns the next frame (stamped, with the time its work started) or
+    None at the end; `eos` is the marker sent when the stage stops."""
+
+    exit_code: int
+
+    def setup(self, ports: Ports) -> None: ...
+
+    def read(self) -> tuple[Frame, int] | None: ...
+
+    def eos(self) -> EndOfStream: ...
+
+    def close(self) -> None: ...
+
+
+def run_operator(rt: StageRuntime, op: Operator, ports: Ports | None = None) -> int:
+    """Run `op` until stopped or its input ends. Returns the stage's exit code."""
+    ports = ports or Ports.of(rt)
+    try:
+        op.setup(ports)
+    except SetupError as e:
+        rt.log.error("%s", e)
+        op.close()
+        return EXIT_SETUP  # could not start: not restarted
+    try:
+        _loop(rt, op, ports)
+    finally:
+        code = op.close()
+    return code
+
+
+def _loop(rt: StageRuntime, op: Operator, ports: Ports) -> None:
+    assert ports.input is not None, "an operator declares its input in setup"
+    errors_logged: set[str] = set()
+    while not rt.stop_requested:
+        rt.tick()
+        for side in ports.side:
+            side.drain()
+        msg = ports.input.recv(RECV_TIMEOUT_MS)
+        if msg is None:
+            continue
+        if msg.kind == KIND_EOS:
+            assert msg.eos is not None
+            rt.eos = msg.eos
+            rt.log.info("end of stream %s after seq %d", msg.eos.stream, msg.eos.last_seq)
+            if ports.output is not None:
+                ports.output.send_eos(msg.eos)
+            return
+        frame = msg.frame
+        assert frame is not None
+        start = rt.clock.now_ns()
+        verdict = op.guard.check(frame, start)
+        if verdict == LATE or (verdict is not None and not op.schedules_misses):
+            rt.settle(frame, Drop(verdict), start, start)
+            continue
+        try:
+            result = op.process(frame, start, verdict is not None)
+        except op.frame_errors as e:  # a bad frame must not kill the stage: count it, say why once
+            rt.settle(frame, Drop(ERROR), start, rt.clock.now_ns())
+            if type(e).__name__ not in errors_logged:
+                errors_logged.add(type(e).__name__)
+                rt.log.error("frame %d dropped: %s: %s", frame.seq, type(e).__name__, e)
+            continue
+        _hand_on(rt, op, frame, result, start, ports.output)
+
+
+def _hand_on(
+    rt: StageRuntime,
+    op: Operator,
+    frame: Frame,
+    result: Frame | Delivered | Drop,
+    start: int,
+    output: Outbox | None,
+) -> None:
+    end = rt.clock.now_ns()
+    if isinstance(result, Drop):
+        rt.settle(frame, result, start, end)
+        return
+    stage_ms = (end - start) / 1e6
+    rt.stats.observe(STAGE_MS, stage_ms)
+    if not op.times_itself and op.guard.record(stage_ms):
+        rt.stats.count("stage_overruns")  # over the stage's own `stage_budget_ms`
+    if isinstance(result, Delivered):
+        rt.settle(result.frame, None, start, end, handoff_ns=result.handoff_ns)
+        return
+    assert output is not None, "an operator that returns frames declares an output"
+    result.with_span(rt.id, start, end)
+    sent = output.send(result)
+    rt.settle(result, None if sent else Drop(output.last_drop), start, end)
+
+
+def run_source(rt: StageRuntime, source: SourceAdapter, ports: Ports | None = None) -> int:
+    """Run a producer until stopped or its source ends. Returns the stage's exit code."""
+    ports = ports or Ports.of(rt)
+    try:
+        source.setup(ports)
+    except SetupError as e:
+        rt.log.error("%s", e)
+        return EXIT_SETUP  # could not start: not restarted
+    output = ports.output
+    assert output is not None, "a source declares its output in setup"
+    try:
+        while not rt.stop_requested and (item := source.read()) is not None:
+            frame, start = item
+            rt.stats.count("captured")
+            frame.with_span(rt.id, start, frame.capture_ns)
+            sent = output.send(frame)
+            end = rt.clock.now_ns()
+            rt.settle(frame, None if sent else Drop(output.last_drop), start, end)
+            rt.stats.observe(STAGE_MS, (end - start) / 1e6)
+            rt.tick()
+    finally:
+        output.send_eos(source.eos())
+        source.close()
+    return source.exit_code
