@@ -26,9 +26,8 @@ from ..plugins import parse_source
 from ..roi.setting import parse_roi_setting
 from ..roi.source import RoiSource
 from ..sources.base import Source, SourceError, SourceEvent
-from ..transport import Sender
 from .base import StageRuntime, sleep_until
-from .loop import Ports, SetupError, run_source
+from .loop import Ports, SetupError, run_source, wait_for_consumers
 
 DEFAULT_FPS = 30.0
 
@@ -83,19 +82,7 @@ class GrabSource:
             }
         )
         _report(rt, source)
-        if (
-            spec.wait_for_consumers
-            and isinstance(sender, Sender)
-            and not sender.wait_for_consumers(spec.wait_for_consumers, spec.wait_timeout_s)
-            and not rt.stop_requested
-        ):
-            rt.log.warning(
-                "only %d of %d consumers after %.0f s; starting anyway (frames to nobody are "
-                "counted)",
-                sender.consumers,
-                spec.wait_for_consumers,
-                spec.wait_timeout_s,
-            )
+        wait_for_consumers(rt, sender, spec.output, spec.wait_for_consumers, spec.wait_timeout_s)
         rate = "the source's own pace" if self.self_paced else f"{fps:.1f} fps"
         rt.log.info("streaming %s at %s to %s", self.stream, rate, rt.cfg.link(spec.output).endpoint)
         self.t_next = rt.clock.now_ns()

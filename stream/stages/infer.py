@@ -18,10 +18,9 @@ from engines import EngineUnavailable, InferencePipeline, load_pipeline
 from ..budget import WILL_MISS, BudgetGuard
 from ..config import InferSpec
 from ..frame import Annotations, Box, Frame
-from ..transport import Sender
 from .base import Drop, StageRuntime
 from .infer_schedule import FALLBACK, MAIN, InferSchedule
-from .loop import Operator, Ports, SetupError, run_operator
+from .loop import Operator, Ports, SetupError, run_operator, wait_for_consumers
 
 RESULT_PARTS = ("mask", "confidence", "output")  # what a model adds to a frame
 RESULT_META = ("applicability", "model_card")
@@ -150,15 +149,7 @@ class InferOperator(Operator):
         )
         # subscribe upstream only once downstream listens, so no frame is processed for nobody
         sender = ports.add_output(spec.output)
-        if (
-            spec.wait_for_consumers
-            and isinstance(sender, Sender)
-            and not sender.wait_for_consumers(spec.wait_for_consumers, spec.wait_timeout_s)
-            and not rt.stop_requested  # the wait ended because the stage is being stopped
-        ):
-            rt.log.warning(
-                "no consumer on %s after %.0f s; starting anyway", spec.output, spec.wait_timeout_s
-            )
+        wait_for_consumers(rt, sender, spec.output, spec.wait_for_consumers, spec.wait_timeout_s)
         ports.add_input(spec.input)
 
     def process(self, frame: Frame, start_ns: int, predicted_miss: bool) -> Frame | Drop:

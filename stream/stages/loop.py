@@ -1,13 +1,11 @@
-"""The frame loop every stage runs, owned by the runtime (the operator model of Holoscan).
+"""The frame loop of every stage, owned by the runtime (the operator model of Holoscan).
 
-A stage is an `Operator`: `setup(ports)` declares its input, output and any latest-wins side
-input (and raises `SetupError` if it cannot start); `process(frame, start_ns, predicted_miss)`
-handles one admitted frame and returns the frame to send on, a `Delivered` frame it handed to
-its sinks itself, or a `Drop` with its reason. A source is a `SourceAdapter` whose `read()`
-returns the next frame. Receiving, end of stream, budget admission, spans, sending and the
-accounting of every outcome happen here; each outcome goes through `StageRuntime.settle`, the
-one call that updates the stats and the frame log together, so every frame a stage takes in is
-counted once: delivered or dropped with its reason.
+An `Operator` declares its links in `setup(ports)` (raising `SetupError` if it cannot start)
+and handles one admitted frame in `process`: the frame to send on, a `Delivered` frame it
+handed to its sinks, or a `Drop` with its reason. A `SourceAdapter` `read`s the next frame.
+Receiving, end of stream, budget admission, spans, sending and the accounting happen here, each
+outcome through `StageRuntime.settle` (stats and frame log together): every frame a stage takes
+in is counted once, delivered or dropped with its reason.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from ..codec import KIND_EOS, EndOfStream, Message
 from ..exit_codes import EXIT_SETUP
 from ..frame import Frame
 from ..stats import STAGE_MS
+from ..transport import Sender
 from .base import Drop, StageRuntime
 
 RECV_TIMEOUT_MS = 100
@@ -65,8 +64,7 @@ class Latest:
 
 
 class Ports:
-    """What a stage declares in `setup`: its links, opened by the runtime (ZeroMQ by default,
-    in-memory links in tests)."""
+    """The links a stage declares in `setup` (ZeroMQ from `of(rt)`; in-memory ones in tests)."""
 
     def __init__(
         self,
@@ -100,8 +98,8 @@ class Ports:
 
 
 class Operator:
-    """A stage's logic. Defaults: the budget guard drops every frame that missed or will miss
-    its deadline, and an exception in `process` stops the stage."""
+    """A stage's logic. By default frames that missed or will miss their deadline are dropped
+    on arrival, and an exception in `process` ends the stage."""
 
     guard: BudgetGuard  # set in __init__: the stage's own, with its prediction and stage budget
     schedules_misses = False  # True: frames predicted to miss reach process(predicted_miss=True)
@@ -115,13 +113,12 @@ class Operator:
         raise NotImplementedError
 
     def close(self) -> int:
-        """Release what setup opened; the stage's exit code."""
+        """Release what setup opened; returns the stage's exit code."""
         return 0
 
 
 class SourceAdapter(Protocol):
-    """A producer: `read` returns the next frame (stamped, with the time its work started) or
-    None at the end; `eos` is the marker sent when the stage stops."""
+    """A producer: `read` gives the next frame and when work on it started, or None at the end."""
 
     exit_code: int
 
@@ -208,6 +205,21 @@ def _hand_on(
     result.with_span(rt.id, start, end)
     sent = output.send(result)
     rt.settle(result, None if sent else Drop(output.last_drop), start, end)
+
+
+def wait_for_consumers(rt: StageRuntime, out: Outbox, link: str, n: int, timeout_s: float) -> None:
+    """Before the first frame: wait up to `timeout_s` for `n` consumers (a pubsub link)."""
+    if not n or not isinstance(out, Sender) or out.wait_for_consumers(n, timeout_s):
+        return
+    if not rt.stop_requested:  # else the wait ended because the stage is being stopped
+        rt.log.warning(
+            "only %d of %d consumers on %s after %.0f s; starting anyway (frames to nobody are "
+            "counted)",
+            out.consumers,
+            n,
+            link,
+            timeout_s,
+        )
 
 
 def run_source(rt: StageRuntime, source: SourceAdapter, ports: Ports | None = None) -> int:
