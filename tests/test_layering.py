@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,12 @@ def test_the_check_sees_lazy_and_dotted_imports(tmp_path: Path) -> None:
     src = tmp_path / "m.py"
     src.write_text("import os\n\ndef f():\n    from stream.spec import bounded\n    import tools.bench\n")
     assert imported_packages(src) == {"os", "stream", "tools"}
+
+
+def test_loading_a_config_loads_no_inference_runtime() -> None:
+    """`engines` loads its backends on first use: the config loader (and so every stage that
+    runs no model) does not pay for ONNX Runtime."""
+    code = "import sys, stream.config, stream.spec; print('onnxruntime' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
