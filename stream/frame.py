@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 
-PIXEL_FORMATS = ("gray8", "bgr8", "rgb8", "gray16", "float32")
-
 
 @dataclass(frozen=True)
 class Span:
@@ -65,7 +63,7 @@ class Frame:
     capture_ns: int
     deadline_ns: int
     image: np.ndarray
-    pixel_format: str = "gray8"
+    pixel_format: str = "gray8"  # a name in engines.pixels.PIXEL_FORMATS
     epoch: int = 0
     parts: dict[str, np.ndarray] = field(default_factory=dict)
     annotations: Annotations = field(default_factory=Annotations)

@@ -18,7 +18,7 @@ from stream.codec import KIND_EOS, KIND_FRAME, EndOfStream, Message
 from stream.config import load_config
 from stream.frame import Frame
 from stream.stages.base import Drop, StageRuntime
-from stream.stages.loop import ERROR, Operator, Ports, run_operator, run_source
+from stream.stages.loop import BAD_PIXELS, ERROR, Operator, Ports, run_operator, run_source
 
 IMAGE = np.zeros((4, 4), np.uint8)
 
@@ -32,6 +32,7 @@ class Script:
     action: str  # "pass", "drop" or "crash"
     work_ms: float
     sendable: bool
+    bad_pixels: bool = False  # a source's image not of its pixel format
 
 
 scripts = st.lists(
@@ -41,6 +42,7 @@ scripts = st.lists(
         action=st.sampled_from(["pass", "pass", "drop", "crash"]),
         work_ms=st.floats(0, 40),
         sendable=st.booleans(),
+        bad_pixels=st.booleans(),
     ),
     max_size=40,
 )
@@ -189,7 +191,8 @@ class ScriptedSource:
         s = self.plan.popleft()
         self.clock.advance_ms(s.work_ms)
         now = self.clock.now_ns()
-        frame = Frame("s", self.seq, now, now + 50_000_000, IMAGE, epoch=1, meta={"script": s})
+        image = IMAGE.astype(np.float32) if s.bad_pixels else IMAGE
+        frame = Frame("s", self.seq, now, now + 50_000_000, image, epoch=1, meta={"script": s})
         self.seq += 1
         return frame, start
 
@@ -213,7 +216,9 @@ def test_every_frame_a_source_captures_is_counted_once(plan: list[Script]) -> No
     assert code == 0
     assert rt.stats.counters["captured"] == len(plan)
     check_accounting(rt, log, len(plan), outbox.sent)
-    assert rt.stats.drops["overflow"] == sum(not s.sendable for s in plan)
+    assert rt.stats.drops[BAD_PIXELS] == sum(s.bad_pixels for s in plan)  # never on the wire
+    assert rt.stats.drops["overflow"] == sum(not s.sendable and not s.bad_pixels for s in plan)
+    assert all(f.image.dtype == np.uint8 for f in outbox.sent)
     assert outbox.eos == [EndOfStream("s", 1, len(plan) - 1)]
 
 

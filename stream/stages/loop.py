@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from engines.pixels import pixel_format
+
 from ..budget import LATE, BudgetGuard
 from ..codec import KIND_EOS, EndOfStream, Message
 from ..exit_codes import EXIT_SETUP
@@ -24,6 +26,7 @@ from .base import Drop, StageRuntime
 
 RECV_TIMEOUT_MS = 100
 ERROR = "error"  # the drop reason of a frame whose process() raised one of `frame_errors`
+BAD_PIXELS = "invalid:pixel_format"  # a source's image that does not match its pixel format
 
 
 class SetupError(Exception):
@@ -232,10 +235,19 @@ def run_source(rt: StageRuntime, source: SourceAdapter, ports: Ports | None = No
         return EXIT_SETUP  # could not start: not restarted
     output = ports.output
     assert output is not None, "a source declares its output in setup"
+    bad_logged = False
     try:
         while not rt.stop_requested and (item := source.read()) is not None:
             frame, start = item
             rt.stats.count("captured")
+            try:  # where images enter: the one check of their pixel format before the wire
+                pixel_format(frame.pixel_format).check(frame.image)
+            except ValueError as e:
+                rt.settle(frame, Drop(BAD_PIXELS), start, rt.clock.now_ns())
+                if not bad_logged:
+                    bad_logged = True
+                    rt.log.error("the source's frame %d dropped: %s", frame.seq, e)
+                continue
             frame.with_span(rt.id, start, frame.capture_ns)
             sent = output.send(frame)
             end = rt.clock.now_ns()
