@@ -11,6 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from engines.api import Box
+
+__all__ = ["Annotations", "Box", "Frame", "Span"]
+
 
 @dataclass(frozen=True)
 class Span:
@@ -23,18 +27,6 @@ class Span:
     @property
     def duration_ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
-
-
-@dataclass(frozen=True)
-class Box:
-    """An axis-aligned box in image pixel coordinates, with its label index and score."""
-
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    label: int
-    score: float
 
 
 @dataclass

@@ -224,3 +224,26 @@ def test_every_frame_a_source_captures_is_counted_once(plan: list[Script]) -> No
 
 def _no_input(*_: Any) -> MemInbox:
     raise AssertionError("a source has no input")
+
+
+def test_a_models_boxes_reach_the_wire_as_they_left_the_engine() -> None:
+    """One box form: the engine's `Box` objects are the frame's annotations, and the wire
+    gives back equal ones."""
+    from engines import InferenceResult
+    from engines.api import Box
+    from stream.codec import decode, encode_frame
+    from stream.stages.infer import annotate_frame
+
+    boxes = [Box(1.5, 2.0, 30.0, 40.0, 1, 0.9), Box(0.0, 0.0, 3.0, 3.0, 0, 0.25)]
+
+    class Detector:
+        model_id, labels, backend, device, precision = "det", ["a", "b"], "fake", "cpu", "fp32"
+
+        def __call__(self, image: np.ndarray, pixel_format: str) -> InferenceResult:
+            return InferenceResult(mask=None, boxes=boxes)
+
+    frame = Frame("s", 0, 1, 2, IMAGE, epoch=1)
+    out = annotate_frame(frame, Detector())  # type: ignore[arg-type]
+    assert out.annotations.boxes == boxes and out.annotations.boxes[0] is boxes[0]
+    msg = decode(encode_frame(out, "infer", 1, 3))
+    assert msg.frame is not None and msg.frame.annotations.boxes == boxes

@@ -17,7 +17,7 @@ from engines import EngineUnavailable, InferencePipeline, load_pipeline
 
 from ..budget import WILL_MISS, BudgetGuard
 from ..config import InferSpec
-from ..frame import Annotations, Box, Frame
+from ..frame import Annotations, Frame
 from .base import Drop, StageRuntime
 from .infer_schedule import FALLBACK, MAIN, InferSchedule
 from .loop import Operator, Ports, SetupError, run_operator, wait_for_consumers
@@ -44,14 +44,10 @@ def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
         parts["confidence"] = result.confidence
     if result.image is not None:
         parts["output"] = result.image
-    boxes = [
-        Box(float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4]), float(b[5]))
-        for b in result.boxes
-    ]
     annotations = Annotations(
         model=pipeline.model_id,
         labels=list(pipeline.labels),
-        boxes=boxes,
+        boxes=list(result.boxes),
         backend=pipeline.backend,
         device=pipeline.device,
         precision=pipeline.precision,
