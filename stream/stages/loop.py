@@ -238,6 +238,7 @@ def run_source(rt: StageRuntime, source: SourceAdapter, ports: Ports | None = No
     bad_logged = False
     try:
         while not rt.stop_requested and (item := source.read()) is not None:
+            rt.tick()
             frame, start = item
             rt.stats.count("captured")
             try:  # where images enter: the one check of their pixel format before the wire
@@ -253,7 +254,6 @@ def run_source(rt: StageRuntime, source: SourceAdapter, ports: Ports | None = No
             end = rt.clock.now_ns()
             rt.settle(frame, None if sent else Drop(output.last_drop), start, end)
             rt.stats.observe(STAGE_MS, (end - start) / 1e6)
-            rt.tick()
     finally:
         output.send_eos(source.eos())
         source.close()
