@@ -143,6 +143,9 @@ def run_operator(rt: StageRuntime, op: Operator, ports: Ports | None = None) -> 
         rt.log.error("%s", e)
         op.close()
         return EXIT_SETUP  # could not start: not restarted
+    except BaseException:  # a link that will not bind, a key file...: release what was opened
+        op.close()
+        raise
     try:
         _loop(rt, op, ports)
     finally:
