@@ -247,3 +247,27 @@ def test_a_models_boxes_reach_the_wire_as_they_left_the_engine() -> None:
     assert out.annotations.boxes == boxes and out.annotations.boxes[0] is boxes[0]
     msg = decode(encode_frame(out, "infer", 1, 3))
     assert msg.frame is not None and msg.frame.annotations.boxes == boxes
+
+
+def test_an_operator_that_cannot_start_exits_with_the_setup_code_and_is_closed() -> None:
+    from stream.exit_codes import EXIT_SETUP
+    from stream.stages.loop import SetupError
+
+    class NoEngine(Scripted):
+        closed = False
+
+        def setup(self, ports: Ports) -> None:
+            raise SetupError("cannot load engine: no such model")
+
+        def close(self) -> int:
+            self.closed = True
+            return 0
+
+    clock = FakeClock()
+    rt, log = runtime(clock)
+    op = NoEngine(clock, False)
+    try:
+        code = run_operator(rt, op, Ports(lambda *_: MemInbox(clock, []), lambda _: MemOutbox()))
+    finally:
+        rt.close()
+    assert (code, op.closed, log.records) == (EXIT_SETUP, True, [])
