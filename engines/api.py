@@ -7,6 +7,8 @@
     pipeline.selection                    # why that backend (one line)
     pipeline.card_info                    # intended use, training data, notice (may be absent)
 
+Also public: the leaf modules `engines.spec` (typed config sections) and `engines.pixels`
+(pixel formats), which `stream` shares; they import nothing but the standard library and numpy.
 Everything else in this package is internal.
 """
 
