@@ -7,6 +7,8 @@
     pipeline.selection                    # why that backend (one line)
     pipeline.card_info                    # intended use, training data, notice (may be absent)
 
+Also public: the leaf modules `engines.spec` (typed config sections) and `engines.pixels`
+(pixel formats), which `stream` shares; they import nothing but the standard library and numpy.
 Everything else in this package is internal.
 """
 
@@ -17,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from stream.spec import bounded, section
+from engines.spec import bounded, section
 
 BackendName = Literal["auto", "onnxruntime", "pytorch", "tensorrt", "classical"]
 
@@ -54,12 +56,26 @@ class EngineSpec:
     )
 
 
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in image pixel coordinates, with its label index and score: the one
+    form of a box from the model to the overlay (`stream.frame` uses it; the wire carries it
+    as `[x0, y0, x1, y1, label, score]`)."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    label: int
+    score: float
+
+
 @dataclass
 class InferenceResult:
     """What a pipeline says about one image.
 
     mask: uint8 label map at the input image's height x width (None for models without one);
-    boxes: float32 array N x 6 of [x0, y0, x1, y1, label, score] in image pixels;
+    boxes: the detected boxes, in image pixels;
     image: an output image (e.g. a denoised frame) at the input size, or None;
     timings_ms: preprocess / engine / postprocess times;
     confidence: uint8 H x W per-pixel confidence of the mask (0..255 = 0..1), or None;
@@ -68,7 +84,7 @@ class InferenceResult:
     """
 
     mask: np.ndarray | None
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), np.float32))
+    boxes: list[Box] = field(default_factory=list)
     image: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     confidence: np.ndarray | None = None

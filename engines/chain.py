@@ -51,7 +51,7 @@ class ChainPipeline:
                 out.mask, out.confidence = r.mask, r.confidence
             if r.applicability is not None:  # the gate of the last model that has one
                 out.applicability = r.applicability
-            if len(r.boxes):
+            if r.boxes:
                 out.boxes = r.boxes
         return out
 

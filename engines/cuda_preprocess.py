@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.preprocess import PIXEL_FORMATS, _colour_matrix, check_image
+from engines.pixels import PIXEL_FORMATS
+from engines.preprocess import _colour_matrix
 from engines.registry import ModelInput
 
 KERNEL_FILE = Path(__file__).resolve().parent / "cuda" / "preprocess.cu"
@@ -34,9 +35,14 @@ def resize_tables(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return i0, np.minimum(i0 + 1, src - 1).astype(np.int32), (s - i0).astype(np.float32)
 
 
+def source_channels(pixel_format: str) -> int:
+    """Cs: the channels of a frame of one of the engines' (8-bit) formats."""
+    return PIXEL_FORMATS[pixel_format].channels or 1
+
+
 def kernel_params(pixel_format: str, spec: ModelInput) -> np.ndarray:
     """15 float32: colour matrix 3x3 (Cm x Cs, zero-padded), scale[3], offset[3]."""
-    cs, cm = PIXEL_FORMATS[pixel_format], spec.num_channels
+    cs, cm = source_channels(pixel_format), spec.num_channels
     matrix = _colour_matrix(pixel_format, spec.channels)
     if matrix is None:
         matrix = np.eye(cm, cs, dtype=np.float32)
@@ -80,8 +86,8 @@ class CudaPreprocessor:
         return dev
 
     def __call__(self, image: np.ndarray, pixel_format: str, dst: object) -> None:
-        """Preprocess `image` into device pointer `dst` (1 x C x h x w of the spec's dtype)."""
-        image = check_image(image, pixel_format)
+        """Preprocess `image` (already checked: `check_image`) into device pointer `dst`
+        (1 x C x h x w of the spec's dtype)."""
         spec, cuda = self.spec, self._cuda
         h, w = image.shape[:2]
         if (h, w) not in self._tables:
@@ -99,7 +105,7 @@ class CudaPreprocessor:
         self._kernel(
             self._frame_dev,
             np.int32(w),
-            np.int32(PIXEL_FORMATS[pixel_format]),
+            np.int32(source_channels(pixel_format)),
             *self._tables[(h, w)],
             self._params[pixel_format],
             dst,

@@ -27,27 +27,17 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from engines.pixels import pixel_format as pixel_format_of
 from engines.registry import ModelInput
 
-PIXEL_FORMATS = {"gray8": 1, "bgr8": 3, "rgb8": 3}
+ENGINE_FORMATS = ("gray8", "bgr8", "rgb8")
 BT601 = {"r": 0.299, "g": 0.587, "b": 0.114}
 
 
 def check_image(image: object, pixel_format: str) -> np.ndarray:
-    """The image as a uint8 array of the right shape for `pixel_format`, or a clear ValueError."""
-    if pixel_format not in PIXEL_FORMATS:
-        raise ValueError(
-            f"unsupported pixel format {pixel_format!r}; supported: {', '.join(PIXEL_FORMATS)}"
-        )
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"{pixel_format} image must be uint8, got {image.dtype}")
-    if PIXEL_FORMATS[pixel_format] == 1:
-        if image.ndim != 2:
-            raise ValueError(f"gray8 image must be H x W, got shape {image.shape}")
-    elif image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{pixel_format} image must be H x W x 3, got shape {image.shape}")
+    """The image as a non-empty uint8 array of `pixel_format` (one the engines take), or a
+    clear ValueError: the engines' entry check (pipelines call it once per frame)."""
+    image = pixel_format_of(pixel_format, ENGINE_FORMATS).check(image)
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"image is empty: shape {image.shape}")
     return image
@@ -67,8 +57,8 @@ def _colour_matrix(pixel_format: str, channels: str) -> np.ndarray | None:
 
 
 def preprocess(image: np.ndarray, pixel_format: str, spec: ModelInput) -> np.ndarray:
-    """uint8 frame -> contiguous 1 x C x h x w tensor of `spec.dtype` (see the module docstring)."""
-    image = check_image(image, pixel_format)
+    """uint8 frame (already checked: `check_image`) -> contiguous 1 x C x h x w tensor of
+    `spec.dtype` (see the module docstring)."""
     x: np.ndarray = image.astype(np.float32)
     if x.shape[:2] != (spec.height, spec.width):
         x = cv2.resize(x, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)

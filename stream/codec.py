@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .frame import PIXEL_FORMATS, Annotations, Box, Frame, Span
+from engines.pixels import PIXEL_FORMATS
+
+from .frame import Annotations, Box, Frame, Span
 
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
@@ -294,23 +296,6 @@ def _parse_trace(raw: Any) -> list[Span]:
     return spans
 
 
-def _check_image_format(fmt: str, shape: tuple[int, ...], dtype: str) -> None:
-    expected = {
-        "gray8": (2, "uint8", None),
-        "bgr8": (3, "uint8", 3),
-        "rgb8": (3, "uint8", 3),
-        "gray16": (2, "uint16", None),
-        "float32": (None, "float32", None),
-    }[fmt]
-    ndim, want_dtype, channels = expected
-    if (
-        (ndim is not None and len(shape) != ndim)
-        or dtype != want_dtype
-        or (channels is not None and shape[-1] != channels)
-    ):
-        raise DecodeError("pixel_format", f"image {dtype}{list(shape)} does not match {fmt}")
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -425,8 +410,11 @@ def decode(parts: list[Any], shm_reader: ShmReader | None = None) -> Message:
         if len(buf) != expected:
             raise DecodeError("size", f"{name}: {len(buf)} bytes, shape needs {expected}")
         arrays[name] = np.frombuffer(buf, dtype=DTYPES[dtype_name]).reshape(shape)
-        if i == 0:
-            _check_image_format(fmt, shape, dtype_name)
+        if i == 0:  # the image: checked here, once, for every stage after
+            try:
+                PIXEL_FORMATS[fmt].check(arrays[name])
+            except ValueError as e:
+                raise DecodeError("pixel_format", str(e)) from None
     meta = header.get("meta", {})
     if not isinstance(meta, dict) or not _meta_depth_ok(meta):
         raise DecodeError("field", f"'meta' must be an object nested at most {MAX_META_DEPTH} deep")

@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-PIXEL_FORMATS = ("gray8", "bgr8", "rgb8", "gray16", "float32")
+from engines.api import Box
+
+__all__ = ["Annotations", "Box", "Frame", "Span"]
 
 
 @dataclass(frozen=True)
@@ -25,18 +27,6 @@ class Span:
     @property
     def duration_ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
-
-
-@dataclass(frozen=True)
-class Box:
-    """An axis-aligned box in image pixel coordinates, with its label index and score."""
-
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    label: int
-    score: float
 
 
 @dataclass
@@ -65,7 +55,7 @@ class Frame:
     capture_ns: int
     deadline_ns: int
     image: np.ndarray
-    pixel_format: str = "gray8"
+    pixel_format: str = "gray8"  # a name in engines.pixels.PIXEL_FORMATS
     epoch: int = 0
     parts: dict[str, np.ndarray] = field(default_factory=dict)
     annotations: Annotations = field(default_factory=Annotations)

@@ -175,6 +175,7 @@ class Sender:
         stats: StageStats,
         should_stop: Callable[[], bool] = _never,
         guard: SocketGuard | None = None,
+        count_drops: bool = True,
     ):
         self.name = name
         self.spec = spec
@@ -182,6 +183,7 @@ class Sender:
         self.clock = clock
         self.stats = stats
         self.should_stop = should_stop
+        self.count_drops = count_drops  # False: the caller counts a refused frame itself
         self.link_seq = 0
         self.last_drop = ""  # reason the last frame `send` refused was dropped
         self.consumers = 0
@@ -236,7 +238,8 @@ class Sender:
             self._track_subscriptions()
             if self.consumers == 0:
                 self.last_drop = "no_consumer"
-                self.stats.drop(self.last_drop)
+                if self.count_drops:
+                    self.stats.drop(self.last_drop)
                 return False
         parts = encode_frame(
             frame,
@@ -249,7 +252,8 @@ class Sender:
             self.link_seq += 1
             return True
         self.last_drop = "overflow" if self.spec.mode == "live" else "shutdown"
-        self.stats.drop(self.last_drop)
+        if self.count_drops:
+            self.stats.drop(self.last_drop)
         return False
 
     def send_eos(self, eos: EndOfStream, repeats: int = 3) -> None:

@@ -215,9 +215,9 @@ def test_render_stage_counts_shown_and_suppressed_frames_and_says_why() -> None:
     for meta in metas:
         f = _frame(grey, "gray8", meta, mask)
         f.annotations.boxes = boxes
-        renderer.render(f, f, None, 0)
+        renderer.render(f, f, None)
     plain = _frame(grey, "gray8", {"roi": None})  # no model output: nothing to withhold
-    renderer.render(plain, plain, None, 0)
+    renderer.render(plain, plain, None)
     c = stats.counters
     assert c["overlay_shown"] == 2
     assert c["overlay_suppressed:no_roi"] == 1 and c["overlay_suppressed:ood"] == 1
@@ -242,7 +242,7 @@ def test_render_stage_counts_shown_and_suppressed_frames_and_says_why() -> None:
     live = renderer.live_stats()["overlay"]  # what the viewer's stats table shows
     assert live == {"shown": 2, "suppressed": {"no_roi": 1, "ood": 1}, "off": ""}
     unknown = _frame(grey, "gray8", {"roi": None}, mask)
-    renderer.render(unknown, unknown, None, 0)
+    renderer.render(unknown, unknown, None)
     assert renderer.live_stats()["overlay"]["off"] == "no imaging region yet"
 
 

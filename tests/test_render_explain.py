@@ -189,7 +189,7 @@ def test_render_stage_hands_the_sinks_legend_notice_and_the_chosen_overlay(overl
         frame.image = np.full((240, 320), 90, np.uint8)
         # the whole image is the imaging region (frame.meta contract of the region of interest)
         frame.meta["roi"] = {"source": "config", "polygon": [[0, 0], [320, 0], [320, 240], [0, 240]]}
-        renderer.render(frame, frame, None, 0)
+        renderer.render(frame, frame, None)
         renderer.publish_live(force=True)
     finally:
         rt.close()

@@ -106,13 +106,12 @@ def _kernel_inputs() -> Iterator[tuple[str, np.ndarray, Any, np.ndarray]]:
 def _kernel_args(image: np.ndarray, fmt: str, spec: Any) -> tuple[list[np.ndarray], list[int]]:
     """The kernel's array arguments (frame, 6 resize tables, params) and its int arguments
     in order: src_w, cs, then after the dst pointer dst_h, dst_w, cm."""
-    from engines.cuda_preprocess import kernel_params, resize_tables
-    from engines.preprocess import PIXEL_FORMATS
+    from engines.cuda_preprocess import kernel_params, resize_tables, source_channels
 
     h, w = image.shape[:2]
     arrays = [np.ascontiguousarray(image), *resize_tables(h, spec.height)]
     arrays += [*resize_tables(w, spec.width), kernel_params(fmt, spec)]
-    return arrays, [w, PIXEL_FORMATS[fmt], spec.height, spec.width, spec.num_channels]
+    return arrays, [w, source_channels(fmt), spec.height, spec.width, spec.num_channels]
 
 
 def _compare_kernel(launch: Callable[[np.ndarray, str, Any], np.ndarray]) -> str:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import FrameType
 
 import zmq
 
-from ..budget import BudgetGuard
 from ..clock import Clock, WallClock
-from ..codec import KIND_EOS, EndOfStream
+from ..codec import EndOfStream
 from ..config import PipelineConfig, StageSpec
 from ..frame import Frame
 from ..framelog import FrameLog
@@ -20,7 +19,12 @@ from ..security import Security
 from ..stats import StageStats, StatsPublisher
 from ..transport import Receiver, Sender
 
-RECV_TIMEOUT_MS = 100
+
+@dataclass(frozen=True)
+class Drop:
+    """A frame not handed on, and why (late, will_miss, error, overflow, no_consumer, ...)."""
+
+    reason: str
 
 
 def stage_logger(stage_id: str) -> logging.Logger:
@@ -95,6 +99,7 @@ class StageRuntime:
             self.stats,
             self.should_stop,
             guard=self.security,
+            count_drops=False,  # a refused send is counted by `settle`, with the frame
         )
         self._sockets.append(s)
         return s
@@ -112,6 +117,24 @@ class StageRuntime:
         )
         self._sockets.append(r)
         return r
+
+    def settle(
+        self,
+        frame: Frame,
+        outcome: Drop | None,
+        start_ns: int,
+        end_ns: int,
+        handoff_ns: int | None = None,
+    ) -> None:
+        """Count what became of `frame`: handed on (`outcome` None; a sink stage's
+        `handoff_ns`) or dropped. The one place the stats and the frame log learn a frame's
+        fate, so every frame a stage takes in is counted exactly once in both."""
+        if outcome is not None:
+            self.stats.drop(outcome.reason)
+            self.framelog.drop(frame, outcome.reason, start_ns, end_ns)
+            return
+        self.stats.frame_out(end_ns if handoff_ns is None else handoff_ns)
+        self.framelog.out(frame, start_ns, end_ns, handoff_ns=handoff_ns)
 
     def tick(self) -> None:
         """Call once per loop: publishes stats when due."""
@@ -145,36 +168,3 @@ def sleep_until(clock: Clock, t_ns: int, runtime: StageRuntime) -> None:
         if now >= t_ns:
             return
         clock.sleep_until_ns(min(t_ns, now + 50_000_000))
-
-
-def admitted_frames(
-    rt: StageRuntime,
-    receiver: Receiver,
-    guard: BudgetGuard,
-    before_each: Callable[[], None] | None = None,
-) -> Iterator[tuple[Frame, int]]:
-    """Yield (frame, arrival_ns) for every frame that passes the budget check.
-
-    Frames that fail it are counted as drops with the guard's reason. Ends when the stage is
-    asked to stop or the input stream ends (then `rt.eos` holds the end-of-stream marker).
-    `before_each` runs once per loop turn (e.g. to drain a second link).
-    """
-    while not rt.stop_requested:
-        rt.tick()
-        if before_each is not None:
-            before_each()
-        msg = receiver.recv(RECV_TIMEOUT_MS)
-        if msg is None:
-            continue
-        if msg.kind == KIND_EOS:
-            rt.eos = msg.eos
-            return
-        frame = msg.frame
-        assert frame is not None
-        arrival = rt.clock.now_ns()
-        reason = guard.check(frame, arrival)
-        if reason is not None:
-            rt.stats.drop(reason)
-            rt.framelog.drop(frame, reason, arrival, arrival)
-            continue
-        yield frame, arrival

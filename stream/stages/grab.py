@@ -21,14 +21,13 @@ import math
 
 from ..codec import EndOfStream
 from ..config import GrabSpec
-from ..exit_codes import EXIT_SETUP
 from ..frame import Frame
 from ..plugins import parse_source
 from ..roi.setting import parse_roi_setting
 from ..roi.source import RoiSource
 from ..sources.base import Source, SourceError, SourceEvent
-from ..stats import STAGE_MS
 from .base import StageRuntime, sleep_until
+from .loop import Ports, SetupError, run_source, wait_for_consumers
 
 DEFAULT_FPS = 30.0
 
@@ -44,104 +43,105 @@ def _report(rt: StageRuntime, source: Source) -> None:
             rt.stats.count(name, n)
 
 
+class GrabSource:
+    """The grab stage as a source adapter: opens the source, paces it and stamps each frame."""
+
+    def __init__(self, rt: StageRuntime, spec: GrabSpec, source: Source | None = None):
+        self.rt, self.spec, self.source = rt, spec, source
+        self.exit_code = 0
+        self.seq = 0
+        self.stream = spec.stream or spec.id
+        self.epoch = rt.clock.now_ns()  # a new epoch per start: consumers see a restarted producer
+
+    def setup(self, ports: Ports) -> None:
+        rt, spec = self.rt, self.spec
+        try:
+            if self.source is None:
+                source_spec, factory = parse_source(spec.source, f"{spec.id}.source")
+                roi = parse_roi_setting(spec.roi, f"{spec.id}.roi")
+                self.source = RoiSource(factory(source_spec), roi, spec.id)
+        except SourceError as e:
+            raise SetupError(str(e)) from e
+        source = self.source
+        self.self_paced = spec.fps is None and bool(getattr(source, "self_paced", False))
+        if hasattr(source, "should_stop"):
+            source.should_stop = rt.should_stop  # type: ignore[attr-defined]
+        own = getattr(source, "fps", None)  # a source's own rate; nan, 0 or junk: unknown
+        ok = isinstance(own, (int, float)) and math.isfinite(own) and own > 0
+        own_fps = float(own) if ok else None  # type: ignore[arg-type]
+        fps = spec.fps or own_fps or DEFAULT_FPS
+        self.period_ns = int(1e9 / fps)
+        source_fps = fps if not self.self_paced else own_fps
+        self.rate_meta = {"source_fps": source_fps} if source_fps is not None else {}
+        sender = ports.add_output(spec.output)
+        rt.stats.info.update(
+            {
+                "stream": self.stream,
+                "fps_target": None if self.self_paced else fps,
+                "epoch": self.epoch,
+            }
+        )
+        _report(rt, source)
+        wait_for_consumers(rt, sender, spec.output, spec.wait_for_consumers, spec.wait_timeout_s)
+        rate = "the source's own pace" if self.self_paced else f"{fps:.1f} fps"
+        rt.log.info("streaming %s at %s to %s", self.stream, rate, rt.cfg.link(spec.output).endpoint)
+        self.t_next = rt.clock.now_ns()
+
+    def read(self) -> tuple[Frame, int] | None:
+        rt, clock, source = self.rt, self.rt.clock, self.source
+        assert source is not None
+        if self.seq and not self.self_paced:  # the schedule for the next frame
+            self.t_next += self.period_ns
+            now = clock.now_ns()
+            if now - self.t_next > self.period_ns:  # fell more than a frame behind: no burst
+                rt.stats.count("behind", (now - self.t_next) // self.period_ns)
+                self.t_next = now
+        if self.spec.frames and self.seq >= self.spec.frames:
+            return None
+        if not self.self_paced:
+            sleep_until(clock, self.t_next, rt)
+        if rt.stop_requested:
+            return None
+        start = clock.now_ns()
+        try:
+            cap = source.read()
+        except SourceError as e:
+            rt.log.error("%s", e)
+            self.exit_code = 2
+            return None
+        finally:
+            _report(rt, source)
+        if cap is None:
+            if not rt.stop_requested:
+                rt.log.info("source ended after %d frames", self.seq)
+            return None
+        capture_ns = clock.now_ns()
+        if self.self_paced:  # read() waited for the frame to be due: that wait is not work
+            start = capture_ns
+        frame = Frame(
+            stream=self.stream,
+            seq=self.seq,
+            capture_ns=capture_ns,
+            deadline_ns=capture_ns + rt.budget_ns,
+            image=cap.image,
+            pixel_format=cap.pixel_format,
+            epoch=self.epoch,
+            parts=cap.parts,
+            annotations=cap.annotations,
+            meta={**cap.meta, **self.rate_meta},
+        )
+        self.seq += 1
+        return frame, start
+
+    def eos(self) -> EndOfStream:
+        return EndOfStream(self.stream, self.epoch, self.seq - 1)
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+        self.rt.log.info("stopped after %d frames", self.seq)
+
+
 def run_grab(rt: StageRuntime, spec: GrabSpec, source: Source | None = None) -> int:
     """Run until stopped, the frame limit, or the end of a finite source. Returns exit code."""
-    clock = rt.clock
-    try:
-        if source is None:
-            source_spec, factory = parse_source(spec.source, f"{spec.id}.source")
-            source = factory(source_spec)
-            source = RoiSource(source, parse_roi_setting(spec.roi, f"{spec.id}.roi"), spec.id)
-    except SourceError as e:
-        rt.log.error("%s", e)
-        return EXIT_SETUP  # could not start: not restarted
-    self_paced = spec.fps is None and bool(getattr(source, "self_paced", False))
-    if hasattr(source, "should_stop"):
-        source.should_stop = rt.should_stop  # type: ignore[attr-defined]
-    own = getattr(source, "fps", None)  # a source's own rate; nan, 0 or junk: unknown
-    own_fps = float(own) if isinstance(own, (int, float)) and math.isfinite(own) and own > 0 else None
-    fps = spec.fps or own_fps or DEFAULT_FPS
-    period_ns = int(1e9 / fps)
-    source_fps = fps if not self_paced else own_fps
-    rate_meta = {"source_fps": source_fps} if source_fps is not None else {}
-    stream = spec.stream or spec.id
-    epoch = clock.now_ns()  # a new epoch per start: consumers see a restarted producer
-    sender = rt.sender(spec.output)
-    rt.stats.info.update(
-        {"stream": stream, "fps_target": None if self_paced else fps, "epoch": epoch}
-    )
-    _report(rt, source)
-    if spec.wait_for_consumers and not sender.wait_for_consumers(
-        spec.wait_for_consumers, spec.wait_timeout_s
-    ):
-        if rt.stop_requested:
-            return 0
-        rt.log.warning(
-            "only %d of %d consumers after %.0f s; starting anyway (frames to nobody are counted)",
-            sender.consumers,
-            spec.wait_for_consumers,
-            spec.wait_timeout_s,
-        )
-    rate = "the source's own pace" if self_paced else f"{fps:.1f} fps"
-    rt.log.info("streaming %s at %s to %s", stream, rate, rt.cfg.link(spec.output).endpoint)
-    seq = 0
-    t_next = clock.now_ns()
-    exit_code = 0
-    try:
-        while not rt.stop_requested and (spec.frames == 0 or seq < spec.frames):
-            if not self_paced:
-                sleep_until(clock, t_next, rt)
-            if rt.stop_requested:
-                break
-            start = clock.now_ns()
-            try:
-                cap = source.read()
-            except SourceError as e:
-                rt.log.error("%s", e)
-                exit_code = 2
-                break
-            finally:
-                _report(rt, source)
-            if cap is None:
-                if not rt.stop_requested:
-                    rt.log.info("source ended after %d frames", seq)
-                break
-            capture_ns = clock.now_ns()
-            if self_paced:  # read() waited for the frame to be due: that wait is not work
-                start = capture_ns
-            frame = Frame(
-                stream=stream,
-                seq=seq,
-                capture_ns=capture_ns,
-                deadline_ns=capture_ns + rt.budget_ns,
-                image=cap.image,
-                pixel_format=cap.pixel_format,
-                epoch=epoch,
-                parts=cap.parts,
-                annotations=cap.annotations,
-                meta={**cap.meta, **rate_meta},
-            )
-            rt.stats.count("captured")
-            frame.with_span(rt.id, start, capture_ns)
-            sent = sender.send(frame)
-            end = clock.now_ns()
-            if sent:
-                rt.stats.frame_out(end)
-                rt.framelog.out(frame, start, end)
-            else:
-                rt.framelog.drop(frame, sender.last_drop, start, end)
-            rt.stats.observe(STAGE_MS, (end - start) / 1e6)
-            seq += 1
-            rt.tick()
-            if self_paced:
-                continue
-            t_next += period_ns
-            now = clock.now_ns()
-            if now - t_next > period_ns:  # fell more than a frame behind: do not burst
-                rt.stats.count("behind", (now - t_next) // period_ns)
-                t_next = now
-    finally:
-        sender.send_eos(EndOfStream(stream, epoch, seq - 1))
-        source.close()
-    rt.log.info("stopped after %d frames", seq)
-    return exit_code
+    return run_source(rt, GrabSource(rt, spec, source))

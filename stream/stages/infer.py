@@ -15,16 +15,13 @@ import dataclasses
 
 from engines import EngineUnavailable, InferencePipeline, load_pipeline
 
-from ..budget import LATE, WILL_MISS, BudgetGuard
-from ..codec import KIND_EOS
+from ..budget import WILL_MISS, BudgetGuard
 from ..config import InferSpec
-from ..exit_codes import EXIT_SETUP
-from ..frame import Annotations, Box, Frame
-from ..stats import STAGE_MS
-from .base import StageRuntime
+from ..frame import Annotations, Frame
+from .base import Drop, StageRuntime
 from .infer_schedule import FALLBACK, MAIN, InferSchedule
+from .loop import Operator, Ports, SetupError, run_operator, wait_for_consumers
 
-RECV_TIMEOUT_MS = 100
 RESULT_PARTS = ("mask", "confidence", "output")  # what a model adds to a frame
 RESULT_META = ("applicability", "model_card")
 
@@ -47,14 +44,10 @@ def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
         parts["confidence"] = result.confidence
     if result.image is not None:
         parts["output"] = result.image
-    boxes = [
-        Box(float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4]), float(b[5]))
-        for b in result.boxes
-    ]
     annotations = Annotations(
         model=pipeline.model_id,
         labels=list(pipeline.labels),
-        boxes=boxes,
+        boxes=list(result.boxes),
         backend=pipeline.backend,
         device=pipeline.device,
         precision=pipeline.precision,
@@ -99,147 +92,121 @@ def _schedule(spec: InferSpec) -> InferSchedule:
     )
 
 
+class InferOperator(Operator):
+    """Frames in, model results out; `InferSchedule` is the strategy that says, per frame,
+    whether to run a model (main or fallback), reuse the last result, or drop."""
+
+    schedules_misses = True  # a predicted miss may reuse the last result (auto_skip)
+    frame_errors = (Exception,)  # a frame the model cannot take is counted, not fatal
+    times_itself = True  # only a run of the active model feeds the guard (not reuse, not probes)
+
+    def __init__(
+        self,
+        rt: StageRuntime,
+        spec: InferSpec,
+        pipeline: InferencePipeline | None = None,
+        fallback: InferencePipeline | None = None,
+    ):
+        self.rt, self.spec = rt, spec
+        self.pipeline, self.fallback = pipeline, fallback
+        self.schedule = _schedule(spec)
+        self.guard = BudgetGuard(predict=spec.predict_drops, stage_budget_ms=spec.stage_budget_ms)
+        self.last_out: Frame | None = None
+
+    def setup(self, ports: Ports) -> None:
+        rt, spec = self.rt, self.spec
+        try:
+            self.pipeline = self.pipeline or load_pipeline(spec.engine)
+            if spec.fallback is not None and self.fallback is None:
+                self.fallback = load_pipeline(spec.fallback)
+        except (EngineUnavailable, FileNotFoundError, ValueError) as e:
+            raise SetupError(f"cannot load engine: {e}") from e
+        pipeline = self.pipeline
+        self.models = {MAIN: pipeline, FALLBACK: self.fallback or pipeline}
+        if self.fallback is not None:
+            rt.stats.info["fallback_model"] = self.fallback.model_id
+        selection = getattr(pipeline, "selection", "")
+        rt.stats.info.update(
+            {
+                "model": pipeline.model_id,
+                "backend": pipeline.backend,
+                "device": pipeline.device,
+                "precision": pipeline.precision,
+                "engine_selection": selection,
+            }
+        )
+        rt.log.info(
+            "model %s on %s (%s, %s): %s",
+            pipeline.model_id,
+            pipeline.backend,
+            pipeline.device,
+            pipeline.precision,
+            selection,
+        )
+        # subscribe upstream only once downstream listens, so no frame is processed for nobody
+        sender = ports.add_output(spec.output)
+        wait_for_consumers(rt, sender, spec.output, spec.wait_for_consumers, spec.wait_timeout_s)
+        ports.add_input(spec.input)
+
+    def process(self, frame: Frame, start_ns: int, predicted_miss: bool) -> Frame | Drop:
+        rt, stats = self.rt, self.rt.stats
+        decision = self.schedule.decide(frame.capture_ns, predicted_miss=predicted_miss)
+        if decision.switch:
+            self._switched(decision.switch)
+        if decision.action == "drop":
+            return Drop(WILL_MISS)
+        if decision.action == "reuse":
+            assert self.last_out is not None
+            stats.count(f"reused_{decision.reason}")
+            return reuse_result(frame, self.last_out, decision.reason)
+        model = self.models[decision.model]
+        out = annotate_frame(frame, model)
+        out.meta["inference"] = {"reused": False, "model": model.model_id, "age_ms": 0.0}
+        gate = out.meta.get("applicability")
+        if gate is not None and not gate["applicable"]:
+            stats.count("frames_not_applicable")
+        if decision.model == FALLBACK:
+            stats.count("fallback_frames")
+        if decision.reason == "probe":
+            stats.count("cascade_probes")
+        end = rt.clock.now_ns()
+        stage_ms = (end - start_ns) / 1e6
+        budget = self.spec.stage_budget_ms
+        missed = end > frame.deadline_ns or (budget is not None and stage_ms > budget)
+        if decision.reason != "probe" and self.guard.record(stage_ms):  # the active model's
+            stats.count("stage_overruns")
+        switch = self.schedule.record(
+            decision.model, frame.seq, frame.capture_ns, out.annotations.model, missed
+        )
+        if switch:
+            self._switched(switch)
+        self.last_out = out
+        return out
+
+    def _switched(self, switch: str) -> None:
+        """Log and count a cascade switch; the guard's timings restart for the new model."""
+        rt = self.rt
+        target = self.models[FALLBACK if switch == "to_fallback" else MAIN]
+        rt.stats.count("cascade_switches")
+        rt.stats.count(f"cascade_{switch}")
+        rt.stats.info["active_model"] = target.model_id
+        self.guard.recent.clear()
+        if switch == "to_fallback":
+            rt.log.warning("budget missed: switching to the fallback model %s", target.model_id)
+        else:
+            rt.log.info("main model %s meets the budget again: switching back", target.model_id)
+
+    def close(self) -> int:
+        for model in (self.pipeline, self.fallback):
+            if model is not None:
+                model.close()
+        return 0
+
+
 def run_infer(
     rt: StageRuntime,
     spec: InferSpec,
     pipeline: InferencePipeline | None = None,
     fallback: InferencePipeline | None = None,
 ) -> int:
-    clock = rt.clock
-    try:
-        pipeline = pipeline or load_pipeline(spec.engine)
-        if spec.fallback is not None and fallback is None:
-            fallback = load_pipeline(spec.fallback)
-    except (EngineUnavailable, FileNotFoundError, ValueError) as e:
-        rt.log.error("cannot load engine: %s", e)
-        if pipeline is not None:
-            pipeline.close()
-        return EXIT_SETUP  # could not start: not restarted
-    models = {MAIN: pipeline, FALLBACK: fallback or pipeline}
-    schedule = _schedule(spec)
-    if fallback is not None:
-        rt.stats.info["fallback_model"] = fallback.model_id
-    rt.stats.info.update(
-        {
-            "model": pipeline.model_id,
-            "backend": pipeline.backend,
-            "device": pipeline.device,
-            "precision": pipeline.precision,
-            "engine_selection": getattr(pipeline, "selection", ""),
-        }
-    )
-    rt.log.info(
-        "model %s on %s (%s, %s): %s",
-        pipeline.model_id,
-        pipeline.backend,
-        pipeline.device,
-        pipeline.precision,
-        getattr(pipeline, "selection", ""),
-    )
-    guard = BudgetGuard(predict=spec.predict_drops, stage_budget_ms=spec.stage_budget_ms)
-    # subscribe upstream only once downstream listens, so no frame is processed for nobody
-    sender = rt.sender(spec.output)
-    if (
-        spec.wait_for_consumers
-        and not sender.wait_for_consumers(spec.wait_for_consumers, spec.wait_timeout_s)
-        and not rt.stop_requested  # the wait ended because the stage is being stopped
-    ):
-        rt.log.warning(
-            "no consumer on %s after %.0f s; starting anyway", spec.output, spec.wait_timeout_s
-        )
-    receiver = rt.receiver(spec.input)
-    errors_logged: set[str] = set()
-    last_out: Frame | None = None
-    try:
-        while not rt.stop_requested:
-            rt.tick()
-            msg = receiver.recv(RECV_TIMEOUT_MS)
-            if msg is None:
-                continue
-            if msg.kind == KIND_EOS:
-                assert msg.eos is not None
-                rt.log.info("end of stream %s after seq %d", msg.eos.stream, msg.eos.last_seq)
-                sender.send_eos(msg.eos)
-                break
-            frame = msg.frame
-            assert frame is not None
-            start = clock.now_ns()
-            reason = guard.check(frame, start)
-            if reason == LATE:
-                rt.stats.drop(reason)
-                rt.framelog.drop(frame, reason, start, start)
-                continue
-            decision = schedule.decide(frame.capture_ns, predicted_miss=reason == WILL_MISS)
-            if decision.switch:
-                _switched(rt, guard, decision.switch, models)
-            if decision.action == "drop":
-                rt.stats.drop(WILL_MISS)
-                rt.framelog.drop(frame, WILL_MISS, start, start)
-                continue
-            if decision.action == "reuse":
-                assert last_out is not None
-                out = reuse_result(frame, last_out, decision.reason)
-                rt.stats.count(f"reused_{decision.reason}")
-            else:
-                model = models[decision.model]
-                try:
-                    out = annotate_frame(frame, model)
-                except Exception as e:  # a bad frame must not kill the stage: count it, say why once
-                    rt.stats.drop("error")
-                    rt.framelog.drop(frame, "error", start, clock.now_ns())
-                    key = type(e).__name__
-                    if key not in errors_logged:
-                        errors_logged.add(key)
-                        rt.log.error("frame %d dropped: %s: %s", frame.seq, key, e)
-                    continue
-                out.meta["inference"] = {"reused": False, "model": model.model_id, "age_ms": 0.0}
-                gate = out.meta.get("applicability")
-                if gate is not None and not gate["applicable"]:
-                    rt.stats.count("frames_not_applicable")
-                if decision.model == FALLBACK:
-                    rt.stats.count("fallback_frames")
-                if decision.reason == "probe":
-                    rt.stats.count("cascade_probes")
-            end = clock.now_ns()
-            stage_ms = (end - start) / 1e6
-            if decision.action == "run":
-                missed = end > frame.deadline_ns or (
-                    spec.stage_budget_ms is not None and stage_ms > spec.stage_budget_ms
-                )
-                if decision.reason != "probe":  # the guard predicts the model that is active
-                    if guard.record(stage_ms):
-                        rt.stats.count("stage_overruns")
-                switch = schedule.record(
-                    decision.model, frame.seq, frame.capture_ns, out.annotations.model, missed
-                )
-                if switch:
-                    _switched(rt, guard, switch, models)
-                last_out = out
-            rt.stats.observe(STAGE_MS, stage_ms)
-            out.with_span(rt.id, start, end)
-            if sender.send(out):
-                rt.stats.frame_out(clock.now_ns())
-                rt.framelog.out(out, start, end)
-            else:
-                rt.framelog.drop(out, sender.last_drop, start, end)
-    finally:
-        pipeline.close()
-        if fallback is not None:
-            fallback.close()
-    return 0
-
-
-def _switched(
-    rt: StageRuntime, guard: BudgetGuard, switch: str, models: dict[str, InferencePipeline]
-) -> None:
-    """Log and count a cascade switch; the guard's timings restart for the new model."""
-    target = models[FALLBACK if switch == "to_fallback" else MAIN]
-    rt.stats.count("cascade_switches")
-    rt.stats.count(f"cascade_{switch}")
-    rt.stats.info["active_model"] = target.model_id
-    guard.recent.clear()
-    if switch == "to_fallback":
-        rt.log.warning("budget missed: switching to the fallback model %s", target.model_id)
-    else:
-        rt.log.info("main model %s meets the budget again: switching back", target.model_id)
-
+    return run_operator(rt, InferOperator(rt, spec, pipeline, fallback))

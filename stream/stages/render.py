@@ -33,7 +33,6 @@ import numpy as np
 from ..budget import BudgetGuard
 from ..clock import CLOCK_TOLERANCE_MS
 from ..config import RenderSpec
-from ..exit_codes import EXIT_SETUP
 from ..frame import Frame
 from ..histogram import RecentHistogram
 from ..overlay_summary import overlay_live
@@ -47,8 +46,9 @@ from ..render.pieces import GeometryPieces
 from ..render.view import ImageView
 from ..sinks.base import Sink, SinkError, sink_pending
 from ..sinks.naming import sink_kind, unique_label
-from ..stats import GLASS_MS, OVERLAY_AGE_MS, STAGE_MS
-from .base import StageRuntime, admitted_frames
+from ..stats import GLASS_MS, OVERLAY_AGE_MS
+from .base import StageRuntime
+from .loop import Delivered, Latest, Operator, Ports, SetupError, run_operator
 
 STATS_PERIOD_S = 0.25
 MAX_LABEL_VALUES = 256
@@ -138,8 +138,9 @@ class Renderer:
         pairs = truth.astype(np.int32).ravel() * k + mask.ravel()
         self.confusion += np.bincount(pairs, minlength=k * k).reshape(k, k)
 
-    def render(self, frame: Frame, overlay: Frame | None, stale_ms: float | None, start_ns: int) -> None:
-        """Draw `frame` (with `overlay`'s annotations, if given) and hand it to every sink."""
+    def render(self, frame: Frame, overlay: Frame | None, stale_ms: float | None) -> int:
+        """Draw `frame` (with `overlay`'s annotations, if given) and hand it to every sink.
+        Returns the time of the handoff."""
         rt = self.rt
         canvas = self.view.base(frame, overlay)  # a new array: the frame stays clean
         suppressed = ""
@@ -165,7 +166,6 @@ class Renderer:
         handoff = rt.clock.now_ns()
         for sink in self.sinks:
             sink.write(canvas, frame)
-        end = rt.clock.now_ns()
         glass_ms = (handoff - frame.capture_ns) / 1e6
         if glass_ms < -CLOCK_TOLERANCE_MS:  # rendered before captured: the clocks disagree
             rt.stats.count("clock_skew")
@@ -175,10 +175,8 @@ class Renderer:
         if handoff > frame.deadline_ns:
             rt.stats.count("budget_misses")
         self.handoffs.append(handoff)
-        rt.stats.frame_out(handoff)
-        rt.stats.observe(STAGE_MS, (end - start_ns) / 1e6)
-        rt.framelog.out(frame, start_ns, end, handoff_ns=handoff)
         self.publish_live()
+        return handoff
 
     def _draw_output(self, canvas: np.ndarray, frame: Frame, overlay: Frame) -> str:
         """Draw the model's mask and boxes where the overlay policy allows (imaging region,
@@ -267,30 +265,69 @@ def _open_sinks(rt: StageRuntime, spec: RenderSpec) -> list[Sink]:
     return sinks
 
 
-def run_render(rt: StageRuntime, spec: RenderSpec) -> int:
-    try:
-        sinks = _open_sinks(rt, spec)
-    except SinkError as e:
-        rt.log.error("%s", e)
-        return EXIT_SETUP  # could not start: not restarted
-    renderer = Renderer(rt, spec, sinks)
+class RenderOperator(Operator):
+    """Frames in, drawn and handed to the sinks. synchronized: each frame with its own result;
+    passthrough: the video is the input, the overlays a second input of which only the newest
+    is drawn, while it is young enough."""
 
-    def note_pending() -> None:
-        # frames counted out but still queued in a file sink are not delivered yet: if this
-        # process dies now they never reach the file (the report counts them as lost)
-        rt.stats.counters["sink_pending"] = max((sink_pending(s) for s in sinks), default=0)
+    def __init__(self, rt: StageRuntime, spec: RenderSpec):
+        self.rt, self.spec = rt, spec
+        self.guard = BudgetGuard(stage_budget_ms=spec.stage_budget_ms)
+        self.renderer: Renderer | None = None
+        self.overlays: Latest | None = None
+        self.max_age_ns = int(spec.overlay_max_age_ms * 1e6)
 
-    rt.stats.snapshot_hooks.append(note_pending)
-    guard = BudgetGuard(stage_budget_ms=spec.stage_budget_ms)
-    try:
+    def setup(self, ports: Ports) -> None:
+        rt, spec = self.rt, self.spec
+        try:
+            sinks = _open_sinks(rt, spec)
+        except SinkError as e:
+            raise SetupError(str(e)) from e
+        self.renderer = Renderer(rt, spec, sinks)
+
+        def note_pending() -> None:
+            # frames counted out but still queued in a file sink are not delivered yet: if this
+            # process dies now they never reach the file (the report counts them as lost)
+            rt.stats.counters["sink_pending"] = max((sink_pending(s) for s in sinks), default=0)
+
+        rt.stats.snapshot_hooks.append(note_pending)
         if spec.mode == "synchronized":
-            _synchronized(rt, renderer, guard)
+            ports.add_input(spec.input)
         else:
-            _passthrough(rt, spec, renderer, guard)
-    finally:
-        renderer.publish_live(force=True)
-        failed = _close_sinks(rt, sinks)
-    return 2 if failed else 0
+            ports.add_input(spec.video)
+            self.overlays = ports.add_latest(spec.input, OVERLAY_DROP_PREFIX)
+
+    def _overlay(self, frame: Frame) -> tuple[Frame | None, float | None]:
+        """Passthrough: the newest overlay if young enough for `frame`, else (None, its age)."""
+        assert self.overlays is not None
+        newest = self.overlays.frame
+        if newest is None or newest.stream != frame.stream:
+            return None, None
+        age_ns = frame.capture_ns - newest.capture_ns
+        if abs(age_ns) > self.max_age_ns:
+            return None, age_ns / 1e6
+        self.rt.stats.observe(OVERLAY_AGE_MS, max(age_ns, 0) / 1e6)
+        return newest, None
+
+    def process(self, frame: Frame, start_ns: int, predicted_miss: bool) -> Delivered:
+        assert self.renderer is not None
+        overlay: Frame | None = frame
+        stale_ms: float | None = None
+        if self.overlays is not None:
+            overlay, stale_ms = self._overlay(frame)
+            if overlay is None:
+                self.rt.stats.count("frames_without_overlay")
+        return Delivered(frame, self.renderer.render(frame, overlay, stale_ms))
+
+    def close(self) -> int:
+        if self.renderer is None:
+            return 0
+        self.renderer.publish_live(force=True)
+        return 2 if _close_sinks(self.rt, self.renderer.sinks) else 0
+
+
+def run_render(rt: StageRuntime, spec: RenderSpec) -> int:
+    return run_operator(rt, RenderOperator(rt, spec))
 
 
 def _close_sinks(rt: StageRuntime, sinks: list[Sink]) -> bool:
@@ -308,43 +345,3 @@ def _close_sinks(rt: StageRuntime, sinks: list[Sink]) -> bool:
             named = rt.stats.info.setdefault("sink_drops", {})
             named[unique_label(sink_kind(sink), named)] = dict(drops)
     return failed
-
-
-def _record_stage_time(rt: StageRuntime, guard: BudgetGuard, start_ns: int) -> None:
-    """Feed the guard's prediction; a frame over `stage_budget_ms` counts as `stage_overruns`."""
-    if guard.record((rt.clock.now_ns() - start_ns) / 1e6):
-        rt.stats.count("stage_overruns")
-
-
-def _synchronized(rt: StageRuntime, renderer: Renderer, guard: BudgetGuard) -> None:
-    receiver = rt.receiver(renderer.spec.input)
-    for frame, start in admitted_frames(rt, receiver, guard):
-        renderer.render(frame, frame, None, start)
-        _record_stage_time(rt, guard, start)
-
-
-def _passthrough(rt: StageRuntime, spec: RenderSpec, renderer: Renderer, guard: BudgetGuard) -> None:
-    video = rt.receiver(spec.video)
-    overlays = rt.receiver(spec.input, drop_prefix=OVERLAY_DROP_PREFIX)
-    newest: list[Frame] = []  # the newest overlay, once one has arrived
-    max_age_ns = int(spec.overlay_max_age_ms * 1e6)
-
-    def take_overlays() -> None:
-        while (o := overlays.recv(0)) is not None:
-            if o.frame is not None:
-                newest[:] = [o.frame]
-
-    for frame, start in admitted_frames(rt, video, guard, before_each=take_overlays):
-        drawn: Frame | None = None
-        stale_ms: float | None = None
-        if newest and newest[0].stream == frame.stream:
-            age_ns = frame.capture_ns - newest[0].capture_ns
-            if abs(age_ns) <= max_age_ns:
-                drawn = newest[0]
-                rt.stats.observe(OVERLAY_AGE_MS, max(age_ns, 0) / 1e6)
-            else:
-                stale_ms = age_ns / 1e6
-        if drawn is None:
-            rt.stats.count("frames_without_overlay")
-        renderer.render(frame, drawn, stale_ms, start)
-        _record_stage_time(rt, guard, start)

@@ -117,7 +117,7 @@ def _loop(config: str, seconds: float, warmup: int, unpaced: bool, results: Any)
                 cap.parts,
             )
             out = annotate_frame(frame, pipeline)
-            renderer.render(out, out, None, clock.now_ns())
+            renderer.render(out, out, None)
             if seq >= warmup:
                 g2g.append((renderer.handoffs[-1] - capture) / 1e6)
                 handoffs.append(renderer.handoffs[-1])
