@@ -21,8 +21,16 @@ from stream.codec import EndOfStream
 from stream.stats import StageStats
 from stream.transport import LinkSpec, Receiver, Sender
 
-from .helpers import make_frame, tcp_link
-from .test_pipeline import demo_config, finish, http_get, stage_pids, start_run, wait_for_stages
+from .helpers import ipc_endpoint, make_frame
+from .test_pipeline import (
+    demo_config,
+    finish,
+    http_get,
+    stage_pids,
+    start_run,
+    viewer_port,
+    wait_for_stages,
+)
 
 RESUME_LIMIT_S = 2.0
 CTX = mp.get_context("spawn")
@@ -57,9 +65,10 @@ def wait_for_new_pid(sup: subprocess.Popen, sid: str, old: int, timeout: float =
 
 
 def test_each_stage_killed_in_turn_restarts_and_every_frame_is_accounted(tmp_path: Path) -> None:
-    config, port, _video = demo_config(tmp_path)
+    config, _video = demo_config(tmp_path)
     report_path = tmp_path / "report.json"
     sup = start_run(config, report_path, duration=None)
+    port = viewer_port(config)
     resumed: dict[str, float] = {}
     try:
         pids = wait_for_stages(sup, 3)
@@ -99,7 +108,7 @@ def test_each_stage_killed_in_turn_restarts_and_every_frame_is_accounted(tmp_pat
 
 
 def test_a_stage_that_keeps_crashing_is_given_up_and_the_run_fails(tmp_path: Path) -> None:
-    config, _port, _video = demo_config(tmp_path)
+    config, _video = demo_config(tmp_path)
     data = yaml.safe_load(config.read_text())
     data["restart"] = {"max_restarts": 2, "backoff_s": 0.05}
     data["stages"][2]["sinks"] = []
@@ -181,8 +190,9 @@ def counting_consumer(spec: LinkSpec, seconds: float, result) -> None:
         ctx.term()
 
 
-def test_a_consumer_that_goes_away_and_comes_back_disturbs_no_one() -> None:
-    spec = tcp_link("pubsub", "live")
+def test_a_consumer_that_goes_away_and_comes_back_disturbs_no_one(ipc_dir: Path) -> None:
+    # ipc (each process knows the path before the producer binds it), frames inline as over tcp
+    spec = LinkSpec(endpoint=ipc_endpoint(ipc_dir, "l"), pattern="pubsub", mode="live", shm="off")
     q = CTX.Queue()
     steady = CTX.Process(target=counting_consumer, args=(spec, 30.0, q))
     steady.start()

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import zmq
 
 from stream.framelog import FrameLog
 
-from .helpers import free_port, make_frame
+from .helpers import ipc_endpoint, make_frame
 
 
-def test_records_only_while_a_profiler_listens() -> None:
+def test_records_only_while_a_profiler_listens(ipc_dir: Path) -> None:
     ctx = zmq.Context()
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    endpoint = ipc_endpoint(ipc_dir, "framelog")  # nobody there until the test binds it
     log = FrameLog(ctx, endpoint, "infer")
     frame = make_frame(7, (8, 8), 1_000)
     frame.with_span("grab", 900, 1_000)

@@ -26,7 +26,7 @@ from stream.stats import StageStats
 from stream.transport import MAX_TRACKED, LinkSpec, Receiver
 from tools.fuzz import fuzz_decoder, fuzz_receiver, outcome, templates
 
-from .helpers import free_port
+from .helpers import ANY_PORT, bound_endpoint
 
 PLAIN_CASES = 20_000
 SOCKET_CASES = 1_500
@@ -116,13 +116,13 @@ def test_socket_fuzz_into_a_live_receiver() -> None:
 def _pair(max_message_mb: float = 256.0) -> tuple[zmq.Context, Receiver, zmq.Socket, StageStats]:
     ctx = zmq.Context()
     stats = StageStats("rx", "infer", WallClock())
-    spec = LinkSpec(endpoint=f"tcp://127.0.0.1:{free_port()}", pattern="pushpull", mode="live",
+    spec = LinkSpec(endpoint=ANY_PORT, pattern="pushpull", mode="live",
                     bind="consumer", max_message_mb=max_message_mb)
     rx = Receiver(ctx, "l", spec, "rx", WallClock(), stats)
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 0)
     push.setsockopt(zmq.SNDTIMEO, 5000)
-    push.connect(spec.endpoint)
+    push.connect(bound_endpoint(rx.sock))
     return ctx, rx, push, stats
 
 

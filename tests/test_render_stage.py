@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -22,7 +23,7 @@ from stream.stages.render import run_render
 from stream.stats import StageStats
 from stream.transport import Sender
 
-from .helpers import free_port
+from .helpers import ipc_endpoint
 
 
 class SteppingClock:
@@ -43,7 +44,8 @@ class SteppingClock:
             self.t_ns = max(self.t_ns, t_ns)
 
 
-def render_config(stage: dict[str, Any]) -> PipelineConfig:
+def render_config(stage: dict[str, Any], endpoint: str = "ipc://unused.sock") -> PipelineConfig:
+    """A render stage with this config, reading frames from a lossless link at `endpoint`."""
     return load_config(
         {
             "name": "r",
@@ -51,7 +53,7 @@ def render_config(stage: dict[str, Any]) -> PipelineConfig:
             "frame_log": "",
             "links": {
                 "in": {
-                    "endpoint": f"tcp://127.0.0.1:{free_port()}",
+                    "endpoint": endpoint,
                     "pattern": "pushpull",
                     "mode": "lossless",
                 }
@@ -97,8 +99,10 @@ def send_all(tx: Sender, batch: list[Frame]) -> None:
 
 
 @pytest.mark.parametrize(("stage_budget_ms", "overruns"), [(20.0, 6), (1000.0, 0)])
-def test_render_stage_budget_overruns_are_counted(stage_budget_ms: float, overruns: int) -> None:
-    cfg = render_config({"stage_budget_ms": stage_budget_ms, "hud": False})
+def test_render_stage_budget_overruns_are_counted(
+    stage_budget_ms: float, overruns: int, ipc_dir: Path
+) -> None:
+    cfg = render_config({"stage_budget_ms": stage_budget_ms, "hud": False}, ipc_endpoint(ipc_dir, "in"))
     with render_stage(cfg, SteppingClock(step_ms=10.0)) as (rt, tx):  # >= 3 readings a frame
         send_all(tx, frames(6))
     assert rt.stats.counters["out"] == 6
@@ -115,7 +119,7 @@ def rendered_images(tmp_path: Any, stage: dict[str, Any], batch: list[Frame]) ->
 
     rec = tmp_path / "out.msrec"
     sinks = [{"type": "recorder", "path": str(rec), "rendered": True, "overwrite": True}]
-    cfg = render_config({**stage, "sinks": sinks})
+    cfg = render_config({**stage, "sinks": sinks}, ipc_endpoint(tmp_path, "in"))
     with render_stage(cfg, SteppingClock(step_ms=0.001)) as (rt, tx):
         send_all(tx, batch)
     with RecordingReader(rec) as reader:

@@ -19,8 +19,6 @@ from stream.frame import Annotations, Frame  # noqa: E402
 from stream.sinks import SINK_TYPES, SinkError, open_sink  # noqa: E402
 from stream.sinks.igtl import IgtlSink, IgtlSpec  # noqa: E402
 
-from .helpers import free_port  # noqa: E402
-
 TIMEOUT = 10.0
 H, W = 96, 128
 
@@ -160,8 +158,8 @@ def test_a_stalled_client_never_blocks_the_pipeline_and_is_dropped(sink) -> None
 def test_open_errors_are_one_line() -> None:
     with pytest.raises(SinkError, match="device names are at most 20 ASCII bytes"):
         IgtlSink(IgtlSpec(port=0), "a-very-long-render-stage")
-    port = free_port()
-    holder = IgtlSink(IgtlSpec(port=port), "r1")
+    holder = IgtlSink(IgtlSpec(port=0), "r1")
+    port = holder.port
     try:
         with pytest.raises(
             SinkError, match=rf"^igtl sink 'r2': cannot listen on 127.0.0.1:{port}: "

@@ -13,7 +13,7 @@ from stream.stats_relay import SnapshotCollector
 from tools.live_stats import LiveView
 from tools.top import CLEAR, format_view
 
-from .helpers import free_port
+from .helpers import ipc_endpoint
 from .pipelines import light_config, medstream
 
 
@@ -58,9 +58,9 @@ def test_rates_and_window_percentiles() -> None:
     assert "render" in text and "late 3" in text and CLEAR not in text
 
 
-def test_collector_gathers_pushes_from_stages_without_a_supervisor() -> None:
+def test_collector_gathers_pushes_from_stages_without_a_supervisor(ipc_dir: Path) -> None:
     ctx = zmq.Context()
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    endpoint = ipc_endpoint(ipc_dir, "stats")
     collector = SnapshotCollector(ctx, endpoint, "alone", 40.0)
     stats = StageStats("infer", "infer", FakeClock())
     stats.count("in", 5)
