@@ -61,32 +61,53 @@ def _listening(port: int) -> bool:
 
 
 def _up_or_exited(sup: subprocess.Popen, ports: list[int]) -> bool:
-    return sup.poll() is not None or all(_listening(p) for p in ports)
+    """Whether `sup` exited, or a process of its tree listens on every one of `ports`."""
+    try:
+        tree = psutil.Process(sup.pid)
+        pids = {sup.pid} | {c.pid for c in tree.children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return True
+    if sup.poll() is not None:
+        return True
+    ours = {
+        c.laddr.port
+        for c in psutil.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    }
+    return all(p in ours for p in ports)
+
+
+def _fresh_ports(config: Path, data: dict) -> None:
+    for sink in _viewer_sinks(data):
+        sink["port"] = child_port()
+    config.write_text(yaml.safe_dump(data))
 
 
 def start_run(config: Path, report: Path, duration: float | None, tries: int = 3) -> subprocess.Popen:
     """`medstream run CONFIG` as a child process. With viewer sinks in CONFIG, returns once they
-    listen; a run that exits because another process took a viewer's port meanwhile is started
-    again with fresh ports written into CONFIG (`viewer_port(config)` reads them)."""
+    listen; a viewer port another process holds is replaced by a fresh one (written into
+    CONFIG: `viewer_port(config)` reads it), and a run that exits because its port was taken
+    meanwhile is started again."""
     cmd = [sys.executable, "-m", "stream.cli", "run", str(config), "--report", str(report)]
     if duration:
         cmd += ["--duration", str(duration)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for _ in range(tries):
+        data = yaml.safe_load(config.read_text())
+        ports = [int(s["port"]) for s in _viewer_sinks(data)]
+        if any(_listening(p) for p in ports):
+            _fresh_ports(config, data)
+            continue
         sup = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        data = yaml.safe_load(config.read_text())
-        ports = [int(s["port"]) for s in _viewer_sinks(data)]
         if not ports:
             return sup
-        wait_until(partial(_up_or_exited, sup, ports), 60, 0.05)
+        wait_until(partial(_up_or_exited, sup, ports), 60, 0.1)
         if sup.poll() is None or sup.returncode == 0 or not any(_listening(p) for p in ports):
             return sup  # up (or failed for a reason of its own: the test sees its output)
-        sup.communicate()  # exited while someone else listens on its port: try other ports
-        for sink in _viewer_sinks(data):
-            sink["port"] = child_port()
-        config.write_text(yaml.safe_dump(data))
+        sup.communicate()  # it exited while another process listens on its port
+        _fresh_ports(config, data)
     pytest.fail(f"the viewer ports in {config} were taken {tries} times")
 
 
