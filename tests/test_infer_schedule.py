@@ -13,7 +13,7 @@ from stream.frame import Frame
 from stream.stages.base import StageRuntime
 from stream.stages.infer_schedule import FALLBACK, MAIN, InferSchedule
 
-from .helpers import infer_stage_config, ipc_endpoint, running_infer_stage
+from .helpers import infer_stage_config, ipc_endpoint, running_infer_stage, wait_until
 
 MS = 1_000_000
 
@@ -183,7 +183,6 @@ def test_no_consumer_warning_not_logged_while_stopping(ipc_dir: Path) -> None:
     """A stage stopped while it waits for its consumer does not claim the wait timed out."""
     import logging
     import threading
-    import time
 
     from stream.config import load_config
     from stream.stages.infer import run_infer
@@ -216,7 +215,8 @@ def test_no_consumer_warning_not_logged_while_stopping(ipc_dir: Path) -> None:
     stage = threading.Thread(target=run_infer, args=(rt, cfg.stage("infer"), model, None))
     try:
         stage.start()
-        time.sleep(0.3)  # waiting for a subscriber that never comes
+        # bound its output: now (or at once) waiting for a subscriber that never comes
+        assert wait_until(lambda: (ipc_dir / "out.sock").exists(), 10)
         rt.stop_requested = True
         stage.join(10)
         assert not stage.is_alive()

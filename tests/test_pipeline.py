@@ -124,13 +124,16 @@ def stage_pids(sup: subprocess.Popen) -> dict[str, int]:
 
 
 def wait_for_stages(sup: subprocess.Popen, n: int, timeout: float = 30) -> dict[str, int]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        pids = stage_pids(sup)
-        if len(pids) == n:
-            return pids
-        time.sleep(0.1)
-    pytest.fail(f"stages did not start: {stage_pids(sup)}")
+    pids: dict[str, int] = {}
+
+    def started() -> bool:
+        pids.clear()
+        pids.update(stage_pids(sup))
+        return len(pids) == n
+
+    if not wait_until(started, timeout, 0.1):
+        pytest.fail(f"stages did not start: {stage_pids(sup)}")
+    return pids
 
 
 def http_get(url: str, timeout: float = 5) -> bytes:
@@ -253,13 +256,8 @@ def test_killed_stage_is_restarted_and_frames_accounted(tmp_path: Path) -> None:
         pids = wait_for_stages(sup, 3)
         fetch_jpeg(port)
         os.kill(pids["infer"], signal.SIGKILL)
-        end = time.monotonic() + 15
-        while time.monotonic() < end:
-            new = stage_pids(sup).get("infer")
-            if new and new != pids["infer"]:
-                break
-            time.sleep(0.1)
-        else:
+        old = pids["infer"]
+        if not wait_until(lambda: stage_pids(sup).get("infer") not in (None, old), 15, 0.1):
             pytest.fail("infer was not restarted")
     finally:
         out = finish(sup)

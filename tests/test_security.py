@@ -145,8 +145,11 @@ def test_allowed_key_receives_frames_and_rogues_get_nothing(keys: Path) -> None:
             if msg is not None:
                 got.append(msg.frame.seq)
         assert len(got) >= 30, got
-        time.sleep(0.3)
-        assert tx.sock.consumers == 1  # neither rogue ever subscribed
+        def subscribers() -> int:
+            tx.sock._track_subscriptions()
+            return tx.sock.consumers
+
+        assert not wait_until(lambda: subscribers() != 1, 0.3)  # neither rogue ever subscribed
         for s in (rogue, plain):
             assert not s.poll(200), "a peer without an allowed key received a frame"
         counts: Counter[str] = Counter()

@@ -19,6 +19,8 @@ from stream.frame import Annotations, Frame  # noqa: E402
 from stream.sinks import SINK_TYPES, SinkError, open_sink  # noqa: E402
 from stream.sinks.igtl import IgtlSink, IgtlSpec  # noqa: E402
 
+from .helpers import wait_until  # noqa: E402
+
 TIMEOUT = 10.0
 H, W = 96, 128
 
@@ -57,10 +59,7 @@ def sink() -> Iterator[IgtlSink]:
 def client(sink: IgtlSink) -> Iterator:
     c = pyigtl.OpenIGTLinkClient("127.0.0.1", sink.port)
     try:
-        end = time.monotonic() + TIMEOUT
-        while sink.clients == 0:
-            assert time.monotonic() < end, "the client did not connect"
-            time.sleep(0.01)
+        assert wait_until(lambda: sink.clients > 0, TIMEOUT), "the client did not connect"
         yield c
     finally:
         c.stop()
@@ -132,10 +131,7 @@ def test_a_stalled_client_never_blocks_the_pipeline_and_is_dropped(sink) -> None
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.connect(("127.0.0.1", sink.port))  # connects, never reads
     try:
-        end = time.monotonic() + TIMEOUT
-        while sink.clients == 0:
-            assert time.monotonic() < end
-            time.sleep(0.01)
+        assert wait_until(lambda: sink.clients > 0, TIMEOUT), "the client did not connect"
         frame = Frame("s", 0, time.time_ns(), 0, np.zeros((1080, 1920), np.uint8), "gray8")
         worst = 0.0
         for seq in range(200):
@@ -145,10 +141,7 @@ def test_a_stalled_client_never_blocks_the_pipeline_and_is_dropped(sink) -> None
             worst = max(worst, time.perf_counter() - t0)
             time.sleep(0.005)
         assert worst < 0.01, worst  # the render loop never waits on the client
-        end = time.monotonic() + TIMEOUT
-        while sink.clients:
-            assert time.monotonic() < end, "a stalled client was never disconnected"
-            time.sleep(0.05)
+        assert wait_until(lambda: sink.clients == 0, TIMEOUT), "a stalled client was never disconnected"
     finally:
         stalled.close()
     drops = sink.drops()
