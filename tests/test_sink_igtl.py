@@ -122,7 +122,8 @@ def test_no_client_never_blocks_and_is_counted() -> None:
         elapsed = time.perf_counter() - t0
     finally:
         sink.close()
-    assert elapsed < 0.3, elapsed
+    # sending 300 frames of 6 MB would take seconds: a generous bound for a loaded machine
+    assert elapsed < 1.0, elapsed
     assert sink.drops() == {"no_client": 300}
 
 
@@ -140,7 +141,9 @@ def test_a_stalled_client_never_blocks_the_pipeline_and_is_dropped(sink) -> None
             sink.write(np.zeros((1, 1, 3), np.uint8), frame)
             worst = max(worst, time.perf_counter() - t0)
             time.sleep(0.005)
-        assert worst < 0.01, worst  # the render loop never waits on the client
+        # the render loop never waits on the client: a write that did would take the client's
+        # 0.5 s send timeout; 0.1 s is a sanity bound for a loaded machine, not a speed target
+        assert worst < 0.1, worst
         assert wait_until(lambda: sink.clients == 0, TIMEOUT), "a stalled client was never disconnected"
     finally:
         stalled.close()
