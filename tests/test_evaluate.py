@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tools.cli import main as medstream
 from tools.evaluate import ENDO_ROWS, US_ROWS
+
+pytestmark = pytest.mark.slow  # spawns `medstream evaluate`
 
 
 def test_evaluate_quick(tmp_path: Path) -> None:

@@ -32,6 +32,8 @@ from .test_pipeline import (
     wait_for_stages,
 )
 
+pytestmark = pytest.mark.slow  # real pipelines and producer/consumer processes, killed on purpose
+
 RESUME_LIMIT_S = 2.0
 CTX = mp.get_context("spawn")
 

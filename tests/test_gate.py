@@ -184,6 +184,7 @@ def test_infer_sends_confidence_applicability_and_card_and_masks_doubt(us_seg) -
     assert reused.meta["applicability"] == gate and reused.meta["model_card"]
 
 
+@pytest.mark.slow
 def test_calibrate_gate_writes_a_gate_that_passes_the_phantom_and_stops_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,6 +23,8 @@ from stream.sources.phantom import LABELS, PhantomSpec, phantom_frame, pixel_spa
 from .helpers import child_port
 from .test_pipeline import fetch_jpeg, finish, start_run, viewer_port
 
+pytestmark = pytest.mark.slow  # `medstream run` of real inputs and outputs
+
 pydicom = pytest.importorskip("pydicom", reason="pip install 'medstream[dicom]'")
 ECHO = Path(pydicom.__file__).parent / "data" / "test_files" / "examples_ybr_color.dcm"
 

@@ -26,6 +26,8 @@ FRAMES = 150
 
 ROGUE = """
 import sys, time, zmq, zmq.auth
+
+pytestmark = pytest.mark.slow  # two `medstream` processes per 'host'
 public, secret = zmq.auth.load_certificate(sys.argv[2])
 server, _ = zmq.auth.load_certificate(sys.argv[3])
 ctx = zmq.Context()

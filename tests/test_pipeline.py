@@ -21,6 +21,8 @@ import yaml
 
 from .helpers import child_port, wait_until
 
+pytestmark = pytest.mark.slow  # `medstream run` of the demo graph
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "configs" / "ultrasound_seg.yaml"
 

@@ -23,6 +23,8 @@ from .helpers import wait_until
 from .test_faults import wait_for_new_pid
 from .test_pipeline import finish, start_run, wait_for_stages
 
+pytestmark = pytest.mark.slow  # `medstream run` under load
+
 FPS = 60
 FRAMES = 240  # 4 s of 1080p BGR: about 1.5 GB written
 SHAPE = (1080, 1920, 3)
@@ -70,7 +72,6 @@ def remove(paths) -> None:
         p.unlink(missing_ok=True)
 
 
-@pytest.mark.slow
 def test_recorder_keeps_every_frame_of_1080p_at_60_fps(tmp_path: Path) -> None:
     out = tmp_path / "out" / "rec.msrec"
     config = recorder_config(tmp_path, str(out))
@@ -94,7 +95,6 @@ def test_recorder_keeps_every_frame_of_1080p_at_60_fps(tmp_path: Path) -> None:
         remove([out, tmp_path / "source.msrec"])
 
 
-@pytest.mark.slow
 def test_recorder_killed_under_load_reads_back_to_its_last_whole_frame(tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
     config = recorder_config(tmp_path, str(out_dir / "{stage}-{start}.msrec"))

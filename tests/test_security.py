@@ -270,6 +270,7 @@ def test_curve_needs_one_binding_stage_per_link(keys: Path) -> None:
         load_config(data)
 
 
+@pytest.mark.slow
 def test_stage_without_a_peer_key_exits_78_at_once(keys: Path, tmp_path: Path) -> None:
     """A missing public key (here the supervisor's, for the stats channel) is a clear, fatal
     error: exit code 78 (its setup failed), which the supervisor does not restart."""

@@ -116,6 +116,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(720, 1280), (8, 8)], ids=["720p", "tiny"])
 def test_recorder_killed_with_sigkill_reads_back_to_its_last_whole_frame(tmp_path, shape) -> None:
     """Large frames: the kill likely lands mid-record; tiny ones: many records per OS write

@@ -66,6 +66,7 @@ def xvfb(tmp_path: Path) -> Iterator[str]:
         proc.wait(10)
 
 
+@pytest.mark.slow
 def test_frames_are_shown_in_a_real_window(xvfb: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISPLAY", xvfb)
     sink = WindowSink(WindowSpec(title="medstream test"), "render")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import zmq
 
 from stream.clock import FakeClock
@@ -80,6 +81,7 @@ def test_collector_gathers_pushes_from_stages_without_a_supervisor(ipc_dir: Path
         ctx.term()
 
 
+@pytest.mark.slow
 def test_top_on_a_real_run_piped_prints_plain_tables(tmp_path: Path) -> None:
     config = light_config(tmp_path)
     run = medstream("run", str(config), "--duration", "6", "--report", str(tmp_path / "r.json"))

@@ -15,6 +15,8 @@ from stream.transport import LinkSpec, Receiver
 
 from .helpers import ANY_PORT, produce
 
+pytestmark = pytest.mark.slow  # a producer process per test
+
 CTX = mp.get_context("spawn")
 
 
