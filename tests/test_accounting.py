@@ -159,6 +159,7 @@ JSON = st.recursive(
 )
 
 
+@pytest.mark.slow  # long: thousands of generated cases
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(sorted(GOOD)), JSON, max_size=4))
 def test_hypothesis_snapshots_never_crash(changes: dict) -> None:

@@ -10,7 +10,7 @@ import pytest
 from tools.cli import main as medstream
 from tools.evaluate import ENDO_ROWS, US_ROWS
 
-pytestmark = pytest.mark.slow  # spawns `medstream evaluate`
+pytestmark = pytest.mark.slow  # `medstream evaluate` end to end
 
 
 def test_evaluate_quick(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ PLAIN_CASES = 20_000
 SOCKET_CASES = 1_500
 
 
+@pytest.mark.slow  # long: thousands of generated cases
 def test_plain_random_fuzz_has_no_crashes_and_reaches_every_reason() -> None:
     result = fuzz_decoder(seed=20240611, cases=PLAIN_CASES)
     assert result.cases == PLAIN_CASES
@@ -57,6 +58,7 @@ BASES = templates()
 KEYS = sorted({k for b in BASES for k in json.loads(b[1])} | {"parts", "annotations", "trace", "meta"})
 
 
+@pytest.mark.slow  # long: thousands of generated cases
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     base=st.sampled_from(BASES),

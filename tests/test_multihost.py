@@ -19,6 +19,8 @@ import yaml
 
 from stream.keys import generate_keypair
 
+pytestmark = pytest.mark.slow  # two `medstream` processes per 'host'
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "configs" / "ultrasound_seg.yaml"
 ADDR_A, ADDR_B = "10.213.0.1", "10.213.0.2"
@@ -26,8 +28,6 @@ FRAMES = 150
 
 ROGUE = """
 import sys, time, zmq, zmq.auth
-
-pytestmark = pytest.mark.slow  # two `medstream` processes per 'host'
 public, secret = zmq.auth.load_certificate(sys.argv[2])
 server, _ = zmq.auth.load_certificate(sys.argv[3])
 ctx = zmq.Context()
