@@ -84,7 +84,7 @@ def test_each_stage_killed_in_turn_restarts_and_every_frame_is_accounted(tmp_pat
             resumed[victim] = wait_for_picture_after(port, killed_at)
             for sid, pid in others.items():  # the others kept running, untouched
                 assert psutil.pid_exists(pid) and stage_pids(sup).get(sid) == pid, sid
-        time.sleep(1.0)
+        time.sleep(1.0)  # the scenario: a second of steady running after the last restart
         sup.send_signal(signal.SIGINT)
     finally:
         out = finish(sup)
@@ -198,17 +198,17 @@ def test_a_consumer_that_goes_away_and_comes_back_disturbs_no_one(ipc_dir: Path)
     q = CTX.Queue()
     steady = CTX.Process(target=counting_consumer, args=(spec, 30.0, q))
     steady.start()
-    time.sleep(0.5)
+    time.sleep(0.5)  # the scenario's timeline (not a wait for a condition): steady connects first
     producer = CTX.Process(target=paced_producer, args=(spec, 6.0, 100.0, q))
     producer.start()
     flaky = CTX.Process(target=flaky_consumer, args=(spec,))
     try:
         time.sleep(1.0)  # the steady consumer is the one the producer waited for
         flaky.start()
-        time.sleep(1.5)
+        time.sleep(1.5)  # the flaky consumer receives for a while ...
         os.kill(flaky.pid, signal.SIGKILL)  # gone without a goodbye
         flaky.join(5)
-        time.sleep(1.0)
+        time.sleep(1.0)  # ... is gone for a second ...
         flaky = CTX.Process(target=flaky_consumer, args=(spec,))
         flaky.start()  # and back
         results = [q.get(timeout=30), q.get(timeout=30)]

@@ -255,7 +255,7 @@ def test_browser_viewer_in_headless_chromium_shows_live_annotated_frames_and_sta
         assert frame.shape == (256, 256, 3)
         url = f"http://127.0.0.1:{port}/"
         first = screenshot(tmp_path, url, "first.png")
-        time.sleep(1.0)
+        time.sleep(1.0)  # the scan moves on between the two screenshots
         second = screenshot(tmp_path, url, "second.png")
         dom = browse(tmp_path, url, "--dump-dom").stdout
     finally:

@@ -238,7 +238,7 @@ def test_sigint_stops_cleanly_without_orphans(tmp_path: Path) -> None:
     port = viewer_port(config)
     pids = wait_for_stages(sup, 3)
     fetch_jpeg(port)  # frames flow: a run stopped before its first frame exits 3, not 0
-    time.sleep(1)
+    time.sleep(1)  # the scenario: stopped while running steadily, not while starting
     sup.send_signal(signal.SIGINT)
     out = finish(sup, timeout=30)
     assert sup.returncode == 0, out
