@@ -83,6 +83,23 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, poll_s:
     return True
 
 
+class FakeTime:
+    """Stands in for the `time` module of code that paces itself with `time.monotonic()` and
+    `time.sleep()` (monkeypatch it in): the clock moves only when slept, so pacing is instant
+    and exact."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.slept = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+        self.slept += max(0.0, seconds)
+
+
 @dataclass
 class LinkEnds:
     """Both ends of one link, opened by `open_link`; `close` closes both."""
