@@ -47,30 +47,34 @@ def inproc_endpoint() -> str:
     return f"inproc://test-link-{next(_inproc_names)}"
 
 
-def _ephemeral_low() -> int:
-    """Where the kernel's range for port-0 binds starts (Linux's default: 32768)."""
+def _outside_ephemeral_range() -> range:
+    """Up to 12,000 ports next to the kernel's range for port-0 binds (below it, or above it
+    where more room is there), which no port-0 bind can be given."""
     try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    below = range(max(1024, low - 12_000), low)
+    above = range(high + 1, min(65536, high + 12_001))
+    return below if len(below) >= len(above) else above
 
 
 def child_port() -> int:
     """A TCP port to write into a child process's config (a viewer, a server), for the one case
-    where the test cannot bind port 0 itself. Drawn below the kernel's ephemeral range, so no
+    where the test cannot bind port 0 itself. Drawn outside the kernel's ephemeral range, so no
     port-0 bind of any process can be given it, and free when asked; a child that still finds it
     taken exits, and its starter retries with another (`test_pipeline.start_run`)."""
-    high = _ephemeral_low()
+    ports = _outside_ephemeral_range()
     rng = random.SystemRandom()
     for _ in range(100):
-        port = rng.randrange(max(1024, high - 12_000), high)
+        port = rng.choice(ports)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
         return port
-    raise RuntimeError("no free TCP port below the ephemeral range")
+    raise RuntimeError(f"no free TCP port in {ports}")
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, poll_s: float = 0.002) -> bool:
@@ -126,8 +130,8 @@ def open_link(
     tx_clock: Clock | None = None,
     rx_clock: Clock | None = None,
 ) -> LinkEnds:
-    """A Sender and a Receiver on `spec`, in that order of binding. An endpoint `tcp://...:*`
-    is bound on a free port, which the connecting end then reads back (no port guessing)."""
+    """A Sender and a Receiver on `spec`, the binding end first. An endpoint `tcp://...:*` is
+    bound on a free port, which the connecting end then reads back (no port guessing)."""
     tx_clock = tx_clock or WallClock()
     rx_clock = rx_clock or WallClock()
     tx_stats = StageStats("tx", "grab", tx_clock)
