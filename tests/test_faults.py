@@ -21,7 +21,7 @@ from stream.codec import EndOfStream
 from stream.stats import StageStats
 from stream.transport import LinkSpec, Receiver, Sender
 
-from .helpers import ipc_endpoint, make_frame
+from .helpers import ipc_endpoint, make_frame, wait_until
 from .test_pipeline import (
     demo_config,
     finish,
@@ -47,23 +47,26 @@ def viewer_stats(port: int) -> dict | None:
 
 def wait_for_picture_after(port: int, t_ns: int, timeout: float = 10.0) -> float:
     """Seconds from wall time `t_ns` until the viewer shows a frame captured after it."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    def resumed() -> bool:
         v = viewer_stats(port)
-        if v and v.get("last_capture_ns") and v["last_capture_ns"] > t_ns:
-            return (time.time_ns() - t_ns) / 1e9
-        time.sleep(0.05)
-    pytest.fail(f"the live picture did not resume within {timeout} s")
+        return bool(v and v.get("last_capture_ns") and v["last_capture_ns"] > t_ns)
+
+    if not wait_until(resumed, timeout, 0.05):
+        pytest.fail(f"the live picture did not resume within {timeout} s")
+    return (time.time_ns() - t_ns) / 1e9
 
 
 def wait_for_new_pid(sup: subprocess.Popen, sid: str, old: int, timeout: float = 10.0) -> int:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    new: list[int] = []
+
+    def restarted() -> bool:
         pid = stage_pids(sup).get(sid)
-        if pid and pid != old:
-            return pid
-        time.sleep(0.05)
-    pytest.fail(f"{sid} was not restarted")
+        new[:] = [pid] if pid is not None and pid != old else []
+        return bool(new)
+
+    if not wait_until(restarted, timeout, 0.05):
+        pytest.fail(f"{sid} was not restarted")
+    return new[0]
 
 
 def test_each_stage_killed_in_turn_restarts_and_every_frame_is_accounted(tmp_path: Path) -> None:
