@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DURATION ?= 0
 
-.PHONY: demo test setup setup-test lint gpu-check clean
+.PHONY: demo test test-fast setup setup-test lint gpu-check clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ gpu-check: $(VENV)/.installed
 
 test: setup-test lint
 	$(PY) -m pytest -q
+
+# the suite without process-spawning and long tests (marked slow): about a minute; no lint
+test-fast: setup-test
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

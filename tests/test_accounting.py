@@ -10,19 +10,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.clock import FakeClock, WallClock
+from stream.clock import FakeClock
 from stream.config import load_config
 from stream.report import build_report, captured_frames, format_report
 from stream.sinks.writer_thread import WriterThread
 from stream.snapshot import parse_snapshot
-from stream.stats import QUEUE_MS, StageStats
-from stream.transport import Receiver, Sender
+from stream.stats import QUEUE_MS
 
-from .helpers import make_frame, tcp_link
+from .helpers import OpenLink, make_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = load_config(yaml.safe_load((ROOT / "configs" / "ultrasound_seg.yaml").read_text()))
@@ -77,25 +75,15 @@ def test_writer_thread_counts_what_is_not_on_disk_yet() -> None:
     assert writer.stop() and writer.pending() == 0
 
 
-def test_clock_skew_is_counted_not_recorded() -> None:
+def test_clock_skew_is_counted_not_recorded(link: OpenLink) -> None:
     """A receiver whose clock is 1 s behind the sender's sees frames 'from the future'."""
-    spec = tcp_link("pushpull", "lossless")
-    ctx = zmq.Context()
-    tx_stats = StageStats("tx", "grab", WallClock())
-    rx_stats = StageStats("rx", "infer", WallClock())
     behind = FakeClock(time.time_ns() - 1_000_000_000)
-    tx = Sender(ctx, "l", spec, "tx", WallClock(), tx_stats)
-    rx = Receiver(ctx, "l", spec, "rx", behind, rx_stats)
-    try:
-        for seq in range(3):
-            assert tx.send(make_frame(seq, (4, 4), time.time_ns()))
-            assert rx.recv(2000) is not None
-        assert rx_stats.counters["clock_skew"] == 3
-        assert QUEUE_MS not in rx_stats.hists
-    finally:
-        tx.close()
-        rx.close()
-        ctx.term()
+    ends = link("pushpull", "lossless", transport="tcp", rx_clock=behind)
+    for seq in range(3):
+        assert ends.tx.send(make_frame(seq, (4, 4), time.time_ns()))
+        assert ends.rx.recv(2000) is not None
+    assert ends.rx_stats.counters["clock_skew"] == 3
+    assert QUEUE_MS not in ends.rx_stats.hists
     snapshots = [snap("grab", 1, {"captured": 3, "out": 3}), snap("render", 2, {"out": 3, "clock_skew": 3})]
     report = build_report(CFG, snapshots, 1.0, {}, "test")
     assert report["clock"]["skew_events"] == {"render": 3}
@@ -171,6 +159,7 @@ JSON = st.recursive(
 )
 
 
+@pytest.mark.slow  # long: thousands of generated cases
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(sorted(GOOD)), JSON, max_size=4))
 def test_hypothesis_snapshots_never_crash(changes: dict) -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from .pipelines import medstream
+
+pytestmark = pytest.mark.slow  # spawns `medstream bench --quick` (about a minute)
 
 
 def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:

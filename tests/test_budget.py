@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from engines.api import InferenceResult
@@ -70,8 +72,8 @@ class SlowPipeline:
         pass
 
 
-def test_infer_stage_drops_by_deadline_with_injected_clock() -> None:
-    cfg = infer_stage_config()
+def test_infer_stage_drops_by_deadline_with_injected_clock(ipc_dir: Path) -> None:
+    cfg = infer_stage_config(ipc_dir)
     clock = FakeClock()
     pipeline = SlowPipeline(clock, 30.0)
     with running_infer_stage(cfg, clock, pipeline) as stage:

@@ -55,6 +55,7 @@ def _medstream_base(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [["--help"], ["models"], ["validate", "configs/ultrasound_seg.yaml"], ["soak", "--help"],
@@ -67,6 +68,7 @@ def test_commands_run_with_the_base_install(args: list[str]) -> None:
     assert "CLEAN" in r.stderr, r.stderr  # no extra was even tried
 
 
+@pytest.mark.slow
 def test_a_tool_that_needs_an_extra_says_which_in_one_line() -> None:
     r = _medstream_base("soak", "--seconds", "30", "--warmup", "5")
     assert r.returncode != 0
@@ -77,6 +79,7 @@ def test_a_tool_that_needs_an_extra_says_which_in_one_line() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_profile_run_without_matplotlib_fails_before_the_run(tmp_path: Path) -> None:
     r = _medstream_base(
         "profile", "configs/ultrasound_seg.yaml", "--run", "--duration", "30",
@@ -207,6 +210,7 @@ def test_unexpected_errors_are_one_line_unless_debug(
         main(["models"])
 
 
+@pytest.mark.slow
 def test_profile_exits_non_zero_when_it_recorded_nothing(tmp_path: Path) -> None:
     # a config whose frame log nobody publishes: nothing is recorded in 1 s
     cfg = tmp_path / "idle.yaml"

@@ -130,6 +130,7 @@ def test_kernel_params() -> None:
     np.testing.assert_allclose(p[12], 0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs the CUDA toolkit's nvcc")
 def test_kernel_compiles_with_nvcc(tmp_path: Path) -> None:
     out = tmp_path / "preprocess.ptx"

@@ -251,6 +251,7 @@ def test_int8_variant_is_qdq_and_close_to_fp32() -> None:
 # --- the engine CLI without a GPU --------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [["engine", "build", "us-seg", "--precision", "fp16"], ["engine", "info"]],

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tools.cli import main as medstream
 from tools.eval_real import METHODS as REAL_METHODS
 from tools.evaluate import ENDO_ROWS, US_ROWS
+
+pytestmark = pytest.mark.slow  # `medstream evaluate` end to end
 
 
 def test_evaluate_quick(tmp_path: Path) -> None:

@@ -21,8 +21,18 @@ from stream.codec import EndOfStream
 from stream.stats import StageStats
 from stream.transport import LinkSpec, Receiver, Sender
 
-from .helpers import make_frame, tcp_link
-from .test_pipeline import demo_config, finish, http_get, stage_pids, start_run, wait_for_stages
+from .helpers import ipc_endpoint, make_frame, wait_until
+from .test_pipeline import (
+    demo_config,
+    finish,
+    http_get,
+    stage_pids,
+    start_run,
+    viewer_port,
+    wait_for_stages,
+)
+
+pytestmark = pytest.mark.slow  # real pipelines and producer/consumer processes, killed on purpose
 
 RESUME_LIMIT_S = 2.0
 CTX = mp.get_context("spawn")
@@ -37,29 +47,33 @@ def viewer_stats(port: int) -> dict | None:
 
 def wait_for_picture_after(port: int, t_ns: int, timeout: float = 10.0) -> float:
     """Seconds from wall time `t_ns` until the viewer shows a frame captured after it."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    def resumed() -> bool:
         v = viewer_stats(port)
-        if v and v.get("last_capture_ns") and v["last_capture_ns"] > t_ns:
-            return (time.time_ns() - t_ns) / 1e9
-        time.sleep(0.05)
-    pytest.fail(f"the live picture did not resume within {timeout} s")
+        return bool(v and v.get("last_capture_ns") and v["last_capture_ns"] > t_ns)
+
+    if not wait_until(resumed, timeout, 0.05):
+        pytest.fail(f"the live picture did not resume within {timeout} s")
+    return (time.time_ns() - t_ns) / 1e9
 
 
 def wait_for_new_pid(sup: subprocess.Popen, sid: str, old: int, timeout: float = 10.0) -> int:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    new: list[int] = []
+
+    def restarted() -> bool:
         pid = stage_pids(sup).get(sid)
-        if pid and pid != old:
-            return pid
-        time.sleep(0.05)
-    pytest.fail(f"{sid} was not restarted")
+        new[:] = [pid] if pid is not None and pid != old else []
+        return bool(new)
+
+    if not wait_until(restarted, timeout, 0.05):
+        pytest.fail(f"{sid} was not restarted")
+    return new[0]
 
 
 def test_each_stage_killed_in_turn_restarts_and_every_frame_is_accounted(tmp_path: Path) -> None:
-    config, port, _video = demo_config(tmp_path)
+    config, _video = demo_config(tmp_path)
     report_path = tmp_path / "report.json"
     sup = start_run(config, report_path, duration=None)
+    port = viewer_port(config)
     resumed: dict[str, float] = {}
     try:
         pids = wait_for_stages(sup, 3)
@@ -73,7 +87,7 @@ def test_each_stage_killed_in_turn_restarts_and_every_frame_is_accounted(tmp_pat
             resumed[victim] = wait_for_picture_after(port, killed_at)
             for sid, pid in others.items():  # the others kept running, untouched
                 assert psutil.pid_exists(pid) and stage_pids(sup).get(sid) == pid, sid
-        time.sleep(1.0)
+        time.sleep(1.0)  # the scenario: a second of steady running after the last restart
         sup.send_signal(signal.SIGINT)
     finally:
         out = finish(sup)
@@ -99,7 +113,7 @@ def test_each_stage_killed_in_turn_restarts_and_every_frame_is_accounted(tmp_pat
 
 
 def test_a_stage_that_keeps_crashing_is_given_up_and_the_run_fails(tmp_path: Path) -> None:
-    config, _port, _video = demo_config(tmp_path)
+    config, _video = demo_config(tmp_path)
     data = yaml.safe_load(config.read_text())
     data["restart"] = {"max_restarts": 2, "backoff_s": 0.05}
     data["stages"][2]["sinks"] = []
@@ -181,22 +195,23 @@ def counting_consumer(spec: LinkSpec, seconds: float, result) -> None:
         ctx.term()
 
 
-def test_a_consumer_that_goes_away_and_comes_back_disturbs_no_one() -> None:
-    spec = tcp_link("pubsub", "live")
+def test_a_consumer_that_goes_away_and_comes_back_disturbs_no_one(ipc_dir: Path) -> None:
+    # ipc (each process knows the path before the producer binds it), frames inline as over tcp
+    spec = LinkSpec(endpoint=ipc_endpoint(ipc_dir, "l"), pattern="pubsub", mode="live", shm="off")
     q = CTX.Queue()
     steady = CTX.Process(target=counting_consumer, args=(spec, 30.0, q))
     steady.start()
-    time.sleep(0.5)
+    time.sleep(0.5)  # the scenario's timeline (not a wait for a condition): steady connects first
     producer = CTX.Process(target=paced_producer, args=(spec, 6.0, 100.0, q))
     producer.start()
     flaky = CTX.Process(target=flaky_consumer, args=(spec,))
     try:
         time.sleep(1.0)  # the steady consumer is the one the producer waited for
         flaky.start()
-        time.sleep(1.5)
+        time.sleep(1.5)  # the flaky consumer receives for a while ...
         os.kill(flaky.pid, signal.SIGKILL)  # gone without a goodbye
         flaky.join(5)
-        time.sleep(1.0)
+        time.sleep(1.0)  # ... is gone for a second ...
         flaky = CTX.Process(target=flaky_consumer, args=(spec,))
         flaky.start()  # and back
         results = [q.get(timeout=30), q.get(timeout=30)]

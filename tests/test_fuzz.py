@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -26,12 +27,13 @@ from stream.stats import StageStats
 from stream.transport import MAX_TRACKED, LinkSpec, Receiver
 from tools.fuzz import fuzz_decoder, fuzz_receiver, outcome, templates
 
-from .helpers import free_port
+from .helpers import ANY_PORT, bound_endpoint
 
 PLAIN_CASES = 20_000
 SOCKET_CASES = 1_500
 
 
+@pytest.mark.slow  # long: thousands of generated cases
 def test_plain_random_fuzz_has_no_crashes_and_reaches_every_reason() -> None:
     result = fuzz_decoder(seed=20240611, cases=PLAIN_CASES)
     assert result.cases == PLAIN_CASES
@@ -56,6 +58,7 @@ BASES = templates()
 KEYS = sorted({k for b in BASES for k in json.loads(b[1])} | {"parts", "annotations", "trace", "meta"})
 
 
+@pytest.mark.slow  # long: thousands of generated cases
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     base=st.sampled_from(BASES),
@@ -113,17 +116,31 @@ def test_socket_fuzz_into_a_live_receiver() -> None:
     assert sum(n for r, n in result.drops.items() if r.startswith("invalid:")) > SOCKET_CASES // 2
 
 
-def _pair(max_message_mb: float = 256.0) -> tuple[zmq.Context, Receiver, zmq.Socket, StageStats]:
-    ctx = zmq.Context()
-    stats = StageStats("rx", "infer", WallClock())
-    spec = LinkSpec(endpoint=f"tcp://127.0.0.1:{free_port()}", pattern="pushpull", mode="live",
-                    bind="consumer", max_message_mb=max_message_mb)
-    rx = Receiver(ctx, "l", spec, "rx", WallClock(), stats)
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 0)
-    push.setsockopt(zmq.SNDTIMEO, 5000)
-    push.connect(spec.endpoint)
-    return ctx, rx, push, stats
+PushPair = tuple[Receiver, zmq.Socket, StageStats]
+PushInto = Callable[..., PushPair]  # push_into(max_message_mb=256.0)
+
+
+@pytest.fixture
+def push_into(zmq_ctx: zmq.Context) -> Iterator[PushInto]:
+    """`push_into(max_message_mb)`: a live Receiver bound on port 0 and a raw PUSH socket
+    connected to it (the test's hostile sender); closed on teardown."""
+    receivers: list[Receiver] = []
+
+    def open_(max_message_mb: float = 256.0) -> PushPair:
+        stats = StageStats("rx", "infer", WallClock())
+        spec = LinkSpec(endpoint=ANY_PORT, pattern="pushpull", mode="live", bind="consumer",
+                        max_message_mb=max_message_mb)
+        rx = Receiver(zmq_ctx, "l", spec, "rx", WallClock(), stats)
+        receivers.append(rx)
+        push = zmq_ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.setsockopt(zmq.SNDTIMEO, 5000)
+        push.connect(bound_endpoint(rx.sock))
+        return rx, push, stats
+
+    yield open_
+    for rx in receivers:
+        rx.close()  # the rest (the PUSH sockets) the zmq_ctx fixture closes
 
 
 def _frame(stream: str, seq: int, shape: tuple[int, ...] = (4, 4)) -> Frame:
@@ -140,24 +157,19 @@ def _receive(rx: Receiver, stream: str, timeout: float = 5.0) -> Frame | None:
     return None
 
 
-def test_oversized_part_is_refused_before_allocation_and_the_link_recovers() -> None:
-    ctx, rx, push, _stats = _pair(max_message_mb=0.01)  # 10 KiB per part
-    try:
-        push.send_multipart(encode_frame(_frame("big", 1, (1000, 1000)), "p", 1, 1))
-        end = time.monotonic() + 5
-        got = None
-        while got is None and time.monotonic() < end:  # the peer reconnects after the refusal
-            push.send_multipart(encode_frame(_frame("small", 2), "p", 2, 2))
-            got = _receive(rx, "small", timeout=0.2)
-        assert got is not None
-        assert "big" not in rx.epochs  # never delivered, never allocated by the receiver
-    finally:
-        push.close()
-        rx.close()
-        ctx.term()
+def test_oversized_part_is_refused_before_allocation_and_the_link_recovers(push_into: PushInto) -> None:
+    rx, push, _stats = push_into(0.01)  # 10 KiB per part
+    push.send_multipart(encode_frame(_frame("big", 1, (1000, 1000)), "p", 1, 1))
+    end = time.monotonic() + 5
+    got = None
+    while got is None and time.monotonic() < end:  # the peer reconnects after the refusal
+        push.send_multipart(encode_frame(_frame("small", 2), "p", 2, 2))
+        got = _receive(rx, "small", timeout=0.2)
+    assert got is not None
+    assert "big" not in rx.epochs  # never delivered, never allocated by the receiver
 
 
-def test_a_decoder_bug_is_counted_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_decoder_bug_is_counted_not_fatal(monkeypatch: pytest.MonkeyPatch, push_into: PushInto) -> None:
     calls = {"n": 0}
     real = transport.decode
 
@@ -168,29 +180,19 @@ def test_a_decoder_bug_is_counted_not_fatal(monkeypatch: pytest.MonkeyPatch) -> 
         return real(parts, *rest)
 
     monkeypatch.setattr(transport, "decode", flaky)
-    ctx, rx, push, stats = _pair()
-    try:
-        push.send_multipart(encode_frame(_frame("s", 1), "p", 1, 1))
-        push.send_multipart(encode_frame(_frame("s", 2), "p", 2, 2))
-        got = _receive(rx, "s")
-        assert got is not None and got.seq == 2
-        rx.recv(0)
-        assert stats.drops["invalid:decoder_error"] == 1
-    finally:
-        push.close()
-        rx.close()
-        ctx.term()
+    rx, push, stats = push_into()
+    push.send_multipart(encode_frame(_frame("s", 1), "p", 1, 1))
+    push.send_multipart(encode_frame(_frame("s", 2), "p", 2, 2))
+    got = _receive(rx, "s")
+    assert got is not None and got.seq == 2
+    rx.recv(0)
+    assert stats.drops["invalid:decoder_error"] == 1
 
 
-def test_link_bookkeeping_is_bounded() -> None:
-    ctx, rx, push, stats = _pair()
-    try:
-        for i in range(MAX_TRACKED * 4):
-            push.send_multipart(encode_frame(_frame(f"s{i}", i), f"sender{i}", 1, 1))
-        assert _receive(rx, f"s{MAX_TRACKED * 4 - 1}") is not None
-        assert len(rx.epochs) <= MAX_TRACKED and len(rx.seq_high) <= MAX_TRACKED
-        assert len(stats.info["seq_high"]) <= MAX_TRACKED
-    finally:
-        push.close()
-        rx.close()
-        ctx.term()
+def test_link_bookkeeping_is_bounded(push_into: PushInto) -> None:
+    rx, push, stats = push_into()
+    for i in range(MAX_TRACKED * 4):
+        push.send_multipart(encode_frame(_frame(f"s{i}", i), f"sender{i}", 1, 1))
+    assert _receive(rx, f"s{MAX_TRACKED * 4 - 1}") is not None
+    assert len(rx.epochs) <= MAX_TRACKED and len(rx.seq_high) <= MAX_TRACKED
+    assert len(stats.info["seq_high"]) <= MAX_TRACKED

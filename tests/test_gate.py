@@ -186,6 +186,7 @@ def test_infer_sends_confidence_applicability_and_card_and_masks_doubt(us_seg) -
     assert reused.meta["applicability"] == gate and reused.meta["model_card"]
 
 
+@pytest.mark.slow
 def test_calibrate_gate_writes_a_gate_that_passes_the_phantom_and_stops_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -233,7 +234,7 @@ def test_fill_card_info_restores_what_a_retrained_card_lacks() -> None:
     assert fill_card_info({}, "/tmp/mine.onnx") == []
 
 
-def test_infer_stage_sends_the_verdict_and_counts_frames_not_applicable(us_seg) -> None:  # type: ignore[no-untyped-def]
+def test_infer_stage_sends_the_verdict_and_counts_frames_not_applicable(us_seg, ipc_dir) -> None:  # type: ignore[no-untyped-def]
     """Over real TCP links: phantom frames pass the gate, the real echo cine does not."""
     pytest.importorskip("pydicom")
     from pydicom.data import get_testdata_file
@@ -245,7 +246,7 @@ def test_infer_stage_sends_the_verdict_and_counts_frames_not_applicable(us_seg) 
     echo = list(dicom_frames(Path(str(get_testdata_file("examples_ybr_color.dcm"))), 3))[:2]
     inputs = [(phantom_frame(DEMO, k).image, "gray8") for k in (0, 30)] + echo
     clock = WallClock()
-    cfg = infer_stage_config()
+    cfg = infer_stage_config(ipc_dir)
     outs: list[Frame] = []
     with running_infer_stage(cfg, clock, us_seg) as stage:
         for seq, (image, fmt) in enumerate(inputs):

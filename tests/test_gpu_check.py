@@ -78,6 +78,7 @@ def test_exit_status_is_1_only_when_a_check_failed(
     assert [(r["name"], r["status"]) for r in rows] == [("skips", "skipped"), ("fails", "failed")]
 
 
+@pytest.mark.slow
 def test_cli_on_this_host_prints_one_table_and_exits_0(tmp_path: Path) -> None:
     if not gpu_check.probe_host().driver_problem:
         pytest.skip("this host has an NVIDIA driver: the checks would run (make gpu-check)")

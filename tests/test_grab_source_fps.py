@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from stream.stages.grab import run_grab
 from stream.stats import StageStats
 from stream.transport import Receiver
 
-from .helpers import free_port
+from .helpers import ipc_endpoint
 
 
 class Frames:
@@ -48,9 +49,9 @@ class Frames:
     ],
 )
 def test_frames_carry_the_rate_they_are_paced_at(
-    stage_fps: float | None, source_fps: Any, self_paced: bool, want: float | None
+    stage_fps: float | None, source_fps: Any, self_paced: bool, want: float | None, ipc_dir: Path
 ) -> None:
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    endpoint = ipc_endpoint(ipc_dir, "out")
     cfg = load_config(
         {
             "name": "g",

@@ -4,7 +4,6 @@ the edges as the viewer does), and a spacing the source flags as suspect is with
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ pyigtl = pytest.importorskip("pyigtl", reason="pip install 'medstream[igtl]'")
 from stream.render.orientation import OrientationAnnotator  # noqa: E402
 from stream.sinks.igtl import IgtlSink, IgtlSpec  # noqa: E402
 
+from .helpers import wait_until  # noqa: E402
 from .test_sink_igtl import TIMEOUT, receive, us_frame  # noqa: E402
 
 
@@ -25,10 +25,7 @@ def igtl() -> Iterator[tuple[IgtlSink, Any]]:
     sink = IgtlSink(IgtlSpec(port=0, send_timeout_s=0.5), "render")
     client = pyigtl.OpenIGTLinkClient("127.0.0.1", sink.port)
     try:
-        end = time.monotonic() + TIMEOUT
-        while sink.clients == 0:
-            assert time.monotonic() < end, "the client did not connect"
-            time.sleep(0.01)
+        assert wait_until(lambda: sink.clients > 0, TIMEOUT), "the client did not connect"
         yield sink, client
     finally:
         client.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from engines import InferenceResult
@@ -11,7 +13,7 @@ from stream.frame import Frame
 from stream.stages.base import StageRuntime
 from stream.stages.infer_schedule import FALLBACK, MAIN, InferSchedule
 
-from .helpers import free_port, infer_stage_config, running_infer_stage
+from .helpers import infer_stage_config, ipc_endpoint, running_infer_stage, wait_until
 
 MS = 1_000_000
 
@@ -113,10 +115,10 @@ def _run_stage(
     return outs, stage.rt
 
 
-def test_stage_reuses_every_nth_with_age_in_meta() -> None:
+def test_stage_reuses_every_nth_with_age_in_meta(ipc_dir: Path) -> None:
     clock = FakeClock()
     main = ClockedModel(clock, 5.0, "big", 1)
-    cfg = infer_stage_config({"run_every": 2, "max_reuse_age_ms": 500})
+    cfg = infer_stage_config(ipc_dir, {"run_every": 2, "max_reuse_age_ms": 500})
     outs, rt = _run_stage(cfg, clock, main, None, [(0, 50)] * 4)
     assert main.calls == 2 and len(outs) == 4
     infos = [f.meta["inference"] for f in outs]
@@ -128,11 +130,12 @@ def test_stage_reuses_every_nth_with_age_in_meta() -> None:
     assert rt.stats.counters["reused_every_n"] == 2
 
 
-def test_stage_cascade_switches_logs_and_counts() -> None:
+def test_stage_cascade_switches_logs_and_counts(ipc_dir: Path) -> None:
     clock = FakeClock()
     main = ClockedModel(clock, 40.0, "big", 1)  # over the 20 ms stage budget
     light = ClockedModel(clock, 5.0, "small", 2)
     cfg = infer_stage_config(
+        ipc_dir,
         {
             "stage_budget_ms": 20,
             "predict_drops": False,
@@ -176,11 +179,10 @@ def test_probe_cadence_counts_reused_and_dropped_frames() -> None:
     assert (d.action, d.model, d.reason) == ("run", MAIN, "probe")
 
 
-def test_no_consumer_warning_not_logged_while_stopping() -> None:
+def test_no_consumer_warning_not_logged_while_stopping(ipc_dir: Path) -> None:
     """A stage stopped while it waits for its consumer does not claim the wait timed out."""
     import logging
     import threading
-    import time
 
     from stream.config import load_config
     from stream.stages.infer import run_infer
@@ -190,8 +192,8 @@ def test_no_consumer_warning_not_logged_while_stopping() -> None:
             "name": "t",
             "budget_ms": 50,
             "links": {
-                "in": {"endpoint": f"tcp://127.0.0.1:{free_port()}", "pattern": "pushpull"},
-                "out": {"endpoint": f"tcp://127.0.0.1:{free_port()}", "pattern": "pubsub"},
+                "in": {"endpoint": ipc_endpoint(ipc_dir, "in"), "pattern": "pushpull", "shm": "off"},
+                "out": {"endpoint": ipc_endpoint(ipc_dir, "out"), "pattern": "pubsub", "shm": "off"},
             },
             "stages": [
                 {"id": "infer", "kind": "infer", "input": "in", "output": "out",
@@ -213,7 +215,8 @@ def test_no_consumer_warning_not_logged_while_stopping() -> None:
     stage = threading.Thread(target=run_infer, args=(rt, cfg.stage("infer"), model, None))
     try:
         stage.start()
-        time.sleep(0.3)  # waiting for a subscriber that never comes
+        # bound its output: now (or at once) waiting for a subscriber that never comes
+        assert wait_until(lambda: (ipc_dir / "out.sock").exists(), 10)
         rt.stop_requested = True
         stage.join(10)
         assert not stage.is_alive()

@@ -82,6 +82,7 @@ def test_int8_card_keeps_fields_other_tools_add() -> None:
     assert "reduce_range" in card["quantization"]["weights"]
 
 
+@pytest.mark.slow
 def test_int8_agrees_with_fp32_on_emulated_avx2_cpu() -> None:
     """ONNX Runtime's AVX2 (no VNNI) kernels, reached on any x86-64 host by qemu-x86_64 -cpu
     Haswell: the int8 model must agree with fp32 there as it does on VNNI CPUs."""

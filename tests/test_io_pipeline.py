@@ -20,8 +20,10 @@ from stream.frame import Annotations
 from stream.recording import RecordingReader, RecordingWriter
 from stream.sources.phantom import LABELS, PhantomSpec, phantom_frame, pixel_spacing_mm
 
-from .helpers import free_port
-from .test_pipeline import fetch_jpeg, finish, start_run
+from .helpers import child_port
+from .test_pipeline import fetch_jpeg, finish, start_run, viewer_port
+
+pytestmark = pytest.mark.slow  # `medstream run` of real inputs and outputs
 
 pydicom = pytest.importorskip("pydicom", reason="pip install 'medstream[dicom]'")
 ECHO = Path(pydicom.__file__).parent / "data" / "test_files" / "examples_ybr_color.dcm"
@@ -174,10 +176,10 @@ def test_record_then_replay_reproduces_frames_and_timing(tmp_path: Path) -> None
     ids=["missing-file", "corrupt-dicom", "unreachable-rtsp"],
 )
 def test_source_that_cannot_open_fails_the_run_quickly_with_one_line(
-    tmp_path, source, line
+    tmp_path, source, line, refused_port
 ) -> None:
     (tmp_path / "corrupt.dcm").write_bytes(b"\x00DICM" * 300)
-    values = {"tmp": str(tmp_path), "port": free_port()}
+    values = {"tmp": str(tmp_path), "port": refused_port}
     source = {k: v.format(**values) if isinstance(v, str) else v for k, v in source.items()}
     config = graph(tmp_path, source, [])
     code, out, elapsed = run(config, tmp_path / "report.json", timeout=60)
@@ -241,19 +243,19 @@ def test_browser_viewer_in_headless_chromium_shows_live_annotated_frames_and_sta
     chromium()
     recording = tmp_path / "scan.msrec"
     phantom_recording(recording, 90, size=256)
-    port = free_port()
     config = graph(
         tmp_path,
         {"type": "replay", "path": str(recording), "loop": True},
-        [{"type": "viewer", "port": port}],
+        [{"type": "viewer", "port": child_port()}],
     )
     sup = start_run(config, tmp_path / "report.json", duration=60)
+    port = viewer_port(config)
     try:
         frame = fetch_jpeg(port)
         assert frame.shape == (256, 256, 3)
         url = f"http://127.0.0.1:{port}/"
         first = screenshot(tmp_path, url, "first.png")
-        time.sleep(1.0)
+        time.sleep(1.0)  # the scan moves on between the two screenshots
         second = screenshot(tmp_path, url, "second.png")
         dom = browse(tmp_path, url, "--dump-dom").stdout
     finally:

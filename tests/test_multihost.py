@@ -19,6 +19,8 @@ import yaml
 
 from stream.keys import generate_keypair
 
+pytestmark = pytest.mark.slow  # two `medstream` processes per 'host'
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "configs" / "ultrasound_seg.yaml"
 ADDR_A, ADDR_B = "10.213.0.1", "10.213.0.2"

@@ -72,6 +72,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     yield env_dir / "bin", work
 
 
+@pytest.mark.slow
 def test_the_installed_package_is_not_this_checkout(installed: tuple[Path, Path]) -> None:
     bin_dir, work = installed
     r = _run(
@@ -87,6 +88,7 @@ def test_the_installed_package_is_not_this_checkout(installed: tuple[Path, Path]
     assert exists == "True"
 
 
+@pytest.mark.slow
 def test_installed_commands_find_their_configs(installed: tuple[Path, Path]) -> None:
     bin_dir, work = installed
     medstream = str(bin_dir / "medstream")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -17,17 +19,20 @@ import psutil
 import pytest
 import yaml
 
-from .helpers import free_port
+from .helpers import child_port, wait_until
+
+pytestmark = pytest.mark.slow  # `medstream run` of the demo graph
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "configs" / "ultrasound_seg.yaml"
 
 
-def demo_config(tmp_path: Path, mode: str = "synchronized", fps: float = 30) -> tuple[Path, int, Path]:
-    """The demo config with its run dir, viewer port and video file moved into `tmp_path`."""
+def demo_config(tmp_path: Path, mode: str = "synchronized", fps: float = 30) -> tuple[Path, Path]:
+    """The demo config with its run dir, viewer and video file moved into `tmp_path`. The
+    viewer's port: `viewer_port(config)` after `start_run` (which may have to change it)."""
     data = yaml.safe_load(DEMO.read_text())
     data["run_dir"] = str(tmp_path / "run")
-    port = free_port()
+    port = child_port()
     video = tmp_path / "out.mp4"
     grab, _infer, render = data["stages"]
     grab["fps"] = fps
@@ -37,15 +42,75 @@ def demo_config(tmp_path: Path, mode: str = "synchronized", fps: float = 30) -> 
     render["sinks"] = [{"type": "viewer", "port": port}, {"type": "video", "path": str(video)}]
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(data))
-    return path, port, video
+    return path, video
 
 
-def start_run(config: Path, report: Path, duration: float | None) -> subprocess.Popen:
+def _viewer_sinks(data: dict) -> list[dict]:
+    return [s for st in data["stages"] for s in st.get("sinks") or [] if s.get("type") == "viewer"]
+
+
+def viewer_port(config: Path) -> int:
+    """The port of the (first) viewer sink in `config`."""
+    return int(_viewer_sinks(yaml.safe_load(config.read_text()))[0]["port"])
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _up_or_exited(sup: subprocess.Popen, ports: list[int]) -> bool:
+    """Whether `sup` exited, or a process of its tree listens on every one of `ports`."""
+    try:
+        tree = psutil.Process(sup.pid)
+        pids = {sup.pid} | {c.pid for c in tree.children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return True
+    if sup.poll() is not None:
+        return True
+    ours = {
+        c.laddr.port
+        for c in psutil.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    }
+    return all(p in ours for p in ports)
+
+
+def _fresh_ports(config: Path, data: dict) -> None:
+    for sink in _viewer_sinks(data):
+        sink["port"] = child_port()
+    config.write_text(yaml.safe_dump(data))
+
+
+def start_run(config: Path, report: Path, duration: float | None, tries: int = 3) -> subprocess.Popen:
+    """`medstream run CONFIG` as a child process. With viewer sinks in CONFIG, returns once they
+    listen; a viewer port another process holds is replaced by a fresh one (written into
+    CONFIG: `viewer_port(config)` reads it), and a run that exits because its port was taken
+    meanwhile is started again."""
     cmd = [sys.executable, "-m", "stream.cli", "run", str(config), "--report", str(report)]
     if duration:
         cmd += ["--duration", str(duration)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for _ in range(tries):
+        data = yaml.safe_load(config.read_text())
+        ports = [int(s["port"]) for s in _viewer_sinks(data)]
+        if any(_listening(p) for p in ports):
+            _fresh_ports(config, data)
+            continue
+        sup = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        if not ports:
+            return sup
+        wait_until(partial(_up_or_exited, sup, ports), 60, 0.1)
+        if sup.poll() is None or sup.returncode == 0 or not any(_listening(p) for p in ports):
+            return sup  # up (or failed for a reason of its own: the test sees its output)
+        sup.communicate()  # it exited while another process listens on its port
+        _fresh_ports(config, data)
+    pytest.fail(f"the viewer ports in {config} were taken {tries} times")
 
 
 def stage_pids(sup: subprocess.Popen) -> dict[str, int]:
@@ -61,13 +126,16 @@ def stage_pids(sup: subprocess.Popen) -> dict[str, int]:
 
 
 def wait_for_stages(sup: subprocess.Popen, n: int, timeout: float = 30) -> dict[str, int]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        pids = stage_pids(sup)
-        if len(pids) == n:
-            return pids
-        time.sleep(0.1)
-    pytest.fail(f"stages did not start: {stage_pids(sup)}")
+    pids: dict[str, int] = {}
+
+    def started() -> bool:
+        pids.clear()
+        pids.update(stage_pids(sup))
+        return len(pids) == n
+
+    if not wait_until(started, timeout, 0.1):
+        pytest.fail(f"stages did not start: {stage_pids(sup)}")
+    return pids
 
 
 def http_get(url: str, timeout: float = 5) -> bytes:
@@ -107,9 +175,10 @@ def assert_accounted(report: dict) -> None:
 
 
 def test_demo_run_end_to_end(tmp_path: Path) -> None:
-    config, port, video = demo_config(tmp_path)
+    config, video = demo_config(tmp_path)
     report_path = tmp_path / "report.json"
     sup = start_run(config, report_path, duration=8)
+    port = viewer_port(config)
     try:
         img = fetch_jpeg(port)
         assert img.shape == (512, 512, 3)
@@ -151,7 +220,7 @@ def test_demo_run_end_to_end(tmp_path: Path) -> None:
 
 
 def test_passthrough_run_draws_fresh_overlays(tmp_path: Path) -> None:
-    config, _port, _video = demo_config(tmp_path, mode="passthrough")
+    config, _video = demo_config(tmp_path, mode="passthrough")
     report_path = tmp_path / "report.json"
     sup = start_run(config, report_path, duration=6)
     out = finish(sup)
@@ -164,11 +233,12 @@ def test_passthrough_run_draws_fresh_overlays(tmp_path: Path) -> None:
 
 
 def test_sigint_stops_cleanly_without_orphans(tmp_path: Path) -> None:
-    config, port, _video = demo_config(tmp_path)
+    config, _video = demo_config(tmp_path)
     sup = start_run(config, tmp_path / "report.json", duration=None)
+    port = viewer_port(config)
     pids = wait_for_stages(sup, 3)
     fetch_jpeg(port)  # frames flow: a run stopped before its first frame exits 3, not 0
-    time.sleep(1)
+    time.sleep(1)  # the scenario: stopped while running steadily, not while starting
     sup.send_signal(signal.SIGINT)
     out = finish(sup, timeout=30)
     assert sup.returncode == 0, out
@@ -180,20 +250,16 @@ def test_sigint_stops_cleanly_without_orphans(tmp_path: Path) -> None:
 
 
 def test_killed_stage_is_restarted_and_frames_accounted(tmp_path: Path) -> None:
-    config, port, _video = demo_config(tmp_path)
+    config, _video = demo_config(tmp_path)
     report_path = tmp_path / "report.json"
     sup = start_run(config, report_path, duration=10)
+    port = viewer_port(config)
     try:
         pids = wait_for_stages(sup, 3)
         fetch_jpeg(port)
         os.kill(pids["infer"], signal.SIGKILL)
-        end = time.monotonic() + 15
-        while time.monotonic() < end:
-            new = stage_pids(sup).get("infer")
-            if new and new != pids["infer"]:
-                break
-            time.sleep(0.1)
-        else:
+        old = pids["infer"]
+        if not wait_until(lambda: stage_pids(sup).get("infer") not in (None, old), 15, 0.1):
             pytest.fail("infer was not restarted")
     finally:
         out = finish(sup)

@@ -14,6 +14,8 @@ from tools.profiling.chrome_trace import check_trace
 
 from .pipelines import light_config, medstream
 
+pytestmark = pytest.mark.slow  # `medstream profile --run`
+
 
 @pytest.mark.parametrize("mode", ["synchronized", "passthrough"])
 def test_profile_of_a_run_agrees_with_its_run_report(tmp_path: Path, mode: str) -> None:

@@ -19,8 +19,11 @@ import yaml
 from stream.frame import Frame
 from stream.recording import RecordingReader, RecordingWriter
 
+from .helpers import wait_until
 from .test_faults import wait_for_new_pid
 from .test_pipeline import finish, start_run, wait_for_stages
+
+pytestmark = pytest.mark.slow  # `medstream run` under load
 
 FPS = 60
 FRAMES = 240  # 4 s of 1080p BGR: about 1.5 GB written
@@ -69,7 +72,6 @@ def remove(paths) -> None:
         p.unlink(missing_ok=True)
 
 
-@pytest.mark.slow
 def test_recorder_keeps_every_frame_of_1080p_at_60_fps(tmp_path: Path) -> None:
     out = tmp_path / "out" / "rec.msrec"
     config = recorder_config(tmp_path, str(out))
@@ -93,7 +95,6 @@ def test_recorder_keeps_every_frame_of_1080p_at_60_fps(tmp_path: Path) -> None:
         remove([out, tmp_path / "source.msrec"])
 
 
-@pytest.mark.slow
 def test_recorder_killed_under_load_reads_back_to_its_last_whole_frame(tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
     config = recorder_config(tmp_path, str(out_dir / "{stage}-{start}.msrec"))
@@ -102,12 +103,11 @@ def test_recorder_killed_under_load_reads_back_to_its_last_whole_frame(tmp_path:
         sup = start_run(config, report_path, duration=120)
         try:
             pid = wait_for_stages(sup, 2)["render"]
-            end = time.monotonic() + 30
-            while time.monotonic() < end:  # kill it once it has written a second's worth
+            def a_second_written() -> bool:  # kill it once it has written a second's worth
                 files = list(out_dir.glob("*.msrec"))
-                if files and files[0].stat().st_size > FPS * np.prod(SHAPE):
-                    break
-                time.sleep(0.05)
+                return bool(files) and files[0].stat().st_size > FPS * np.prod(SHAPE)
+
+            wait_until(a_second_written, 30, 0.05)
             os.kill(pid, signal.SIGKILL)
             wait_for_new_pid(sup, "render", pid)
         finally:

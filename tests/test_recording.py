@@ -76,6 +76,7 @@ def test_round_trip_is_bit_exact(tmp_path: Path) -> None:
             assert_same(want, got)
 
 
+@pytest.mark.slow  # long: reads back a recording cut at every byte
 def test_cut_at_any_byte_reads_back_to_the_last_whole_frame(tmp_path: Path) -> None:
     path = tmp_path / "full.msrec"
     frames = record(path, 3, end=False)

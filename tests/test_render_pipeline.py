@@ -12,6 +12,8 @@ from stream.recording import RecordingReader
 
 from .test_io_pipeline import ECHO, graph, pydicom, run
 
+pytestmark = pytest.mark.slow  # `medstream run` of a real cine
+
 CARDIAC_FRAME_TIME_MS = 54.23  # 18.44 fps, the rate of a real cardiac cine
 
 

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -22,7 +23,7 @@ from stream.stages.render import run_render
 from stream.stats import StageStats
 from stream.transport import Sender
 
-from .helpers import free_port
+from .helpers import ipc_endpoint
 
 
 class SteppingClock:
@@ -43,7 +44,8 @@ class SteppingClock:
             self.t_ns = max(self.t_ns, t_ns)
 
 
-def render_config(stage: dict[str, Any]) -> PipelineConfig:
+def render_config(stage: dict[str, Any], endpoint: str = "ipc://unused.sock") -> PipelineConfig:
+    """A render stage with this config, reading frames from a lossless link at `endpoint`."""
     return load_config(
         {
             "name": "r",
@@ -51,7 +53,7 @@ def render_config(stage: dict[str, Any]) -> PipelineConfig:
             "frame_log": "",
             "links": {
                 "in": {
-                    "endpoint": f"tcp://127.0.0.1:{free_port()}",
+                    "endpoint": endpoint,
                     "pattern": "pushpull",
                     "mode": "lossless",
                 }
@@ -97,8 +99,12 @@ def send_all(tx: Sender, batch: list[Frame]) -> None:
 
 
 @pytest.mark.parametrize(("stage_budget_ms", "overruns"), [(15.0, 6), (1000.0, 0)])
-def test_render_stage_budget_overruns_are_counted(stage_budget_ms: float, overruns: int) -> None:
-    cfg = render_config({"stage_budget_ms": stage_budget_ms, "hud": False})
+def test_render_stage_budget_overruns_are_counted(
+    stage_budget_ms: float, overruns: int, ipc_dir: Path
+) -> None:
+    cfg = render_config(
+        {"stage_budget_ms": stage_budget_ms, "hud": False}, ipc_endpoint(ipc_dir, "in")
+    )
     with render_stage(cfg, SteppingClock(step_ms=10.0)) as (rt, tx):  # >= 2 steps a frame
         send_all(tx, frames(6))
     assert rt.stats.counters["out"] == 6
@@ -109,13 +115,15 @@ def test_render_stage_budget_overruns_are_counted(stage_budget_ms: float, overru
     assert ("stage budget overruns: render 6" in format_report(report)) == bool(overruns)
 
 
-def rendered_images(tmp_path: Any, stage: dict[str, Any], batch: list[Frame]) -> tuple[list[np.ndarray], StageRuntime]:
+def rendered_images(
+    tmp_path: Any, stage: dict[str, Any], batch: list[Frame]
+) -> tuple[list[np.ndarray], StageRuntime]:
     """Run the render stage over `batch`; the rendered images (from a recorder sink)."""
     from stream.recording import RecordingReader
 
     rec = tmp_path / "out.msrec"
     sinks = [{"type": "recorder", "path": str(rec), "rendered": True, "overwrite": True}]
-    cfg = render_config({**stage, "sinks": sinks})
+    cfg = render_config({**stage, "sinks": sinks}, ipc_endpoint(tmp_path, "in"))
     with render_stage(cfg, SteppingClock(step_ms=0.001)) as (rt, tx):
         send_all(tx, batch)
     with RecordingReader(rec) as reader:
@@ -153,9 +161,7 @@ def test_pieces_switched_off_leave_the_real_frame_untouched(tmp_path: Any) -> No
     assert not np.array_equal(images[0], bgr(batch[0]))
 
 
-@pytest.mark.parametrize(
-    "piece", ["hud", "scale_bar", "orientation"]
-)
+@pytest.mark.parametrize("piece", ["hud", "scale_bar", "orientation"])
 @pytest.mark.parametrize("corner", ["top-left", "top-right", "bottom-left", "bottom-right"])
 def test_each_piece_is_drawn_in_its_corner_only(tmp_path: Any, piece: str, corner: str) -> None:
     batch = echo_frames(1, GEOMETRY)
@@ -202,8 +208,18 @@ def denoised(batch: list[Frame]) -> list[Frame]:
     for f in batch:
         gray = cv2.cvtColor(f.image, cv2.COLOR_RGB2GRAY)
         clean = cv2.GaussianBlur(gray, (9, 9), 0)
-        out.append(Frame(f.stream, f.seq, f.capture_ns, f.deadline_ns, f.image, f.pixel_format,
-                         epoch=f.epoch, parts={"output": clean}))
+        out.append(
+            Frame(
+                f.stream,
+                f.seq,
+                f.capture_ns,
+                f.deadline_ns,
+                f.image,
+                f.pixel_format,
+                epoch=f.epoch,
+                parts={"output": clean},
+            )
+        )
     return out
 
 

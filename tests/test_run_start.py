@@ -116,6 +116,7 @@ VALIDATE_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(VALIDATE_CASES))
 def test_validate_names_the_key_of_each_problem_run_would_meet(
     case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -132,6 +133,7 @@ def test_validate_names_the_key_of_each_problem_run_would_meet(
     assert all(line.startswith("medstream: config error: ") for line in lines), lines
 
 
+@pytest.mark.slow
 def test_validate_accepts_the_demo_and_a_good_chain(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -171,6 +173,7 @@ def test_ipc_path_limit_counts_the_path_after_run_dir_expansion(tmp_path: Path) 
 # -- run: the same checks before any stage starts ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_refuses_an_unknown_model_before_starting_a_stage(tmp_path: Path) -> None:
     data = demo(tmp_path)
     data["stages"][1]["engine"]["model"] = "us-segg"
@@ -184,6 +187,7 @@ def test_run_refuses_an_unknown_model_before_starting_a_stage(tmp_path: Path) ->
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_an_over_long_ipc_path_fails_the_run_at_once_not_with_zero_frames(tmp_path: Path) -> None:
     """Before: every stage died with `ZMQError: File name too long`, was restarted, exit 0."""
     done = run_cli("run", str(write(tmp_path, demo(tmp_path, run_dir=str(tmp_path / ("d" * 110))))))
@@ -192,6 +196,7 @@ def test_an_over_long_ipc_path_fails_the_run_at_once_not_with_zero_frames(tmp_pa
     assert "Traceback" not in done.stderr and "started" not in done.stderr
 
 
+@pytest.mark.slow
 def test_report_into_a_folder_that_cannot_be_written_fails_at_start(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -267,6 +272,7 @@ def _is_stage_of(proc: psutil.Process, config: Path) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_a_busy_tcp_endpoint_is_refused_before_any_stage_starts(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -382,6 +388,7 @@ def test_the_text_report_is_printed_even_when_writing_the_json_fails(tmp_path: P
     assert "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_exit_statuses_are_listed_in_run_help_and_docs(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         medstream(["run", "--help"])
@@ -392,6 +399,7 @@ def test_exit_statuses_are_listed_in_run_help_and_docs(capsys: pytest.CaptureFix
         assert f"\n| {code} | " in doc, code
 
 
+@pytest.mark.slow
 def test_validate_of_a_graph_across_hosts_does_not_call_another_hosts_address_busy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

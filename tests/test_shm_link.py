@@ -122,6 +122,7 @@ def test_shm_off_sends_inline(tmp_path: Path) -> None:
         ctx.term()
 
 
+@pytest.mark.slow
 def test_slow_consumer_over_shm_gets_fresh_frames_all_accounted(tmp_path: Path) -> None:
     """1080p at 60 fps between processes, consumer taking 50 ms a frame."""
     spec = ipc_link(tmp_path)

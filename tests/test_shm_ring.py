@@ -125,6 +125,7 @@ def _hold_all(name_refs: list, ready, used: int) -> None:
     time.sleep(60)
 
 
+@pytest.mark.slow
 def test_dead_reader_does_not_block_the_writer(writer: RingWriter) -> None:
     refs = [writer.write(parts(i)) for i in range(writer.n_slots)]
     ready = CTX.Queue()
@@ -160,6 +161,7 @@ def _write_forever(refs, stop, size: int) -> None:
         w.close()
 
 
+@pytest.mark.slow
 def test_concurrent_writer_and_reader_never_see_torn_data() -> None:
     """A writer hammering a 2-slot ring with 1 MiB frames; the reader checks every byte of
     every frame it leases (twice, with a pause between) and must never see a mixed frame."""

@@ -19,7 +19,7 @@ from stream.frame import Annotations, Frame  # noqa: E402
 from stream.sinks import SINK_TYPES, SinkError, open_sink  # noqa: E402
 from stream.sinks.igtl import IgtlSink, IgtlSpec  # noqa: E402
 
-from .helpers import free_port  # noqa: E402
+from .helpers import wait_until  # noqa: E402
 
 TIMEOUT = 10.0
 H, W = 96, 128
@@ -59,10 +59,7 @@ def sink() -> Iterator[IgtlSink]:
 def client(sink: IgtlSink) -> Iterator:
     c = pyigtl.OpenIGTLinkClient("127.0.0.1", sink.port)
     try:
-        end = time.monotonic() + TIMEOUT
-        while sink.clients == 0:
-            assert time.monotonic() < end, "the client did not connect"
-            time.sleep(0.01)
+        assert wait_until(lambda: sink.clients > 0, TIMEOUT), "the client did not connect"
         yield c
     finally:
         c.stop()
@@ -125,7 +122,8 @@ def test_no_client_never_blocks_and_is_counted() -> None:
         elapsed = time.perf_counter() - t0
     finally:
         sink.close()
-    assert elapsed < 0.3, elapsed
+    # sending 300 frames of 6 MB would take seconds: a generous bound for a loaded machine
+    assert elapsed < 1.0, elapsed
     assert sink.drops() == {"no_client": 300}
 
 
@@ -134,10 +132,7 @@ def test_a_stalled_client_never_blocks_the_pipeline_and_is_dropped(sink) -> None
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.connect(("127.0.0.1", sink.port))  # connects, never reads
     try:
-        end = time.monotonic() + TIMEOUT
-        while sink.clients == 0:
-            assert time.monotonic() < end
-            time.sleep(0.01)
+        assert wait_until(lambda: sink.clients > 0, TIMEOUT), "the client did not connect"
         frame = Frame("s", 0, time.time_ns(), 0, np.zeros((1080, 1920), np.uint8), "gray8")
         worst = 0.0
         for seq in range(200):
@@ -146,11 +141,10 @@ def test_a_stalled_client_never_blocks_the_pipeline_and_is_dropped(sink) -> None
             sink.write(np.zeros((1, 1, 3), np.uint8), frame)
             worst = max(worst, time.perf_counter() - t0)
             time.sleep(0.005)
-        assert worst < 0.01, worst  # the render loop never waits on the client
-        end = time.monotonic() + TIMEOUT
-        while sink.clients:
-            assert time.monotonic() < end, "a stalled client was never disconnected"
-            time.sleep(0.05)
+        # the render loop never waits on the client: a write that did would take the client's
+        # 0.5 s send timeout; 0.1 s is a sanity bound for a loaded machine, not a speed target
+        assert worst < 0.1, worst
+        assert wait_until(lambda: sink.clients == 0, TIMEOUT), "a stalled client was never disconnected"
     finally:
         stalled.close()
     drops = sink.drops()
@@ -160,8 +154,8 @@ def test_a_stalled_client_never_blocks_the_pipeline_and_is_dropped(sink) -> None
 def test_open_errors_are_one_line() -> None:
     with pytest.raises(SinkError, match="device names are at most 20 ASCII bytes"):
         IgtlSink(IgtlSpec(port=0), "a-very-long-render-stage")
-    port = free_port()
-    holder = IgtlSink(IgtlSpec(port=port), "r1")
+    holder = IgtlSink(IgtlSpec(port=0), "r1")
+    port = holder.port
     try:
         with pytest.raises(
             SinkError, match=rf"^igtl sink 'r2': cannot listen on 127.0.0.1:{port}: "

@@ -68,7 +68,7 @@ def _slow(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
 
 
 def test_slow_disk_never_blocks_write_and_overflow_is_counted(tmp_path, monkeypatch) -> None:
-    _slow(monkeypatch, 0.05)
+    _slow(monkeypatch, 0.25)  # a disk taking 250 ms a frame
     sink = RecorderSink(RecorderSpec(path=str(tmp_path / "r.msrec"), queue=3), "render")
     image = np.zeros((12, 16, 3), np.uint8)
     worst = 0.0
@@ -78,7 +78,9 @@ def test_slow_disk_never_blocks_write_and_overflow_is_counted(tmp_path, monkeypa
         worst = max(worst, time.perf_counter() - t0)
     sink.close()
     drops = sink.drops()
-    assert worst < 0.02, worst
+    # a write that waited on the disk would take >= 250 ms; 0.1 s is a sanity bound for a
+    # loaded machine, not a speed target
+    assert worst < 0.1, worst
     assert drops["sink_overflow"] > 0
     assert sink.frames_queued + drops["sink_overflow"] == 30
     with RecordingReader(sink.path) as reader:
@@ -114,6 +116,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(720, 1280), (8, 8)], ids=["720p", "tiny"])
 def test_recorder_killed_with_sigkill_reads_back_to_its_last_whole_frame(tmp_path, shape) -> None:
     """Large frames: the kill likely lands mid-record; tiny ones: many records per OS write

@@ -156,7 +156,9 @@ def test_a_stalled_client_never_slows_writes_or_other_clients(viewer):
             worst = max(worst, time.perf_counter() - t0)
             got = fast.next_part()[0]
             assert got <= seq
-        assert worst < 0.05, f"write() took {worst * 1e3:.1f} ms"
+        # a write that waited on the stalled client would take its socket timeout (seconds);
+        # 0.25 s is a sanity bound for a loaded machine, not a speed target
+        assert worst < 0.25, f"write() took {worst * 1e3:.1f} ms"
         assert got == 39
     finally:
         fast.close()

@@ -17,6 +17,8 @@ from stream.frame import Frame
 from stream.sinks import SINK_TYPES, SinkError, open_sink
 from stream.sinks.window import WindowSink, WindowSpec, display_problem
 
+from .helpers import wait_until
+
 
 def test_no_display_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     assert SINK_TYPES["window"][0] is WindowSpec
@@ -54,17 +56,17 @@ def xvfb(tmp_path: Path) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        end = time.monotonic() + 10
-        while not Path(f"/tmp/.X11-unix/X{number}").exists():
-            if proc.poll() is not None or time.monotonic() > end:
-                pytest.skip("Xvfb did not start")
-            time.sleep(0.05)
+        socket_file = Path(f"/tmp/.X11-unix/X{number}")
+        wait_until(lambda: socket_file.exists() or proc.poll() is not None, 10, 0.05)
+        if not socket_file.exists():
+            pytest.skip("Xvfb did not start")
         yield f":{number}"
     finally:
         proc.terminate()
         proc.wait(10)
 
 
+@pytest.mark.slow
 def test_frames_are_shown_in_a_real_window(xvfb: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISPLAY", xvfb)
     sink = WindowSink(WindowSpec(title="medstream test"), "render")
@@ -75,9 +77,7 @@ def test_frames_are_shown_in_a_real_window(xvfb: str, monkeypatch: pytest.Monkey
             sink.write(image, Frame("s", seq, 0, 0, image, "bgr8"))
             time.sleep(0.02)
         assert time.perf_counter() - t0 < 2.0
-        end = time.monotonic() + 5
-        while sink.frames_shown < 5 and time.monotonic() < end:
-            time.sleep(0.05)
+        wait_until(lambda: sink.frames_shown >= 5, 5)
     finally:
         sink.close()
     assert sink.frames_shown >= 5

@@ -27,6 +27,7 @@ def test_one_minute_soak_at_60_fps(tmp_path: Path) -> None:
     assert set(result["stages"]) == {"grab", "infer", "render"}
 
 
+@pytest.mark.slow
 def test_relative_out_works_and_progress_is_printed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -20,8 +19,6 @@ from stream.sources import SOURCE_TYPES, open_source
 from stream.sources.base import SourceError
 from stream.sources.capture import CaptureSource, CaptureSpec, classify
 from stream.spec import ConfigError, parse_spec
-
-from .helpers import free_port
 
 W, H = 160, 120
 
@@ -134,8 +131,8 @@ def test_inputs_that_cannot_open_give_one_line(tmp_path: Path) -> None:
     assert "device 97: no such device" in msg
 
 
-def test_unreachable_rtsp_url_fails_fast() -> None:
-    port = free_port()  # nothing listens there
+def test_unreachable_rtsp_url_fails_fast(refused_port: int) -> None:
+    port = refused_port
     msg, elapsed = _one_line_error(CaptureSpec(input=f"rtsp://127.0.0.1:{port}/x"))
     assert (
         msg
@@ -158,11 +155,12 @@ def test_silent_rtsp_server_is_bounded_by_the_open_timeout() -> None:
 
 
 class MjpegServer:
-    """A live MJPEG-over-HTTP camera on a fixed port (the project's viewer sink), fed by a
-    thread with frames of a constant `level`."""
+    """A live MJPEG-over-HTTP camera (the project's viewer sink) on `port` (0: a free one, read
+    back as `.port`), fed by a thread with frames of a constant `level`."""
 
     def __init__(self, port: int, level: int) -> None:
         self.sink = ViewerSink(ViewerSpec(port=port), "camera")
+        self.port = self.sink.port
         self.level = level
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._feed, daemon=True)
@@ -182,11 +180,6 @@ class MjpegServer:
         self.sink.close()
 
 
-@pytest.fixture
-def camera_port() -> Iterator[int]:
-    yield free_port()
-
-
 def _read_until_level(source: CaptureSource, level: int, timeout: float) -> int:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -197,9 +190,10 @@ def _read_until_level(source: CaptureSource, level: int, timeout: float) -> int:
     pytest.fail(f"no frame of level {level} within {timeout} s")
 
 
-def test_live_stream_that_stalls_is_reopened_and_the_gap_reported(camera_port: int) -> None:
+def test_live_stream_that_stalls_is_reopened_and_the_gap_reported() -> None:
+    camera = MjpegServer(0, 60)
+    camera_port = camera.port
     url = f"http://127.0.0.1:{camera_port}/stream.mjpg"
-    camera = MjpegServer(camera_port, 60)
     source = None
     try:
         source = CaptureSource(
@@ -209,7 +203,7 @@ def test_live_stream_that_stalls_is_reopened_and_the_gap_reported(camera_port: i
         _read_until_level(source, 60, 5)
         camera.close()  # the camera goes away ...
         time.sleep(1.0)
-        camera = MjpegServer(camera_port, 180)  # ... and comes back with other frames
+        camera = MjpegServer(camera_port, 180)  # ... and comes back on its port, other frames
         _read_until_level(source, 180, 10)
         counts: Counter[str] = Counter()
         messages = []
@@ -226,10 +220,10 @@ def test_live_stream_that_stalls_is_reopened_and_the_gap_reported(camera_port: i
     assert any("reopening" in m for m in messages) and any("gap" in m for m in messages)
 
 
-def test_live_read_returns_none_promptly_when_asked_to_stop(camera_port: int) -> None:
-    camera = MjpegServer(camera_port, 90)
+def test_live_read_returns_none_promptly_when_asked_to_stop() -> None:
+    camera = MjpegServer(0, 90)
     source = CaptureSource(
-        CaptureSpec(input=f"http://127.0.0.1:{camera_port}/stream.mjpg", read_timeout_s=0.5)
+        CaptureSpec(input=f"http://127.0.0.1:{camera.port}/stream.mjpg", read_timeout_s=0.5)
     )
     camera.close()  # no more frames: read() would wait for the reopen
     stop = threading.Event()

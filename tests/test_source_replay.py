@@ -4,17 +4,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import stream.sources.replay as replay_module
 from stream.frame import Frame
 from stream.recording import RecordingWriter
 from stream.sources import SOURCE_TYPES
 from stream.sources.base import SourceError
 from stream.sources.replay import ReplaySource, ReplaySpec
 
+from .helpers import FakeTime
 from .test_recording import sample_frame
 
 INTERVALS_MS = [40, 10, 70, 25, 120, 33, 33, 5, 60]
@@ -37,24 +40,35 @@ def write_recording(path: Path, intervals_ms: list[int], rendered: bool = False)
     return frames
 
 
-def replay(spec: ReplaySpec, n: int) -> tuple[list, list[float]]:
+@pytest.fixture
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    """The replay source's clock: its pacing sleeps advance it, instantly and exactly."""
+    fake = FakeTime()
+    monkeypatch.setattr(replay_module, "time", fake)
+    return fake
+
+
+def replay(
+    spec: ReplaySpec, n: int, now: Callable[[], float] = time.monotonic
+) -> tuple[list, list[float]]:
+    """`n` reads of a replay source; the captures and `now()` after each."""
     source = ReplaySource(spec)
     caps, times = [], []
     try:
         for _ in range(n):
             cap = source.read()
-            times.append(time.monotonic())
+            times.append(now())
             caps.append(cap)
     finally:
         source.close()
     return caps, times
 
 
-def test_frames_bit_exact_at_their_recorded_intervals(tmp_path: Path) -> None:
+def test_frames_bit_exact_at_their_recorded_intervals(tmp_path: Path, fake_time: FakeTime) -> None:
     path = tmp_path / "r.msrec"
     frames = write_recording(path, INTERVALS_MS)
     assert SOURCE_TYPES["replay"][0] is ReplaySpec
-    caps, times = replay(ReplaySpec(path=str(path)), len(frames))
+    caps, times = replay(ReplaySpec(path=str(path)), len(frames), fake_time.monotonic)
     for f, cap in zip(frames, caps, strict=True):
         assert cap.pixel_format == f.pixel_format and np.array_equal(cap.image, f.image)
         assert np.array_equal(cap.parts["mask"], f.parts["mask"])
@@ -63,18 +77,18 @@ def test_frames_bit_exact_at_their_recorded_intervals(tmp_path: Path) -> None:
         assert cap.meta["replay"] == {"stream": "us", "seq": f.seq, "capture_ns": f.capture_ns}
         assert cap.meta["pixel_spacing_mm"] == [0.5, 0.5]
     got_ms = np.diff(times) * 1000
-    assert np.abs(got_ms - INTERVALS_MS).max() < 15, got_ms.round(1)
-    assert abs(sum(got_ms) - sum(INTERVALS_MS)) < 15  # no drift over the run
+    assert np.abs(got_ms - INTERVALS_MS).max() < 1e-6, got_ms.round(3)  # paced to the recording
+    assert abs(sum(got_ms) - sum(INTERVALS_MS)) < 1e-6  # no drift over the run
 
 
-def test_speed_unpaced_loop_and_no_annotations(tmp_path: Path) -> None:
+def test_speed_unpaced_loop_and_no_annotations(tmp_path: Path, fake_time: FakeTime) -> None:
     path = tmp_path / "r.msrec"
     frames = write_recording(path, INTERVALS_MS)
-    _, times = replay(ReplaySpec(path=str(path), speed=2.0), len(frames))
-    assert abs((times[-1] - times[0]) * 1000 - sum(INTERVALS_MS) / 2) < 20
-    t0 = time.monotonic()
+    _, times = replay(ReplaySpec(path=str(path), speed=2.0), len(frames), fake_time.monotonic)
+    assert abs((times[-1] - times[0]) * 1000 - sum(INTERVALS_MS) / 2) < 1e-6
+    slept = fake_time.slept
     caps, _ = replay(ReplaySpec(path=str(path), speed=None, loop=True, annotations=False), 25)
-    assert time.monotonic() - t0 < 0.5  # as fast as possible
+    assert fake_time.slept == slept  # unpaced: as fast as possible, never a wait
     assert [c.meta["replay"]["seq"] for c in caps[8:13]] == [8, 9, 0, 1, 2]
     assert "mask" not in caps[0].parts and caps[0].annotations.boxes == []
     assert "depth" in caps[0].parts

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
+import pytest
 import zmq
 
 from stream.clock import FakeClock
@@ -13,7 +13,7 @@ from stream.stats_relay import SnapshotCollector
 from tools.live_stats import LiveView
 from tools.top import CLEAR, format_view
 
-from .helpers import free_port
+from .helpers import ipc_endpoint, wait_until
 from .pipelines import light_config, medstream
 
 
@@ -58,28 +58,30 @@ def test_rates_and_window_percentiles() -> None:
     assert "render" in text and "late 3" in text and CLEAR not in text
 
 
-def test_collector_gathers_pushes_from_stages_without_a_supervisor() -> None:
-    ctx = zmq.Context()
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    collector = SnapshotCollector(ctx, endpoint, "alone", 40.0)
+def test_collector_gathers_pushes_from_stages_without_a_supervisor(
+    zmq_ctx: zmq.Context, ipc_dir: Path
+) -> None:
+    endpoint = ipc_endpoint(ipc_dir, "stats")
+    collector = SnapshotCollector(zmq_ctx, endpoint, "alone", 40.0)
     stats = StageStats("infer", "infer", FakeClock())
     stats.count("in", 5)
-    pub = StatsPublisher(ctx, endpoint, stats, interval_s=0.05)
-    try:
-        msg = None
-        end = time.monotonic() + 10
-        while msg is None and time.monotonic() < end:
-            pub.publish()
-            msg = collector.recv(200)
-        assert msg is not None and msg["pipeline"] == "alone"
-        assert msg["snapshots"][0]["counters"] == {"in": 5}
-        assert msg["stages"] == [{"id": "infer", "kind": "infer"}]
-    finally:
-        pub.close()
-        collector.close()
-        ctx.term()
+    pub = StatsPublisher(zmq_ctx, endpoint, stats, interval_s=0.05)
+    got: list[dict] = []
+
+    def received() -> bool:
+        pub.publish()
+        msg = collector.recv(200)
+        got.extend([msg] if msg is not None else [])
+        return bool(got)
+
+    assert wait_until(received, 10)
+    msg = got[0]
+    assert msg["pipeline"] == "alone"
+    assert msg["snapshots"][0]["counters"] == {"in": 5}
+    assert msg["stages"] == [{"id": "infer", "kind": "infer"}]
 
 
+@pytest.mark.slow
 def test_top_on_a_real_run_piped_prints_plain_tables(tmp_path: Path) -> None:
     config = light_config(tmp_path)
     run = medstream("run", str(config), "--duration", "6", "--report", str(tmp_path / "r.json"))

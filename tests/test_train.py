@@ -37,6 +37,7 @@ def _train(out: Path, seed: int) -> str:
     return run.stdout
 
 
+@pytest.mark.slow  # a training run
 def test_quick_training_run(tmp_path: Path) -> None:
     out = tmp_path / "model"
     stdout = _train(out, 3)
@@ -99,6 +100,7 @@ def _quick(module: str, out: Path) -> str:
     return run.stdout
 
 
+@pytest.mark.slow  # a training run
 def test_quick_denoise_training_run(tmp_path: Path) -> None:
     out = tmp_path / "denoise"
     stdout = _quick("tools.train_denoise", out)
@@ -114,6 +116,7 @@ def test_quick_denoise_training_run(tmp_path: Path) -> None:
     assert torch_pipeline(np.full((64, 64), 90, np.uint8), "gray8").image.shape == (64, 64)
 
 
+@pytest.mark.slow  # a training run
 def test_quick_endoscopy_training_run(tmp_path: Path) -> None:
     out = tmp_path / "endo"
     stdout = _quick("tools.train_endo", out)

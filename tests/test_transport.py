@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from dataclasses import replace
 
 import pytest
 import zmq
@@ -12,7 +13,9 @@ from stream.clock import WallClock
 from stream.stats import StageStats
 from stream.transport import LinkSpec, Receiver
 
-from .helpers import produce, tcp_link
+from .helpers import ANY_PORT, produce
+
+pytestmark = pytest.mark.slow  # a producer process per test
 
 CTX = mp.get_context("spawn")
 
@@ -44,11 +47,14 @@ def consume(spec: LinkSpec, work_s: float, timeout_s: float = 20.0):
 
 
 def run_pair(spec: LinkSpec, n: int, fps: float, shape, work_s: float):
+    """A producer process binds `spec` (port 0 allowed) and sends; this process consumes."""
     q = CTX.Queue()
     p = CTX.Process(target=produce, args=(spec, n, fps, shape, 1, q))
     p.start()
     try:
-        got, stats = consume(spec, work_s)
+        kind, endpoint = q.get(timeout=20)
+        assert kind == "endpoint", endpoint
+        got, stats = consume(replace(spec, endpoint=endpoint), work_s)
         kind, producer_drops = q.get(timeout=20)
         assert kind == "drops", producer_drops
     finally:
@@ -60,7 +66,7 @@ def run_pair(spec: LinkSpec, n: int, fps: float, shape, work_s: float):
 
 def test_live_link_slow_consumer_gets_fresh_frames() -> None:
     """1080p at 60 fps, consumer taking 50 ms a frame: ages stay near one processing period."""
-    spec = tcp_link("pubsub", "live")
+    spec = LinkSpec(endpoint=ANY_PORT, pattern="pubsub", mode="live")
     n = 150
     got, stats, producer_drops = run_pair(spec, n, 60.0, (1080, 1920, 3), work_s=0.05)
     ages = [age for _, age in got]
@@ -80,7 +86,7 @@ def test_live_link_slow_consumer_gets_fresh_frames() -> None:
 
 @pytest.mark.parametrize("pattern", ["pubsub", "pushpull"])
 def test_lossless_link_loses_nothing(pattern: str) -> None:
-    spec = tcp_link(pattern, "lossless", hwm=8)
+    spec = LinkSpec(endpoint=ANY_PORT, pattern=pattern, mode="lossless", hwm=8)
     n = 400
     got, stats, producer_drops = run_pair(spec, n, 0.0, (256, 256), work_s=0.001)
     assert [s for s, _ in got] == list(range(n))

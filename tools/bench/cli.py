@@ -4,6 +4,7 @@
     medstream bench --quick         # well under a minute (what the tests run)
     medstream bench --only transport --out out/bench
     medstream bench --only overlay  # per-frame cost of the imaging region and overlay policy
+    medstream bench --only sources  # per-frame cost of the synthetic sources (phantom, endoscopy)
 
 Benchmarks are not tests: every figure is printed next to the floor measured in the same run
 (raw pyzmq, a memory copy, a single-process loop), with the machine and its load, since on a
@@ -28,8 +29,9 @@ from .machine import describe, load_average
 from .overlay import bench_overlay
 from .pipelines import bench_scene
 from .results import markdown, targets
+from .sources import bench_sources
 
-PARTS = ("transport", "slow", "pipelines", "overlay")
+PARTS = ("transport", "slow", "pipelines", "overlay", "sources")
 
 
 def _free_port() -> int:
@@ -113,6 +115,9 @@ def run_bench(quick: bool, only: list[str], out: Path) -> dict[str, Any]:
         if "overlay" in only:
             _say("bench: imaging region and overlay policy")
             result["overlay"] = bench_overlay(60 if quick else 300)
+        if "sources" in only:
+            _say("bench: synthetic sources")
+            result["sources"] = bench_sources(30 if quick else 120)
     result["seconds"] = round(time.monotonic() - t0, 1)
     result["load_average_at_end"] = load_average()
     result["targets"] = targets(result)

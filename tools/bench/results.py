@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .overlay import overlay_markdown
+from .sources import sources_markdown
 
 
 def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
@@ -122,6 +123,10 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                     unit=" ms",
                 )
             )
+    for row in result.get("sources", []):
+        if row["target_ms"] is not None:
+            what = f"source {row['scene']}: median ms per frame"
+            out.append(_target(what, row["median_ms"], row["target_ms"], unit=" ms"))
     out.append(
         {
             "target": "medstream hop with CURVE vs raw pyzmq with CURVE",
@@ -236,6 +241,7 @@ def markdown(result: dict[str, Any]) -> str:
             )
         lines += ["", "; ".join(f"{r['scene']}: {r['source']}" for r in result["pipelines"][::2])]
     lines += overlay_markdown(result.get("overlay"))
+    lines += sources_markdown(result.get("sources"))
     lines += [
         "",
         "Targets (ratios within this run)",
