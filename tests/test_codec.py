@@ -126,6 +126,7 @@ def _cases() -> dict[str, list]:
         "header_size": [good[0], b" " * (MAX_HEADER_BYTES + 1), *good[2:]],
         "header_utf8": [good[0], b"\xff\xfe{", *good[2:]],
         "header_json": [good[0], b"[" * 100_00 + b"]" * 100_00, *good[2:]],
+        "duplicate_key": [good[0], good[1].replace(b'"seq":', b'"seq":0,"seq":', 1), *good[2:]],
         "version": with_header(good, v=2),
         "kind": with_header(good, kind="pickle"),
         "field": with_header(good, seq=-1),
@@ -145,6 +146,28 @@ def test_every_rejection_reason(reason: str) -> None:
     with pytest.raises(DecodeError) as err:
         decode(_cases()[reason])
     assert err.value.reason == reason
+
+
+def test_duplicate_keys_are_refused_at_any_depth() -> None:
+    """Parsers disagree on which of two equal keys wins, so none is chosen: the message is
+    refused, whether the duplicate is at the top or inside `meta`."""
+    good = [bytes(memoryview(p)) for p in encode_frame(make_frame(), "grab", 1, 1)]
+    nested = good[1].replace(b'"meta":{', b'"meta":{"a":1,"a":2,', 1)
+    assert nested != good[1]
+    for head in (good[1].replace(b'"link_seq":', b'"link_seq":9,"link_seq":', 1), nested):
+        with pytest.raises(DecodeError) as err:
+            decode([good[0], head, *good[2:]])
+        assert err.value.reason == "duplicate_key"
+
+
+def test_a_null_or_missing_format_is_a_pixel_format_rejection() -> None:
+    good = [bytes(memoryview(p)) for p in encode_frame(make_frame(), "grab", 1, 1)]
+    h = header_of(good)
+    del h["format"]
+    for parts in (with_header(good, format=None), [good[0], json.dumps(h).encode(), *good[2:]]):
+        with pytest.raises(DecodeError) as err:
+            decode(parts)
+        assert err.value.reason == "pixel_format"
 
 
 @pytest.mark.parametrize(

@@ -159,7 +159,7 @@ def test_oversized_part_is_refused_before_allocation_and_the_link_recovers() -> 
 
 def test_a_decoder_bug_is_counted_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real = transport.decode
+    real = transport.parse
 
     def flaky(parts, *rest):  # rest: the receiver's shared-memory reader
         calls["n"] += 1
@@ -167,7 +167,7 @@ def test_a_decoder_bug_is_counted_not_fatal(monkeypatch: pytest.MonkeyPatch) -> 
             raise RuntimeError("bug")
         return real(parts, *rest)
 
-    monkeypatch.setattr(transport, "decode", flaky)
+    monkeypatch.setattr(transport, "parse", flaky)
     ctx, rx, push, stats = _pair()
     try:
         push.send_multipart(encode_frame(_frame("s", 1), "p", 1, 1))
@@ -189,7 +189,7 @@ def test_link_bookkeeping_is_bounded() -> None:
             push.send_multipart(encode_frame(_frame(f"s{i}", i), f"sender{i}", 1, 1))
         assert _receive(rx, f"s{MAX_TRACKED * 4 - 1}") is not None
         assert len(rx.epochs) <= MAX_TRACKED and len(rx.seq_high) <= MAX_TRACKED
-        assert len(stats.info["seq_high"]) <= MAX_TRACKED
+        assert len(stats.info["seq_high"]) <= MAX_TRACKED and len(stats.info["arrived"]) <= MAX_TRACKED
     finally:
         push.close()
         rx.close()
