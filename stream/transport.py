@@ -283,7 +283,7 @@ class GapBudget:
     """How many frames a link's senders could have sent that never arrived: credit accrues at
     MAX_LINK_FPS per second of the receiver's clock, up to GAP_CREDIT_S seconds' worth, and
     each gap counted spends it. A `link_seq` or `seq` jump beyond the credit is implausible:
-    the message is refused (`invalid:link_seq`), never counted as millions of drops."""
+    the message is refused (`invalid:implausible_gap`), never counted as millions of drops."""
 
     def __init__(self, clock: Clock):
         self.clock = clock
@@ -399,7 +399,7 @@ class Receiver:
             return msg
         lost = self._sequence(msg, counts)
         if lost is None:
-            drops["invalid:link_seq"] += 1
+            drops["invalid:implausible_gap"] += 1
             return None
         if lost:
             drops["overflow"] += lost
@@ -432,7 +432,8 @@ class Receiver:
 
     def _check_monitor(self) -> None:
         """Count (and log once) connections ZeroMQ dropped: a message part over
-        max_message_mb, or a peer that went away."""
+        max_message_mb, or a peer that went away. A connecting receiver connects again:
+        ZeroMQ gives up on a connection it dropped for a protocol error (an oversized part)."""
         if self._monitor is None:
             return
         while True:
@@ -445,6 +446,12 @@ class Receiver:
                 return
             if self._closing:
                 continue
+            if self.spec.bind == "producer":
+                try:
+                    self.sock.disconnect(self.spec.endpoint)
+                except zmq.ZMQError:
+                    pass  # already gone
+                self.sock.connect(self.spec.endpoint)
             with self._cond:
                 self._counts["disconnects"] += 1
             if not self._disconnect_logged:

@@ -141,7 +141,7 @@ def _receive(rx: Receiver, stream: str, timeout: float = 5.0) -> Frame | None:
 
 
 def test_oversized_part_is_refused_before_allocation_and_the_link_recovers() -> None:
-    ctx, rx, push, _stats = _pair(max_message_mb=0.01)  # 10 KiB per part
+    ctx, rx, push, stats = _pair(max_message_mb=0.01)  # 10 KiB per part
     try:
         push.send_multipart(encode_frame(_frame("big", 1, (1000, 1000)), "p", 1, 1))
         end = time.monotonic() + 5
@@ -151,6 +151,8 @@ def test_oversized_part_is_refused_before_allocation_and_the_link_recovers() -> 
             got = _receive(rx, "small", timeout=0.2)
         assert got is not None
         assert "big" not in rx.epochs  # never delivered, never allocated by the receiver
+        rx.recv(0)
+        assert stats.counters["disconnects"] == 1  # the refusal is counted
     finally:
         push.close()
         rx.close()
