@@ -9,6 +9,11 @@ A source killed with SIGKILL never sends its final snapshot, so its last count c
 every stage reports the highest sequence number it saw per (stream, epoch) (`info.seq_high`),
 and a source run's captured count is at least that number + 1. The frames this adds are
 `frames.captured_unreported`; the frames among them that were not delivered show up as `lost`.
+
+A producer that sends no stats at all (a foreign one speaking docs/protocol.md, or a grab stage
+whose stats never arrived) is accounted from the outside in: the first stage on the video path
+records per (stream, epoch) the frames that arrived and their seq range (`info.arrived`), and
+those frames count as captured (`frames.producers_without_stats`).
 """
 
 from __future__ import annotations

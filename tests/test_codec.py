@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,3 +231,45 @@ def test_shm_hooks_carry_the_payload_out_of_band() -> None:
     with pytest.raises(DecodeError) as err:  # payload both inline and in shared memory
         decode([*parts, b"x"], shm_reader=read)
     assert err.value.reason == "parts"
+
+
+FRAME_REQUIRED = {
+    "v": "version", "kind": "kind", "stream": "field", "sender": "field", "link_seq": "field",
+    "sent_ns": "field", "epoch": "field", "seq": "field", "capture_ns": "field",
+    "deadline_ns": "field", "format": "pixel_format", "parts": "field",
+}
+FRAME_OPTIONAL = ("annotations", "trace", "meta")
+
+
+def test_required_header_keys_are_those_protocol_md_names() -> None:
+    """docs/protocol.md section 3: these keys are required (each missing one is refused with
+    the reason given), the rest optional; the table in the doc lists exactly these."""
+    good = [bytes(memoryview(p)) for p in encode_frame(make_frame(), "grab", 1, 1)]
+    for key, reason in FRAME_REQUIRED.items():
+        h = header_of(good)
+        del h[key]
+        with pytest.raises(DecodeError) as err:
+            decode([good[0], json.dumps(h).encode(), *good[2:]])
+        assert err.value.reason == reason, key
+    h = header_of(good)
+    for key in FRAME_OPTIONAL:
+        del h[key]
+    assert decode([good[0], json.dumps(h).encode(), *good[2:]]).frame is not None
+    eos = header_of(encode_eos(EndOfStream("s", 1, 0), "grab", 1, 1))
+    del eos["last_seq"]
+    with pytest.raises(DecodeError):
+        decode([b"s", json.dumps(eos).encode()])
+    doc = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    section = doc[doc.index("### 3.0 Required keys") : doc.index("### 3.1")]
+    for key in FRAME_REQUIRED:
+        assert f"`{key}`" in section, key
+
+
+@pytest.mark.parametrize("key", ["link_seq", "sent_ns", "epoch", "seq", "capture_ns", "deadline_ns"])
+def test_integers_are_bounded_to_int64(key: str) -> None:
+    good = [bytes(memoryview(p)) for p in encode_frame(make_frame(), "grab", 1, 1)]
+    assert decode(with_header(good, **{key: 2**63 - 1})).frame is not None
+    for bad in (2**63, -1):
+        with pytest.raises(DecodeError) as err:
+            decode(with_header(good, **{key: bad}))
+        assert err.value.reason == "field"
