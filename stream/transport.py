@@ -42,6 +42,7 @@ from .codec import (
     parse,
 )
 from .frame import Frame
+from .gap_budget import GapBudget
 from .shm_link import ShmReceiver, ShmSender
 from .shm_ring import supported as shm_supported
 from .spec import ConfigError, bounded, section
@@ -51,8 +52,6 @@ LIVE_HWM = 2
 LOSSLESS_HWM = 1000
 MAX_DRAIN = 10_000  # messages read in one live drain before the newest is used
 MAX_TRACKED = 64  # senders, streams, epochs remembered per receiver (oldest forgotten first)
-MAX_LINK_FPS = 10_000  # most frames per second a link's senders are believed able to send
-GAP_CREDIT_S = 10.0  # a gap may spend up to this many seconds of MAX_LINK_FPS at once
 
 log = logging.getLogger("medstream.transport")
 
@@ -277,28 +276,6 @@ class Sender:
         self.sock.close()
         if self.shm is not None:
             self.shm.close()
-
-
-class GapBudget:
-    """How many frames a link's senders could have sent that never arrived: credit accrues at
-    MAX_LINK_FPS per second of the receiver's clock, up to GAP_CREDIT_S seconds' worth, and
-    each gap counted spends it. A `link_seq` or `seq` jump beyond the credit is implausible:
-    the message is refused (`invalid:implausible_gap`), never counted as millions of drops."""
-
-    def __init__(self, clock: Clock):
-        self.clock = clock
-        self.credit = float(MAX_LINK_FPS)  # one second's worth to start with
-        self.t_ns = clock.now_ns()
-
-    def spend(self, gap: int) -> bool:
-        now = self.clock.now_ns()
-        cap = MAX_LINK_FPS * GAP_CREDIT_S
-        self.credit = min(cap, self.credit + max(0, now - self.t_ns) / 1e9 * MAX_LINK_FPS)
-        self.t_ns = now
-        if gap > self.credit:
-            return False
-        self.credit -= gap
-        return True
 
 
 class Receiver:

@@ -14,8 +14,9 @@ import zmq
 from stream.clock import FakeClock
 from stream.codec import encode_frame
 from stream.frame import Frame
+from stream.gap_budget import GAP_CREDIT_S, MAX_LINK_FPS
 from stream.stats import StageStats
-from stream.transport import GAP_CREDIT_S, MAX_LINK_FPS, LinkSpec, Receiver
+from stream.transport import LinkSpec, Receiver
 
 from .helpers import tcp_link
 
