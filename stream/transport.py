@@ -226,7 +226,8 @@ class Sender:
             self.sock.poll(50, zmq.POLLIN)
 
     def _send_parts(self, parts: list) -> bool:
-        """Hand parts to ZeroMQ; on a full lossless link wait (until stopped)."""
+        """Hand parts to ZeroMQ; on a full lossless link wait until it has room (or the stage
+        is stopped), asleep in `poll`, not polling: the consumer may need the CPU."""
         while True:
             try:
                 self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
@@ -234,7 +235,7 @@ class Sender:
             except zmq.Again:
                 if self.spec.mode == "live" or self.should_stop():
                     return False
-                time.sleep(0.0005)
+                self.sock.poll(50, zmq.POLLOUT)
 
     def send(self, frame: Frame) -> bool:
         """Send a frame; False if it was dropped (and counted) instead."""
