@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from .clock import CLOCK_TOLERANCE_MS, Clock
 from .codec import (
@@ -51,6 +52,7 @@ from .stats import QUEUE_MS, StageStats
 LIVE_HWM = 2
 LOSSLESS_HWM = 1000
 MAX_DRAIN = 10_000  # messages read in one live drain before the newest is used
+RECONNECT_AFTER_S = 0.3  # a dropped connection ZeroMQ does not retry by then is connected again
 MAX_TRACKED = 64  # senders, streams, epochs remembered per receiver (oldest forgotten first)
 
 log = logging.getLogger("medstream.transport")
@@ -235,7 +237,10 @@ class Sender:
             except zmq.Again:
                 if self.spec.mode == "live" or self.should_stop():
                     return False
-                self.sock.poll(50, zmq.POLLOUT)
+                if self.pubsub:  # XPUB reports POLLOUT even when full
+                    time.sleep(0.0005)
+                else:
+                    self.sock.poll(50, zmq.POLLOUT)
 
     def send(self, frame: Frame) -> bool:
         """Send a frame; False if it was dropped (and counted) instead."""
@@ -261,7 +266,11 @@ class Sender:
 
     def send_eos(self, eos: EndOfStream, repeats: int = 3) -> None:
         """Tell consumers the stream ended. Repeated (receivers ignore duplicates) because a
-        live link may drop one; an eos does not advance `link_seq`."""
+        live link may drop one; an eos does not advance `link_seq`. A lossless link waits for
+        room and sends it once, like a frame."""
+        if self.spec.mode == "lossless":
+            self._send_parts(encode_eos(eos, self.stage_id, self.link_seq, self.clock.now_ns()))
+            return
         for i in range(repeats):
             if self.pubsub:
                 self._track_subscriptions()
@@ -321,7 +330,12 @@ class Receiver:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         # ZeroMQ refuses a part over max_message_mb by dropping the connection: watch for that
         # (a CURVE socket is watched by the process's AuthWatch instead: one monitor a socket)
-        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED) if guard is None else None
+        self._monitor = (
+            self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED)
+            if guard is None
+            else None
+        )
+        self._lost_at: float | None = None  # a connection dropped, no retry seen yet
         _attach(self.sock, spec, False, name, guard)
         # link bookkeeping, each bounded to MAX_TRACKED entries (the ids come off the wire)
         shm_ok = shm_supported() and (guard is None or spec.shm == "on")
@@ -410,26 +424,26 @@ class Receiver:
 
     def _check_monitor(self) -> None:
         """Count (and log once) connections ZeroMQ dropped: a message part over
-        max_message_mb, or a peer that went away. A connecting receiver connects again:
-        ZeroMQ gives up on a connection it dropped for a protocol error (an oversized part)."""
+        max_message_mb, or a peer that went away. After a peer went away ZeroMQ retries the
+        connection itself (`CONNECT_RETRIED`); after a protocol error (an oversized part) it
+        gives up, so a connecting receiver that sees no retry soon connects again, once it
+        has read what arrived before."""
         if self._monitor is None:
             return
         while True:
             try:
-                self._monitor.recv_multipart(zmq.NOBLOCK)
+                event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
-                return
-            except zmq.ZMQError:
+                break
+            except (zmq.ZMQError, ValueError):
                 self._monitor = None
                 return
             if self._closing:
                 continue
-            if self.spec.bind == "producer":
-                try:
-                    self.sock.disconnect(self.spec.endpoint)
-                except zmq.ZMQError:
-                    pass  # already gone
-                self.sock.connect(self.spec.endpoint)
+            if event["event"] == zmq.EVENT_CONNECT_RETRIED:
+                self._lost_at = None
+                continue
+            self._lost_at = time.monotonic()
             with self._cond:
                 self._counts["disconnects"] += 1
             if not self._disconnect_logged:
@@ -439,6 +453,19 @@ class Receiver:
                     "refused, or the peer went away); further ones only counted (disconnects)",
                     self.stage_id, self.name, self.spec.max_message_mb,
                 )
+        if (
+            self._lost_at is not None
+            and time.monotonic() - self._lost_at > RECONNECT_AFTER_S
+            and self.spec.bind == "producer"
+            and not self._closing
+            and not self.sock.poll(0, zmq.POLLIN)  # what arrived before is read first
+        ):
+            self._lost_at = None
+            try:
+                self.sock.disconnect(self.spec.endpoint)  # the dead session
+            except zmq.ZMQError:
+                pass
+            self.sock.connect(self.spec.endpoint)
 
     def _drain(self) -> None:
         """Live mode thread: read everything, check each header, keep the newest frame."""
@@ -449,9 +476,10 @@ class Receiver:
         drops: Counter[str] = Counter()
         counts: Counter[str] = Counter()
         while not self._closing:
-            if not poller.poll(50):
-                continue
+            ready = poller.poll(50)
             self._check_monitor()
+            if not ready:
+                continue
             newest: Parsed | None = None
             eos: list[Parsed] = []
             for _ in range(MAX_DRAIN):
