@@ -372,8 +372,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise _DuplicateKey(f"key {dup!r:.40} appears twice in one object")
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(f"key {key!r:.40} appears twice in one object")
+            seen.add(key)
     return obj
 
 
