@@ -23,13 +23,18 @@ class PixelFormat:
         """`image` if it is an array of this format, else a ValueError saying what is wrong."""
         if not isinstance(image, np.ndarray):
             raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
-        if image.dtype != self.dtype:
-            raise ValueError(f"{self.name} image must be {self.dtype}, got {image.dtype}")
-        if self.channels == 1 and image.ndim != 2:
-            raise ValueError(f"{self.name} image must be H x W, got shape {image.shape}")
-        if self.channels == 3 and (image.ndim != 3 or image.shape[2] != 3):
-            raise ValueError(f"{self.name} image must be H x W x 3, got shape {image.shape}")
+        self.check_layout(image.dtype, image.shape)
         return image
+
+    def check_layout(self, dtype: np.dtype | str, shape: tuple[int, ...]) -> None:
+        """A ValueError unless an image of `dtype` and `shape` is of this format (the wire
+        decoder checks a header's layout with it before any payload is touched)."""
+        if np.dtype(dtype) != self.dtype:
+            raise ValueError(f"{self.name} image must be {self.dtype}, got {np.dtype(dtype)}")
+        if self.channels == 1 and len(shape) != 2:
+            raise ValueError(f"{self.name} image must be H x W, got shape {tuple(shape)}")
+        if self.channels == 3 and (len(shape) != 3 or shape[2] != 3):
+            raise ValueError(f"{self.name} image must be H x W x 3, got shape {tuple(shape)}")
 
 
 PIXEL_FORMATS: dict[str, PixelFormat] = {

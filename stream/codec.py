@@ -66,6 +66,7 @@ REJECT_REASONS = (
     "header_size",  # header larger than MAX_HEADER_BYTES
     "header_utf8",  # header not UTF-8
     "header_json",  # header not a JSON object (nested too deeply, NaN/Infinity, huge numbers)
+    "duplicate_key",  # a JSON object of the header names one key twice
     "version",  # unsupported protocol version
     "kind",  # unknown message kind
     "field",  # a required field missing or of the wrong type / range
@@ -330,15 +331,41 @@ def _parse_part(i: int, desc: Any) -> tuple[str, str, tuple[int, ...], int]:
     return name, dtype_name, shape, expected
 
 
-def decode(parts: list[Any], shm_reader: ShmReader | None = None) -> Message:
-    """Decode and validate one multipart message. Raises `DecodeError` on anything invalid.
+@dataclass
+class Parsed:
+    """A message whose header is validated but whose payload is not bound yet (`bind`): a live
+    receiver parses every message for its bookkeeping and binds only the frame it hands on."""
 
-    A frame whose payload is in shared memory needs `shm_reader` (else it is rejected, `shm`)."""
-    if not isinstance(parts, (list, tuple)):
-        raise DecodeError("parts", f"expected a list of message parts, got {type(parts).__name__}")
-    if not 2 <= len(parts) <= 2 + MAX_PARTS:
-        raise DecodeError("parts", f"expected 2..{2 + MAX_PARTS} parts, got {len(parts)}")
-    head = _buffer(parts[1])
+    kind: str
+    sender: str
+    link_seq: int
+    sent_ns: int
+    stream: str
+    epoch: int
+    parts: list[Any]
+    seq: int = 0
+    eos: EndOfStream | None = None
+    header: dict[str, Any] | None = None
+    layouts: list[tuple[str, str, tuple[int, ...], int]] | None = None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(f"key {key!r:.40} appears twice in one object")
+            seen.add(key)
+    return obj
+
+
+def _parse_header(raw: Any) -> dict[str, Any]:
+    head = _buffer(raw)
     if len(head) > MAX_HEADER_BYTES:
         raise DecodeError("header_size", f"{len(head)} bytes > {MAX_HEADER_BYTES}")
     try:
@@ -346,11 +373,24 @@ def decode(parts: list[Any], shm_reader: ShmReader | None = None) -> Message:
     except UnicodeDecodeError as e:
         raise DecodeError("header_utf8", str(e)) from None
     try:
-        header = json.loads(text, parse_constant=_reject_constant)
+        header = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as e:
+        raise DecodeError("duplicate_key", str(e)) from None
     except (ValueError, RecursionError) as e:
         raise DecodeError("header_json", f"{type(e).__name__}: {str(e)[:80]}") from None
     if not isinstance(header, dict):
         raise DecodeError("header_json", "header is not a JSON object")
+    return header
+
+
+def parse(parts: list[Any]) -> Parsed:
+    """Validate a multipart message's topic and header (everything but the payload bytes).
+    Raises `DecodeError` on anything invalid."""
+    if not isinstance(parts, (list, tuple)):
+        raise DecodeError("parts", f"expected a list of message parts, got {type(parts).__name__}")
+    if not 2 <= len(parts) <= 2 + MAX_PARTS:
+        raise DecodeError("parts", f"expected 2..{2 + MAX_PARTS} parts, got {len(parts)}")
+    header = _parse_header(parts[1])
     version = header.get("v")
     if type(version) is not int or version != PROTOCOL_VERSION:  # not true, not 1.0
         raise DecodeError(
@@ -377,7 +417,7 @@ def decode(parts: list[Any], shm_reader: ShmReader | None = None) -> Message:
         if len(parts) != 2:
             raise DecodeError("parts", "an eos message has no payload parts")
         eos = EndOfStream(stream, epoch, _int_field(header, "last_seq", lo=-1))
-        return Message(KIND_EOS, sender, link_seq, sent_ns, eos=eos)
+        return Parsed(KIND_EOS, sender, link_seq, sent_ns, stream, epoch, list(parts), eos=eos)
 
     descs = _field(header, "parts", list)
     shm = header.get("shm")
@@ -386,49 +426,77 @@ def decode(parts: list[Any], shm_reader: ShmReader | None = None) -> Message:
         raise DecodeError("parts", f"header lists {len(descs)} parts, message has {inline}")
     if shm is not None and inline:
         raise DecodeError("parts", "a frame in shared memory has no payload parts")
-    if shm is not None and shm_reader is None:
-        raise DecodeError("shm", "payload in shared memory, but this link does not read it")
-    fmt = _str_field(header, "format")
-    if fmt not in PIXEL_FORMATS:
+    fmt = header.get("format")
+    if not isinstance(fmt, str) or fmt not in PIXEL_FORMATS:
         raise DecodeError("pixel_format", f"unknown pixel format {fmt!r:.40}")
     layouts = [_parse_part(i, desc) for i, desc in enumerate(descs)]
     if len({name for name, *_ in layouts}) != len(layouts):
         raise DecodeError("field", "part names must be unique")
+    try:  # the image: checked here, once, for every stage after
+        PIXEL_FORMATS[fmt].check_layout(layouts[0][1], layouts[0][2])
+    except ValueError as e:
+        raise DecodeError("pixel_format", str(e)) from None
+    for (name, _, _, expected), part in zip(layouts[:inline], parts[2:], strict=True):  # shm: none inline
+        got = len(_buffer(part))
+        if got != expected:
+            raise DecodeError("size", f"{name}: {got} bytes, shape needs {expected}")
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict) or not _meta_depth_ok(meta):
+        raise DecodeError("field", f"'meta' must be an object nested at most {MAX_META_DEPTH} deep")
+    seq = _int_field(header, "seq")
+    _int_field(header, "capture_ns")
+    _int_field(header, "deadline_ns")
+    header["annotations"] = _parse_annotations(header.get("annotations", {}))
+    header["trace"] = _parse_trace(header.get("trace", []))
+    return Parsed(
+        KIND_FRAME, sender, link_seq, sent_ns, stream, epoch, list(parts), seq, None, header, layouts
+    )
+
+
+def bind(msg: Parsed, shm_reader: ShmReader | None = None) -> Message:
+    """The `Message` of a parsed message: its payload wrapped as arrays (views, no copy), read
+    from shared memory through `shm_reader` where the header says so. Raises `DecodeError`
+    (`shm`, `size`) or `PayloadGone` (the shared-memory slot was reused)."""
+    if msg.kind == KIND_EOS:
+        return Message(KIND_EOS, msg.sender, msg.link_seq, msg.sent_ns, eos=msg.eos)
+    header, layouts = msg.header, msg.layouts
+    assert header is not None and layouts is not None
+    shm = header.get("shm")
     if shm is not None:
-        assert shm_reader is not None
+        if shm_reader is None:
+            raise DecodeError("shm", "payload in shared memory, but this link does not read it")
         try:
             buffers = shm_reader(shm, [size for *_, size in layouts])
         except PayloadGone as e:
-            e.sender, e.link_seq, e.stream, e.epoch = sender, link_seq, stream, epoch
-            e.seq = _int_field(header, "seq")
+            e.sender, e.link_seq, e.stream, e.epoch = msg.sender, msg.link_seq, msg.stream, msg.epoch
+            e.seq = msg.seq
             raise
     else:
-        buffers = parts[2:]
+        buffers = msg.parts[2:]
     arrays: dict[str, np.ndarray] = {}
-    for i, ((name, dtype_name, shape, expected), part) in enumerate(zip(layouts, buffers, strict=True)):
+    for (name, dtype_name, shape, expected), part in zip(layouts, buffers, strict=True):
         buf = _buffer(part)
         if len(buf) != expected:
             raise DecodeError("size", f"{name}: {len(buf)} bytes, shape needs {expected}")
         arrays[name] = np.frombuffer(buf, dtype=DTYPES[dtype_name]).reshape(shape)
-        if i == 0:  # the image: checked here, once, for every stage after
-            try:
-                PIXEL_FORMATS[fmt].check(arrays[name])
-            except ValueError as e:
-                raise DecodeError("pixel_format", str(e)) from None
-    meta = header.get("meta", {})
-    if not isinstance(meta, dict) or not _meta_depth_ok(meta):
-        raise DecodeError("field", f"'meta' must be an object nested at most {MAX_META_DEPTH} deep")
     frame = Frame(
-        stream=stream,
-        seq=_int_field(header, "seq"),
-        capture_ns=_int_field(header, "capture_ns"),
-        deadline_ns=_int_field(header, "deadline_ns"),
+        stream=msg.stream,
+        seq=msg.seq,
+        capture_ns=header["capture_ns"],
+        deadline_ns=header["deadline_ns"],
         image=arrays.pop("image"),
-        pixel_format=fmt,
-        epoch=epoch,
+        pixel_format=header["format"],
+        epoch=msg.epoch,
         parts=arrays,
-        annotations=_parse_annotations(header.get("annotations", {})),
-        trace=_parse_trace(header.get("trace", [])),
-        meta=meta,
+        annotations=header["annotations"],
+        trace=header["trace"],
+        meta=header.get("meta", {}),
     )
-    return Message(KIND_FRAME, sender, link_seq, sent_ns, frame=frame)
+    return Message(KIND_FRAME, msg.sender, msg.link_seq, msg.sent_ns, frame=frame)
+
+
+def decode(parts: list[Any], shm_reader: ShmReader | None = None) -> Message:
+    """Decode and validate one multipart message (`parse`, then `bind`). Raises `DecodeError`
+    on anything invalid; a frame whose payload is in shared memory needs `shm_reader` (else
+    it is rejected, `shm`)."""
+    return bind(parse(parts), shm_reader)

@@ -9,6 +9,11 @@ A source killed with SIGKILL never sends its final snapshot, so its last count c
 every stage reports the highest sequence number it saw per (stream, epoch) (`info.seq_high`),
 and a source run's captured count is at least that number + 1. The frames this adds are
 `frames.captured_unreported`; the frames among them that were not delivered show up as `lost`.
+
+A producer that sends no stats at all (a foreign one speaking docs/protocol.md, or a grab stage
+whose stats never arrived) is accounted from the outside in: the first stage on the video path
+records per (stream, epoch) the frames that arrived and their seq range (`info.arrived`), and
+those frames count as captured (`frames.producers_without_stats`).
 """
 
 from __future__ import annotations
@@ -116,11 +121,60 @@ def accuracy_from_confusion(confusion: list[list[int]], labels: list[str]) -> di
     }
 
 
+def _reported_keys(cfg: PipelineConfig, snapshots: list[dict[str, Any]]) -> set[str]:
+    grab_ids = {s.id for s in cfg.stages if isinstance(s, GrabSpec)}
+    return {
+        f"{snap.get('info', {}).get('stream', snap['stage'])}@{snap.get('info', {}).get('epoch', 0)}"
+        for snap in snapshots
+        if snap["stage"] in grab_ids
+    }
+
+
+def first_receivers(cfg: PipelineConfig) -> list[str]:
+    """The stages that take each rendered video from its producer: the stage after the grab,
+    or the first stage of a path whose producer is not in the config (a foreign one)."""
+    grab_ids = {s.id for s in cfg.stages if isinstance(s, GrabSpec)}
+    out: list[str] = []
+    for r in (s for s in cfg.stages if isinstance(s, RenderSpec)):
+        path = video_path(cfg, r)
+        first = path[1] if path[0] in grab_ids and len(path) > 1 else path[0]
+        if first not in out and first not in grab_ids:
+            out.append(first)
+    return out
+
+
+def arrived_unreported(
+    cfg: PipelineConfig, snapshots: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Producers that sent no stats (a foreign producer, or a grab stage whose stats never
+    arrived), accounted from the outside: per `stream@epoch`, the frames its first receiving
+    stage saw arrive (received, or lost on the link and counted there) and their seq range."""
+    reported = _reported_keys(cfg, snapshots)
+    per_stage: dict[str, dict[str, list[int]]] = {}
+    for sid in first_receivers(cfg):
+        got = per_stage.setdefault(sid, {})
+        for snap in snapshots:
+            if snap["stage"] != sid:
+                continue
+            for key, (n, lo, hi) in snap.get("info", {}).get("arrived", {}).items():
+                if key in reported:
+                    continue
+                cur = got.get(key)
+                got[key] = [n, lo, hi] if cur is None else [cur[0] + n, min(cur[1], lo), max(cur[2], hi)]
+    out: dict[str, dict[str, Any]] = {}
+    for sid, got in per_stage.items():
+        for key, (n, lo, hi) in got.items():
+            if key not in out or n > out[key]["frames"]:  # several paths see one producer
+                out[key] = {"frames": n, "seq": [lo, hi], "counted_by": sid}
+    return dict(sorted(out.items()))
+
+
 def captured_frames(
     cfg: PipelineConfig, snapshots: list[dict[str, Any]]
 ) -> tuple[int, int]:
     """(captured, of which unreported): each source run's count, raised to the highest sequence
-    number any stage saw from that run (see the module doc)."""
+    number any stage saw from that run (see the module doc), plus the frames that arrived from
+    producers that sent no stats (`arrived_unreported`)."""
     grab_ids = {s.id for s in cfg.stages if isinstance(s, GrabSpec)}
     seen: dict[str, int] = {}
     for snap in snapshots:
@@ -136,7 +190,8 @@ def captured_frames(
         at_least = seen.get(key, -1) + 1
         captured += max(reported, at_least)
         unreported += max(0, at_least - reported)
-    return captured, unreported
+    foreign = sum(x["frames"] for x in arrived_unreported(cfg, snapshots).values())
+    return captured + foreign, unreported + foreign
 
 
 def build_report(
@@ -217,6 +272,7 @@ def build_report(
             "dropped_total": sum(dropped.values()),
             "accounted": expected == delivered + sum(dropped.values()),
             "captured_unreported": unreported,
+            "producers_without_stats": arrived_unreported(cfg, snapshots),
             "sink_drops": {
                 f"{r.id}/{sink}": n
                 for r in renders
@@ -307,6 +363,16 @@ def format_report(report: dict[str, Any]) -> str:
         f"frames: captured {f['captured']}, delivered {f['delivered']}, dropped {f['dropped_total']}"
         + (f" ({', '.join(f'{k} {v}' for k, v in f['dropped'].items())})" if f["dropped"] else "")
         + ("" if f["accounted"] else "  [NOT ACCOUNTED]"),
+    ]
+    if f.get("producers_without_stats"):
+        lines.append(
+            "producers that sent no stats, counted as their frames arrived: "
+            + ", ".join(
+                f"{k} {v['frames']} (seq {v['seq'][0]}-{v['seq'][1]}, at {v['counted_by']})"
+                for k, v in f["producers_without_stats"].items()
+            )
+        )
+    lines += [
         "",
         f"{'latency ms':<22}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'fps':>8}",
     ]

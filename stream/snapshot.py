@@ -55,6 +55,16 @@ def _check_info(info: Any) -> None:
     for v in seq_high.values():
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= INT64:
             raise ValueError("info.seq_high values must be sequence numbers")
+    arrived = info.get("arrived", {})
+    if not isinstance(arrived, dict) or len(arrived) > MAX_KEYS:
+        raise ValueError("info.arrived must be a mapping")
+    for v in arrived.values():
+        if not (
+            isinstance(v, list)
+            and len(v) == 3
+            and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= INT64 for x in v)
+        ):
+            raise ValueError("info.arrived values must be [frames, lowest seq, highest seq]")
     sink_drops = info.get("sink_drops", {})
     if not isinstance(sink_drops, dict) or len(sink_drops) > MAX_KEYS:
         raise ValueError("info.sink_drops must be a mapping")

@@ -17,6 +17,7 @@ header. A frame whose slot was reused before the receiver got to it is an `shm_o
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from .clock import CLOCK_TOLERANCE_MS, Clock
 from .codec import (
@@ -33,12 +35,15 @@ from .codec import (
     DecodeError,
     EndOfStream,
     Message,
+    Parsed,
     PayloadGone,
-    decode,
+    bind,
     encode_eos,
     encode_frame,
+    parse,
 )
 from .frame import Frame
+from .gap_budget import GapBudget
 from .shm_link import ShmReceiver, ShmSender
 from .shm_ring import supported as shm_supported
 from .spec import ConfigError, bounded, section
@@ -47,7 +52,10 @@ from .stats import QUEUE_MS, StageStats
 LIVE_HWM = 2
 LOSSLESS_HWM = 1000
 MAX_DRAIN = 10_000  # messages read in one live drain before the newest is used
+RECONNECT_AFTER_S = 0.3  # a dropped connection ZeroMQ does not retry by then is connected again
 MAX_TRACKED = 64  # senders, streams, epochs remembered per receiver (oldest forgotten first)
+
+log = logging.getLogger("medstream.transport")
 
 
 @dataclass
@@ -222,7 +230,8 @@ class Sender:
             self.sock.poll(50, zmq.POLLIN)
 
     def _send_parts(self, parts: list) -> bool:
-        """Hand parts to ZeroMQ; on a full lossless link wait (until stopped)."""
+        """Hand parts to ZeroMQ; on a full lossless link wait until it has room (or the stage
+        is stopped), asleep in `poll`, not polling: the consumer may need the CPU."""
         while True:
             try:
                 self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
@@ -230,7 +239,10 @@ class Sender:
             except zmq.Again:
                 if self.spec.mode == "live" or self.should_stop():
                     return False
-                time.sleep(0.0005)
+                if self.pubsub:  # XPUB reports POLLOUT even when full
+                    time.sleep(0.0005)
+                else:
+                    self.sock.poll(50, zmq.POLLOUT)
 
     def send(self, frame: Frame) -> bool:
         """Send a frame; False if it was dropped (and counted) instead."""
@@ -258,7 +270,11 @@ class Sender:
 
     def send_eos(self, eos: EndOfStream, repeats: int = 3) -> None:
         """Tell consumers the stream ended. Repeated (receivers ignore duplicates) because a
-        live link may drop one; an eos does not advance `link_seq`."""
+        live link may drop one; an eos does not advance `link_seq`. A lossless link waits for
+        room and sends it once, like a frame."""
+        if self.spec.mode == "lossless":
+            self._send_parts(encode_eos(eos, self.stage_id, self.link_seq, self.clock.now_ns()))
+            return
         for i in range(repeats):
             if self.pubsub:
                 self._track_subscriptions()
@@ -279,10 +295,15 @@ class Sender:
 class Receiver:
     """The consuming end of a link.
 
-    live: a background thread drains the socket as fast as messages arrive and keeps only the
-    newest frame in a one-slot mailbox, so kernel and ZeroMQ buffers never hold a backlog; `recv`
-    takes that frame (it is at most one processing period old). Frames replaced in the mailbox
-    are counted as `overflow` drops. lossless: `recv` reads the socket in order, nothing dropped.
+    live: a background thread drains the socket as fast as messages arrive, checks each header
+    (outside the mailbox lock) and keeps only the newest frame, undecoded, in a one-slot
+    mailbox, so kernel and ZeroMQ buffers never hold a backlog; `recv` takes that frame and
+    binds its payload (only the frame used is read from shared memory). Frames replaced in the
+    mailbox are counted as `overflow` drops. lossless: `recv` reads the socket in order.
+
+    What arrived is kept per `stream@epoch` in the stage's `info["arrived"]` ([frames, lowest
+    seq, highest seq]; frames = received + lost on the link): the run report accounts for a
+    producer that sends no stats (a foreign one, or a grab whose stats never came) from it.
     """
 
     def __init__(
@@ -311,6 +332,14 @@ class Receiver:
         self.sock.setsockopt(zmq.MAXMSGSIZE, int(spec.max_message_mb * 1024 * 1024))
         if self.pubsub:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        # ZeroMQ refuses a part over max_message_mb by dropping the connection: watch for that
+        # (a CURVE socket is watched by the process's AuthWatch instead: one monitor a socket)
+        self._monitor = (
+            self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED)
+            if guard is None
+            else None
+        )
+        self._lost_at: float | None = None  # a connection dropped, no retry seen yet
         _attach(self.sock, spec, False, name, guard)
         # link bookkeeping, each bounded to MAX_TRACKED entries (the ids come off the wire)
         shm_ok = shm_supported() and (guard is None or spec.shm == "on")
@@ -319,10 +348,13 @@ class Receiver:
         self.epochs: dict[str, int] = {}
         self.eos_seen: dict[tuple[str, int], bool] = {}
         self.seq_high: dict[str, int] = {}  # "stream@epoch" -> highest frame seq seen
-        # mailbox shared with the drain thread (live mode)
+        self.arrived: dict[str, list[int]] = {}  # "stream@epoch" -> [frames, seq lo, seq hi]
+        self.gaps = GapBudget(clock)
+        self._disconnect_logged = False
+        # mailbox shared with the drain thread (live mode); counts are merged under its lock
         self._cond = threading.Condition()
-        self._newest: Message | None = None
-        self._eos: deque[Message] = deque()
+        self._newest: Parsed | None = None
+        self._eos: deque[Parsed] = deque()
         self._drops: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
         self._closing = False
@@ -333,66 +365,127 @@ class Receiver:
             )
             self._thread.start()
 
-    def _accept(self, parts: list) -> Message | None:
-        """Decode one message and do the link bookkeeping; None if it was dropped (counted)."""
+    def _arrive(self, stream: str, epoch: int, seq: int, frames: int) -> None:
+        key = f"{stream}@{epoch}"
+        got = self.arrived.get(key)
+        if got is None:
+            _remember(self.arrived, key, [frames, seq, seq])
+        else:
+            got[0] += frames
+            got[1], got[2] = min(got[1], seq), max(got[2], seq)
+
+    def _accept(self, parts: list, drops: Counter[str], counts: Counter[str]) -> Parsed | None:
+        """Check one message's header and do the link bookkeeping; None if it was refused
+        (counted in `drops` / `counts`)."""
         try:
-            msg = decode(parts, self.shm.read if self.shm is not None else None)
+            msg = parse(parts)
         except DecodeError as e:
-            self._drops[f"invalid:{e.reason}"] += 1
-            return None
-        except PayloadGone as e:  # its slot was reused: one drop, and no gap counted for it
-            self._sequence(e.sender, e.link_seq, e.stream, e.epoch, e.seq)
-            self._drops[e.reason] += 1
+            drops[f"invalid:{e.reason}"] += 1
             return None
         except Exception:  # a decoder bug must not kill the drain thread: count it, go on
-            self._drops["invalid:decoder_error"] += 1
+            drops["invalid:decoder_error"] += 1
             return None
         if msg.kind == KIND_EOS:
-            assert msg.eos is not None
-            key = (msg.eos.stream, msg.eos.epoch)
+            key = (msg.stream, msg.epoch)
             if key in self.eos_seen:
-                self._counts["eos_repeats"] += 1
+                counts["eos_repeats"] += 1
                 return None
             _remember(self.eos_seen, key, True)
-            self._counts["eos"] += 1
+            counts["eos"] += 1
             return msg
-        frame = msg.frame
-        assert frame is not None
-        self._sequence(msg.sender, msg.link_seq, frame.stream, frame.epoch, frame.seq)
-        self._counts["in"] += 1
+        lost = self._sequence(msg, counts)
+        if lost is None:
+            drops["invalid:implausible_gap"] += 1
+            return None
+        if lost:
+            drops["overflow"] += lost
+        self._arrive(msg.stream, msg.epoch, msg.seq, 1 + lost)
         return msg
 
-    def _sequence(
-        self,
-        sender: str,
-        link_seq: int,
-        stream: str,
-        epoch: int,
-        seq: int,
-    ) -> None:
-        """Per-sender sequence bookkeeping: restarts, the highest frame seq seen, and gaps
-        counted as `overflow`."""
+    def _sequence(self, msg: Parsed, counts: Counter[str]) -> int | None:
+        """Per-sender sequence bookkeeping: restarts, the highest frame seq seen, and the frames
+        lost on the link (a `link_seq` gap, pubsub); None if the jump is implausible."""
+        stream, epoch, sender, link_seq = msg.stream, msg.epoch, msg.sender, msg.link_seq
         if self.epochs.get(stream, epoch) != epoch:
-            self._counts["stream_restarts"] += 1
+            counts["stream_restarts"] += 1
             self.last_link_seq.pop(sender, None)
-        _remember(self.epochs, stream, epoch)
         key = f"{stream}@{epoch}"
-        _remember(self.seq_high, key, max(seq, self.seq_high.get(key, 0)))
+        high = self.seq_high.get(key)
+        last = self.last_link_seq.get(sender) if self.pubsub else None
+        lost = link_seq - last - 1 if last is not None and link_seq > last + 1 else 0
+        seq_jump = msg.seq - high - 1 if high is not None and msg.seq > high + 1 else 0
+        if not self.gaps.spend(max(lost, seq_jump)):
+            if self.pubsub:  # resynchronise: the sender's next frame is judged from here
+                _remember(self.last_link_seq, sender, link_seq)
+            return None
+        _remember(self.epochs, stream, epoch)
+        _remember(self.seq_high, key, msg.seq if high is None else max(msg.seq, high))
         if self.pubsub:
-            last = self.last_link_seq.get(sender)
-            if last is not None and link_seq > last + 1:
-                self._drops["overflow"] += link_seq - last - 1
-            elif last is not None and link_seq <= last:
-                self._counts["sender_restarts"] += 1
+            if last is not None and link_seq <= last:
+                counts["sender_restarts"] += 1
             _remember(self.last_link_seq, sender, link_seq)
+        return lost
+
+    def _check_monitor(self) -> None:
+        """Count (and log once) connections ZeroMQ dropped: a message part over
+        max_message_mb, or a peer that went away. After a peer went away ZeroMQ retries the
+        connection itself (`CONNECT_RETRIED`); after a protocol error (an oversized part) it
+        gives up, so a connecting receiver that sees no retry soon connects again, once it
+        has read what arrived before."""
+        if self._monitor is None:
+            return
+        while True:
+            try:
+                event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+            except (zmq.ZMQError, ValueError):
+                self._monitor = None
+                return
+            if self._closing:
+                continue
+            if event["event"] == zmq.EVENT_CONNECT_RETRIED:
+                self._lost_at = None
+                continue
+            self._lost_at = time.monotonic()
+            with self._cond:
+                self._counts["disconnects"] += 1
+            if not self._disconnect_logged:
+                self._disconnect_logged = True
+                log.warning(
+                    "%s: link %s lost a connection (a message part over max_message_mb=%g "
+                    "refused, or the peer went away); further ones only counted (disconnects)",
+                    self.stage_id, self.name, self.spec.max_message_mb,
+                )
+        if (
+            self._lost_at is not None
+            and time.monotonic() - self._lost_at > RECONNECT_AFTER_S
+            and self.spec.bind == "producer"
+            and not self._closing
+            and not self.sock.poll(0, zmq.POLLIN)  # what arrived before is read first
+        ):
+            self._lost_at = None
+            try:
+                self.sock.disconnect(self.spec.endpoint)  # the dead session
+            except zmq.ZMQError:
+                pass
+            self.sock.connect(self.spec.endpoint)
 
     def _drain(self) -> None:
-        """Live mode thread: read everything, keep the newest frame."""
+        """Live mode thread: read everything, check each header, keep the newest frame."""
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
+        drops: Counter[str] = Counter()
+        counts: Counter[str] = Counter()
         while not self._closing:
-            if not poller.poll(50):
+            ready = poller.poll(50)
+            self._check_monitor()
+            if not ready:
                 continue
+            newest: Parsed | None = None
+            eos: list[Parsed] = []
             for _ in range(MAX_DRAIN):
                 try:
                     parts = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -400,17 +493,32 @@ class Receiver:
                     break
                 except zmq.ZMQError:
                     return  # socket closed under us
-                with self._cond:
-                    msg = self._accept(parts)
-                    if msg is None:
-                        continue
-                    if msg.kind == KIND_EOS:
-                        self._eos.append(msg)
-                    else:
-                        if self._newest is not None:
-                            self._drops["overflow"] += 1
-                        self._newest = msg
-                    self._cond.notify()
+                msg = self._accept(parts, drops, counts)
+                if msg is None:
+                    continue
+                if msg.kind == KIND_EOS:
+                    eos.append(msg)
+                    continue
+                if newest is not None:  # replaced before anyone took it
+                    self._overflow(newest, drops, counts)
+                newest = msg
+            if newest is None and not eos and not drops and not counts:
+                continue
+            with self._cond:
+                if newest is not None:
+                    if self._newest is not None:
+                        self._overflow(self._newest, self._drops, self._counts)
+                    self._newest = newest
+                self._eos.extend(eos)
+                self._drops.update(drops)
+                self._counts.update(counts)
+                self._cond.notify()
+            drops.clear()
+            counts.clear()
+
+    def _overflow(self, msg: Parsed, drops: Counter[str], counts: Counter[str]) -> None:
+        drops["overflow"] += 1
+        counts["in"] += 1
 
     def _flush_counts(self) -> None:
         for reason, n in self._drops.items():
@@ -424,8 +532,12 @@ class Receiver:
             for key, seq in self.seq_high.items():
                 if seq > high.get(key, -1):
                     _remember(high, key, seq)
+        if self.arrived and not self.drop_prefix:  # only the video's frames are accounted
+            arrived = self.stats.info.setdefault("arrived", {})
+            for key, got in list(self.arrived.items()):
+                _remember(arrived, key, list(got))
 
-    def _take(self) -> Message | None:
+    def _take(self) -> Parsed | None:
         if self._newest is not None:
             msg, self._newest = self._newest, None
             return msg
@@ -433,17 +545,33 @@ class Receiver:
             return self._eos.popleft()
         return None
 
+    def _bind(self, parsed: Parsed) -> Message | None:
+        """The message with its payload (the caller's thread; counts straight into stats)."""
+        try:
+            msg = bind(parsed, self.shm.read if self.shm is not None else None)
+        except DecodeError as e:
+            self.stats.drop(self.drop_prefix + f"invalid:{e.reason}")
+            return None
+        except PayloadGone as e:  # its slot was reused: a drop of a frame that did arrive
+            self.stats.drop(self.drop_prefix + e.reason)
+            self.stats.count("in")
+            return None
+        if msg.kind != KIND_EOS:
+            self.stats.count("in")
+        return msg
+
     def recv(self, timeout_ms: int) -> Message | None:
         """The next message (frame or eos), or None after `timeout_ms` with nothing valid.
 
         A frame that arrived before an eos is returned before it."""
         if self.live:
             with self._cond:
-                msg = self._take()
-                if msg is None:
+                parsed = self._take()
+                if parsed is None:
                     self._cond.wait(timeout_ms / 1000.0)
-                    msg = self._take()
+                    parsed = self._take()
                 self._flush_counts()
+            msg = None if parsed is None else self._bind(parsed)
         else:
             msg = self._recv_in_order(timeout_ms)
             self._flush_counts()
@@ -458,11 +586,13 @@ class Receiver:
     def _recv_in_order(self, timeout_ms: int) -> Message | None:
         deadline = time.monotonic() + timeout_ms / 1000.0
         while True:
+            self._check_monitor()
             remaining = max(0, int((deadline - time.monotonic()) * 1000))
             if not self.sock.poll(remaining, zmq.POLLIN):
                 return None
             parts = self.sock.recv_multipart(copy=False)
-            msg = self._accept(parts)
+            parsed = self._accept(parts, self._drops, self._counts)
+            msg = None if parsed is None else self._bind(parsed)
             if msg is not None:
                 return msg
             if remaining == 0:
@@ -472,6 +602,13 @@ class Receiver:
         self._closing = True
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+        if self._monitor is not None:
+            try:
+                self.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(linger=0)
+            self._monitor = None
         self.sock.close()
         if self.shm is not None:
             self.shm.close()

@@ -184,3 +184,29 @@ def test_render_names_sinks_by_their_config_type() -> None:
     for _ in range(3):
         named[unique_label(sink_kind(igtl), named)] = {}
     assert list(named) == ["igtl", "igtl#2", "igtl#3"]
+
+
+def test_a_grab_whose_stats_never_arrive_is_accounted_from_what_infer_saw() -> None:
+    """No snapshot from grab at all: infer's arrivals (received + lost on the link) stand in
+    for its captured count; a second stream the config does not know is counted the same way."""
+    snapshots = [
+        snap("infer", 3, {"in": 43, "out": 41}, {"arrived": {"grab@5": [42, 0, 41], "x@1": [3, 7, 9]}},
+             drops={"overflow": 2, "late": 2}),
+        snap("render", 4, {"out": 40}, drops={"late": 1}),
+    ]
+    f = build_report(CFG, snapshots, 1.0, {}, "test")["frames"]
+    assert f["captured"] == 45 and f["delivered"] == 40
+    assert f["dropped"] == {"late": 3, "overflow": 2} and f["accounted"]
+    assert f["producers_without_stats"]["x@1"] == {"frames": 3, "seq": [7, 9], "counted_by": "infer"}
+    text = format_report(build_report(CFG, snapshots, 1.0, {}, "test"))
+    assert "NOT ACCOUNTED" not in text and "grab@5 42 (seq 0-41, at infer)" in text
+
+
+def test_arrivals_of_a_reporting_grab_are_not_counted_twice() -> None:
+    snapshots = [
+        snap("grab", 1, {"captured": 10, "out": 10}, {"stream": "grab", "epoch": 5}),
+        snap("infer", 3, {"out": 10}, {"arrived": {"grab@5": [10, 0, 9]}}),
+        snap("render", 4, {"out": 10}),
+    ]
+    f = build_report(CFG, snapshots, 1.0, {}, "test")["frames"]
+    assert f["captured"] == 10 and f["producers_without_stats"] == {} and f["accounted"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,6 +127,7 @@ def _cases() -> dict[str, list]:
         "header_size": [good[0], b" " * (MAX_HEADER_BYTES + 1), *good[2:]],
         "header_utf8": [good[0], b"\xff\xfe{", *good[2:]],
         "header_json": [good[0], b"[" * 100_00 + b"]" * 100_00, *good[2:]],
+        "duplicate_key": [good[0], good[1].replace(b'"seq":', b'"seq":0,"seq":', 1), *good[2:]],
         "version": with_header(good, v=2),
         "kind": with_header(good, kind="pickle"),
         "field": with_header(good, seq=-1),
@@ -145,6 +147,28 @@ def test_every_rejection_reason(reason: str) -> None:
     with pytest.raises(DecodeError) as err:
         decode(_cases()[reason])
     assert err.value.reason == reason
+
+
+def test_duplicate_keys_are_refused_at_any_depth() -> None:
+    """Parsers disagree on which of two equal keys wins, so none is chosen: the message is
+    refused, whether the duplicate is at the top or inside `meta`."""
+    good = [bytes(memoryview(p)) for p in encode_frame(make_frame(), "grab", 1, 1)]
+    nested = good[1].replace(b'"meta":{', b'"meta":{"a":1,"a":2,', 1)
+    assert nested != good[1]
+    for head in (good[1].replace(b'"link_seq":', b'"link_seq":9,"link_seq":', 1), nested):
+        with pytest.raises(DecodeError) as err:
+            decode([good[0], head, *good[2:]])
+        assert err.value.reason == "duplicate_key"
+
+
+def test_a_null_or_missing_format_is_a_pixel_format_rejection() -> None:
+    good = [bytes(memoryview(p)) for p in encode_frame(make_frame(), "grab", 1, 1)]
+    h = header_of(good)
+    del h["format"]
+    for parts in (with_header(good, format=None), [good[0], json.dumps(h).encode(), *good[2:]]):
+        with pytest.raises(DecodeError) as err:
+            decode(parts)
+        assert err.value.reason == "pixel_format"
 
 
 @pytest.mark.parametrize(
@@ -207,3 +231,45 @@ def test_shm_hooks_carry_the_payload_out_of_band() -> None:
     with pytest.raises(DecodeError) as err:  # payload both inline and in shared memory
         decode([*parts, b"x"], shm_reader=read)
     assert err.value.reason == "parts"
+
+
+FRAME_REQUIRED = {
+    "v": "version", "kind": "kind", "stream": "field", "sender": "field", "link_seq": "field",
+    "sent_ns": "field", "epoch": "field", "seq": "field", "capture_ns": "field",
+    "deadline_ns": "field", "format": "pixel_format", "parts": "field",
+}
+FRAME_OPTIONAL = ("annotations", "trace", "meta")
+
+
+def test_required_header_keys_are_those_protocol_md_names() -> None:
+    """docs/protocol.md section 3: these keys are required (each missing one is refused with
+    the reason given), the rest optional; the table in the doc lists exactly these."""
+    good = [bytes(memoryview(p)) for p in encode_frame(make_frame(), "grab", 1, 1)]
+    for key, reason in FRAME_REQUIRED.items():
+        h = header_of(good)
+        del h[key]
+        with pytest.raises(DecodeError) as err:
+            decode([good[0], json.dumps(h).encode(), *good[2:]])
+        assert err.value.reason == reason, key
+    h = header_of(good)
+    for key in FRAME_OPTIONAL:
+        del h[key]
+    assert decode([good[0], json.dumps(h).encode(), *good[2:]]).frame is not None
+    eos = header_of(encode_eos(EndOfStream("s", 1, 0), "grab", 1, 1))
+    del eos["last_seq"]
+    with pytest.raises(DecodeError):
+        decode([b"s", json.dumps(eos).encode()])
+    doc = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    section = doc[doc.index("### 3.0 Required keys") : doc.index("### 3.1")]
+    for key in FRAME_REQUIRED:
+        assert f"`{key}`" in section, key
+
+
+@pytest.mark.parametrize("key", ["link_seq", "sent_ns", "epoch", "seq", "capture_ns", "deadline_ns"])
+def test_integers_are_bounded_to_int64(key: str) -> None:
+    good = [bytes(memoryview(p)) for p in encode_frame(make_frame(), "grab", 1, 1)]
+    assert decode(with_header(good, **{key: 2**63 - 1})).frame is not None
+    for bad in (2**63, -1):
+        with pytest.raises(DecodeError) as err:
+            decode(with_header(good, **{key: bad}))
+        assert err.value.reason == "field"

@@ -167,11 +167,13 @@ def test_oversized_part_is_refused_before_allocation_and_the_link_recovers(push_
         got = _receive(rx, "small", timeout=0.2)
     assert got is not None
     assert "big" not in rx.epochs  # never delivered, never allocated by the receiver
+    rx.recv(0)
+    assert _stats.counters["disconnects"] == 1  # the refusal is counted
 
 
 def test_a_decoder_bug_is_counted_not_fatal(monkeypatch: pytest.MonkeyPatch, push_into: PushInto) -> None:
     calls = {"n": 0}
-    real = transport.decode
+    real = transport.parse
 
     def flaky(parts, *rest):  # rest: the receiver's shared-memory reader
         calls["n"] += 1
@@ -179,7 +181,7 @@ def test_a_decoder_bug_is_counted_not_fatal(monkeypatch: pytest.MonkeyPatch, pus
             raise RuntimeError("bug")
         return real(parts, *rest)
 
-    monkeypatch.setattr(transport, "decode", flaky)
+    monkeypatch.setattr(transport, "parse", flaky)
     rx, push, stats = push_into()
     push.send_multipart(encode_frame(_frame("s", 1), "p", 1, 1))
     push.send_multipart(encode_frame(_frame("s", 2), "p", 2, 2))
@@ -195,4 +197,4 @@ def test_link_bookkeeping_is_bounded(push_into: PushInto) -> None:
         push.send_multipart(encode_frame(_frame(f"s{i}", i), f"sender{i}", 1, 1))
     assert _receive(rx, f"s{MAX_TRACKED * 4 - 1}") is not None
     assert len(rx.epochs) <= MAX_TRACKED and len(rx.seq_high) <= MAX_TRACKED
-    assert len(stats.info["seq_high"]) <= MAX_TRACKED
+    assert len(stats.info["seq_high"]) <= MAX_TRACKED and len(stats.info["arrived"]) <= MAX_TRACKED

@@ -204,6 +204,14 @@ def m_deep_nesting(rng: random.Random, p: Parts) -> Parts:
     return [p[0], head, *p[2:]]
 
 
+def m_duplicate_key(rng: random.Random, p: Parts) -> Parts:
+    """Name one top-level key twice (parsers disagree on which wins: refused)."""
+    key = rng.choice(list(_header(p)))
+    head = bytes(p[1])
+    dup = json.dumps({key: _odd_value(rng)}, allow_nan=True)[1:-1].encode()
+    return [p[0], head[:1] + dup + b"," + head[1:], *p[2:]]
+
+
 def m_nan(rng: random.Random, p: Parts) -> Parts:
     h = _header(p)
     h.setdefault("meta", {})["v"] = rng.choice([float("nan"), float("inf"), float("-inf")])

@@ -67,6 +67,14 @@ def bench_transport(quick: bool, tmp: Path) -> dict[str, Any]:
         for tr in transports:
             _say(f"bench: hop {tr} {size} unpaced")
             unpaced.append(run_case(Case(tr, size, 0.0, 0, seconds=seconds), tmp, _free_port()))
+    for tr in ("pyzmq-curve", "medstream-curve"):  # CURVE: 1080p at 30 fps
+        _say(f"bench: hop {tr} 1080x1920x3 at 30 fps")
+        paced.append(run_case(Case(tr, "1080x1920x3", 30.0, frames), tmp, _free_port()))
+    for tr in ("pyzmq-pushpull", "medstream-lossless"):  # lossless: throughput
+        _say(f"bench: hop {tr} 1080x1920x3 unpaced")
+        unpaced.append(
+            run_case(Case(tr, "1080x1920x3", 0.0, 0, seconds=seconds), tmp, _free_port())
+        )
     return {"paced": paced, "unpaced": unpaced, "copy": copies}
 
 

@@ -6,6 +6,11 @@ pyzmq is the floor for a socket hop: PUB/SUB, zero-copy multipart [8-byte send t
 medstream's hop is `Sender`/`Receiver` on a live pubsub link: over tcp (inline payload) and over
 ipc with the shared-memory ring (`shm: auto`). The in-process copy (`np.copyto`) is the floor
 for any hop that moves the pixels once.
+
+Two more pairs: CURVE (`pyzmq-curve`: PUB/SUB with CURVE keys; `medstream-curve`: the live
+pubsub link with the same keys set by its socket guard; both tcp; the ZAP check, once per
+connection, is left out of both) and lossless (`pyzmq-pushpull`: raw PUSH/PULL;
+`medstream-lossless`: a lossless pushpull link), both over tcp.
 """
 
 from __future__ import annotations
@@ -29,7 +34,17 @@ from stream.stats import StageStats
 from stream.transport import LinkSpec, Receiver, Sender
 
 CTX = mp.get_context("spawn")
-TRANSPORTS = ("pyzmq-tcp", "medstream-tcp", "pyzmq-ipc", "medstream-shm")
+TRANSPORTS = (
+    "pyzmq-tcp",
+    "medstream-tcp",
+    "pyzmq-ipc",
+    "medstream-shm",
+    "pyzmq-curve",
+    "medstream-curve",
+    "pyzmq-pushpull",
+    "medstream-lossless",
+)
+Keys = tuple[bytes, bytes, bytes, bytes]  # CURVE: server public, secret; client public, secret
 SIZES = {"512x512 gray": (512, 512), "1080x1920x3": (1080, 1920, 3)}
 STOP = -1
 WARMUP = 10  # first frames of each case left out
@@ -53,8 +68,38 @@ def _endpoint(transport: str, tmp: Path, port: int) -> str:
     )
 
 
-def _link(endpoint: str) -> LinkSpec:
+def _link(endpoint: str, transport: str = "medstream-tcp") -> LinkSpec:
+    if transport == "medstream-lossless":
+        return LinkSpec(endpoint=endpoint, pattern="pushpull", mode="lossless")
     return LinkSpec(endpoint=endpoint, pattern="pubsub", mode="live")
+
+
+def curve_keys() -> Keys:
+    server_public, server_secret = zmq.curve_keypair()
+    client_public, client_secret = zmq.curve_keypair()
+    return server_public, server_secret, client_public, client_secret
+
+
+class CurveGuard:
+    """Sets CURVE keys on a socket before it binds (server) or connects (client)."""
+
+    def __init__(self, keys: Keys):
+        self.keys = keys
+
+    def secure(self, sock: zmq.Socket, link: str, binds: bool) -> None:
+        server_public, server_secret, client_public, client_secret = self.keys
+        if binds:
+            sock.curve_secretkey = server_secret
+            sock.curve_publickey = server_public
+            sock.curve_server = True
+        else:
+            sock.curve_serverkey = server_public
+            sock.curve_publickey = client_public
+            sock.curve_secretkey = client_secret
+
+
+def _guard(transport: str, keys: Keys | None) -> CurveGuard | None:
+    return CurveGuard(keys) if transport.endswith("curve") and keys is not None else None
 
 
 def _cpu_s() -> float:
@@ -70,17 +115,26 @@ def _private_mb() -> float:
     return psutil.Process().memory_full_info().uss / 2**20
 
 
-def receiver(transport: str, endpoint: str, work_ms: float, ready: Any, results: Any) -> None:
+def receiver(
+    transport: str, endpoint: str, work_ms: float, ready: Any, results: Any, keys: Keys | None = None
+) -> None:
     """Child process: receive until the sender says stop; report latencies, CPU and memory."""
     ctx = zmq.Context()
     raw = transport.startswith("pyzmq")
+    guard = _guard(transport, keys)
     if raw:
-        sock = ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock = ctx.socket(zmq.PULL if transport.endswith("pushpull") else zmq.SUB)
+        if not transport.endswith("pushpull"):
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+        if guard is not None:
+            guard.secure(sock, "bench", binds=False)
         sock.connect(endpoint)
     else:
         clock = WallClock()
-        rx = Receiver(ctx, "bench", _link(endpoint), "rx", clock, StageStats("rx", "infer", clock))
+        stats = StageStats("rx", "infer", clock)
+        rx = Receiver(
+            ctx, "bench", _link(endpoint, transport), "rx", clock, stats, guard=guard
+        )
     ready.put(True)
     lat: list[float] = []
     recv_ns: list[int] = []
@@ -133,9 +187,12 @@ def receiver(transport: str, endpoint: str, work_ms: float, ready: Any, results:
 
 
 class _RawSender:
-    def __init__(self, ctx: zmq.Context, endpoint: str):
-        self.sock = ctx.socket(zmq.PUB)
+    def __init__(self, ctx: zmq.Context, endpoint: str, transport: str, keys: Keys | None):
+        self.sock = ctx.socket(zmq.PUSH if transport.endswith("pushpull") else zmq.PUB)
         self.sock.setsockopt(zmq.LINGER, 2000)
+        guard = _guard(transport, keys)
+        if guard is not None:
+            guard.secure(self.sock, "bench", binds=True)
         self.sock.bind(endpoint)
 
     def wait(self) -> None:
@@ -154,10 +211,18 @@ class _RawSender:
 
 
 class _MedstreamSender:
-    def __init__(self, ctx: zmq.Context, endpoint: str):
+    def __init__(self, ctx: zmq.Context, endpoint: str, transport: str, keys: Keys | None):
         self.clock = WallClock()
         self.stats = StageStats("tx", "grab", self.clock)
-        self.sender = Sender(ctx, "bench", _link(endpoint), "tx", self.clock, self.stats)
+        self.sender = Sender(
+            ctx,
+            "bench",
+            _link(endpoint, transport),
+            "tx",
+            self.clock,
+            self.stats,
+            guard=_guard(transport, keys),
+        )
         self.fmt = ""
 
     def wait(self) -> None:
@@ -202,14 +267,15 @@ def run_case(case: Case, tmp: Path, port: int) -> dict[str, Any]:
     endpoint = _endpoint(case.transport, tmp, port)
     image = np.random.default_rng(0).integers(0, 256, SIZES[case.size], dtype=np.uint8)
     ready, results = CTX.Queue(), CTX.Queue()
+    keys = curve_keys() if case.transport.endswith("curve") else None
     child = CTX.Process(
-        target=receiver, args=(case.transport, endpoint, case.work_ms, ready, results)
+        target=receiver, args=(case.transport, endpoint, case.work_ms, ready, results, keys)
     )
     ctx = zmq.Context()
     sender = (
-        _RawSender(ctx, endpoint)
+        _RawSender(ctx, endpoint, case.transport, keys)
         if case.transport.startswith("pyzmq")
-        else _MedstreamSender(ctx, endpoint)
+        else _MedstreamSender(ctx, endpoint, case.transport, keys)
     )
     child.start()
     try:

@@ -1,0 +1,102 @@
+"""Gaps in `link_seq` and `seq` are counted only as far as a sender could have sent; forged
+jumps are refused with a named reason; a part over max_message_mb is counted, not silent."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import zmq
+
+from stream.clock import FakeClock
+from stream.codec import encode_frame
+from stream.frame import Frame
+from stream.gap_budget import GAP_CREDIT_S, MAX_LINK_FPS
+from stream.stats import StageStats
+from stream.transport import LinkSpec, Receiver
+
+from .helpers import bound_endpoint
+
+
+@contextmanager
+def forger(
+    mode: str, clock: FakeClock, max_message_mb: float = 256.0
+) -> Iterator[tuple[zmq.Socket, Receiver]]:
+    """A raw XPUB socket bound on a free tcp port (read back, not guessed) and a subscribed
+    medstream Receiver on that pubsub link."""
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.XPUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind("tcp://127.0.0.1:*")
+    spec = LinkSpec(
+        endpoint=bound_endpoint(pub), pattern="pubsub", mode=mode, max_message_mb=max_message_mb
+    )
+    rx = Receiver(ctx, "l", spec, "rx", clock, StageStats("rx", "infer", clock))
+    try:
+        assert pub.poll(5000) and pub.recv()[:1] == b"\x01"  # subscribed
+        yield pub, rx
+    finally:
+        rx.close()
+        pub.close()
+        ctx.term()
+
+
+def forged(link_seq: int, seq: int, epoch: int = 7) -> list:
+    frame = Frame("s", seq, 1, 2, np.zeros((4, 4), np.uint8), "gray8", epoch=epoch)
+    return encode_frame(frame, "grab", link_seq, 1)
+
+
+def deliver(pub: zmq.Socket, rx: Receiver, parts: list) -> bool:
+    pub.send_multipart(parts)
+    return rx.recv(2000) is not None
+
+
+def test_forged_jumps_are_refused_and_the_link_resynchronises() -> None:
+    clock = FakeClock()
+    with forger("lossless", clock) as (pub, rx):
+        assert deliver(pub, rx, forged(1, 0))
+        assert deliver(pub, rx, forged(4, 3))  # 2 frames lost on the link: plausible
+        assert rx.stats.drops["overflow"] == 2
+        assert not deliver(pub, rx, forged(10**15, 4))  # link_seq jump
+        assert deliver(pub, rx, forged(10**15 + 1, 5))  # judged from the resynchronised point
+        assert not deliver(pub, rx, forged(10**15 + 2, 10**15))  # seq jump in one epoch
+        assert deliver(pub, rx, forged(10**15 + 3, 6))
+        rx.recv(0)
+        drops = rx.stats.drops
+        assert drops["overflow"] == 2 and drops["invalid:implausible_gap"] == 2, dict(drops)
+        assert rx.stats.info["seq_high"]["s@7"] == 6
+        assert rx.stats.info["arrived"]["s@7"] == [4 + 2, 0, 6]  # received + lost on the link
+
+
+def test_the_gap_credit_grows_with_time_up_to_its_cap() -> None:
+    clock = FakeClock()
+    with forger("lossless", clock) as (pub, rx):
+        assert deliver(pub, rx, forged(1, 0))
+        clock.advance_ms(60_000)  # a minute: the credit is capped, not 60 s worth
+        cap = int(MAX_LINK_FPS * GAP_CREDIT_S)
+        assert not deliver(pub, rx, forged(2 + cap + 1, 1))
+        clock.advance_ms(60_000)
+        assert deliver(pub, rx, forged(2 + cap + 1 + cap + 1, 2))
+        assert rx.stats.drops["overflow"] == cap
+
+
+@pytest.mark.parametrize("mode", ["live", "lossless"])
+def test_a_part_over_max_message_mb_is_counted_and_the_link_comes_back(mode: str) -> None:
+    """ZeroMQ refuses the part by dropping the connection and, on the connecting side, never
+    connects again by itself: the receiver counts the drop and connects again."""
+    clock = FakeClock()
+    with forger(mode, clock, max_message_mb=0.01) as (pub, rx):
+        pub.send_multipart([b"s", b"x" * 20_000])  # refused by ZeroMQ: the connection drops
+        end = time.monotonic() + 5
+        while rx.stats.counters["disconnects"] == 0 and time.monotonic() < end:
+            rx.recv(50)
+        assert rx.stats.counters["disconnects"] == 1
+        ok, link_seq = False, 0
+        while not ok and time.monotonic() < end + 5:  # the link comes back after the refusal
+            link_seq += 1
+            pub.send_multipart(forged(link_seq, link_seq))
+            ok = rx.recv(100) is not None
+        assert ok and rx.stats.counters["disconnects"] == 1
