@@ -261,10 +261,12 @@ def test_bench_overlay_part_times_every_step_for_both_scenes() -> None:
     rows = bench_overlay(frames=5)
     steps = {"floor: copy", "roi.detect (per frame)", "policy.decide", "mask.draw"}
     steps.add("mask.draw via policy")
+    explain = {"gate.assess", "labels only (postprocess)", "labels + confidence"}
+    explain |= {"heat-map via policy", "legend + notice (with copy)"}  # grey scene only
+    grey, colour = "ultrasound 512x512 gray8", "ultrasound 512x512 rgb8 + flow"
     assert {(r["scene"], r["step"]) for r in rows} == {
-        (scene, step)
-        for scene in ("ultrasound 512x512 gray8", "ultrasound 512x512 rgb8 + flow")
-        for step in steps
+        *((grey, step) for step in steps | explain),
+        *((colour, step) for step in steps),
     }
     assert all(0 < r["median_ms"] <= r["p99_ms"] < 10_000 for r in rows)
     table = overlay_markdown(rows)

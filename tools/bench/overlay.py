@@ -5,7 +5,11 @@ Frames: the demo's phantom at 512x512 (gray8), and the same frames as rgb8 with 
 patch (the colour check then runs in full). Rows: `roi.detect` (the grab stage's automatic
 detector, per frame: its p99 is a detection frame), `policy.decide` (region mask from the cache,
 colour check), `mask.draw` (the plain annotator) and `mask.draw via policy` (decide, clip, draw,
-restore and count the pixels outside).
+restore and count the pixels outside); on the grey scene also the applicability gate and the
+confidence pieces of issue 10: `gate.assess` (us-seg's gate, in the infer stage),
+`labels + confidence` (the infer stage's postprocess from us-seg's 4 x 256 x 256 logits, against
+`labels only`, what it replaces), `heat-map via policy` (render, `overlay: confidence`) and
+`legend + notice` (render).
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from engines.applicability import Gate
+from engines.postprocess import labels_from_logits, labels_with_confidence
+from engines.registry import resolve_model
 from stream.frame import Frame
+from stream.render.confidence import ConfidenceAnnotator
+from stream.render.legend import LegendAnnotator, NoticeAnnotator
 from stream.render.mask import MaskAnnotator
 from stream.render.overlay_policy import ClippedOverlay, OverlayPolicy
 from stream.roi.detect import RegionDetector
@@ -100,6 +109,8 @@ def _scene_rows(
         ("mask.draw", draw_plain),
         ("mask.draw via policy", draw_policy),
     ]
+    if grey:
+        steps += _explain_steps(images, bgr, framed, policy, clip)
     rows = []
     for step, fn in steps:
         t = _time(fn, frames)
@@ -116,13 +127,52 @@ def _scene_rows(
     return rows
 
 
+def _explain_steps(
+    images: list[np.ndarray],
+    bgr: list[np.ndarray],
+    framed: list[Frame],
+    policy: OverlayPolicy,
+    clip: ClippedOverlay,
+) -> list[tuple[str, Callable[[int], object]]]:
+    """The gate, the confidence map, the heat-map and the legend + notice (issue 10's pieces)."""
+    card = resolve_model("us-seg").card
+    gate = Gate.from_card(card.raw["applicability"], "us-seg")
+    threshold = float(card.raw.get("confidence_threshold", 0.5))
+    logits = np.random.default_rng(0).standard_normal((1, len(card.labels), 256, 256)).astype(
+        np.float32
+    )
+    size = images[0].shape[:2]
+    confidence = labels_with_confidence(logits, size, threshold)[1]
+    heat, legend, notice = ConfidenceAnnotator(), LegendAnnotator(), NoticeAnnotator()
+    n = len(images)
+
+    def heat_map(i: int) -> None:
+        canvas = bgr[i % n].copy()
+        d = policy.decide(canvas, framed[i % n], framed[i % n], True)
+        clip.draw(canvas, d.allowed, lambda c: heat.draw(c, confidence, d.allowed))
+
+    def panels(i: int) -> None:
+        canvas = bgr[i % n].copy()
+        legend.draw(canvas, card.labels)
+        notice.draw(canvas, "Research use only, not for diagnosis")
+
+    return [
+        ("gate.assess", lambda i: gate.assess(images[i % n], "gray8")),
+        ("labels only (postprocess)", lambda i: labels_from_logits(logits, size)),
+        ("labels + confidence", lambda i: labels_with_confidence(logits, size, threshold)),
+        ("heat-map via policy", heat_map),
+        ("legend + notice (with copy)", panels),
+    ]
+
+
 def overlay_markdown(rows: list[dict[str, Any]] | None) -> list[str]:
     """The markdown section for `bench.md` (nothing without rows)."""
     if not rows:
         return []
     lines = [
         "",
-        "Imaging region and overlay policy, per frame (ms); the copy is the floor, `mask.draw` "
+        "Imaging region, overlay policy, applicability gate and confidence, per frame (ms); the "
+        "copy is the floor, `mask.draw` "
         "what the policy wraps; the detector samples every 2nd frame and detects every 8th: "
         "its mean is its cost",
         "",
