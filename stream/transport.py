@@ -450,7 +450,7 @@ class Receiver:
             self._lost_at = time.monotonic()
             with self._cond:
                 self._counts["disconnects"] += 1
-            if not self._disconnect_logged:
+            if not self._disconnect_logged and not self.eos_seen:  # after an eos: the peer ended
                 self._disconnect_logged = True
                 log.warning(
                     "%s: link %s lost a connection (a message part over max_message_mb=%g "
