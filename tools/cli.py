@@ -78,6 +78,15 @@ def _debug(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
+def _missing_extra(error: ImportError, command: str | None, debug: bool) -> int:
+    """One line naming the extra a command needs (exit 2); anything else is raised again."""
+    module = missing_extra_of(error)
+    if module is None or debug:
+        raise error
+    print(missing_message(str(command), module), file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _chosen_command(argv)
@@ -85,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_full_parser([command] if command in TOOL_COMMANDS else [])
     except ImportError as e:
-        module = missing_extra_of(e)
-        if module is None or debug:
-            raise
-        print(missing_message(str(command), module), file=sys.stderr)
-        return 2
+        return _missing_extra(e, command, debug)
     args = parser.parse_args(argv)
     try:
         return run_parsed(args)
@@ -102,11 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medstream {command}: interrupted", file=sys.stderr)
         return 130
     except ImportError as e:
-        module = missing_extra_of(e)
-        if module is None or debug:
-            raise
-        print(missing_message(str(command), module), file=sys.stderr)
-        return 2
+        return _missing_extra(e, command, debug)
     except OSError as e:  # files, folders, ports: the environment, not a bug
         if debug:
             raise

@@ -371,3 +371,30 @@ def cost_card(
         "cpu": cpu_description(),
         "measure_command": f"python -m {eval_module} --model {onnx_path} --threads 1",
     }
+
+
+def denoiser_card_head(
+    name: str, description: str, model: nn.Module, size: int, mean: float, std: float
+) -> dict:
+    """The first fields of a DenoiseNet card (tools/denoise_net.py): grey `size` x `size` in,
+    the denoised frame out; the training scripts add training, data and metrics."""
+    return {
+        "name": name,
+        "task": "denoising",
+        "description": description,
+        "labels": [],
+        "input": input_card("gray", size, size),
+        "normalization": {"mean": [mean], "std": [std], "applied_to": "pixel / 255"},
+        "output": {
+            "name": "denoised",
+            "layout": "NCHW",
+            "dtype": "float32",
+            "channels": "gray",
+            "scale": 255.0,
+            "height": size,
+            "width": size,
+            "postprocess": "pixel = clip(round(255 x output), 0, 255), bilinear resize to the frame",
+        },
+        "torchscript": "model.pt",
+        "architecture": architecture_card("DenoiseNet (tools/denoise_net.py)", model),
+    }

@@ -29,14 +29,13 @@ from tools.train_common import (
     add_quick_option,
     add_training_options,
     apply_quick,
-    architecture_card,
     check_training_args,
     command_line,
     cost_card,
+    denoiser_card_head,
     deterministic,
     export_onnx,
     forward,
-    input_card,
     rounded,
     run_card,
     schedule_card,
@@ -140,25 +139,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"exported {onnx_path} and model.pt; max |torchscript - onnx| {diff:.2e}", flush=True)
 
     card: dict = {
-        "name": args.name,
-        "task": "denoising",
-        "description": "Ultrasound speckle reduction: noisy B-mode frame -> clean estimate, "
-        "trained only on medstream's synthetic phantom (noisy / speckle-free pairs).",
-        "labels": [],
-        "input": input_card("gray", SIZE, SIZE),
-        "normalization": {"mean": [mean], "std": [std], "applied_to": "pixel / 255"},
-        "output": {
-            "name": "denoised",
-            "layout": "NCHW",
-            "dtype": "float32",
-            "channels": "gray",
-            "scale": 255.0,
-            "height": SIZE,
-            "width": SIZE,
-            "postprocess": "pixel = clip(round(255 x output), 0, 255), bilinear resize to the frame",
-        },
-        "torchscript": "model.pt",
-        "architecture": architecture_card("DenoiseNet (tools/denoise_net.py)", model),
+        **denoiser_card_head(
+            args.name,
+            "Ultrasound speckle reduction: noisy B-mode frame -> clean estimate, "
+            "trained only on medstream's synthetic phantom (noisy / speckle-free pairs).",
+            model,
+            SIZE,
+            mean,
+            std,
+        ),
         "training": {
             "data": "stream.sources.phantom 512x512: noisy frame -> the same frame without speckle",
             **phantom_card(),

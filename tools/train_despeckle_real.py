@@ -31,13 +31,12 @@ from tools.denoise_net import DenoiseNet
 from tools.eval_real import evaluate_real, held_out_frames
 from tools.train_common import (
     add_quick_option,
-    architecture_card,
     command_line,
     cost_card,
+    denoiser_card_head,
     deterministic,
     export_onnx,
     forward,
-    input_card,
     rounded,
     run_card,
     schedule_card,
@@ -303,25 +302,15 @@ def main(argv: list[str] | None = None) -> None:
     train_files = [real_us_data.scan(n) for n in real_us_data.TRAIN]
     held_files = [real_us_data.scan(n) for n in real_us_data.HELD_OUT]
     card: dict = {
-        "name": args.name,
-        "task": "denoising",
-        "description": "Ultrasound speckle reduction for real B-mode frames, trained "
-        "self-supervised (blind-spot, no clean targets) on real scans that ship in pydicom-data.",
-        "labels": [],
-        "input": input_card("gray", SIZE, SIZE),
-        "normalization": {"mean": [mean], "std": [std], "applied_to": "pixel / 255"},
-        "output": {
-            "name": "denoised",
-            "layout": "NCHW",
-            "dtype": "float32",
-            "channels": "gray",
-            "scale": 255.0,
-            "height": SIZE,
-            "width": SIZE,
-            "postprocess": "pixel = clip(round(255 x output), 0, 255), bilinear resize to the frame",
-        },
-        "torchscript": "model.pt",
-        "architecture": architecture_card("DenoiseNet (tools/denoise_net.py)", model),
+        **denoiser_card_head(
+            args.name,
+            "Ultrasound speckle reduction for real B-mode frames, trained "
+            "self-supervised (blind-spot, no clean targets) on real scans that ship in pydicom-data.",
+            model,
+            SIZE,
+            mean,
+            std,
+        ),
         "intended_use": "Reducing speckle in grey B-mode ultrasound frames for display and as a "
         "preprocessing step, in research pipelines. The output is a smoothed picture, not a "
         "measurement; it may soften small or faint structures.",
