@@ -3,6 +3,7 @@ jumps are refused with a named reason; a part over max_message_mb is counted, no
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ import pytest
 import zmq
 
 from stream.clock import FakeClock
-from stream.codec import encode_frame
+from stream.codec import EndOfStream, encode_eos, encode_frame
 from stream.frame import Frame
 from stream.gap_budget import GAP_CREDIT_S, MAX_LINK_FPS
 from stream.stats import StageStats
@@ -100,3 +101,23 @@ def test_a_part_over_max_message_mb_is_counted_and_the_link_comes_back(mode: str
             pub.send_multipart(forged(link_seq, link_seq))
             ok = rx.recv(100) is not None
         assert ok and rx.stats.counters["disconnects"] == 1
+
+
+def test_a_peer_that_ended_its_stream_going_away_is_counted_not_warned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every normal stop ends with the upstream stage sending eos and closing its socket: that
+    disconnect is counted, but it is not the warning an oversized part or a crash gets."""
+    clock = FakeClock()
+    with caplog.at_level(logging.WARNING), forger("lossless", clock) as (pub, rx):
+        assert deliver(pub, rx, forged(1, 0))
+        pub.send_multipart(encode_eos(EndOfStream("s", 7, 0), "grab", 2, 1))
+        end = time.monotonic() + 5
+        while not rx.eos_seen and time.monotonic() < end:
+            rx.recv(50)
+        assert rx.eos_seen
+        pub.close()
+        while rx.stats.counters["disconnects"] == 0 and time.monotonic() < end + 5:
+            rx.recv(50)
+        assert rx.stats.counters["disconnects"] == 1
+    assert "lost a connection" not in caplog.text
