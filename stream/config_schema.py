@@ -4,7 +4,8 @@ validate it at load, so the two cannot disagree: `medstream config-schema [--out
 Each section is one entry of `$defs` whose `title` is its heading in docs/config.md (generated
 from this schema by tools/config_reference.py). Stages are a `oneOf` told apart by `kind`,
 sources and sinks a `oneOf` told apart by `type`. What the schema cannot say (links that exist,
-one corner per HUD piece, `roi:` shapes, endpoints) `medstream validate` still checks.
+one corner per HUD piece, a `roi:` rectangle's x0 < x1, endpoints) `medstream validate` still
+checks.
 """
 
 from __future__ import annotations
@@ -59,6 +60,15 @@ class _Defs:
         return defs
 
 
+def roi_schema() -> list[dict[str, Any]]:
+    """The shapes of a grab stage's `roi:` (stream.roi.setting checks the rest: x0 < x1, ...)."""
+    from .roi.setting import NAMED
+
+    point = {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 2, "maxItems": 2}
+    rectangle = {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 4, "maxItems": 4}
+    return [{"enum": list(NAMED)}, rectangle, {"type": "array", "items": point, "minItems": 3}]
+
+
 def config_schema() -> dict[str, Any]:
     """The JSON Schema of a pipeline config file; `$defs` in the order of docs/config.md."""
     from engines.api import EngineSpec
@@ -97,6 +107,9 @@ def config_schema() -> dict[str, Any]:
     grab["properties"]["source"] = {"description": doc, "oneOf": sources}
     grab["required"].append("source")  # an empty source has no `type:`, refused at load
     render["properties"]["sinks"]["items"] = {"oneOf": sinks}
+    for kind in KINDS:  # what _parse_stage accepts (\w: letters and digits, and '_')
+        defs[f"stage-{kind}"]["properties"]["id"]["pattern"] = r"^[-.\w]+$"
+    grab["properties"]["roi"] |= {"anyOf": roi_schema()}
 
     top = spec_json_schema(PipelineConfig, d.ref)
     props = top["properties"]

@@ -55,6 +55,13 @@ def schema_names(validator: Any, data: Any, key: str) -> bool:
     return False
 
 
+@pytest.mark.parametrize("roi", ["auto", [0, 0, 100, 80], [[0, 0], [90, 0], [45, 60]]])
+def test_schema_and_loader_accept_each_roi_shape(validator: Any, roi: Any) -> None:
+    data = broken(["stages", 0, "roi"], roi)
+    assert load_config(copy.deepcopy(data)).stage("grab").roi == roi
+    assert schema_errors(validator, data) == []
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_bundled_configs_validate_against_the_schema(validator: Any, path: Path) -> None:
     assert schema_errors(validator, yaml.safe_load(path.read_text())) == []
@@ -116,6 +123,10 @@ INVALID = [
     (["stages", 1, "engine", "backend"], "tpu", "stages[1].engine.backend"),
     (["stages", 1, "engine", "threads"], 0, "stages[1].engine.threads"),
     (["stages", 1, "id"], KeyError, "stages[1].id"),
+    (["stages", 1, "id"], "in fer", "stages[1].id"),
+    (["stages", 0, "roi"], "somewhere", "stages[0].roi"),
+    (["stages", 0, "roi"], [0, 0, 10], "stages[0].roi"),
+    (["stages", 0, "roi"], [[0, 0], [5, 5]], "stages[0].roi"),
     (["stages", 2, "overlay"], "heat", "stages[2].overlay"),
     (["stages", 2, "sinks", 0, "port"], 1.5, "stages[2].sinks[0].port"),
     (["links"], KeyError, "links"),

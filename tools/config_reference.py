@@ -40,8 +40,8 @@ config (the path relative to the config, or an absolute path or URL):
 ```
 
 The schema checks keys, types, allowed values, bounds and required keys; what needs more than
-one key or the machine (links that exist, one corner per HUD piece, `roi:` shapes, endpoints,
-files) only `medstream validate` checks.
+one key or the machine (links that exist, one corner per HUD piece, a `roi:` rectangle's
+x0 < x1, endpoints, files) only `medstream validate` checks.
 
 This page and the schema are generated from the code by `python -m tools.config_reference`
 (tables below: one per `$defs` entry of the schema, in its order); a test fails when either is
@@ -51,10 +51,13 @@ out of date.
 
 def type_text(prop: dict[str, Any]) -> str:
     """A property's type in words, with its bounds, from its schema."""
+    text = base_type_text(prop)
+    if "pattern" in prop:
+        text += f" matching `{prop['pattern']}`"
     lo, hi = prop.get("minimum"), prop.get("maximum")
     if lo is None and hi is None:
-        return base_type_text(prop)
-    return f"{base_type_text(prop)}, in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        return text
+    return f"{text}, in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
 
 
 def base_type_text(prop: dict[str, Any]) -> str:
@@ -70,12 +73,27 @@ def base_type_text(prop: dict[str, Any]) -> str:
         return "a mapping (its section below)"
     kind = prop.get("type")
     if kind == "array":
-        items = prop.get("items", {})
-        of = "a mapping with `type:` (below)" if "oneOf" in items else type_text(items)
-        return f"a list of {of}"
+        return f"a list of {plural(prop)}"
     words = {"string": "a string", "integer": "an integer", "number": "a number"}
     words |= {"boolean": "true or false", "null": "null", "object": "a mapping"}
     return words.get(str(kind), "anything")
+
+
+def plural(array: dict[str, Any]) -> str:
+    """What a list holds, e.g. `4 numbers >= 0`, `3 or more lists of 2 numbers`."""
+    n, most = array.get("minItems"), array.get("maxItems")
+    count = f"{n} " if n is not None and n == most else f"{n} or more " if n else ""
+    items = array.get("items", {})
+    if "oneOf" in items:
+        return f"{count}mappings with `type:` (below)"
+    if items.get("type") == "array":
+        return f"{count}lists of {plural(items)}"
+    words = {"string": "strings", "integer": "integers", "number": "numbers"}
+    words |= {"boolean": "trues or falses", "object": "mappings"}
+    text = words.get(str(items.get("type")), type_text(items))
+    if items.get("minimum") is not None and items.get("maximum") is None:
+        text += f" >= {items['minimum']}"
+    return count + text
 
 
 def default_text(prop: dict[str, Any], required: bool) -> str:
