@@ -11,11 +11,9 @@ import pytest
 import yaml
 
 from stream.cli import main as medstream
-from stream.config import load_config
+from stream.config import GrabSpec, load_config
 from stream.config_schema import DOC_FILE, config_schema
 from stream.spec import ConfigError
-
-jsonschema = pytest.importorskip("jsonschema", reason="pip install 'medstream[test]'")
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -24,6 +22,8 @@ DEMO = yaml.safe_load((ROOT / "configs" / "ultrasound_seg.yaml").read_text())
 
 @pytest.fixture(scope="module")
 def validator() -> Any:
+    """A draft 2020-12 validator of the exported schema (tests using it skip without jsonschema)."""
+    jsonschema = pytest.importorskip("jsonschema", reason="pip install 'medstream[test]'")
     schema = config_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
@@ -58,7 +58,8 @@ def schema_names(validator: Any, data: Any, key: str) -> bool:
 @pytest.mark.parametrize("roi", ["auto", [0, 0, 100, 80], [[0, 0], [90, 0], [45, 60]]])
 def test_schema_and_loader_accept_each_roi_shape(validator: Any, roi: Any) -> None:
     data = broken(["stages", 0, "roi"], roi)
-    assert load_config(copy.deepcopy(data)).stage("grab").roi == roi
+    grab = load_config(copy.deepcopy(data)).stage("grab")
+    assert isinstance(grab, GrabSpec) and grab.roi == roi
     assert schema_errors(validator, data) == []
 
 
