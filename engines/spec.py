@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 if TYPE_CHECKING:
@@ -150,18 +151,59 @@ def parse_spec(cls: type[T], raw: Any, where: str) -> T:
     return obj
 
 
-def spec_fields_doc(cls: type) -> list[tuple[str, str, str, str]]:
-    """(key, type, default, description) rows for the config reference docs."""
+def json_schema_of(tp: Any, ref: Callable[[type], dict[str, Any]]) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one field type; `ref(cls)` gives a nested spec's."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        values = list(get_args(tp))
+        return {"const": values[0]} if len(values) == 1 else {"enum": values}
+    if origin in (typing.Union, types.UnionType):
+        return {"anyOf": [json_schema_of(a, ref) for a in get_args(tp)]}
+    if origin is list:
+        return {"type": "array", "items": json_schema_of(get_args(tp)[0], ref)}
+    if origin is dict or tp is dict:
+        return {"type": "object"}
+    if tp is Any:
+        return {}
+    if tp is type(None):
+        return {"type": "null"}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return ref(tp)
+    names = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    if tp in names:
+        return {"type": names[tp]}
+    raise TypeError(f"unsupported spec type {tp!r}")
+
+
+def _json_default(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value  # type: ignore[arg-type]
+
+
+def spec_json_schema(cls: type, ref: Callable[[type], dict[str, Any]]) -> dict[str, Any]:
+    """The JSON Schema of the mapping `parse_spec(cls, ...)` accepts: every init field with its
+    type, bounds (`minimum` / `maximum`), default and doc (`description`); no other keys."""
     hints = get_type_hints(cls)
-    rows = []
+    props: dict[str, Any] = {}
+    required_keys = []
     for f in dataclasses.fields(cls):
         if not f.init:  # set by code, not a config key
             continue
+        prop = json_schema_of(hints[f.name], ref)
+        if f.metadata.get("min") is not None:
+            prop["minimum"] = f.metadata["min"]
+        if f.metadata.get("max") is not None:
+            prop["maximum"] = f.metadata["max"]
         if f.default is not dataclasses.MISSING:
-            default = repr(f.default)
+            prop["default"] = _json_default(f.default)
         elif f.default_factory is not dataclasses.MISSING:
-            default = repr(f.default_factory())
+            prop["default"] = _json_default(f.default_factory())
         else:
-            default = "(required)"
-        rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("doc", "")))
-    return rows
+            required_keys.append(f.name)
+        if f.metadata.get("doc"):
+            prop["description"] = f.metadata["doc"]
+        props[f.name] = prop
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    if required_keys:
+        schema["required"] = required_keys
+    schema["additionalProperties"] = False
+    return schema

@@ -239,9 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.set_defaults(func=_cmd_models)
 
+    from .config_schema import register as register_config_schema
     from .keys_cli import register as register_keys
 
     register_keys(sub)
+    register_config_schema(sub)
     return p
 
 

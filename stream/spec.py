@@ -8,7 +8,7 @@ from engines.spec import (
     parse_spec,
     required,
     section,
-    spec_fields_doc,
+    spec_json_schema,
 )
 
-__all__ = ["ConfigError", "bounded", "parse_spec", "required", "section", "spec_fields_doc"]
+__all__ = ["ConfigError", "bounded", "parse_spec", "required", "section", "spec_json_schema"]

@@ -1,23 +1,20 @@
-"""Write docs/config.md, the config reference, from the spec dataclasses themselves.
+"""Write docs/config.md (the config reference) and docs/config.schema.json from the JSON
+Schema of the config (stream.config_schema), so the page and the schema never disagree.
 
-    python -m tools.config_reference            # rewrite docs/config.md
-    python -m tools.config_reference --check    # exit 1 if docs/config.md is out of date
+    python -m tools.config_reference            # rewrite both files
+    python -m tools.config_reference --check    # exit 1 if either is out of date
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from engines.api import EngineSpec
-from stream.config import GrabSpec, InferSpec, PipelineConfig, RenderSpec, RestartSpec
-from stream.security import SecuritySpec
-from stream.sinks import SINK_TYPES
-from stream.sources import SOURCE_TYPES
-from stream.sources.phantom import RealismSpec
-from stream.spec import spec_fields_doc
-from stream.transport import LinkSpec
+from stream.config_schema import DOC_FILE as SCHEMA_FILE
+from stream.config_schema import schema_text
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "config.md"
 
@@ -33,53 +30,112 @@ stage: endpoints (ports, ipc path length), links no stage uses, model names and 
 files, source files, and whether another run holds the run dir (docs/reliability.md, "Starting a
 run"). Each problem is one line that starts with its dotted key.
 
-This page is generated from the code by `python -m tools.config_reference`; a test fails when it
-is out of date.
+The same keys as a JSON Schema (draft 2020-12): `docs/config.schema.json`, or
+`medstream config-schema --out FILE`. Editors use it for completion and checks as you type: with
+the YAML language server (VS Code's YAML extension, Neovim, Helix, ...) put this first line in a
+config (the path relative to the config, or an absolute path or URL):
+
+```yaml
+# yaml-language-server: $schema=../docs/config.schema.json
+```
+
+The schema checks keys, types, allowed values, bounds and required keys; what needs more than
+one key or the machine (links that exist, one corner per HUD piece, a `roi:` rectangle's
+x0 < x1, endpoints, files) only `medstream validate` checks.
+
+This page and the schema are generated from the code by `python -m tools.config_reference`
+(tables below: one per `$defs` entry of the schema, in its order); a test fails when either is
+out of date.
 """
 
 
-def table(title: str, cls: type, skip: tuple[str, ...] = ()) -> str:
+def type_text(prop: dict[str, Any]) -> str:
+    """A property's type in words, with its bounds, from its schema."""
+    text = base_type_text(prop)
+    if "pattern" in prop:
+        text += f" matching `{prop['pattern']}`"
+    lo, hi = prop.get("minimum"), prop.get("maximum")
+    if lo is None and hi is None:
+        return text
+    return f"{text}, in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+
+
+def base_type_text(prop: dict[str, Any]) -> str:
+    if "const" in prop:
+        return repr(prop["const"])
+    if "enum" in prop:
+        return "one of " + ", ".join(repr(v) for v in prop["enum"])
+    if "anyOf" in prop:
+        return " or ".join(base_type_text(p) for p in prop["anyOf"])
+    if "oneOf" in prop:
+        return "a mapping with `type:` (one of the `type:` sections below)"
+    if "$ref" in prop:
+        return "a mapping (its section below)"
+    kind = prop.get("type")
+    if kind == "array":
+        return f"a list of {plural(prop)}"
+    words = {"string": "a string", "integer": "an integer", "number": "a number"}
+    words |= {"boolean": "true or false", "null": "null", "object": "a mapping"}
+    return words.get(str(kind), "anything")
+
+
+def plural(array: dict[str, Any]) -> str:
+    """What a list holds, e.g. `4 numbers >= 0`, `3 or more lists of 2 numbers`."""
+    n, most = array.get("minItems"), array.get("maxItems")
+    count = f"{n} " if n is not None and n == most else f"{n} or more " if n else ""
+    items = array.get("items", {})
+    if "oneOf" in items:
+        return f"{count}mappings with `type:` (below)"
+    if items.get("type") == "array":
+        return f"{count}lists of {plural(items)}"
+    words = {"string": "strings", "integer": "integers", "number": "numbers"}
+    words |= {"boolean": "trues or falses", "object": "mappings"}
+    text = words.get(str(items.get("type")), type_text(items))
+    if items.get("minimum") is not None and items.get("maximum") is None:
+        text += f" >= {items['minimum']}"
+    return count + text
+
+
+def default_text(prop: dict[str, Any], required: bool) -> str:
+    if required:
+        return "(required)"
+    if "$ref" in prop:
+        return "(see below)"
+    return "`" + json.dumps(prop.get("default")) + "`"
+
+
+def table(title: str, schema: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for key, typ, default, doc in spec_fields_doc(cls):
+    required = set(schema.get("required", ()))
+    for key, prop in schema["properties"].items():
         if key in skip:
             continue
-        rows.append(f"| `{key}` | {typ} | `{default}` | {doc} |")
-    return f"## {title}\n\n" + "\n".join(rows) + "\n"
+        doc = prop.get("description", "")
+        rows.append(f"| `{key}` | {type_text(prop)} | {default_text(prop, key in required)} | {doc} |")
+    about = f"{schema['description']}\n\n" if schema.get("description") else ""
+    return f"## {title}\n\n{about}" + "\n".join(rows) + "\n"
 
 
-def render() -> str:
-    parts = [
-        INTRO,
-        table("Top level", PipelineConfig, skip=("links", "stages", "source_file")),
-        table("`restart:`", RestartSpec),
-        table("`security:` (see docs/security.md)", SecuritySpec),
-        table("`links.<name>:`", LinkSpec),
-        table("Stage `kind: grab`", GrabSpec),
-        table("Stage `kind: infer`", InferSpec),
-        table("`engine:` (infer)", EngineSpec),
-        table("Stage `kind: render`", RenderSpec),
-    ]
-    for name, (spec_cls, _factory) in sorted(SOURCE_TYPES.items()):
-        parts.append(table(f"Source `type: {name}` (grab `source:`)", spec_cls))
-        if name == "phantom":
-            parts.append(table("Phantom `realism:` (source `type: phantom`)", RealismSpec))
-    for name, (spec_cls, _factory) in sorted(SINK_TYPES.items()):
-        parts.append(table(f"Sink `type: {name}` (render `sinks:`)", spec_cls))
+def render(schema: dict[str, Any]) -> str:
+    parts = [INTRO, table("Top level", schema, skip=("links", "stages"))]
+    parts += [table(sub["title"], sub) for sub in schema["$defs"].values()]
     return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--check", action="store_true", help="only check that docs/config.md is current")
+    p.add_argument("--check", action="store_true", help="only check that both files are current")
     args = p.parse_args(argv)
-    text = render()
+    schema = schema_text()
+    files = {SCHEMA_FILE: schema, DOC: render(json.loads(schema))}
     if args.check:
-        if not DOC.exists() or DOC.read_text() != text:
-            print(f"{DOC} is out of date: run python -m tools.config_reference", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(text)
-    print(f"wrote {DOC}")
+        stale = [path for path, text in files.items() if not path.exists() or path.read_text() != text]
+        for path in stale:
+            print(f"{path} is out of date: run python -m tools.config_reference", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in files.items():
+        path.write_text(text)
+        print(f"wrote {path}")
     return 0
 
 
