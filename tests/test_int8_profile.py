@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.int8_profile import op_times, profile, table
+from tools.int8_profile import OpTime, graph_ops, median_profile, op_times, profile, table
 
 
 def _event(cat: str, name: str, ts: float, dur: float, op: str | None = None) -> dict:
@@ -95,3 +95,18 @@ def test_profile_table_on_a_tiny_model(tmp_path: Path) -> None:
     assert sum(shares) == pytest.approx(100, abs=0.2)
     total_calls = sum(int8_ops.values())
     assert rows["**all nodes**"].split(" | ")[4] == f"{total_calls:g}"
+
+
+def test_median_profile_ignores_one_loaded_round() -> None:
+    rounds = [
+        [OpTime("Conv", 2.0, 1.0), OpTime("Relu", 1.0, 0.1)],
+        [OpTime("Conv", 2.0, 9.0), OpTime("Relu", 1.0, 0.9)],  # the machine was busy
+        [OpTime("Conv", 2.0, 1.2)],  # Relu absent this round: counts as 0
+    ]
+    assert median_profile(rounds) == [OpTime("Conv", 2.0, 1.2), OpTime("Relu", 1.0, 0.1)]
+
+
+def test_graph_ops_counts_the_optimised_graph(tmp_path: Path) -> None:
+    fp32, int8 = _models(tmp_path)
+    assert graph_ops(int8).get("QLinearConv") == 1  # Q/DQ + Conv fused into one int8 node
+    assert sum(n for op, n in graph_ops(fp32).items() if op.startswith("Conv")) == 1

@@ -1,15 +1,17 @@
 """Where us-seg's time goes in fp32 and int8: ONNX Runtime's profiler, per node type.
 
     python -m tools.int8_profile                          # us-seg vs us-seg-int8, 1 thread
-    python -m tools.int8_profile --runs 500 --json out/int8_profile.json
+    python -m tools.int8_profile --rounds 9 --json out/int8_profile.json
 
-Each model runs in an ONNX Runtime session with profiling on (SessionOptions.enable_profiling),
-the engines' settings (one intra-op thread, sequential, graph optimisation `all`, so the
-session runs the nodes ONNX Runtime made of the file: fused Conv, QLinearConv ...). After a
-warm-up (not profiled: profiling starts with the session, so the warm-up events are dropped
-by the model run they fall in), the kernel time of every node event is summed by its op type
-and divided by the number of profiled runs: milliseconds per frame per op type, calls per frame, and share.
-The input is one phantom frame, preprocessed as the engine does (resize, normalise).
+Each model runs in an ONNX Runtime session with profiling on (SessionOptions.enable_profiling)
+and the engines' settings (one intra-op thread, sequential, graph optimisation `all`), so the
+profile shows the nodes ONNX Runtime made of the file (fused Conv, QLinearConv ...). In each
+of `--rounds` rounds, the models alternating, `--warmup` runs come first (dropped from the
+profile by the model run their events fall in), then the kernel time of every node event of
+`--runs` runs is summed by op type and divided by the runs. The table gives per op type the
+calls and the median over rounds of the milliseconds per frame, and its share, so a burst of
+load on a shared machine does not decide it. The input is one held-out phantom frame,
+preprocessed as the engine does (resize, normalise). Last, the optimised graphs' node counts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from engines.preprocess import preprocess
 from engines.registry import ModelInput
@@ -81,15 +84,7 @@ def profile(
     model_path: Path, image: np.ndarray, runs: int, warmup: int, threads: int
 ) -> list[OpTime]:
     """Run `model_path` warmup + runs times with profiling on; per-op-type time per run."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
+    options = _session_options(threads)
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = str(Path(tmp) / "ort")
@@ -99,6 +94,56 @@ def profile(
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
     return op_times(events, skip_runs=warmup)
+
+
+def median_profile(rounds: list[list[OpTime]]) -> list[OpTime]:
+    """Per op type, the median over rounds of its ms per run (calls: the median too)."""
+    ops = {r.op for rows in rounds for r in rows}
+    out = []
+    for op in ops:
+        found = [next((r for r in rows if r.op == op), OpTime(op, 0.0, 0.0)) for rows in rounds]
+        out.append(
+            OpTime(
+                op,
+                float(np.median([r.calls for r in found])),
+                float(np.median([r.ms for r in found])),
+            )
+        )
+    return sorted(out, key=lambda r: -r.ms)
+
+
+def _session_options(threads: int) -> ort.SessionOptions:
+    """The engines' settings (engines/onnxrt.py): one thread, sequential, optimisation `all`."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+def graph_ops(model_path: Path, threads: int = 1) -> dict[str, int]:
+    """Node counts of the graph ONNX Runtime runs (after its optimisation), by op type, with
+    " depthwise" for a grouped convolution and " +Relu" etc. for a fused activation."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        options = _session_options(threads)
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath).graph
+    for node in graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        key = node.op_type
+        if "group" in attrs and attrs["group"].i > 1:
+            key += " depthwise"
+        if "activation" in attrs:
+            key += " +" + attrs["activation"].s.decode()
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def table(profiles: Mapping[str, list[OpTime]]) -> str:
@@ -139,7 +184,10 @@ def model_input(card_input: ModelInput) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS), help="bundled model names")
-    p.add_argument("--runs", type=int, default=300, help="profiled runs per model")
+    p.add_argument("--runs", type=int, default=100, help="profiled runs per model and round")
+    p.add_argument(
+        "--rounds", type=int, default=5, help="rounds, models alternating; per op the median"
+    )
     p.add_argument("--warmup", type=int, default=30, help="runs before profiling counts")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", type=Path, default=None, help="also write the per-op times here")
@@ -147,20 +195,33 @@ def main(argv: list[str] | None = None) -> int:
     from engines.registry import ModelError, resolve_model
     from tools.machine import cpu_description
 
-    profiles: dict[str, list[OpTime]] = {}
-    for name in args.models.split(","):
-        try:
-            ref = resolve_model(name)
-        except ModelError as e:
-            print(f"int8_profile: {e}", file=sys.stderr)
-            return 2
-        image = model_input(ref.card.input)
-        profiles[name] = profile(ref.onnx_path, image, args.runs, args.warmup, args.threads)
+    try:
+        refs = [resolve_model(name) for name in args.models.split(",")]
+    except ModelError as e:
+        print(f"int8_profile: {e}", file=sys.stderr)
+        return 2
+    if args.runs < 1 or args.rounds < 1 or args.warmup < 0:
+        print("int8_profile: --runs and --rounds must be >= 1, --warmup >= 0", file=sys.stderr)
+        return 2
+    rounds: dict[str, list[list[OpTime]]] = {ref.model_id: [] for ref in refs}
+    for _ in range(args.rounds):  # alternate, so a burst of load on the machine hits both
+        for ref in refs:
+            image = model_input(ref.card.input)
+            rounds[ref.model_id].append(
+                profile(ref.onnx_path, image, args.runs, args.warmup, args.threads)
+            )
+    profiles = {name: median_profile(r) for name, r in rounds.items()}
     print(
-        f"ONNX Runtime profiler, {args.runs} runs after {args.warmup} warm-up, "
-        f"{args.threads} thread(s), {cpu_description()}; ms per frame (kernel time)"
+        f"ONNX Runtime profiler, {args.rounds} rounds of {args.runs} runs after {args.warmup} "
+        f"warm-up, {args.threads} thread(s), {cpu_description()}; kernel ms per frame, "
+        "per op type the median over rounds"
     )
     print(table(profiles))
+    print()
+    print("nodes ONNX Runtime runs (after graph optimisation):")
+    for name in profiles:
+        ops = graph_ops(resolve_model(name).onnx_path, args.threads)
+        print(f"- {name}: " + ", ".join(f"{op} x{n}" for op, n in ops.items()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {n: [r.__dict__ for r in rows] for n, rows in profiles.items()}
