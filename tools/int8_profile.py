@@ -218,10 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table(profiles))
     print()
-    print("nodes ONNX Runtime runs (after graph optimisation):")
-    for name in profiles:
-        ops = graph_ops(resolve_model(name).onnx_path, args.threads)
-        print(f"- {name}: " + ", ".join(f"{op} x{n}" for op, n in ops.items()))
+    try:
+        import onnx  # noqa: F401  (graph_ops reads the optimised graph with it)
+    except ImportError:
+        print("node counts skipped: onnx is not installed (pip install 'medstream[train]')")
+    else:
+        print("nodes ONNX Runtime runs (after graph optimisation):")
+        for name in profiles:
+            ops = graph_ops(resolve_model(name).onnx_path, args.threads)
+            print(f"- {name}: " + ", ".join(f"{op} x{n}" for op, n in ops.items()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {n: [r.__dict__ for r in rows] for n, rows in profiles.items()}
