@@ -145,7 +145,7 @@ def _detection_rows(t: Tensor, n_labels: int | None) -> Finding:
         return Finding("detection", 0, "nms_K_7", one, cols)
     _, a, b = t.shape
     rows_dynamic = isinstance(t.declared[1], str | type(None))
-    if b in (6, 7) and (rows_dynamic or a <= NMS_MAX_ROWS) and n_labels != b - 5:
+    if b in (6, 7) and (rows_dynamic or a <= NMS_MAX_ROWS):
         cols = ("x1", "y1", "x2", "y2", "score", "class")
         if b == 7:
             cols = ("batch", "x1", "y1", "x2", "y2", "class", "score")
