@@ -265,16 +265,14 @@ def test_read_layout_dynamic_rows_and_k7() -> None:
 def test_user_model_runs_end_to_end(
     task: str, channels_out: int, tmp_path: Path, user_dir: Path
 ) -> None:
-    """`medstream model add`, then `medstream run` of a config naming the model."""
-    import os
-
+    """`medstream model add`, then `medstream run` of a config naming the model (the child
+    processes see $MEDSTREAM_MODELS from the `user_dir` fixture)."""
     path = export(Seg(1, channels_out), tmp_path / "mine.onnx", channels=1)
-    env = dict(os.environ, MEDSTREAM_MODELS=str(user_dir))
-    add = medstream("model", "add", str(path), "--task", task, env=env)
+    add = medstream("model", "add", str(path), "--task", task)
     out, err = add.communicate(timeout=120)
     assert add.returncode == 0, err
     assert f"task           {task}" in out and "ms per frame" in out
-    models = medstream("models", env=env)
+    models = medstream("models")
     listing, _ = models.communicate(timeout=120)
     assert any(line.split()[:3] == ["mine", "user", task] for line in listing.splitlines())
     cfg = light_config(tmp_path, fps=15, size=64)
@@ -283,25 +281,40 @@ def test_user_model_runs_end_to_end(
     data["stages"][0]["source"]["truth"] = False
     cfg.write_text(yaml.safe_dump(data))
     report = tmp_path / "report.json"
-    run = medstream("run", str(cfg), "--duration", "4", "--report", str(report), env=env)
+    run = medstream("run", str(cfg), "--duration", "4", "--report", str(report))
     _, err = run.communicate(timeout=120)
     assert run.returncode == 0, err[-2000:]
     rep = json.loads(report.read_text())
-    assert rep["frames"]["delivered"] > 10
-    assert "mine" in json.dumps(rep["engines"] if "engines" in rep else rep)
+    assert rep["frames"]["delivered"] > 10 and rep["frames"]["accounted"]
+    assert rep["engines"]["infer"]["model"] == "mine"
+    shown = rep["overlay"]["frames_shown"]
+    assert shown == (rep["frames"]["delivered"] if task == "segmentation" else 0)
 
 
 @pytest.mark.slow
 def test_validate_refuses_a_detection_model(tmp_path: Path, user_dir: Path) -> None:
-    import os
-
     add_model(str(export(Yolo8(2), tmp_path / "det.onnx")), name="det", labels="a,b")
     cfg = light_config(tmp_path)
     data = yaml.safe_load(cfg.read_text())
     data["stages"][1]["engine"]["model"] = "det"
     cfg.write_text(yaml.safe_dump(data))
-    env = dict(os.environ, MEDSTREAM_MODELS=str(user_dir))
-    val = medstream("validate", str(cfg), env=env)
+    val = medstream("validate", str(cfg))
     _, err = val.communicate(timeout=120)
     assert val.returncode != 0
     assert "'det' is a detection model: its postprocess is not built yet" in err
+
+
+def test_sigmoid_channel_becomes_two_class_logits() -> None:
+    import numpy as np
+
+    from engines.postprocess import labels_with_confidence, two_class_logits
+
+    p = np.array([0.1, 0.4, 0.6, 0.95], np.float32).reshape(1, 1, 2, 2)
+    labels, _ = labels_with_confidence(two_class_logits(p, "probabilities"), (2, 2), 0.0)
+    assert labels.tolist() == [[0, 0], [1, 1]]
+    z = np.log(p / (1 - p))
+    labels_z, conf = labels_with_confidence(two_class_logits(z, "logits"), (2, 2), 0.0)
+    assert labels_z.tolist() == labels.tolist()
+    assert conf[1, 1] == round(255 * (0.95 - 0.05))
+    with pytest.raises(ValueError, match="logits' or 'probabilities"):
+        two_class_logits(p, "softmax")
