@@ -140,6 +140,7 @@ def _several(outs: list[Tensor], task: str) -> Finding:
 def _detection_rows(t: Tensor, n_labels: int | None) -> Finding:
     """A 3-D (or K x 7) detection output: YOLO raw heads or NMS rows."""
     one = {"output": t.name}
+    cols: tuple[str, ...]
     if len(t.shape) == 2:  # K x 7 (ONNX NMS exports): batch, x1, y1, x2, y2, class, score
         cols = ("batch", "x1", "y1", "x2", "y2", "class", "score")
         return Finding("detection", 0, "nms_K_7", one, cols)

@@ -134,7 +134,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from engines import list_models
     from engines.classical import ClassicalPipeline, list_classical
-    from engines.registry import list_user_models, resolve_model
+    from engines.registry import ModelError, list_user_models, resolve_model
 
     print(
         f"{'model':<23}{'source':<11}{'task':<16}{'input':<10}{'held-out metric':<32}"
@@ -143,7 +143,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for source, name in [("bundled", n) for n in list_models()] + [
         ("user", n) for n in list_user_models()
     ]:
-        card = resolve_model(name).card
+        try:
+            card = resolve_model(name).card
+        except ModelError as e:  # a hand-edited user card: say so, list the rest
+            print(f"{name:<23}{source:<11}(unusable: {e})")
+            continue
         metrics = card.raw.get("metrics", {})
         metric = next(
             (f"{k} {v}" for k, v in metrics.items() if isinstance(v, float)),

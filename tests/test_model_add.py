@@ -243,6 +243,20 @@ def test_a_bundled_name_cannot_be_shadowed(tmp_path: Path, user_dir: Path) -> No
     assert resolve_model("us-seg").card.labels[1] == "anechoic"
 
 
+def test_models_lists_user_models_and_survives_a_broken_card(
+    tmp_path: Path, user_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = export(Classifier(3), tmp_path / "c.onnx")
+    add_model(str(path), name="good", labels="a,b,c")
+    add_model(str(path), name="bad", labels="a,b,c")
+    (user_dir / "bad" / "card.json").write_text("{")
+    assert main(["models"]) == 0
+    rows = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines() if ln}
+    assert rows["good"].split()[1:4] == ["user", "classification", f"{SIZE}x{SIZE}"]
+    assert rows["bad"].split()[1] == "user" and "unusable" in rows["bad"]
+    assert rows["us-seg"].split()[1] == "bundled"
+
+
 def test_read_layout_dynamic_rows_and_k7() -> None:
     k7 = read_layout([Tensor("dets", ("num", 7), (12, 7))], 3)
     assert (k7.task, k7.layout, k7.columns[0]) == ("detection", "nms_K_7", "batch")
