@@ -59,7 +59,8 @@ def _medstream_base(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess
 @pytest.mark.parametrize(
     "args",
     [["--help"], ["models"], ["validate", "configs/ultrasound_seg.yaml"], ["soak", "--help"],
-     ["bench", "--help"], ["profile", "--help"], ["fuzz", "--help"], ["top", "--help"]],
+     ["bench", "--help"], ["profile", "--help"], ["fuzz", "--help"], ["top", "--help"],
+     ["model", "add", "--help"]],
 )
 def test_commands_run_with_the_base_install(args: list[str]) -> None:
     r = _medstream_base(*args)

@@ -332,3 +332,15 @@ def test_sigmoid_channel_becomes_two_class_logits() -> None:
     assert conf[1, 1] == round(255 * (0.95 - 0.05))
     with pytest.raises(ValueError, match="logits' or 'probabilities"):
         two_class_logits(p, "softmax")
+
+
+def test_user_models_folder_default_and_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engines.registry import user_models_dir
+
+    monkeypatch.delenv("MEDSTREAM_MODELS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert user_models_dir() == tmp_path / ".local/share/medstream/models"
+    monkeypatch.setenv("MEDSTREAM_MODELS", str(tmp_path / "elsewhere"))
+    assert user_models_dir() == tmp_path / "elsewhere"
