@@ -30,7 +30,8 @@ class EngineSpec:
 
     model: str = bounded(
         "us-seg",
-        doc="bundled model name (see `medstream models`), path to an .onnx file, a classical "
+        doc="bundled or user model name (see `medstream models`; `medstream model add` adds "
+        "one), path to an .onnx file, a classical "
         "method (classical-median, classical-bilateral, classical-nlm, classical-otsu, "
         "classical-instruments), or a chain such as classical-median+us-seg",
     )

@@ -4,7 +4,7 @@ classical methods and `+` chains, against the backend they would run on."""
 from __future__ import annotations
 
 from engines.backends import CLASSICAL_PREFIX
-from engines.registry import ModelError, resolve_model
+from engines.registry import ModelError, check_runnable, resolve_model
 
 
 def check_model(model: str, backend: str) -> None:
@@ -32,6 +32,6 @@ def check_model(model: str, backend: str) -> None:
                 f"backend 'classical' runs the classical-* methods only, not {where}"
             )
         try:
-            resolve_model(name)
+            check_runnable(resolve_model(name))
         except ModelError as e:
             raise ModelError(f"{e}" if len(names) == 1 else f"chain {model!r}: {e}") from None

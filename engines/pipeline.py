@@ -16,9 +16,9 @@ from engines.api import EngineSpec, EngineUnavailable, InferencePipeline, Infere
 from engines.applicability import Gate
 from engines.backends import Selection, select_backend
 from engines.onnxrt import TensorInfo
-from engines.postprocess import image_from_output, labels_with_confidence
+from engines.postprocess import image_from_output, labels_with_confidence, two_class_logits
 from engines.preprocess import check_image, preprocess
-from engines.registry import ModelError, ModelRef, resolve_model
+from engines.registry import ModelError, ModelRef, check_runnable, resolve_model
 
 
 class TensorEngine(Protocol):
@@ -60,6 +60,8 @@ class ModelPipeline:
         self._input = card.input
         self._output = card.output
         self._scale = card.output_scale
+        # one sigmoid channel (a user model, engines/model_add.py): "probabilities" or "logits"
+        self._sigmoid = card.raw.get("output", {}).get("sigmoid")
         self._engine = engine
         self._frame_engine = hasattr(engine, "run_frame")
         self.card_info = card.info
@@ -95,7 +97,8 @@ class ModelPipeline:
         shape = outs[self._output].shape
         channels = shape[1] if len(shape) == 4 else None
         if self.task == "segmentation":
-            if channels != len(self.labels) and isinstance(channels, int):
+            wanted = 1 if self._sigmoid else len(self.labels)
+            if channels != wanted and isinstance(channels, int):
                 raise ModelError(
                     f"{where}: {channels} output classes but {len(self.labels)} labels"
                 )
@@ -114,6 +117,8 @@ class ModelPipeline:
             out = self._engine.run({self._input.name: x})[self._output]
         t2 = time.perf_counter()
         if self.task == "segmentation":
+            if self._sigmoid:
+                out = two_class_logits(out, self._sigmoid)
             mask, confidence = labels_with_confidence(
                 out, image.shape[:2], self.confidence_threshold
             )
@@ -168,6 +173,7 @@ def load_model(spec: EngineSpec, model: str) -> InferencePipeline:
 
         return load_classical(model)
     ref = resolve_model(model)
+    check_runnable(ref)
     engine = _network_engine(spec, ref, selection.backend)
     try:
         return ModelPipeline(ref, engine, selection)

@@ -50,6 +50,22 @@ def labels_from_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return labels
 
 
+def two_class_logits(output: np.ndarray, sigmoid: str) -> np.ndarray:
+    """1 x 1 x h x w sigmoid output -> 1 x 2 x h x w logits whose softmax is (1 - p, p).
+
+    `sigmoid` says what the channel holds: "logits" (z, p = sigmoid(z)) or "probabilities" (p).
+    """
+    if output.ndim != 4 or output.shape[1] != 1:
+        raise ValueError(f"a sigmoid output must be 1 x 1 x h x w, got {output.shape}")
+    x = output.astype(np.float32)
+    if sigmoid == "logits":
+        return np.concatenate([np.zeros_like(x), x], axis=1)
+    if sigmoid != "probabilities":
+        raise ValueError(f"sigmoid must be 'logits' or 'probabilities', got {sigmoid!r}")
+    p = np.clip(x, np.float32(1e-6), np.float32(1.0 - 1e-6))
+    return np.concatenate([np.log1p(-p), np.log(p)], axis=1)
+
+
 def labels_with_confidence(
     logits: np.ndarray, size: tuple[int, int], threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:

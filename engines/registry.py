@@ -7,20 +7,27 @@ TorchScript file of the same network (`"torchscript": "model.pt"`) for the PyTor
 Optional, shown to the user and used at run time: `intended_use`, `training_data`, `notice`
 (strings), `confidence_threshold` (segmentation: softmax margin below which a pixel is sent as
 background) and `applicability` (the out-of-distribution gate: engines/applicability.py).
-`EngineSpec.model` is either a bundled name or a path to an .onnx file.
+`EngineSpec.model` is a bundled name, a user model's name (a folder under `user_models_dir()`,
+written by `medstream model add`: engines/model_add.py) or a path to an .onnx file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
+USER_MODELS_ENV = "MEDSTREAM_MODELS"  # overrides the user models folder
+USER_MODELS_DEFAULT = "~/.local/share/medstream/models"
 CHANNELS = {"gray": 1, "rgb": 3, "bgr": 3}
 DTYPES = ("float32", "float16")
-TASKS = ("segmentation", "denoising")  # segmentation: labels map; denoising: an output image
+# segmentation: labels map; denoising: an output image; detection, classification: cards are
+# accepted (medstream model add) but their postprocess is not built yet (RUNNABLE_TASKS)
+TASKS = ("segmentation", "denoising", "detection", "classification")
+RUNNABLE_TASKS = ("segmentation", "denoising")
 PRECISIONS = ("fp32", "fp16", "int8")
 MAX_INFO_CHARS = 400  # intended_use, training_data, notice: they travel with every frame
 
@@ -152,8 +159,8 @@ def load_card(path: Path) -> ModelCard:
     labels = _get(raw, "labels", list, where)
     if not all(isinstance(x, str) for x in labels) or len(labels) > 256:
         raise ModelError(f"{where}: labels must be a list of at most 256 strings")
-    if task == "segmentation" and not labels:
-        raise ModelError(f"{where}: a segmentation model needs labels (one per label value)")
+    if task in ("segmentation", "detection", "classification") and not labels:
+        raise ModelError(f"{where}: a {task} model needs labels (one per class)")
     out = _get(raw, "output", dict, where)
     scale = out.get("scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
@@ -209,19 +216,45 @@ def load_card(path: Path) -> ModelCard:
     )
 
 
-def list_models() -> list[str]:
-    """Names of the bundled models (folders under engines/models with model.onnx and card.json)."""
-    if not MODELS_DIR.is_dir():
+def user_models_dir() -> Path:
+    """The user models folder: `$MEDSTREAM_MODELS`, else ~/.local/share/medstream/models."""
+    return Path(os.environ.get(USER_MODELS_ENV) or USER_MODELS_DEFAULT).expanduser()
+
+
+def _model_folders(root: Path) -> list[str]:
+    if not root.is_dir():
         return []
     return sorted(
         d.name
-        for d in MODELS_DIR.iterdir()
+        for d in root.iterdir()
         if (d / "model.onnx").is_file() and (d / "card.json").is_file()
     )
 
 
+def list_models() -> list[str]:
+    """Names of the bundled models (folders under engines/models with model.onnx and card.json)."""
+    return _model_folders(MODELS_DIR)
+
+
+def list_user_models() -> list[str]:
+    """Names of the user models (`medstream model add`); a bundled name is never one of them."""
+    bundled = set(list_models())
+    return [n for n in _model_folders(user_models_dir()) if n not in bundled]
+
+
+def check_runnable(ref: ModelRef) -> None:
+    """Raise `ModelError` (one line) if the pipeline cannot postprocess the model's task yet."""
+    task = ref.card.task
+    if task not in RUNNABLE_TASKS:
+        raise ModelError(
+            f"model {ref.model_id!r} is a {task} model: its postprocess is not built yet "
+            f"(only {' and '.join(RUNNABLE_TASKS)} models run in a pipeline today)"
+        )
+
+
 def resolve_model(model: str) -> ModelRef:
-    """A bundled model name, or a path to an .onnx file with a card.json in the same folder."""
+    """A bundled model name, a user model name (bundled names win), or a path to an .onnx file
+    with a card.json in the same folder."""
     if not isinstance(model, str) or not model:
         raise ModelError(f"model must be a bundled name or an .onnx path, got {model!r:.60}")
     bundled = list_models()
@@ -230,9 +263,15 @@ def resolve_model(model: str) -> ModelRef:
         return ModelRef(model, folder / "model.onnx", load_card(folder / "card.json"))
     looks_like_path = model.endswith(".onnx") or "/" in model or "\\" in model
     if not looks_like_path:
+        user = list_user_models()
+        if model in user:
+            folder = user_models_dir() / model
+            return ModelRef(model, folder / "model.onnx", load_card(folder / "card.json"))
         names = ", ".join(bundled) or "(none)"
+        users = ", ".join(user) or "(none)"
         raise ModelError(
-            f"unknown model {model!r}: not a bundled model (bundled: {names}) nor an .onnx path"
+            f"unknown model {model!r}: not a bundled model (bundled: {names}), nor a user model "
+            f"in {user_models_dir()} ({users}), nor an .onnx path"
         )
     path = Path(model).expanduser()
     if not path.is_file():

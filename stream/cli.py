@@ -134,14 +134,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from engines import list_models
     from engines.classical import ClassicalPipeline, list_classical
-    from engines.registry import resolve_model
+    from engines.registry import ModelError, list_user_models, resolve_model
 
     print(
-        f"{'model':<23}{'kind':<11}{'task':<14}{'input':<10}{'held-out metric':<32}"
+        f"{'model':<23}{'source':<11}{'task':<16}{'input':<10}{'held-out metric':<32}"
         "ms/frame (1 thread)"
     )
-    for name in list_models():
-        card = resolve_model(name).card
+    for source, name in [("bundled", n) for n in list_models()] + [
+        ("user", n) for n in list_user_models()
+    ]:
+        try:
+            card = resolve_model(name).card
+        except ModelError as e:  # a hand-edited user card: say so, list the rest
+            print(f"{name:<23}{source:<11}(unusable: {e})")
+            continue
         metrics = card.raw.get("metrics", {})
         metric = next(
             (f"{k} {v}" for k, v in metrics.items() if isinstance(v, float)),
@@ -149,10 +155,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
         )
         speed = card.raw.get("cost", {}).get("latency_ms", {}).get("pipeline_median_ms", "")
         size = f"{card.input.width}x{card.input.height}"
-        print(f"{name:<23}{'network':<11}{card.task:<14}{size:<10}{metric:<32}{speed}")
+        speed = speed or card.raw.get("cost", {}).get("latency_ms", {}).get("engine_median_ms", "")
+        print(f"{name:<23}{source:<11}{card.task:<16}{size:<10}{metric:<32}{speed}")
     for name in list_classical():
         task = ClassicalPipeline(name).task
-        print(f"{name:<23}{'classical':<11}{task:<14}{'any':<10}(OpenCV, no model file)")
+        print(f"{name:<23}{'classical':<11}{task:<16}{'any':<10}(OpenCV, no model file)")
     print("chain models with '+' (classical-median+us-seg); `medstream evaluate` compares them")
     return 0
 
@@ -235,15 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     val.set_defaults(func=_cmd_validate)
 
     models = sub.add_parser(
-        "models", help="list the bundled models and the classical methods `model:` accepts"
+        "models", help="list the bundled models, the user models and the classical methods `model:` accepts"
     )
     models.set_defaults(func=_cmd_models)
 
     from .config_schema import register as register_config_schema
     from .keys_cli import register as register_keys
+    from .model_cli import register as register_model
 
     register_keys(sub)
     register_config_schema(sub)
+    register_model(sub)
     return p
 
 

@@ -59,7 +59,8 @@ def _medstream_base(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess
 @pytest.mark.parametrize(
     "args",
     [["--help"], ["models"], ["validate", "configs/ultrasound_seg.yaml"], ["soak", "--help"],
-     ["bench", "--help"], ["profile", "--help"], ["fuzz", "--help"], ["top", "--help"]],
+     ["bench", "--help"], ["profile", "--help"], ["fuzz", "--help"], ["top", "--help"],
+     ["model", "add", "--help"]],
 )
 def test_commands_run_with_the_base_install(args: list[str]) -> None:
     r = _medstream_base(*args)
@@ -147,7 +148,7 @@ def test_models_lists_the_classical_methods(capsys: pytest.CaptureFixture[str]) 
 
     assert main(["models"]) == 0
     rows = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines() if ln}
-    assert "us-seg" in rows and rows["us-seg"][1] == "network"
+    assert "us-seg" in rows and rows["us-seg"][1] == "bundled"
     for name in list_classical():
         assert rows[name][1] == "classical", rows.get(name)
     assert rows["classical-otsu"][2] == "segmentation"
