@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 
 import cv2
@@ -33,6 +32,7 @@ from stream.render.legend import LegendAnnotator, NoticeAnnotator
 from stream.render.overlay_policy import ClippedOverlay, OverlayPolicy
 from stream.roi.detect import RegionDetector
 from stream.roi.region import Region, rect_polygon
+from tools.bench.timing import time_calls_ms
 
 LABELS = ["background", "shaft", "jaw", "needle"]
 
@@ -66,17 +66,6 @@ def _boxes(h: int, w: int) -> list[Box]:
         Box(w * 0.65, h * 0.2, w * 0.85, h * 0.45, 3, 0.71),
         Box(w * 0.3, h * 0.05, w * 0.4, h * 0.2, 3, 0.42),
     ]
-
-
-def _time(fn: Callable[[int], object], frames: int) -> np.ndarray:
-    for i in range(10):  # warm-up
-        fn(i)
-    times = np.empty(frames)
-    for i in range(frames):
-        t0 = time.perf_counter_ns()
-        fn(i)
-        times[i] = (time.perf_counter_ns() - t0) / 1e6
-    return times
 
 
 def bench_scene(name: str, h: int, w: int, fmt: str, frames: int) -> list[dict]:
@@ -161,7 +150,7 @@ def bench_scene(name: str, h: int, w: int, fmt: str, frames: int) -> list[dict]:
     )
     rows = []
     for step, fn in steps:
-        t = _time(fn, frames)
+        t = time_calls_ms(fn, frames, warmup=10)
         rows.append(
             {
                 "scene": name,

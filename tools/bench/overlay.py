@@ -14,7 +14,6 @@ confidence pieces of issue 10: `gate.assess` (us-seg's gate, in the infer stage)
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,15 +31,7 @@ from stream.render.overlay_policy import ClippedOverlay, OverlayPolicy
 from stream.roi.detect import RegionDetector
 from stream.roi.region import Region
 from stream.sources.phantom import PhantomSource, PhantomSpec
-
-
-def _time(fn: Callable[[int], object], frames: int) -> np.ndarray:
-    out = np.empty(frames)
-    for i in range(frames):
-        t = time.perf_counter()
-        fn(i)
-        out[i] = (time.perf_counter() - t) * 1000
-    return out
+from tools.bench.timing import time_calls_ms
 
 
 def bench_overlay(frames: int = 300) -> list[dict[str, Any]]:
@@ -113,7 +104,7 @@ def _scene_rows(
         steps += _explain_steps(images, bgr, framed, policy, clip)
     rows = []
     for step, fn in steps:
-        t = _time(fn, frames)
+        t = time_calls_ms(fn, frames)
         rows.append(
             {
                 "scene": scene,

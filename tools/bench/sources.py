@@ -8,7 +8,6 @@ keep generous sanity bounds now.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,18 +15,10 @@ import numpy as np
 
 from stream.sources.endoscopy import EndoscopySpec, endoscopy_frame
 from stream.sources.phantom import PhantomSpec, phantom_frame
+from tools.bench.timing import time_calls_ms
 
 # scene -> per-frame target (ms): the phantom's own goal, and one 60 fps interval for endoscopy
 TARGET_MS = {"phantom 512x512 gray8": 5.0, "endoscopy 640x480 bgr8": 1000 / 60}
-
-
-def _times_ms(fn: Callable[[int], object], frames: int) -> np.ndarray:
-    out = np.empty(frames)
-    for i in range(frames):
-        t = time.perf_counter()
-        fn(i + 1)
-        out[i] = (time.perf_counter() - t) * 1000
-    return out
 
 
 def _copier(image: np.ndarray) -> Callable[[int], np.ndarray]:
@@ -56,8 +47,8 @@ def bench_sources(frames: int = 60) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for scene, make in scenes:
         first = make(0)  # builds the per-seed tables, which a live source does once
-        rows.append(_row(scene, "floor: copy", _times_ms(_copier(first), frames)))
-        rows.append(_row(scene, "frame", _times_ms(make, frames)))
+        rows.append(_row(scene, "floor: copy", time_calls_ms(_copier(first), frames, first=1)))
+        rows.append(_row(scene, "frame", time_calls_ms(make, frames, first=1)))
     return rows
 
 
