@@ -195,7 +195,7 @@ class Security:
                     f"{self.me} binds {link} but its key is not the link's server key "
                     "(check security.stage_keys)"
                 )
-            self.watch.allow(domain, keys.allow)
+            self.watch.allow_keys(domain, keys.allow)
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
         else:

@@ -1,9 +1,10 @@
 """One thread per process that authenticates CURVE peers (ZAP) and watches handshakes.
 
-- ZAP handler (RFC 27) on `inproc://zeromq.zap.01` of the process's context (only one per
-  context can exist): a peer connecting to a CURVE server socket is accepted only if its public
-  key is in the allow-list of that socket's ZAP domain (one domain per link). Every refusal is
-  counted (`auth_refused:<domain>`) and the first from each key is logged.
+- ZAP (RFC 27): pyzmq's `zmq.auth.Authenticator` on `inproc://zeromq.zap.01` of the process's
+  context (one per context), with one CURVE allow-list per ZAP domain (one domain per link): a
+  peer connecting to a CURVE server socket is accepted only if its public key is in the list of
+  that socket's domain. Every refusal is counted (`auth_refused:<domain>`) and the first from
+  each key is logged.
 - Handshake monitor: ZeroMQ socket monitor events on every secured socket, so a failed handshake
   is seen on both sides: a server sees a peer that does not speak CURVE or has the wrong server
   key; a client sees the server refuse its key. Counted as `handshake_failed:<domain>`.
@@ -13,16 +14,15 @@ Counts are taken with `take_counts()` from the stage's own thread (the stats are
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import Counter
 
 import zmq
-from zmq.utils import z85
+from zmq.auth import Authenticator
 from zmq.utils.monitor import parse_monitor_message
 
-ZAP_ENDPOINT = "inproc://zeromq.zap.01"
-ZAP_VERSION = b"1.0"
 POLL_MS = 100
 MAX_LOGGED_PEERS = 256  # distinct refused keys logged by name; after that only counted
 HANDSHAKE_EVENTS = (
@@ -33,33 +33,34 @@ HANDSHAKE_EVENTS = (
 )
 
 
-class AuthWatch:
-    """The ZAP handler and handshake monitor of one process (see the module doc)."""
+class AuthWatch(Authenticator):
+    """The ZAP handler and handshake monitor of one process (see the module doc).
+
+    It is its own pyzmq credentials provider (`callback`) for every link domain."""
 
     def __init__(self, ctx: zmq.Context, log: logging.Logger):
-        self.log = log
+        super().__init__(ctx, log=log)
         self._lock = threading.Lock()
-        self._allow: dict[bytes, frozenset[bytes]] = {}  # domain -> raw 32-byte public keys
+        self._allow: dict[str, frozenset[bytes]] = {}  # domain -> Z85 public keys
         self._counts: Counter[str] = Counter()
         self._logged: set[tuple[str, str]] = set()
         self._pending: list[tuple[zmq.Socket, str, str]] = []  # monitor socket, domain, role
+        self._address = ""  # of the ZAP request being answered (for the refusal log)
         self._closing = False
-        self._zap = ctx.socket(zmq.REP)
-        self._zap.setsockopt(zmq.LINGER, 0)
         try:
-            self._zap.bind(ZAP_ENDPOINT)
+            self.start()
         except zmq.ZMQError as e:
-            self._zap.close()
+            self.stop()
             raise RuntimeError(f"cannot start the ZAP handler (one per process): {e}") from None
         self._thread = threading.Thread(target=self._run, name="auth-watch", daemon=True)
         self._thread.start()
 
     # -- configuration (any thread) ---------------------------------------------------------
-    def allow(self, domain: str, public_keys_z85: frozenset[bytes]) -> None:
+    def allow_keys(self, domain: str, public_keys_z85: frozenset[bytes]) -> None:
         """Accept exactly these (Z85) public keys on sockets whose zap_domain is `domain`."""
-        raw = frozenset(z85.decode(k) for k in public_keys_z85)
         with self._lock:
-            self._allow[domain.encode()] = raw
+            self._allow[domain] = public_keys_z85
+        self.configure_curve_callback(domain, credentials_provider=self)
 
     def watch(self, sock: zmq.Socket, domain: str, role: str) -> None:
         """Count and log failed handshakes on `sock` (call before it binds or connects)."""
@@ -78,9 +79,31 @@ class AuthWatch:
         self._thread.join(timeout=2.0)
 
     # -- the thread -------------------------------------------------------------------------
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        self._address = msg[3].decode(errors="replace") if len(msg) > 3 else ""
+        await super().handle_zap_message(msg)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """pyzmq's CURVE credentials check: `key` (Z85) against the allow-list of `domain`."""
+        with self._lock:
+            allowed = key in self._allow.get(domain, frozenset())
+            self._counts[f"auth_{'accepted' if allowed else 'refused'}:{domain}"] += 1
+            if allowed or (domain, key.decode()) in self._logged:
+                return allowed
+            if len(self._logged) >= MAX_LOGGED_PEERS:
+                return False
+            self._logged.add((domain, key.decode()))
+        self.log.warning(
+            "refused a peer on %s from %s: public key %s is not in the allow-list "
+            "(further refusals of this key are only counted)",
+            domain, self._address or "?", key.decode(),
+        )
+        return False
+
     def _run(self) -> None:
+        loop = asyncio.new_event_loop()  # pyzmq's handler is a coroutine (it never waits here)
         poller = zmq.Poller()
-        poller.register(self._zap, zmq.POLLIN)
+        poller.register(self.zap_socket, zmq.POLLIN)
         monitors: dict[zmq.Socket, tuple[str, str]] = {}
         try:
             while not self._closing:
@@ -90,8 +113,8 @@ class AuthWatch:
                     monitors[monitor] = (domain, role)
                     poller.register(monitor, zmq.POLLIN)
                 for sock, _ in poller.poll(POLL_MS):
-                    if sock is self._zap:
-                        self._answer(sock.recv_multipart())
+                    if sock is self.zap_socket:
+                        loop.run_until_complete(self.handle_zap_message(sock.recv_multipart()))
                     else:
                         self._on_event(sock, *monitors[sock])
         finally:
@@ -101,38 +124,8 @@ class AuthWatch:
                 for monitor, _, _ in self._pending:
                     monitor.close(linger=0)
                 self._pending = []
-            self._zap.close()
-
-    def _answer(self, request: list[bytes]) -> None:
-        if len(request) < 6:  # not a ZAP request: libzmq never sends one; answer nothing useful
-            self._zap.send_multipart([ZAP_VERSION, b"", b"500", b"malformed request", b"", b""])
-            return
-        version, request_id, domain, address, _identity, mechanism = request[:6]
-        credentials = request[6:]
-        key = credentials[0] if mechanism == b"CURVE" and credentials else b""
-        with self._lock:
-            allowed = key in self._allow.get(domain, frozenset())
-            name = domain.decode(errors="replace")
-            if allowed:
-                self._counts[f"auth_accepted:{name}"] += 1
-            else:
-                self._counts[f"auth_refused:{name}"] += 1
-                self._log_refusal(name, address, mechanism, key)
-        code, text = (b"200", b"OK") if allowed else (b"400", b"key not in the allow-list")
-        self._zap.send_multipart([version, request_id, code, text, b"", b""])
-
-    def _log_refusal(self, domain: str, address: bytes, mechanism: bytes, key: bytes) -> None:
-        who = z85.encode(key).decode() if len(key) == 32 else f"({mechanism.decode(errors='replace')})"
-        if (domain, who) in self._logged or len(self._logged) >= MAX_LOGGED_PEERS:
-            return
-        self._logged.add((domain, who))
-        self.log.warning(
-            "refused a peer on %s from %s: public key %s is not in the allow-list "
-            "(further refusals of this key are only counted)",
-            domain,
-            address.decode(errors="replace") or "?",
-            who,
-        )
+            self.stop()
+            loop.close()
 
     def _on_event(self, monitor: zmq.Socket, domain: str, role: str) -> None:
         try:
