@@ -40,7 +40,9 @@ def _samples(text: str) -> dict[str, float]:
             continue
         m = SAMPLE.match(line)
         assert m, line
-        out[m.group(1) + (m.group(2) or "")] = float(m.group(3).replace("+Inf", "inf"))
+        labels = sorted(re.findall(r'[a-z_]+="(?:[^"\\]|\\.)*"', m.group(2) or ""))  # any order
+        key = m.group(1) + ("{" + ",".join(labels) + "}" if labels else "")
+        out[key] = float(m.group(3).replace("+Inf", "inf"))
     return out
 
 
@@ -51,7 +53,7 @@ def test_exposition_is_well_formed() -> None:
         if line.startswith("# TYPE") and line.endswith(" counter"):
             assert line.split()[2].endswith("_total"), line
     assert s['medstream_frames_captured_total{pipeline="p",stage="grab"}'] == 100
-    assert s['medstream_drops_total{pipeline="p",stage="render",reason="late"}'] == 3
+    assert s['medstream_drops_total{pipeline="p",reason="late",stage="render"}'] == 3
     assert 'reason="odd\\"reason"' in text
     assert s['medstream_budget_misses_total{pipeline="p",stage="render"}'] == 10
     g = {k: v for k, v in s.items() if k.startswith("medstream_glass_to_glass_seconds_bucket")}
@@ -68,7 +70,7 @@ def test_exposition_is_well_formed() -> None:
 def test_served_over_http() -> None:
     server = MetricsServer("127.0.0.1", 0)
     try:
-        server.update(exposition(_message(_stats(), 1.0)))
+        server.update(_message(_stats(), 1.0))
         url = f"http://127.0.0.1:{server.port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as r:
             assert r.headers["Content-Type"] == CONTENT_TYPE

@@ -3,7 +3,7 @@
     medstream prometheus configs/ultrasound_seg.yaml --port 9464   # then scrape /metrics
 
 Subscribes to the supervisor's stats channel (or, with --collect, gathers the pushes of stages
-run alone) and serves the newest snapshot as a text exposition (`stream.sinks.prometheus`).
+run alone) and serves the newest snapshot's metrics (`stream.sinks.prometheus`, prometheus_client).
 Runs until Ctrl-C, or until the pipeline ends (then it keeps serving the final figures for
 `--linger` seconds so a last scrape sees them).
 """
@@ -17,12 +17,15 @@ from typing import Any
 
 import zmq
 
-from stream.sinks.prometheus import MetricsServer, exposition
-
 from .stats_source import open_stats
 
 
 def serve(target: str, host: str, port: int, collect: bool, linger_s: float, max_s: float) -> int:
+    try:
+        from stream.sinks.prometheus import MetricsServer
+    except ImportError as e:
+        print(f"medstream prometheus: {e} (pip install 'medstream[prometheus]')", file=sys.stderr)
+        return 2
     try:
         server = MetricsServer(host, port)
     except OSError as e:  # a busy port, an address not on this host
@@ -47,7 +50,7 @@ def serve(target: str, host: str, port: int, collect: bool, linger_s: float, max
             msg = source.recv(500)
             if msg is None:
                 continue
-            server.update(exposition(msg))
+            server.update(msg)
             if msg.get("final"):
                 time.sleep(linger_s)
                 break

@@ -1,7 +1,8 @@
-"""Prometheus adapter: the stats channel's snapshots as a text exposition, served over HTTP.
+"""Prometheus adapter: the stats channel's snapshots as metric families, served over HTTP.
 
 Not part of the pipeline's core: `medstream prometheus` (tools/) subscribes to the supervisor's
-stats channel and serves the newest exposition at http://HOST:PORT/metrics. Counters end in
+stats channel and serves the newest message at http://HOST:PORT/metrics through
+`prometheus_client` (a custom collector; pip install 'medstream[prometheus]'). Counters end in
 `_total`; latencies are histograms in seconds whose bucket edges include the pipeline budget;
 labels are only `pipeline`, `stage` and (for drops) `reason`, never per frame.
 """
@@ -9,50 +10,46 @@ labels are only `pipeline`, `stage` and (for drops) `reason`, never per frame.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.exposition import generate_latest as _generate
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from stream.histogram import Histogram
 from stream.report import totals_from_snapshots
 from stream.stats import GLASS_MS, OVERLAY_AGE_MS, QUEUE_MS, STAGE_MS
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # unless a scraper asks for another
 BASE_EDGES_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.033, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
+STAGE_LABELS = ["pipeline", "stage"]  # every per-stage family; drops add "reason"
 
 COUNTERS = (  # stats counter -> (metric, help)
     ("in", "medstream_frames_in_total", "Frames a stage received."),
     ("out", "medstream_frames_out_total", "Frames a stage handed on (render: to its sinks)."),
     ("captured", "medstream_frames_captured_total", "Frames a source stage captured."),
-    (
-        "budget_misses",
-        "medstream_budget_misses_total",
-        "Frames handed to the sinks after their deadline.",
-    ),
-    (
-        "stage_overruns",
-        "medstream_stage_overruns_total",
-        "Frames a stage took longer on than its stage budget.",
-    ),
-    (
-        "shm_inline",
-        "medstream_shm_inline_total",
-        "Frames sent inline because every shared-memory slot was in use.",
-    ),
+    ("budget_misses", "medstream_budget_misses_total",
+     "Frames handed to the sinks after their deadline."),
+    ("stage_overruns", "medstream_stage_overruns_total",
+     "Frames a stage took longer on than its stage budget."),
+    ("shm_inline", "medstream_shm_inline_total",
+     "Frames sent inline because every shared-memory slot was in use."),
 )
 HISTOGRAMS = (
     (STAGE_MS, "medstream_stage_seconds", "Time a stage spent on a frame."),
     (QUEUE_MS, "medstream_queue_seconds", "Time a frame waited on the link into a stage."),
-    (
-        GLASS_MS,
-        "medstream_glass_to_glass_seconds",
-        "Capture to rendered frame handed to the sinks.",
-    ),
-    (
-        OVERLAY_AGE_MS,
-        "medstream_overlay_age_seconds",
-        "Passthrough render: age of the overlay drawn.",
-    ),
+    (GLASS_MS, "medstream_glass_to_glass_seconds", "Capture to rendered frame handed to the sinks."),
+    (OVERLAY_AGE_MS, "medstream_overlay_age_seconds", "Passthrough render: age of the overlay drawn."),
 )
 
 
@@ -64,109 +61,105 @@ def bucket_edges(budget_ms: float) -> list[float]:
     return sorted(edges)
 
 
-def _escape(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _buckets(h: Histogram, edges: Iterable[float]) -> list[tuple[str, int]]:
+    """Cumulative (le, count) pairs of `h` in seconds, ending with +Inf."""
+    return [(floatToGoString(e), h.count_at_most(e * 1000.0)) for e in edges] + [("+Inf", h.count)]
 
 
-def _labels(**kv: str) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in kv.items()) + "}"
+def families(msg: dict[str, Any]) -> Iterator[Metric]:
+    """The metric families of one stats-channel message (see `stream.stats_relay`)."""
+    pipeline = str(msg.get("pipeline", ""))
+    totals = totals_from_snapshots(msg["snapshots"])
+    budget_ms = float(msg.get("budget_ms") or 0.0)
+    edges = bucket_edges(budget_ms)
+    budget = GaugeMetricFamily(
+        "medstream_budget_seconds", "The pipeline's per-frame latency budget.", labels=["pipeline"]
+    )
+    budget.add_metric([pipeline], budget_ms / 1000.0)
+    yield budget
+    for key, name, help_text in COUNTERS:
+        counter = CounterMetricFamily(name, help_text, labels=STAGE_LABELS)
+        for sid, t in totals.items():
+            if key in t.counters:
+                counter.add_metric([pipeline, sid], t.counters[key])
+        if counter.samples:
+            yield counter
+    drops = CounterMetricFamily("medstream_drops_total", "Frames dropped, by stage and reason.",
+                                labels=[*STAGE_LABELS, "reason"])
+    fps = GaugeMetricFamily("medstream_fps", "Frames a stage hands on per second, over its run.",
+                            labels=STAGE_LABELS)
+    for sid, t in totals.items():
+        for reason, n in sorted(t.drops.items()):
+            drops.add_metric([pipeline, sid, reason], n)
+        fps.add_metric([pipeline, sid], t.fps())
+    yield drops
+    yield fps
+    for key, name, help_text in HISTOGRAMS:
+        hist = HistogramMetricFamily(name, help_text, labels=STAGE_LABELS)
+        for sid, t in totals.items():
+            if key in t.hists:
+                h = t.hists[key]
+                hist.add_metric([pipeline, sid], _buckets(h, edges), h.total_ms / 1000.0)
+        if hist.samples:
+            yield hist
 
 
-def _num(x: float) -> str:
-    return repr(float(x)) if not float(x).is_integer() else str(int(x))
+class StatsCollector(Collector):
+    """A `prometheus_client` collector of the newest stats-channel message (`update(msg)`)."""
 
+    def __init__(self, msg: dict[str, Any] | None = None):
+        self._msg = msg
+        self._lock = threading.Lock()
 
-def _histogram_lines(
-    name: str, labels: dict[str, str], h: Histogram, edges: Iterable[float]
-) -> list[str]:
-    lines = []
-    for edge in edges:
-        le = {**labels, "le": _num(edge)}
-        lines.append(f"{name}_bucket{_labels(**le)} {h.count_at_most(edge * 1000.0)}")
-    lines.append(f"{name}_bucket{_labels(**labels, le='+Inf')} {h.count}")
-    lines.append(f"{name}_sum{_labels(**labels)} {_num(h.total_ms / 1000.0)}")
-    lines.append(f"{name}_count{_labels(**labels)} {h.count}")
-    return lines
+    def update(self, msg: dict[str, Any]) -> None:
+        with self._lock:
+            self._msg = msg
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            msg = self._msg
+        return families(msg) if msg is not None else iter(())
 
 
 def exposition(msg: dict[str, Any]) -> str:
-    """The text exposition of one stats-channel message (see `stream.stats_relay`)."""
-    pipeline = str(msg.get("pipeline", ""))
-    totals = totals_from_snapshots(msg["snapshots"])
-    edges = bucket_edges(float(msg.get("budget_ms") or 0.0))
-    out: list[str] = [
-        "# HELP medstream_budget_seconds The pipeline's per-frame latency budget.",
-        "# TYPE medstream_budget_seconds gauge",
-        f"medstream_budget_seconds{_labels(pipeline=pipeline)} {_num(float(msg.get('budget_ms') or 0) / 1000)}",
-    ]
-    for key, name, help_text in COUNTERS:
-        rows = [(sid, t.counters[key]) for sid, t in totals.items() if key in t.counters]
-        if not rows:
-            continue
-        out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-        out += [f"{name}{_labels(pipeline=pipeline, stage=sid)} {n}" for sid, n in rows]
-    out += [
-        "# HELP medstream_drops_total Frames dropped, by stage and reason.",
-        "# TYPE medstream_drops_total counter",
-    ]
-    for sid, t in totals.items():
-        for reason, n in sorted(t.drops.items()):
-            out.append(
-                f"medstream_drops_total{_labels(pipeline=pipeline, stage=sid, reason=reason)} {n}"
-            )
-    out += [
-        "# HELP medstream_fps Frames a stage hands on per second, over its run.",
-        "# TYPE medstream_fps gauge",
-    ]
-    out += [
-        f"medstream_fps{_labels(pipeline=pipeline, stage=sid)} {_num(t.fps())}"
-        for sid, t in totals.items()
-    ]
-    for key, name, help_text in HISTOGRAMS:
-        hist_rows = [(sid, t.hists[key]) for sid, t in totals.items() if key in t.hists]
-        if not hist_rows:
-            continue
-        out += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        for sid, h in hist_rows:
-            out += _histogram_lines(name, {"pipeline": pipeline, "stage": sid}, h, edges)
-    return "\n".join(out) + "\n"
+    """The text exposition (format 0.0.4) of one stats-channel message."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(msg))
+    return _generate(registry).decode()
+
+
+def _only_metrics(app: Callable[..., Any]) -> Callable[..., Any]:
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ["PATH_INFO"] != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"only /metrics is served\n"]
+        return app(environ, start_response)
+
+    return serve
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 class MetricsServer:
-    """Serves the newest exposition at /metrics from a background thread."""
+    """Serves the newest message's metrics at /metrics from a background thread."""
 
     def __init__(self, host: str, port: int):
-        self._text = b"# no stats received yet\n"
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404, "only /metrics is served")
-                    return
-                with server._lock:
-                    body = server._text
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
+        self.collector = StatsCollector()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.collector)
+        app = _only_metrics(make_wsgi_app(registry))
+        self.httpd = make_server(host, port, app, ThreadingWSGIServer, handler_class=_Quiet)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, name="prometheus", daemon=True
         )
         self.thread.start()
 
-    def update(self, text: str) -> None:
-        with self._lock:
-            self._text = text.encode()
+    def update(self, msg: dict[str, Any]) -> None:
+        self.collector.update(msg)
 
     def close(self) -> None:
         self.httpd.shutdown()
