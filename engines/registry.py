@@ -17,18 +17,21 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+import msgspec
+
+from engines.schema import typed
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 USER_MODELS_ENV = "MEDSTREAM_MODELS"  # overrides the user models folder
 USER_MODELS_DEFAULT = "~/.local/share/medstream/models"
 CHANNELS = {"gray": 1, "rgb": 3, "bgr": 3}
-DTYPES = ("float32", "float16")
 # segmentation: labels map; denoising: an output image; detection, classification: cards are
 # accepted (medstream model add) but their postprocess is not built yet (RUNNABLE_TASKS)
-TASKS = ("segmentation", "denoising", "detection", "classification")
+Task = Literal["segmentation", "denoising", "detection", "classification"]
+TASKS: tuple[str, ...] = get_args(Task)
 RUNNABLE_TASKS = ("segmentation", "denoising")
-PRECISIONS = ("fp32", "fp16", "int8")
 MAX_INFO_CHARS = 400  # intended_use, training_data, notice: they travel with every frame
 
 
@@ -101,26 +104,57 @@ class ModelRef:
         return self.onnx_path.with_name(self.card.torchscript)
 
 
-def _get(raw: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if not isinstance(raw, dict) or key not in raw:
-        raise ModelError(f"{where}: missing key {key!r}")
-    value = raw[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ModelError(f"{where}.{key}: unexpected value {value!r:.60}")
-    return value
+class CardInput(msgspec.Struct):
+    name: str
+    channels: Literal["gray", "rgb", "bgr"]
+    height: Annotated[int, msgspec.Meta(gt=0)]
+    width: Annotated[int, msgspec.Meta(gt=0)]
+    dtype: Literal["float32", "float16"]
+    layout: Literal["NCHW"]
 
 
-def _floats(raw: dict[str, Any], key: str, n: int, where: str) -> tuple[float, ...]:
-    values = _get(raw, key, list, where)
-    if len(values) != n or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-    ):
-        raise ModelError(f"{where}.{key}: expected {n} numbers, got {values!r:.60}")
-    return tuple(float(v) for v in values)
+class CardNormalization(msgspec.Struct):
+    mean: list[float]
+    std: list[Annotated[float, msgspec.Meta(gt=0)]]
+
+
+class CardOutput(msgspec.Struct):
+    name: str
+    scale: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # denoising: pixel = output x scale
+
+
+InfoText = Annotated[str, msgspec.Meta(max_length=MAX_INFO_CHARS)]
+
+
+class CardSchema(msgspec.Struct):
+    """What a card.json must hold (every card rule is here); other keys are kept in `raw`."""
+
+    name: str
+    task: Task
+    labels: Annotated[list[str], msgspec.Meta(max_length=256)]
+    input: CardInput
+    normalization: CardNormalization
+    output: CardOutput
+    precision: Literal["fp32", "fp16", "int8"] | None = None  # default: from input.dtype
+    torchscript: str | None = None
+    confidence_threshold: Annotated[float, msgspec.Meta(ge=0.0, lt=1.0)] = 0.0
+    intended_use: InfoText = ""
+    training_data: InfoText = ""
+    notice: InfoText = ""
+
+    def __post_init__(self) -> None:
+        n = CHANNELS[self.input.channels]
+        for key in ("mean", "std"):
+            if len(getattr(self.normalization, key)) != n:
+                raise ValueError(f"normalization.{key}: expected one number per channel ({n})")
+        if self.task in ("segmentation", "detection", "classification") and not self.labels:
+            raise ValueError(f"a {self.task} model needs labels (one per class)")
+        if self.torchscript is not None and ("/" in self.torchscript or "\\" in self.torchscript):
+            raise ValueError("torchscript must be a file name beside the model")
 
 
 def load_card(path: Path) -> ModelCard:
-    """Read and check a card.json; errors name the file and the key."""
+    """Read and check a card.json (`CardSchema`); errors name the file and the key."""
     where = str(path)
     try:
         raw = json.loads(Path(path).read_text())
@@ -128,62 +162,7 @@ def load_card(path: Path) -> ModelCard:
         raise ModelError(f"{where}: model card not found") from None
     except (OSError, json.JSONDecodeError) as e:
         raise ModelError(f"{where}: cannot read model card: {e}") from None
-    if not isinstance(raw, dict):
-        raise ModelError(f"{where}: a model card must be a JSON object")
-    inp = _get(raw, "input", dict, where)
-    channels = _get(inp, "channels", str, f"{where}: input")
-    if channels not in CHANNELS:
-        raise ModelError(
-            f"{where}: input.channels must be one of {', '.join(CHANNELS)}, got {channels!r}"
-        )
-    dtype = _get(inp, "dtype", str, f"{where}: input")
-    if dtype not in DTYPES:
-        raise ModelError(f"{where}: input.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    layout = _get(inp, "layout", str, f"{where}: input")
-    if layout != "NCHW":
-        raise ModelError(f"{where}: input.layout must be 'NCHW', got {layout!r}")
-    height, width = (
-        _get(inp, "height", int, f"{where}: input"),
-        _get(inp, "width", int, f"{where}: input"),
-    )
-    if height <= 0 or width <= 0:
-        raise ModelError(f"{where}: input size must be positive, got {height}x{width}")
-    norm = _get(raw, "normalization", dict, where)
-    n = CHANNELS[channels]
-    std = _floats(norm, "std", n, f"{where}: normalization")
-    if any(s <= 0 for s in std):
-        raise ModelError(f"{where}: normalization.std must be > 0, got {list(std)}")
-    task = _get(raw, "task", str, where)
-    if task not in TASKS:
-        raise ModelError(f"{where}: task must be one of {', '.join(TASKS)}, got {task!r}")
-    labels = _get(raw, "labels", list, where)
-    if not all(isinstance(x, str) for x in labels) or len(labels) > 256:
-        raise ModelError(f"{where}: labels must be a list of at most 256 strings")
-    if task in ("segmentation", "detection", "classification") and not labels:
-        raise ModelError(f"{where}: a {task} model needs labels (one per class)")
-    out = _get(raw, "output", dict, where)
-    scale = out.get("scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
-        raise ModelError(f"{where}: output.scale must be a number > 0, got {scale!r:.40}")
-    precision = raw.get("precision", {"float32": "fp32", "float16": "fp16"}[dtype])
-    if precision not in PRECISIONS:
-        raise ModelError(f"{where}: precision must be one of {', '.join(PRECISIONS)}")
-    torchscript = raw.get("torchscript")
-    if torchscript is not None and (
-        not isinstance(torchscript, str) or "/" in torchscript or "\\" in torchscript
-    ):
-        raise ModelError(f"{where}: torchscript must be a file name beside the model")
-    threshold = raw.get("confidence_threshold", 0.0)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
-        0.0 <= threshold < 1.0
-    ):
-        raise ModelError(f"{where}: confidence_threshold must be a number in [0, 1), got {threshold!r:.40}")
-    texts: dict[str, str] = {}
-    for key in ("intended_use", "training_data", "notice"):
-        value = raw.get(key, "")
-        if not isinstance(value, str) or len(value) > MAX_INFO_CHARS:
-            raise ModelError(f"{where}: {key} must be a string of at most {MAX_INFO_CHARS} characters")
-        texts[key] = value
+    card = typed(raw, CardSchema, where, ModelError)
     if "applicability" in raw:
         from engines.applicability import Gate
 
@@ -191,28 +170,23 @@ def load_card(path: Path) -> ModelCard:
             Gate.from_card(raw["applicability"], where)
         except ValueError as e:
             raise ModelError(str(e)) from None
+    inp, norm = card.input, card.normalization
     return ModelCard(
-        name=_get(raw, "name", str, where),
-        task=task,
-        labels=tuple(labels),
+        name=card.name,
+        task=card.task,
+        labels=tuple(card.labels),
         input=ModelInput(
-            name=_get(inp, "name", str, f"{where}: input"),
-            channels=channels,
-            height=height,
-            width=width,
-            dtype=dtype,
-            mean=_floats(norm, "mean", n, f"{where}: normalization"),
-            std=std,
+            inp.name, inp.channels, inp.height, inp.width, inp.dtype, tuple(norm.mean), tuple(norm.std)
         ),
-        output=_get(out, "name", str, f"{where}: output"),
+        output=card.output.name,
         raw=raw,
-        output_scale=float(scale),
-        precision=precision,
-        torchscript=torchscript,
-        confidence_threshold=float(threshold),
-        intended_use=texts["intended_use"],
-        training_data=texts["training_data"],
-        notice=texts["notice"],
+        output_scale=card.output.scale,
+        precision=card.precision or {"float32": "fp32", "float16": "fp16"}[inp.dtype],
+        torchscript=card.torchscript,
+        confidence_threshold=card.confidence_threshold,
+        intended_use=card.intended_use,
+        training_data=card.training_data,
+        notice=card.notice,
     )
 
 

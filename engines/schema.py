@@ -1,0 +1,56 @@
+"""Typed JSON documents (model cards, stats snapshots): msgspec Structs, errors with the key path.
+
+A leaf module (msgspec only): `typed(raw, Cls, where, Error)` checks decoded JSON against the
+Struct `Cls` (types, bounds in `Meta`, cross-field rules in `__post_init__`; unknown keys are
+kept out of the Struct, never an error) and raises `Error("where: a.b[0]: what is wrong")`.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import msgspec
+
+S = TypeVar("S", bound=msgspec.Struct)
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+
+
+def _choices(cls: type, path: str) -> tuple[Any, ...]:
+    """The values of the Literal type at dotted `path` inside Struct `cls`, else ()."""
+    tp: Any = cls
+    for name in path.split("."):
+        structs = [t for t in (get_args(tp) or (tp,)) if isinstance(t, type)]
+        struct = next((t for t in structs if issubclass(t, msgspec.Struct)), None)
+        if struct is None:
+            return ()
+        tp = get_type_hints(struct).get(name)
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        tp = next((t for t in get_args(tp) if get_origin(t) is Literal), None)
+    return get_args(tp) if get_origin(tp) is Literal else ()
+
+
+def error_text(e: msgspec.ValidationError, cls: type, where: str = "") -> str:
+    """msgspec's `Expected `int`, got `str` - at `$.a.b`` as `where: a.b: expected int, got str`."""
+    m = _AT.match(str(e))
+    assert m is not None  # the pattern matches any text
+    what, path = m["what"], (m["path"] or "").lstrip(".")
+    missing = re.fullmatch(r"Object missing required field `(.*)`", what)
+    if missing:
+        what = f"missing key {missing[1]!r}"
+    elif what.startswith("Invalid enum value ") and _choices(cls, path):
+        options = ", ".join(str(c) for c in _choices(cls, path))
+        what = f"expected one of {options}, got {what[len('Invalid enum value '):]}"
+    what = what.replace("`", "")
+    what = what[:1].lower() + what[1:] if what.startswith("Expected") else what
+    return ": ".join(p for p in (where, path, what) if p)
+
+
+def typed(raw: Any, cls: type[S], where: str, error: type[ValueError]) -> S:
+    """`raw` (decoded JSON) as Struct `cls`; `error` with the key path if it does not fit."""
+    try:
+        return msgspec.convert(raw, cls)
+    except msgspec.ValidationError as e:
+        raise error(error_text(e, cls, where)) from None

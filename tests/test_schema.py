@@ -1,0 +1,58 @@
+"""Typed JSON documents (engines/schema.py, msgspec): model cards and stats snapshots refuse
+what does not fit with a message that names the key path, and keep keys they do not know."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engines.registry import MODELS_DIR, ModelError, load_card
+
+CARD = json.loads((MODELS_DIR / "us-seg" / "card.json").read_text())
+
+
+def _write(tmp_path: Path, mutate: Callable[[dict[str, Any]], Any]) -> Path:
+    card = copy.deepcopy(CARD)
+    mutate(card)
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(card))
+    return path
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["input"].update(channels="x"), "input.channels: expected one of gray, rgb, bgr, got 'x'"),
+        (lambda c: c["input"].update(height=True), "input.height: expected int, got bool"),
+        (lambda c: c["input"].update(width=0), "input.width: expected int >= 1"),
+        (lambda c: c["normalization"].update(std=[0]), "normalization.std[0]: expected float > 0.0"),
+        (lambda c: c["normalization"].update(mean=[0.1, 0.2]), "normalization.mean: expected one number per channel (1)"),
+        (lambda c: c["output"].pop("name"), "output: missing key 'name'"),
+        (lambda c: c.pop("normalization"), "missing key 'normalization'"),
+        (lambda c: c.update(labels=[]), "a segmentation model needs labels"),
+        (lambda c: c.update(notice="x" * 401), "notice: expected str of length <= 400"),
+        (lambda c: c.update(torchscript="../model.pt"), "torchscript must be a file name"),
+    ],
+)
+def test_a_bad_card_names_the_file_and_the_key(tmp_path: Path, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path, mutate)
+    with pytest.raises(ModelError, match="^" + re.escape(f"{path}: {message}")):
+        load_card(path)
+
+
+def test_a_card_keeps_keys_it_does_not_check(tmp_path: Path) -> None:
+    def mutate(c: dict[str, Any]) -> None:
+        c["output"]["boxes"] = {"format": "xyxy"}  # e.g. a detection head's description
+        c["input"]["dtype"] = "float16"
+        del c["confidence_threshold"]
+
+    card = load_card(_write(tmp_path, mutate))
+    assert card.raw["output"]["boxes"] == {"format": "xyxy"} and card.raw["metrics"]
+    assert card.precision == "fp16" and card.confidence_threshold == 0.0
+    assert card.input.mean == (0.205,) and card.output == "logits"
