@@ -8,7 +8,12 @@ returns the snapshot, or raises `ValueError` saying what is wrong.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from engines.schema import typed
 
 from .histogram import Histogram
 
@@ -17,92 +22,57 @@ MAX_KEYS = 4096  # counters, drops or histograms per snapshot
 MAX_LABELS = 256  # side of a confusion matrix
 INT64 = 2**63 - 1
 
-
-def _count_map(value: Any, what: str) -> dict[str, int]:
-    if not isinstance(value, dict) or len(value) > MAX_KEYS:
-        raise ValueError(f"{what} must be a mapping of up to {MAX_KEYS} names")
-    for k, v in value.items():
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= INT64:
-            raise ValueError(f"{what}.{k!s:.40} must be a count")
-    return value
+Count = Annotated[int, Meta(ge=0, le=INT64)]
+Counts = Annotated[dict[str, Count], Meta(max_length=MAX_KEYS)]
 
 
-def _optional_ns(value: Any, what: str) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ValueError(f"{what} must be an integer or null")
+class Info(msgspec.Struct):
+    """The parts of a snapshot's `info` the report reads (stages may add others)."""
+
+    confusion: Annotated[list[list[Annotated[int, Meta(ge=0)]]], Meta(max_length=MAX_LABELS)] | None = None
+    labels: list[str] = []
+    seq_high: Counts = {}
+    arrived: Annotated[dict[str, tuple[Count, Count, Count]], Meta(max_length=MAX_KEYS)] = {}
+    sink_drops: Annotated[dict[str, Counts], Meta(max_length=MAX_KEYS)] = {}
+    epoch: int = 0
+    stream: str = ""
+
+    def __post_init__(self) -> None:
+        if self.confusion is not None and any(len(r) != len(self.confusion) for r in self.confusion):
+            raise ValueError("confusion must be a square matrix of counts")
 
 
-def _check_info(info: Any) -> None:
-    if not isinstance(info, dict):
-        raise ValueError("info must be a mapping")
-    confusion = info.get("confusion")
-    if confusion is not None:
-        ok = isinstance(confusion, list) and len(confusion) <= MAX_LABELS
-        ok = ok and all(
-            isinstance(row, list)
-            and len(row) == len(confusion)
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in row)
-            for row in confusion
-        )
-        if not ok:
-            raise ValueError("info.confusion must be a square matrix of counts")
-    labels = info.get("labels", [])
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise ValueError("info.labels must be a list of strings")
-    seq_high = info.get("seq_high", {})
-    if not isinstance(seq_high, dict) or len(seq_high) > MAX_KEYS:
-        raise ValueError("info.seq_high must be a mapping")
-    for v in seq_high.values():
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= INT64:
-            raise ValueError("info.seq_high values must be sequence numbers")
-    arrived = info.get("arrived", {})
-    if not isinstance(arrived, dict) or len(arrived) > MAX_KEYS:
-        raise ValueError("info.arrived must be a mapping")
-    for v in arrived.values():
-        if not (
-            isinstance(v, list)
-            and len(v) == 3
-            and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= INT64 for x in v)
-        ):
-            raise ValueError("info.arrived values must be [frames, lowest seq, highest seq]")
-    sink_drops = info.get("sink_drops", {})
-    if not isinstance(sink_drops, dict) or len(sink_drops) > MAX_KEYS:
-        raise ValueError("info.sink_drops must be a mapping")
-    for name, drops in sink_drops.items():
-        _count_map(drops, f"info.sink_drops.{name!s:.40}")
-    epoch = info.get("epoch", 0)
-    if not isinstance(epoch, int) or isinstance(epoch, bool):
-        raise ValueError("info.epoch must be an integer")
-    if not isinstance(info.get("stream", ""), str):
-        raise ValueError("info.stream must be a string")
+class Snapshot(msgspec.Struct):
+    """One `StageStats.snapshot()` as checked before it is kept (the dict itself is kept)."""
+
+    stage: str
+    pid: Annotated[int, Meta(ge=0)]
+    started_ns: Annotated[int, Meta(ge=0)]
+    final: bool = False
+    counters: Counts = {}
+    drops: Counts = {}
+    hists: Annotated[dict[str, dict[str, Any]], Meta(max_length=MAX_KEYS)] = {}
+    info: Info = msgspec.field(default_factory=Info)
+    first_out_ns: int | None = None
+    last_out_ns: int | None = None
+
+
+class Published(Snapshot, kw_only=True):
+    """A snapshot as the stats channel carries it: stamped with the stage's clock."""
+
+    now_ns: int
 
 
 def check_snapshot(snap: Any, stage_ids: set[str]) -> dict[str, Any]:
     """Validate one decoded snapshot of a stage in `stage_ids`; ValueError if it is not one."""
-    if not isinstance(snap, dict):
-        raise ValueError("not a JSON object")
-    stage = snap.get("stage")
-    if not isinstance(stage, str) or stage not in stage_ids:
-        raise ValueError(f"unknown stage {stage!r:.40}")
-    for key in ("pid", "started_ns"):
-        v = snap.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise ValueError(f"{key} must be a non-negative integer")
-    if not isinstance(snap.get("final", False), bool):
-        raise ValueError("final must be true or false")
-    _count_map(snap.get("counters", {}), "counters")
-    _count_map(snap.get("drops", {}), "drops")
-    hists = snap.get("hists", {})
-    if not isinstance(hists, dict) or len(hists) > MAX_KEYS:
-        raise ValueError("hists must be a mapping")
-    for name, d in hists.items():
+    checked = typed(snap, Snapshot, "", ValueError)
+    if checked.stage not in stage_ids:
+        raise ValueError(f"unknown stage {checked.stage!r:.40}")
+    for name, d in checked.hists.items():
         try:
             Histogram.from_dict(d)
         except (ValueError, TypeError, AttributeError, OverflowError) as e:
             raise ValueError(f"hists.{name!s:.40}: {e}") from None
-    _check_info(snap.get("info", {}))
-    _optional_ns(snap.get("first_out_ns"), "first_out_ns")
-    _optional_ns(snap.get("last_out_ns"), "last_out_ns")
     return snap
 
 

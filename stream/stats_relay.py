@@ -23,6 +23,10 @@ from typing import Any
 
 import zmq
 
+from engines.schema import typed
+
+from .snapshot import Published
+
 TOPIC = b"medstream.stats"
 VERSION = 1
 
@@ -32,20 +36,8 @@ class StatsMessageError(ValueError):
 
 
 def check_snapshot(snap: Any) -> dict[str, Any]:
-    """The snapshot if it has the fields tools rely on, else StatsMessageError."""
-    if not isinstance(snap, dict):
-        raise StatsMessageError("a snapshot must be a JSON object")
-    for key, kind in (
-        ("stage", str),
-        ("pid", int),
-        ("now_ns", int),
-        ("started_ns", int),
-        ("counters", dict),
-        ("drops", dict),
-        ("hists", dict),
-    ):
-        if not isinstance(snap.get(key), kind):
-            raise StatsMessageError(f"snapshot field {key!r} missing or not {kind.__name__}")
+    """The snapshot if it fits `Published` (stream/snapshot.py), else StatsMessageError."""
+    typed(snap, Published, "snapshot", StatsMessageError)
     return snap
 
 

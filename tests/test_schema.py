@@ -56,3 +56,38 @@ def test_a_card_keeps_keys_it_does_not_check(tmp_path: Path) -> None:
     assert card.raw["output"]["boxes"] == {"format": "xyxy"} and card.raw["metrics"]
     assert card.precision == "fp16" and card.confidence_threshold == 0.0
     assert card.input.mean == (0.205,) and card.output == "logits"
+
+
+SNAP = {
+    "stage": "infer", "kind": "infer", "pid": 7, "started_ns": 1, "now_ns": 2, "final": False,
+    "counters": {"in": 3}, "drops": {}, "hists": {}, "first_out_ns": None, "last_out_ns": None,
+    "info": {"seq_high": {"grab@1": 2}, "model": "us-seg"},  # `model`: a key the check leaves alone
+}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"pid": True}, "pid: expected int, got bool"),
+        ({"counters": {"in": -1}}, "counters[...]: expected int >= 0"),
+        ({"info": {"arrived": {"grab@1": [1, 2]}}}, "info.arrived[...]: expected array of length 3, got 2"),
+        ({"info": {"confusion": [[1, 2]]}}, "info: confusion must be a square matrix of counts"),
+        ({"info": {"labels": ["a", 1]}}, "info.labels[1]: expected str, got int"),
+        ({"stage": "intruder"}, "unknown stage 'intruder'"),
+    ],
+)
+def test_a_bad_snapshot_names_the_key(change: dict[str, Any], message: str) -> None:
+    from stream.snapshot import parse_snapshot
+
+    snap = {**SNAP, **change}
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        parse_snapshot(json.dumps(snap).encode(), {"infer"})
+    assert parse_snapshot(json.dumps(SNAP).encode(), {"infer"}) == SNAP  # kept as sent
+
+
+def test_the_stats_channel_needs_the_stage_clock() -> None:
+    from stream.stats_relay import StatsMessageError, check_snapshot
+
+    assert check_snapshot(SNAP) is SNAP
+    with pytest.raises(StatsMessageError, match="^snapshot: missing key 'now_ns'$"):
+        check_snapshot({k: v for k, v in SNAP.items() if k != "now_ns"})
