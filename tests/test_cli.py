@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BLOCKER = textwrap.dedent(
     """
     import importlib.abc, sys
-    BLOCKED = {"psutil", "matplotlib", "torch", "pydicom", "pyigtl", "PIL", "onnx", "tensorrt"}
+    BLOCKED = {"psutil", "matplotlib", "torch", "pydicom", "pyigtl", "PIL", "onnx", "tensorrt",
+               "prometheus_client"}
     class Blocker(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in BLOCKED:
@@ -60,7 +61,7 @@ def _medstream_base(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess
     "args",
     [["--help"], ["models"], ["validate", "configs/ultrasound_seg.yaml"], ["soak", "--help"],
      ["bench", "--help"], ["profile", "--help"], ["fuzz", "--help"], ["top", "--help"],
-     ["model", "add", "--help"]],
+     ["model", "add", "--help"], ["prometheus", "--help"]],
 )
 def test_commands_run_with_the_base_install(args: list[str]) -> None:
     r = _medstream_base(*args)
@@ -78,6 +79,8 @@ def test_a_tool_that_needs_an_extra_says_which_in_one_line() -> None:
         "medstream soak needs psutil, which the base install does not include: "
         "pip install 'medstream[profile]'"
     ]
+    r = _medstream_base("prometheus", "tcp://127.0.0.1:1", "--port", "0", "--max-seconds", "1")
+    assert r.returncode == 2 and "pip install 'medstream[prometheus]'" in r.stderr, r.stderr
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ EXTRA_OF: dict[str, str] = {
     "pydicom": "dicom",
     "PIL": "dicom",
     "pyigtl": "igtl",
+    "prometheus_client": "prometheus",
     "tensorrt": "gpu",
     "pycuda": "gpu",
 }

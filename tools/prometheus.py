@@ -21,11 +21,8 @@ from .stats_source import open_stats
 
 
 def serve(target: str, host: str, port: int, collect: bool, linger_s: float, max_s: float) -> int:
-    try:
-        from stream.sinks.prometheus import MetricsServer
-    except ImportError as e:
-        print(f"medstream prometheus: {e} (pip install 'medstream[prometheus]')", file=sys.stderr)
-        return 2
+    from stream.sinks.prometheus import MetricsServer  # the prometheus extra (tools/extras.py)
+
     try:
         server = MetricsServer(host, port)
     except OSError as e:  # a busy port, an address not on this host
