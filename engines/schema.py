@@ -32,9 +32,9 @@ def _choices(cls: type, path: str) -> tuple[Any, ...]:
     return get_args(tp) if get_origin(tp) is Literal else ()
 
 
-def error_text(e: msgspec.ValidationError, cls: type, where: str = "") -> str:
+def error_text(message: str, cls: type, where: str = "") -> str:
     """msgspec's `Expected `int`, got `str` - at `$.a.b`` as `where: a.b: expected int, got str`."""
-    m = _AT.match(str(e))
+    m = _AT.match(message)
     assert m is not None  # the pattern matches any text
     what, path = m["what"], (m["path"] or "").lstrip(".")
     missing = re.fullmatch(r"Object missing required field `(.*)`", what)
@@ -48,9 +48,48 @@ def error_text(e: msgspec.ValidationError, cls: type, where: str = "") -> str:
     return ": ".join(p for p in (where, path, what) if p)
 
 
+def _replaced(doc: Any, trail: list[Any], value: Any) -> Any:
+    """A copy of `doc` with the item at `trail` (keys and indices) replaced by `value`."""
+    if not trail:
+        return value
+    copy = dict(doc) if isinstance(doc, dict) else list(doc)
+    copy[trail[0]] = _replaced(doc[trail[0]], trail[1:], value)
+    return copy
+
+
+def _named(raw: Any, cls: type, e: msgspec.ValidationError) -> str:
+    """msgspec's message with each `[...]` of its path (some value of a mapping) replaced by
+    `.KEY`: the first key whose value is refused, found by bisecting the mapping (msgspec checks
+    in order, so a prefix fails the same way exactly when it holds that key)."""
+    m = _AT.match(str(e))
+    assert m is not None
+    done, rest, trail, doc = "", m["path"] or "", [], raw
+    while "[...]" in rest:
+        head, rest = rest.split("[...]", 1)
+        for name, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", head):
+            trail.append(name or int(index))
+            doc = doc[trail[-1]]
+        items, lo, hi = list(doc.items()), 1, len(doc)
+        while lo < hi:  # the shortest failing prefix
+            mid = (lo + hi) // 2
+            try:
+                msgspec.convert(_replaced(raw, trail, dict(items[:mid])), cls)
+                lo = mid + 1
+            except msgspec.ValidationError as again:
+                lo, hi = (lo, mid) if str(again) == str(e) else (mid + 1, hi)
+        trail.append(items[lo - 1][0])
+        doc = doc[trail[-1]]
+        done += f"{head}.{trail[-1]!s:.40}"
+    return f"{m['what']} - at `${done}{rest}`" if done or rest else m["what"]
+
+
 def typed(raw: Any, cls: type[S], where: str, error: type[ValueError]) -> S:
     """`raw` (decoded JSON) as Struct `cls`; `error` with the key path if it does not fit."""
     try:
         return msgspec.convert(raw, cls)
     except msgspec.ValidationError as e:
-        raise error(error_text(e, cls, where)) from None
+        try:
+            message = _named(raw, cls, e)
+        except (LookupError, TypeError, AttributeError):  # a path this walk does not know
+            message = str(e)
+        raise error(error_text(message, cls, where)) from None

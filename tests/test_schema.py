@@ -69,8 +69,10 @@ SNAP = {
     "change, message",
     [
         ({"pid": True}, "pid: expected int, got bool"),
-        ({"counters": {"in": -1}}, "counters[...]: expected int >= 0"),
-        ({"info": {"arrived": {"grab@1": [1, 2]}}}, "info.arrived[...]: expected array of length 3, got 2"),
+        ({"counters": {"in": -1}}, "counters.in: expected int >= 0"),
+        ({"info": {"arrived": {"grab@1": [1, 2]}}}, "info.arrived.grab@1: expected array of length 3, got 2"),
+        ({"info": {"sink_drops": {"rec": {"x": 1}, "igtl": {"ok": 1, "bad": "1"}}}},
+         "info.sink_drops.igtl.bad: expected int, got str"),
         ({"info": {"confusion": [[1, 2]]}}, "info: confusion must be a square matrix of counts"),
         ({"info": {"labels": ["a", 1]}}, "info.labels[1]: expected str, got int"),
         ({"stage": "intruder"}, "unknown stage 'intruder'"),
