@@ -2,15 +2,14 @@
 
 A leaf module (msgspec only): `typed(raw, Cls, where, Error)` checks decoded JSON against the
 Struct `Cls` (types, bounds in `Meta`, cross-field rules in `__post_init__`; unknown keys are
-kept out of the Struct, never an error) and raises `Error("where: a.b[0]: what is wrong")`.
+left out of the Struct, never an error) and raises `Error("where: a.b[0]: what is wrong")`.
 """
 
 from __future__ import annotations
 
 import re
 import types
-import typing
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 
@@ -19,33 +18,15 @@ _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
 def _choices(cls: type, path: str) -> tuple[Any, ...]:
-    """The values of the Literal type at dotted `path` inside Struct `cls`, else ()."""
+    """The values of the Literal (or Literal | None) at dotted `path` in Struct `cls`, else ()."""
     tp: Any = cls
     for name in path.split("."):
-        structs = [t for t in (get_args(tp) or (tp,)) if isinstance(t, type)]
-        struct = next((t for t in structs if issubclass(t, msgspec.Struct)), None)
-        if struct is None:
+        if not (isinstance(tp, type) and issubclass(tp, msgspec.Struct)):
             return ()
-        tp = get_type_hints(struct).get(name)
-    if get_origin(tp) in (typing.Union, types.UnionType):
+        tp = get_type_hints(tp).get(name)
+    if get_origin(tp) in (Union, types.UnionType):
         tp = next((t for t in get_args(tp) if get_origin(t) is Literal), None)
     return get_args(tp) if get_origin(tp) is Literal else ()
-
-
-def error_text(message: str, cls: type, where: str = "") -> str:
-    """msgspec's `Expected `int`, got `str` - at `$.a.b`` as `where: a.b: expected int, got str`."""
-    m = _AT.match(message)
-    assert m is not None  # the pattern matches any text
-    what, path = m["what"], (m["path"] or "").lstrip(".")
-    missing = re.fullmatch(r"Object missing required field `(.*)`", what)
-    if missing:
-        what = f"missing key {missing[1]!r}"
-    elif what.startswith("Invalid enum value ") and _choices(cls, path):
-        options = ", ".join(str(c) for c in _choices(cls, path))
-        what = f"expected one of {options}, got {what[len('Invalid enum value '):]}"
-    what = what.replace("`", "")
-    what = what[:1].lower() + what[1:] if what.startswith("Expected") else what
-    return ": ".join(p for p in (where, path, what) if p)
 
 
 def _replaced(doc: Any, trail: list[Any], value: Any) -> Any:
@@ -57,20 +38,18 @@ def _replaced(doc: Any, trail: list[Any], value: Any) -> Any:
     return copy
 
 
-def _named(raw: Any, cls: type, e: msgspec.ValidationError) -> str:
-    """msgspec's message with each `[...]` of its path (some value of a mapping) replaced by
-    `.KEY`: the first key whose value is refused, found by bisecting the mapping (msgspec checks
-    in order, so a prefix fails the same way exactly when it holds that key)."""
-    m = _AT.match(str(e))
-    assert m is not None
-    done, rest, trail, doc = "", m["path"] or "", [], raw
-    while "[...]" in rest:
-        head, rest = rest.split("[...]", 1)
+def _named(raw: Any, cls: type, e: msgspec.ValidationError, path: str) -> str:
+    """`path` with each `[...]` (some value of a mapping) replaced by `.KEY`, the first key whose
+    value is refused: msgspec checks in order, so a prefix of the mapping fails the same way
+    exactly when it holds that key (bisected)."""
+    done, trail, doc = "", [], raw
+    while "[...]" in path:
+        head, path = path.split("[...]", 1)
         for name, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", head):
             trail.append(name or int(index))
             doc = doc[trail[-1]]
         items, lo, hi = list(doc.items()), 1, len(doc)
-        while lo < hi:  # the shortest failing prefix
+        while lo < hi:
             mid = (lo + hi) // 2
             try:
                 msgspec.convert(_replaced(raw, trail, dict(items[:mid])), cls)
@@ -80,16 +59,28 @@ def _named(raw: Any, cls: type, e: msgspec.ValidationError) -> str:
         trail.append(items[lo - 1][0])
         doc = doc[trail[-1]]
         done += f"{head}.{trail[-1]!s:.40}"
-    return f"{m['what']} - at `${done}{rest}`" if done or rest else m["what"]
+    return done + path
 
 
 def typed(raw: Any, cls: type[S], where: str, error: type[ValueError]) -> S:
-    """`raw` (decoded JSON) as Struct `cls`; `error` with the key path if it does not fit."""
+    """`raw` (decoded JSON) as Struct `cls`, else `error("where: a.b: expected int, got str")`."""
     try:
         return msgspec.convert(raw, cls)
     except msgspec.ValidationError as e:
+        m = _AT.match(str(e))
+        assert m is not None  # the pattern matches any text
+        what, path = m["what"], m["path"] or ""
         try:
-            message = _named(raw, cls, e)
+            path = _named(raw, cls, e, path)
         except (LookupError, TypeError, AttributeError):  # a path this walk does not know
-            message = str(e)
-        raise error(error_text(message, cls, where)) from None
+            pass
+        path = path.lstrip(".")
+        missing = re.fullmatch(r"Object missing required field `(.*)`", what)
+        if missing:
+            what = f"missing key {missing[1]!r}"
+        elif what.startswith("Invalid enum value ") and _choices(cls, path):
+            options = ", ".join(str(c) for c in _choices(cls, path))
+            what = f"expected one of {options}, got {what[len('Invalid enum value '):]}"
+        what = what.replace("`", "")
+        what = what[:1].lower() + what[1:] if what.startswith("Expected") else what
+        raise error(": ".join(p for p in (where, path, what) if p)) from None

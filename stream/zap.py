@@ -88,17 +88,21 @@ class AuthWatch(Authenticator):
         with self._lock:
             allowed = key in self._allow.get(domain, frozenset())
             self._counts[f"auth_{'accepted' if allowed else 'refused'}:{domain}"] += 1
-            if allowed or (domain, key.decode()) in self._logged:
+            if allowed or not self._first(domain, key.decode()):
                 return allowed
-            if len(self._logged) >= MAX_LOGGED_PEERS:
-                return False
-            self._logged.add((domain, key.decode()))
         self.log.warning(
             "refused a peer on %s from %s: public key %s is not in the allow-list "
             "(further refusals of this key are only counted)",
             domain, self._address or "?", key.decode(),
         )
         return False
+
+    def _first(self, domain: str, what: str) -> bool:
+        """Whether to log (`domain`, `what`): the first time, up to MAX_LOGGED_PEERS (locked)."""
+        if (domain, what) in self._logged or len(self._logged) >= MAX_LOGGED_PEERS:
+            return False
+        self._logged.add((domain, what))
+        return True
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()  # pyzmq's handler is a coroutine (it never waits here)
@@ -140,16 +144,9 @@ class AuthWatch(Authenticator):
                 self._counts[f"handshakes:{domain}"] += 1
                 return
             self._counts[f"handshake_failed:{domain}"] += 1
-            key = (domain, f"event {what}")
-            if key in self._logged or len(self._logged) >= MAX_LOGGED_PEERS:
+            if not self._first(domain, f"event {what}"):
                 return
-            self._logged.add(key)
-        raw_endpoint = event.get("endpoint", b"")
-        endpoint = (
-            raw_endpoint.decode(errors="replace")
-            if isinstance(raw_endpoint, bytes)
-            else str(raw_endpoint)
-        )
+        endpoint = bytes(event.get("endpoint", b"")).decode(errors="replace")
         if role == "client" and what == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             why = "the server refused this stage's key (is it in the link's allow-list?)"
         elif role == "client":

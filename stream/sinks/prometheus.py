@@ -14,15 +14,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
-from prometheus_client.exposition import generate_latest as _generate
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -105,19 +100,13 @@ def families(msg: dict[str, Any]) -> Iterator[Metric]:
 
 
 class StatsCollector(Collector):
-    """A `prometheus_client` collector of the newest stats-channel message (`update(msg)`)."""
+    """A `prometheus_client` collector of the newest stats-channel message (`msg`)."""
 
     def __init__(self, msg: dict[str, Any] | None = None):
-        self._msg = msg
-        self._lock = threading.Lock()
-
-    def update(self, msg: dict[str, Any]) -> None:
-        with self._lock:
-            self._msg = msg
+        self.msg = msg  # replaced whole by the reader: a scrape sees one message or the next
 
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            msg = self._msg
+        msg = self.msg
         return families(msg) if msg is not None else iter(())
 
 
@@ -125,7 +114,7 @@ def exposition(msg: dict[str, Any]) -> str:
     """The text exposition (format 0.0.4) of one stats-channel message."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(msg))
-    return _generate(registry).decode()
+    return generate_latest(registry).decode()
 
 
 def _only_metrics(app: Callable[..., Any]) -> Callable[..., Any]:
@@ -153,13 +142,11 @@ class MetricsServer:
         app = _only_metrics(make_wsgi_app(registry))
         self.httpd = make_server(host, port, app, ThreadingWSGIServer, handler_class=_Quiet)
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, name="prometheus", daemon=True
-        )
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="prometheus", daemon=True)
         self.thread.start()
 
     def update(self, msg: dict[str, Any]) -> None:
-        self.collector.update(msg)
+        self.collector.msg = msg
 
     def close(self) -> None:
         self.httpd.shutdown()
