@@ -27,7 +27,7 @@ from stream.stats import GLASS_MS, OVERLAY_AGE_MS, QUEUE_MS, STAGE_MS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # unless a scraper asks for another
 BASE_EDGES_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.033, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
-STAGE_LABELS = ["pipeline", "stage"]  # every per-stage family; drops add "reason"
+STAGE_LABELS = ["pipeline", "stage"]  # every per-stage family (values: `rows` in families)
 
 COUNTERS = (  # stats counter -> (metric, help)
     ("in", "medstream_frames_in_total", "Frames a stage received."),
@@ -72,29 +72,30 @@ def families(msg: dict[str, Any]) -> Iterator[Metric]:
     )
     budget.add_metric([pipeline], budget_ms / 1000.0)
     yield budget
+    rows = [([pipeline, sid], t) for sid, t in totals.items()]  # (STAGE_LABELS values, totals)
     for key, name, help_text in COUNTERS:
         counter = CounterMetricFamily(name, help_text, labels=STAGE_LABELS)
-        for sid, t in totals.items():
+        for values, t in rows:
             if key in t.counters:
-                counter.add_metric([pipeline, sid], t.counters[key])
+                counter.add_metric(values, t.counters[key])
         if counter.samples:
             yield counter
     drops = CounterMetricFamily("medstream_drops_total", "Frames dropped, by stage and reason.",
                                 labels=[*STAGE_LABELS, "reason"])
     fps = GaugeMetricFamily("medstream_fps", "Frames a stage hands on per second, over its run.",
                             labels=STAGE_LABELS)
-    for sid, t in totals.items():
+    for values, t in rows:
         for reason, n in sorted(t.drops.items()):
-            drops.add_metric([pipeline, sid, reason], n)
-        fps.add_metric([pipeline, sid], t.fps())
+            drops.add_metric([*values, reason], n)
+        fps.add_metric(values, t.fps())
     yield drops
     yield fps
     for key, name, help_text in HISTOGRAMS:
         hist = HistogramMetricFamily(name, help_text, labels=STAGE_LABELS)
-        for sid, t in totals.items():
+        for values, t in rows:
             if key in t.hists:
                 h = t.hists[key]
-                hist.add_metric([pipeline, sid], _buckets(h, edges), h.total_ms / 1000.0)
+                hist.add_metric(values, _buckets(h, edges), h.total_ms / 1000.0)
         if hist.samples:
             yield hist
 
