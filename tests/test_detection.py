@@ -3,6 +3,7 @@ image pixels; and a hand-weighted YOLOv8-style model through `model add` and a p
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from engines.detection import (
 from engines.letterbox import Letterbox, letterbox
 
 SIZE = 64  # model input, square
-LABELS = ("grasper", "hook")
+LABELS = ("grasper", "hook", "clipper")  # 3: a 1 x N x 7 head would read as NMS rows
 # candidates in model-input pixels: (cx, cy, w, h, class, score)
 CANDIDATES = [
     (32, 32, 16, 8, 0, 0.90),  # A: kept
@@ -80,7 +81,7 @@ def test_letterbox_refuses_bad_input() -> None:
         letterbox(np.zeros((4, 4), np.uint8), 8, 8, pad_value=300)
 
 
-def decoder(layout: str, outputs: dict[str, str] | None = None, classes: int = 2) -> DetectionDecoder:
+def decoder(layout: str, outputs: dict[str, str] | None = None, classes: int = 3) -> DetectionDecoder:
     out = {"layout": layout, "outputs": outputs or {"output": "out"}}
     return DetectionDecoder.from_card(out, classes, SIZE, SIZE, "test")
 
@@ -134,7 +135,7 @@ def test_every_layout_decodes_to_the_same_boxes() -> None:
         (
             DetectionDecoder.from_card(
                 {"layout": "ssd_boxes_scores", "outputs": {"boxes": "b", "scores": "s"}, "box_units": "normalized"},
-                2, SIZE, SIZE, "test",
+                3, SIZE, SIZE, "test",
             ),
             ssd,
         ),
@@ -159,27 +160,31 @@ def test_bad_cards_and_outputs_are_named() -> None:
         decoder("yolo_maybe")
     with pytest.raises(ValueError, match="must name the ssd_boxes_scores outputs"):
         decoder("ssd_boxes_scores", {"boxes": "b"})
-    with pytest.raises(ValueError, match="yolo_4\\+C_N output must be 1 x 6 x N"):
-        decoder("yolo_4+C_N").decode({"out": np.zeros((1, 7, 10), np.float32)})
+    with pytest.raises(ValueError, match="yolo_4\\+C_N output must be 1 x 7 x N"):
+        decoder("yolo_4+C_N").decode({"out": np.zeros((1, 9, 10), np.float32)})
     k6 = np.array([[[0, 0, 5, 5, 0.9, 4]]], np.float32)
-    with pytest.raises(ValueError, match="class 4, but its card has 2 labels"):
+    with pytest.raises(ValueError, match="class 4, but its card has 3 labels"):
         detect({"out": k6}, decoder("nms_K_6"), DetectionSettings(), Letterbox(8, 8, 1, 1, 0, 0))
 
 
 # --- a hand-weighted YOLOv8-style model, exported to ONNX, through model add and a pipeline
 
 
-def export_fixed(tmp_path: Path, tensor: np.ndarray, name: str = "yolo.onnx") -> Path:
-    """An ONNX model whose output is `tensor` whatever the (3 x SIZE x SIZE) image."""
+def export_fixed(tmp_path: Path, outputs: dict[str, np.ndarray], name: str = "yolo.onnx") -> Path:
+    """An ONNX model whose outputs (by name) are the given arrays whatever the 3 x SIZE x SIZE
+    image: a network with its weights set by hand."""
     torch = pytest.importorskip("torch")
 
     class Fixed(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.out = torch.nn.Parameter(torch.from_numpy(tensor))
+            self.outs = torch.nn.ParameterList(
+                [torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(a))) for a in outputs.values()]
+            )
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.out + 0.0 * x.mean()
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            zero = 0.0 * x.mean()
+            return tuple(o + zero for o in self.outs)
 
     path = tmp_path / name
     with warnings.catch_warnings():
@@ -191,7 +196,7 @@ def export_fixed(tmp_path: Path, tensor: np.ndarray, name: str = "yolo.onnx") ->
             dynamo=False,
             opset_version=17,
             input_names=["images"],
-            output_names=["output0"],
+            output_names=list(outputs),
         )
     return path
 
@@ -208,7 +213,8 @@ def test_yolo8_model_add_then_pipeline_gives_image_pixel_boxes(tmp_path: Path, u
     from engines.names import check_model
     from engines.pipeline import load_pipeline
 
-    r = add_model(str(export_fixed(tmp_path, yolo8_tensor())), name="yolo", labels=",".join(LABELS))
+    path = export_fixed(tmp_path, {"output0": yolo8_tensor()})
+    r = add_model(str(path), name="yolo", labels=",".join(LABELS))
     assert r.card["output"]["layout"] == "yolo_4+C_N"
     assert (r.card["input"]["fit"], r.card["input"]["pad_value"]) == ("letterbox", 114)
     check_model("yolo", "auto")  # runnable now
@@ -227,3 +233,43 @@ def test_yolo8_model_add_then_pipeline_gives_image_pixel_boxes(tmp_path: Path, u
     assert [a.x0, a.y0, a.x1, a.y1, a.score] == pytest.approx([90.0, 45.0, 150.0, 75.0, 0.9], abs=1e-4)
     assert isinstance(a, Box)
     assert result.mask is None and set(result.timings_ms) >= {"preprocess", "postprocess"}
+
+
+def run_user_model(name: str, image: np.ndarray) -> list[Box]:
+    from engines.pipeline import load_pipeline
+
+    pipe = load_pipeline(EngineSpec(model=name, backend="onnxruntime"))
+    try:
+        return pipe(image, "gray8").boxes
+    finally:
+        pipe.close()
+
+
+def test_yolo5_and_ssd_models_give_the_same_boxes(tmp_path: Path, user_dir: Path) -> None:
+    """The YOLOv8 model's candidates written as a YOLOv5 head and as an SSD pair (boxes in
+    0..1, since SSD exports usually say so: the card's output.box_units)."""
+    from engines.model_add import add_model
+
+    y8 = yolo8_tensor()[0].T  # N x (4+C)
+    y5 = np.concatenate([y8[:, :4], np.ones((len(y8), 1), np.float32), y8[:, 4:]], 1)[None]
+    labels = ",".join(LABELS)
+    add_model(str(export_fixed(tmp_path, {"output0": yolo8_tensor()}, "y8.onnx")), name="y8", labels=labels)
+    r5 = add_model(str(export_fixed(tmp_path, {"output": y5}, "y5.onnx")), name="y5", labels=labels)
+    assert r5.card["output"]["layout"] == "yolo_N_5+C"
+    xyxy = np.concatenate([y8[:, :2] - y8[:, 2:4] / 2, y8[:, :2] + y8[:, 2:4] / 2], 1) / SIZE
+    ssd = export_fixed(tmp_path, {"boxes": xyxy[None], "scores": y8[None, :, 4:]}, "ssd.onnx")
+    rs = add_model(str(ssd), name="ssd", labels=labels)
+    assert rs.card["output"]["layout"] == "ssd_boxes_scores"
+    card_path = user_dir / "ssd" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["output"]["box_units"] = "normalized"
+    card_path.write_text(json.dumps(card))
+    image = np.zeros((90, 60), np.uint8)  # taller than wide: padded left and right
+    want = run_user_model("y8", image)
+    assert len(want) == 3 and all(0 <= b.x0 < b.x1 <= 60 and 0 <= b.y0 < b.y1 <= 90 for b in want)
+    for name in ("y5", "ssd"):
+        got = run_user_model(name, image)
+        assert [(b.label, round(b.score, 4)) for b in got] == [(b.label, round(b.score, 4)) for b in want]
+        np.testing.assert_allclose(
+            [[b.x0, b.y0, b.x1, b.y1] for b in got], [[b.x0, b.y0, b.x1, b.y1] for b in want], atol=1e-3
+        )
