@@ -273,3 +273,43 @@ def test_yolo5_and_ssd_models_give_the_same_boxes(tmp_path: Path, user_dir: Path
         np.testing.assert_allclose(
             [[b.x0, b.y0, b.x1, b.y1] for b in got], [[b.x0, b.y0, b.x1, b.y1] for b in want], atol=1e-3
         )
+
+
+def test_torchscript_ssd_pair_on_the_pytorch_backend(tmp_path: Path, user_dir: Path) -> None:
+    """A detection card naming a TorchScript file: the pytorch backend returns the module's
+    tuple under the card's output names and gives the ONNX Runtime boxes."""
+    torch = pytest.importorskip("torch")
+    from engines.model_add import add_model
+    from engines.pipeline import load_pipeline
+
+    y8 = yolo8_tensor()[0].T
+    xyxy = np.concatenate([y8[:, :2] - y8[:, 2:4] / 2, y8[:, :2] + y8[:, 2:4] / 2], 1)
+    outputs = {"boxes": xyxy[None], "scores": y8[None, :, 4:]}
+    add_model(str(export_fixed(tmp_path, outputs, "ssd.onnx")), name="ssd", labels=",".join(LABELS))
+
+    class Pair(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.from_numpy(outputs["boxes"]))
+            self.s = torch.nn.Parameter(torch.from_numpy(outputs["scores"]))
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            zero = 0.0 * x.mean()
+            return self.b + zero, self.s + zero
+
+    torch.jit.script(Pair().eval()).save(str(user_dir / "ssd" / "model.pt"))
+    card_path = user_dir / "ssd" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["torchscript"] = "model.pt"
+    card_path.write_text(json.dumps(card))
+    image = np.zeros((50, 100), np.uint8)
+    want = run_user_model("ssd", image)
+    pipe = load_pipeline(EngineSpec(model="ssd", backend="pytorch"))
+    try:
+        got = pipe(image, "gray8").boxes
+    finally:
+        pipe.close()
+    assert pipe.backend == "pytorch" and len(got) == len(want) == 3
+    for g, w in zip(got, want, strict=True):
+        assert g.label == w.label
+        assert [g.x0, g.y0, g.x1, g.y1, g.score] == pytest.approx([w.x0, w.y0, w.x1, w.y1, w.score], abs=1e-4)
