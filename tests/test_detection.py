@@ -313,3 +313,24 @@ def test_torchscript_ssd_pair_on_the_pytorch_backend(tmp_path: Path, user_dir: P
     for g, w in zip(got, want, strict=True):
         assert g.label == w.label
         assert [g.x0, g.y0, g.x1, g.y1, g.score] == pytest.approx([w.x0, w.y0, w.x1, w.y1, w.score], abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("conf_threshold", 1.5, "engine.conf_threshold: expected a value in \\[0.0, 1.0\\], got 1.5"),
+        ("iou_threshold", "high", "engine.iou_threshold: expected a number"),
+        ("max_boxes", 0, "engine.max_boxes: expected a value in \\[1, 4096\\]"),
+        ("top_k", 2.5, "engine.top_k: expected an integer"),
+    ],
+)
+def test_detection_and_classification_keys_are_checked(key: str, value: object, message: str) -> None:
+    import yaml
+
+    from stream.config import load_config
+    from stream.spec import ConfigError
+
+    data = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "ultrasound_seg.yaml").read_text())
+    data["stages"][1]["engine"][key] = value
+    with pytest.raises(ConfigError, match=message):
+        load_config(data)
