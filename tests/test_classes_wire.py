@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +81,27 @@ def test_results_summary_counts_boxes_and_top1_by_name() -> None:
         "detections: 3 boxes on 2 frames (grasper 1, hook 2)",
         "classification top-1: hook 1",
     ]
+
+
+def test_classifier_alone_and_after_a_denoiser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`model add` of a probabilities classifier: its card says so, and top-k comes out of the
+    pipeline alone and at the end of a chain."""
+    from engines.api import EngineSpec
+    from engines.model_add import add_model
+    from engines.pipeline import load_pipeline
+
+    from .test_detection import export_fixed
+
+    monkeypatch.setenv("MEDSTREAM_MODELS", str(tmp_path / "models"))
+    probs = np.array([[0.2, 0.5, 0.3]], np.float32)
+    r = add_model(str(export_fixed(tmp_path, {"probs": probs}, "cls.onnx")), name="cls", labels="a,b,c")
+    assert (r.card["task"], r.card["output"]["scores"]) == ("classification", "probabilities")
+    image = np.full((40, 50), 90, np.uint8)
+    for model in ("cls", "classical-median+cls"):
+        pipe = load_pipeline(EngineSpec(model=model, backend="auto", top_k=2))
+        try:
+            result = pipe(image, "gray8")
+        finally:
+            pipe.close()
+        assert pipe.task == "classification" and pipe.labels == ["a", "b", "c"]
+        assert result.classes == [(1, pytest.approx(0.5)), (2, pytest.approx(0.3))], model
