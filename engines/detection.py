@@ -123,9 +123,11 @@ class DetectionDecoder:
     def decode(self, outs: dict[str, np.ndarray]) -> Candidates:
         """The model's outputs (by name) -> every candidate box, its best class and score."""
         layout = self.layout
-        if layout == "yolo_4+C_N":
+        if layout == "yolo_4+C_N":  # read as (4+C) x N: no transposed copy of the scores
             t = self._rows(outs, 4 + self.num_classes, transposed=True)
-            xyxy, scores, classes = _from_cxcywh(t[:, :4]), *_best(t[:, 4:])
+            classes = np.argmax(t[4:], axis=0)
+            scores = np.take_along_axis(t[4:], classes[None], axis=0)[0]
+            xyxy = _from_cxcywh(t[:4].T)
         elif layout == "yolo_N_5+C":
             t = self._rows(outs, 5 + self.num_classes, transposed=False)
             best, classes = _best(t[:, 5:])
@@ -164,12 +166,13 @@ class DetectionDecoder:
         return Candidates(xyxy, np.asarray(scores, np.float32), np.rint(classes).astype(np.int64))
 
     def _rows(self, outs: dict[str, np.ndarray], width: int, transposed: bool) -> np.ndarray:
+        """The one output as a 2-D array: width x N (`transposed`) or N x width."""
         t = self._get(outs, "output")
         want = f"1 x {width} x N" if transposed else f"1 x N x {width}"
         axis = 1 if transposed else 2
         if t.ndim != 3 or t.shape[0] != 1 or t.shape[axis] != width:
             raise ValueError(f"{self.layout} output must be {want}, got {t.shape}")
-        return t[0].T if transposed else t[0]
+        return t[0]
 
     def _split(self, outs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         boxes = self._get(outs, "boxes").reshape(-1, 4)
