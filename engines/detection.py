@@ -113,6 +113,26 @@ class DetectionDecoder:
             [self.outputs["num"]] if self.layout == "nms_split" and "num" in self.outputs else []
         )
 
+    def check_shapes(self, shapes: dict[str, tuple[int | str | None, ...]]) -> None:
+        """`ValueError` if a declared output shape contradicts the layout and the label count
+        (dynamic or unknown axes pass; each frame's outputs are checked again in `decode`)."""
+        want = {"yolo_4+C_N": (1, 4 + self.num_classes), "yolo_N_5+C": (2, 5 + self.num_classes)}
+        if self.layout in want:
+            axis, n = want[self.layout]
+            shape = shapes[self.outputs["output"]]
+            if len(shape) == 3 and isinstance(shape[axis], int) and shape[axis] != n:
+                raise ValueError(
+                    f"output {self.outputs['output']!r} {list(shape)} is not {self.layout} with "
+                    f"{self.num_classes} labels (axis {axis} should be {n})"
+                )
+        if self.layout == "ssd_boxes_scores":
+            shape = shapes[self.outputs["scores"]]
+            if len(shape) == 3 and isinstance(shape[2], int) and shape[2] != self.num_classes:
+                raise ValueError(
+                    f"SSD scores {self.outputs['scores']!r} {list(shape)}: {shape[2]} classes but "
+                    f"{self.num_classes} labels"
+                )
+
     @property
     def has_nms(self) -> bool:
         return self.layout in NMS_LAYOUTS

@@ -361,3 +361,17 @@ def test_tensorrt_detection_matches_onnxruntime(tmp_path: Path, user_dir: Path) 
     for g, w in zip(got, want, strict=True):
         assert g.label == w.label
         assert [g.x0, g.y0, g.x1, g.y1, g.score] == pytest.approx([w.x0, w.y0, w.x1, w.y1, w.score], abs=1e-2)
+
+
+def test_a_card_whose_labels_do_not_fit_the_head_is_refused_at_load(tmp_path: Path, user_dir: Path) -> None:
+    from engines.model_add import add_model
+    from engines.pipeline import load_pipeline
+    from engines.registry import ModelError
+
+    add_model(str(export_fixed(tmp_path, {"output0": yolo8_tensor()})), name="yolo", labels=",".join(LABELS))
+    card_path = user_dir / "yolo" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["labels"] = ["one", "two"]  # edited by hand: the head has 3 classes
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="\\[1, 7, 5\\] is not yolo_4\\+C_N with 2 labels"):
+        load_pipeline(EngineSpec(model="yolo", backend="onnxruntime"))
