@@ -120,3 +120,14 @@ def test_legend_lists_every_detector_label_and_none_for_a_classifier() -> None:
     seg.parts["mask"] = np.zeros((4, 6), np.uint8)
     explain.note(seg)
     assert [e["name"] for e in explain.live()["labels"]] == ["lesion"]
+
+
+def test_detection_colours_match_between_boxes_and_legend_and_are_not_black() -> None:
+    from stream.render.color import DETECTION_PALETTE
+    from stream.render.explain import ModelExplainer
+
+    explain = ModelExplainer()
+    explain.note(frame(Annotations(labels=["grasper", "hook"], boxes=[Box(0, 0, 2, 2, 0, 0.9)])))
+    want = ["#%02x%02x%02x" % (r, g, b) for b, g, r in DETECTION_PALETTE[:2]]
+    assert [e["color"] for e in explain.live()["labels"]] == want
+    assert "#000000" not in want

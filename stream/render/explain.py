@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from stream.frame import Frame
-from stream.render.color import BGR
+from stream.render.color import BGR, DETECTION_PALETTE
 from stream.render.confidence import ConfidenceAnnotator
 from stream.render.legend import LegendAnnotator, NoticeAnnotator
 
@@ -36,7 +36,8 @@ class ModelExplainer:
         self.overlay = overlay
         self.heat = ConfidenceAnnotator()
         self.legend = LegendAnnotator()  # mask labels: value 0 (background) not listed
-        self.box_legend = LegendAnnotator(skip_labels=())  # detection: every label is a class
+        # detection: every label is a class, in the box colours (stream.stages.render)
+        self.box_legend = LegendAnnotator(DETECTION_PALETTE, skip_labels=())
         self.for_boxes = False  # the labels are a detector's (box_legend) rather than a mask's
         self.notice = NoticeAnnotator()
         self.labels: list[str] = []

@@ -39,6 +39,7 @@ from ..histogram import RecentHistogram
 from ..overlay_summary import overlay_live
 from ..plugins import parse_sink
 from ..render.boxes import BoxAnnotator, LabelAnnotator
+from ..render.color import DETECTION_PALETTE
 from ..render.explain import ModelExplainer
 from ..render.hud import HudAnnotator, HudData
 from ..render.mask import MaskAnnotator
@@ -81,8 +82,8 @@ class Renderer:
         self.spec = spec
         self.sinks = sinks
         self.mask = MaskAnnotator()
-        self.boxes = BoxAnnotator()
-        self.labels = LabelAnnotator()
+        self.boxes = BoxAnnotator(DETECTION_PALETTE)  # box label 0 is a class: not black
+        self.labels = LabelAnnotator(DETECTION_PALETTE)
         self.pieces = GeometryPieces(
             spec.scale_bar, spec.scale_bar_corner, spec.orientation, spec.orientation_corner
         )
