@@ -128,6 +128,6 @@ def test_detection_colours_match_between_boxes_and_legend_and_are_not_black() ->
 
     explain = ModelExplainer()
     explain.note(frame(Annotations(labels=["grasper", "hook"], boxes=[Box(0, 0, 2, 2, 0, 0.9)])))
-    want = ["#%02x%02x%02x" % (r, g, b) for b, g, r in DETECTION_PALETTE[:2]]
+    want = [f"#{r:02x}{g:02x}{b:02x}" for b, g, r in DETECTION_PALETTE[:2]]
     assert [e["color"] for e in explain.live()["labels"]] == want
     assert "#000000" not in want
