@@ -27,11 +27,13 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 USER_MODELS_ENV = "MEDSTREAM_MODELS"  # overrides the user models folder
 USER_MODELS_DEFAULT = "~/.local/share/medstream/models"
 CHANNELS = {"gray": 1, "rgb": 3, "bgr": 3}
-# segmentation: labels map; denoising: an output image; detection, classification: cards are
-# accepted (medstream model add) but their postprocess is not built yet (RUNNABLE_TASKS)
+# segmentation: labels map; denoising: an output image; detection: boxes (engines/detection.py);
+# classification: top-k labels (engines/classification.py)
 Task = Literal["segmentation", "denoising", "detection", "classification"]
 TASKS: tuple[str, ...] = get_args(Task)
-RUNNABLE_TASKS = ("segmentation", "denoising")
+RUNNABLE_TASKS = TASKS
+Fit = Literal["stretch", "letterbox"]
+FITS: tuple[str, ...] = get_args(Fit)  # input.fit; letterbox pads with input.pad_value
 MAX_INFO_CHARS = 400  # intended_use, training_data, notice: they travel with every frame
 
 
@@ -77,6 +79,10 @@ class ModelCard:
     intended_use: str = ""  # shown to the user (viewer), with the training data and notice
     training_data: str = ""
     notice: str = ""  # e.g. "Research use only, not for diagnosis": on screen wherever shown
+    # how a frame is fitted to the input: "stretch" (resize) or "letterbox" (keep the aspect,
+    # pad with pad_value; engines/letterbox.py); detection cards default to letterbox
+    fit: str = "stretch"
+    pad_value: int = 114
 
     @property
     def info(self) -> dict[str, str]:
@@ -111,6 +117,8 @@ class CardInput(msgspec.Struct):
     width: Annotated[int, msgspec.Meta(gt=0)]
     dtype: Literal["float32", "float16"]
     layout: Literal["NCHW"]
+    fit: Fit | None = None  # default: letterbox for detection, stretch otherwise
+    pad_value: Annotated[int, msgspec.Meta(ge=0, le=255)] = 114
 
 
 class CardNormalization(msgspec.Struct):
@@ -187,6 +195,8 @@ def load_card(path: Path) -> ModelCard:
         intended_use=card.intended_use,
         training_data=card.training_data,
         notice=card.notice,
+        fit=inp.fit or ("letterbox" if card.task == "detection" else "stretch"),
+        pad_value=inp.pad_value,
     )
 
 
@@ -217,13 +227,29 @@ def list_user_models() -> list[str]:
 
 
 def check_runnable(ref: ModelRef) -> None:
-    """Raise `ModelError` (one line) if the pipeline cannot postprocess the model's task yet."""
+    """Raise `ModelError` (one line) if the pipeline cannot postprocess the model: a task it
+    has no postprocess for, or a detection / classification card whose output it cannot read."""
     task = ref.card.task
     if task not in RUNNABLE_TASKS:
         raise ModelError(
             f"model {ref.model_id!r} is a {task} model: its postprocess is not built yet "
-            f"(only {' and '.join(RUNNABLE_TASKS)} models run in a pipeline today)"
+            f"(only {', '.join(RUNNABLE_TASKS)} models run in a pipeline today)"
         )
+    where = f"model {ref.model_id!r}"
+    try:
+        if task == "detection":
+            from engines.detection import DetectionDecoder
+
+            card = ref.card
+            DetectionDecoder.from_card(
+                card.raw["output"], len(card.labels), card.input.height, card.input.width, where
+            )
+        elif task == "classification":
+            from engines.classification import scores_kind
+
+            scores_kind(ref.card.raw["output"], where)
+    except ValueError as e:
+        raise ModelError(str(e)) from None
 
 
 def resolve_model(model: str) -> ModelRef:

@@ -36,6 +36,7 @@ MAX_PART_BYTES = 512 * 1024 * 1024
 MAX_TRACE_SPANS = 64
 MAX_BOXES = 4096
 MAX_LABELS = 256
+MAX_CLASSES = 256  # annotations.classes: a classifier's top-k
 MAX_META_DEPTH = 8  # nesting of objects/arrays inside `meta`
 MAX_TOPIC_BYTES = 1024
 INT64_MAX = 2**63 - 1
@@ -179,6 +180,8 @@ def encode_frame(
             "backend": ann.backend,
             "device": ann.device,
             "precision": ann.precision,
+            # optional (absent when empty), so a receiver that predates it still decodes
+            **({"classes": [[k, p] for k, p in ann.classes]} if ann.classes else {}),
         },
         "trace": [[s.stage, s.start_ns, s.end_ns] for s in frame.trace],
         "meta": frame.meta,
@@ -274,7 +277,28 @@ def _parse_annotations(raw: Any) -> Annotations:
         if not isinstance(value, str) or len(value) > 256:
             raise DecodeError("field", f"'annotations.{key}' must be a string")
         text[key] = value
-    return Annotations(labels=labels, boxes=boxes, **text)
+    return Annotations(labels=labels, boxes=boxes, classes=_parse_classes(raw.get("classes", [])), **text)
+
+
+def _parse_classes(raw: Any) -> list[tuple[int, float]]:
+    """`annotations.classes`: up to MAX_CLASSES [label, probability] pairs."""
+    if not isinstance(raw, list) or len(raw) > MAX_CLASSES:
+        raise DecodeError("field", f"'annotations.classes' must be a list of up to {MAX_CLASSES}")
+    classes = []
+    for c in raw:
+        if (
+            not isinstance(c, list)
+            or len(c) != 2
+            or not isinstance(c[0], int)
+            or isinstance(c[0], bool)
+            or not 0 <= c[0] < MAX_LABELS
+            or not isinstance(c[1], (int, float))
+            or isinstance(c[1], bool)
+            or not (math.isfinite(c[1]) and 0.0 <= c[1] <= 1.0)
+        ):
+            raise DecodeError("field", "a class must be [label 0..255, probability 0..1]")
+        classes.append((c[0], float(c[1])))
+    return classes
 
 
 def _parse_trace(raw: Any) -> list[Span]:

@@ -31,7 +31,9 @@ class Span:
 
 @dataclass
 class Annotations:
-    """What a model said about a frame. `labels[i]` names value i of the mask label map."""
+    """What a model said about a frame. `labels[i]` names value i of the mask label map (and
+    the label of a box or a class); `classes` is a classifier's top-k (label index,
+    probability), best first."""
 
     model: str = ""
     labels: list[str] = field(default_factory=list)
@@ -39,6 +41,7 @@ class Annotations:
     backend: str = ""
     device: str = ""
     precision: str = ""
+    classes: list[tuple[int, float]] = field(default_factory=list)
 
 
 @dataclass
