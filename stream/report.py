@@ -82,13 +82,15 @@ def video_path(cfg: PipelineConfig, render: RenderSpec) -> list[str]:
     """Stage ids the rendered video passes through, source first."""
     producer = {s.output: s for s in cfg.stages if not isinstance(s, RenderSpec)}
     path = [render.id]
-    link = render.video if render.mode == "passthrough" else render.input
-    while link in producer:
-        stage = producer[link]
-        path.insert(0, stage.id)
-        if isinstance(stage, GrabSpec):
-            break
-        link = stage.input
+    for first in reversed(render.input_links()):  # several inputs: each one's path, in order
+        link = first
+        while link in producer:
+            stage = producer[link]
+            if stage.id not in path:
+                path.insert(0, stage.id)
+            if isinstance(stage, GrabSpec):
+                break
+            link = stage.input
     return path
 
 
