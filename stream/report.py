@@ -31,7 +31,7 @@ from .histogram import Histogram
 from .overlay_summary import format_overlay, overlay_summary
 from .security import exposed_endpoints
 from .sinks.naming import drop_reason_text
-from .stats import GLASS_MS, QUEUE_MS, STAGE_MS
+from .stats import DISPLAY_MS, GLASS_MS, QUEUE_MS, STAGE_MS
 
 
 class StageTotals:
@@ -228,10 +228,12 @@ def build_report(
     lost = expected - delivered - sum(dropped.values())
     if lost > 0:
         dropped["lost"] = lost
-    glass = Histogram()
+    glass, display = Histogram(), Histogram()
     for r in renders:
         if GLASS_MS in get(r.id).hists:
             glass.merge(get(r.id).hists[GLASS_MS])
+        if DISPLAY_MS in get(r.id).hists:
+            display.merge(get(r.id).hists[DISPLAY_MS])
     budget_misses = sum(get(r.id).counters["budget_misses"] for r in renders)
     stages: dict[str, Any] = {}
     stage_latency: dict[str, Any] = {}
@@ -304,6 +306,8 @@ def build_report(
         },
         "latency_ms": {
             "glass_to_glass": _latency(glass, round(sum(get(r.id).fps() for r in renders), 2)),
+            # capture -> shown in a viewer's browser, as its page reported (wall clocks)
+            "display": display.summary((50, 90, 95, 99)),
             "stages": stage_latency,
             "queue": queue_latency,
         },
@@ -379,6 +383,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"{'latency ms':<22}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'fps':>8}",
     ]
     rows = [("glass-to-glass", report["latency_ms"]["glass_to_glass"])]
+    display = report["latency_ms"].get("display", {})
+    if display.get("count"):
+        rows.append((f"display ({display['count']} shown)", display))
     rows += [(f"stage {k}", v) for k, v in report["latency_ms"]["stages"].items()]
     for name, d in rows:
         lines.append(

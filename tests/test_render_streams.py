@@ -68,7 +68,12 @@ def _run(
 ) -> tuple[StageRuntime, dict[str, Capture]]:
     links = {name: {"endpoint": f"ipc:///tmp/unused-{name}"} for name in feeds}
     cfg = load_config(
-        {"name": "t", "frame_log": "", "links": links, "stages": [{"id": "r", "kind": "render", **render}]}
+        {
+            "name": "t",
+            "frame_log": "",
+            "links": links,
+            "stages": [{"id": "r", "kind": "render", **render}],
+        }
     )
     captures: dict[str, Capture] = {}
 
@@ -81,7 +86,9 @@ def _run(
     spec = cfg.stage("r")
     try:
         code = run_operator(
-            rt, RenderOperator(rt, spec), Ports(lambda link, _p: feeds[link], lambda _: None)  # type: ignore[arg-type,return-value]
+            rt,
+            RenderOperator(rt, spec),
+            Ports(lambda link, _p: feeds[link], lambda _: None),  # type: ignore[arg-type,return-value]
         )
     finally:
         rt.close()
@@ -115,7 +122,11 @@ def test_a_tile_behind_the_newest_by_more_than_max_skew_is_counted_stale(monkeyp
     b = Feed(clock, [("b", 0, -500.0)], 220)  # captured half a second before a's frames
     rt, caps = _run(
         monkeypatch,
-        {"inputs": ["la", "lb"], "hud": False, "layout": {"type": "side_by_side", "max_skew_ms": 100}},
+        {
+            "inputs": ["la", "lb"],
+            "hud": False,
+            "layout": {"type": "side_by_side", "max_skew_ms": 100},
+        },
         {"la": a, "lb": b},
     )
     assert rt.stats.counters["layout_stale_tiles"] >= 1
@@ -173,7 +184,10 @@ def test_render_inputs_config_is_checked() -> None:
         load_config(
             {
                 "name": "t",
-                "links": {"la": {"endpoint": "ipc:///tmp/u-a"}, "lb": {"endpoint": "ipc:///tmp/u-b"}},
+                "links": {
+                    "la": {"endpoint": "ipc:///tmp/u-a"},
+                    "lb": {"endpoint": "ipc:///tmp/u-b"},
+                },
                 "stages": [{"id": "r", "kind": "render", **render}],
             }
         )

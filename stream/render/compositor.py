@@ -158,7 +158,11 @@ class Compositor:
         return places
 
     def _mark(
-        self, canvas: np.ndarray, stream: str, rect: tuple[int, int, int, int], stale_ms: float | None
+        self,
+        canvas: np.ndarray,
+        stream: str,
+        rect: tuple[int, int, int, int],
+        stale_ms: float | None,
     ) -> None:
         """The tile's title (top-left) and, when stale, a red frame and "STALE <age> ms"."""
         x, y, w, h = rect
