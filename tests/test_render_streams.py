@@ -108,9 +108,11 @@ def test_two_inputs_composed_in_a_grid_every_frame_delivered(monkeypatch) -> Non
     assert rt.stats.counters["out"] == 8 and not rt.stats.drops
     got = caps["r.sinks"].got
     assert len(got) == 8 and {g[0] for g in got} == {"r"}  # composed: one stream, the stage's
-    first_two = [g for g in got if g[2].shape[1] > 80]
-    assert first_two, "never both tiles"
-    img = first_two[-1][2]
+    assert len({img.shape for _, _, img in got}) == 1  # one size from the first (a cell waits)
+    first = got[0][2]  # one stream so far: its tile and a blank cell for the other input
+    assert first[40, 40].max() < 100 and first[40, 82 + 40].max() < 100  # a's grey, a blank
+    assert np.count_nonzero(first[:, 82:].max(axis=2) > 150) > 20  # the blank cell's title
+    img = got[-1][2]
     assert img.shape == (60, 2 * 80 + 2, 3)  # grid of 2: two columns, one row
     assert img[40, 40].mean() > 150 and img[40, 82 + 40].mean() < 80  # b first, as configured
     assert set(rt.stats.counters) >= {"out"} and rt.stats.counters["layout_stale_tiles"] == 0

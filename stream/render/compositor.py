@@ -3,7 +3,7 @@
 Layouts: `grid` (near-square, every cell the size of the largest tile), `side_by_side` (one row,
 every tile scaled to the tallest height) and `pip` (the first tile full size, up to three more
 as insets in the bottom-right, bottom-left, top-right, top-left corners). Every tile is scaled
-keeping its aspect ratio and titled with its stream id. Tiles are aligned by capture time: a
+keeping its aspect ratio and titled with its stream id (top centre; the age mark bottom centre). Tiles are aligned by capture time: a
 tile whose frame was captured more than `max_skew_ms` before the newest tile's is marked
 "STALE <age> ms" (red frame and label), never silently shown as current.
 """
@@ -164,7 +164,7 @@ class Compositor:
         rect: tuple[int, int, int, int],
         stale_ms: float | None,
     ) -> None:
-        """The tile's title (top-left) and, when stale, a red frame and "STALE <age> ms"."""
+        """The tile's title (top centre) and, when stale, a red frame and "STALE <age> ms"."""
         x, y, w, h = rect
         tile = canvas[y : y + h, x : x + w]  # a view: text drawn here is clipped to the tile
         scale = max(0.35, min(0.8, h / 480))
@@ -182,9 +182,11 @@ class Compositor:
 def _label(
     tile: np.ndarray, text: str, y: int, scale: float, thick: int, colour: tuple[int, int, int]
 ) -> None:
-    """`text` on a darkened box at the tile's left edge, `y` pixels down."""
+    """`text` on a darkened box centred across the tile, `y` pixels down (the corners are the
+    HUD's, the legend's, the notice's and the scale bar's)."""
     (tw, th), base = cv2.getTextSize(text, FONT, scale, thick)
     y = max(0, y)
-    box = tile[y : y + th + base + 6, 0 : tw + 8]
+    x = max(0, (tile.shape[1] - tw - 8) // 2)
+    box = tile[y : y + th + base + 6, x : x + tw + 8]
     box[:] = (box * 0.35).astype(np.uint8)
-    cv2.putText(tile, text, (4, y + th + 3), FONT, scale, colour, thick, cv2.LINE_AA)
+    cv2.putText(tile, text, (x + 4, y + th + 3), FONT, scale, colour, thick, cv2.LINE_AA)

@@ -3,8 +3,10 @@
 Each stream is drawn by its own `Renderer` (its model's labels, legend, notice and HUD figures).
 With a `layout:` the newest drawn image of every stream is composed into one image
 (stream.render.compositor: grid, side by side or picture in picture; a tile older than
-`max_skew_ms` behind the newest is marked stale and counted as `layout_stale_tiles`), which goes
-to `sinks` as a frame of stream `<stage id>`; without one, each stream's images go to `sinks`
+`max_skew_ms` behind the newest is marked stale and counted as `layout_stale_tiles`; the
+streams it expects - `layout.streams`, else one per input link - have a blank cell until their
+first frame; the composed image keeps its first size, later ones are scaled to fit, since a file
+sink needs one size), which goes to `sinks` as a frame of stream `<stage id>`; without one, each stream's images go to `sinks`
 as they are, tagged with their stream. `per_stream_sinks` get only their stream's images.
 
 Accounting: every frame in is delivered (drawn and handed to the sinks, alone or in a composed
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ..config import RenderSpec
@@ -27,6 +30,18 @@ from .base import StageRuntime
 from .render import Renderer
 
 MAX_STREAMS = 16
+WAITING = "waiting for stream"  # the title of a layout's cell whose stream has not come yet
+
+
+def _letterbox(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """`image` scaled to fit h x w keeping its aspect ratio, centred on black."""
+    ih, iw = image.shape[:2]
+    scale = min(w / iw, h / ih)
+    fitted = cv2.resize(image, (max(1, round(iw * scale)), max(1, round(ih * scale))))
+    out = np.zeros((h, w, 3), np.uint8)
+    y, x = (h - fitted.shape[0]) // 2, (w - fitted.shape[1]) // 2
+    out[y : y + fitted.shape[0], x : x + fitted.shape[1]] = fitted
+    return out
 
 
 class StreamsRenderer(Renderer):
@@ -51,6 +66,10 @@ class StreamsRenderer(Renderer):
             else Compositor(layout.type, layout.max_skew_ms, layout.pip_scale, layout.titles)
         )
         self.max_tiles = 4 if layout is not None and layout.type == "pip" else MAX_STREAMS
+        # the streams a layout expects: those it names, else one per input link
+        expected = max(len(self.order), len(spec.input_links()))
+        self.expected = min(expected, self.max_tiles)
+        self.size: tuple[int, int] | None = None  # of the first composed image, kept
 
     def takes(self, frame: Frame) -> bool:
         if frame.stream in self.drawers:
@@ -88,8 +107,16 @@ class StreamsRenderer(Renderer):
         stale = self.compositor.stale(tiles)
         if stale:
             self.rt.stats.count("layout_stale_tiles", len(stale))
+        for k in range(len(tiles), self.expected):  # a cell for each stream yet to come
+            blank = np.zeros_like(tiles[0].image)
+            tiles.append(Tile(f"{WAITING} {k + 1 - len(self.tiles)}", blank, frame.capture_ns))
+        image = self.compositor.annotate(tiles)
+        if self.size is None:
+            self.size = image.shape[:2]
+        elif image.shape[:2] != self.size:  # a file sink needs one size: keep the first
+            image = _letterbox(image, *self.size)
         composed = dataclasses.replace(frame, stream=self.rt.id, parts={}, meta={})
-        return self.compositor.annotate(tiles), composed
+        return image, composed
 
     def live_stats(self) -> dict[str, Any]:
         live = super().live_stats()
