@@ -1,5 +1,5 @@
 """Two streams through one render stage into the browser viewer, in headless Chromium (real time,
-over the DevTools pipe: tests/cdp.py): the page shows a tile per stream, and the frames it shows
+over the DevTools pipe: tools/browser_cdp.py): the page shows a tile per stream, and the frames it shows
 come back as display latency in the report."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from .cdp import Browser
+from tools.browser_cdp import Browser
+
 from .helpers import child_port
 from .test_io_pipeline import chromium, colourful, phantom_recording
 from .test_pipeline import fetch_jpeg, finish, http_get, start_run, viewer_port

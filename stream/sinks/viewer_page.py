@@ -13,25 +13,29 @@ table with times as local clock times and durations in ms.
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>
-body { margin: 0; background: #111; color: #ddd; font: 14px system-ui, sans-serif; }
+body { margin: 0; background: #111; color: #ddd; font: 14px system-ui, sans-serif;
+  overflow-x: hidden; }
 header { padding: 6px 12px; background: #222; font-weight: 600; }
 header small { font-weight: 400; color: #999; margin-left: 12px; }
 main { display: flex; gap: 12px; padding: 12px; align-items: flex-start; }
-#tiles { display: flex; flex-wrap: wrap; gap: 8px; max-width: 75vw; align-items: flex-start; }
+#tiles { display: flex; flex-wrap: wrap; gap: 8px; flex: 1 1 auto; min-width: 0;
+  align-items: flex-start; }
 .tile { position: relative; margin: 0; background: #000; line-height: 0; }
 .tile img { display: block; max-width: 75vw; max-height: 88vh; }
-.tile.many img { max-width: 36vw; max-height: 44vh; }
+.tile.many img { max-width: calc((100vw - 440px) / 2); max-height: 44vh; }
 .tile figcaption { position: absolute; left: 0; bottom: 0; line-height: 1.3;
   background: rgba(0, 0, 0, 0.6); color: #eee; padding: 1px 6px; font-size: 12px; }
 table { border-collapse: collapse; min-width: 260px; }
 td { padding: 2px 8px; border-bottom: 1px solid #333; font-variant-numeric: tabular-nums; }
 td:first-child { color: #999; }
 #status { color: #f55; }
-#side { max-width: 340px; }
+#side { flex: 0 0 330px; width: 330px; }
+#more-models section { border-top: 1px solid #333; padding-top: 6px; margin-top: 6px; }
+#more-models .notice { color: #fb0; font-weight: 600; }
 #notice { color: #fb0; font-weight: 600; margin-bottom: 8px; }
 #gate { color: #f55; font-weight: 600; margin-bottom: 8px; }
-#legend { list-style: none; padding: 0; margin: 0 0 8px 0; }
-#legend li { margin: 2px 0; }
+#legend, .legend { list-style: none; padding: 0; margin: 0 0 8px 0; }
+#legend li, .legend li { margin: 2px 0; }
 #confidence-bar { height: 10px; width: 160px; margin: 2px 0 8px 0; border: 1px solid #555; }
 .swatch { display: inline-block; width: 12px; height: 12px; margin-right: 6px;
   vertical-align: -1px; border: 1px solid #555; }
@@ -49,6 +53,7 @@ canvas { background: #181818; border: 1px solid #333; display: block; }
 <div id="confidence" hidden>confidence 0 - 1<div id="confidence-bar"></div></div>
 <dl><dt>model</dt><dd id="model-name"></dd><dt>intended use</dt><dd id="intended-use"></dd>
 <dt>training data</dt><dd id="training-data"></dd></dl></aside>
+<div id="more-models"></div>
 <h3>latency, last minute (ms)</h3>
 <canvas id="chart" width="320" height="130"></canvas><div class="key" id="chart-key"></div>
 <h3>drops per second, by reason</h3>
@@ -137,12 +142,26 @@ function showModel(card, model) {
   document.getElementById("confidence").hidden = stops.length < 2;
   if (stops.length >= 2) document.getElementById("confidence-bar").style.background =
     "linear-gradient(to right, " + stops.join(", ") + ")";
-  const legend = document.getElementById("legend");
-  legend.replaceChildren(...(card.labels || []).map((l) => {
+  document.getElementById("legend").replaceChildren(...legendItems(card));
+}
+function legendItems(card) {
+  return (card.labels || []).map((l) => {
     const li = document.createElement("li"), sw = document.createElement("span");
     sw.className = "swatch";
     if (/^#[0-9a-f]{6}$/i.test(l.color)) sw.style.background = l.color;
     li.appendChild(sw); li.appendChild(document.createTextNode(l.name)); return li;
+  });
+}
+function showOtherModels(streams, shown) {  // every other stream's model: name, notice, legend
+  const box = document.getElementById("more-models");
+  box.replaceChildren(...Object.entries(streams || {}).filter(([, v]) =>
+    v.model && v.model !== shown && v.model_card).map(([id, v]) => {
+    const sec = document.createElement("section"), head = document.createElement("div");
+    head.textContent = id + ": " + v.model;
+    const notice = document.createElement("div"), ul = document.createElement("ul");
+    notice.className = "notice"; notice.textContent = v.model_card.notice || "";
+    ul.id = "legend-" + id; ul.className = "legend"; ul.replaceChildren(...legendItems(v.model_card));
+    sec.append(head, notice, ul); return sec;
   }));
 }
 
@@ -227,6 +246,7 @@ async function poll() {
     streamModels = Object.fromEntries(Object.entries(st.streams || {}).map(([k, v]) => [k, v.model]));
     const rows = flatten(st, "", []).concat(flatten(s.viewer, "viewer", []));
     showModel(st.model_card, st.model);
+    showOtherModels(st.streams, st.model);
     const t = document.getElementById("stats");
     t.replaceChildren(...rows.map(([k, v]) => {
       const tr = document.createElement("tr");

@@ -4,7 +4,7 @@ messages ending in NUL, commands on the child's fd 3, replies on its fd 4), in r
 `--virtual-time-budget` (tests/test_io_pipeline.py `browse`) runs the page's clock faster than
 the wall clock, which is fine for what a page shows but not for when: a page's own timestamps
 (display latency) need real time, so tests that check them open the page here, wait, then take
-the screenshot and the DOM.
+the screenshot and the DOM (tests/test_viewer_multistream.py, tools/viewer_shot.py).
 """
 
 from __future__ import annotations
