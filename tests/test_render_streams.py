@@ -202,3 +202,28 @@ def test_render_inputs_config_is_checked() -> None:
         load({"inputs": ["la", "lb"], "layout": {"type": "mosaic"}})
     with pytest.raises(ConfigError, match=r"per_stream_sinks.b\[0\]"):
         load({"inputs": ["la", "lb"], "per_stream_sinks": {"b": [{"type": "nope"}]}})
+
+
+def test_one_link_with_several_streams_draws_each_and_keeps_one_streams_accuracy(
+    monkeypatch,
+) -> None:
+    from stream.frame import Annotations
+
+    class WithTruth(Feed):
+        def recv(self, timeout_ms: int) -> Message | None:
+            msg = super().recv(timeout_ms)
+            if msg is not None and msg.frame is not None and msg.frame.stream == "a":
+                labels = np.zeros((60, 80), np.uint8)
+                labels[10:30, 10:40] = 1
+                msg.frame.parts.update(mask=labels, truth=labels)
+                msg.frame.annotations = Annotations("m", ["background", "thing"])
+            return msg
+
+    clock = FakeClock()
+    feed = WithTruth(clock, [("a", 0, 0.0), ("b", 0, 0.0), ("a", 1, 0.0)], 90)
+    rt, caps = _run(monkeypatch, {"inputs": ["l"]}, {"l": feed})
+    assert [(s, q) for s, q, _ in caps["r.sinks"].got] == [("a", 0), ("b", 0), ("a", 1)]
+    assert set(caps["r.sinks"].stats["streams"]) == {"a", "b"}
+    assert caps["r.sinks"].stats["streams"]["a"]["model"] == "m"
+    confusion = np.array(rt.stats.info["confusion"])
+    assert confusion.sum() == 2 * 60 * 80 and confusion[0, 1] == confusion[1, 0] == 0

@@ -9,6 +9,10 @@ first frame; the composed image keeps its first size, later ones are scaled to f
 sink needs one size), which goes to `sinks` as a frame of stream `<stage id>`; without one, each stream's images go to `sinks`
 as they are, tagged with their stream. `per_stream_sinks` get only their stream's images.
 
+A single input link that carries several streams gets this too with `inputs: [that_link]`.
+Live accuracy (a confusion matrix against the frames' truth) is kept when one stream carries
+truth; with several it is not summed (their models' labels may differ).
+
 Accounting: every frame in is delivered (drawn and handed to the sinks, alone or in a composed
 image) or dropped with a reason (`too_many_streams` past `MAX_STREAMS`). Glass-to-glass runs
 from each frame's capture to the handoff of the image that first showed it.
@@ -117,6 +121,14 @@ class StreamsRenderer(Renderer):
             image = _letterbox(image, *self.size)
         composed = dataclasses.replace(frame, stream=self.rt.id, parts={}, meta={})
         return image, composed
+
+    def publish_live(self, force: bool = False) -> None:
+        # live accuracy (the run report's) when one stream carries truth; several streams'
+        # matrices are not summed (their models' labels may differ)
+        with_truth = [d for d in self.drawers.values() if d.confusion.size]
+        if len(with_truth) == 1:
+            self.confusion = with_truth[0].confusion
+        super().publish_live(force)
 
     def live_stats(self) -> dict[str, Any]:
         live = super().live_stats()
