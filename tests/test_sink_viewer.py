@@ -268,7 +268,7 @@ def test_viewer_page_shows_legend_card_facts_notice_and_gate_in_headless_chromiu
 ) -> None:
     from stream.frame import Annotations
     from stream.render.explain import ModelExplainer
-    from tests.test_io_pipeline import browse, chromium
+    from tests.viewing import browse, chromium
 
     chromium()
     explain = ModelExplainer("both")

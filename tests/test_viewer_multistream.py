@@ -16,8 +16,8 @@ import yaml
 from tools.browser_cdp import Browser
 
 from .helpers import child_port
-from .test_io_pipeline import chromium, colourful, phantom_recording
 from .test_pipeline import fetch_jpeg, finish, http_get, start_run, viewer_port
+from .viewing import chromium, colourful, phantom_recording
 
 pytestmark = pytest.mark.slow  # `medstream run` with three processes, and Chromium
 
