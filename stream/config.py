@@ -179,6 +179,12 @@ class RenderSpec:
             raise ConfigError(f"{where}.inputs: only in synchronized mode (passthrough: video)")
         if len(set(self.inputs)) != len(self.inputs):
             raise ConfigError(f"{where}.inputs: a link is named twice in {self.inputs}")
+        for i, raw in enumerate(self.sinks):
+            if self.layout is not None and isinstance(raw, dict) and raw.get("type") == "recorder":
+                raise ConfigError(
+                    f"{where}.sinks[{i}]: a recorder keeps each stream's original frames, not a "
+                    "composed image: put it in per_stream_sinks.<stream>"
+                )
         if self.layout is not None and self.layout.type == "pip" and len(self.layout.streams) > 4:
             raise ConfigError(f"{where}.layout.streams: pip shows at most 4 streams")
         pieces = {"hud": self.hud, "scale_bar": self.scale_bar, "orientation": self.orientation}

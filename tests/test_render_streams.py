@@ -200,6 +200,8 @@ def test_render_inputs_config_is_checked() -> None:
         load({"inputs": ["la", "lc"]})
     with pytest.raises(ConfigError, match="layout.type"):
         load({"inputs": ["la", "lb"], "layout": {"type": "mosaic"}})
+    with pytest.raises(ConfigError, match=r"sinks\[0\]: a recorder .* per_stream_sinks"):
+        load({"inputs": ["la", "lb"], "layout": {}, "sinks": [{"type": "recorder", "path": "x"}]})
     with pytest.raises(ConfigError, match=r"per_stream_sinks.b\[0\]"):
         load({"inputs": ["la", "lb"], "per_stream_sinks": {"b": [{"type": "nope"}]}})
 
