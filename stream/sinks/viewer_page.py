@@ -21,7 +21,7 @@ main { display: flex; gap: 12px; padding: 12px; align-items: flex-start; }
 #tiles { display: flex; flex-wrap: wrap; gap: 8px; flex: 1 1 auto; min-width: 0;
   align-items: flex-start; }
 .tile { position: relative; margin: 0; background: #000; line-height: 0; }
-.tile img { display: block; max-width: 75vw; max-height: 88vh; }
+.tile img { display: block; max-width: calc(100vw - 400px); max-height: 88vh; }
 .tile.many img { max-width: calc((100vw - 440px) / 2); max-height: 44vh; }
 .tile figcaption { position: absolute; left: 0; bottom: 0; line-height: 1.3;
   background: rgba(0, 0, 0, 0.6); color: #eee; padding: 1px 6px; font-size: 12px; }
