@@ -407,3 +407,25 @@ def test_shown_refuses_a_time_before_the_capture_and_reports_past_the_rate():
     reasons = [shown.report(b"{}") for _ in range(20)]
     assert reasons.count("rate") >= 10 and "invalid" in reasons
     assert shown.take() == []
+
+
+def test_mjpeg_of_a_named_stream_carries_only_that_stream(viewer):
+    viewer.write(_solid(20), _stream_frame("a", 1, 111))
+    viewer.write(_solid(230), _stream_frame("b", 1, 222))
+    conn = http.client.HTTPConnection("127.0.0.1", viewer.port, timeout=TIMEOUT)
+    try:
+        conn.request("GET", "/stream.mjpg?stream=b")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.readline()  # the boundary
+        headers = {}
+        while (line := resp.readline().strip()) != b"":
+            key, value = line.decode().split(":", 1)
+            headers[key.lower()] = value.strip()
+        image = cv2.imdecode(
+            np.frombuffer(resp.read(int(headers["content-length"])), np.uint8), cv2.IMREAD_COLOR
+        )
+        assert headers["x-capture-ns"] == "222" and np.median(image) > 200
+    finally:
+        conn.close()
+    assert _get(viewer, "/stream.mjpg?stream=c")[0] == 404
