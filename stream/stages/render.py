@@ -53,8 +53,8 @@ from .loop import Delivered, Latest, Operator, Ports, SetupError, run_operator
 STATS_PERIOD_S = 0.25
 MAX_LABEL_VALUES = 256
 GREY_FORMATS = ("gray8", "gray16", "float32")
-OVERLAY_DROP_PREFIX = "overlay:"
-TOO_MANY_STREAMS = "too_many_streams"  # a frame of one stream more than a render stage draws  # passthrough: overlays skipped are not video frames dropped
+OVERLAY_DROP_PREFIX = "overlay:"  # passthrough: overlays skipped are not video frames dropped
+TOO_MANY_STREAMS = "too_many_streams"  # a frame of one stream more than a render stage draws
 
 
 def overlay_age_ms(frame: Frame, overlay: Frame | None) -> float | None:
@@ -283,8 +283,11 @@ class Renderer:
 
 
 def _p50_p99(recent: RecentHistogram) -> dict[str, float | None]:
-    p50, p99 = recent.percentiles((50, 99))
-    return {"p50": None if p50 is None else round(p50, 1), "p99": None if p99 is None else round(p99, 1)}
+    """The recent p50 and p99 in ms to 0.1 (None while empty), for the live stats."""
+    return {
+        f"p{p}": None if v is None else round(v, 1)
+        for p, v in zip((50, 99), recent.percentiles((50, 99)), strict=True)
+    }
 
 
 def _open_sinks(rt: StageRuntime, raws: list[dict[str, Any]], where: str) -> list[Sink]:
