@@ -205,9 +205,10 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 length = -1
             if not 0 <= length <= MAX_BODY_BYTES:
-                sink.shown.refuse("too_large" if length > MAX_BODY_BYTES else "invalid")
+                too_large = length > MAX_BODY_BYTES
+                sink.shown.refuse("too_large" if too_large else "invalid")
                 self.close_connection = True  # the body is not read
-                self._send(413, "text/plain", b"a report is a small JSON object\n")
+                self._send(413 if too_large else 411, "text/plain", b"a small JSON report\n")
                 return
             reason = sink.shown.report(self.rfile.read(length))
             code = 204 if not reason else 429 if reason == "rate" else 400
@@ -223,7 +224,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, "text/plain", b"no such stream (see /streams.json)\n")
         return found
 
-    def _send(self, code: int, content_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, code: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
