@@ -64,6 +64,9 @@ def _type_name(tp: Any) -> str:
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
+        others = [a for a in get_args(tp) if a is not type(None)]
+        if value is not None and len(others) == 1:  # `X | None` given a value: X's own error
+            return _convert(others[0], value, where)
         errors = []
         for arg in get_args(tp):
             try:

@@ -91,6 +91,28 @@ class InferSpec:
 
 
 Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
+
+
+@dataclass
+class LayoutSpec:
+    """Several streams composed into one image (stream.render.compositor)."""
+
+    type: Literal["grid", "side_by_side", "pip"] = bounded(
+        "grid", doc="grid, side_by_side (one row) or pip (the first stream full size, insets)"
+    )
+    max_skew_ms: float = bounded(
+        100.0,
+        0.0,
+        60000.0,
+        doc="a tile captured more than this before the newest tile is marked STALE",
+    )
+    pip_scale: float = bounded(0.3, 0.05, 0.5, doc="pip: inset size, a fraction of the main tile")
+    titles: bool = bounded(True, doc="title each tile with its stream id")
+    streams: list[str] = section(
+        list, "tile order by stream id (others follow as they first arrive); [] for arrival order"
+    )
+
+
 OrientationPlace = Literal["edges", "top-left", "top-right", "bottom-left", "bottom-right"]
 
 
@@ -100,6 +122,9 @@ class RenderSpec:
 
     id: str = required("unique stage id")
     input: str = bounded("", doc="link annotated frames come in on")
+    inputs: list[str] = section(
+        list, "several links in (synchronized mode), each carrying one or more streams"
+    )
     kind: Literal["render"] = bounded("render", doc="stage kind")
     mode: Literal["synchronized", "passthrough"] = bounded(
         "synchronized",
@@ -129,11 +154,39 @@ class RenderSpec:
         "per-pixel confidence, low = hot), or both",
     )
     sinks: list[dict[str, Any]] = section(list, "where rendered frames go: `type:` plus its keys")
+    layout: None | LayoutSpec = bounded(  # None first: `layout: null` stays None
+        None,
+        doc="several streams: compose the newest frame of each into one image for the sinks "
+        "(null: each stream's frames go to the sinks as they are, tagged with their stream)",
+    )
+    per_stream_sinks: dict[str, list[dict[str, Any]]] = section(
+        dict, "stream id -> its own sinks (that stream's frames, not composed), besides `sinks`"
+    )
     stage_budget_ms: float | None = bounded(
         None, 0.1, 60000.0, doc="per-stage budget (overruns counted)"
     )
 
+    def input_links(self) -> list[str]:
+        """The links whose frames are drawn: `inputs`, else `input` (passthrough: `video`)."""
+        if self.inputs:
+            return list(self.inputs)
+        return [self.video if self.mode == "passthrough" else self.input]
+
     def validate(self, where: str) -> None:
+        if self.inputs and self.input:
+            raise ConfigError(f"{where}.inputs: give either input or inputs, not both")
+        if self.inputs and self.mode == "passthrough":
+            raise ConfigError(f"{where}.inputs: only in synchronized mode (passthrough: video)")
+        if len(set(self.inputs)) != len(self.inputs):
+            raise ConfigError(f"{where}.inputs: a link is named twice in {self.inputs}")
+        for i, raw in enumerate(self.sinks):
+            if self.layout is not None and isinstance(raw, dict) and raw.get("type") == "recorder":
+                raise ConfigError(
+                    f"{where}.sinks[{i}]: a recorder keeps each stream's original frames, not a "
+                    "composed image: put it in per_stream_sinks.<stream>"
+                )
+        if self.layout is not None and self.layout.type == "pip" and len(self.layout.streams) > 4:
+            raise ConfigError(f"{where}.layout.streams: pip shows at most 4 streams")
         pieces = {"hud": self.hud, "scale_bar": self.scale_bar, "orientation": self.orientation}
         taken: dict[str, str] = {}
         for name, on in pieces.items():
@@ -220,6 +273,11 @@ def _check_plugins(spec: StageSpec, where: str) -> None:
     if isinstance(spec, RenderSpec):
         for i, raw in enumerate(spec.sinks):
             parse_sink(raw, f"{where}.sinks[{i}]")
+        for stream, sinks in spec.per_stream_sinks.items():
+            if not isinstance(sinks, list):
+                raise ConfigError(f"{where}.per_stream_sinks.{stream}: expected a list of sinks")
+            for i, raw in enumerate(sinks):
+                parse_sink(raw, f"{where}.per_stream_sinks.{stream}[{i}]")
 
 
 def _check_links(cfg: PipelineConfig) -> None:
@@ -228,6 +286,8 @@ def _check_links(cfg: PipelineConfig) -> None:
     for i, s in enumerate(cfg.stages):
         where = f"stages[{i}]"
         ins = [("input", s.input)] if not isinstance(s, GrabSpec) else []
+        if isinstance(s, RenderSpec) and s.inputs:
+            ins = [(f"inputs[{j}]", name) for j, name in enumerate(s.inputs)]
         if isinstance(s, RenderSpec) and s.mode == "passthrough":
             if not s.video:
                 raise ConfigError(

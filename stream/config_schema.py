@@ -74,7 +74,7 @@ def config_schema() -> dict[str, Any]:
     from engines.api import EngineSpec
 
     from .config import STAGE_KINDS as KINDS
-    from .config import PipelineConfig, RestartSpec
+    from .config import LayoutSpec, PipelineConfig, RestartSpec
     from .security import SecuritySpec
     from .sinks import SINK_TYPES
     from .sources import SOURCE_TYPES
@@ -90,6 +90,7 @@ def config_schema() -> dict[str, Any]:
     stages.append(d.add(KINDS["infer"], "stage-infer", "Stage `kind: infer`", ("kind", "infer")))
     d.add(EngineSpec, "engine", "`engine:` (infer)")
     stages.append(d.add(KINDS["render"], "stage-render", "Stage `kind: render`", ("kind", "render")))
+    d.add(LayoutSpec, "layout", "`layout:` (render)")
     assert len(stages) == len(KINDS), "a stage kind with no $defs entry"
     sources = []
     for name, (cls, _factory) in sorted(SOURCE_TYPES.items()):
@@ -107,6 +108,10 @@ def config_schema() -> dict[str, Any]:
     grab["properties"]["source"] = {"description": doc, "oneOf": sources}
     grab["required"].append("source")  # an empty source has no `type:`, refused at load
     render["properties"]["sinks"]["items"] = {"oneOf": sinks}
+    render["properties"]["per_stream_sinks"]["additionalProperties"] = {
+        "type": "array",
+        "items": {"oneOf": sinks},
+    }
     for kind in KINDS:  # what _parse_stage accepts (\w: letters and digits, and '_')
         defs[f"stage-{kind}"]["properties"]["id"]["pattern"] = r"^[-.\w]+$"
     grab["properties"]["roi"] |= {"anyOf": roi_schema()}

@@ -32,7 +32,7 @@ from .overlay_summary import format_overlay, overlay_summary
 from .results_summary import format_results, results_summary
 from .security import exposed_endpoints
 from .sinks.naming import drop_reason_text
-from .stats import GLASS_MS, QUEUE_MS, STAGE_MS
+from .stats import DISPLAY_MS, GLASS_MS, QUEUE_MS, STAGE_MS
 
 
 class StageTotals:
@@ -83,13 +83,15 @@ def video_path(cfg: PipelineConfig, render: RenderSpec) -> list[str]:
     """Stage ids the rendered video passes through, source first."""
     producer = {s.output: s for s in cfg.stages if not isinstance(s, RenderSpec)}
     path = [render.id]
-    link = render.video if render.mode == "passthrough" else render.input
-    while link in producer:
-        stage = producer[link]
-        path.insert(0, stage.id)
-        if isinstance(stage, GrabSpec):
-            break
-        link = stage.input
+    for first in reversed(render.input_links()):  # several inputs: each one's path, in order
+        link = first
+        while link in producer:
+            stage = producer[link]
+            if stage.id not in path:
+                path.insert(0, stage.id)
+            if isinstance(stage, GrabSpec):
+                break
+            link = stage.input
     return path
 
 
@@ -227,10 +229,12 @@ def build_report(
     lost = expected - delivered - sum(dropped.values())
     if lost > 0:
         dropped["lost"] = lost
-    glass = Histogram()
+    glass, display = Histogram(), Histogram()
     for r in renders:
         if GLASS_MS in get(r.id).hists:
             glass.merge(get(r.id).hists[GLASS_MS])
+        if DISPLAY_MS in get(r.id).hists:
+            display.merge(get(r.id).hists[DISPLAY_MS])
     budget_misses = sum(get(r.id).counters["budget_misses"] for r in renders)
     stages: dict[str, Any] = {}
     stage_latency: dict[str, Any] = {}
@@ -303,6 +307,8 @@ def build_report(
         },
         "latency_ms": {
             "glass_to_glass": _latency(glass, round(sum(get(r.id).fps() for r in renders), 2)),
+            # capture -> shown in a viewer's browser, as its page reported (wall clocks)
+            "display": display.summary((50, 90, 95, 99)),
             "stages": stage_latency,
             "queue": queue_latency,
         },
@@ -382,6 +388,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"{'latency ms':<22}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'fps':>8}",
     ]
     rows = [("glass-to-glass", report["latency_ms"]["glass_to_glass"])]
+    display = report["latency_ms"].get("display", {})
+    if display.get("count"):
+        rows.append((f"display ({display['count']} shown)", display))
     rows += [(f"stage {k}", v) for k, v in report["latency_ms"]["stages"].items()]
     for name, d in rows:
         lines.append(

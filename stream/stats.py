@@ -27,6 +27,7 @@ STATS_LINK = "stats"  # the stats channel's name for CURVE (allow-lists, ZAP dom
 STAGE_MS = "stage_ms"  # time a stage spent on a frame (arrival -> handed on)
 QUEUE_MS = "queue_ms"  # time a frame waited on the link (sent -> received)
 GLASS_MS = "glass_to_glass_ms"  # capture -> rendered frame handed to the sinks (render only)
+DISPLAY_MS = "display_ms"  # capture -> shown in a viewer's browser, as the page reported it
 OVERLAY_AGE_MS = "overlay_age_ms"  # passthrough render: age of the overlay drawn
 
 

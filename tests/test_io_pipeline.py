@@ -5,9 +5,7 @@ and the browser viewer in headless Chromium."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,12 +14,11 @@ import numpy as np
 import pytest
 import yaml
 
-from stream.frame import Annotations
-from stream.recording import RecordingReader, RecordingWriter
-from stream.sources.phantom import LABELS, PhantomSpec, phantom_frame, pixel_spacing_mm
+from stream.recording import RecordingReader
 
 from .helpers import child_port
 from .test_pipeline import fetch_jpeg, finish, start_run, viewer_port
+from .viewing import browse, chromium, colourful, phantom_recording, screenshot
 
 pytestmark = pytest.mark.slow  # `medstream run` of real inputs and outputs
 
@@ -100,35 +97,6 @@ def test_echo_cine_streams_at_its_own_rate_and_spacing(tmp_path: Path) -> None:
     assert n == 30
 
 
-def phantom_recording(path: Path, n: int, fps: float = 30.0, size: int = 256) -> list:
-    """A recording of phantom frames whose `mask` is the phantom's truth (an overlay to draw)."""
-    spec = PhantomSpec(width=size, height=size, fps=fps, seed=3)
-    spacing = list(pixel_spacing_mm(spec))
-    writer = RecordingWriter(path, {"stage": "test"}, fsync_s=0)
-    from stream.frame import Frame
-
-    frames = []
-    t = time.time_ns()
-    for i in range(n):
-        pf = phantom_frame(spec, i)
-        f = Frame(
-            "probe",
-            i,
-            t,
-            t + 10**9,
-            pf.image,
-            "gray8",
-            parts={"mask": pf.truth},
-            annotations=Annotations("phantom-truth", list(LABELS)),
-            meta={"pixel_spacing_mm": spacing},
-        )
-        writer.write_frame(f, "test", t)
-        frames.append(f)
-        t += int(1e9 / fps) + (7_000_000 if i % 5 == 0 else 0)  # irregular: every 5th is late
-    writer.close()
-    return frames
-
-
 def test_record_then_replay_reproduces_frames_and_timing(tmp_path: Path) -> None:
     original = tmp_path / "original.msrec"
     phantom_recording(original, 45)
@@ -191,50 +159,6 @@ def test_source_that_cannot_open_fails_the_run_quickly_with_one_line(
         assert code == 78 and "grab could not start (exit 78" in out and "not restarting" in out
     assert "[tcp @" not in out and "WARN" not in out  # no library noise around the line
     assert elapsed < 20, elapsed
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip(
-            "chromium is not installed: run ./.ci/debian-deps as root (make setup-test) "
-            "or apt-get install chromium"
-        )
-    return path
-
-
-def browse(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-        "--window-size=1000,700",
-        "--virtual-time-budget=2500",
-        *args,
-        url,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-
-
-def screenshot(tmp_path: Path, url: str, name: str) -> np.ndarray:
-    path = tmp_path / name
-    proc = browse(tmp_path, url, f"--screenshot={path}")
-    assert path.exists(), proc.stderr[-2000:]
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    assert image is not None and image.shape == (700, 1000, 3)
-    return image
-
-
-def colourful(image: np.ndarray) -> float:
-    """Fraction of strongly coloured pixels (the phantom is grey: colour is annotation)."""
-    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
-    return float(((hsv[..., 1] > 120) & (hsv[..., 2] > 80)).mean())
 
 
 def test_browser_viewer_in_headless_chromium_shows_live_annotated_frames_and_stats(

@@ -196,8 +196,11 @@ def test_index_is_html_with_the_stream_and_stats(viewer):
     status, headers, body = _get(viewer, "/")
     page = body.decode()
     assert status == 200 and headers["Content-Type"].startswith("text/html")
-    assert '<img id="live" src="/stream.mjpg"' in page and "/stats.json" in page
+    for path in ("/streams.json", "/frame.jpg", "/stats.json", "/shown"):
+        assert f'"{path}"' in page, path
     assert "<title>Probe &lt;1&gt;</title>" in page
+    assert "http://" not in page and "https://" not in page  # nothing from elsewhere (no CDN)
+    assert '<canvas id="chart"' in page and '<canvas id="drops"' in page
 
 
 def test_unknown_path_is_404(viewer):
@@ -265,7 +268,7 @@ def test_viewer_page_shows_legend_card_facts_notice_and_gate_in_headless_chromiu
 ) -> None:
     from stream.frame import Annotations
     from stream.render.explain import ModelExplainer
-    from tests.test_io_pipeline import browse, chromium
+    from tests.viewing import browse, chromium
 
     chromium()
     explain = ModelExplainer("both")
@@ -276,6 +279,7 @@ def test_viewer_page_shows_legend_card_facts_notice_and_gate_in_headless_chromiu
             0,
             0,
             np.zeros((4, 4), np.uint8),
+            parts={"mask": np.zeros((4, 4), np.uint8)},  # a segmenter's overlay: a mask legend
             annotations=Annotations(model="us-seg", labels=["background", "anechoic", "lesion"]),
             meta={
                 "model_card": {
@@ -321,3 +325,108 @@ def test_viewer_page_shows_legend_card_facts_notice_and_gate_in_headless_chromiu
     assert "<td>model_card" not in dom  # shown in the panel, not the stats table
     assert '<div id="confidence">confidence 0 - 1' in dom  # overlay "both": the heat-map's bar
     assert "linear-gradient(to right, rgb(128, 0, 0)" in dom
+
+
+def _post(sink: ViewerSink, path: str, body: bytes, headers: dict[str, str] | None = None) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", sink.port, timeout=TIMEOUT)
+    try:
+        conn.request("POST", path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def _stream_frame(stream: str, seq: int, capture_ns: int) -> Frame:
+    return Frame(stream, seq, capture_ns, 0, np.zeros((1, 1), np.uint8))
+
+
+def test_each_stream_gets_its_own_slot_and_endpoints(viewer):
+    viewer.write(_solid(30), _stream_frame("left", 1, 1_000_000_000))
+    viewer.write(_solid(220), _stream_frame("right", 5, 2_000_000_000))
+    viewer.write(_solid(40), _stream_frame("left", 2, 3_000_000_000))
+    listed = json.loads(_get(viewer, "/streams.json")[2])["streams"]
+    assert [(s["id"], s["frames"], s["last_seq"]) for s in listed] == [("left", 2, 2), ("right", 1, 5)]
+    status, headers, body = _get(viewer, "/frame.jpg?stream=right")
+    image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    assert status == 200 and abs(int(np.median(image)) - 220) <= 3
+    assert headers["X-Frame-Seq"] == "5" and headers["X-Capture-Ns"] == "2000000000"
+    _, headers, _ = _get(viewer, "/frame.jpg")  # no stream: the first one
+    assert headers["X-Frame-Seq"] == "2" and headers["X-Capture-Ns"] == "3000000000"
+    assert _get(viewer, "/frame.jpg?stream=nope")[0] == 404
+    stats = viewer.stats()["viewer"]
+    assert stats["streams"] == ["left", "right"] and stats["last_capture_ns"] == 3_000_000_000
+
+
+def test_frame_jpg_after_a_version_waits_for_a_newer_frame(viewer):
+    viewer.write(_solid(10), _stream_frame("a", 1, 1))
+    _, headers, _ = _get(viewer, "/frame.jpg?stream=a")
+    version = headers["X-Frame-Version"]
+    timer = threading.Timer(0.3, lambda: viewer.write(_solid(250), _stream_frame("a", 2, 2)))
+    timer.start()
+    try:
+        t0 = time.monotonic()
+        status, headers, _ = _get(viewer, f"/frame.jpg?stream=a&after={version}")
+        assert status == 200 and headers["X-Frame-Seq"] == "2"
+        assert time.monotonic() - t0 >= 0.25  # it waited for the frame written later
+    finally:
+        timer.join()
+
+
+def test_shown_reports_become_display_latency_once_per_served_frame(viewer):
+    capture_ns = time.time_ns() - 40_000_000  # captured 40 ms ago
+    viewer.write(_solid(90), _stream_frame("a", 7, capture_ns))
+    assert _get(viewer, "/frame.jpg?stream=a")[0] == 200  # served: now it may be reported
+    shown_ms = capture_ns / 1e6 + 55.0
+    report = json.dumps({"stream": "a", "seq": 7, "shown_ms": shown_ms}).encode()
+    assert _post(viewer, "/shown", report) == 204
+    assert _post(viewer, "/shown", report) == 400  # once per frame
+    (latency,) = viewer.take_display_ms()
+    assert latency == pytest.approx(55.0, abs=0.01)
+    assert viewer.take_display_ms() == []  # taken
+    never_served = json.dumps({"stream": "a", "seq": 8, "shown_ms": shown_ms}).encode()
+    assert _post(viewer, "/shown", never_served) == 400
+    assert _post(viewer, "/shown", b"{not json") == 400
+    assert _post(viewer, "/shown", json.dumps({"stream": "a", "seq": "7"}).encode()) == 400
+    assert _post(viewer, "/shown", b"x" * 5000) == 413
+    assert _post(viewer, "/nope", report) == 404
+    counts = viewer.stats()["viewer"]["shown_reports"]
+    assert counts == {
+        "accepted": 1,
+        "refused": {"unknown_frame": 2, "invalid": 2, "too_large": 1},
+    }
+
+
+def test_shown_refuses_a_time_before_the_capture_and_reports_past_the_rate():
+    from stream.sinks.shown import ShownReports
+
+    shown = ShownReports(max_per_s=5)
+    shown.served("a", 1, 10_000_000_000)
+    early = json.dumps({"stream": "a", "seq": 1, "shown_ms": 9_000.0}).encode()  # 1 s before
+    assert shown.report(early) == "clock_skew"
+    reasons = [shown.report(b"{}") for _ in range(20)]
+    assert reasons.count("rate") >= 10 and "invalid" in reasons
+    assert shown.take() == []
+
+
+def test_mjpeg_of_a_named_stream_carries_only_that_stream(viewer):
+    viewer.write(_solid(20), _stream_frame("a", 1, 111))
+    viewer.write(_solid(230), _stream_frame("b", 1, 222))
+    conn = http.client.HTTPConnection("127.0.0.1", viewer.port, timeout=TIMEOUT)
+    try:
+        conn.request("GET", "/stream.mjpg?stream=b")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.readline()  # the boundary
+        headers = {}
+        while (line := resp.readline().strip()) != b"":
+            key, value = line.decode().split(":", 1)
+            headers[key.lower()] = value.strip()
+        image = cv2.imdecode(
+            np.frombuffer(resp.read(int(headers["content-length"])), np.uint8), cv2.IMREAD_COLOR
+        )
+        assert headers["x-capture-ns"] == "222" and np.median(image) > 200
+    finally:
+        conn.close()
+    assert _get(viewer, "/stream.mjpg?stream=c")[0] == 404

@@ -27,6 +27,17 @@ def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[in
         conn.close()
 
 
+def conn_post(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("POST", path, body=b"{}", headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        return r.status
+    finally:
+        conn.close()
+
+
 def test_loopback_rules() -> None:
     for host in ("127.0.0.1", "127.3.2.1", "::1", "[::1]", "localhost"):
         assert is_loopback(host), host
@@ -68,7 +79,7 @@ def test_every_route_needs_the_token(tmp_path: Path) -> None:
     sink = ViewerSink(ViewerSpec(port=0, token_file=str(token_file)), "v")
     try:
         sink.write(np.zeros((8, 8, 3), np.uint8), Frame("s", 1, 0, 0, np.zeros((1, 1), np.uint8)))
-        for path in ("/", "/stats.json", "/frame.jpg", "/stream.mjpg", "/nope"):
+        for path in ("/", "/stats.json", "/streams.json", "/frame.jpg", "/stream.mjpg", "/nope"):
             assert get(sink.port, path)[0] == 401, path
             assert get(sink.port, path + "?token=wrong")[0] == 401, path
         assert get(sink.port, f"/frame.jpg?token={TOKEN}")[0] == 200
@@ -76,7 +87,9 @@ def test_every_route_needs_the_token(tmp_path: Path) -> None:
         assert get(sink.port, "/stats.json", {"X-Medstream-Token": TOKEN})[0] == 200
         status, page = get(sink.port, f"/?token={TOKEN}")
         assert status == 200
-        assert f'src="/stream.mjpg?token={TOKEN}"' in page.decode()  # the page carries it on
-        assert sink.stats()["viewer"]["unauthorized"] == 10
+        assert f'const Q = "?token={TOKEN}";' in page.decode()  # the page carries it on
+        assert conn_post(sink.port, "/shown") == 401
+        assert conn_post(sink.port, f"/shown?token={TOKEN}") == 400  # in, but not a report
+        assert sink.stats()["viewer"]["unauthorized"] == 13
     finally:
         sink.close()

@@ -46,6 +46,13 @@ def sink_pending(sink: Sink) -> int:
     return pending() if pending is not None else 0
 
 
+def sink_display_ms(sink: Sink) -> list[float]:
+    """Capture -> shown latencies (ms) a sink's viewers reported since the last call; [] for
+    sinks that show nothing themselves."""
+    take = getattr(sink, "take_display_ms", None)
+    return take() if take is not None else []
+
+
 def frame_source_fps(frame: Frame) -> float | None:
     """The stream's frame rate the grab stage put in `meta["source_fps"]`, if valid."""
     value = frame.meta.get("source_fps")

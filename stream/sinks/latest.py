@@ -17,6 +17,7 @@ class Jpeg:
     version: int
     seq: int
     data: bytes
+    capture_ns: int = 0  # the frame's capture time (wall clock, ns)
 
 
 class LatestJpeg:
@@ -33,6 +34,7 @@ class LatestJpeg:
         self._cond = threading.Condition()
         self._image: np.ndarray | None = None
         self._seq = -1
+        self._capture_ns = 0
         self._version = 0
         self._jpeg: Jpeg | None = None
         self._encoding: int | None = None  # version being encoded right now, if any
@@ -41,10 +43,10 @@ class LatestJpeg:
         self.encoded = 0
         self.encode_errors = 0
 
-    def put(self, image: np.ndarray, seq: int) -> None:
+    def put(self, image: np.ndarray, seq: int, capture_ns: int = 0) -> None:
         """Make `image` the newest frame (the slot keeps a reference; no copy)."""
         with self._cond:
-            self._image, self._seq = image, seq
+            self._image, self._seq, self._capture_ns = image, seq, capture_ns
             self._version += 1
             self._cond.notify_all()
 
@@ -74,7 +76,7 @@ class LatestJpeg:
                 if left <= 0:
                     return None
                 self._cond.wait(left)
-            version, seq, image = self._version, self._seq, self._image
+            version, seq, image, capture = self._version, self._seq, self._image, self._capture_ns
             self._encoding = version
         assert image is not None
         ok, buf = cv2.imencode(".jpg", image, self._params)
@@ -87,7 +89,7 @@ class LatestJpeg:
                 self._failed = version
                 return None
             self.encoded += 1
-            jpeg = Jpeg(version, seq, buf.tobytes())
+            jpeg = Jpeg(version, seq, buf.tobytes(), capture)
             if self._jpeg is None or self._jpeg.version < version:
                 self._jpeg = jpeg
             return jpeg

@@ -1,9 +1,17 @@
 """ViewerSink: a browser viewer over HTTP (MJPEG stream, snapshot JPEG, live stats JSON).
 
-Routes: `/` (the page: the live image, the model panel - the card's notice, whether the model
-applies to the image, the class legend, intended use and training data, from the render stage's
-`model_card` live stats - and the stats table), `/stream.mjpg` (multipart/x-mixed-replace; each client gets only the
-newest frame), `/frame.jpg` (the newest frame; 503 before the first), `/stats.json`.
+Every stream (`Frame.stream`) the sink is handed gets its own latest-frame slot (at most
+`MAX_STREAMS`; frames of more are counted as `too_many_streams` drops). Routes: `/` (the page:
+one tile per stream, the model panel - the card's notice, whether the model applies to the
+image, the class legend, intended use and training data, from the render stage's `model_card`
+live stats -, a live chart of glass-to-glass and display latency p50/p99 over the last minute
+and drops by reason, and the stats table), `/streams.json` (the streams and their newest
+frames), `/stream.mjpg?stream=ID` (multipart/x-mixed-replace; each client gets only the newest
+frame; without `stream`, the first stream), `/frame.jpg?stream=ID&after=VERSION` (the newest
+frame, waiting up to 5 s for one newer than VERSION; 503 before the first; headers
+`X-Frame-Seq`, `X-Frame-Version`, `X-Capture-Ns`), `/stats.json`, and `POST /shown`: the page's
+report that a frame is on screen (stream.sinks.shown), from which the render stage records
+display latency (capture -> shown in the browser).
 The images are patient images and this is plain HTTP: `host` is 127.0.0.1 by default, and any
 other address needs `token_file`: every request must then present that token (`?token=...`,
 `Authorization: Bearer ...` or `X-Medstream-Token`), compared in constant time; refusals are
@@ -31,12 +39,15 @@ from stream.exposure import require_loopback_or, token_matches
 from stream.frame import Frame
 from stream.sinks.base import SinkError, check_bgr_image, check_source_fps, json_snapshot
 from stream.sinks.latest import LatestJpeg
+from stream.sinks.shown import MAX_BODY_BYTES, ShownReports
+from stream.sinks.viewer_page import PAGE
 from stream.spec import ConfigError, bounded
 
 BOUNDARY = "medstreamframe"
 CLIENT_TIMEOUT_S = 5.0  # a client that takes no bytes for this long is disconnected
 WAIT_SLICE_S = 0.5  # how often a waiting stream handler checks for close
 CLOSE_JOIN_S = 2.0  # close() waits at most this long, in all, for handler threads
+MAX_STREAMS = 16  # streams given a slot (tile) each
 
 
 @dataclass
@@ -151,45 +162,101 @@ class _Handler(BaseHTTPRequestHandler):
             return auth[len("Bearer ") :].strip()
         return self.headers.get("X-Medstream-Token")
 
+    def _authorized(self, query: str) -> bool:
+        sink = self.server.sink
+        if sink.token and not token_matches(self._presented_token(query), sink.token):
+            sink.count_unauthorized()
+            self._send(401, "text/plain", b"a valid token is required (?token=...)\n")
+            return False
+        return True
+
     def do_GET(self) -> None:
         sink = self.server.sink
         path, _, query = self.path.partition("?")
         try:
-            if sink.token and not token_matches(self._presented_token(query), sink.token):
-                sink.count_unauthorized()
-                self._send(401, "text/plain", b"a valid token is required (?token=...)\n")
+            if not self._authorized(query):
                 return
             if path == "/":
                 self._send(200, "text/html; charset=utf-8", sink.page().encode())
             elif path == "/stats.json":
                 self._send(200, "application/json", json.dumps(sink.stats()).encode())
-            elif path == "/frame.jpg":
-                self._frame()
-            elif path == "/stream.mjpg":
-                self._stream()
+            elif path == "/streams.json":
+                self._send(200, "application/json", json.dumps(sink.streams()).encode())
+            elif path in ("/frame.jpg", "/stream.mjpg"):
+                found = self._slot(query)
+                if found is not None:
+                    (self._frame if path == "/frame.jpg" else self._stream)(*found, query)
             else:
                 self._send(404, "text/plain", f"no such page: {path}\n".encode())
         except OSError:
             pass  # the client went away, stalled past its timeout, or close() cut it off
 
-    def _send(self, code: int, content_type: str, body: bytes) -> None:
+    def do_POST(self) -> None:
+        sink = self.server.sink
+        path, _, query = self.path.partition("?")
+        try:
+            if not self._authorized(query):
+                return
+            if path != "/shown":
+                self._send(404, "text/plain", f"no such page: {path}\n".encode())
+                return
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_BODY_BYTES:
+                too_large = length > MAX_BODY_BYTES
+                sink.shown.refuse("too_large" if too_large else "invalid")
+                self.close_connection = True  # the body is not read
+                self._send(413 if too_large else 411, "text/plain", b"a small JSON report\n")
+                return
+            reason = sink.shown.report(self.rfile.read(length))
+            code = 204 if not reason else 429 if reason == "rate" else 400
+            self._send(code, "text/plain", reason.encode())
+        except OSError:
+            pass
+
+    def _slot(self, query: str) -> tuple[str, LatestJpeg] | None:
+        """The stream `?stream=` names (default: the first) and its slot; None after a 404."""
+        names = parse_qs(query).get("stream")
+        found = self.server.sink.slot_of(names[0] if names else None)
+        if found is None:
+            self._send(404, "text/plain", b"no such stream (see /streams.json)\n")
+        return found
+
+    def _send(
+        self, code: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)
 
-    def _frame(self) -> None:
-        slot = self.server.sink.slot
-        jpeg = slot.next_jpeg(after=0, timeout_s=CLIENT_TIMEOUT_S) if slot.version else None
+    def _frame(self, stream: str, slot: LatestJpeg, query: str) -> None:
+        try:
+            after = max(0, int(parse_qs(query).get("after", ["0"])[0]))
+        except ValueError:
+            after = 0
+        jpeg = slot.next_jpeg(after=after, timeout_s=CLIENT_TIMEOUT_S) if slot.version else None
         if jpeg is None:
-            self._send(503, "text/plain", b"no frame yet: the viewer has not received one\n")
+            if slot.version:  # nothing newer within the wait
+                self._send(204, "text/plain", b"")
+            else:
+                self._send(503, "text/plain", b"no frame yet: the viewer has not received one\n")
             return
-        self._send(200, "image/jpeg", jpeg.data)
+        self.server.sink.shown.served(stream, jpeg.seq, jpeg.capture_ns)
+        headers = {
+            "X-Frame-Seq": str(jpeg.seq),
+            "X-Frame-Version": str(jpeg.version),
+            "X-Capture-Ns": str(jpeg.capture_ns),
+        }
+        self._send(200, "image/jpeg", jpeg.data, headers)
 
-    def _stream(self) -> None:
-        slot = self.server.sink.slot
+    def _stream(self, stream: str, slot: LatestJpeg, query: str) -> None:
         self.send_response(200)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Cache-Control", "no-store")
@@ -203,7 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
             seen = jpeg.version
             head = (
                 f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                f"Content-Length: {len(jpeg.data)}\r\nX-Frame-Seq: {jpeg.seq}\r\n\r\n"
+                f"Content-Length: {len(jpeg.data)}\r\nX-Frame-Seq: {jpeg.seq}\r\n"
+                f"X-Capture-Ns: {jpeg.capture_ns}\r\n\r\n"
             )
             self.wfile.write(head.encode() + jpeg.data + b"\r\n")
             self.wfile.flush()
@@ -217,13 +285,15 @@ class ViewerSink:
         self.spec = spec
         self.stage_id = stage_id
         self.source_fps = source_fps
-        self.slot = LatestJpeg(spec.jpeg_quality)
+        self.slots: dict[str, LatestJpeg] = {}  # stream -> its newest frame, in arrival order
+        self.first = LatestJpeg(spec.jpeg_quality)  # the first stream's (served before it came)
+        self.shown = ShownReports()
         self.closed = False
+        self._too_many = 0
         self._lock = threading.Lock()
         self._stats: dict[str, Any] = {}
         self._written = 0
-        self._last_seq: int | None = None
-        self._last_capture_ns: int | None = None
+        self._last: dict[str, tuple[int, int, int]] = {}  # stream -> frames, seq, capture_ns
         self._unauthorized = 0
         self.token = read_token(spec.token_file, f"viewer sink {stage_id!r}") if spec.token_file else ""
         try:
@@ -251,11 +321,40 @@ class ViewerSink:
         if self.closed:
             raise RuntimeError(f"viewer sink {self.stage_id!r} is closed")
         check_bgr_image(image_bgr, f"viewer sink {self.stage_id!r}")
-        self.slot.put(image_bgr, frame.seq)
         with self._lock:
+            slot = self.slots.get(frame.stream)
+            if slot is None:
+                if len(self.slots) >= MAX_STREAMS:
+                    self._too_many += 1
+                    return
+                slot = self.first if not self.slots else LatestJpeg(self.spec.jpeg_quality)
+                self.slots[frame.stream] = slot
             self._written += 1
-            self._last_seq = frame.seq
-            self._last_capture_ns = frame.capture_ns
+            frames = self._last.get(frame.stream, (0, 0, 0))[0]
+            self._last[frame.stream] = (frames + 1, frame.seq, frame.capture_ns)
+        slot.put(image_bgr, frame.seq, frame.capture_ns)
+
+    def slot_of(self, stream: str | None) -> tuple[str, LatestJpeg] | None:
+        """`stream`'s name and slot (None: the first stream's, even before it came)."""
+        with self._lock:
+            if stream is None:
+                return next(iter(self.slots), ""), self.first
+            slot = self.slots.get(stream)
+            return None if slot is None else (stream, slot)
+
+    def streams(self) -> dict[str, Any]:
+        """What `/streams.json` serves: each stream's frames written, newest seq and capture."""
+        with self._lock:
+            return {
+                "streams": [
+                    {"id": sid, "frames": n, "last_seq": seq, "last_capture_ns": cap}
+                    for sid, (n, seq, cap) in self._last.items()
+                ]
+            }
+
+    def take_display_ms(self) -> list[float]:
+        """Capture -> shown latencies (ms) the pages reported since the last call."""
+        return self.shown.take()
 
     def update_stats(self, stats: dict[str, Any]) -> None:
         """Replace the stats shown on the page (must be JSON-able)."""
@@ -266,23 +365,33 @@ class ViewerSink:
     def drops(self) -> dict[str, int]:
         """Frames this sink failed to serve. Frames replaced before anyone looked are normal
         for a viewer and not counted; `stats()` has written vs encoded."""
-        return {"encode_error": self.slot.encode_errors} if self.slot.encode_errors else {}
+        with self._lock:
+            slots, too_many = list(self.slots.values()), self._too_many
+        errors = sum(slot.encode_errors for slot in slots)
+        drops = {"encode_error": errors} if errors else {}
+        if too_many:
+            drops["too_many_streams"] = too_many
+        return drops
 
     def stats(self) -> dict[str, Any]:
         """What `/stats.json` serves."""
+        drops = self.drops()
         with self._lock:
+            newest = max(self._last.values(), key=lambda v: v[2], default=None)
             return {
                 "stage": self.stage_id,
                 "title": self.spec.title,
                 "source_fps": self.source_fps,
                 "viewer": {
                     "frames_written": self._written,
-                    "frames_encoded": self.slot.encoded,
-                    "last_seq": self._last_seq,
-                    "last_capture_ns": self._last_capture_ns,
+                    "frames_encoded": sum(slot.encoded for slot in self.slots.values()),
+                    "streams": list(self.slots),
+                    "last_seq": None if newest is None else newest[1],
+                    "last_capture_ns": None if newest is None else newest[2],
                     "connections": self._server.connections(),
                     "unauthorized": self._unauthorized,
-                    "drops": self.drops(),
+                    "shown_reports": self.shown.counts(),
+                    "drops": drops,
                 },
                 "stats": self._stats,
             }
@@ -292,17 +401,20 @@ class ViewerSink:
             self._unauthorized += 1
 
     def page(self) -> str:
-        """The HTML page: the live stream and a stats table polled from /stats.json (it is
-        served only to a request that presented the token, so it carries the token on)."""
+        """The HTML page (stream.sinks.viewer_page; it is served only to a request that
+        presented the token, so it carries the token on)."""
         query = f"?token={quote(self.token, safe='')}" if self.token else ""
-        return _PAGE.replace("{query}", query).replace("{title}", html.escape(self.spec.title))
+        return PAGE.replace("{query}", query).replace("{title}", html.escape(self.spec.title))
 
     def close(self) -> None:
         """Stop serving: end every client, stop the server, join its threads (bounded)."""
         if self.closed:
             return
         self.closed = True
-        self.slot.close()
+        with self._lock:
+            slots = [self.first, *self.slots.values()]
+        for slot in slots:
+            slot.close()
         self._server.shutdown()
         self._serve_thread.join()
         threads = self._server.disconnect_all()
@@ -311,92 +423,3 @@ class ViewerSink:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._server.server_close()
 
-
-_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body { margin: 0; background: #111; color: #ddd; font: 14px system-ui, sans-serif; }
-header { padding: 6px 12px; background: #222; font-weight: 600; }
-main { display: flex; gap: 12px; padding: 12px; align-items: flex-start; }
-img { max-width: 75vw; max-height: 90vh; background: #000; }
-table { border-collapse: collapse; min-width: 260px; }
-td { padding: 2px 8px; border-bottom: 1px solid #333; font-variant-numeric: tabular-nums; }
-td:first-child { color: #999; }
-#status { color: #f55; }
-aside { max-width: 300px; }
-#notice { color: #fb0; font-weight: 600; margin-bottom: 8px; }
-#gate { color: #f55; font-weight: 600; margin-bottom: 8px; }
-#legend { list-style: none; padding: 0; margin: 0 0 8px 0; }
-#legend li { margin: 2px 0; }
-#confidence-bar { height: 10px; width: 160px; margin: 2px 0 8px 0; border: 1px solid #555; }
-.swatch { display: inline-block; width: 12px; height: 12px; margin-right: 6px;
-  vertical-align: -1px; border: 1px solid #555; }
-dt { color: #999; } dd { margin: 0 0 6px 0; }
-</style></head>
-<body><header>{title} <span id="status"></span></header>
-<main><img id="live" src="/stream.mjpg{query}" alt="live stream">
-<aside id="model" hidden><div id="notice"></div><div id="gate"></div>
-<ul id="legend"></ul>
-<div id="confidence" hidden>confidence 0 - 1<div id="confidence-bar"></div></div>
-<dl><dt>model</dt><dd id="model-name"></dd><dt>intended use</dt><dd id="intended-use"></dd>
-<dt>training data</dt><dd id="training-data"></dd></dl></aside>
-<table id="stats"></table></main>
-<script>
-function flatten(obj, prefix, out) {
-  for (const [k, v] of Object.entries(obj)) {
-    if (!prefix && k === "model_card") continue;  // shown in the model panel
-    const key = prefix ? prefix + "." + k : k;
-    if (v !== null && typeof v === "object" && !Array.isArray(v)) flatten(v, key, out);
-    else out.push([key, typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : v]);
-  }
-  return out;
-}
-function text(id, value) { document.getElementById(id).textContent = value || ""; }
-function showModel(card, model) {
-  const box = document.getElementById("model");
-  box.hidden = !card;
-  if (!card) return;
-  text("notice", card.notice);
-  text("model-name", model);
-  text("intended-use", card.intended_use);
-  text("training-data", card.training_data);
-  const g = card.applicability;
-  text("gate", g && !g.applicable ? "Model not applicable to this image (score " +
-    g.score + " > threshold " + g.threshold + ")" : "");
-  const stops = (card.confidence_colors || []).filter((c) => /^#[0-9a-f]{6}$/i.test(c));
-  document.getElementById("confidence").hidden = stops.length < 2;
-  if (stops.length >= 2) document.getElementById("confidence-bar").style.background =
-    "linear-gradient(to right, " + stops.join(", ") + ")";
-  const legend = document.getElementById("legend");
-  legend.replaceChildren(...(card.labels || []).map((l) => {
-    const li = document.createElement("li"), sw = document.createElement("span");
-    sw.className = "swatch";
-    if (/^#[0-9a-f]{6}$/i.test(l.color)) sw.style.background = l.color;
-    li.appendChild(sw); li.appendChild(document.createTextNode(l.name)); return li;
-  }));
-}
-async function poll() {
-  try {
-    const r = await fetch("/stats.json{query}", {cache: "no-store"});
-    const s = await r.json();
-    const rows = flatten(s.stats, "", []).concat(flatten(s.viewer, "viewer", []));
-    showModel(s.stats.model_card, s.stats.model);
-    const t = document.getElementById("stats");
-    t.replaceChildren(...rows.map(([k, v]) => {
-      const tr = document.createElement("tr");
-      for (const x of [k, v]) { const td = document.createElement("td");
-        td.textContent = String(x); tr.appendChild(td); }
-      return tr;
-    }));
-    document.getElementById("status").textContent = "";
-  } catch (e) {
-    document.getElementById("status").textContent = "(disconnected)";
-  }
-}
-const img = document.getElementById("live");
-const Q = "{query}";
-img.onerror = () => setTimeout(() => {
-  img.src = "/stream.mjpg" + (Q ? Q + "&" : "?") + "t=" + Date.now(); }, 1000);
-setInterval(poll, 1000); poll();
-</script></body></html>
-"""

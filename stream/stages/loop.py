@@ -88,6 +88,15 @@ class Ports:
         """The input whose frames `process` handles (one per stage)."""
         self.input = self._open_input(link, "")
 
+    def add_inputs(self, links: list[str]) -> None:
+        """Several inputs read as one, in turn (stream.stages.merged_inbox)."""
+        if len(links) == 1:
+            self.add_input(links[0])
+            return
+        from .merged_inbox import MergedInbox
+
+        self.input = MergedInbox([self._open_input(link, "") for link in links])
+
     def add_output(self, link: str) -> Outbox:
         """Where the frames `process` returns are sent (and the end of stream forwarded)."""
         self.output = self._open_output(link)

@@ -47,16 +47,17 @@ from ..render.overlay_policy import ClippedOverlay, OverlayPolicy
 from ..render.pieces import GeometryPieces
 from ..render.view import ImageView
 from ..results_summary import count_results
-from ..sinks.base import Sink, SinkError, sink_pending
+from ..sinks.base import Sink, SinkError, sink_display_ms, sink_pending
 from ..sinks.naming import sink_kind, unique_label
-from ..stats import GLASS_MS, OVERLAY_AGE_MS
-from .base import StageRuntime
+from ..stats import DISPLAY_MS, GLASS_MS, OVERLAY_AGE_MS
+from .base import Drop, StageRuntime
 from .loop import Delivered, Latest, Operator, Ports, SetupError, run_operator
 
 STATS_PERIOD_S = 0.25
 MAX_LABEL_VALUES = 256
 GREY_FORMATS = ("gray8", "gray16", "float32")
 OVERLAY_DROP_PREFIX = "overlay:"  # passthrough: overlays skipped are not video frames dropped
+TOO_MANY_STREAMS = "too_many_streams"  # a frame of one stream more than a render stage draws
 
 
 def overlay_age_ms(frame: Frame, overlay: Frame | None) -> float | None:
@@ -94,6 +95,7 @@ class Renderer:
         self.overlay_off = ""  # why the last frame's model output was not drawn ("" if it was)
         self.clipped = ClippedOverlay()
         self.recent = RecentHistogram()
+        self.recent_display = RecentHistogram()
         self.handoffs: deque[int] = deque(maxlen=30)
         self.confusion = np.zeros((0, 0), np.int64)
         self.model = ""
@@ -152,6 +154,15 @@ class Renderer:
     def render(self, frame: Frame, overlay: Frame | None, stale_ms: float | None) -> int:
         """Draw `frame` (with `overlay`'s annotations, if given) and hand it to every sink.
         Returns the time of the handoff."""
+        canvas = self.draw(frame, overlay, stale_ms)
+        handoff = self.rt.clock.now_ns()
+        for sink in self.sinks:
+            sink.write(canvas, frame)
+        self.handed(frame, handoff)
+        return handoff
+
+    def draw(self, frame: Frame, overlay: Frame | None, stale_ms: float | None) -> np.ndarray:
+        """`frame` drawn (with `overlay`'s annotations, if given) onto a new image."""
         rt = self.rt
         canvas = self.view.base(frame, overlay)  # a new array: the frame stays clean
         suppressed = ""
@@ -175,20 +186,34 @@ class Renderer:
         self.explain.draw_panels(canvas)
         if self.hud is not None:
             self.hud.draw(canvas, self.hud_data(frame, overlay, stale_ms, suppressed))
-        handoff = rt.clock.now_ns()
-        for sink in self.sinks:
-            sink.write(canvas, frame)
+        return canvas
+
+    def handed(self, frame: Frame, handoff: int) -> None:
+        """`frame` (drawn) reached the sinks at `handoff`: glass-to-glass, budget, live stats."""
         glass_ms = (handoff - frame.capture_ns) / 1e6
         if glass_ms < -CLOCK_TOLERANCE_MS:  # rendered before captured: the clocks disagree
-            rt.stats.count("clock_skew")
+            self.rt.stats.count("clock_skew")
         else:
-            rt.stats.observe(GLASS_MS, glass_ms)
-            self.recent.record(glass_ms, handoff)
+            self.rt.stats.observe(GLASS_MS, glass_ms)
         if handoff > frame.deadline_ns:
-            rt.stats.count("budget_misses")
-        self.handoffs.append(handoff)
+            self.rt.stats.count("budget_misses")
+        self.note_handoff(frame, handoff)
         self.publish_live()
-        return handoff
+
+    def note_handoff(self, frame: Frame, handoff: int) -> None:
+        """The HUD's figures (fps, recent glass-to-glass) learn of a handoff."""
+        glass_ms = (handoff - frame.capture_ns) / 1e6
+        if glass_ms >= -CLOCK_TOLERANCE_MS:
+            self.recent.record(glass_ms, handoff)
+        self.handoffs.append(handoff)
+
+    def takes(self, frame: Frame) -> bool:
+        """Whether this renderer can draw `frame` (one of several streams may be one too many)."""
+        return True
+
+    def all_sinks(self) -> list[Sink]:
+        """Every sink this renderer feeds (stats go to all of them)."""
+        return self.sinks
 
     def _draw_output(self, canvas: np.ndarray, frame: Frame, overlay: Frame) -> str:
         """Draw the model's mask and boxes where the overlay policy allows (imaging region,
@@ -237,22 +262,27 @@ class Renderer:
         self.next_stats = now + STATS_PERIOD_S
         if self.confusion.size:  # for the stage's stats snapshots (and so the run report)
             self.rt.stats.info["confusion"] = self.confusion.tolist()
+        self.take_display_latency()
         live = self.live_stats()
-        for sink in self.sinks:
+        for sink in self.all_sinks():
             sink.update_stats(live)
+
+    def take_display_latency(self) -> None:
+        """Capture -> shown times the sinks' viewers reported (display latency, in ms)."""
+        for sink in self.all_sinks():
+            for ms in sink_display_ms(sink):
+                self.rt.stats.observe(DISPLAY_MS, ms)
+                self.recent_display.record(ms, self.rt.clock.now_ns())
 
     def live_stats(self) -> dict[str, Any]:
         stats = self.rt.stats
         fps = self.fps()
-        p50, p99 = self.recent.percentiles((50, 99))
         return {
             "stage": self.rt.id,
             "mode": self.spec.mode,
             "fps": None if fps is None else round(fps, 1),
-            "glass_to_glass_ms": {
-                "p50": None if p50 is None else round(p50, 1),
-                "p99": None if p99 is None else round(p99, 1),
-            },
+            "glass_to_glass_ms": _p50_p99(self.recent),
+            "display_ms": _p50_p99(self.recent_display),
             "budget_ms": self.rt.cfg.budget_ms,
             "budget_misses": stats.counters["budget_misses"],
             "delivered": stats.counters["out"],
@@ -264,11 +294,19 @@ class Renderer:
         }
 
 
-def _open_sinks(rt: StageRuntime, spec: RenderSpec) -> list[Sink]:
+def _p50_p99(recent: RecentHistogram) -> dict[str, float | None]:
+    """The recent p50 and p99 in ms to 0.1 (None while empty), for the live stats."""
+    return {
+        f"p{p}": None if v is None else round(v, 1)
+        for p, v in zip((50, 99), recent.percentiles((50, 99)), strict=True)
+    }
+
+
+def _open_sinks(rt: StageRuntime, raws: list[dict[str, Any]], where: str) -> list[Sink]:
     sinks: list[Sink] = []
     try:
-        for i, raw in enumerate(spec.sinks):
-            sink_spec, factory = parse_sink(raw, f"{spec.id}.sinks[{i}]")
+        for i, raw in enumerate(raws):
+            sink_spec, factory = parse_sink(raw, f"{where}[{i}]")
             sinks.append(factory(sink_spec, rt.id))
     except SinkError:
         for s in sinks:
@@ -291,11 +329,8 @@ class RenderOperator(Operator):
 
     def setup(self, ports: Ports) -> None:
         rt, spec = self.rt, self.spec
-        try:
-            sinks = _open_sinks(rt, spec)
-        except SinkError as e:
-            raise SetupError(str(e)) from e
-        self.renderer = Renderer(rt, spec, sinks)
+        self.renderer = _renderer(rt, spec)
+        sinks = self.renderer.all_sinks()
 
         def note_pending() -> None:
             # frames counted out but still queued in a file sink are not delivered yet: if this
@@ -304,7 +339,7 @@ class RenderOperator(Operator):
 
         rt.stats.snapshot_hooks.append(note_pending)
         if spec.mode == "synchronized":
-            ports.add_input(spec.input)
+            ports.add_inputs(spec.input_links())
         else:
             ports.add_input(spec.video)
             self.overlays = ports.add_latest(spec.input, OVERLAY_DROP_PREFIX)
@@ -321,8 +356,10 @@ class RenderOperator(Operator):
         self.rt.stats.observe(OVERLAY_AGE_MS, max(age_ns, 0) / 1e6)
         return newest, None
 
-    def process(self, frame: Frame, start_ns: int, predicted_miss: bool) -> Delivered:
+    def process(self, frame: Frame, start_ns: int, predicted_miss: bool) -> Delivered | Drop:
         assert self.renderer is not None
+        if not self.renderer.takes(frame):
+            return Drop(TOO_MANY_STREAMS)
         overlay: Frame | None = frame
         stale_ms: float | None = None
         if self.overlays is not None:
@@ -335,7 +372,30 @@ class RenderOperator(Operator):
         if self.renderer is None:
             return 0
         self.renderer.publish_live(force=True)
-        return 2 if _close_sinks(self.rt, self.renderer.sinks) else 0
+        failed = _close_sinks(self.rt, self.renderer.all_sinks())
+        self.renderer.take_display_latency()  # reports that came in while the sinks closed
+        return 2 if failed else 0
+
+
+def _renderer(rt: StageRuntime, spec: RenderSpec) -> Renderer:
+    """One stream: a Renderer; several inputs, a layout or per-stream sinks: StreamsRenderer."""
+    from .render_streams import StreamsRenderer
+
+    opened: list[Sink] = []
+    try:
+        opened += _open_sinks(rt, spec.sinks, f"{spec.id}.sinks")
+        if not (spec.inputs or spec.layout or spec.per_stream_sinks):
+            return Renderer(rt, spec, opened)
+        main = list(opened)
+        per_stream = {}
+        for stream, raws in spec.per_stream_sinks.items():
+            per_stream[stream] = _open_sinks(rt, raws, f"{spec.id}.per_stream_sinks.{stream}")
+            opened += per_stream[stream]
+        return StreamsRenderer(rt, spec, main, per_stream)
+    except SinkError as e:
+        for s in opened:
+            s.close()
+        raise SetupError(str(e)) from e
 
 
 def run_render(rt: StageRuntime, spec: RenderSpec) -> int:
