@@ -39,6 +39,10 @@ class FrameEngine(TensorEngine, Protocol):
 
     def run_frame(self, image: np.ndarray, pixel_format: str) -> dict[str, np.ndarray]: ...
 
+    def run_frames(
+        self, images: list[np.ndarray], pixel_formats: list[str]
+    ) -> dict[str, np.ndarray]: ...
+
 
 def resolve_backend(backend: str, model: str = "us-seg") -> str:
     """The backend that will run `model` (see engines/backends.py)."""
@@ -116,6 +120,13 @@ class ModelPipeline:
             t1 = time.perf_counter()
             out = self._engine.run({self._input.name: x})[self._output]
         t2 = time.perf_counter()
+        return self._result(out, image, pixel_format, {"preprocess": t1 - t0, "engine": t2 - t1})
+
+    def _result(
+        self, out: np.ndarray, image: np.ndarray, pixel_format: str, timings_s: dict[str, float]
+    ) -> InferenceResult:
+        """Postprocess one image's output (batch 1) and apply the gate."""
+        t2 = time.perf_counter()
         if self.task == "segmentation":
             if self._sigmoid:
                 out = two_class_logits(out, self._sigmoid)
@@ -131,13 +142,41 @@ class ModelPipeline:
         if self.gate is not None:
             result.applicability = self.gate.assess(image, pixel_format)
         t4 = time.perf_counter()
-        result.timings_ms = {
-            "preprocess": (t1 - t0) * 1e3,
-            "engine": (t2 - t1) * 1e3,
-            "postprocess": (t3 - t2) * 1e3,
-            "gate": (t4 - t3) * 1e3,
-        }
+        result.timings_ms = {k: v * 1e3 for k, v in timings_s.items()}
+        result.timings_ms.update({"postprocess": (t3 - t2) * 1e3, "gate": (t4 - t3) * 1e3})
         return result
+
+    def run_batch(
+        self, images: list[np.ndarray], pixel_formats: list[str]
+    ) -> list[InferenceResult]:
+        """Several images (of any sizes) in one engine call along the batch axis; one result
+        per image, in order. A model whose batch axis is fixed runs them one at a time."""
+        if len(images) != len(pixel_formats):
+            raise ValueError(f"{len(images)} images but {len(pixel_formats)} pixel formats")
+        batch_axis = next(i.shape[0] for i in self._engine.inputs if i.name == self._input.name)
+        if len(images) == 1 or isinstance(batch_axis, int):
+            return [self(im, pf) for im, pf in zip(images, pixel_formats, strict=True)]
+        for im, pf in zip(images, pixel_formats, strict=True):
+            check_image(im, pf)
+        t0 = time.perf_counter()
+        if self._frame_engine:
+            t1 = t0
+            out = self._engine.run_frames(images, pixel_formats)[self._output]  # type: ignore[attr-defined]
+        else:
+            x = np.concatenate(
+                [preprocess(im, pf, self._input) for im, pf in zip(images, pixel_formats, strict=True)]
+            )
+            t1 = time.perf_counter()
+            out = self._engine.run({self._input.name: x})[self._output]
+        t2 = time.perf_counter()
+        if out.shape[0] != len(images):
+            raise ValueError(f"model gave {out.shape[0]} outputs for a batch of {len(images)}")
+        n = len(images)
+        timings = {"preprocess": (t1 - t0) / n, "engine": (t2 - t1) / n}  # per image, shared
+        return [
+            self._result(out[i : i + 1], im, pf, timings)
+            for i, (im, pf) in enumerate(zip(images, pixel_formats, strict=True))
+        ]
 
     def close(self) -> None:
         self._engine.close()

@@ -16,6 +16,7 @@ MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024
 MAX_KEYS = 4096  # counters, drops or histograms per snapshot
 MAX_LABELS = 256  # side of a confusion matrix
 INT64 = 2**63 - 1
+MAX_STREAMS = 65  # stream ids a stage counts apart (stream.stats.MAX_STREAMS) + "_other"
 
 
 def _count_map(value: Any, what: str) -> dict[str, int]:
@@ -77,6 +78,29 @@ def _check_info(info: Any) -> None:
         raise ValueError("info.stream must be a string")
 
 
+def _check_hists(hists: Any, what: str) -> None:
+    if not isinstance(hists, dict) or len(hists) > MAX_KEYS:
+        raise ValueError(f"{what} must be a mapping")
+    for name, d in hists.items():
+        try:
+            Histogram.from_dict(d)
+        except (ValueError, TypeError, AttributeError, OverflowError) as e:
+            raise ValueError(f"{what}.{name!s:.40}: {e}") from None
+
+
+def _check_streams(streams: Any) -> None:
+    """Per-stream figures: stream id -> {counters, drops, hists}."""
+    if not isinstance(streams, dict) or len(streams) > MAX_STREAMS:
+        raise ValueError(f"streams must be a mapping of up to {MAX_STREAMS} stream ids")
+    for sid, figures in streams.items():
+        what = f"streams.{sid!s:.40}"
+        if not isinstance(figures, dict):
+            raise ValueError(f"{what} must be a mapping")
+        _count_map(figures.get("counters", {}), f"{what}.counters")
+        _count_map(figures.get("drops", {}), f"{what}.drops")
+        _check_hists(figures.get("hists", {}), f"{what}.hists")
+
+
 def check_snapshot(snap: Any, stage_ids: set[str]) -> dict[str, Any]:
     """Validate one decoded snapshot of a stage in `stage_ids`; ValueError if it is not one."""
     if not isinstance(snap, dict):
@@ -92,14 +116,8 @@ def check_snapshot(snap: Any, stage_ids: set[str]) -> dict[str, Any]:
         raise ValueError("final must be true or false")
     _count_map(snap.get("counters", {}), "counters")
     _count_map(snap.get("drops", {}), "drops")
-    hists = snap.get("hists", {})
-    if not isinstance(hists, dict) or len(hists) > MAX_KEYS:
-        raise ValueError("hists must be a mapping")
-    for name, d in hists.items():
-        try:
-            Histogram.from_dict(d)
-        except (ValueError, TypeError, AttributeError, OverflowError) as e:
-            raise ValueError(f"hists.{name!s:.40}: {e}") from None
+    _check_hists(snap.get("hists", {}), "hists")
+    _check_streams(snap.get("streams", {}))
     _check_info(snap.get("info", {}))
     _optional_ns(snap.get("first_out_ns"), "first_out_ns")
     _optional_ns(snap.get("last_out_ns"), "last_out_ns")

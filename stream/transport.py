@@ -296,10 +296,12 @@ class Receiver:
     """The consuming end of a link.
 
     live: a background thread drains the socket as fast as messages arrive, checks each header
-    (outside the mailbox lock) and keeps only the newest frame, undecoded, in a one-slot
-    mailbox, so kernel and ZeroMQ buffers never hold a backlog; `recv` takes that frame and
-    binds its payload (only the frame used is read from shared memory). Frames replaced in the
-    mailbox are counted as `overflow` drops. lossless: `recv` reads the socket in order.
+    (outside the mailbox lock) and keeps only the newest frame of each stream, undecoded, in a
+    mailbox with one slot per stream, so kernel and ZeroMQ buffers never hold a backlog and a
+    fast stream never pushes a slow one's frame out; `recv` takes the frame that has waited
+    longest (so streams take turns) and binds its payload (only the frame used is read from
+    shared memory). Frames replaced in the mailbox are counted as `overflow` drops of their
+    stream. lossless: `recv` reads the socket in order.
 
     What arrived is kept per `stream@epoch` in the stage's `info["arrived"]` ([frames, lowest
     seq, highest seq]; frames = received + lost on the link): the run report accounts for a
@@ -353,9 +355,9 @@ class Receiver:
         self._disconnect_logged = False
         # mailbox shared with the drain thread (live mode); counts are merged under its lock
         self._cond = threading.Condition()
-        self._newest: Parsed | None = None
+        self._newest: dict[str, Parsed] = {}  # stream -> its newest frame, longest waiting first
         self._eos: deque[Parsed] = deque()
-        self._drops: Counter[str] = Counter()
+        self._drops: Counter[tuple[str, str]] = Counter()  # (reason, stream or "")
         self._counts: Counter[str] = Counter()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -374,16 +376,18 @@ class Receiver:
             got[0] += frames
             got[1], got[2] = min(got[1], seq), max(got[2], seq)
 
-    def _accept(self, parts: list, drops: Counter[str], counts: Counter[str]) -> Parsed | None:
+    def _accept(
+        self, parts: list, drops: Counter[tuple[str, str]], counts: Counter[str]
+    ) -> Parsed | None:
         """Check one message's header and do the link bookkeeping; None if it was refused
         (counted in `drops` / `counts`)."""
         try:
             msg = parse(parts)
         except DecodeError as e:
-            drops[f"invalid:{e.reason}"] += 1
+            drops[(f"invalid:{e.reason}", "")] += 1
             return None
         except Exception:  # a decoder bug must not kill the drain thread: count it, go on
-            drops["invalid:decoder_error"] += 1
+            drops[("invalid:decoder_error", "")] += 1
             return None
         if msg.kind == KIND_EOS:
             key = (msg.stream, msg.epoch)
@@ -395,10 +399,10 @@ class Receiver:
             return msg
         lost = self._sequence(msg, counts)
         if lost is None:
-            drops["invalid:implausible_gap"] += 1
+            drops[("invalid:implausible_gap", "")] += 1
             return None
         if lost:
-            drops["overflow"] += lost
+            drops[("overflow", msg.stream)] += lost
         self._arrive(msg.stream, msg.epoch, msg.seq, 1 + lost)
         return msg
 
@@ -477,14 +481,14 @@ class Receiver:
         poller.register(self.sock, zmq.POLLIN)
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
-        drops: Counter[str] = Counter()
+        drops: Counter[tuple[str, str]] = Counter()
         counts: Counter[str] = Counter()
         while not self._closing:
             ready = poller.poll(50)
             self._check_monitor()
             if not ready:
                 continue
-            newest: Parsed | None = None
+            newest: dict[str, Parsed] = {}
             eos: list[Parsed] = []
             for _ in range(MAX_DRAIN):
                 try:
@@ -499,16 +503,14 @@ class Receiver:
                 if msg.kind == KIND_EOS:
                     eos.append(msg)
                     continue
-                if newest is not None:  # replaced before anyone took it
-                    self._overflow(newest, drops, counts)
-                newest = msg
-            if newest is None and not eos and not drops and not counts:
+                if msg.stream in newest:  # replaced before anyone took it
+                    self._overflow(newest[msg.stream], drops, counts)
+                newest[msg.stream] = msg
+            if not newest and not eos and not drops and not counts:
                 continue
             with self._cond:
-                if newest is not None:
-                    if self._newest is not None:
-                        self._overflow(self._newest, self._drops, self._counts)
-                    self._newest = newest
+                for stream, msg in newest.items():
+                    self._post(stream, msg)
                 self._eos.extend(eos)
                 self._drops.update(drops)
                 self._counts.update(counts)
@@ -516,13 +518,23 @@ class Receiver:
             drops.clear()
             counts.clear()
 
-    def _overflow(self, msg: Parsed, drops: Counter[str], counts: Counter[str]) -> None:
-        drops["overflow"] += 1
+    def _post(self, stream: str, msg: Parsed) -> None:
+        """Put `msg` in its stream's mailbox slot (under the lock); a frame it replaces, or the
+        longest-waiting one when more than MAX_TRACKED streams wait, is an overflow drop."""
+        old = self._newest.get(stream)
+        if old is None and len(self._newest) >= MAX_TRACKED:
+            old = self._newest.pop(next(iter(self._newest)))
+        if old is not None:
+            self._overflow(old, self._drops, self._counts)
+        self._newest[stream] = msg  # a replaced frame's slot keeps its place in the queue
+
+    def _overflow(self, msg: Parsed, drops: Counter[tuple[str, str]], counts: Counter[str]) -> None:
+        drops[("overflow", msg.stream)] += 1
         counts["in"] += 1
 
     def _flush_counts(self) -> None:
-        for reason, n in self._drops.items():
-            self.stats.drop(self.drop_prefix + reason, n)
+        for (reason, stream), n in self._drops.items():
+            self.stats.drop(self.drop_prefix + reason, n, stream or None)
         for name, n in self._counts.items():
             self.stats.count(name, n)
         self._drops.clear()
@@ -538,11 +550,13 @@ class Receiver:
                 _remember(arrived, key, list(got))
 
     def _take(self) -> Parsed | None:
-        if self._newest is not None:
-            msg, self._newest = self._newest, None
-            return msg
-        if self._eos:
-            return self._eos.popleft()
+        """The end of a stream with no frame waiting, else the frame that waited longest."""
+        for eos in self._eos:
+            if eos.stream not in self._newest:
+                self._eos.remove(eos)
+                return eos
+        if self._newest:
+            return self._newest.pop(next(iter(self._newest)))
         return None
 
     def _bind(self, parsed: Parsed) -> Message | None:
@@ -553,11 +567,11 @@ class Receiver:
             self.stats.drop(self.drop_prefix + f"invalid:{e.reason}")
             return None
         except PayloadGone as e:  # its slot was reused: a drop of a frame that did arrive
-            self.stats.drop(self.drop_prefix + e.reason)
+            self.stats.drop(self.drop_prefix + e.reason, stream=parsed.stream)
             self.stats.count("in")
             return None
         if msg.kind != KIND_EOS:
-            self.stats.count("in")
+            self.stats.count("in", stream=None if self.drop_prefix else parsed.stream)
         return msg
 
     def recv(self, timeout_ms: int) -> Message | None:

@@ -170,7 +170,7 @@ class Renderer:
         if glass_ms < -CLOCK_TOLERANCE_MS:  # rendered before captured: the clocks disagree
             rt.stats.count("clock_skew")
         else:
-            rt.stats.observe(GLASS_MS, glass_ms)
+            rt.stats.observe(GLASS_MS, glass_ms, frame.stream)
             self.recent.record(glass_ms, handoff)
         if handoff > frame.deadline_ns:
             rt.stats.count("budget_misses")
