@@ -192,7 +192,8 @@ class Sender:
         self.stats = stats
         self.should_stop = should_stop
         self.count_drops = count_drops  # False: the caller counts a refused frame itself
-        self.link_seq = 0
+        self.link_seq = 0  # frames sent on this link, all streams
+        self.stream_seq: dict[str, int] = {}  # per stream: the `link_seq` on the wire
         self.last_drop = ""  # reason the last frame `send` refused was dropped
         self.consumers = 0
         self.pubsub = spec.pattern == "pubsub"
@@ -253,15 +254,17 @@ class Sender:
                 if self.count_drops:
                     self.stats.drop(self.last_drop)
                 return False
+        link_seq = self.stream_seq.get(frame.stream, 0) + 1
         parts = encode_frame(
             frame,
             self.stage_id,
-            self.link_seq + 1,
+            link_seq,
             self.clock.now_ns(),
             self.shm.write if self.shm is not None else None,
         )
         if self._send_parts(parts):
             self.link_seq += 1
+            _remember(self.stream_seq, frame.stream, link_seq)
             return True
         self.last_drop = "overflow" if self.spec.mode == "live" else "shutdown"
         if self.count_drops:
@@ -272,13 +275,14 @@ class Sender:
         """Tell consumers the stream ended. Repeated (receivers ignore duplicates) because a
         live link may drop one; an eos does not advance `link_seq`. A lossless link waits for
         room and sends it once, like a frame."""
+        last = self.stream_seq.get(eos.stream, 0)
         if self.spec.mode == "lossless":
-            self._send_parts(encode_eos(eos, self.stage_id, self.link_seq, self.clock.now_ns()))
+            self._send_parts(encode_eos(eos, self.stage_id, last, self.clock.now_ns()))
             return
         for i in range(repeats):
             if self.pubsub:
                 self._track_subscriptions()
-            parts = encode_eos(eos, self.stage_id, self.link_seq, self.clock.now_ns())
+            parts = encode_eos(eos, self.stage_id, last, self.clock.now_ns())
             try:
                 self.sock.send_multipart(parts, flags=zmq.NOBLOCK)
             except zmq.Again:
@@ -407,9 +411,10 @@ class Receiver:
         return msg
 
     def _sequence(self, msg: Parsed, counts: Counter[str]) -> int | None:
-        """Per-sender sequence bookkeeping: restarts, the highest frame seq seen, and the frames
+        """Per-sender (and stream) sequence bookkeeping: restarts, the highest frame seq seen, and the frames
         lost on the link (a `link_seq` gap, pubsub); None if the jump is implausible."""
-        stream, epoch, sender, link_seq = msg.stream, msg.epoch, msg.sender, msg.link_seq
+        stream, epoch, link_seq = msg.stream, msg.epoch, msg.link_seq
+        sender = f"{msg.sender}/{stream}"  # link_seq counts per sender and stream
         if self.epochs.get(stream, epoch) != epoch:
             counts["stream_restarts"] += 1
             self.last_link_seq.pop(sender, None)

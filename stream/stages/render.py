@@ -292,9 +292,9 @@ class RenderOperator(Operator):
 
         rt.stats.snapshot_hooks.append(note_pending)
         if spec.mode == "synchronized":
-            ports.add_input(spec.input)
+            ports.add_input(spec.input, rt.cfg.streams_into(spec.input))
         else:
-            ports.add_input(spec.video)
+            ports.add_input(spec.video, rt.cfg.streams_into(spec.video))
             self.overlays = ports.add_latest(spec.input, OVERLAY_DROP_PREFIX)
 
     def _overlay(self, frame: Frame) -> tuple[Frame | None, float | None]:
