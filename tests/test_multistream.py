@@ -4,14 +4,20 @@ per-stream mailbox, per-stream accounting, batched inference."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from engines import EngineSpec, load_pipeline
 from stream.clock import FakeClock
+from stream.config import load_config_file
 from stream.frame import Frame
+from stream.histogram import Histogram
+from stream.report import build_report, format_report, video_path
 from stream.stages.batcher import Batcher
 from stream.stats import GLASS_MS, StageStats
 
@@ -152,3 +158,112 @@ def test_run_batch_refuses_mismatched_lists() -> None:
             pipeline.run_batch([np.zeros((8, 8), np.uint8)] * 2, ["gray8"])  # type: ignore[attr-defined]
     finally:
         pipeline.close()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+MULTI = load_config_file(ROOT / "configs" / "multi_probe.yaml")
+ORMM = load_config_file(ROOT / "configs" / "or_multimodal.yaml")
+
+
+def snap(stage: str, counters: dict, streams: dict, info: dict | None = None, drops: dict | None = None) -> dict:
+    return {
+        "stage": stage, "pid": 1, "started_ns": 1, "final": True, "counters": counters,
+        "drops": drops or {}, "hists": {}, "info": info or {}, "streams": streams,
+        "first_out_ns": None, "last_out_ns": None,
+    }
+
+
+def per(out: int = 0, drops: dict | None = None, glass: list[float] = ()) -> dict:
+    h = Histogram()
+    for ms in glass:
+        h.record(ms)
+    hists = {GLASS_MS: h.to_dict()} if glass else {}
+    return {"counters": {"out": out}, "drops": drops or {}, "hists": hists}
+
+
+def test_each_stream_is_accounted_on_its_own() -> None:
+    """probe1 loses frames on the way (overflow at infer, late at render); probe2 loses none;
+    probe3's last 2 frames vanished (lost); probe4 sent nothing that arrived."""
+    snapshots = [
+        snap("probe1", {"captured": 30}, {"probe1": {"counters": {"captured": 30}}}, {"stream": "probe1", "epoch": 1}),
+        snap("probe2", {"captured": 20}, {"probe2": {"counters": {"captured": 20}}}, {"stream": "probe2", "epoch": 1}),
+        snap("probe3", {"captured": 10}, {"probe3": {"counters": {"captured": 10}}}, {"stream": "probe3", "epoch": 1}),
+        snap("probe4", {"captured": 0}, {}, {"stream": "probe4", "epoch": 1}),
+        snap("infer", {"out": 53}, {"probe1": per(25, {"overflow": 5}), "probe2": per(20), "probe3": per(8)},
+             drops={"overflow": 5}),
+        snap("render", {"out": 51}, {
+            "probe1": per(23, {"late": 2}, [10.0] * 20 + [90.0] * 3),
+            "probe2": per(20, {}, [20.0] * 20),
+            "probe3": per(8, {}, [30.0] * 8),
+        }, drops={"late": 2}),
+    ]
+    report = build_report(MULTI, snapshots, 1.0, {}, "test")
+    f = report["frames"]
+    assert f["captured"] == 60 and f["delivered"] == 51 and f["accounted"]
+    s = report["streams"]
+    assert set(s) == {"probe1", "probe2", "probe3", "probe4"}
+    assert s["probe1"]["frames"] == {
+        "captured": 30, "delivered": 23, "dropped": {"late": 2, "overflow": 5}, "dropped_total": 7,
+        "accounted": True, "captured_unreported": 0,
+    }
+    assert s["probe2"]["frames"]["dropped"] == {} and s["probe2"]["frames"]["delivered"] == 20
+    assert s["probe3"]["frames"]["dropped"] == {"lost": 2}
+    assert s["probe4"]["frames"]["captured"] == 0 and s["probe4"]["budget_ms"] == 150
+    assert s["probe1"]["budget_ms"] == MULTI.budget_ms
+    g1, g2 = s["probe1"]["latency_ms"]["glass_to_glass"], s["probe2"]["latency_ms"]["glass_to_glass"]
+    assert g1["count"] == 23 and g1["p99"] > 80 > g1["p50"]
+    assert g2["count"] == 20 and 19 < g2["p50"] <= g2["p95"] <= g2["p99"] < 21
+    text = format_report(report)
+    assert "probe3" in text and "lost 2" in text and "p95" in text
+    # the sum over the streams is the total
+    assert sum(x["frames"]["captured"] for x in s.values()) == f["captured"]
+    assert sum(x["frames"]["dropped_total"] for x in s.values()) == f["dropped_total"]
+
+
+def test_one_stream_keeps_the_text_report_unchanged() -> None:
+    cfg = load_config_file(ROOT / "configs" / "ultrasound_seg.yaml")
+    snapshots = [
+        snap("grab", {"captured": 5}, {"grab": {"counters": {"captured": 5}}}, {"stream": "grab", "epoch": 1}),
+        snap("render", {"out": 5}, {"grab": per(5)}),
+    ]
+    report = build_report(cfg, snapshots, 1.0, {}, "test")
+    assert report["streams"]["grab"]["frames"]["accounted"]
+    assert "p95" not in format_report(report)
+
+
+def test_streams_into_follows_fan_in_and_infer_stages() -> None:
+    assert MULTI.streams_into("frames") == ["probe1", "probe2", "probe3", "probe4"]
+    assert MULTI.streams_into("results") == ["probe1", "probe2", "probe3", "probe4"]
+    assert ORMM.streams_into("results") == ["ultrasound", "endoscope"]
+    assert video_path(ORMM, ORMM.stage("render")) == [  # type: ignore[arg-type]
+        "ultrasound", "endoscope", "infer-us", "infer-endo", "render"
+    ]
+
+
+@pytest.mark.slow
+def test_two_probes_through_one_batched_infer_stage_end_to_end(tmp_path: Path) -> None:
+    from .test_pipeline import finish, start_run
+
+    data = yaml.safe_load((ROOT / "configs" / "multi_probe.yaml").read_text())
+    data["run_dir"] = str(tmp_path / "run")
+    data["budget_ms"] = 300  # a loaded 2-core test machine
+    data["stages"] = [s for s in data["stages"] if s["id"] not in ("probe3", "probe4")]
+    infer = next(s for s in data["stages"] if s["kind"] == "infer")
+    infer["batch"] = {"max_batch": 2, "max_wait_ms": 30}
+    render = next(s for s in data["stages"] if s["kind"] == "render")
+    render["sinks"] = []
+    config, report_path = tmp_path / "two.yaml", tmp_path / "report.json"
+    config.write_text(yaml.safe_dump(data))
+    sup = start_run(config, report_path, duration=6)
+    out = finish(sup)
+    assert sup.returncode == 0, out
+    report = json.loads(report_path.read_text())
+    assert report["frames"]["accounted"], report["frames"]
+    for sid in ("probe1", "probe2"):
+        f = report["streams"][sid]["frames"]
+        assert f["accounted"] and f["captured"] >= 60, (sid, f)
+        assert f["delivered"] >= 0.3 * f["captured"], (sid, f)  # neither stream starves
+        assert report["streams"][sid]["latency_ms"]["glass_to_glass"]["count"] == f["delivered"]
+    infer_counters = report["stages"]["infer"]["counters"]
+    assert infer_counters["batched_frames"] > infer_counters["batches"] > 0  # some ran together
+    assert "probe2" in out and "p95" in out  # the per-stream table
