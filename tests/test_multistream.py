@@ -18,8 +18,11 @@ from stream.config import load_config_file
 from stream.frame import Frame
 from stream.histogram import Histogram
 from stream.report import build_report, format_report, video_path
+from stream.sinks.prometheus import exposition
 from stream.stages.batcher import Batcher
 from stream.stats import GLASS_MS, StageStats
+from tools.live_stats import LiveView
+from tools.top import format_view
 
 from .helpers import OpenLink, make_frame, wait_until
 
@@ -267,3 +270,48 @@ def test_two_probes_through_one_batched_infer_stage_end_to_end(tmp_path: Path) -
     infer_counters = report["stages"]["infer"]["counters"]
     assert infer_counters["batched_frames"] > infer_counters["batches"] > 0  # some ran together
     assert "probe2" in out and "p95" in out  # the per-stream table
+
+
+def _two_stream_stats(clock: FakeClock, seconds: int, view: LiveView | None = None) -> list[StageStats]:
+    """Two grabs (a: 30 fps, b: 10 fps) and a render that drops 1 frame of b per second."""
+    from .test_top import _message
+
+    stages = [StageStats(sid, kind, clock) for sid, kind in (("a", "grab"), ("b", "grab"), ("render", "render"))]
+    a, b, render = stages
+    for t in range(seconds):
+        for stats, stream, n in ((a, "a", 30), (b, "b", 10)):
+            stats.count("captured", n, stream=stream)
+            for _ in range(n - (stream == "b")):
+                render.frame_out(clock.now_ns(), stream)
+                render.observe(GLASS_MS, 20.0 if stream == "a" else 60.0, stream)
+        render.drop("late", 1, stream="b")
+        clock.advance_ms(1000)
+        if view is not None:
+            view.update(_message(stages, float(t)))
+    return stages
+
+
+def test_top_shows_each_stream() -> None:
+    view = LiveView(window_s=1.0)
+    _two_stream_stats(FakeClock(), 3, view)
+    rows = {r.stream: r for r in view.stream_rows()}
+    assert rows["a"].fps_captured == 30.0 and rows["a"].fps_delivered == 30.0
+    assert rows["b"].fps_captured == 10.0 and rows["b"].fps_delivered == 9.0
+    assert rows["a"].glass_ms[0] is not None and abs(rows["a"].glass_ms[0] - 20.0) < 0.5
+    assert abs(rows["b"].glass_ms[1] - 60.0) < 0.5 and rows["b"].drops == {"late": 3}
+    text = format_view(view, "ipc://x", 1.0, "")
+    assert "fps cap" in text and "late 3" in text.split("fps cap")[1]
+
+
+def test_prometheus_labels_by_stream_only_with_several_streams() -> None:
+    from .test_top import _message
+
+    clock = FakeClock()
+    text = exposition(_message(_two_stream_stats(clock, 2), 2.0))
+    assert 'medstream_stream_frames_out_total{pipeline="p",stage="render",stream="a"} 60' in text
+    assert 'medstream_stream_frames_out_total{pipeline="p",stage="render",stream="b"} 18' in text
+    assert 'medstream_stream_drops_total{pipeline="p",stage="render",stream="b",reason="late"} 2' in text
+    assert 'medstream_stream_glass_to_glass_seconds_count{pipeline="p",stage="render",stream="b"} 18' in text
+    one = StageStats("render", "render", clock)
+    one.frame_out(clock.now_ns(), "only")
+    assert "medstream_stream_" not in exposition(_message([one], 1.0))

@@ -3,7 +3,9 @@
 Not part of the pipeline's core: `medstream prometheus` (tools/) subscribes to the supervisor's
 stats channel and serves the newest exposition at http://HOST:PORT/metrics. Counters end in
 `_total`; latencies are histograms in seconds whose bucket edges include the pipeline budget;
-labels are only `pipeline`, `stage` and (for drops) `reason`, never per frame.
+labels are only `pipeline`, `stage` and (for drops) `reason`, never per frame. A pipeline of
+several streams also gets `medstream_stream_*` series with a `stream` label (frames, drops,
+glass-to-glass per stream and stage); with one stream they are left out.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from stream.histogram import Histogram
-from stream.report import totals_from_snapshots
+from stream.report import StageTotals, totals_from_snapshots
 from stream.stats import GLASS_MS, OVERLAY_AGE_MS, QUEUE_MS, STAGE_MS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -39,6 +41,11 @@ COUNTERS = (  # stats counter -> (metric, help)
         "medstream_shm_inline_total",
         "Frames sent inline because every shared-memory slot was in use.",
     ),
+)
+STREAM_COUNTERS = (  # per-stream stats counter -> (metric, help)
+    ("captured", "medstream_stream_frames_captured_total", "Frames a source captured, per stream."),
+    ("in", "medstream_stream_frames_in_total", "Frames a stage received, per stream."),
+    ("out", "medstream_stream_frames_out_total", "Frames a stage handed on, per stream."),
 )
 HISTOGRAMS = (
     (STAGE_MS, "medstream_stage_seconds", "Time a stage spent on a frame."),
@@ -129,7 +136,52 @@ def exposition(msg: dict[str, Any]) -> str:
         out += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
         for sid, h in hist_rows:
             out += _histogram_lines(name, {"pipeline": pipeline, "stage": sid}, h, edges)
+    out += _stream_lines(pipeline, totals, edges)
     return "\n".join(out) + "\n"
+
+
+def _stream_lines(pipeline: str, totals: dict[str, StageTotals], edges: list[float]) -> list[str]:
+    """`medstream_stream_*`: frames, drops and glass-to-glass per stream (several streams only)."""
+    streams = sorted({x for t in totals.values() for x in t.streams})
+    if len(streams) < 2:
+        return []
+    out: list[str] = []
+    for key, name, help_text in STREAM_COUNTERS:
+        rows = [
+            (sid, x, t.streams[x].counters[key])
+            for sid, t in totals.items()
+            for x in streams
+            if x in t.streams and key in t.streams[x].counters
+        ]
+        if rows:
+            out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+            out += [
+                f"{name}{_labels(pipeline=pipeline, stage=sid, stream=x)} {n}" for sid, x, n in rows
+            ]
+    out += [
+        "# HELP medstream_stream_drops_total Frames dropped, by stage, stream and reason.",
+        "# TYPE medstream_stream_drops_total counter",
+    ]
+    for sid, t in totals.items():
+        for x in streams:
+            for reason, n in sorted(t.streams[x].drops.items() if x in t.streams else ()):
+                labels = _labels(pipeline=pipeline, stage=sid, stream=x, reason=reason)
+                out.append(f"medstream_stream_drops_total{labels} {n}")
+    name = "medstream_stream_glass_to_glass_seconds"
+    hist_rows = [
+        (sid, x, t.streams[x].hists[GLASS_MS])
+        for sid, t in totals.items()
+        for x in streams
+        if x in t.streams and GLASS_MS in t.streams[x].hists
+    ]
+    if hist_rows:
+        out += [
+            f"# HELP {name} Capture to rendered frame handed to the sinks, per stream.",
+            f"# TYPE {name} histogram",
+        ]
+        for sid, x, h in hist_rows:
+            out += _histogram_lines(name, {"pipeline": pipeline, "stage": sid, "stream": x}, h, edges)
+    return out
 
 
 class MetricsServer:
