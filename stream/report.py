@@ -52,6 +52,7 @@ class StageTotals:
         self.first_out_ns: int | None = None
         self.last_out_ns: int | None = None
         self.streams: dict[str, StageTotals] = {}  # per stream: counters, drops, hists
+        self.cpu_s = 0.0  # CPU seconds while streaming, over all incarnations
 
     def _add_figures(self, snap: dict[str, Any]) -> None:
         self.counters.update(snap.get("counters", {}))
@@ -65,6 +66,7 @@ class StageTotals:
 
     def add(self, snap: dict[str, Any]) -> None:
         self.incarnations += 1
+        self.cpu_s += float(snap.get("cpu_s", 0.0))
         self._add_figures(snap)
         for sid, figures in snap.get("streams", {}).items():
             self.streams.setdefault(sid, StageTotals(self.stage))._add_figures(figures)
@@ -350,6 +352,7 @@ def build_report(
             "counters": dict(t.counters),
             "drops": dict(t.drops),
             "fps": t.fps(),
+            "cpu_s": round(t.cpu_s, 3),
             "info": {k: v for k, v in t.info.items() if k != "confusion"},
         }
     engine = {}

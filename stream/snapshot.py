@@ -119,6 +119,9 @@ def check_snapshot(snap: Any, stage_ids: set[str]) -> dict[str, Any]:
     _check_hists(snap.get("hists", {}), "hists")
     _check_streams(snap.get("streams", {}))
     _check_info(snap.get("info", {}))
+    cpu = snap.get("cpu_s", 0.0)
+    if isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or not 0 <= cpu < 1e9:
+        raise ValueError("cpu_s must be a number of seconds >= 0")
     _optional_ns(snap.get("first_out_ns"), "first_out_ns")
     _optional_ns(snap.get("last_out_ns"), "last_out_ns")
     return snap

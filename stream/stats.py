@@ -66,6 +66,7 @@ class StageStats:
         self.streams: dict[str, StreamStats] = {}
         self.first_out_ns: int | None = None
         self.last_out_ns: int | None = None
+        self.cpu_at_first_out: float | None = None  # this process's CPU seconds then
         self.snapshot_hooks: list[Callable[[], None]] = []  # bring counters up to date first
 
     def stream(self, stream: str) -> StreamStats:
@@ -108,6 +109,7 @@ class StageStats:
             self.stream(stream).counters["out"] += 1
         if self.first_out_ns is None:
             self.first_out_ns = now_ns
+            self.cpu_at_first_out = time.process_time()
         self.last_out_ns = now_ns
 
     def fps(self) -> float:
@@ -135,6 +137,10 @@ class StageStats:
             "streams": {k: v.to_dict() for k, v in self.streams.items()},
             "first_out_ns": self.first_out_ns,
             "last_out_ns": self.last_out_ns,
+            # CPU seconds this process used since its first frame out (startup left out)
+            "cpu_s": 0.0
+            if self.cpu_at_first_out is None
+            else round(time.process_time() - self.cpu_at_first_out, 4),
         }
 
 
