@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engines import EngineSpec, load_pipeline
 from stream.clock import FakeClock
@@ -19,12 +21,14 @@ from stream.frame import Frame
 from stream.histogram import Histogram
 from stream.report import build_report, format_report, video_path
 from stream.sinks.prometheus import exposition
+from stream.stages.base import Drop
 from stream.stages.batcher import Batcher
 from stream.stats import GLASS_MS, StageStats
 from tools.live_stats import LiveView
 from tools.top import format_view
 
 from .helpers import OpenLink, make_frame, wait_until
+from .test_stage_loop import Script
 
 MS = 1_000_000
 
@@ -315,3 +319,73 @@ def test_prometheus_labels_by_stream_only_with_several_streams() -> None:
     one = StageStats("render", "render", clock)
     one.frame_out(clock.now_ns(), "only")
     assert "medstream_stream_" not in exposition(_message([one], 1.0))
+
+
+class StreamInbox:
+    """MemInbox (tests/test_stage_loop.py) with each frame on the stream its script names."""
+
+    def __init__(self, clock: FakeClock, plan: list, streams: list[str]):
+        from .test_stage_loop import MemInbox
+
+        self.inner, self.streams = MemInbox(clock, plan), streams
+
+    def recv(self, timeout_ms: int):  # type: ignore[no-untyped-def]
+        msg = self.inner.recv(timeout_ms)
+        if msg is not None and msg.frame is not None:
+            msg.frame.stream = self.streams[msg.frame.seq]
+        return msg
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    plan=st.lists(
+        st.tuples(
+            st.builds(
+                Script,
+                slack_ms=st.floats(-5, 60),
+                action=st.sampled_from(["pass", "pass", "drop", "crash"]),
+                work_ms=st.floats(0, 40),
+                sendable=st.booleans(),
+            ),
+            st.sampled_from(["a", "b", "c"]),
+        ),
+        max_size=40,
+    ),
+    max_batch=st.integers(1, 3),
+)
+def test_every_frame_of_a_batched_stage_is_counted_once(plan: list, max_batch: int) -> None:
+    from stream.stages.loop import ERROR, Ports, run_operator
+
+    from .test_stage_loop import MemOutbox, Scripted, check_accounting, runtime
+
+    class Batched(Scripted):
+        def __init__(self, clock: FakeClock):
+            super().__init__(clock, schedules_misses=False)
+            self.batcher = Batcher(max_batch, 5.0)
+            self.batches: list[list[Frame]] = []
+
+        def process_batch(self, frames, start_ns, predicted_miss):  # type: ignore[no-untyped-def]
+            self.batches.append(list(frames))
+            self.clock.advance_ms(max(f.meta["script"].work_ms for f in frames))
+            if any(f.meta["script"].action == "crash" for f in frames):
+                raise RuntimeError("batched call failed")
+            return [Drop("custom") if f.meta["script"].action == "drop" else f for f in frames]
+
+    clock = FakeClock()
+    rt, log = runtime(clock)
+    op = Batched(clock)
+    outbox = MemOutbox()
+    scripts, streams = [p[0] for p in plan], [p[1] for p in plan]
+    ports = Ports(lambda *_: StreamInbox(clock, scripts, streams), lambda _: outbox)
+    try:
+        assert run_operator(rt, op, ports) == 0
+    finally:
+        rt.close()
+    check_accounting(rt, log, len(plan), outbox.sent)
+    for batch in op.batches:
+        assert 1 <= len(batch) <= max_batch
+        assert len({f.stream for f in batch}) == len(batch)  # one frame per stream and batch
+    crashed = sum(len(b) for b in op.batches if any(f.meta["script"].action == "crash" for f in b))
+    assert rt.stats.drops[ERROR] == crashed
+    per_stream = {x: s.counters["out"] + sum(s.drops.values()) for x, s in rt.stats.streams.items()}
+    assert per_stream == {x: streams.count(x) for x in set(streams)}  # each stream's own count

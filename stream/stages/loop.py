@@ -228,7 +228,8 @@ def _batch_loop(rt: StageRuntime, op: Operator, batcher: Batcher, ports: Ports) 
         wait_ms = RECV_TIMEOUT_MS if due is None else max(0, (due - clock.now_ns()) // 1_000_000)
         msg = ports.input.recv(min(wait_ms, RECV_TIMEOUT_MS))
         if msg is not None and msg.kind == KIND_EOS:
-            _run_batch(rt, op, batcher.take(clock.now_ns()), ports.output, errors_logged)
+            while len(batcher):  # what waits runs first (a held frame in a batch of its own)
+                _run_batch(rt, op, batcher.take(clock.now_ns()), ports.output, errors_logged)
             if _ended(rt, msg, ports, ended):
                 return
             continue
