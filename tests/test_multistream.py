@@ -389,3 +389,42 @@ def test_every_frame_of_a_batched_stage_is_counted_once(plan: list, max_batch: i
     assert rt.stats.drops[ERROR] == crashed
     per_stream = {x: s.counters["out"] + sum(s.drops.values()) for x, s in rt.stats.streams.items()}
     assert per_stream == {x: streams.count(x) for x in set(streams)}  # each stream's own count
+
+
+def test_bench_rows_and_table_from_run_reports(tmp_path: Path) -> None:
+    from tools.bench.multistream import multistream_markdown, summarize, write_configs
+    from tools.bench.results import targets
+
+    def report(infer_cpu: float, inferred: int, p99: float) -> dict:
+        return {
+            "frames": {"captured": 100, "delivered": inferred},
+            "stages": {
+                "probe1": {"kind": "grab", "cpu_s": 0.5, "counters": {"out": 100}},
+                "infer": {"kind": "infer", "cpu_s": infer_cpu, "counters": {"out": inferred}},
+            },
+            "streams": {
+                "probe1": {
+                    "frames": {"captured": 100, "delivered": inferred, "dropped": {}},
+                    "latency_ms": {"glass_to_glass": {"p50": 10.0, "p99": p99}},
+                    "budget_ms": 120.0,
+                }
+            },
+        }
+
+    batched = summarize("batched", [report(0.3, 100, 90.0)])
+    one = summarize("batch 1", [report(0.5, 100, 130.0)])
+    assert batched["infer_cpu_ms_per_frame"] == 3.0 and one["infer_cpu_ms_per_frame"] == 5.0
+    assert batched["cpu_ms_per_delivered_frame"] == 8.0
+    assert batched["all_streams_within_budget"] and not one["all_streams_within_budget"]
+    verdicts = {t["target"]: t for t in targets({"multistream": [batched, one]})}
+    cpu = next(v for k, v in verdicts.items() if "CPU per frame" in k)
+    assert cpu["measured"] == "0.6x" and cpu["verdict"] == "PASS"
+    text = "\n".join(multistream_markdown([batched, one]))
+    assert "| batched | 1 |" in text and "probe1 130.0 (120) OVER" in text
+    # the variants' configs: one graph batched / batch 1, four separate pipelines
+    assert len(write_configs(tmp_path, "batched")) == 1
+    separate = write_configs(tmp_path, "separate")
+    assert len(separate) == 4
+    for path in separate:
+        cfg = load_config_file(path)
+        assert [s.kind for s in cfg.stages] == ["grab", "infer", "render"]

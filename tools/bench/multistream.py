@@ -12,6 +12,11 @@ CPU per frame is the CPU time the stage processes used while streaming (each fro
 frame out: `cpu_s` in the run report, start-up and model loading left out) divided by the
 frames they handed on: for the infer stages alone, and for the whole graph per delivered
 frame. Glass-to-glass p99 is per stream, against that stream's budget.
+
+Beside the pipelines, the model call alone in this process (`model_call_cpu`): CPU ms per frame
+of the four probes' frames run one call each vs one `run_batch` call, and of the ONNX Runtime
+session alone on ready tensors at batch 1 vs batch 4 (where batching can only save per-call
+overhead).
 """
 
 from __future__ import annotations
@@ -137,9 +142,60 @@ def summarize(variant: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _cpu_ms(fn: Any, n: int) -> float:
+    t0 = time.process_time()
+    for _ in range(n):
+        fn()
+    return (time.process_time() - t0) * 1000 / n
+
+
+def model_call_cpu(repeats: int) -> dict[str, Any]:
+    """CPU ms per frame: the probes' four frames one call each vs one batched call, and the
+    ONNX Runtime session alone at batch 1 vs 4 (1 intra-op thread, as the configs)."""
+    import numpy as np
+
+    from engines import EngineSpec, load_pipeline
+    from stream.sources import open_source
+
+    data = yaml.safe_load(CONFIG.read_text())
+    images = []
+    for stage in (s for s in data["stages"] if s["kind"] == "grab"):
+        source = open_source(stage["source"], "bench.source")
+        cap = source.read()
+        source.close()
+        assert cap is not None
+        images.append(cap.image)
+    formats = ["gray8"] * len(images)
+    pipeline = load_pipeline(EngineSpec(model="us-seg", backend="onnxruntime", threads=1))
+    try:
+        for _ in range(3):  # warm-up
+            pipeline.run_batch(images, formats)  # type: ignore[attr-defined]
+            pipeline(images[0], "gray8")
+        n = len(images)
+        one = _cpu_ms(lambda: [pipeline(im, "gray8") for im in images], repeats) / n
+        batched = _cpu_ms(lambda: pipeline.run_batch(images, formats), repeats) / n  # type: ignore[attr-defined]
+        engine = pipeline._engine  # type: ignore[attr-defined]
+        name = engine.inputs[0].name
+        x1 = np.zeros((1, 1, 256, 256), np.float32)
+        x4 = np.zeros((n, 1, 256, 256), np.float32)
+        session_1 = _cpu_ms(lambda: engine.run({name: x1}), repeats * n)
+        session_4 = _cpu_ms(lambda: engine.run({name: x4}), repeats) / n
+    finally:
+        pipeline.close()
+    return {
+        "frames": [list(im.shape) for im in images],
+        "pipeline_batch1_ms": round(one, 3),
+        "pipeline_batched_ms": round(batched, 3),
+        "session_batch1_ms": round(session_1, 3),
+        "session_batch4_ms": round(session_4, 3),
+    }
+
+
 def bench_multistream(quick: bool, tmp: Path, say: Any = print) -> list[dict[str, Any]]:
     seconds = 6.0 if quick else 20.0
-    rows = []
+    rows: list[dict[str, Any]] = []
+    say("bench: multistream model call alone (batch 1 vs batched)")
+    rows.append({"variant": "model call", **model_call_cpu(10 if quick else 50)})
     for variant in VARIANTS:
         say(f"bench: multistream {variant} ({seconds:g} s)")
         t0 = time.monotonic()
@@ -156,6 +212,8 @@ def _f(v: Any) -> str:
 def multistream_markdown(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
+    call = next((r for r in rows if r["variant"] == "model call"), None)
+    rows = [r for r in rows if r["variant"] != "model call"]
     base = next((r for r in rows if r["variant"] == "batch 1"), None)
     lines = [
         "## Four streams at 30 fps, one infer stage (configs/multi_probe.yaml, no sinks)",
@@ -177,4 +235,13 @@ def multistream_markdown(rows: list[dict[str, Any]]) -> list[str]:
             f"{_f(r['infer_cpu_ms_per_frame'])} | {_f(ratio)}x | "
             f"{_f(r['cpu_ms_per_delivered_frame'])} | {r['delivered']} / {r['captured']} | {per} |"
         )
+    if call is not None:
+        lines += [
+            "",
+            "The model call alone, CPU ms per frame (the four probes' frames "
+            f"{', '.join('x'.join(map(str, f)) for f in call['frames'])}): preprocess + us-seg + "
+            f"postprocess one call each {call['pipeline_batch1_ms']}, one batched call "
+            f"{call['pipeline_batched_ms']}; the ONNX Runtime session alone at batch 1 "
+            f"{call['session_batch1_ms']}, at batch 4 {call['session_batch4_ms']}.",
+        ]
     return lines + [""]
