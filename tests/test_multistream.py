@@ -428,3 +428,27 @@ def test_bench_rows_and_table_from_run_reports(tmp_path: Path) -> None:
     for path in separate:
         cfg = load_config_file(path)
         assert [s.kind for s in cfg.stages] == ["grab", "infer", "render"]
+
+
+def test_profile_splits_end_to_end_by_stream() -> None:
+    from tools.profiling.analysis import summarize as profile_summary
+    from tools.profiling.tables import format_table
+
+    from .profile_data import STAGES, synthetic_table
+
+    table, truth = synthetic_table(200)
+    for f in table.frames.values():
+        f.stream = "odd" if f.seq % 2 else "even"
+    summary = profile_summary(table, STAGES, 50.0)
+    rows = summary["streams"]
+    assert set(rows) == {"odd", "even"}
+    for name, parity in (("odd", 1), ("even", 0)):
+        glass = [g for seq, g in truth["glass"].items() if seq % 2 == parity]
+        assert rows[name]["delivered"] == len(glass) and rows[name]["captured"] == 100
+        assert rows[name]["max"] == pytest.approx(max(glass), abs=1e-3)
+        assert rows[name]["budget_ms"] == 50.0
+    assert rows["even"]["budget_misses"] == 1  # frame 30
+    assert rows["odd"]["drops"].get("late", 0) == sum(1 for s in truth["dropped"] if s % 2)
+    assert "stream odd" in format_table(summary)
+    one, _ = synthetic_table(50)
+    assert profile_summary(one, STAGES, 50.0)["streams"] == {}
