@@ -150,12 +150,20 @@ class ModelPipeline:
         self, images: list[np.ndarray], pixel_formats: list[str]
     ) -> list[InferenceResult]:
         """Several images (of any sizes) in one engine call along the batch axis; one result
-        per image, in order. A model whose batch axis is fixed runs them one at a time."""
+        per image, in order. A model whose batch axis is fixed runs them one at a time; an
+        engine with a largest batch (`max_batch`: TensorRT's profile) takes them in chunks."""
         if len(images) != len(pixel_formats):
             raise ValueError(f"{len(images)} images but {len(pixel_formats)} pixel formats")
         batch_axis = next(i.shape[0] for i in self._engine.inputs if i.name == self._input.name)
         if len(images) == 1 or isinstance(batch_axis, int):
             return [self(im, pf) for im, pf in zip(images, pixel_formats, strict=True)]
+        limit = getattr(self._engine, "max_batch", None)
+        if isinstance(limit, int) and 0 < limit < len(images):
+            return [
+                r
+                for i in range(0, len(images), limit)
+                for r in self.run_batch(images[i : i + limit], pixel_formats[i : i + limit])
+            ]
         for im, pf in zip(images, pixel_formats, strict=True):
             check_image(im, pf)
         t0 = time.perf_counter()

@@ -156,6 +156,7 @@ class TensorRTEngine:
         self._ctx.push()
         try:
             self.built = ensure_engine(ref.onnx_path, precision, cache_dir)
+            self.max_batch = MAX_BATCH  # the dynamic profile's largest batch (run_frames)
             self.precision = self.built.parts.precision
             self.device = f"cuda:0 ({self.built.parts.gpu_name})"
             logger = trt.Logger(trt.Logger.WARNING)

@@ -452,3 +452,22 @@ def test_profile_splits_end_to_end_by_stream() -> None:
     assert "stream odd" in format_table(summary)
     one, _ = synthetic_table(50)
     assert profile_summary(one, STAGES, 50.0)["streams"] == {}
+
+
+def test_run_batch_takes_an_engines_largest_batch_in_chunks() -> None:
+    pipeline = load_pipeline(EngineSpec(model="us-seg", backend="onnxruntime"))
+    engine = pipeline._engine  # type: ignore[attr-defined]
+    sizes: list[int] = []
+    run = engine.run
+
+    def counting(feeds: dict) -> dict:
+        sizes.append(next(iter(feeds.values())).shape[0])
+        return run(feeds)
+
+    engine.run, engine.max_batch = counting, 4
+    images = [np.full((64, 64), i * 20, np.uint8) for i in range(6)]
+    try:
+        results = pipeline.run_batch(images, ["gray8"] * 6)  # type: ignore[attr-defined]
+    finally:
+        pipeline.close()
+    assert sizes == [4, 2] and len(results) == 6
