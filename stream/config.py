@@ -60,7 +60,9 @@ class GrabSpec:
 class BatchSpec:
     """Batching frames of several streams into one model call (infer stage)."""
 
-    max_batch: int = bounded(1, 1, 64, doc="frames per model call (1: no batching)")
+    max_batch: int = bounded(
+        1, 1, 64, doc="frames per model call, at most one per stream (1: no batching)"
+    )
     max_wait_ms: float = bounded(
         5.0, 0.0, 1000.0,
         doc="longest a batch waits for more frames after its first; never past the point "

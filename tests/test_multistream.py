@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from engines import EngineSpec, load_pipeline
 from stream.clock import FakeClock
-from stream.config import load_config_file
+from stream.config import load_config, load_config_file
 from stream.frame import Frame
 from stream.histogram import Histogram
 from stream.report import build_report, format_report, video_path
 from stream.sinks.prometheus import exposition
-from stream.stages.base import Drop
+from stream.stages.base import Drop, StageRuntime
 from stream.stages.batcher import Batcher
 from stream.stats import GLASS_MS, StageStats
 from tools.live_stats import LiveView
@@ -471,3 +471,27 @@ def test_run_batch_takes_an_engines_largest_batch_in_chunks() -> None:
     finally:
         pipeline.close()
     assert sizes == [4, 2] and len(results) == 6
+
+
+@pytest.mark.parametrize(("config", "expected"), [("multi_probe.yaml", 4), ("ultrasound_seg.yaml", None)])
+def test_a_batch_holds_at_most_one_frame_per_incoming_stream(config: str, expected: int | None) -> None:
+    """Batching on an input with one stream would only wait: the stage runs frame by frame."""
+    from stream.stages.infer import InferOperator
+    from stream.stages.loop import Ports
+
+    from .test_stage_loop import MemOutbox
+
+    data = yaml.safe_load((ROOT / "configs" / config).read_text())
+    infer = next(s for s in data["stages"] if s["kind"] == "infer")
+    infer["batch"] = {"max_batch": 8, "max_wait_ms": 5}
+    cfg = load_config(data)
+    spec = next(s for s in cfg.stages if s.kind == "infer")
+    rt = StageRuntime(cfg, spec, clock=FakeClock(), stats_endpoint="")
+    pipeline = load_pipeline(EngineSpec(model="us-seg", backend="onnxruntime"))
+    op = InferOperator(rt, spec, pipeline)  # type: ignore[arg-type]
+    try:
+        op.setup(Ports(lambda *_: None, lambda _: MemOutbox()))  # type: ignore[arg-type, return-value]
+        assert (None if op.batcher is None else op.batcher.max_batch) == expected
+    finally:
+        op.close()
+        rt.close()

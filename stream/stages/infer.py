@@ -172,9 +172,15 @@ class InferOperator(Operator):
         # subscribe upstream only once downstream listens, so no frame is processed for nobody
         sender = ports.add_output(spec.output)
         wait_for_consumers(rt, sender, spec.output, spec.wait_for_consumers, spec.wait_timeout_s)
-        ports.add_input(spec.input, rt.cfg.streams_into(spec.input))
+        streams = rt.cfg.streams_into(spec.input)
+        ports.add_input(spec.input, streams)
+        if self.batcher is not None and streams:  # one frame per stream and batch: no more
+            self.batcher.max_batch = min(self.batcher.max_batch, len(streams))
+            if self.batcher.max_batch == 1:
+                rt.log.info("batch: one stream comes in, so frames run one at a time")
+                self.batcher = None
         if self.batcher is not None:
-            rt.stats.info["max_batch"] = spec.batch.max_batch
+            rt.stats.info["max_batch"] = self.batcher.max_batch
 
     def _decide(self, frame: Frame, predicted_miss: bool) -> tuple[Decision, Frame | Drop | None]:
         """The schedule's decision for `frame` and, unless the model is to run, its result."""

@@ -223,6 +223,8 @@ def _batch_loop(rt: StageRuntime, op: Operator, batcher: Batcher, ports: Ports) 
     clock = rt.clock
     while not rt.stop_requested:
         rt.tick()
+        for side in ports.side:
+            side.drain()
         reserve = int(op.guard.expected_ms() * 1e6)
         due = batcher.due_ns(reserve)
         wait_ms = RECV_TIMEOUT_MS if due is None else max(0, (due - clock.now_ns()) // 1_000_000)
