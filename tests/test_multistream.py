@@ -495,3 +495,32 @@ def test_a_batch_holds_at_most_one_frame_per_incoming_stream(config: str, expect
     finally:
         op.close()
         rt.close()
+
+
+def test_a_frame_lost_on_the_link_is_counted_against_its_own_stream(link: OpenLink) -> None:
+    """One sender of two streams (an infer stage into a render stage): `link_seq` runs per
+    stream, so a gap in stream a is a's overflow, and b's frames after a's are no restart."""
+    from stream.codec import encode_frame
+
+    from .test_link_gaps import deliver, forger
+
+    def forged(stream: str, link_seq: int, seq: int) -> list:
+        frame = Frame(stream, seq, 1, 2, np.zeros((4, 4), np.uint8), "gray8", epoch=7)
+        return encode_frame(frame, "infer", link_seq, 1)
+
+    with forger("lossless", FakeClock()) as (pub, rx):
+        assert deliver(pub, rx, forged("a", 1, 0))
+        assert deliver(pub, rx, forged("b", 1, 0))
+        assert deliver(pub, rx, forged("a", 3, 2))  # a's frame 1 was lost on the link
+        assert deliver(pub, rx, forged("b", 2, 1))
+        rx.recv(0)
+        stats = rx.stats
+        assert stats.streams["a"].drops == {"overflow": 1} and not stats.streams["b"].drops
+        assert stats.counters["sender_restarts"] == 0
+
+    # and the sending side numbers each stream on its own
+    ends = link("pubsub", "lossless")
+    assert wait_until(lambda: ends.tx.wait_for_consumers(1, 0.05), 5.0)
+    for stream in ("a", "b", "a"):
+        assert ends.tx.send(dataclasses.replace(make_frame(0, (4, 4), time.time_ns()), stream=stream))
+    assert ends.tx.stream_seq == {"a": 2, "b": 1} and ends.tx.link_seq == 3
