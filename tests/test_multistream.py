@@ -524,3 +524,30 @@ def test_a_frame_lost_on_the_link_is_counted_against_its_own_stream(link: OpenLi
     for stream in ("a", "b", "a"):
         assert ends.tx.send(dataclasses.replace(make_frame(0, (4, 4), time.time_ns()), stream=stream))
     assert ends.tx.stream_seq == {"a": 2, "b": 1} and ends.tx.link_seq == 3
+
+
+def test_frames_waiting_for_their_batch_when_stopped_are_counted() -> None:
+    from stream.codec import KIND_FRAME, Message
+    from stream.stages.loop import SHUTDOWN, Ports, run_operator
+
+    from .test_stage_loop import MemOutbox, Scripted, runtime
+
+    clock = FakeClock()
+    rt, log = runtime(clock)
+    frames = [frame(x, 0, clock.now_ns(), budget_ms=5000) for x in ("a", "b")]
+
+    class Inbox:
+        def recv(self, timeout_ms: int) -> Message | None:
+            if frames:
+                return Message(KIND_FRAME, "t", 1, clock.now_ns(), frame=frames.pop(0))
+            rt.stop_requested = True
+            return None
+
+    op = Scripted(clock, schedules_misses=False)
+    op.batcher = Batcher(max_batch=3, max_wait_ms=1000.0)
+    try:
+        assert run_operator(rt, op, Ports(lambda *_: Inbox(), lambda _: MemOutbox())) == 0
+    finally:
+        rt.close()
+    assert rt.stats.drops == {SHUTDOWN: 2} and rt.stats.streams["b"].drops == {SHUTDOWN: 1}
+    assert [r[2] for r in log.records] == [SHUTDOWN, SHUTDOWN]

@@ -32,6 +32,7 @@ from .batcher import Batcher
 RECV_TIMEOUT_MS = 100
 ERROR = "error"  # the drop reason of a frame whose process() raised one of `frame_errors`
 BAD_PIXELS = "invalid:pixel_format"  # a source's image that does not match its pixel format
+SHUTDOWN = "shutdown"  # a frame still waiting for its batch when the stage was stopped
 
 
 class SetupError(Exception):
@@ -227,7 +228,7 @@ def _batch_loop(rt: StageRuntime, op: Operator, batcher: Batcher, ports: Ports) 
             side.drain()
         reserve = int(op.guard.expected_ms() * 1e6)
         due = batcher.due_ns(reserve)
-        wait_ms = RECV_TIMEOUT_MS if due is None else max(0, (due - clock.now_ns()) // 1_000_000)
+        wait_ms = RECV_TIMEOUT_MS if due is None else max(0, -((clock.now_ns() - due) // 1_000_000))
         msg = ports.input.recv(min(wait_ms, RECV_TIMEOUT_MS))
         if msg is not None and msg.kind == KIND_EOS:
             while len(batcher):  # what waits runs first (a held frame in a batch of its own)
@@ -246,9 +247,10 @@ def _batch_loop(rt: StageRuntime, op: Operator, batcher: Batcher, ports: Ports) 
         now = clock.now_ns()
         if batcher.ready(now, reserve):
             _run_batch(rt, op, batcher.take(now), ports.output, errors_logged)
-    for frame in batcher.take(clock.now_ns()) + ([batcher.held] if batcher.held else []):
-        now = clock.now_ns()
-        rt.settle(frame, Drop("shutdown"), now, now)  # stopped with frames waiting: counted
+    while len(batcher):  # stopped with frames waiting (a held one too): each counted
+        for frame in batcher.take(clock.now_ns()):
+            now = clock.now_ns()
+            rt.settle(frame, Drop(SHUTDOWN), now, now)
 
 
 def _run_batch(
