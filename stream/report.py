@@ -256,7 +256,7 @@ def stream_figures(
     for stream, (captured, unreported) in sorted(captured_by_stream(cfg, snapshots).items()):
         showing = [r.id for r in renders if not shows[r.id] or stream in shows[r.id]]
         expected = captured * max(1, len(showing))
-        delivered = 0
+        delivered = misses = 0
         glass = Histogram()
         for rid in showing:
             t = totals.get(rid)
@@ -264,6 +264,7 @@ def stream_figures(
             if per is None:
                 continue
             delivered += per.counters["out"]
+            misses += per.counters["budget_misses"]
             if GLASS_MS in per.hists:
                 glass.merge(per.hists[GLASS_MS])
         dropped: Counter[str] = Counter()
@@ -286,6 +287,7 @@ def stream_figures(
                 "captured_unreported": unreported,
             },
             "budget_ms": budgets.get(stream, cfg.budget_ms),
+            "budget_misses": misses,
             "latency_ms": {"glass_to_glass": glass.summary((50, 95, 99))},
         }
     return out
@@ -469,7 +471,7 @@ def _stream_lines(streams: dict[str, Any]) -> list[str]:
     lines = [
         "",
         f"{'stream':<14}{'captured':>9}{'delivered':>10}{'dropped':>8}"
-        f"{'p50':>8}{'p95':>8}{'p99':>8}{'budget':>8}  drops",
+        f"{'p50':>8}{'p95':>8}{'p99':>8}{'budget':>8}{'misses':>8}  drops",
     ]
     for sid, s in streams.items():
         f, g = s["frames"], s["latency_ms"]["glass_to_glass"]
@@ -477,7 +479,7 @@ def _stream_lines(streams: dict[str, Any]) -> list[str]:
         lines.append(
             f"{sid:<14}{f['captured']:>9}{f['delivered']:>10}{f['dropped_total']:>8}"
             f"{_fmt(g.get('p50')):>8}{_fmt(g.get('p95')):>8}{_fmt(g.get('p99')):>8}"
-            f"{_fmt(float(s['budget_ms'])):>8}  {why}"
+            f"{_fmt(float(s['budget_ms'])):>8}{s.get('budget_misses', 0):>8}  {why}"
             + ("" if f["accounted"] else "  [NOT ACCOUNTED]")
         )
     return lines

@@ -180,12 +180,12 @@ def snap(stage: str, counters: dict, streams: dict, info: dict | None = None, dr
     }
 
 
-def per(out: int = 0, drops: dict | None = None, glass: list[float] = ()) -> dict:
+def per(out: int = 0, drops: dict | None = None, glass: list[float] = (), misses: int = 0) -> dict:
     h = Histogram()
     for ms in glass:
         h.record(ms)
     hists = {GLASS_MS: h.to_dict()} if glass else {}
-    return {"counters": {"out": out}, "drops": drops or {}, "hists": hists}
+    return {"counters": {"out": out, "budget_misses": misses}, "drops": drops or {}, "hists": hists}
 
 
 def test_each_stream_is_accounted_on_its_own() -> None:
@@ -199,7 +199,7 @@ def test_each_stream_is_accounted_on_its_own() -> None:
         snap("infer", {"out": 53}, {"probe1": per(25, {"overflow": 5}), "probe2": per(20), "probe3": per(8)},
              drops={"overflow": 5}),
         snap("render", {"out": 51}, {
-            "probe1": per(23, {"late": 2}, [10.0] * 20 + [90.0] * 3),
+            "probe1": per(23, {"late": 2}, [10.0] * 20 + [90.0] * 3, misses=3),
             "probe2": per(20, {}, [20.0] * 20),
             "probe3": per(8, {}, [30.0] * 8),
         }, drops={"late": 2}),
@@ -217,6 +217,7 @@ def test_each_stream_is_accounted_on_its_own() -> None:
     assert s["probe3"]["frames"]["dropped"] == {"lost": 2}
     assert s["probe4"]["frames"]["captured"] == 0 and s["probe4"]["budget_ms"] == 150
     assert s["probe1"]["budget_ms"] == MULTI.budget_ms
+    assert s["probe1"]["budget_misses"] == 3 and s["probe2"]["budget_misses"] == 0
     g1, g2 = s["probe1"]["latency_ms"]["glass_to_glass"], s["probe2"]["latency_ms"]["glass_to_glass"]
     assert g1["count"] == 23 and g1["p99"] > 80 > g1["p50"]
     assert g2["count"] == 20 and 19 < g2["p50"] <= g2["p95"] <= g2["p99"] < 21

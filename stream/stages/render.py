@@ -173,7 +173,7 @@ class Renderer:
             rt.stats.observe(GLASS_MS, glass_ms, frame.stream)
             self.recent.record(glass_ms, handoff)
         if handoff > frame.deadline_ns:
-            rt.stats.count("budget_misses")
+            rt.stats.count("budget_misses", stream=frame.stream)
         self.handoffs.append(handoff)
         self.publish_live()
         return handoff
