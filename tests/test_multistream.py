@@ -290,6 +290,7 @@ def _two_stream_stats(clock: FakeClock, seconds: int, view: LiveView | None = No
                 render.frame_out(clock.now_ns(), stream)
                 render.observe(GLASS_MS, 20.0 if stream == "a" else 60.0, stream)
         render.drop("late", 1, stream="b")
+        render.count("budget_misses", 1, stream="b")
         clock.advance_ms(1000)
         if view is not None:
             view.update(_message(stages, float(t)))
@@ -316,6 +317,7 @@ def test_prometheus_labels_by_stream_only_with_several_streams() -> None:
     assert 'medstream_stream_frames_out_total{pipeline="p",stage="render",stream="a"} 60' in text
     assert 'medstream_stream_frames_out_total{pipeline="p",stage="render",stream="b"} 18' in text
     assert 'medstream_stream_drops_total{pipeline="p",stage="render",stream="b",reason="late"} 2' in text
+    assert 'medstream_stream_budget_misses_total{pipeline="p",stage="render",stream="b"} 2' in text
     assert 'medstream_stream_glass_to_glass_seconds_count{pipeline="p",stage="render",stream="b"} 18' in text
     one = StageStats("render", "render", clock)
     one.frame_out(clock.now_ns(), "only")

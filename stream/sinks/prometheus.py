@@ -46,6 +46,11 @@ STREAM_COUNTERS = (  # per-stream stats counter -> (metric, help)
     ("captured", "medstream_stream_frames_captured_total", "Frames a source captured, per stream."),
     ("in", "medstream_stream_frames_in_total", "Frames a stage received, per stream."),
     ("out", "medstream_stream_frames_out_total", "Frames a stage handed on, per stream."),
+    (
+        "budget_misses",
+        "medstream_stream_budget_misses_total",
+        "Frames handed to the sinks after their deadline, per stream.",
+    ),
 )
 HISTOGRAMS = (
     (STAGE_MS, "medstream_stage_seconds", "Time a stage spent on a frame."),
