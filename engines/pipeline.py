@@ -42,6 +42,10 @@ class FrameEngine(TensorEngine, Protocol):
 
     def run_frame(self, image: np.ndarray, pixel_format: str) -> dict[str, np.ndarray]: ...
 
+    def run_frames(
+        self, images: list[np.ndarray], pixel_formats: list[str]
+    ) -> dict[str, np.ndarray]: ...
+
 
 def resolve_backend(backend: str, model: str = "us-seg") -> str:
     """The backend that will run `model` (see engines/backends.py)."""
@@ -160,17 +164,25 @@ class ModelPipeline:
             t1 = time.perf_counter()
             outs = self._engine.run({self._input.name: x})
         t2 = time.perf_counter()
+        return self._result(outs, image, pixel_format, placement, {"preprocess": t1 - t0, "engine": t2 - t1})
+
+    def _result(
+        self,
+        outs: dict[str, np.ndarray],
+        image: np.ndarray,
+        pixel_format: str,
+        placement: Letterbox | None,
+        timings_s: dict[str, float],
+    ) -> InferenceResult:
+        """Postprocess one image's outputs (batch 1) and apply the gate."""
+        t2 = time.perf_counter()
         result = self._postprocess(outs, image, placement)
         t3 = time.perf_counter()
         if self.gate is not None:
             result.applicability = self.gate.assess(image, pixel_format)
         t4 = time.perf_counter()
-        result.timings_ms = {
-            "preprocess": (t1 - t0) * 1e3,
-            "engine": (t2 - t1) * 1e3,
-            "postprocess": (t3 - t2) * 1e3,
-            "gate": (t4 - t3) * 1e3,
-        }
+        result.timings_ms = {k: v * 1e3 for k, v in timings_s.items()}
+        result.timings_ms.update({"postprocess": (t3 - t2) * 1e3, "gate": (t4 - t3) * 1e3})
         return result
 
     def _postprocess(
@@ -193,6 +205,48 @@ class ModelPipeline:
             )
             return InferenceResult(mask=mask, confidence=confidence)
         return InferenceResult(mask=None, image=image_from_output(out, image.shape[:2], self._scale))
+
+    def run_batch(
+        self, images: list[np.ndarray], pixel_formats: list[str]
+    ) -> list[InferenceResult]:
+        """Several images (of any sizes) in one engine call along the batch axis; one result
+        per image, in order. A model whose batch axis is fixed runs them one at a time; an
+        engine with a largest batch (`max_batch`: TensorRT's profile) takes them in chunks. Detectors
+        and letterboxed inputs run one at a time (an NMS-in-graph output has no batch axis)."""
+        if len(images) != len(pixel_formats):
+            raise ValueError(f"{len(images)} images but {len(pixel_formats)} pixel formats")
+        batch_axis = next(i.shape[0] for i in self._engine.inputs if i.name == self._input.name)
+        if len(images) == 1 or isinstance(batch_axis, int) or self._decoder is not None or self._letterbox:
+            return [self(im, pf) for im, pf in zip(images, pixel_formats, strict=True)]
+        limit = getattr(self._engine, "max_batch", None)
+        if isinstance(limit, int) and 0 < limit < len(images):
+            return [
+                r
+                for i in range(0, len(images), limit)
+                for r in self.run_batch(images[i : i + limit], pixel_formats[i : i + limit])
+            ]
+        for im, pf in zip(images, pixel_formats, strict=True):
+            check_image(im, pf)
+        t0 = time.perf_counter()
+        if self._frame_engine:
+            t1 = t0
+            outs = self._engine.run_frames(images, pixel_formats)  # type: ignore[attr-defined]
+        else:
+            x = np.concatenate(
+                [preprocess(im, pf, self._input) for im, pf in zip(images, pixel_formats, strict=True)]
+            )
+            t1 = time.perf_counter()
+            outs = self._engine.run({self._input.name: x})
+        t2 = time.perf_counter()
+        out = outs[self._output]
+        if out.shape[0] != len(images):
+            raise ValueError(f"model gave {out.shape[0]} outputs for a batch of {len(images)}")
+        n = len(images)
+        timings = {"preprocess": (t1 - t0) / n, "engine": (t2 - t1) / n}  # per image, shared
+        return [
+            self._result({k: v[i : i + 1] for k, v in outs.items()}, im, pf, None, timings)
+            for i, (im, pf) in enumerate(zip(images, pixel_formats, strict=True))
+        ]
 
     def close(self) -> None:
         self._engine.close()

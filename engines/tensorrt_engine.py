@@ -12,7 +12,9 @@ Run: named I/O tensors (`num_io_tensors`, `get_tensor_name/mode/shape/dtype`), o
 buffer per tensor bound with `set_tensor_address`, `execute_async_v3` on a pycuda stream.
 Per frame: the uint8 frame is copied in once (page-locked staging buffer), preprocessed by the
 CUDA kernel straight into the input buffer, and the output copied out once into page-locked
-host memory.
+host memory. Device buffers hold MAX_BATCH items: `run_frames` preprocesses up to MAX_BATCH
+frames (of several streams) into consecutive slots, sets the batch size on the dynamic profile,
+executes once and copies the batch's outputs out together.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ class TensorRTEngine:
         self._ctx.push()
         try:
             self.built = ensure_engine(ref.onnx_path, precision, cache_dir)
+            self.max_batch = MAX_BATCH  # the dynamic profile's largest batch (run_frames)
             self.precision = self.built.parts.precision
             self.device = f"cuda:0 ({self.built.parts.gpu_name})"
             logger = trt.Logger(trt.Logger.WARNING)
@@ -178,6 +181,7 @@ class TensorRTEngine:
         infos_out: list[TensorInfo] = []
         self._dev: dict[str, Any] = {}
         self._host: dict[str, np.ndarray] = {}
+        self._batch_host: dict[tuple[str, int], np.ndarray] = {}  # (output, batch size)
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         for name in names:
             if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
@@ -194,7 +198,7 @@ class TensorRTEngine:
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             host = cuda.pagelocked_empty(shape, dtype)
             self._host[name] = host
-            self._dev[name] = cuda.mem_alloc(host.nbytes)
+            self._dev[name] = cuda.mem_alloc(host.nbytes * MAX_BATCH)  # the profile's largest
             context.set_tensor_address(name, int(self._dev[name]))
             info = TensorInfo(name, (None, *shape[1:]), dtype)
             (infos_in if is_input else infos_out).append(info)
@@ -238,6 +242,42 @@ class TensorRTEngine:
         finally:
             self._ctx.pop()
 
+    def run_frames(
+        self, images: list[np.ndarray], pixel_formats: list[str]
+    ) -> dict[str, np.ndarray]:
+        """Up to MAX_BATCH uint8 frames: each preprocessed into its slot, one execute."""
+        n = len(images)
+        if not 1 <= n <= MAX_BATCH or len(pixel_formats) != n:
+            raise ValueError(f"a batch of 1..{MAX_BATCH} frames with one pixel format each")
+        (info,) = self.inputs
+        cuda, stream, context = self._cuda, self._stream, self._context
+        item = self._host[info.name].nbytes
+        self._ctx.push()
+        try:
+            if self._pre is None:
+                raise RuntimeError("TensorRT engine used after close()")
+            context.set_input_shape(info.name, (n, *self._host[info.name].shape[1:]))
+            base = int(self._dev[info.name])
+            for i, (image, pixel_format) in enumerate(zip(images, pixel_formats, strict=True)):
+                self._pre(image, pixel_format, np.uintp(base + i * item))
+                stream.synchronize()  # the preprocessor reuses one staging buffer per frame
+            if not context.execute_async_v3(stream.handle):
+                raise RuntimeError("TensorRT execute_async_v3 failed")
+            hosts = {}
+            for out in self.outputs:
+                host = self._batch_host.get((out.name, n))
+                if host is None:
+                    shape = (n, *self._host[out.name].shape[1:])
+                    host = cuda.pagelocked_empty(shape, self._host[out.name].dtype)
+                    self._batch_host[(out.name, n)] = host
+                cuda.memcpy_dtoh_async(host, self._dev[out.name], stream)
+                hosts[out.name] = host
+            stream.synchronize()
+            return {name: host.copy() for name, host in hosts.items()}
+        finally:
+            context.set_input_shape(info.name, self._host[info.name].shape)  # batch 1 again
+            self._ctx.pop()
+
     def close(self) -> None:
         if getattr(self, "_context", None) is None:
             return
@@ -248,6 +288,7 @@ class TensorRTEngine:
             self._pre = None
             self._dev.clear()
             self._host.clear()
+            self._batch_host.clear()
         finally:
             self._ctx.pop()
             self._ctx.detach()

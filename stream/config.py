@@ -39,6 +39,9 @@ class GrabSpec:
     fps: float | None = bounded(None, 0.1, 1000.0, doc="pacing; null: the source's own rate")
     frames: int = bounded(0, 0, 10**12, doc="stop after this many frames (0: run until stopped)")
     stream: str = bounded("", doc="stream id on the wire (default: the stage id)")
+    budget_ms: float | None = bounded(
+        None, 0.1, 600000.0, doc="this stream's capture -> rendered budget (null: the pipeline's)"
+    )
     wait_for_consumers: int = bounded(1, 0, 1000, doc="subscribers to wait for before capturing")
     wait_timeout_s: float = bounded(20.0, 0.0, 3600.0, doc="how long to wait for them")
     roi: str | list[Any] = bounded(
@@ -51,6 +54,20 @@ class GrabSpec:
         from .roi.setting import parse_roi_setting
 
         parse_roi_setting(self.roi, f"{where}.roi" if where else "roi")
+
+
+@dataclass
+class BatchSpec:
+    """Batching frames of several streams into one model call (infer stage)."""
+
+    max_batch: int = bounded(
+        1, 1, 64, doc="frames per model call, at most one per stream (1: no batching)"
+    )
+    max_wait_ms: float = bounded(
+        5.0, 0.0, 1000.0,
+        doc="longest a batch waits for more frames after its first; never past the point "
+        "where its most urgent frame would miss its deadline",
+    )
 
 
 @dataclass
@@ -87,6 +104,9 @@ class InferSpec:
     fallback_after: int = bounded(3, 1, 1000, doc="budget misses in a row before the fallback")
     probe_every: int = bounded(
         30, 1, 100000, doc="on the fallback, try the main model every N frames"
+    )
+    batch: BatchSpec = section(
+        BatchSpec, "frames of several streams run as one batch (see `batch:`)"
     )
 
 
@@ -241,6 +261,19 @@ class PipelineConfig:
 
     def link(self, name: str) -> LinkSpec:
         return self.links[name]
+
+    def streams_into(self, link: str) -> list[str]:
+        """The ids of the streams the grab stages upstream of `link` send into it (empty when
+        its producers are not in this config: a foreign one)."""
+        out: list[str] = []
+        for s in self.stages:
+            if getattr(s, "output", None) != link:
+                continue
+            if isinstance(s, GrabSpec):
+                out.append(s.stream or s.id)
+            elif isinstance(s, InferSpec) and s.input != link:
+                out += [x for x in self.streams_into(s.input) if x not in out]
+        return out
 
 
 def _expand(text: str, values: dict[str, str], where: str) -> str:

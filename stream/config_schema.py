@@ -74,7 +74,7 @@ def config_schema() -> dict[str, Any]:
     from engines.api import EngineSpec
 
     from .config import STAGE_KINDS as KINDS
-    from .config import LayoutSpec, PipelineConfig, RestartSpec
+    from .config import BatchSpec, LayoutSpec, PipelineConfig, RestartSpec
     from .security import SecuritySpec
     from .sinks import SINK_TYPES
     from .sources import SOURCE_TYPES
@@ -89,6 +89,7 @@ def config_schema() -> dict[str, Any]:
     stages = [d.add(KINDS["grab"], "stage-grab", "Stage `kind: grab`", ("kind", "grab"))]
     stages.append(d.add(KINDS["infer"], "stage-infer", "Stage `kind: infer`", ("kind", "infer")))
     d.add(EngineSpec, "engine", "`engine:` (infer)")
+    d.add(BatchSpec, "batch", "`batch:` (infer)")
     stages.append(d.add(KINDS["render"], "stage-render", "Stage `kind: render`", ("kind", "render")))
     d.add(LayoutSpec, "layout", "`layout:` (render)")
     assert len(stages) == len(KINDS), "a stage kind with no $defs entry"

@@ -14,6 +14,11 @@ A producer that sends no stats at all (a foreign one speaking docs/protocol.md, 
 whose stats never arrived) is accounted from the outside in: the first stage on the video path
 records per (stream, epoch) the frames that arrived and their seq range (`info.arrived`), and
 those frames count as captured (`frames.producers_without_stats`).
+
+Several streams (several grab stages feeding one infer stage, or several infer stages one
+render) are accounted each on its own as well: `streams.<id>` has the stream's frames
+(captured = delivered + dropped, by reason) and its glass-to-glass percentiles, from the
+per-stream figures every stage keeps (`stream.stats.StreamStats`).
 """
 
 from __future__ import annotations
@@ -47,9 +52,10 @@ class StageTotals:
         self.incarnations = 0
         self.first_out_ns: int | None = None
         self.last_out_ns: int | None = None
+        self.streams: dict[str, StageTotals] = {}  # per stream: counters, drops, hists
+        self.cpu_s = 0.0  # CPU seconds while streaming, over all incarnations
 
-    def add(self, snap: dict[str, Any]) -> None:
-        self.incarnations += 1
+    def _add_figures(self, snap: dict[str, Any]) -> None:
         self.counters.update(snap.get("counters", {}))
         self.drops.update(snap.get("drops", {}))
         for name, d in snap.get("hists", {}).items():
@@ -58,6 +64,13 @@ class StageTotals:
                 self.hists[name].merge(h)
             else:
                 self.hists[name] = h
+
+    def add(self, snap: dict[str, Any]) -> None:
+        self.incarnations += 1
+        self.cpu_s += float(snap.get("cpu_s", 0.0))
+        self._add_figures(snap)
+        for sid, figures in snap.get("streams", {}).items():
+            self.streams.setdefault(sid, StageTotals(self.stage))._add_figures(figures)
         self.info.update(snap.get("info", {}))
         for key, pick in (("first_out_ns", min), ("last_out_ns", max)):
             v = snap.get(key)
@@ -80,19 +93,20 @@ def totals_from_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, StageTot
 
 
 def video_path(cfg: PipelineConfig, render: RenderSpec) -> list[str]:
-    """Stage ids the rendered video passes through, source first."""
-    producer = {s.output: s for s in cfg.stages if not isinstance(s, RenderSpec)}
+    """Stage ids the rendered video passes through, sources first (several where several
+    stages feed one link)."""
     path = [render.id]
-    for first in reversed(render.input_links()):  # several inputs: each one's path, in order
-        link = first
-        while link in producer:
-            stage = producer[link]
-            if stage.id not in path:
-                path.insert(0, stage.id)
-            if isinstance(stage, GrabSpec):
-                break
-            link = stage.input
-    return path
+    links = list(render.input_links())  # several inputs: each one's path
+    while links:
+        link = links.pop(0)
+        for stage in reversed([s for s in cfg.stages if getattr(s, "output", None) == link]):
+            if stage.id in path:
+                continue
+            path.insert(0, stage.id)
+            if isinstance(stage, InferSpec):
+                links.append(stage.input)
+    grabs = [sid for sid in path if isinstance(cfg.stage(sid), GrabSpec)]
+    return grabs + [sid for sid in path if sid not in grabs]
 
 
 def _latency(h: Histogram | None, fps: float | None = None) -> dict[str, Any]:
@@ -136,13 +150,17 @@ def _reported_keys(cfg: PipelineConfig, snapshots: list[dict[str, Any]]) -> set[
 def first_receivers(cfg: PipelineConfig) -> list[str]:
     """The stages that take each rendered video from its producer: the stage after the grab,
     or the first stage of a path whose producer is not in the config (a foreign one)."""
-    grab_ids = {s.id for s in cfg.stages if isinstance(s, GrabSpec)}
+    produced = {s.output: s for s in cfg.stages if not isinstance(s, RenderSpec)}
     out: list[str] = []
     for r in (s for s in cfg.stages if isinstance(s, RenderSpec)):
-        path = video_path(cfg, r)
-        first = path[1] if path[0] in grab_ids and len(path) > 1 else path[0]
-        if first not in out and first not in grab_ids:
-            out.append(first)
+        for sid in video_path(cfg, r):
+            stage = cfg.stage(sid)
+            if isinstance(stage, GrabSpec):
+                continue
+            links = stage.input_links() if isinstance(stage, RenderSpec) else [stage.input]
+            feeders = [produced.get(link) for link in links]
+            if any(f is None or isinstance(f, GrabSpec) for f in feeders) and sid not in out:
+                out.append(sid)
     return out
 
 
@@ -172,29 +190,103 @@ def arrived_unreported(
     return dict(sorted(out.items()))
 
 
+def captured_by_stream(
+    cfg: PipelineConfig, snapshots: list[dict[str, Any]]
+) -> dict[str, tuple[int, int]]:
+    """Per stream id: (captured, of which unreported), as `captured_frames` counts them."""
+    grab_ids = {s.id for s in cfg.stages if isinstance(s, GrabSpec)}
+    seen: dict[str, int] = {}
+    for snap in snapshots:
+        for key, seq in snap.get("info", {}).get("seq_high", {}).items():
+            seen[key] = max(seen.get(key, -1), seq)
+    out: dict[str, tuple[int, int]] = {}
+
+    def add(stream: str, captured: int, unreported: int) -> None:
+        c, u = out.get(stream, (0, 0))
+        out[stream] = (c + captured, u + unreported)
+
+    for snap in snapshots:
+        if snap["stage"] not in grab_ids:
+            continue
+        info = snap.get("info", {})
+        reported = snap.get("counters", {}).get("captured", 0)
+        stream = info.get("stream", snap["stage"])
+        at_least = seen.get(f"{stream}@{info.get('epoch', 0)}", -1) + 1
+        add(stream, max(reported, at_least), max(0, at_least - reported))
+    for key, x in arrived_unreported(cfg, snapshots).items():
+        add(key.rsplit("@", 1)[0], x["frames"], x["frames"])
+    return out
+
+
 def captured_frames(
     cfg: PipelineConfig, snapshots: list[dict[str, Any]]
 ) -> tuple[int, int]:
     """(captured, of which unreported): each source run's count, raised to the highest sequence
     number any stage saw from that run (see the module doc), plus the frames that arrived from
     producers that sent no stats (`arrived_unreported`)."""
-    grab_ids = {s.id for s in cfg.stages if isinstance(s, GrabSpec)}
-    seen: dict[str, int] = {}
-    for snap in snapshots:
-        for key, seq in snap.get("info", {}).get("seq_high", {}).items():
-            seen[key] = max(seen.get(key, -1), seq)
-    captured = unreported = 0
-    for snap in snapshots:
-        if snap["stage"] not in grab_ids:
-            continue
-        info = snap.get("info", {})
-        reported = snap.get("counters", {}).get("captured", 0)
-        key = f"{info.get('stream', snap['stage'])}@{info.get('epoch', 0)}"
-        at_least = seen.get(key, -1) + 1
-        captured += max(reported, at_least)
-        unreported += max(0, at_least - reported)
-    foreign = sum(x["frames"] for x in arrived_unreported(cfg, snapshots).values())
-    return captured + foreign, unreported + foreign
+    per = captured_by_stream(cfg, snapshots).values()
+    return sum(c for c, _ in per), sum(u for _, u in per)
+
+
+def _stream_renders(cfg: PipelineConfig, renders: list[RenderSpec]) -> dict[str, list[str]]:
+    """The streams each render stage shows (empty: its producers are not in the config)."""
+    return {r.id: [x for link in r.input_links() for x in cfg.streams_into(link)] for r in renders}
+
+
+def stream_figures(
+    cfg: PipelineConfig,
+    snapshots: list[dict[str, Any]],
+    totals: dict[str, StageTotals],
+    on_path: list[str],
+) -> dict[str, Any]:
+    """`streams.<id>`: each stream's frames accounted on its own (captured = delivered +
+    dropped by reason, `lost` for the rest) and its glass-to-glass percentiles."""
+    renders = [s for s in cfg.stages if isinstance(s, RenderSpec)]
+    shows = _stream_renders(cfg, renders)
+    budgets = {
+        (s.stream or s.id): s.budget_ms or cfg.budget_ms
+        for s in cfg.stages
+        if isinstance(s, GrabSpec)
+    }
+    out: dict[str, Any] = {}
+    for stream, (captured, unreported) in sorted(captured_by_stream(cfg, snapshots).items()):
+        showing = [r.id for r in renders if not shows[r.id] or stream in shows[r.id]]
+        expected = captured * max(1, len(showing))
+        delivered = misses = 0
+        glass = Histogram()
+        for rid in showing:
+            t = totals.get(rid)
+            per = t.streams.get(stream) if t is not None else None
+            if per is None:
+                continue
+            delivered += per.counters["out"]
+            misses += per.counters["budget_misses"]
+            if GLASS_MS in per.hists:
+                glass.merge(per.hists[GLASS_MS])
+        dropped: Counter[str] = Counter()
+        for sid in on_path:
+            t = totals.get(sid)
+            per = t.streams.get(stream) if t is not None else None
+            for reason, n in (per.drops.items() if per is not None else ()):
+                if ":" not in reason:  # invalid:... are no frames; overlay:... not the video
+                    dropped[reason] += n
+        lost = expected - delivered - sum(dropped.values())
+        if lost > 0:
+            dropped["lost"] = lost
+        out[stream] = {
+            "frames": {
+                "captured": captured,
+                "delivered": delivered,
+                "dropped": dict(sorted(dropped.items())),
+                "dropped_total": sum(dropped.values()),
+                "accounted": expected == delivered + sum(dropped.values()),
+                "captured_unreported": unreported,
+            },
+            "budget_ms": budgets.get(stream, cfg.budget_ms),
+            "budget_misses": misses,
+            "latency_ms": {"glass_to_glass": glass.summary((50, 95, 99))},
+        }
+    return out
 
 
 def build_report(
@@ -224,8 +316,16 @@ def build_report(
                 rejected[reason] += n
             elif ":" not in reason:  # prefixed drops (overlay:...) are not video frames
                 dropped[reason] += n
-    # with several render stages every one should deliver every frame: account per render
+    # with several render stages every one should deliver every frame it shows: account per
+    # render, each for the streams it shows (all captured frames where its producer is foreign)
+    shows = _stream_renders(cfg, renders)
     expected = captured * max(1, len(renders))
+    if len({tuple(sorted(v)) for v in shows.values()}) > 1:  # renders showing different streams
+        by_stream = captured_by_stream(cfg, snapshots)
+        expected = sum(
+            captured if not shown else sum(by_stream.get(x, (0, 0))[0] for x in shown)
+            for shown in shows.values()
+        )
     lost = expected - delivered - sum(dropped.values())
     if lost > 0:
         dropped["lost"] = lost
@@ -252,6 +352,7 @@ def build_report(
             "counters": dict(t.counters),
             "drops": dict(t.drops),
             "fps": t.fps(),
+            "cpu_s": round(t.cpu_s, 3),
             "info": {k: v for k, v in t.info.items() if k != "confusion"},
         }
     engine = {}
@@ -322,6 +423,7 @@ def build_report(
             },
         },
         "engines": engine,
+        "streams": stream_figures(cfg, snapshots, totals, on_path),
         "overlay": overlay_summary(get(r.id).counters for r in renders),
         "results": results_summary(
             (get(r.id).counters for r in renders),
@@ -366,6 +468,27 @@ def sink_drop_text(sink: str, total: int, reasons: dict[str, int]) -> str:
     return f"{sink} ({why}) {total}"
 
 
+def _stream_lines(streams: dict[str, Any]) -> list[str]:
+    """One line per stream (only where there are several): its frames and glass-to-glass."""
+    if len(streams) < 2:
+        return []
+    lines = [
+        "",
+        f"{'stream':<14}{'captured':>9}{'delivered':>10}{'dropped':>8}"
+        f"{'p50':>8}{'p95':>8}{'p99':>8}{'budget':>8}{'misses':>8}  drops",
+    ]
+    for sid, s in streams.items():
+        f, g = s["frames"], s["latency_ms"]["glass_to_glass"]
+        why = ", ".join(f"{k} {v}" for k, v in f["dropped"].items())
+        lines.append(
+            f"{sid:<14}{f['captured']:>9}{f['delivered']:>10}{f['dropped_total']:>8}"
+            f"{_fmt(g.get('p50')):>8}{_fmt(g.get('p95')):>8}{_fmt(g.get('p99')):>8}"
+            f"{_fmt(float(s['budget_ms'])):>8}{s.get('budget_misses', 0):>8}  {why}"
+            + ("" if f["accounted"] else "  [NOT ACCOUNTED]")
+        )
+    return lines
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A short human-readable table of the report."""
     f = report["frames"]
@@ -397,6 +520,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{name:<22}{_fmt(d.get('p50')):>8}{_fmt(d.get('p90')):>8}{_fmt(d.get('p99')):>8}"
             f"{_fmt(d.get('max')):>8}{_fmt(d.get('fps')):>8}"
         )
+    lines += _stream_lines(report.get("streams", {}))
     skew = report.get("clock", {}).get("skew_events")
     if skew:
         lines.append(

@@ -21,6 +21,7 @@ MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024
 MAX_KEYS = 4096  # counters, drops or histograms per snapshot
 MAX_LABELS = 256  # side of a confusion matrix
 INT64 = 2**63 - 1
+MAX_STREAMS = 65  # stream ids a stage counts apart (stream.stats.MAX_STREAMS) + "_other"
 
 Count = Annotated[int, Meta(ge=0, le=INT64)]
 Counts = Annotated[dict[str, Count], Meta(max_length=MAX_KEYS)]
@@ -42,6 +43,14 @@ class Info(msgspec.Struct):
             raise ValueError("confusion must be a square matrix of counts")
 
 
+class StreamFigures(msgspec.Struct):
+    """One stream's counters, drops and histograms within a stage's snapshot."""
+
+    counters: Counts = {}
+    drops: Counts = {}
+    hists: Annotated[dict[str, dict[str, Any]], Meta(max_length=MAX_KEYS)] = {}
+
+
 class Snapshot(msgspec.Struct):
     """One `StageStats.snapshot()` as checked before it is kept (the dict itself is kept)."""
 
@@ -53,6 +62,8 @@ class Snapshot(msgspec.Struct):
     drops: Counts = {}
     hists: Annotated[dict[str, dict[str, Any]], Meta(max_length=MAX_KEYS)] = {}
     info: Info = msgspec.field(default_factory=Info)
+    streams: Annotated[dict[str, StreamFigures], Meta(max_length=MAX_STREAMS)] = {}
+    cpu_s: Annotated[float, Meta(ge=0, lt=1e9)] = 0.0
     first_out_ns: int | None = None
     last_out_ns: int | None = None
 
@@ -63,16 +74,22 @@ class Published(Snapshot, kw_only=True):
     now_ns: int
 
 
+def _check_hists(hists: dict[str, dict[str, Any]], what: str) -> None:
+    for name, d in hists.items():
+        try:
+            Histogram.from_dict(d)
+        except (ValueError, TypeError, AttributeError, OverflowError) as e:
+            raise ValueError(f"{what}.{name!s:.40}: {e}") from None
+
+
 def check_snapshot(snap: Any, stage_ids: set[str]) -> dict[str, Any]:
     """Validate one decoded snapshot of a stage in `stage_ids`; ValueError if it is not one."""
     checked = typed(snap, Snapshot, "", ValueError)
     if checked.stage not in stage_ids:
         raise ValueError(f"unknown stage {checked.stage!r:.40}")
-    for name, d in checked.hists.items():
-        try:
-            Histogram.from_dict(d)
-        except (ValueError, TypeError, AttributeError, OverflowError) as e:
-            raise ValueError(f"hists.{name!s:.40}: {e}") from None
+    _check_hists(checked.hists, "hists")
+    for sid, figures in checked.streams.items():
+        _check_hists(figures.hists, f"streams.{sid!s:.40}.hists")
     return snap
 
 

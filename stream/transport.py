@@ -192,7 +192,8 @@ class Sender:
         self.stats = stats
         self.should_stop = should_stop
         self.count_drops = count_drops  # False: the caller counts a refused frame itself
-        self.link_seq = 0
+        self.link_seq = 0  # frames sent on this link, all streams
+        self.stream_seq: dict[str, int] = {}  # per stream: the `link_seq` on the wire
         self.last_drop = ""  # reason the last frame `send` refused was dropped
         self.consumers = 0
         self.pubsub = spec.pattern == "pubsub"
@@ -253,15 +254,17 @@ class Sender:
                 if self.count_drops:
                     self.stats.drop(self.last_drop)
                 return False
+        link_seq = self.stream_seq.get(frame.stream, 0) + 1
         parts = encode_frame(
             frame,
             self.stage_id,
-            self.link_seq + 1,
+            link_seq,
             self.clock.now_ns(),
             self.shm.write if self.shm is not None else None,
         )
         if self._send_parts(parts):
             self.link_seq += 1
+            _remember(self.stream_seq, frame.stream, link_seq)
             return True
         self.last_drop = "overflow" if self.spec.mode == "live" else "shutdown"
         if self.count_drops:
@@ -272,13 +275,14 @@ class Sender:
         """Tell consumers the stream ended. Repeated (receivers ignore duplicates) because a
         live link may drop one; an eos does not advance `link_seq`. A lossless link waits for
         room and sends it once, like a frame."""
+        last = self.stream_seq.get(eos.stream, 0)
         if self.spec.mode == "lossless":
-            self._send_parts(encode_eos(eos, self.stage_id, self.link_seq, self.clock.now_ns()))
+            self._send_parts(encode_eos(eos, self.stage_id, last, self.clock.now_ns()))
             return
         for i in range(repeats):
             if self.pubsub:
                 self._track_subscriptions()
-            parts = encode_eos(eos, self.stage_id, self.link_seq, self.clock.now_ns())
+            parts = encode_eos(eos, self.stage_id, last, self.clock.now_ns())
             try:
                 self.sock.send_multipart(parts, flags=zmq.NOBLOCK)
             except zmq.Again:
@@ -296,10 +300,12 @@ class Receiver:
     """The consuming end of a link.
 
     live: a background thread drains the socket as fast as messages arrive, checks each header
-    (outside the mailbox lock) and keeps only the newest frame, undecoded, in a one-slot
-    mailbox, so kernel and ZeroMQ buffers never hold a backlog; `recv` takes that frame and
-    binds its payload (only the frame used is read from shared memory). Frames replaced in the
-    mailbox are counted as `overflow` drops. lossless: `recv` reads the socket in order.
+    (outside the mailbox lock) and keeps only the newest frame of each stream, undecoded, in a
+    mailbox with one slot per stream, so kernel and ZeroMQ buffers never hold a backlog and a
+    fast stream never pushes a slow one's frame out; `recv` takes the frame that has waited
+    longest (so streams take turns) and binds its payload (only the frame used is read from
+    shared memory). Frames replaced in the mailbox are counted as `overflow` drops of their
+    stream. lossless: `recv` reads the socket in order.
 
     What arrived is kept per `stream@epoch` in the stage's `info["arrived"]` ([frames, lowest
     seq, highest seq]; frames = received + lost on the link): the run report accounts for a
@@ -353,9 +359,9 @@ class Receiver:
         self._disconnect_logged = False
         # mailbox shared with the drain thread (live mode); counts are merged under its lock
         self._cond = threading.Condition()
-        self._newest: Parsed | None = None
+        self._newest: dict[str, Parsed] = {}  # stream -> its newest frame, longest waiting first
         self._eos: deque[Parsed] = deque()
-        self._drops: Counter[str] = Counter()
+        self._drops: Counter[tuple[str, str]] = Counter()  # (reason, stream or "")
         self._counts: Counter[str] = Counter()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -374,16 +380,18 @@ class Receiver:
             got[0] += frames
             got[1], got[2] = min(got[1], seq), max(got[2], seq)
 
-    def _accept(self, parts: list, drops: Counter[str], counts: Counter[str]) -> Parsed | None:
+    def _accept(
+        self, parts: list, drops: Counter[tuple[str, str]], counts: Counter[str]
+    ) -> Parsed | None:
         """Check one message's header and do the link bookkeeping; None if it was refused
         (counted in `drops` / `counts`)."""
         try:
             msg = parse(parts)
         except DecodeError as e:
-            drops[f"invalid:{e.reason}"] += 1
+            drops[(f"invalid:{e.reason}", "")] += 1
             return None
         except Exception:  # a decoder bug must not kill the drain thread: count it, go on
-            drops["invalid:decoder_error"] += 1
+            drops[("invalid:decoder_error", "")] += 1
             return None
         if msg.kind == KIND_EOS:
             key = (msg.stream, msg.epoch)
@@ -395,17 +403,18 @@ class Receiver:
             return msg
         lost = self._sequence(msg, counts)
         if lost is None:
-            drops["invalid:implausible_gap"] += 1
+            drops[("invalid:implausible_gap", "")] += 1
             return None
         if lost:
-            drops["overflow"] += lost
+            drops[("overflow", msg.stream)] += lost
         self._arrive(msg.stream, msg.epoch, msg.seq, 1 + lost)
         return msg
 
     def _sequence(self, msg: Parsed, counts: Counter[str]) -> int | None:
-        """Per-sender sequence bookkeeping: restarts, the highest frame seq seen, and the frames
+        """Per-sender (and stream) sequence bookkeeping: restarts, the highest frame seq seen, and the frames
         lost on the link (a `link_seq` gap, pubsub); None if the jump is implausible."""
-        stream, epoch, sender, link_seq = msg.stream, msg.epoch, msg.sender, msg.link_seq
+        stream, epoch, link_seq = msg.stream, msg.epoch, msg.link_seq
+        sender = f"{msg.sender}/{stream}"  # link_seq counts per sender and stream
         if self.epochs.get(stream, epoch) != epoch:
             counts["stream_restarts"] += 1
             self.last_link_seq.pop(sender, None)
@@ -477,14 +486,14 @@ class Receiver:
         poller.register(self.sock, zmq.POLLIN)
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
-        drops: Counter[str] = Counter()
+        drops: Counter[tuple[str, str]] = Counter()
         counts: Counter[str] = Counter()
         while not self._closing:
             ready = poller.poll(50)
             self._check_monitor()
             if not ready:
                 continue
-            newest: Parsed | None = None
+            newest: dict[str, Parsed] = {}
             eos: list[Parsed] = []
             for _ in range(MAX_DRAIN):
                 try:
@@ -499,16 +508,14 @@ class Receiver:
                 if msg.kind == KIND_EOS:
                     eos.append(msg)
                     continue
-                if newest is not None:  # replaced before anyone took it
-                    self._overflow(newest, drops, counts)
-                newest = msg
-            if newest is None and not eos and not drops and not counts:
+                if msg.stream in newest:  # replaced before anyone took it
+                    self._overflow(newest[msg.stream], drops, counts)
+                newest[msg.stream] = msg
+            if not newest and not eos and not drops and not counts:
                 continue
             with self._cond:
-                if newest is not None:
-                    if self._newest is not None:
-                        self._overflow(self._newest, self._drops, self._counts)
-                    self._newest = newest
+                for stream, msg in newest.items():
+                    self._post(stream, msg)
                 self._eos.extend(eos)
                 self._drops.update(drops)
                 self._counts.update(counts)
@@ -516,13 +523,23 @@ class Receiver:
             drops.clear()
             counts.clear()
 
-    def _overflow(self, msg: Parsed, drops: Counter[str], counts: Counter[str]) -> None:
-        drops["overflow"] += 1
+    def _post(self, stream: str, msg: Parsed) -> None:
+        """Put `msg` in its stream's mailbox slot (under the lock); a frame it replaces, or the
+        longest-waiting one when more than MAX_TRACKED streams wait, is an overflow drop."""
+        old = self._newest.get(stream)
+        if old is None and len(self._newest) >= MAX_TRACKED:
+            old = self._newest.pop(next(iter(self._newest)))
+        if old is not None:
+            self._overflow(old, self._drops, self._counts)
+        self._newest[stream] = msg  # a replaced frame's slot keeps its place in the queue
+
+    def _overflow(self, msg: Parsed, drops: Counter[tuple[str, str]], counts: Counter[str]) -> None:
+        drops[("overflow", msg.stream)] += 1
         counts["in"] += 1
 
     def _flush_counts(self) -> None:
-        for reason, n in self._drops.items():
-            self.stats.drop(self.drop_prefix + reason, n)
+        for (reason, stream), n in self._drops.items():
+            self.stats.drop(self.drop_prefix + reason, n, stream or None)
         for name, n in self._counts.items():
             self.stats.count(name, n)
         self._drops.clear()
@@ -538,11 +555,13 @@ class Receiver:
                 _remember(arrived, key, list(got))
 
     def _take(self) -> Parsed | None:
-        if self._newest is not None:
-            msg, self._newest = self._newest, None
-            return msg
-        if self._eos:
-            return self._eos.popleft()
+        """The end of a stream with no frame waiting, else the frame that waited longest."""
+        for eos in self._eos:
+            if eos.stream not in self._newest:
+                self._eos.remove(eos)
+                return eos
+        if self._newest:
+            return self._newest.pop(next(iter(self._newest)))
         return None
 
     def _bind(self, parsed: Parsed) -> Message | None:
@@ -553,11 +572,11 @@ class Receiver:
             self.stats.drop(self.drop_prefix + f"invalid:{e.reason}")
             return None
         except PayloadGone as e:  # its slot was reused: a drop of a frame that did arrive
-            self.stats.drop(self.drop_prefix + e.reason)
+            self.stats.drop(self.drop_prefix + e.reason, stream=parsed.stream)
             self.stats.count("in")
             return None
         if msg.kind != KIND_EOS:
-            self.stats.count("in")
+            self.stats.count("in", stream=None if self.drop_prefix else parsed.stream)
         return msg
 
     def recv(self, timeout_ms: int) -> Message | None:

@@ -159,3 +159,17 @@ def test_engine_cli_build(tmp_path: Path) -> None:
         timeout=120,
     )
     assert info.returncode == 0 and "cached" in info.stdout, info.stderr
+
+
+def test_tensorrt_batch_matches_one_frame_at_a_time(tmp_path: Path) -> None:
+    """`run_batch` on TensorRT (the dynamic profile 1..4; 6 frames: a chunk of 4, then 2) gives
+    each frame's result as a call of its own does."""
+    trt = load_pipeline(EngineSpec(model="us-seg", backend="tensorrt", engine_cache=str(tmp_path)))
+    frames = [phantom_frame(spec_for_seed(5300 + i), 4).image for i in range(6)]
+    try:
+        batched = trt.run_batch(frames, ["gray8"] * len(frames))  # type: ignore[attr-defined]
+        single = [trt(f, "gray8") for f in frames]
+    finally:
+        trt.close()
+    for b, s in zip(batched, single, strict=True):
+        assert np.mean(b.mask == s.mask) > 0.999

@@ -3,7 +3,8 @@
 Each stats message holds every stage's cumulative counters and histograms; a window's figures
 are the newest totals minus the totals of `window_s` ago (histograms subtract bucket by bucket,
 so the percentiles keep the histogram's 0.5% error). Restarted stages add up over their
-incarnations, as in the run report.
+incarnations, as in the run report. With several streams, `stream_rows()` gives the same per
+stream: captured and delivered rates, glass-to-glass percentiles, drops over all stages.
 """
 
 from __future__ import annotations
@@ -35,6 +36,39 @@ class StageRow:
     drops: dict[str, int] = field(default_factory=dict)  # cumulative, by reason
     misses: int = 0
     frames_out: int = 0
+
+
+@dataclass
+class StreamRow:
+    """What `top` shows for one stream (pipelines of several streams)."""
+
+    stream: str
+    fps_captured: float | None
+    fps_delivered: float | None
+    glass_ms: tuple[float | None, float | None]
+    drops: dict[str, int] = field(default_factory=dict)  # cumulative, all stages, by reason
+
+
+def _stream_sums(
+    totals: dict[str, StageTotals], stream: str, render_ids: set[str]
+) -> tuple[int, int, Histogram | None, dict[str, int]]:
+    """(captured, delivered, glass histogram, drops) of `stream` over all stages."""
+    captured = delivered = 0
+    glass: Histogram | None = None
+    drops: dict[str, int] = {}
+    for sid, t in totals.items():
+        per = t.streams.get(stream)
+        if per is None:
+            continue
+        captured += per.counters["captured"]
+        if sid in render_ids:
+            delivered += per.counters["out"]
+            if GLASS_MS in per.hists:
+                glass = Histogram() if glass is None else glass
+                glass.merge(per.hists[GLASS_MS])
+        for reason, n in per.drops.items():
+            drops[reason] = drops.get(reason, 0) + n
+    return captured, delivered, glass, drops
 
 
 def _window_pct(new: Histogram | None, old: Histogram | None) -> tuple[float | None, float | None]:
@@ -73,6 +107,36 @@ class LiveView:
         if self.history:
             ids += [sid for sid in self.history[-1][1] if sid not in ids]
         return ids
+
+    def streams(self) -> list[str]:
+        """The stream ids seen so far, in order of appearance."""
+        if not self.history:
+            return []
+        out: list[str] = []
+        for t in self.history[-1][1].values():
+            out += [x for x in t.streams if x not in out]
+        return out
+
+    def stream_rows(self) -> list[StreamRow]:
+        """Per-stream figures over the window (empty with fewer than two streams)."""
+        streams = self.streams()
+        if len(streams) < 2:
+            return []
+        t_new, new = self.history[-1]
+        t_old, old = self.history[0]
+        dt = (t_new - t_old) / 1e9
+        kinds = {s.get("id"): s.get("kind", "") for s in self.meta.get("stages", [])}
+        renders = {sid for sid, t in new.items() if (kinds.get(sid) or t.info.get("kind")) == "render"}
+        rows = []
+        for x in streams:
+            cap, out, glass, drops = _stream_sums(new, x, renders)
+            if len(self.history) > 1:
+                cap0, out0, glass0, _ = _stream_sums(old, x, renders)
+                fps_cap, fps_out = _rate(cap, cap0, dt), _rate(out, out0, dt)
+            else:
+                glass0, fps_cap, fps_out = None, None, None
+            rows.append(StreamRow(x, fps_cap, fps_out, _window_pct(glass, glass0), drops))
+        return rows
 
     def rows(self) -> list[StageRow]:
         if not self.history:

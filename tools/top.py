@@ -4,7 +4,8 @@
     medstream top tcp://host:5601                      # or any stats_pub endpoint
     medstream top my.yaml --collect                    # stages run alone: bind their stats_endpoint
 
-Refreshes in place on a terminal (ANSI); piped, it prints one plain table per refresh. It ends
+With several streams (several grab stages), a second table gives each stream's captured and
+delivered rates, glass-to-glass p50/p99 and drops. Refreshes in place on a terminal (ANSI); piped, it prints one plain table per refresh. It ends
 when the pipeline ends (the supervisor's final message), after `--count` refreshes, or on Ctrl-C.
 """
 
@@ -46,6 +47,9 @@ HEADER = (
 )
 
 
+STREAM_HEADER = f"{'stream':<20}{'fps cap':>8}{'fps out':>8}{'g2g ms':>13}  drops (all stages)"
+
+
 def format_view(view: LiveView, endpoint: str, window_s: float, status: str) -> str:
     """The table `top` prints: a title line, a header, one line per stage."""
     meta: dict[str, Any] = view.meta
@@ -65,6 +69,15 @@ def format_view(view: LiveView, endpoint: str, window_s: float, status: str) -> 
         )
     if not view.rows():
         lines.append(f"(waiting for stats on {endpoint})")
+    streams = view.stream_rows()
+    if streams:
+        lines += ["", STREAM_HEADER]
+        for x in streams:
+            drops = sorted(((n, r) for r, n in x.drops.items() if n), reverse=True)
+            lines.append(
+                f"{x.stream:<20.20}{_fps(x.fps_captured):>8}{_fps(x.fps_delivered):>8}"
+                f"{_ms(x.glass_ms):>13}  {', '.join(f'{r} {n}' for n, r in drops) or '-'}"
+            )
     return "\n".join(lines)
 
 

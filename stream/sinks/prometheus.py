@@ -4,7 +4,9 @@ Not part of the pipeline's core: `medstream prometheus` (tools/) subscribes to t
 stats channel and serves the newest message at http://HOST:PORT/metrics through
 `prometheus_client` (a custom collector; pip install 'medstream[prometheus]'). Counters end in
 `_total`; latencies are histograms in seconds whose bucket edges include the pipeline budget;
-labels are only `pipeline`, `stage` and (for drops) `reason`, never per frame.
+labels are only `pipeline`, `stage` and (for drops) `reason`, never per frame. A pipeline of
+several streams also gets `medstream_stream_*` series with a `stream` label (frames, drops,
+glass-to-glass per stream and stage); with one stream they are left out.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from stream.histogram import Histogram
-from stream.report import totals_from_snapshots
+from stream.report import StageTotals, totals_from_snapshots
 from stream.stats import GLASS_MS, OVERLAY_AGE_MS, QUEUE_MS, STAGE_MS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # unless a scraper asks for another
@@ -39,6 +41,16 @@ COUNTERS = (  # stats counter -> (metric, help)
      "Frames a stage took longer on than its stage budget."),
     ("shm_inline", "medstream_shm_inline_total",
      "Frames sent inline because every shared-memory slot was in use."),
+)
+STREAM_COUNTERS = (  # per-stream stats counter -> (metric, help)
+    ("captured", "medstream_stream_frames_captured_total", "Frames a source captured, per stream."),
+    ("in", "medstream_stream_frames_in_total", "Frames a stage received, per stream."),
+    ("out", "medstream_stream_frames_out_total", "Frames a stage handed on, per stream."),
+    (
+        "budget_misses",
+        "medstream_stream_budget_misses_total",
+        "Frames handed to the sinks after their deadline, per stream.",
+    ),
 )
 HISTOGRAMS = (
     (STAGE_MS, "medstream_stage_seconds", "Time a stage spent on a frame."),
@@ -98,6 +110,7 @@ def families(msg: dict[str, Any]) -> Iterator[Metric]:
                 hist.add_metric(values, _buckets(h, edges), h.total_ms / 1000.0)
         if hist.samples:
             yield hist
+    yield from _stream_families(pipeline, totals, edges)
 
 
 class StatsCollector(Collector):
@@ -131,6 +144,36 @@ def _only_metrics(app: Callable[..., Any]) -> Callable[..., Any]:
 class _Quiet(WSGIRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
+
+
+def _stream_families(pipeline: str, totals: dict[str, StageTotals], edges: list[float]) -> Iterator[Metric]:
+    """`medstream_stream_*`: frames, drops and glass-to-glass per stream (several streams only)."""
+    streams = sorted({x for t in totals.values() for x in t.streams})
+    if len(streams) < 2:
+        return
+    labels = [*STAGE_LABELS, "stream"]
+    rows = [([pipeline, sid, x], t.streams[x]) for sid, t in totals.items() for x in streams if x in t.streams]
+    for key, name, help_text in STREAM_COUNTERS:
+        counter = CounterMetricFamily(name, help_text, labels=labels)
+        for values, st in rows:
+            if key in st.counters:
+                counter.add_metric(values, st.counters[key])
+        if counter.samples:
+            yield counter
+    drops = CounterMetricFamily("medstream_stream_drops_total",
+                                "Frames dropped, by stage, stream and reason.", labels=[*labels, "reason"])
+    for values, st in rows:
+        for reason, n in sorted(st.drops.items()):
+            drops.add_metric([*values, reason], n)
+    yield drops
+    hist = HistogramMetricFamily("medstream_stream_glass_to_glass_seconds",
+                                 "Capture to rendered frame handed to the sinks, per stream.", labels=labels)
+    for values, st in rows:
+        if GLASS_MS in st.hists:
+            h = st.hists[GLASS_MS]
+            hist.add_metric(values, _buckets(h, edges), h.total_ms / 1000.0)
+    if hist.samples:
+        yield hist
 
 
 class MetricsServer:

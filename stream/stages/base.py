@@ -130,10 +130,10 @@ class StageRuntime:
         `handoff_ns`) or dropped. The one place the stats and the frame log learn a frame's
         fate, so every frame a stage takes in is counted exactly once in both."""
         if outcome is not None:
-            self.stats.drop(outcome.reason)
+            self.stats.drop(outcome.reason, stream=frame.stream)
             self.framelog.drop(frame, outcome.reason, start_ns, end_ns)
             return
-        self.stats.frame_out(end_ns if handoff_ns is None else handoff_ns)
+        self.stats.frame_out(end_ns if handoff_ns is None else handoff_ns, frame.stream)
         self.framelog.out(frame, start_ns, end_ns, handoff_ns=handoff_ns)
 
     def tick(self) -> None:

@@ -52,6 +52,7 @@ class GrabSource:
         self.seq = 0
         self.stream = spec.stream or spec.id
         self.epoch = rt.clock.now_ns()  # a new epoch per start: consumers see a restarted producer
+        self.budget_ns = rt.budget_ns if spec.budget_ms is None else int(spec.budget_ms * 1e6)
 
     def setup(self, ports: Ports) -> None:
         rt, spec = self.rt, self.spec
@@ -79,6 +80,7 @@ class GrabSource:
                 "stream": self.stream,
                 "fps_target": None if self.self_paced else fps,
                 "epoch": self.epoch,
+                "budget_ms": self.budget_ns / 1e6,
             }
         )
         _report(rt, source)
@@ -122,7 +124,7 @@ class GrabSource:
             stream=self.stream,
             seq=self.seq,
             capture_ns=capture_ns,
-            deadline_ns=capture_ns + rt.budget_ns,
+            deadline_ns=capture_ns + self.budget_ns,
             image=cap.image,
             pixel_format=cap.pixel_format,
             epoch=self.epoch,

@@ -7,19 +7,23 @@ card's out-of-distribution gate for the frame and `meta.model_card` what the use
 (intended use, training data, notice). The stage appends its span to the frame's trace.
 Temporal skipping and the fallback cascade (infer_schedule.py) may reuse the last result for a
 frame instead: `meta.inference` then says so, with the result's age and source frame.
+Frames of several streams are scheduled per stream (a result is only ever reused for its own
+stream) and, with `batch.max_batch > 1`, run several at once: one batched model call
+(`run_batch` of the pipeline where it has one, else one call per frame), results split back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from engines import EngineUnavailable, InferencePipeline, load_pipeline
+from engines import EngineUnavailable, InferencePipeline, InferenceResult, load_pipeline
 
 from ..budget import WILL_MISS, BudgetGuard
 from ..config import InferSpec
 from ..frame import Annotations, Frame
 from .base import Drop, StageRuntime
-from .infer_schedule import FALLBACK, MAIN, InferSchedule
+from .batcher import Batcher
+from .infer_schedule import FALLBACK, MAIN, Decision, InferSchedule
 from .loop import Operator, Ports, SetupError, run_operator, wait_for_consumers
 
 RESULT_PARTS = ("mask", "confidence", "output")  # what a model adds to a frame
@@ -35,7 +39,21 @@ def _derived(frame: Frame, parts: dict, annotations: Annotations, meta: dict) ->
 
 def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
     """Run the model on `frame` and return the outgoing frame (input left untouched)."""
-    result = pipeline(frame.image, frame.pixel_format)
+    return _annotated(frame, pipeline, pipeline(frame.image, frame.pixel_format))
+
+
+def annotate_frames(frames: list[Frame], pipeline: InferencePipeline) -> list[Frame]:
+    """Run the model on several frames in one batched call where the pipeline can (its
+    `run_batch`), else frame by frame; the outgoing frames in order."""
+    run_batch = getattr(pipeline, "run_batch", None)
+    if run_batch is None or len(frames) == 1:
+        return [annotate_frame(f, pipeline) for f in frames]
+    results = run_batch([f.image for f in frames], [f.pixel_format for f in frames])
+    return [_annotated(f, pipeline, r) for f, r in zip(frames, results, strict=True)]
+
+
+def _annotated(frame: Frame, pipeline: InferencePipeline, result: InferenceResult) -> Frame:
+    """The outgoing frame for `frame` with the model's `result`."""
     parts = dict(frame.parts)
     if result.mask is not None:
         parts["mask"] = result.mask
@@ -110,9 +128,17 @@ class InferOperator(Operator):
     ):
         self.rt, self.spec = rt, spec
         self.pipeline, self.fallback = pipeline, fallback
-        self.schedule = _schedule(spec)
+        self.schedules: dict[str, InferSchedule] = {}  # per stream
         self.guard = BudgetGuard(predict=spec.predict_drops, stage_budget_ms=spec.stage_budget_ms)
-        self.last_out: Frame | None = None
+        self.last_out: dict[str, Frame] = {}  # per stream: its last computed result
+        if spec.batch.max_batch > 1:
+            self.batcher = Batcher(spec.batch.max_batch, spec.batch.max_wait_ms)
+
+    def schedule(self, stream: str) -> InferSchedule:
+        got = self.schedules.get(stream)
+        if got is None:
+            got = self.schedules[stream] = _schedule(self.spec)
+        return got
 
     def setup(self, ports: Ports) -> None:
         rt, spec = self.rt, self.spec
@@ -147,22 +173,34 @@ class InferOperator(Operator):
         # subscribe upstream only once downstream listens, so no frame is processed for nobody
         sender = ports.add_output(spec.output)
         wait_for_consumers(rt, sender, spec.output, spec.wait_for_consumers, spec.wait_timeout_s)
-        ports.add_input(spec.input)
+        streams = rt.cfg.streams_into(spec.input)
+        ports.add_input(spec.input, streams)
+        if self.batcher is not None and streams:  # one frame per stream and batch: no more
+            self.batcher.max_batch = min(self.batcher.max_batch, len(streams))
+            if self.batcher.max_batch == 1:
+                rt.log.info("batch: one stream comes in, so frames run one at a time")
+                self.batcher = None
+        if self.batcher is not None:
+            rt.stats.info["max_batch"] = self.batcher.max_batch
 
-    def process(self, frame: Frame, start_ns: int, predicted_miss: bool) -> Frame | Drop:
-        rt, stats = self.rt, self.rt.stats
-        decision = self.schedule.decide(frame.capture_ns, predicted_miss=predicted_miss)
+    def _decide(self, frame: Frame, predicted_miss: bool) -> tuple[Decision, Frame | Drop | None]:
+        """The schedule's decision for `frame` and, unless the model is to run, its result."""
+        decision = self.schedule(frame.stream).decide(frame.capture_ns, predicted_miss=predicted_miss)
         if decision.switch:
             self._switched(decision.switch)
         if decision.action == "drop":
-            return Drop(WILL_MISS)
+            return decision, Drop(WILL_MISS)
         if decision.action == "reuse":
-            assert self.last_out is not None
-            stats.count(f"reused_{decision.reason}")
-            return reuse_result(frame, self.last_out, decision.reason)
-        model = self.models[decision.model]
-        out = annotate_frame(frame, model)
-        out.meta["inference"] = {"reused": False, "model": model.model_id, "age_ms": 0.0}
+            self.rt.stats.count(f"reused_{decision.reason}")
+            return decision, reuse_result(frame, self.last_out[frame.stream], decision.reason)
+        return decision, None
+
+    def _ran(self, frame: Frame, out: Frame, decision: Decision, end: int, stage_ms: float) -> None:
+        """Count and remember a model run's result; update the cascade."""
+        stats = self.rt.stats
+        out.meta["inference"] = {
+            "reused": False, "model": self.models[decision.model].model_id, "age_ms": 0.0
+        }
         gate = out.meta.get("applicability")
         if gate is not None and not gate["applicable"]:
             stats.count("frames_not_applicable")
@@ -170,19 +208,54 @@ class InferOperator(Operator):
             stats.count("fallback_frames")
         if decision.reason == "probe":
             stats.count("cascade_probes")
-        end = rt.clock.now_ns()
-        stage_ms = (end - start_ns) / 1e6
         budget = self.spec.stage_budget_ms
         missed = end > frame.deadline_ns or (budget is not None and stage_ms > budget)
-        if decision.reason != "probe" and self.guard.record(stage_ms):  # the active model's
-            stats.count("stage_overruns")
-        switch = self.schedule.record(
+        switch = self.schedule(frame.stream).record(
             decision.model, frame.seq, frame.capture_ns, out.annotations.model, missed
         )
         if switch:
             self._switched(switch)
-        self.last_out = out
+        self.last_out[frame.stream] = out
+
+    def process(self, frame: Frame, start_ns: int, predicted_miss: bool) -> Frame | Drop:
+        decision, result = self._decide(frame, predicted_miss)
+        if result is not None:
+            return result
+        out = annotate_frame(frame, self.models[decision.model])
+        end = self.rt.clock.now_ns()
+        stage_ms = (end - start_ns) / 1e6
+        if decision.reason != "probe" and self.guard.record(stage_ms):  # the active model's
+            self.rt.stats.count("stage_overruns")
+        self._ran(frame, out, decision, end, stage_ms)
         return out
+
+    def process_batch(
+        self, frames: list[Frame], start_ns: int, predicted_miss: list[bool]
+    ) -> list[Frame | Drop]:
+        """Decide per frame; run the frames for each model in one batched call."""
+        results: list[Frame | Drop | None] = []
+        decisions: list[Decision] = []
+        for frame, miss in zip(frames, predicted_miss, strict=True):
+            decision, result = self._decide(frame, miss)
+            decisions.append(decision)
+            results.append(result)
+        timed = False
+        for model in (MAIN, FALLBACK):
+            todo = [i for i, r in enumerate(results) if r is None and decisions[i].model == model]
+            if not todo:
+                continue
+            outs = annotate_frames([frames[i] for i in todo], self.models[model])
+            end = self.rt.clock.now_ns()
+            stage_ms = (end - start_ns) / 1e6
+            for i, out in zip(todo, outs, strict=True):
+                self._ran(frames[i], out, decisions[i], end, stage_ms)
+                results[i] = out
+                timed = timed or decisions[i].reason != "probe"
+        if timed:  # the batch's time: what the next batch's admission and wait reserve
+            stage_ms = (self.rt.clock.now_ns() - start_ns) / 1e6
+            if self.guard.record(stage_ms):
+                self.rt.stats.count("stage_overruns")
+        return [r for r in results if r is not None]
 
     def _switched(self, switch: str) -> None:
         """Log and count a cascade switch; the guard's timings restart for the new model."""

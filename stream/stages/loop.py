@@ -6,11 +6,15 @@ handed to its sinks, or a `Drop` with its reason. A `SourceAdapter` `read`s the 
 Receiving, end of stream, budget admission, spans, sending and the accounting happen here, each
 outcome through `StageRuntime.settle` (stats and frame log together): every frame a stage takes
 in is counted once, delivered or dropped with its reason.
+
+An input fed by several streams ends when every one of them has ended (each end is forwarded
+as it comes). An operator with a `batcher` gets its admitted frames in batches
+(`process_batch`: frames of several streams in one model call; stream/stages/batcher.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,10 +27,12 @@ from ..frame import Frame
 from ..stats import STAGE_MS
 from ..transport import Sender
 from .base import Drop, StageRuntime
+from .batcher import Batcher
 
 RECV_TIMEOUT_MS = 100
 ERROR = "error"  # the drop reason of a frame whose process() raised one of `frame_errors`
 BAD_PIXELS = "invalid:pixel_format"  # a source's image that does not match its pixel format
+SHUTDOWN = "shutdown"  # a frame still waiting for its batch when the stage was stopped
 
 
 class SetupError(Exception):
@@ -77,6 +83,7 @@ class Ports:
         self._open_input = open_input
         self._open_output = open_output
         self.input: Inbox | None = None
+        self.streams: set[str] = set()  # the streams the input carries, where known
         self.output: Outbox | None = None
         self.side: list[Latest] = []
 
@@ -84,18 +91,22 @@ class Ports:
     def of(cls, rt: StageRuntime) -> Ports:
         return cls(lambda link, prefix: rt.receiver(link, drop_prefix=prefix), rt.sender)
 
-    def add_input(self, link: str) -> None:
-        """The input whose frames `process` handles (one per stage)."""
+    def add_input(self, link: str, streams: Collection[str] = ()) -> None:
+        """The input whose frames `process` handles (one per stage); with `streams` (ids) it
+        ends once all of them ended, else at the first end of stream."""
         self.input = self._open_input(link, "")
+        self.streams = set(streams)
 
-    def add_inputs(self, links: list[str]) -> None:
-        """Several inputs read as one, in turn (stream.stages.merged_inbox)."""
+    def add_inputs(self, links: list[str], streams: Collection[str] = ()) -> None:
+        """Several inputs read as one, in turn (stream.stages.merged_inbox); `streams` as in
+        `add_input`, over all of them."""
         if len(links) == 1:
-            self.add_input(links[0])
+            self.add_input(links[0], streams)
             return
         from .merged_inbox import MergedInbox
 
         self.input = MergedInbox([self._open_input(link, "") for link in links])
+        self.streams = set(streams)
 
     def add_output(self, link: str) -> Outbox:
         """Where the frames `process` returns are sent (and the end of stream forwarded)."""
@@ -117,11 +128,18 @@ class Operator:
     schedules_misses = False  # True: frames predicted to miss reach process(predicted_miss=True)
     frame_errors: tuple[type[Exception], ...] = ()  # caught per frame: counted as `error` drops
     times_itself = False  # True: process() feeds the guard's stage times (else the runtime does)
+    batcher: Batcher | None = None  # set: admitted frames go to process_batch, several at once
 
     def setup(self, ports: Ports) -> None:
         raise NotImplementedError
 
     def process(self, frame: Frame, start_ns: int, predicted_miss: bool) -> Frame | Delivered | Drop:
+        raise NotImplementedError
+
+    def process_batch(
+        self, frames: list[Frame], start_ns: int, predicted_miss: list[bool]
+    ) -> Sequence[Frame | Delivered | Drop]:
+        """A batch of admitted frames (operators with a `batcher`): one result per frame."""
         raise NotImplementedError
 
     def close(self) -> int:
@@ -156,15 +174,30 @@ def run_operator(rt: StageRuntime, op: Operator, ports: Ports | None = None) -> 
         op.close()
         raise
     try:
-        _loop(rt, op, ports)
+        if op.batcher is not None:
+            _batch_loop(rt, op, op.batcher, ports)
+        else:
+            _loop(rt, op, ports)
     finally:
         code = op.close()
     return code
 
 
+def _ended(rt: StageRuntime, msg: Message, ports: Ports, ended: set[str]) -> bool:
+    """Forward an end of stream; True when the input has no stream left."""
+    assert msg.eos is not None
+    rt.eos = msg.eos
+    rt.log.info("end of stream %s after seq %d", msg.eos.stream, msg.eos.last_seq)
+    if ports.output is not None:
+        ports.output.send_eos(msg.eos)
+    ended.add(msg.eos.stream)
+    return not ports.streams or ports.streams <= ended
+
+
 def _loop(rt: StageRuntime, op: Operator, ports: Ports) -> None:
     assert ports.input is not None, "an operator declares its input in setup"
     errors_logged: set[str] = set()
+    ended: set[str] = set()
     while not rt.stop_requested:
         rt.tick()
         for side in ports.side:
@@ -173,12 +206,9 @@ def _loop(rt: StageRuntime, op: Operator, ports: Ports) -> None:
         if msg is None:
             continue
         if msg.kind == KIND_EOS:
-            assert msg.eos is not None
-            rt.eos = msg.eos
-            rt.log.info("end of stream %s after seq %d", msg.eos.stream, msg.eos.last_seq)
-            if ports.output is not None:
-                ports.output.send_eos(msg.eos)
-            return
+            if _ended(rt, msg, ports, ended):
+                return
+            continue
         frame = msg.frame
         assert frame is not None
         start = rt.clock.now_ns()
@@ -195,6 +225,81 @@ def _loop(rt: StageRuntime, op: Operator, ports: Ports) -> None:
                 rt.log.error("frame %d dropped: %s: %s", frame.seq, type(e).__name__, e)
             continue
         _hand_on(rt, op, frame, result, start, ports.output)
+
+
+def _batch_loop(rt: StageRuntime, op: Operator, batcher: Batcher, ports: Ports) -> None:
+    """Like `_loop`, but admitted frames wait in `batcher` and run together when it is due."""
+    assert ports.input is not None, "an operator declares its input in setup"
+    errors_logged: set[str] = set()
+    ended: set[str] = set()
+    clock = rt.clock
+    while not rt.stop_requested:
+        rt.tick()
+        for side in ports.side:
+            side.drain()
+        reserve = int(op.guard.expected_ms() * 1e6)
+        due = batcher.due_ns(reserve)
+        wait_ms = RECV_TIMEOUT_MS if due is None else max(0, -((clock.now_ns() - due) // 1_000_000))
+        msg = ports.input.recv(min(wait_ms, RECV_TIMEOUT_MS))
+        if msg is not None and msg.kind == KIND_EOS:
+            while len(batcher):  # what waits runs first (a held frame in a batch of its own)
+                _run_batch(rt, op, batcher.take(clock.now_ns()), ports.output, errors_logged)
+            if _ended(rt, msg, ports, ended):
+                return
+            continue
+        if msg is not None:
+            frame = msg.frame
+            assert frame is not None
+            now = clock.now_ns()
+            if now >= frame.deadline_ns:
+                rt.settle(frame, Drop(LATE), now, now)
+            else:
+                batcher.add(frame, now)
+        now = clock.now_ns()
+        if batcher.ready(now, reserve):
+            _run_batch(rt, op, batcher.take(now), ports.output, errors_logged)
+    while len(batcher):  # stopped with frames waiting (a held one too): each counted
+        for frame in batcher.take(clock.now_ns()):
+            now = clock.now_ns()
+            rt.settle(frame, Drop(SHUTDOWN), now, now)
+
+
+def _run_batch(
+    rt: StageRuntime,
+    op: Operator,
+    frames: list[Frame],
+    output: Outbox | None,
+    errors_logged: set[str],
+) -> None:
+    """Admit each frame of a batch, run the admitted ones together, hand each result on."""
+    if not frames:
+        return
+    start = rt.clock.now_ns()
+    admitted: list[Frame] = []
+    predicted: list[bool] = []
+    for frame in frames:
+        verdict = op.guard.check(frame, start)
+        if verdict == LATE or (verdict is not None and not op.schedules_misses):
+            rt.settle(frame, Drop(verdict), start, start)
+            continue
+        admitted.append(frame)
+        predicted.append(verdict is not None)
+    if not admitted:
+        return
+    rt.stats.count("batches")
+    rt.stats.count("batched_frames", len(admitted))
+    try:
+        results = op.process_batch(admitted, start, predicted)
+    except op.frame_errors as e:  # the whole call failed: every frame in it is counted
+        end = rt.clock.now_ns()
+        for frame in admitted:
+            rt.settle(frame, Drop(ERROR), start, end)
+        if type(e).__name__ not in errors_logged:
+            errors_logged.add(type(e).__name__)
+            rt.log.error("batch of %d dropped: %s: %s", len(admitted), type(e).__name__, e)
+        return
+    for frame, result in zip(admitted, results, strict=True):
+        _hand_on(rt, op, frame, result, start, output)
 
 
 def _hand_on(
@@ -252,7 +357,7 @@ def run_source(rt: StageRuntime, source: SourceAdapter, ports: Ports | None = No
         while not rt.stop_requested and (item := source.read()) is not None:
             rt.tick()
             frame, start = item
-            rt.stats.count("captured")
+            rt.stats.count("captured", stream=frame.stream)
             try:  # where images enter: the one check of their pixel format before the wire
                 pixel_format(frame.pixel_format).check(frame.image)
             except ValueError as e:

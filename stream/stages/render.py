@@ -194,9 +194,9 @@ class Renderer:
         if glass_ms < -CLOCK_TOLERANCE_MS:  # rendered before captured: the clocks disagree
             self.rt.stats.count("clock_skew")
         else:
-            self.rt.stats.observe(GLASS_MS, glass_ms)
+            self.rt.stats.observe(GLASS_MS, glass_ms, frame.stream)
         if handoff > frame.deadline_ns:
-            self.rt.stats.count("budget_misses")
+            self.rt.stats.count("budget_misses", stream=frame.stream)
         self.note_handoff(frame, handoff)
         self.publish_live()
 
@@ -339,9 +339,12 @@ class RenderOperator(Operator):
 
         rt.stats.snapshot_hooks.append(note_pending)
         if spec.mode == "synchronized":
-            ports.add_inputs(spec.input_links())
+            ports.add_inputs(
+                spec.input_links(),
+                [x for link in spec.input_links() for x in rt.cfg.streams_into(link)],
+            )
         else:
-            ports.add_input(spec.video)
+            ports.add_input(spec.video, rt.cfg.streams_into(spec.video))
             self.overlays = ports.add_latest(spec.input, OVERLAY_DROP_PREFIX)
 
     def _overlay(self, frame: Frame) -> tuple[Frame | None, float | None]:

@@ -5,6 +5,7 @@
     medstream bench --only transport --out out/bench
     medstream bench --only overlay  # per-frame cost of the imaging region and overlay policy
     medstream bench --only sources  # per-frame cost of the synthetic sources (phantom, endoscopy)
+    medstream bench --only multistream  # 4 streams: batched infer vs batch 1 vs 4 pipelines
 
 Benchmarks are not tests: every figure is printed next to the floor measured in the same run
 (raw pyzmq, a memory copy, a single-process loop), with the machine and its load, since on a
@@ -26,12 +27,14 @@ from tools.extras import require
 
 from .hop import SIZES, Case, copy_floor, run_case
 from .machine import describe, load_average
+from .multistream import bench_multistream
 from .overlay import bench_overlay
 from .pipelines import bench_scene
 from .results import markdown, targets
 from .sources import bench_sources
 
-PARTS = ("transport", "slow", "pipelines", "overlay", "sources")
+PARTS = ("transport", "slow", "pipelines", "overlay", "sources", "multistream")
+QUICK_SKIPS = ("multistream",)  # --quick leaves it out unless --only names it (three runs)
 
 
 def _free_port() -> int:
@@ -126,6 +129,8 @@ def run_bench(quick: bool, only: list[str], out: Path) -> dict[str, Any]:
         if "sources" in only:
             _say("bench: synthetic sources")
             result["sources"] = bench_sources(30 if quick else 120)
+        if "multistream" in only:
+            result["multistream"] = bench_multistream(quick, tmp, _say)
     result["seconds"] = round(time.monotonic() - t0, 1)
     result["load_average_at_end"] = load_average()
     result["targets"] = targets(result)
@@ -136,6 +141,8 @@ def run_bench(quick: bool, only: list[str], out: Path) -> dict[str, Any]:
 
 def _cmd(args: argparse.Namespace) -> int:
     only = [p.strip() for p in args.only.split(",")] if args.only else list(PARTS)
+    if args.quick and not args.only:
+        only = [p for p in only if p not in QUICK_SKIPS]
     unknown = [p for p in only if p not in PARTS]
     if unknown:
         print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .multistream import multistream_markdown
 from .overlay import overlay_markdown
 from .sources import sources_markdown
 
@@ -139,6 +140,25 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         if row["target_ms"] is not None:
             what = f"source {row['scene']}: median ms per frame"
             out.append(_target(what, row["median_ms"], row["target_ms"], unit=" ms"))
+    multi = {r["variant"]: r for r in result.get("multistream", [])}
+    if "batched" in multi and "batch 1" in multi:
+        b, one = multi["batched"], multi["batch 1"]
+        out.append(
+            _target(
+                "4 streams at 30 fps: batched infer CPU per frame vs batch 1",
+                _ratio(b["infer_cpu_ms_per_frame"], one["infer_cpu_ms_per_frame"]),
+                0.7,
+            )
+        )
+        over = [sid for sid, s in b["streams"].items() if not s["p99_within_budget"]]
+        out.append(
+            {
+                "target": "4 streams at 30 fps, batched: every stream's g2g p99 within its budget",
+                "measured": "all within" if not over else f"over: {', '.join(sorted(over))}",
+                "limit": "all within",
+                "verdict": "PASS" if not over and b["streams"] else "FAIL",
+            }
+        )
     return out
 
 
@@ -253,6 +273,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", "; ".join(f"{r['scene']}: {r['source']}" for r in result["pipelines"][::2])]
     lines += overlay_markdown(result.get("overlay"))
     lines += sources_markdown(result.get("sources"))
+    lines += multistream_markdown(result.get("multistream", []))
     lines += [
         "",
         "Targets (ratios within this run)",

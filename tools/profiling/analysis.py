@@ -1,4 +1,5 @@
-"""The profiler's figures: per-stage and end-to-end latency, fps, jitter, drops, budget verdicts.
+"""The profiler's figures: per-stage and end-to-end latency, fps, jitter, drops, budget verdicts;
+with several streams also end to end per stream (each against its own budget).
 
 Percentiles here are exact (numpy, nearest rank: `method="inverted_cdf"`) over the frames'
 records, warm-up frames excluded. The run report's come from the stages' histograms (within
@@ -148,6 +149,7 @@ def summarize(
         verdict=None if pv is None else ("PASS" if pv <= budget_ms else "FAIL"),
         verdict_rule=f"p{pass_percentile:g} glass-to-glass <= {budget_ms:g} ms",
     )
+    stream_rows = _per_stream(frames, by_id, pass_percentile)
     stage_rows: dict[str, Any] = {}
     for s in stages:
         visits = [f.visits[s.id] for f in frames if s.id in f.visits]
@@ -194,6 +196,7 @@ def summarize(
         )
     return {
         "end_to_end": e2e,
+        "streams": stream_rows,
         "stages": stage_rows,
         "links": links,
         "breakdown_ms": breakdown,
@@ -203,6 +206,38 @@ def summarize(
             "analysed": len(frames),
         },
     }
+
+
+def _per_stream(
+    frames: list[FrameRecord], by_id: dict[str, StageInfo], pass_percentile: float
+) -> dict[str, Any]:
+    """End to end per stream (only with several): glass-to-glass, fps, fates, and the verdict
+    against the stream's own budget (its frames' deadline - capture)."""
+    streams = sorted({f.stream for f in frames})
+    if len(streams) < 2:
+        return {}
+    out: dict[str, Any] = {}
+    for x in streams:
+        mine = [f for f in frames if f.stream == x]
+        delivered = [f for f in mine if f.delivered]
+        g2g = [f.glass_ms for f in delivered if f.glass_ms is not None]
+        row = latency(g2g)
+        row.update(cadence([f.handoffs()[0].handoff_ns for f in delivered]))  # type: ignore[misc]
+        drops = Counter(r for f in mine for _, r in [fate(f, by_id)] if r)
+        budget = round((mine[0].deadline_ns - mine[0].capture_ns) / 1e6, 3)
+        misses = sum(f.budget_miss for f in delivered)
+        pv = float(np.percentile(g2g, pass_percentile, method="inverted_cdf")) if g2g else None
+        row.update(
+            captured=len(mine),
+            delivered=len(delivered),
+            drops=dict(sorted(drops.items())),
+            budget_ms=budget,
+            budget_misses=int(misses),
+            budget_miss_rate=round(misses / len(delivered), 4) if delivered else None,
+            verdict=None if pv is None else ("PASS" if pv <= budget else "FAIL"),
+        )
+        out[x] = row
+    return out
 
 
 def _close(a: float | None, b: float | None) -> bool:

@@ -57,6 +57,16 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
             _drops(e2e["drops"]),
         ]
     )
+    for x, row in summary.get("streams", {}).items():
+        rows.append(
+            [
+                f"stream {x}",
+                *(_v(row.get(k)) for k, _ in COLUMNS),
+                _miss(row),
+                row["verdict"] or "-",
+                _drops(row["drops"]),
+            ]
+        )
     for sid, row in summary["stages"].items():
         rows.append(
             [
