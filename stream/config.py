@@ -16,6 +16,7 @@ from .bundled_configs import resolve_config
 from .endpoints import check_endpoint
 from .security import SecuritySpec, check_security
 from .spec import ConfigError, bounded, parse_spec, required, section
+from .tracking import TrackerSpec
 from .transport import LinkSpec
 
 
@@ -88,6 +89,9 @@ class InferSpec:
     probe_every: int = bounded(
         30, 1, 100000, doc="on the fallback, try the main model every N frames"
     )
+    tracker: TrackerSpec | None = bounded(
+        None, doc="assign track ids to the model's boxes across frames (see `tracker:`)"
+    )
 
 
 Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
@@ -132,6 +136,10 @@ class RenderSpec:
     stage_budget_ms: float | None = bounded(
         None, 0.1, 60000.0, doc="per-stage budget (overruns counted)"
     )
+    trail_length: int = bounded(
+        12, 0, 256, doc="tracked boxes: centres kept per track id for its trail (0: no trails)"
+    )
+    tips: bool = bounded(True, doc="tracked boxes: mark each box's centre (a tool-tip marker)")
 
     def validate(self, where: str) -> None:
         pieces = {"hud": self.hud, "scale_bar": self.scale_bar, "orientation": self.orientation}

@@ -31,7 +31,8 @@ class Span:
 
 @dataclass
 class Annotations:
-    """What a model said about a frame. `labels[i]` names value i of the mask label map."""
+    """What a model said about a frame. `labels[i]` names value i of the mask label map.
+    `track_ids`: empty (no tracker), or one per box: its track id, -1 if it has none."""
 
     model: str = ""
     labels: list[str] = field(default_factory=list)
@@ -39,6 +40,7 @@ class Annotations:
     backend: str = ""
     device: str = ""
     precision: str = ""
+    track_ids: list[int] = field(default_factory=list)
 
 
 @dataclass

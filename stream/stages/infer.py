@@ -5,6 +5,8 @@ The image travels on unchanged (zero-copy); the model's label map is added as th
 the `confidence` part, its boxes/labels as annotations; `meta.applicability` carries the
 card's out-of-distribution gate for the frame and `meta.model_card` what the user must be told
 (intended use, training data, notice). The stage appends its span to the frame's trace.
+With a `tracker:` section, each model run's boxes also get track ids (stream.tracking) in
+`annotations.track_ids`, the tracker timed by the frames' capture times.
 Temporal skipping and the fallback cascade (infer_schedule.py) may reuse the last result for a
 frame instead: `meta.inference` then says so, with the result's age and source frame.
 """
@@ -18,6 +20,7 @@ from engines import EngineUnavailable, InferencePipeline, load_pipeline
 from ..budget import WILL_MISS, BudgetGuard
 from ..config import InferSpec
 from ..frame import Annotations, Frame
+from ..tracking import BoxTracker, make_tracker
 from .base import Drop, StageRuntime
 from .infer_schedule import FALLBACK, MAIN, InferSchedule
 from .loop import Operator, Ports, SetupError, run_operator, wait_for_consumers
@@ -112,6 +115,7 @@ class InferOperator(Operator):
         self.schedule = _schedule(spec)
         self.guard = BudgetGuard(predict=spec.predict_drops, stage_budget_ms=spec.stage_budget_ms)
         self.last_out: Frame | None = None
+        self.tracker: BoxTracker | None = None
 
     def setup(self, ports: Ports) -> None:
         rt, spec = self.rt, self.spec
@@ -121,6 +125,12 @@ class InferOperator(Operator):
                 self.fallback = load_pipeline(spec.fallback)
         except (EngineUnavailable, FileNotFoundError, ValueError) as e:
             raise SetupError(f"cannot load engine: {e}") from e
+        if spec.tracker is not None:
+            try:
+                self.tracker = make_tracker(spec.tracker)
+            except (ImportError, ValueError) as e:
+                raise SetupError(str(e)) from e
+            rt.stats.info["tracker"] = spec.tracker.type
         pipeline = self.pipeline
         self.models = {MAIN: pipeline, FALLBACK: self.fallback or pipeline}
         if self.fallback is not None:
@@ -162,6 +172,11 @@ class InferOperator(Operator):
         model = self.models[decision.model]
         out = annotate_frame(frame, model)
         out.meta["inference"] = {"reused": False, "model": model.model_id, "age_ms": 0.0}
+        if self.tracker is not None:
+            ids = self.tracker.update(out.annotations.boxes, frame.capture_ns / 1e9)
+            out.annotations.track_ids = ids
+            stats.count("boxes_tracked", sum(1 for i in ids if i >= 0))
+            stats.count("boxes_untracked", sum(1 for i in ids if i < 0))
         gate = out.meta.get("applicability")
         if gate is not None and not gate["applicable"]:
             stats.count("frames_not_applicable")

@@ -43,6 +43,7 @@ from ..render.hud import HudAnnotator, HudData
 from ..render.mask import MaskAnnotator
 from ..render.overlay_policy import ClippedOverlay, OverlayPolicy
 from ..render.pieces import GeometryPieces
+from ..render.tracks import TipAnnotator, TrackTrails, TrailAnnotator
 from ..render.view import ImageView
 from ..sinks.base import Sink, SinkError, sink_pending
 from ..sinks.naming import sink_kind, unique_label
@@ -81,6 +82,10 @@ class Renderer:
         self.mask = MaskAnnotator()
         self.boxes = BoxAnnotator()
         self.labels = LabelAnnotator()
+        self.trails = TrackTrails(spec.trail_length)
+        self.trail_lines = TrailAnnotator()
+        self.tips = TipAnnotator() if spec.tips else None
+        self.last_tracked: tuple[int, int] | None = None  # (stream epoch, seq) of the last result
         self.pieces = GeometryPieces(
             spec.scale_bar, spec.scale_bar_corner, spec.orientation, spec.orientation_corner
         )
@@ -148,6 +153,7 @@ class Renderer:
             ann = overlay.annotations
             self.model, self.backend = ann.model or self.model, ann.backend or self.backend
             self.explain.note(overlay)
+            self._note_tracks(overlay)
             mask = overlay.parts.get("mask")
             truth = frame.parts.get("truth")
             if mask is not None and truth is not None:
@@ -178,6 +184,21 @@ class Renderer:
         self.publish_live()
         return handoff
 
+    def _note_tracks(self, overlay: Frame) -> None:
+        """Extend the trails with a result's tracked boxes, once per result (passthrough draws
+        one result on many frames; a reused result is the earlier frame's, already noted)."""
+        ann = overlay.annotations
+        reused = overlay.meta.get("inference")
+        source_seq = overlay.seq
+        if isinstance(reused, dict) and reused.get("reused"):
+            seq = reused.get("result_seq")
+            source_seq = seq if isinstance(seq, int) else source_seq
+        key = (overlay.epoch, source_seq)
+        if not ann.track_ids or key == self.last_tracked:
+            return
+        self.last_tracked = key
+        self.trails.update(ann.boxes, ann.track_ids)
+
     def _draw_output(self, canvas: np.ndarray, frame: Frame, overlay: Frame) -> str:
         """Draw the model's mask and boxes where the overlay policy allows (imaging region,
         not colour pixels); count shown / suppressed frames. Returns the HUD's reason text."""
@@ -197,7 +218,11 @@ class Renderer:
                 self.mask.draw(target, self.clipped.clip_labels(mask, decision.allowed))
             if ann.boxes:
                 self.boxes.draw(target, ann.boxes)
-                self.labels.draw(target, ann.boxes, ann.labels)
+                if ann.track_ids:
+                    self.trail_lines.draw(target, self.trails.trails())
+                    if self.tips is not None:
+                        self.tips.draw(target, ann.boxes)
+                self.labels.draw(target, ann.boxes, ann.labels, ann.track_ids)
 
         clipped, outside = self.clipped.draw(canvas, decision.allowed, draw)
         if clipped:
