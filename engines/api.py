@@ -55,6 +55,22 @@ class EngineSpec:
     engine_cache: str = bounded(
         "~/.cache/medstream/engines", doc="TensorRT: folder of built engines"
     )
+    conf_threshold: float = bounded(
+        0.25, 0.0, 1.0, doc="detection models: boxes scoring below this are dropped"
+    )
+    iou_threshold: float = bounded(
+        0.45,
+        0.0,
+        1.0,
+        doc="detection models: class-aware NMS drops a box overlapping a better one of its "
+        "class by more than this IoU",
+    )
+    max_boxes: int = bounded(
+        100, 1, 4096, doc="detection models: at most this many boxes per frame, best first"
+    )
+    top_k: int = bounded(
+        3, 1, 256, doc="classification models: the k most probable labels sent with each frame"
+    )
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,7 @@ class InferenceResult:
 
     mask: uint8 label map at the input image's height x width (None for models without one);
     boxes: the detected boxes, in image pixels;
+    classes: a classifier's top-k (label index, probability), best first;
     image: an output image (e.g. a denoised frame) at the input size, or None;
     timings_ms: preprocess / engine / postprocess times;
     confidence: uint8 H x W per-pixel confidence of the mask (0..255 = 0..1), or None;
@@ -90,11 +107,13 @@ class InferenceResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     confidence: np.ndarray | None = None
     applicability: dict[str, Any] | None = None
+    classes: list[tuple[int, float]] = field(default_factory=list)
 
 
 class InferencePipeline(Protocol):
     model_id: str
-    task: str  # "segmentation" (mask) or "denoising" (image); a chain: its last model's
+    task: str  # segmentation (mask), denoising (image), detection (boxes), classification
+    # (classes); a chain: its last model's
     labels: list[str]
     backend: str
     device: str

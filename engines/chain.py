@@ -53,6 +53,8 @@ class ChainPipeline:
                 out.applicability = r.applicability
             if r.boxes:
                 out.boxes = r.boxes
+            if r.classes:
+                out.classes = r.classes
         return out
 
     def close(self) -> None:

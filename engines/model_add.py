@@ -71,7 +71,8 @@ class Finding:
     layout: str
     outputs: dict[str, str]  # role -> output name ("output", or boxes / scores / labels ...)
     columns: tuple[str, ...] = ()  # detection rows: what each column holds
-    sigmoid: str | None = None  # one-channel segmentation: "probabilities" or "logits"
+    # one-channel segmentation, classification: "probabilities" or "logits"
+    sigmoid: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -339,6 +340,13 @@ def add_model(
         p = np.asarray(values[0])
         kind = "probabilities" if float(p.min()) >= 0.0 and float(p.max()) <= 1.0 else "logits"
         finding = Finding(finding.task, 2, finding.layout, finding.outputs, sigmoid=kind)
+    if finding.task == "classification":  # probabilities: non-negative, summing to 1
+        p = np.asarray(values[0], np.float64)
+        probs = float(p.min()) >= 0.0 and abs(float(p.sum()) - 1.0) < 1e-3
+        finding = Finding(
+            finding.task, finding.classes, finding.layout, finding.outputs,
+            sigmoid="probabilities" if probs else "logits",
+        )
     label_list = given if given is not None else default_labels(finding)
     if finding.task == "denoising":
         label_list = []
@@ -372,8 +380,10 @@ def _card(
     }
     if finding.columns:
         output["columns"] = list(finding.columns)
-    if finding.sigmoid:
+    if finding.sigmoid and finding.task == "segmentation":
         output["sigmoid"] = finding.sigmoid
+    if finding.task == "classification":
+        output["scores"] = finding.sigmoid or "logits"
     if finding.task == "denoising":
         output["scale"] = 255.0
         output["postprocess"] = "pixel = 255 x value (the output read as pixel / 255)"
@@ -390,6 +400,7 @@ def _card(
             "channels": spec.channels,
             "height": spec.height,
             "width": spec.width,
+            **({"fit": "letterbox", "pad_value": 114} if finding.task == "detection" else {}),
         },
         "normalization": {
             "mean": list(spec.mean),

@@ -15,6 +15,9 @@ import numpy as np
 from engines.api import EngineSpec, EngineUnavailable, InferencePipeline, InferenceResult
 from engines.applicability import Gate
 from engines.backends import Selection, select_backend
+from engines.classification import scores_kind, top_k
+from engines.detection import DetectionDecoder, DetectionSettings, detect
+from engines.letterbox import Letterbox, letterbox
 from engines.onnxrt import TensorInfo
 from engines.postprocess import image_from_output, labels_with_confidence, two_class_logits
 from engines.preprocess import check_image, preprocess
@@ -46,10 +49,18 @@ def resolve_backend(backend: str, model: str = "us-seg") -> str:
 
 
 class ModelPipeline:
-    """One network: frame -> label map (segmentation) or image (denoising)."""
+    """One network: frame -> label map (segmentation), image (denoising), boxes (detection) or
+    top-k labels (classification). `spec` gives the detection and classification settings."""
 
-    def __init__(self, ref: ModelRef, engine: TensorEngine, selection: Selection) -> None:
+    def __init__(
+        self,
+        ref: ModelRef,
+        engine: TensorEngine,
+        selection: Selection,
+        spec: EngineSpec | None = None,
+    ) -> None:
         card = ref.card
+        spec = spec or EngineSpec()
         self.model_id = ref.model_id
         self.task = card.task
         self.labels = list(card.labels)
@@ -68,6 +79,22 @@ class ModelPipeline:
         self.confidence_threshold = card.confidence_threshold
         gate = card.raw.get("applicability")
         self.gate = None if gate is None else Gate.from_card(gate, ref.model_id)
+        self._letterbox = card.fit == "letterbox"
+        self._pad_value = card.pad_value
+        where = f"model {ref.model_id!r}"
+        self._decoder: DetectionDecoder | None = None
+        self._settings = DetectionSettings(spec.conf_threshold, spec.iou_threshold, spec.max_boxes)
+        self._top_k = spec.top_k
+        self._scores = "logits"
+        try:
+            if self.task == "detection":
+                self._decoder = DetectionDecoder.from_card(
+                    card.raw["output"], len(self.labels), card.input.height, card.input.width, where
+                )
+            elif self.task == "classification":
+                self._scores = scores_kind(card.raw["output"], where)
+        except ValueError as e:
+            raise ModelError(str(e)) from None
         self._check_model(ref)
 
     def _check_model(self, ref: ModelRef) -> None:
@@ -92,8 +119,12 @@ class ModelPipeline:
                 f"(N x {inp.num_channels} x {inp.height} x {inp.width} {inp.dtype})"
             )
         outs = {o.name: o for o in self._engine.outputs}
-        if self._output not in outs:
-            raise ModelError(f"{where}: card output {self._output!r}, model outputs {list(outs)}")
+        wanted_outs = self._decoder.output_names if self._decoder else [self._output]
+        missing = [n for n in wanted_outs if n not in outs]
+        if missing:
+            raise ModelError(f"{where}: card output {missing[0]!r}, model outputs {list(outs)}")
+        if self.task in ("detection", "classification"):
+            return  # their shapes are checked on each frame, with the error naming them
         shape = outs[self._output].shape
         channels = shape[1] if len(shape) == 4 else None
         if self.task == "segmentation":
@@ -108,25 +139,18 @@ class ModelPipeline:
     def __call__(self, image: np.ndarray, pixel_format: str) -> InferenceResult:
         check_image(image, pixel_format)
         t0 = time.perf_counter()
+        frame, placement = image, None
+        if self._letterbox:  # a model-sized uint8 frame: the backends' resize is then a no-op
+            frame, placement = letterbox(image, self._input.height, self._input.width, self._pad_value)
         if self._frame_engine:
             t1 = t0
-            out = self._engine.run_frame(image, pixel_format)[self._output]  # type: ignore[attr-defined]
+            outs = self._engine.run_frame(frame, pixel_format)  # type: ignore[attr-defined]
         else:
-            x = preprocess(image, pixel_format, self._input)
+            x = preprocess(frame, pixel_format, self._input)
             t1 = time.perf_counter()
-            out = self._engine.run({self._input.name: x})[self._output]
+            outs = self._engine.run({self._input.name: x})
         t2 = time.perf_counter()
-        if self.task == "segmentation":
-            if self._sigmoid:
-                out = two_class_logits(out, self._sigmoid)
-            mask, confidence = labels_with_confidence(
-                out, image.shape[:2], self.confidence_threshold
-            )
-            result = InferenceResult(mask=mask, confidence=confidence)
-        else:
-            result = InferenceResult(
-                mask=None, image=image_from_output(out, image.shape[:2], self._scale)
-            )
+        result = self._postprocess(outs, image, placement)
         t3 = time.perf_counter()
         if self.gate is not None:
             result.applicability = self.gate.assess(image, pixel_format)
@@ -138,6 +162,27 @@ class ModelPipeline:
             "gate": (t4 - t3) * 1e3,
         }
         return result
+
+    def _postprocess(
+        self, outs: dict[str, np.ndarray], image: np.ndarray, placement: Letterbox | None
+    ) -> InferenceResult:
+        if self._decoder is not None:
+            h, w = image.shape[:2]
+            if placement is None:  # a stretched input: per-axis scale, no padding
+                placement = Letterbox(h, w, self._input.width / w, self._input.height / h, 0, 0)
+            return InferenceResult(mask=None, boxes=detect(outs, self._decoder, self._settings, placement))
+        out = outs[self._output]
+        if self.task == "classification":
+            classes = top_k(out, self._top_k, self._scores, len(self.labels))
+            return InferenceResult(mask=None, classes=classes)
+        if self.task == "segmentation":
+            if self._sigmoid:
+                out = two_class_logits(out, self._sigmoid)
+            mask, confidence = labels_with_confidence(
+                out, image.shape[:2], self.confidence_threshold
+            )
+            return InferenceResult(mask=mask, confidence=confidence)
+        return InferenceResult(mask=None, image=image_from_output(out, image.shape[:2], self._scale))
 
     def close(self) -> None:
         self._engine.close()
@@ -176,7 +221,7 @@ def load_model(spec: EngineSpec, model: str) -> InferencePipeline:
     check_runnable(ref)
     engine = _network_engine(spec, ref, selection.backend)
     try:
-        return ModelPipeline(ref, engine, selection)
+        return ModelPipeline(ref, engine, selection, spec)
     except Exception:
         engine.close()
         raise

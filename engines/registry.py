@@ -24,10 +24,11 @@ USER_MODELS_ENV = "MEDSTREAM_MODELS"  # overrides the user models folder
 USER_MODELS_DEFAULT = "~/.local/share/medstream/models"
 CHANNELS = {"gray": 1, "rgb": 3, "bgr": 3}
 DTYPES = ("float32", "float16")
-# segmentation: labels map; denoising: an output image; detection, classification: cards are
-# accepted (medstream model add) but their postprocess is not built yet (RUNNABLE_TASKS)
+# segmentation: labels map; denoising: an output image; detection: boxes (engines/detection.py);
+# classification: top-k labels (engines/classification.py)
 TASKS = ("segmentation", "denoising", "detection", "classification")
-RUNNABLE_TASKS = ("segmentation", "denoising")
+RUNNABLE_TASKS = ("segmentation", "denoising", "detection", "classification")
+FITS = ("stretch", "letterbox")  # input.fit; letterbox pads with input.pad_value
 PRECISIONS = ("fp32", "fp16", "int8")
 MAX_INFO_CHARS = 400  # intended_use, training_data, notice: they travel with every frame
 
@@ -74,6 +75,10 @@ class ModelCard:
     intended_use: str = ""  # shown to the user (viewer), with the training data and notice
     training_data: str = ""
     notice: str = ""  # e.g. "Research use only, not for diagnosis": on screen wherever shown
+    # how a frame is fitted to the input: "stretch" (resize) or "letterbox" (keep the aspect,
+    # pad with pad_value; engines/letterbox.py); detection cards default to letterbox
+    fit: str = "stretch"
+    pad_value: int = 114
 
     @property
     def info(self) -> dict[str, str]:
@@ -178,6 +183,12 @@ def load_card(path: Path) -> ModelCard:
         0.0 <= threshold < 1.0
     ):
         raise ModelError(f"{where}: confidence_threshold must be a number in [0, 1), got {threshold!r:.40}")
+    fit = inp.get("fit", "letterbox" if task == "detection" else "stretch")
+    if fit not in FITS:
+        raise ModelError(f"{where}: input.fit must be one of {', '.join(FITS)}, got {fit!r:.40}")
+    pad_value = inp.get("pad_value", 114)
+    if isinstance(pad_value, bool) or not isinstance(pad_value, int) or not 0 <= pad_value <= 255:
+        raise ModelError(f"{where}: input.pad_value must be an integer in 0..255, got {pad_value!r:.40}")
     texts: dict[str, str] = {}
     for key in ("intended_use", "training_data", "notice"):
         value = raw.get(key, "")
@@ -213,6 +224,8 @@ def load_card(path: Path) -> ModelCard:
         intended_use=texts["intended_use"],
         training_data=texts["training_data"],
         notice=texts["notice"],
+        fit=fit,
+        pad_value=pad_value,
     )
 
 
@@ -243,13 +256,29 @@ def list_user_models() -> list[str]:
 
 
 def check_runnable(ref: ModelRef) -> None:
-    """Raise `ModelError` (one line) if the pipeline cannot postprocess the model's task yet."""
+    """Raise `ModelError` (one line) if the pipeline cannot postprocess the model: a task it
+    has no postprocess for, or a detection / classification card whose output it cannot read."""
     task = ref.card.task
     if task not in RUNNABLE_TASKS:
         raise ModelError(
             f"model {ref.model_id!r} is a {task} model: its postprocess is not built yet "
-            f"(only {' and '.join(RUNNABLE_TASKS)} models run in a pipeline today)"
+            f"(only {', '.join(RUNNABLE_TASKS)} models run in a pipeline today)"
         )
+    where = f"model {ref.model_id!r}"
+    try:
+        if task == "detection":
+            from engines.detection import DetectionDecoder
+
+            card = ref.card
+            DetectionDecoder.from_card(
+                card.raw["output"], len(card.labels), card.input.height, card.input.width, where
+            )
+        elif task == "classification":
+            from engines.classification import scores_kind
+
+            scores_kind(ref.card.raw["output"], where)
+    except ValueError as e:
+        raise ModelError(str(e)) from None
 
 
 def resolve_model(model: str) -> ModelRef:

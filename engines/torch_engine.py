@@ -48,7 +48,12 @@ class TorchEngine:
                 inp.name, (None, inp.num_channels, inp.height, inp.width), np.dtype(inp.dtype)
             ),
         )
-        self.outputs: tuple[TensorInfo, ...] = (TensorInfo(card.output, (None, None, None, None), np.dtype(np.float32)),)
+        # several outputs (an SSD pair, NMS boxes / scores / labels): the module returns a tuple
+        # in the order of the card's `output.outputs`
+        names = list(card.raw["output"].get("outputs", {}).values()) or [card.output]
+        self.outputs: tuple[TensorInfo, ...] = tuple(
+            TensorInfo(n, (None, None, None, None), np.dtype(np.float32)) for n in names
+        )
         self._closed = False
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -63,7 +68,13 @@ class TorchEngine:
         torch = self._torch
         with torch.inference_mode():
             y = self._module(torch.from_numpy(x).to(self.device))
-        return {self.outputs[0].name: y.float().cpu().numpy()}
+        ys = list(y) if isinstance(y, (tuple, list)) else [y]
+        if len(ys) != len(self.outputs):
+            raise ValueError(
+                f"the TorchScript module returned {len(ys)} outputs, the card names "
+                f"{len(self.outputs)}: {[o.name for o in self.outputs]}"
+            )
+        return {o.name: t.float().cpu().numpy() for o, t in zip(self.outputs, ys, strict=True)}
 
     def close(self) -> None:
         self._closed = True

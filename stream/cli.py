@@ -134,7 +134,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from engines import list_models
     from engines.classical import ClassicalPipeline, list_classical
-    from engines.registry import ModelError, list_user_models, resolve_model
+    from engines.registry import ModelError, check_runnable, list_user_models, resolve_model
 
     print(
         f"{'model':<23}{'source':<11}{'task':<16}{'input':<10}{'held-out metric':<32}"
@@ -144,7 +144,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
         ("user", n) for n in list_user_models()
     ]:
         try:
-            card = resolve_model(name).card
+            ref = resolve_model(name)
+            check_runnable(ref)  # e.g. a detection layout the postprocess cannot read
+            card = ref.card
         except ModelError as e:  # a hand-edited user card: say so, list the rest
             print(f"{name:<23}{source:<11}(unusable: {e})")
             continue

@@ -36,6 +36,7 @@ MAX_PART_BYTES = 512 * 1024 * 1024
 MAX_TRACE_SPANS = 64
 MAX_BOXES = 4096
 MAX_LABELS = 256
+MAX_CLASSES = 256  # annotations.classes: a classifier's top-k
 MAX_META_DEPTH = 8  # nesting of objects/arrays inside `meta`
 MAX_TOPIC_BYTES = 1024
 INT64_MAX = 2**63 - 1
@@ -192,6 +193,8 @@ def _annotations_header(ann: Annotations) -> dict[str, Any]:
         "backend": ann.backend,
         "device": ann.device,
         "precision": ann.precision,
+        # optional (absent when empty), so a receiver that predates it still decodes
+        **({"classes": [[k, p] for k, p in ann.classes]} if ann.classes else {}),
     }
     if ann.track_ids:  # optional (section 3.3): receivers that predate it ignore the key
         if len(ann.track_ids) != len(ann.boxes):
@@ -296,7 +299,34 @@ def _parse_annotations(raw: Any) -> Annotations:
         raise DecodeError(
             "field", "'annotations.track_ids' must be one integer >= -1 per box, or absent"
         )
-    return Annotations(labels=labels, boxes=boxes, track_ids=track_ids, **text)
+    return Annotations(
+        labels=labels,
+        boxes=boxes,
+        classes=_parse_classes(raw.get("classes", [])),
+        track_ids=track_ids,
+        **text,
+    )
+
+
+def _parse_classes(raw: Any) -> list[tuple[int, float]]:
+    """`annotations.classes`: up to MAX_CLASSES [label, probability] pairs."""
+    if not isinstance(raw, list) or len(raw) > MAX_CLASSES:
+        raise DecodeError("field", f"'annotations.classes' must be a list of up to {MAX_CLASSES}")
+    classes = []
+    for c in raw:
+        if (
+            not isinstance(c, list)
+            or len(c) != 2
+            or not isinstance(c[0], int)
+            or isinstance(c[0], bool)
+            or not 0 <= c[0] < MAX_LABELS
+            or not isinstance(c[1], (int, float))
+            or isinstance(c[1], bool)
+            or not (math.isfinite(c[1]) and 0.0 <= c[1] <= 1.0)
+        ):
+            raise DecodeError("field", "a class must be [label 0..255, probability 0..1]")
+        classes.append((c[0], float(c[1])))
+    return classes
 
 
 def _parse_trace(raw: Any) -> list[Span]:

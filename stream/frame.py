@@ -31,8 +31,10 @@ class Span:
 
 @dataclass
 class Annotations:
-    """What a model said about a frame. `labels[i]` names value i of the mask label map.
-    `track_ids`: empty (no tracker), or one per box: its track id, -1 if it has none."""
+    """What a model said about a frame. `labels[i]` names value i of the mask label map (and
+    the label of a box or a class); `classes` is a classifier's top-k (label index,
+    probability), best first. `track_ids`: empty (no tracker), or one per box: its track id,
+    -1 if it has none."""
 
     model: str = ""
     labels: list[str] = field(default_factory=list)
@@ -40,6 +42,7 @@ class Annotations:
     backend: str = ""
     device: str = ""
     precision: str = ""
+    classes: list[tuple[int, float]] = field(default_factory=list)
     track_ids: list[int] = field(default_factory=list)
 
 

@@ -67,11 +67,12 @@ def _cmd_add(args: argparse.Namespace) -> int:
     print(f"  normalisation  (pixel / 255 - {norm['mean']}) / {norm['std']}")
     print(f"  task           {f.task}")
     print(f"  classes        {', '.join(card['labels']) or '(none: an output image)'}")
-    print(f"  layout         {f.layout} {f.outputs}" + (f" sigmoid {f.sigmoid}" if f.sigmoid else ""))
+    kind = "sigmoid" if f.task == "segmentation" else "scores"
+    print(f"  layout         {f.layout} {f.outputs}" + (f" {kind} {f.sigmoid}" if f.sigmoid else ""))
     print(f"  ms per frame   {r.ms_per_frame:.2f} (ONNX Runtime CPU, 1 thread)")
     for note in r.notes:
         print(f"  note           {note}")
-    if f.task not in ("segmentation", "denoising"):
-        print(f"  a {f.task} postprocess is not built yet: `medstream run` refuses this model today")
+    if f.task == "detection":
+        print(f"  input fit      letterbox, pad {inp['pad_value']}; columns {', '.join(f.columns)}")
     print(f"use it in a config: engine: {{model: {r.name}}}")
     return 0

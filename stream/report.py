@@ -29,6 +29,7 @@ import numpy as np
 from .config import GrabSpec, InferSpec, PipelineConfig, RenderSpec
 from .histogram import Histogram
 from .overlay_summary import format_overlay, overlay_summary
+from .results_summary import format_results, results_summary
 from .security import exposed_endpoints
 from .sinks.naming import drop_reason_text
 from .stats import GLASS_MS, QUEUE_MS, STAGE_MS
@@ -316,6 +317,10 @@ def build_report(
         },
         "engines": engine,
         "overlay": overlay_summary(get(r.id).counters for r in renders),
+        "results": results_summary(
+            (get(r.id).counters for r in renders),
+            next((get(r.id).info["result_labels"] for r in renders if "result_labels" in get(r.id).info), []),
+        ),
         "accuracy": accuracy,
         "stages": stages,
     }
@@ -419,6 +424,8 @@ def format_report(report: dict[str, Any]) -> str:
         )
     if "overlay" in report:
         lines.append(format_overlay(report["overlay"]))
+    if "results" in report:
+        lines += format_results(report["results"])
     for sid, acc in report["accuracy"].items():
         if acc:
             dice = ", ".join(f"{k} {v:.3f}" for k, v in acc["dice"].items())

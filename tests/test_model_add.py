@@ -156,13 +156,12 @@ def test_detection_layouts(
     assert (user_dir / "det" / "model.onnx").read_bytes() == path.read_bytes()
     assert card["input"]["channels"] == "rgb" and card["input"]["height"] == SIZE
     assert card["intended_use"].startswith("unknown") and card["notice"]
-    # listed, resolvable, but a run is refused in one line (preflight: validate says it too)
+    # listed, resolvable and runnable (the preflight reads the card's layout)
     assert list_user_models() == ["det"]
     assert resolve_model("det").card.task == "detection"
     from engines.names import check_model
 
-    with pytest.raises(ModelError, match="detection model: its postprocess is not built yet"):
-        check_model("det", "auto")
+    check_model("det", "auto")
 
 
 def test_nms_rows_need_labels(tmp_path: Path, user_dir: Path) -> None:
@@ -306,8 +305,12 @@ def test_user_model_runs_end_to_end(
 
 
 @pytest.mark.slow
-def test_validate_refuses_a_detection_model(tmp_path: Path, user_dir: Path) -> None:
+def test_validate_refuses_a_detection_card_it_cannot_read(tmp_path: Path, user_dir: Path) -> None:
     add_model(str(export(Yolo8(2), tmp_path / "det.onnx")), name="det", labels="a,b")
+    card_path = user_dir / "det" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["output"]["layout"] = "yolo_v99"  # edited by hand
+    card_path.write_text(json.dumps(card))
     cfg = light_config(tmp_path)
     data = yaml.safe_load(cfg.read_text())
     data["stages"][1]["engine"]["model"] = "det"
@@ -315,7 +318,7 @@ def test_validate_refuses_a_detection_model(tmp_path: Path, user_dir: Path) -> N
     val = medstream("validate", str(cfg))
     _, err = val.communicate(timeout=120)
     assert val.returncode != 0
-    assert "'det' is a detection model: its postprocess is not built yet" in err
+    assert "model 'det': output.layout must be one of yolo_4+C_N" in err
 
 
 def test_sigmoid_channel_becomes_two_class_logits() -> None:

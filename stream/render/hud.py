@@ -1,5 +1,6 @@
-"""HudAnnotator: the live-stats panel (top-left, or another corner) and the red "OVERLAY STALE"
-banner (top centre; moved off the panel where they would overlap)."""
+"""HudAnnotator: the live-stats panel (top-left, or another corner; a classifier's top-k labels
+are its last lines) and the red "OVERLAY STALE" banner (top centre; moved off the panel where
+they would overlap)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class HudData:
     overlay_stale_ms: float | None = None  # set while the overlay is withheld as too old
     overlay_age_ms: float | None = None  # set when the overlay drawn is from an older frame
     overlay_suppressed: str = ""  # why the model's output is not drawn (stream.render.overlay_policy)
+    classes: tuple[tuple[str, float], ...] = ()  # a classifier's top-k (name, probability)
 
     @property
     def budget_missed(self) -> bool:
@@ -81,6 +83,7 @@ def hud_lines(data: HudData) -> list[tuple[str, tuple[int, int, int]]]:
         (f"drops {data.drops}", WHITE),
         (f"model {model}", WHITE),
     ]
+    lines += [(f"{i}. {name} {p:.2f}", WHITE) for i, (name, p) in enumerate(data.classes, 1)]
     if data.overlay_age_ms is not None and data.overlay_age_ms > 0:
         lines.append((f"overlay from {data.overlay_age_ms:.0f} ms earlier", AMBER))
     if data.overlay_suppressed:

@@ -2,7 +2,7 @@
 
 The image travels on unchanged (zero-copy); the model's label map is added as the `mask` part
 (pixels below the card's confidence threshold already background), its per-pixel confidence as
-the `confidence` part, its boxes/labels as annotations; `meta.applicability` carries the
+the `confidence` part, its boxes, labels and top-k classes as annotations; `meta.applicability` carries the
 card's out-of-distribution gate for the frame and `meta.model_card` what the user must be told
 (intended use, training data, notice). The stage appends its span to the frame's trace.
 With a `tracker:` section, each model run's boxes also get track ids (stream.tracking) in
@@ -54,6 +54,7 @@ def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
         backend=pipeline.backend,
         device=pipeline.device,
         precision=pipeline.precision,
+        classes=list(result.classes),
     )
     meta = {k: v for k, v in frame.meta.items() if k not in RESULT_META}  # not an earlier model's
     if result.applicability is not None:

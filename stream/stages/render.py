@@ -11,6 +11,7 @@ the direction letters (malformed values are counted as `bad_geometry_meta`). HUD
 orientation each have a corner and an off switch. `show` picks the image drawn on: the input,
 the model's output image (part `output`), or both side by side (stream.render.view).
 
+Boxes are drawn with "name score" tags; a classifier's top-k labels are the HUD's last lines.
 Model output is drawn only where `stream.render.overlay_policy` allows (inside the frame's
 imaging region, not on colour-Doppler pixels, not when the model says it does not apply); every
 frame with an overlay is counted as `overlay_shown` or `overlay_suppressed:<reason>` (and
@@ -45,6 +46,7 @@ from ..render.overlay_policy import ClippedOverlay, OverlayPolicy
 from ..render.pieces import GeometryPieces
 from ..render.tracks import TipAnnotator, TrackTrails, TrailAnnotator
 from ..render.view import ImageView
+from ..results_summary import count_results
 from ..sinks.base import Sink, SinkError, sink_pending
 from ..sinks.naming import sink_kind, unique_label
 from ..stats import GLASS_MS, OVERLAY_AGE_MS
@@ -111,6 +113,13 @@ class Renderer:
         self, frame: Frame, overlay: Frame | None, stale_ms: float | None, suppressed: str = ""
     ) -> HudData:
         stats = self.rt.stats
+        classes: tuple[tuple[str, float], ...] = ()
+        if overlay is not None and not suppressed:  # top-k shown where the overlay would be
+            names = overlay.annotations.labels
+            classes = tuple(
+                (names[k] if 0 <= k < len(names) else str(k), p)
+                for k, p in overlay.annotations.classes
+            )
         p50, p99 = self.recent.percentiles((50, 99))
         return HudData(
             seq=frame.seq,
@@ -125,6 +134,7 @@ class Renderer:
             overlay_stale_ms=stale_ms,
             overlay_age_ms=overlay_age_ms(frame, overlay),
             overlay_suppressed=suppressed,
+            classes=classes,
         )
 
     def _accumulate_accuracy(self, truth: np.ndarray, mask: np.ndarray) -> None:
@@ -159,8 +169,9 @@ class Renderer:
             if mask is not None and truth is not None:
                 self._accumulate_accuracy(truth, mask)
                 rt.stats.info["labels"] = list(ann.labels)
-            if mask is not None or ann.boxes:  # model output to draw (or withhold)
+            if mask is not None or ann.boxes or ann.classes:  # model output to draw (or withhold)
                 suppressed = self._draw_output(canvas, frame, overlay)
+            count_results(rt.stats, ann)
         elif stale_ms is not None:
             rt.stats.count("overlay_suppressed:stale")
         self.overlay_off = suppressed
