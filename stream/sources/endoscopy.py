@@ -267,10 +267,18 @@ def _tip_colour(tool: _Tool, part: int) -> tuple[float, float, float]:
     return (grey * 0.88, grey * 0.92, grey)
 
 
-def _motion_blur(img: np.ndarray, mask: np.ndarray, step: np.ndarray, frames: float) -> None:
-    """Smear the pixels of `mask` (one instrument) along `step` (px per frame) x `frames`, in place."""
+def _motion_blur(
+    img: np.ndarray,
+    owner: np.ndarray,
+    tool: int,
+    bbox: tuple[int, int, int, int],
+    step: np.ndarray,
+    frames: float,
+) -> None:
+    """Smear the pixels of instrument `tool` (`owner == tool`, inside `bbox` x, y, w, h) along
+    `step` (px per frame) x `frames`, in place."""
     length = float(np.hypot(*step)) * frames
-    if length < 1.5 or not mask.any():
+    if length < 1.5:
         return
     k = int(math.ceil(length)) | 1
     kernel = np.zeros((k, k), np.float32)
@@ -285,14 +293,16 @@ def _motion_blur(img: np.ndarray, mask: np.ndarray, step: np.ndarray, frames: fl
         cv2.LINE_AA,
     )
     kernel /= kernel.sum()
-    ys, xs = np.nonzero(mask)
-    h, w = mask.shape
-    y0, y1 = max(int(ys.min()) - k, 0), min(int(ys.max()) + k + 1, h)
-    x0, x1 = max(int(xs.min()) - k, 0), min(int(xs.max()) + k + 1, w)
+    h, w = owner.shape
+    bx, by, bw, bh = bbox
+    y0, y1 = max(by - k, 0), min(by + bh + k + 1, h)
+    x0, x1 = max(bx - k, 0), min(bx + bw + k + 1, w)
+    if y0 >= y1 or x0 >= x1:
+        return
+    mask = (owner[y0:y1, x0:x1] == tool).astype(np.float32)
     region = img[y0:y1, x0:x1]
     blurred = cv2.filter2D(region, -1, kernel)
-    alpha = cv2.filter2D(mask[y0:y1, x0:x1].astype(np.float32), -1, kernel)
-    alpha = np.maximum(alpha, mask[y0:y1, x0:x1])[:, :, None]
+    alpha = np.maximum(cv2.filter2D(mask, -1, kernel), mask)[:, :, None]
     region[:] = np.clip(region * (1 - alpha) + blurred * alpha, 0, 255).astype(np.uint8)
 
 
@@ -313,8 +323,10 @@ def _smoke(scene: _Scene, spec: EndoscopySpec, t: float) -> np.ndarray:
     return cv2.resize(density, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _flap(scene: _Scene, spec: EndoscopySpec, t: float, centre: np.ndarray) -> np.ndarray | None:
-    """uint8 mask of the tissue flap over the view at time t, or None while it is out of view."""
+def _flap(
+    scene: _Scene, spec: EndoscopySpec, t: float, centre: np.ndarray
+) -> tuple[float, float, float] | None:
+    """(x, y, radius) of the tissue flap over the view at time t, or None while out of view."""
     if spec.occlusion <= 0:
         return None
     side, hz, phase = scene.flap
@@ -325,17 +337,28 @@ def _flap(scene: _Scene, spec: EndoscopySpec, t: float, centre: np.ndarray) -> n
         return None
     r = scene.radius
     at = centre + (2.0 - 1.0 * cover) * r * np.array([math.cos(side), math.sin(side)])
-    mask = np.zeros((spec.height, spec.width), np.uint8)
-    cv2.circle(
-        mask,
-        (int(round(at[0] * 16)), int(round(at[1] * 16))),
-        int(0.9 * r * 16),
-        1,
-        -1,
-        cv2.LINE_AA,
-        4,
-    )
-    return mask
+    return float(at[0]), float(at[1]), 0.9 * r
+
+
+def _draw_flap(
+    img: np.ndarray, other: np.ndarray, flap: tuple[float, float, float]
+) -> tuple[slice, slice, np.ndarray] | None:
+    """Cover the flap's disk with `other` tissue, darker towards its rim, in place; returns the
+    covered pixels as (rows, columns, mask of that box), or None if none is in the frame."""
+    h, w = img.shape[:2]
+    cx, cy, r = flap
+    y0, y1 = max(int(cy - r), 0), min(int(cy + r) + 2, h)
+    x0, x1 = max(int(cx - r), 0), min(int(cx + r) + 2, w)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    inside = r - np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2, dtype=np.float32)
+    mask = inside > 0
+    shade = (0.92 * (0.55 + 0.45 * np.clip(0.5 + inside / 7.5, 0, 1))).astype(np.float32)
+    rows, cols = slice(y0, y1), slice(x0, x1)
+    covered = (other[rows, cols] * shade[:, :, None]).astype(np.uint8)
+    img[rows, cols][mask] = covered[mask]
+    return rows, cols, mask
 
 
 def _draw_shaft(img: np.ndarray, tool: _Tool, shaft: np.ndarray) -> None:
@@ -389,7 +412,7 @@ def _tip_glints(
 
 def _truth_boxes(
     scene: _Scene,
-    heads: list[tuple[np.ndarray, np.ndarray]],
+    heads: list[tuple[np.ndarray, tuple[int, int], np.ndarray]],
     owner: np.ndarray | None,
     h: int,
     w: int,
@@ -397,14 +420,24 @@ def _truth_boxes(
     """`[x0, y0, x1, y1, type, id, tip_x, tip_y]` of each tip with enough visible pixels."""
     assert owner is not None
     boxes = []
-    for i, (head, tip) in enumerate(heads):
+    for i, (head, (hx, hy), tip) in enumerate(heads):
         total = int(head.sum())
-        visible = (head > 0) & (owner == i + 1) & (scene.fov > 0)
+        x0, y0 = max(hx, 0), max(hy, 0)
+        x1, y1 = min(hx + head.shape[1], w), min(hy + head.shape[0], h)
+        if total == 0 or x0 >= x1 or y0 >= y1:
+            continue
+        inside = head[y0 - hy : y1 - hy, x0 - hx : x1 - hx] > 0
+        visible = inside & (owner[y0:y1, x0:x1] == i + 1) & (scene.fov[y0:y1, x0:x1] > 0)
         count = int(visible.sum())
-        if total == 0 or count < MIN_VISIBLE * total:
+        if count < MIN_VISIBLE * total:
             continue
         ys, xs = np.nonzero(visible)
-        box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+        box = [
+            float(x0 + xs.min()),
+            float(y0 + ys.min()),
+            float(x0 + xs.max() + 1),
+            float(y0 + ys.max() + 1),
+        ]
         tool = scene.tools[i]
         boxes.append([*box, tool.kind, i, round(float(tip[0]), 1), round(float(tip[1]), 1)])
     return boxes
@@ -442,7 +475,8 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
     truth = np.zeros((h, w), np.uint8)
     centre = np.array([(w - 1) / 2, (h - 1) / 2])
     owner = np.zeros((h, w), np.uint8) if spec.truth_boxes or spec.blur > 0 else None
-    heads: list[tuple[np.ndarray, np.ndarray]] = []  # per tool: (tip region mask, tip point)
+    # per tool: (tip region mask, its top-left corner in the frame, tip point)
+    heads: list[tuple[np.ndarray, tuple[int, int], np.ndarray]] = []
     for i, tool in enumerate(scene.tools):
         shaft, jaws, axis, half = _tool_polygons(tool, t, spec.motion, centre, scene.radius)
         fixed = [np.round(p * 16).astype(np.int32) for p in (shaft, *jaws)]
@@ -455,12 +489,18 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
         if spec.truth_boxes:
             tip = shaft[1:3].mean(0)
             neck = np.array([tip - axis * 1.5 * half + d for d in (shaft[1] - tip, shaft[2] - tip)])
-            head = np.zeros((h, w), np.uint8)
-            region = [np.round(p * 16).astype(np.int32) for p in (*jaws, neck, shaft[1:3])]
+            pts = np.concatenate([*jaws, neck, shaft[1:3]])
+            x0, y0 = np.floor(pts.min(0)).astype(int) - 1
+            x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
+            head = np.zeros((y1 - y0, x1 - x0), np.uint8)  # the tip region, in its own box
+            shift = np.array([x0, y0])
+            region = [
+                np.round((p - shift) * 16).astype(np.int32) for p in (*jaws, neck, shaft[1:3])
+            ]
             cv2.fillPoly(head, region[:-2], 1, cv2.LINE_8, 4)
             cv2.fillPoly(head, [np.concatenate([region[-2], region[-1][::-1]])], 1, cv2.LINE_8, 4)
             far = max(float(np.dot(p - tip, axis)) for jaw in jaws for p in jaw)
-            heads.append((head, tip + axis * far))
+            heads.append((head, (int(x0), int(y0)), tip + axis * far))
         if spec.blur > 0 and owner is not None:
             ahead, _, _, _ = _tool_polygons(
                 tool, t + 0.5 / spec.fps, spec.motion, centre, scene.radius
@@ -469,23 +509,26 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
                 tool, t - 0.5 / spec.fps, spec.motion, centre, scene.radius
             )
             step = (ahead[1:3] - behind[1:3]).mean(0)
-            _motion_blur(img, owner == i + 1, step, spec.blur)
+            bx, by, bw, bh = cv2.boundingRect(np.concatenate(fixed) // 16)
+            _motion_blur(img, owner, i + 1, (bx - 1, by - 1, bw + 2, bh + 2), step, spec.blur)
     if spec.tool_types:
         _tip_glints(img, scene, spec, t, centre)
     flap = _flap(scene, spec, t, centre)
     if flap is not None:  # tissue from elsewhere in the scene, slightly darker, with a rim shadow
         other = scene.tissue[m - dy : m - dy + h, m - dx : m - dx + w]
-        edge = cv2.GaussianBlur(flap.astype(np.float32), (0, 0), 3.0)[:, :, None]
-        shade = np.clip(0.55 + 0.45 * edge, 0, 1)
-        img = np.where(flap[:, :, None] > 0, (other * shade * 0.92).astype(np.uint8), img)
-        truth[flap > 0] = 0
-        if owner is not None:
-            owner[flap > 0] = 0
-    if spec.smoke > 0:
-        haze = _smoke(scene, spec, t)[:, :, None]
-        img = (img * (1 - haze) + np.array([200.0, 205.0, 215.0], np.float32) * haze).astype(
-            np.uint8
-        )
+        covered = _draw_flap(img, other, flap)
+        if covered is not None:
+            rows, cols, mask = covered
+            truth[rows, cols][mask] = 0
+            if owner is not None:
+                owner[rows, cols][mask] = 0
+    if spec.smoke > 0:  # img + haze x (smoke colour - img), with saturating uint8 arithmetic
+        haze = cv2.merge([np.rint(_smoke(scene, spec, t) * 255).astype(np.uint8)] * 3)
+        grey = np.empty_like(img)
+        grey[:] = (200, 205, 215)
+        up = cv2.multiply(cv2.subtract(grey, img), haze, scale=1 / 255)
+        down = cv2.multiply(cv2.subtract(img, grey), haze, scale=1 / 255)
+        img = cv2.subtract(cv2.add(img, up), down)
     boxes = _truth_boxes(scene, heads, owner, h, w) if spec.truth_boxes else []
     img = cv2.multiply(img, scene.vignette, scale=1 / 255)
     if spec.noise > 0:
