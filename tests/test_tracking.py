@@ -4,6 +4,7 @@ trails, tip markers and id tags in the overlay."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,3 +123,19 @@ def test_trail_tip_and_id_tag_drawing() -> None:
     untracked = labels.annotate(image, box, ["tool"], [NO_TRACK])
     assert not np.array_equal(plain, tagged)  # "#12" is written
     np.testing.assert_array_equal(plain, untracked)
+
+
+def test_the_render_stage_draws_trails_of_tracked_boxes(tmp_path: Any) -> None:
+    from .test_render_stage import OFF, frames, rendered_images
+
+    batch = frames(6, image=np.zeros((120, 160, 3), np.uint8))
+    for k, f in enumerate(batch):  # one box moving right along y = 60, tracked as id 5
+        box = Box(20 + 15 * k, 50, 40 + 15 * k, 70, 0, 0.9)
+        f.annotations = Annotations(model="m", labels=["tool"], boxes=[box], track_ids=[5])
+    with_trails, rt = rendered_images(tmp_path, {**OFF, "trail_length": 8}, batch)
+    no_trails, _ = rendered_images(tmp_path, {**OFF, "trail_length": 0, "tips": False}, batch)
+    assert rt.stats.counters["overlay_shown"] == 6
+    last, plain = with_trails[-1].astype(int), no_trails[-1].astype(int)
+    # the trail runs through the earlier centres (x = 30 .. 90, y = 60), left of today's box
+    assert np.abs(last[58:63, 30:90] - plain[58:63, 30:90]).sum(2).max() > 100
+    assert np.array_equal(last[:40], plain[:40])  # nothing drawn far from the track
