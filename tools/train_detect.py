@@ -2,6 +2,7 @@
 
     python -m tools.train_detect --out engines/models/endo-tools     # the bundled model
     python -m tools.train_detect --out /tmp/tools --quick            # smoke run, seconds
+    python -m tools.train_detect --torchscript-only                  # model.pt from model.onnx
 
 Needs the `train` extra. Frames come from `stream.sources.endoscopy` with the tool-tracking
 realism (tools/eval_detect.scene_spec: instrument types, smoke, motion blur, occlusion), 640 x 480
@@ -15,7 +16,9 @@ the exported ONNX model (tools/eval_detect.py). Deterministic for a given --seed
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -40,6 +43,7 @@ from tools.train_common import (
     run_card,
     schedule_card,
     seed_text,
+    torchscript_from_onnx,
     train,
     versions,
     write_card,
@@ -137,6 +141,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_held_out_options(p, frames_per_seed=4, latency_runs=100)
     add_quick_option(p)
+    p.add_argument(
+        "--torchscript-only",
+        action="store_true",
+        help="only write model.pt (TorchScript) from the folder's model.onnx and add it to the card",
+    )
     p.set_defaults(test_seeds=list(range(2000, 2032)), batch=16, steps_per_epoch=50, threads=1)
     args = p.parse_args(argv)
     if args.quick:
@@ -147,6 +156,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.torchscript_only:
+        add_torchscript(args.out)
+        return
     command = command_line("tools.train_detect", argv)
     started = time.perf_counter()
     rng = deterministic(args.seed, args.threads)
@@ -226,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         "notice": "Research use only, not for diagnosis",
     }
     write_card(args.out / "card.json", card)
+    add_torchscript(args.out)
+    card = json.loads((args.out / "card.json").read_text())
 
     detect = onnx_detector(str(onnx_path), mean, std, HEIGHT, WIDTH)
     metrics = evaluate_detector(
@@ -248,6 +262,20 @@ def main(argv: list[str] | None = None) -> None:
         f"{latency['pipeline_median_ms']:.2f} ms median; total {time.perf_counter() - started:.0f} s",
         flush=True,
     )
+
+
+def add_torchscript(folder: Path) -> None:
+    """Write `folder`/model.pt from `folder`/model.onnx's weights (tools.train_common) and
+    name it in the card; prints the largest difference to ONNX Runtime."""
+    onnx_path = folder / "model.onnx"
+    example = torch.rand(1, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
+    diff = torchscript_from_onnx(
+        DetNet(CLASSES, HEIGHT, WIDTH), onnx_path, folder / "model.pt", example
+    )
+    card = json.loads((folder / "card.json").read_text())
+    card["torchscript"] = "model.pt"
+    write_card(folder / "card.json", card)
+    print(f"exported {folder / 'model.pt'}; max |torchscript - onnx| {diff:.2e}", flush=True)
 
 
 def forward_raw(model: DetNet, x: torch.Tensor, precision: str) -> torch.Tensor:
