@@ -12,6 +12,8 @@ orientation each have a corner and an off switch. `show` picks the image drawn o
 the model's output image (part `output`), or both side by side (stream.render.view).
 
 Boxes are drawn with "name score" tags; a classifier's top-k labels are the HUD's last lines.
+Tracked boxes (`annotations.track_ids`) read "#id name score", with a short trail of each id's
+last `trail_length` centres (kept here, one point per result) and a tip marker at each centre.
 Model output is drawn only where `stream.render.overlay_policy` allows (inside the frame's
 imaging region, not on colour-Doppler pixels, not when the model says it does not apply); every
 frame with an overlay is counted as `overlay_shown` or `overlay_suppressed:<reason>` (and
