@@ -5,7 +5,12 @@
 
 ByteTrack comes from the maintained `trackers` package (Roboflow's clean-room implementations,
 `pip install "medstream[track]"`), imported only when a stage asks for a tracker. The tracker
-is class-agnostic: a box keeps its id while its label flickers between instrument types.
+is class-agnostic: a box keeps its id while its label flickers between instrument types. A
+detector's class-aware NMS can leave two boxes of different classes on one object; with
+`merge_iou` below 1, a box that overlaps a higher-scored one by `merge_iou` or more is taken as
+the same object: ByteTrack sees the object once and both boxes get its id (otherwise the two
+boxes become two tracks and the object's id flips between them). The price: two objects that
+overlap that much at that moment share an id.
 """
 
 from __future__ import annotations
@@ -42,6 +47,13 @@ class TrackerSpec:
     minimum_consecutive_frames: int = bounded(
         2, 1, 100, doc="frames a new track must be seen in a row before it gets an id"
     )
+    merge_iou: float = bounded(
+        1.0,
+        0.0,
+        1.0,
+        doc="a box overlapping a higher-scored box this much shares its id (1: only identical "
+        "boxes; lower it for a detector that leaves boxes of two classes on one object)",
+    )
 
 
 class BoxTracker(Protocol):
@@ -61,6 +73,7 @@ class ByteTracker:
         except ImportError as e:
             raise ImportError(f"{INSTALL_HINT} ({e})") from e
         self._sv: Any = sv
+        self.merge_iou = spec.merge_iou
         # the package counts its buffer in frames at 30 fps; with timestamps it is buffer / 30 s
         self._tracker = ByteTrackTracker(
             lost_track_buffer=max(1, round(spec.lost_track_buffer_s * 30)),
@@ -74,18 +87,44 @@ class ByteTracker:
     def update(self, boxes: Sequence[Box], time_s: float) -> list[int]:
         sv = self._sv
         n = len(boxes)
+        xyxy = np.array([[b.x0, b.y0, b.x1, b.y1] for b in boxes], np.float32).reshape(n, 4)
+        scores = np.array([b.score for b in boxes], np.float32)
+        same = same_object(xyxy, scores, self.merge_iou)
+        objects = np.flatnonzero(same == np.arange(n))
         detections = sv.Detections(
-            xyxy=np.array([[b.x0, b.y0, b.x1, b.y1] for b in boxes], np.float32).reshape(n, 4),
-            confidence=np.array([b.score for b in boxes], np.float32),
-            class_id=np.array([b.label for b in boxes], int),
-            data={"index": np.arange(n)},
+            xyxy=xyxy[objects],
+            confidence=scores[objects],
+            class_id=np.array([boxes[int(i)].label for i in objects], np.int64),
+            data={"index": objects},
         )
         tracked = self._tracker.update(detections, timestamp=time_s)
         ids = [NO_TRACK] * n  # a box the tracker left out keeps no id (never dropped)
         tids: Any = tracked.tracker_id if tracked.tracker_id is not None else []
         for i, tid in zip(tracked.data.get("index", []), tids, strict=True):
             ids[int(i)] = int(tid) if tid >= 0 else NO_TRACK
-        return ids
+        return [ids[int(same[i])] for i in range(n)]
+
+
+def same_object(xyxy: np.ndarray, scores: np.ndarray, merge_iou: float) -> np.ndarray:
+    """For each box, the index of the box it is taken as (itself, or the highest-scored box it
+    overlaps by IoU >= `merge_iou`, which is itself its own)."""
+    n = len(xyxy)
+    same = np.arange(n)
+    kept: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        if kept:
+            k = np.array(kept)
+            lt = np.maximum(xyxy[k, :2], xyxy[i, :2])
+            rb = np.minimum(xyxy[k, 2:], xyxy[i, 2:])
+            inter = np.prod(np.clip(rb - lt, 0, None), 1)
+            area = lambda b: np.prod(b[..., 2:] - b[..., :2], -1)  # noqa: E731
+            iou = inter / (area(xyxy[k]) + area(xyxy[i]) - inter + 1e-9)
+            best = int(np.argmax(iou))
+            if iou[best] >= merge_iou:
+                same[i] = k[best]
+                continue
+        kept.append(int(i))
+    return same
 
 
 def make_tracker(spec: TrackerSpec) -> BoxTracker:

@@ -139,3 +139,20 @@ def test_the_render_stage_draws_trails_of_tracked_boxes(tmp_path: Any) -> None:
     # the trail runs through the earlier centres (x = 30 .. 90, y = 60), left of today's box
     assert np.abs(last[58:63, 30:90] - plain[58:63, 30:90]).sum(2).max() > 100
     assert np.array_equal(last[:40], plain[:40])  # nothing drawn far from the track
+
+
+def test_merge_iou_gives_two_classes_boxes_on_one_object_one_id() -> None:
+    def run(merge_iou: float) -> list[list[int]]:
+        tracker = make_tracker(TrackerSpec(merge_iou=merge_iou, track_activation_threshold=0.3))
+        out = []
+        for k in range(6):  # one tip, boxed as grasper and (shifted) as clip applier
+            boxes = [
+                Box(100 + k, 100, 140 + k, 140, 0, 0.9),
+                Box(104 + k, 102, 144 + k, 142, 3, 0.6),
+            ]
+            out.append(tracker.update(boxes, k / 30))
+        return out
+
+    merged, apart = run(0.5), run(1.0)
+    assert merged[-1][0] >= 0 and merged[-1][0] == merged[-1][1]  # one object, one id
+    assert apart[-1][0] >= 0 and apart[-1][1] >= 0 and apart[-1][0] != apart[-1][1]

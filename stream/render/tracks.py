@@ -40,9 +40,11 @@ class TrackTrails:
         if self.length == 0:
             return
         self._updates += 1
+        noted: set[int] = set()
         for box, tid in zip(boxes, track_ids, strict=False):
-            if tid < 0:
+            if tid < 0 or tid in noted:  # two boxes of one object: the first (best) one's centre
                 continue
+            noted.add(tid)
             self._trails.setdefault(tid, deque(maxlen=self.length)).append(box_centre(box))
             self._seen[tid] = self._updates
         for tid in [t for t, at in self._seen.items() if self._updates - at >= self.length]:
