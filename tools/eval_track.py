@@ -81,9 +81,22 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("3000-3007"))
     p.add_argument("--frames", type=int, default=150)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a tracker key (e.g. merge_iou=0.3) or conf_threshold of the demo config",
+    )
     args = p.parse_args(argv)
     cv2.setNumThreads(1)
     source, engine, tracker = demo_settings()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key == "conf_threshold":
+            engine = replace(engine, conf_threshold=float(value))
+        else:
+            tracker = replace(tracker, **{key: type(getattr(tracker, key))(value)})
     pipeline = load_pipeline(engine)
     per_tool: list[dict[str, int]] = []
     times: list[float] = []
@@ -93,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         times.extend(ms)
     seen = [t for t in per_tool if t["matched"] > 0]
     report = {
+        "tracker": dict(vars(tracker)),
+        "conf_threshold": engine.conf_threshold,
         "data": f"endoscope of configs/endoscopy_tool_tracking.yaml at seeds "
         f"{args.seeds[0]}-{args.seeds[-1]}, {args.frames} frames each (30 fps)",
         "tools": len(per_tool),

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from stream.sources.endoscopy import TOOL_LABELS
+from tools.card_info import fill_card_info
 from tools.det_net import STRIDE, DetNet
-from tools.eval_detect import evaluate_detector, onnx_detector, scene_spec, tool_frames
+from tools.eval_detect import score_card, tool_frames
 from tools.train_common import (
     add_held_out_options,
     add_quick_option,
@@ -35,11 +36,9 @@ from tools.train_common import (
     architecture_card,
     check_training_args,
     command_line,
-    cost_card,
     deterministic,
     export_onnx,
     input_card,
-    rounded,
     run_card,
     schedule_card,
     seed_text,
@@ -230,32 +229,14 @@ def main(argv: list[str] | None = None) -> None:
         "command": command,
         "versions": versions(),
         "confidence_threshold": THRESHOLD,
-        "intended_use": "Research and demonstration: detecting and tracking surgical instrument "
-        "tips in endoscopic video that resembles medstream's synthetic endoscope. Not validated "
-        "on surgical video.",
-        "training_data": f"Synthetic only: medstream's synthetic endoscopy source (seeds "
-        f"{seed_text(args.train_seeds)}); no patient or surgical video.",
         "notice": "Research use only, not for diagnosis",
     }
+    fill_card_info(card, "endo-tools")  # intended use, training data (tools/card_info.py)
     write_card(args.out / "card.json", card)
     add_torchscript(args.out)
+    metrics = score_card(args.out, args.test_seeds, args.test_frames_per_seed, args.latency_runs)
     card = json.loads((args.out / "card.json").read_text())
-
-    detect = onnx_detector(str(onnx_path), mean, std, HEIGHT, WIDTH)
-    metrics = evaluate_detector(
-        detect, tool_frames(args.test_seeds, args.test_frames_per_seed), THRESHOLD
-    )
-    latency = time_detector(detect, args.test_seeds[0], args.latency_runs)
-    card["metrics"] = {
-        "data": f"held-out endoscopy seeds {seed_text(args.test_seeds)} (scene_spec), "
-        f"{args.test_frames_per_seed} frames each, 640x480, through the ONNX model",
-        "ap_definition": "per-class average precision at IoU 0.5 (all-point interpolation), "
-        "detections with score >= 0.05 after class-aware NMS (IoU 0.5); precision and recall "
-        f"at the confidence threshold {THRESHOLD}",
-        **rounded(metrics),
-    }
-    card["cost"] = cost_card(onnx_path, "320x240", "640x480 bgr8", latency, "tools.eval_detect")
-    write_card(args.out / "card.json", card)
+    latency = card["cost"]["latency_ms"]
     print(
         f"held-out mAP@0.5 {metrics['map50']:.4f} (precision {metrics['precision']:.3f} recall "
         f"{metrics['recall']:.3f} at {THRESHOLD}); {card['cost']['gflops']} GFLOPs, "
@@ -282,26 +263,6 @@ def forward_raw(model: DetNet, x: torch.Tensor, precision: str) -> torch.Tensor:
     """The head's raw output under the training precision, float32 out."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         return model.raw(x).float()
-
-
-def time_detector(detect: object, seed: int, runs: int) -> dict[str, float]:
-    """Median / p90 ms of preprocess + engine + decode on one 640x480 frame, one thread."""
-    from stream.sources.endoscopy import endoscopy_frame
-
-    image = endoscopy_frame(scene_spec(seed), 0).image
-    assert callable(detect)
-    for _ in range(min(10, runs)):
-        detect(image)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        detect(image)
-        times.append((time.perf_counter() - t) * 1e3)
-    return {
-        "pipeline_median_ms": float(np.median(times)),
-        "pipeline_p90_ms": float(np.percentile(times, 90)),
-        "runs": runs,
-    }
 
 
 if __name__ == "__main__":
