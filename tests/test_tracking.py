@@ -156,3 +156,11 @@ def test_merge_iou_gives_two_classes_boxes_on_one_object_one_id() -> None:
     merged, apart = run(0.5), run(1.0)
     assert merged[-1][0] >= 0 and merged[-1][0] == merged[-1][1]  # one object, one id
     assert apart[-1][0] >= 0 and apart[-1][1] >= 0 and apart[-1][0] != apart[-1][1]
+
+
+def test_one_box_per_track_is_drawn() -> None:
+    from stream.render.tracks import tracked_boxes
+
+    boxes = [Box(0, 0, 10, 10, 0, 0.4), Box(1, 1, 11, 11, 3, 0.8), Box(50, 50, 60, 60, 1, 0.2)]
+    kept, ids = tracked_boxes(boxes, [7, 7, NO_TRACK])
+    assert kept == [boxes[1]] and ids == [7]  # the best of track 7; the untracked box left out

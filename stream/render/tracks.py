@@ -21,6 +21,21 @@ def box_centre(box: Box) -> Point:
     return ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
 
 
+def tracked_boxes(boxes: Sequence[Box], track_ids: Sequence[int]) -> tuple[list[Box], list[int]]:
+    """The boxes that have a track id (>= 0), the first (best-scored) one of each id, with ids."""
+    if len(track_ids) != len(boxes):
+        raise ValueError(f"{len(track_ids)} track ids for {len(boxes)} boxes")
+    order = sorted(range(len(boxes)), key=lambda i: -boxes[i].score)
+    seen: set[int] = set()
+    keep = []
+    for i in order:
+        if track_ids[i] >= 0 and track_ids[i] not in seen:
+            seen.add(track_ids[i])
+            keep.append(i)
+    keep.sort()
+    return [boxes[i] for i in keep], [track_ids[i] for i in keep]
+
+
 class TrackTrails:
     """The last `length` centres of each track id, over the result frames given to `update`.
     An id not seen for `length` updates is forgotten (its trail would be all history)."""
@@ -34,17 +49,13 @@ class TrackTrails:
         self._updates = 0
 
     def update(self, boxes: Sequence[Box], track_ids: Sequence[int]) -> None:
-        """Add one result's boxes: the centre of each box with an id (>= 0) joins its trail."""
+        """Add one result's boxes: the centre of each track's best box joins its trail."""
         if track_ids and len(track_ids) != len(boxes):
             raise ValueError(f"{len(track_ids)} track ids for {len(boxes)} boxes")
-        if self.length == 0:
+        if self.length == 0 or (boxes and not track_ids):  # untracked boxes: no result to add
             return
         self._updates += 1
-        noted: set[int] = set()
-        for box, tid in zip(boxes, track_ids, strict=False):
-            if tid < 0 or tid in noted:  # two boxes of one object: the first (best) one's centre
-                continue
-            noted.add(tid)
+        for box, tid in zip(*tracked_boxes(boxes, track_ids), strict=True):
             self._trails.setdefault(tid, deque(maxlen=self.length)).append(box_centre(box))
             self._seen[tid] = self._updates
         for tid in [t for t, at in self._seen.items() if self._updates - at >= self.length]:

@@ -13,7 +13,9 @@ the model's output image (part `output`), or both side by side (stream.render.vi
 
 Boxes are drawn with "name score" tags; a classifier's top-k labels are the HUD's last lines.
 Tracked boxes (`annotations.track_ids`) read "#id name score", with a short trail of each id's
-last `trail_length` centres (kept here, one point per result) and a tip marker at each centre.
+last `trail_length` centres (kept here, one point per result) and a tip marker at each centre;
+with track ids, only one box per track is drawn (its best; boxes with no track, e.g. the
+low-score ones kept for ByteTrack's second pass, are counted as `overlay_boxes_untracked`).
 Model output is drawn only where `stream.render.overlay_policy` allows (inside the frame's
 imaging region, not on colour-Doppler pixels, not when the model says it does not apply); every
 frame with an overlay is counted as `overlay_shown` or `overlay_suppressed:<reason>` (and
@@ -46,7 +48,7 @@ from ..render.hud import HudAnnotator, HudData
 from ..render.mask import MaskAnnotator
 from ..render.overlay_policy import ClippedOverlay, OverlayPolicy
 from ..render.pieces import GeometryPieces
-from ..render.tracks import TipAnnotator, TrackTrails, TrailAnnotator
+from ..render.tracks import TipAnnotator, TrackTrails, TrailAnnotator, tracked_boxes
 from ..render.view import ImageView
 from ..results_summary import count_results
 from ..sinks.base import Sink, SinkError, sink_pending
@@ -207,8 +209,8 @@ class Renderer:
             seq = reused.get("result_seq")
             source_seq = seq if isinstance(seq, int) else source_seq
         key = (overlay.epoch, source_seq)
-        if not ann.track_ids or key == self.last_tracked:
-            return
+        if key == self.last_tracked or (ann.boxes and not ann.track_ids):
+            return  # already noted, or not tracked (a result with no boxes ages the trails)
         self.last_tracked = key
         self.trails.update(ann.boxes, ann.track_ids)
 
@@ -229,13 +231,17 @@ class Renderer:
                 stats.count("bad_confidence_part")
             if mask is not None and self.explain.draws_labels:
                 self.mask.draw(target, self.clipped.clip_labels(mask, decision.allowed))
-            if ann.boxes:
-                self.boxes.draw(target, ann.boxes)
-                if ann.track_ids:
+            boxes, ids = ann.boxes, ann.track_ids
+            if ids:  # tracked: one box per track (its best), boxes without a track not drawn
+                boxes, ids = tracked_boxes(ann.boxes, ann.track_ids)
+                stats.count("overlay_boxes_untracked", len(ann.boxes) - len(boxes))
+            if boxes:
+                self.boxes.draw(target, boxes)
+                if ids:
                     self.trail_lines.draw(target, self.trails.trails())
                     if self.tips is not None:
-                        self.tips.draw(target, ann.boxes)
-                self.labels.draw(target, ann.boxes, ann.labels, ann.track_ids)
+                        self.tips.draw(target, boxes)
+                self.labels.draw(target, boxes, ann.labels, ids)
 
         clipped, outside = self.clipped.draw(canvas, decision.allowed, draw)
         if clipped:
