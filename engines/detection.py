@@ -113,6 +113,26 @@ class DetectionDecoder:
             [self.outputs["num"]] if self.layout == "nms_split" and "num" in self.outputs else []
         )
 
+    def check_shapes(self, shapes: dict[str, tuple[int | str | None, ...]]) -> None:
+        """`ValueError` if a declared output shape contradicts the layout and the label count
+        (dynamic or unknown axes pass; each frame's outputs are checked again in `decode`)."""
+        want = {"yolo_4+C_N": (1, 4 + self.num_classes), "yolo_N_5+C": (2, 5 + self.num_classes)}
+        if self.layout in want:
+            axis, n = want[self.layout]
+            shape = shapes[self.outputs["output"]]
+            if len(shape) == 3 and isinstance(shape[axis], int) and shape[axis] != n:
+                raise ValueError(
+                    f"output {self.outputs['output']!r} {list(shape)} is not {self.layout} with "
+                    f"{self.num_classes} labels (axis {axis} should be {n})"
+                )
+        if self.layout == "ssd_boxes_scores":
+            shape = shapes[self.outputs["scores"]]
+            if len(shape) == 3 and isinstance(shape[2], int) and shape[2] != self.num_classes:
+                raise ValueError(
+                    f"SSD scores {self.outputs['scores']!r} {list(shape)}: {shape[2]} classes but "
+                    f"{self.num_classes} labels"
+                )
+
     @property
     def has_nms(self) -> bool:
         return self.layout in NMS_LAYOUTS
@@ -123,9 +143,11 @@ class DetectionDecoder:
     def decode(self, outs: dict[str, np.ndarray]) -> Candidates:
         """The model's outputs (by name) -> every candidate box, its best class and score."""
         layout = self.layout
-        if layout == "yolo_4+C_N":
+        if layout == "yolo_4+C_N":  # read as (4+C) x N: no transposed copy of the scores
             t = self._rows(outs, 4 + self.num_classes, transposed=True)
-            xyxy, scores, classes = _from_cxcywh(t[:, :4]), *_best(t[:, 4:])
+            classes = np.argmax(t[4:], axis=0)
+            scores = np.take_along_axis(t[4:], classes[None], axis=0)[0]
+            xyxy = _from_cxcywh(t[:4].T)
         elif layout == "yolo_N_5+C":
             t = self._rows(outs, 5 + self.num_classes, transposed=False)
             best, classes = _best(t[:, 5:])
@@ -164,12 +186,13 @@ class DetectionDecoder:
         return Candidates(xyxy, np.asarray(scores, np.float32), np.rint(classes).astype(np.int64))
 
     def _rows(self, outs: dict[str, np.ndarray], width: int, transposed: bool) -> np.ndarray:
+        """The one output as a 2-D array: width x N (`transposed`) or N x width."""
         t = self._get(outs, "output")
         want = f"1 x {width} x N" if transposed else f"1 x N x {width}"
         axis = 1 if transposed else 2
         if t.ndim != 3 or t.shape[0] != 1 or t.shape[axis] != width:
             raise ValueError(f"{self.layout} output must be {want}, got {t.shape}")
-        return t[0].T if transposed else t[0]
+        return t[0]
 
     def _split(self, outs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         boxes = self._get(outs, "boxes").reshape(-1, 4)

@@ -123,8 +123,18 @@ class ModelPipeline:
         missing = [n for n in wanted_outs if n not in outs]
         if missing:
             raise ModelError(f"{where}: card output {missing[0]!r}, model outputs {list(outs)}")
-        if self.task in ("detection", "classification"):
-            return  # their shapes are checked on each frame, with the error naming them
+        shapes = {name: info.shape for name, info in outs.items()}
+        if self._decoder is not None:
+            try:
+                self._decoder.check_shapes(shapes)
+            except ValueError as e:
+                raise ModelError(f"{where}: {e}") from None
+            return
+        if self.task == "classification":
+            shape = shapes[self._output]
+            if len(shape) == 2 and isinstance(shape[1], int) and shape[1] != len(self.labels):
+                raise ModelError(f"{where}: {shape[1]} output classes but {len(self.labels)} labels")
+            return
         shape = outs[self._output].shape
         channels = shape[1] if len(shape) == 4 else None
         if self.task == "segmentation":

@@ -186,6 +186,11 @@ class TensorRTEngine:
         for name in names:
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             shape = tuple(context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):  # e.g. NMS in the graph: as many rows as boxes kept
+                raise ModelError(
+                    f"TensorRT: tensor {name!r} has a data-dependent shape {shape}; this engine "
+                    "binds fixed-size buffers: use backend onnxruntime for this model"
+                )
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             host = cuda.pagelocked_empty(shape, dtype)
             self._host[name] = host

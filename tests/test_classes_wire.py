@@ -105,3 +105,29 @@ def test_classifier_alone_and_after_a_denoiser(tmp_path: Path, monkeypatch: pyte
             pipe.close()
         assert pipe.task == "classification" and pipe.labels == ["a", "b", "c"]
         assert result.classes == [(1, pytest.approx(0.5)), (2, pytest.approx(0.3))], model
+
+
+def test_legend_lists_every_detector_label_and_none_for_a_classifier() -> None:
+    from stream.render.explain import ModelExplainer
+
+    explain = ModelExplainer()
+    det = frame(Annotations(labels=["grasper", "hook"], boxes=[Box(0, 0, 2, 2, 0, 0.9)]))
+    explain.note(det)
+    assert [e["name"] for e in explain.live()["labels"]] == ["grasper", "hook"]  # class 0 too
+    explain.note(frame(Annotations(labels=["a", "b"], classes=[(1, 0.8)])))
+    assert explain.live()["labels"] == []
+    seg = frame(Annotations(labels=["background", "lesion"]))
+    seg.parts["mask"] = np.zeros((4, 6), np.uint8)
+    explain.note(seg)
+    assert [e["name"] for e in explain.live()["labels"]] == ["lesion"]
+
+
+def test_detection_colours_match_between_boxes_and_legend_and_are_not_black() -> None:
+    from stream.render.color import DETECTION_PALETTE
+    from stream.render.explain import ModelExplainer
+
+    explain = ModelExplainer()
+    explain.note(frame(Annotations(labels=["grasper", "hook"], boxes=[Box(0, 0, 2, 2, 0, 0.9)])))
+    want = [f"#{r:02x}{g:02x}{b:02x}" for b, g, r in DETECTION_PALETTE[:2]]
+    assert [e["color"] for e in explain.live()["labels"]] == want
+    assert "#000000" not in want

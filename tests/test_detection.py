@@ -4,6 +4,7 @@ image pixels; and a hand-weighted YOLOv8-style model through `model add` and a p
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -334,3 +335,43 @@ def test_detection_and_classification_keys_are_checked(key: str, value: object, 
     data["stages"][1]["engine"][key] = value
     with pytest.raises(ConfigError, match=message):
         load_config(data)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    os.environ.get("MEDSTREAM_GPU_TESTS") != "1",
+    reason="GPU test: set MEDSTREAM_GPU_TESTS=1 on an NVIDIA host with the gpu extra "
+    "(pip install -e '.[gpu,test]'; MEDSTREAM_GPU_TESTS=1 pytest -m gpu tests/test_detection.py)",
+)
+def test_tensorrt_detection_matches_onnxruntime(tmp_path: Path, user_dir: Path) -> None:
+    """The TensorRT engine (CUDA preprocessing of the letterboxed frame, host postprocess) gives
+    the ONNX Runtime boxes."""
+    from engines.model_add import add_model
+    from engines.pipeline import load_pipeline
+
+    add_model(str(export_fixed(tmp_path, {"output0": yolo8_tensor()})), name="yolo", labels=",".join(LABELS))
+    image = np.zeros((120, 240), np.uint8)
+    want = run_user_model("yolo", image)
+    trt = load_pipeline(EngineSpec(model="yolo", backend="tensorrt", engine_cache=str(tmp_path / "engines")))
+    try:
+        got = trt(image, "gray8").boxes
+    finally:
+        trt.close()
+    assert trt.backend == "tensorrt" and len(got) == len(want) == 3
+    for g, w in zip(got, want, strict=True):
+        assert g.label == w.label
+        assert [g.x0, g.y0, g.x1, g.y1, g.score] == pytest.approx([w.x0, w.y0, w.x1, w.y1, w.score], abs=1e-2)
+
+
+def test_a_card_whose_labels_do_not_fit_the_head_is_refused_at_load(tmp_path: Path, user_dir: Path) -> None:
+    from engines.model_add import add_model
+    from engines.pipeline import load_pipeline
+    from engines.registry import ModelError
+
+    add_model(str(export_fixed(tmp_path, {"output0": yolo8_tensor()})), name="yolo", labels=",".join(LABELS))
+    card_path = user_dir / "yolo" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["labels"] = ["one", "two"]  # edited by hand: the head has 3 classes
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="\\[1, 7, 5\\] is not yolo_4\\+C_N with 2 labels"):
+        load_pipeline(EngineSpec(model="yolo", backend="onnxruntime"))

@@ -32,6 +32,9 @@ DEFAULT_PALETTE: tuple[BGR, ...] = (
     (255, 255, 255),  # 14: white
     (192, 192, 0),  # 15: teal
 )
+# Detection labels are all classes (no background): box label i is drawn in
+# DETECTION_PALETTE[i % 15], the default palette without its black entry.
+DETECTION_PALETTE: tuple[BGR, ...] = DEFAULT_PALETTE[1:]
 
 
 def to_bgr(image: np.ndarray, pixel_format: str) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from stream.frame import Frame
-from stream.render.color import BGR
+from stream.render.color import BGR, DETECTION_PALETTE
 from stream.render.confidence import ConfidenceAnnotator
 from stream.render.legend import LegendAnnotator, NoticeAnnotator
 
@@ -35,7 +35,10 @@ class ModelExplainer:
             raise ValueError(f"overlay must be one of {', '.join(OVERLAYS)}, got {overlay!r}")
         self.overlay = overlay
         self.heat = ConfidenceAnnotator()
-        self.legend = LegendAnnotator()
+        self.legend = LegendAnnotator()  # mask labels: value 0 (background) not listed
+        # detection: every label is a class, in the box colours (stream.stages.render)
+        self.box_legend = LegendAnnotator(DETECTION_PALETTE, skip_labels=())
+        self.for_boxes = False  # the labels are a detector's (box_legend) rather than a mask's
         self.notice = NoticeAnnotator()
         self.labels: list[str] = []
         self.card: dict[str, str] = {}
@@ -50,9 +53,16 @@ class ModelExplainer:
         return self.overlay in ("confidence", "both")
 
     def note(self, overlay: Frame) -> None:
-        """Take the labels, card facts and applicability that came with `overlay`."""
-        if overlay.annotations.labels:
-            self.labels = list(overlay.annotations.labels)
+        """Take the labels, card facts and applicability that came with `overlay`. The legend
+        lists a mask's labels (background skipped) or a detector's (all); a classifier's top-k
+        are in the HUD instead, so it has none."""
+        ann = overlay.annotations
+        if ann.labels and "mask" in overlay.parts:
+            self.labels, self.for_boxes = list(ann.labels), False
+        elif ann.labels and ann.boxes:
+            self.labels, self.for_boxes = list(ann.labels), True
+        elif ann.classes:
+            self.labels = []
         card = overlay.meta.get("model_card")
         if isinstance(card, dict):
             self.card = {k: card[k] for k in CARD_KEYS if isinstance(card.get(k), str)}
@@ -76,13 +86,16 @@ class ModelExplainer:
         """The legend (top-right) and the card's notice (bottom-left)."""
         bar = self.heat.colors if self.draws_confidence else None
         if self.labels:
-            self.legend.draw(canvas, self.labels, bar)
+            (self.box_legend if self.for_boxes else self.legend).draw(canvas, self.labels, bar)
         self.notice.draw(canvas, self.card.get("notice", ""))
 
     def live(self) -> dict[str, Any]:
         """For the viewer: labels with their colours, the card facts, the newest applicability."""
         live: dict[str, Any] = {
-            "labels": [{"name": n, "color": hex_color(c)} for n, c in self.legend.items(self.labels)],
+            "labels": [
+                {"name": n, "color": hex_color(c)}
+                for n, c in (self.box_legend if self.for_boxes else self.legend).items(self.labels)
+            ],
             **self.card,
             "overlay": self.overlay,
             "applicability": self.applicability,

@@ -43,6 +43,7 @@ from ..histogram import RecentHistogram
 from ..overlay_summary import overlay_live
 from ..plugins import parse_sink
 from ..render.boxes import BoxAnnotator, LabelAnnotator
+from ..render.color import DETECTION_PALETTE
 from ..render.explain import ModelExplainer
 from ..render.hud import HudAnnotator, HudData
 from ..render.mask import MaskAnnotator
@@ -86,10 +87,10 @@ class Renderer:
         self.spec = spec
         self.sinks = sinks
         self.mask = MaskAnnotator()
-        self.boxes = BoxAnnotator()
-        self.labels = LabelAnnotator()
+        self.boxes = BoxAnnotator(DETECTION_PALETTE)  # box label 0 is a class: not black
+        self.labels = LabelAnnotator(DETECTION_PALETTE)
         self.trails = TrackTrails(spec.trail_length)
-        self.trail_lines = TrailAnnotator()
+        self.trail_lines = TrailAnnotator(DETECTION_PALETTE)
         self.tips = TipAnnotator() if spec.tips else None
         self.last_tracked: tuple[int, int] | None = None  # (stream epoch, seq) of the last result
         self.pieces = GeometryPieces(
