@@ -55,28 +55,6 @@ def tool_frames(seeds: Iterable[int], frames_per_seed: int) -> Iterator[ToolFram
             yield f.image, boxes
 
 
-def decode(output: np.ndarray, threshold: float, iou: float, scale: float) -> Detections:
-    """`1 x (4 + C) x N` -> K x 6 boxes above `threshold` after class-aware NMS, x `scale`."""
-    rows = output[0].T
-    scores = rows[:, 4:]
-    label = scores.argmax(1)
-    score = scores[np.arange(len(rows)), label]
-    keep = score >= threshold
-    rows, label, score = rows[keep], label[keep], score[keep]
-    cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
-    xywh = np.stack([cx - w / 2, cy - h / 2, w, h], 1)
-    out = []
-    for k in np.unique(label):
-        idx = np.nonzero(label == k)[0]
-        kept = cv2.dnn.NMSBoxes(xywh[idx].tolist(), score[idx].tolist(), threshold, iou)
-        for i in np.asarray(kept, int).reshape(-1):
-            x, y, bw, bh = xywh[idx[i]]
-            out.append([x, y, x + bw, y + bh, k, score[idx[i]]])
-    det = np.array(out, np.float32).reshape(-1, 6)
-    det[:, :4] *= scale
-    return det
-
-
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU of K x 4 and M x 4 boxes (x0, y0, x1, y1)."""
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
@@ -194,28 +172,6 @@ def score_card(folder: Path, test_seeds: list[int], frames_per_seed: int, runs: 
     card["cost"]["measure_command"] = f"python -m tools.eval_detect --model {folder} --write-card"
     write_card(card_path, card)
     return metrics
-
-
-def onnx_detector(
-    path: str, mean: list[float], std: list[float], height: int, width: int
-) -> Callable[[np.ndarray], Detections]:
-    """A detect(image) over the ONNX file on one CPU thread (scores >= 0.05, NMS IoU 0.5)."""
-    import onnxruntime
-
-    from engines.preprocess import preprocess
-    from engines.registry import ModelInput
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    spec = ModelInput("image", "bgr", height, width, "float32", tuple(mean), tuple(std))
-
-    def detect(image: np.ndarray) -> Detections:
-        x = preprocess(image, "bgr8", spec)
-        (out,) = session.run(None, {"image": x})
-        return decode(out, 0.05, 0.5, image.shape[1] / width)
-
-    return detect
 
 
 def main(argv: list[str] | None = None) -> None:
