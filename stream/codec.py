@@ -173,16 +173,7 @@ def encode_frame(
             {"name": name, "dtype": _dtype_name(buf), "shape": list(buf.shape)}
             for (name, _), buf in zip(arrays, buffers, strict=True)
         ],
-        "annotations": {
-            "model": ann.model,
-            "labels": ann.labels,
-            "boxes": [[b.x0, b.y0, b.x1, b.y1, b.label, b.score] for b in ann.boxes],
-            "backend": ann.backend,
-            "device": ann.device,
-            "precision": ann.precision,
-            # optional (absent when empty), so a receiver that predates it still decodes
-            **({"classes": [[k, p] for k, p in ann.classes]} if ann.classes else {}),
-        },
+        "annotations": _annotations_header(ann),
         "trace": [[s.stage, s.start_ns, s.end_ns] for s in frame.trace],
         "meta": frame.meta,
     }
@@ -192,6 +183,26 @@ def encode_frame(
     if len(head) > MAX_HEADER_BYTES:
         raise ValueError(f"header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}")
     return [frame.stream.encode(), head] if shm is not None else [frame.stream.encode(), head, *buffers]
+
+
+def _annotations_header(ann: Annotations) -> dict[str, Any]:
+    head: dict[str, Any] = {
+        "model": ann.model,
+        "labels": ann.labels,
+        "boxes": [[b.x0, b.y0, b.x1, b.y1, b.label, b.score] for b in ann.boxes],
+        "backend": ann.backend,
+        "device": ann.device,
+        "precision": ann.precision,
+        # optional (absent when empty), so a receiver that predates it still decodes
+        **({"classes": [[k, p] for k, p in ann.classes]} if ann.classes else {}),
+    }
+    if ann.track_ids:  # optional (section 3.3): receivers that predate it ignore the key
+        if len(ann.track_ids) != len(ann.boxes):
+            raise ValueError(
+                f"{len(ann.track_ids)} track ids for {len(ann.boxes)} boxes: one per box"
+            )
+        head["track_ids"] = [int(i) for i in ann.track_ids]
+    return head
 
 
 def encode_eos(eos: EndOfStream, sender: str, link_seq: int, sent_ns: int) -> list[bytes]:
@@ -277,7 +288,24 @@ def _parse_annotations(raw: Any) -> Annotations:
         if not isinstance(value, str) or len(value) > 256:
             raise DecodeError("field", f"'annotations.{key}' must be a string")
         text[key] = value
-    return Annotations(labels=labels, boxes=boxes, classes=_parse_classes(raw.get("classes", [])), **text)
+    track_ids = raw.get("track_ids", [])
+    if (
+        not isinstance(track_ids, list)
+        or len(track_ids) not in (0, len(boxes))
+        or not all(
+            isinstance(i, int) and not isinstance(i, bool) and -1 <= i < 2**63 for i in track_ids
+        )
+    ):
+        raise DecodeError(
+            "field", "'annotations.track_ids' must be one integer >= -1 per box, or absent"
+        )
+    return Annotations(
+        labels=labels,
+        boxes=boxes,
+        classes=_parse_classes(raw.get("classes", [])),
+        track_ids=track_ids,
+        **text,
+    )
 
 
 def _parse_classes(raw: Any) -> list[tuple[int, float]]:

@@ -16,6 +16,7 @@ from .bundled_configs import resolve_config
 from .endpoints import check_endpoint
 from .security import SecuritySpec, check_security
 from .spec import ConfigError, bounded, parse_spec, required, section
+from .tracking import TrackerSpec
 from .transport import LinkSpec
 
 
@@ -108,6 +109,9 @@ class InferSpec:
     batch: BatchSpec = section(
         BatchSpec, "frames of several streams run as one batch (see `batch:`)"
     )
+    tracker: TrackerSpec | None = bounded(
+        None, doc="assign track ids to the model's boxes across frames (see `tracker:`)"
+    )
 
 
 Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
@@ -185,6 +189,10 @@ class RenderSpec:
     stage_budget_ms: float | None = bounded(
         None, 0.1, 60000.0, doc="per-stage budget (overruns counted)"
     )
+    trail_length: int = bounded(
+        12, 0, 256, doc="tracked boxes: centres kept per track id for its trail (0: no trails)"
+    )
+    tips: bool = bounded(True, doc="tracked boxes: mark each box's centre (a tool-tip marker)")
 
     def input_links(self) -> list[str]:
         """The links whose frames are drawn: `inputs`, else `input` (passthrough: `video`)."""

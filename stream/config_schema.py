@@ -80,6 +80,7 @@ def config_schema() -> dict[str, Any]:
     from .sources import SOURCE_TYPES
     from .sources.phantom import RealismSpec
     from .spec import spec_json_schema
+    from .tracking import TrackerSpec
     from .transport import LinkSpec
 
     d = _Defs()
@@ -90,6 +91,7 @@ def config_schema() -> dict[str, Any]:
     stages.append(d.add(KINDS["infer"], "stage-infer", "Stage `kind: infer`", ("kind", "infer")))
     d.add(EngineSpec, "engine", "`engine:` (infer)")
     d.add(BatchSpec, "batch", "`batch:` (infer)")
+    d.add(TrackerSpec, "tracker", "`tracker:` (infer)")
     stages.append(d.add(KINDS["render"], "stage-render", "Stage `kind: render`", ("kind", "render")))
     d.add(LayoutSpec, "layout", "`layout:` (render)")
     assert len(stages) == len(KINDS), "a stage kind with no $defs entry"

@@ -33,7 +33,8 @@ class Span:
 class Annotations:
     """What a model said about a frame. `labels[i]` names value i of the mask label map (and
     the label of a box or a class); `classes` is a classifier's top-k (label index,
-    probability), best first."""
+    probability), best first. `track_ids`: empty (no tracker), or one per box: its track id,
+    -1 if it has none."""
 
     model: str = ""
     labels: list[str] = field(default_factory=list)
@@ -42,6 +43,7 @@ class Annotations:
     device: str = ""
     precision: str = ""
     classes: list[tuple[int, float]] = field(default_factory=list)
+    track_ids: list[int] = field(default_factory=list)
 
 
 @dataclass

@@ -63,6 +63,11 @@ def test_pytorch_matches_onnxruntime(model: str) -> None:
     ra, rb = a(image, fmt), b(image, fmt)
     if card.task == "segmentation":
         assert np.mean(ra.mask == rb.mask) > 0.9999
+    elif card.task == "detection":  # the same boxes, labels and scores from either backend
+        assert [b.label for b in ra.boxes] == [b.label for b in rb.boxes]
+        got = [[b.x0, b.y0, b.x1, b.y1, b.score] for b in rb.boxes]
+        want = [[b.x0, b.y0, b.x1, b.y1, b.score] for b in ra.boxes]
+        np.testing.assert_allclose(got, want, atol=1e-2)
     else:
         assert np.abs(ra.image.astype(int) - rb.image.astype(int)).max() <= 1
     a.close()

@@ -127,3 +127,19 @@ def test_quick_endoscopy_training_run(tmp_path: Path) -> None:
     pipeline = load_pipeline(EngineSpec(model=str(out / "model.onnx")))
     mask = pipeline(np.zeros((480, 640, 3), np.uint8), "bgr8").mask
     assert mask is not None and mask.shape == (480, 640)
+
+
+@pytest.mark.slow  # a training run
+def test_quick_detector_training_run(tmp_path: Path) -> None:
+    from stream.sources.endoscopy import TOOL_LABELS
+
+    out = tmp_path / "tools"
+    stdout = _quick("tools.train_detect", out)
+    assert "epoch 1/1" in stdout and "held-out mAP@0.5" in stdout
+    card = json.loads((out / "card.json").read_text())
+    assert card["task"] == "detection" and card["labels"] == TOOL_LABELS
+    assert card["output"]["layout"] == "yolo_4+C_N" and card["torchscript"] == "model.pt"
+    assert set(card["metrics"]["ap50"]) == set(TOOL_LABELS) and "intended_use" in card
+    pipeline = load_pipeline(EngineSpec(model=str(out / "model.onnx"), conf_threshold=0.0))
+    boxes = pipeline(np.zeros((480, 640, 3), np.uint8), "bgr8").boxes
+    assert boxes and all(0 <= b.label < len(TOOL_LABELS) for b in boxes)  # decoded, in range

@@ -43,6 +43,13 @@ CARD_INFO: dict[str, tuple[str, str]] = {  # model: (intended use, training data
         "Synthetic only: medstream's synthetic endoscopy source (stream.sources.endoscopy, "
         "seeds 0-79); no patient or surgical video.",
     ),
+    "endo-tools": (
+        "Research and demonstration: detecting and tracking surgical instrument tips in "
+        "endoscopic video that resembles medstream's synthetic endoscope. Not validated on "
+        "surgical video.",
+        "Synthetic only: medstream's synthetic endoscope (stream.sources.endoscopy with tool "
+        "types, smoke, blur and occlusion; seeds 0-499); no patient or surgical video.",
+    ),
 }
 
 

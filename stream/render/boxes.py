@@ -58,9 +58,11 @@ def text_color_on(background: BGR) -> BGR:
 
 
 class LabelAnnotator:
-    """Tag each box with "name score" on a filled tag in its label's colour.
+    """Tag each box with "name score" (or "#id name score" for a tracked box) on a filled tag
+    in its label's colour.
 
-    `labels` are the class names (as in `Annotations.labels`): box label i reads `labels[i]`.
+    `labels` are the class names (as in `Annotations.labels`): box label i reads `labels[i]`;
+    `track_ids` (optional, one per box as in `Annotations.track_ids`) prefix "#id" where >= 0.
     The tag sits above the box's top-left corner, or just inside the box when there is no room.
     """
 
@@ -84,24 +86,38 @@ class LabelAnnotator:
         self.text_padding = int(text_padding)
 
     def annotate(
-        self, image: np.ndarray, boxes: Sequence[Box], labels: Sequence[str]
+        self,
+        image: np.ndarray,
+        boxes: Sequence[Box],
+        labels: Sequence[str],
+        track_ids: Sequence[int] = (),
     ) -> np.ndarray:
         """Return a new image: `image` (BGR, untouched) with a tag per box."""
         canvas = owned_copy(image)
-        self.draw(canvas, boxes, labels)
+        self.draw(canvas, boxes, labels, track_ids)
         return canvas
 
-    def draw(self, canvas: np.ndarray, boxes: Sequence[Box], labels: Sequence[str]) -> None:
+    def draw(
+        self,
+        canvas: np.ndarray,
+        boxes: Sequence[Box],
+        labels: Sequence[str],
+        track_ids: Sequence[int] = (),
+    ) -> None:
         """Tag `boxes` in `canvas`, a BGR array you own, in place."""
         check_canvas(canvas)
+        if track_ids and len(track_ids) != len(boxes):
+            raise ValueError(f"{len(track_ids)} track ids for {len(boxes)} boxes")
         height, width = canvas.shape[:2]
         pad = self.text_padding
-        for box in boxes:
+        for i, box in enumerate(boxes):
             if not 0 <= box.label < len(labels):
                 raise ValueError(
                     f"box label {box.label} has no name: {len(labels)} labels given {list(labels)!r:.80}"
                 )
             text = f"{labels[box.label]} {box.score:.2f}"
+            if track_ids and track_ids[i] >= 0:
+                text = f"#{track_ids[i]} {text}"
             (tw, th), baseline = cv2.getTextSize(text, FONT, self.text_scale, self.text_thickness)
             x0, y0, _, _ = box_pixels(box, width, height)
             tag_w, tag_h = tw + 2 * pad, th + baseline + 2 * pad

@@ -13,12 +13,21 @@ highlight flicker are smooth functions of the time `index / fps`; sensor noise i
     optics   circular field of view (black outside), radial vignetting, light sensor noise (cut
              at a per-frame offset from a fixed Gaussian field: cheap and deterministic)
     truth    uint8 label map, part `truth`: 0 background, 1 instrument (inside the view)
+
+Surgical tool tracking realism, each behind its own key (all off by default, so the default scene
+is unchanged): `tool_types` draws each instrument as one of TOOL_LABELS (grasper, scissors,
+hook, clip applier: different tips, shaft coatings and metal glints); `smoke` a drifting,
+time-varying haze; `blur` motion blur along each instrument's own motion; `occlusion` a tissue
+flap that slides over the instruments' tips now and then. `truth_boxes` adds
+`meta["truth_boxes"]`: per visible instrument tip `[x0, y0, x1, y1, type, id, tip_x, tip_y]`
+(the box of the tip's visible pixels, its index in TOOL_LABELS, the instrument's stable id in
+the scene, its distal end point).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -29,6 +38,8 @@ from stream.sources.base import Capture, SourceError
 from stream.spec import bounded
 
 LABELS = ["background", "instrument"]
+TOOL_LABELS = ["grasper", "scissors", "hook", "clip_applier"]
+MIN_VISIBLE = 0.3  # a tip less visible than this (occluded, outside the view) has no truth box
 MARGIN = 0.12  # extra tissue on each side, as a fraction of the frame, for the camera pan
 NOISE_PAD = 16  # the sensor noise is cut from a padded field at a per-frame random offset
 SHADE_STRIPS = 8  # the shaft is drawn as parallel strips of cylindrical shading
@@ -47,13 +58,28 @@ class EndoscopySpec:
     noise: float = bounded(3.0, 0.0, 50.0, doc="sensor noise standard deviation (levels)")
     truth: bool = bounded(True, doc="attach the instrument label map as part 'truth'")
     frames: int = bounded(0, 0, 2**31 - 1, doc="end after this many frames (0: endless)")
+    tool_types: bool = bounded(
+        False, doc="draw instruments as grasper, scissors, hook or clip applier (by seed)"
+    )
+    smoke: float = bounded(0.0, 0.0, 1.0, doc="peak density of the drifting surgical smoke haze")
+    blur: float = bounded(
+        0.0, 0.0, 4.0, doc="motion blur: streak length in frame intervals of motion"
+    )
+    occlusion: float = bounded(
+        0.0, 0.0, 1.0, doc="share of the time a tissue flap covers part of the view's centre"
+    )
+    truth_boxes: bool = bounded(
+        False, doc="attach per-tip boxes, types, ids and tip points as meta truth_boxes"
+    )
 
 
 class EndoscopyFrame(NamedTuple):
-    """uint8 H x W x 3 BGR image and uint8 H x W label map (values index LABELS)."""
+    """uint8 H x W x 3 BGR image, uint8 H x W label map (values index LABELS) and, with
+    `truth_boxes`, one `[x0, y0, x1, y1, type, id, tip_x, tip_y]` per visible instrument tip."""
 
     image: np.ndarray
     truth: np.ndarray
+    boxes: list[list[float]] = []
 
 
 @dataclass(frozen=True)
@@ -66,6 +92,7 @@ class _Tool:
     hz: tuple[float, float, float]  # swing, advance, jaw frequencies
     phase: tuple[float, float, float]
     swing: float  # swing amplitude (rad)
+    kind: int = 0  # index in TOOL_LABELS (0, the classic two-jaw grasper, unless tool_types)
 
 
 class _Scene:
@@ -106,6 +133,9 @@ class _Scene:
             )
             for s in sides
         ]
+        if spec.tool_types:  # from a separate stream, so the default scene stays as it was
+            kinds = np.random.default_rng([spec.seed, 7, 2]).permutation(len(TOOL_LABELS))
+            self.tools = [replace(t, kind=int(k)) for t, k in zip(self.tools, kinds, strict=False)]
         self.pan = (rng.uniform(0.05, 0.15, 2), rng.uniform(0, 2 * math.pi, 2))
         count = int(rng.integers(12, 30))
         self.glints = np.stack(
@@ -113,6 +143,16 @@ class _Scene:
         ).astype(np.float32)
         self.glint_size = rng.uniform(1.5, 5.0, count).astype(np.float32) * max(h, w) / 640
         self.glint_phase = rng.uniform(0, 2 * math.pi, count)
+        extra = np.random.default_rng([spec.seed, 7, 3])
+        # smoke puffs: start (x, y as fractions), rise speed, size, period (s), phase
+        self.puffs = extra.uniform(
+            [0.2, 0.3, 0.02, 0.15, 3.0, 0.0], [0.8, 0.9, 0.06, 0.35, 8.0, 1.0], (6, 6)
+        )
+        self.flap = (
+            extra.uniform(0, 2 * math.pi),  # direction it slides in from
+            extra.uniform(0.04, 0.08),  # cycle frequency (Hz)
+            extra.uniform(0, 2 * math.pi),  # phase
+        )
 
     @staticmethod
     def _tissue(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
@@ -154,7 +194,7 @@ def _scene(spec: EndoscopySpec) -> _Scene:
 def _tool_polygons(
     tool: _Tool, t: float, motion: float, centre: np.ndarray, radius: float
 ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, float]:
-    """(shaft polygon, jaw polygons, unit axis pointing to the tip, shaft half-width) in px."""
+    """(shaft polygon, tip polygons, unit axis pointing to the tip, shaft half-width) in px."""
     swing = tool.swing * motion * math.sin(2 * math.pi * tool.hz[0] * t + tool.phase[0])
     reach = tool.reach + 0.15 * motion * math.sin(2 * math.pi * tool.hz[1] * t + tool.phase[1])
     entry = centre + 1.3 * radius * np.array([math.cos(tool.side), math.sin(tool.side)])
@@ -167,15 +207,240 @@ def _tool_polygons(
     shaft = np.array(
         [entry + normal * half, tip + normal * half, tip - normal * half, entry - normal * half]
     )
-    opening = 0.25 + 0.2 * math.sin(2 * math.pi * tool.hz[2] * t + tool.phase[2])
-    jaw_len = 2.6 * half
+    cycle = math.sin(2 * math.pi * tool.hz[2] * t + tool.phase[2])
+    if tool.kind == 0:  # grasper: two jaws that open and close
+        return shaft, _jaws(tip, axis, normal, half, 0.25 + 0.2 * cycle, 2.6, 0.45), axis, half
+    if tool.kind == 1:  # scissors: two long thin blades, a small cut
+        return shaft, _jaws(tip, axis, normal, half, 0.1 + 0.1 * cycle, 3.4, 0.25), axis, half
+    if tool.kind == 2:  # hook: a thin rod bent sideways at its end
+        rod = 0.22 * half
+        bend = tip + axis * 2.2 * half
+        stem = np.array(
+            [tip + normal * rod, bend + normal * rod, bend - normal * rod, tip - normal * rod]
+        )
+        foot = np.array(
+            [
+                bend + axis * rod,
+                bend + axis * rod + normal * 1.1 * half,
+                bend - axis * rod + normal * 1.1 * half,
+                bend - axis * rod,
+            ]
+        )
+        return shaft, [stem, foot], axis, half
+    # clip applier: two broad blunt jaws holding a clip between them
+    jaws = _jaws(tip, axis, normal, half, 0.06 + 0.05 * cycle, 2.2, 0.7)
+    clip = np.array(
+        [
+            tip + axis * 0.8 * half + normal * 0.35 * half,
+            tip + axis * 2.0 * half + normal * 0.2 * half,
+            tip + axis * 2.0 * half - normal * 0.2 * half,
+            tip + axis * 0.8 * half - normal * 0.35 * half,
+        ]
+    )
+    return shaft, [*jaws, clip], axis, half
+
+
+def _jaws(
+    tip: np.ndarray,
+    axis: np.ndarray,
+    normal: np.ndarray,
+    half: float,
+    opening: float,
+    length: float,
+    width: float,
+) -> list[np.ndarray]:
+    """Two triangular jaws at `tip`, `opening` rad off the axis, `length` and `width` x half."""
     jaws = []
     for sign in (1.0, -1.0):
         direction = axis * math.cos(opening) + sign * normal * math.sin(opening)
-        side = np.array([-direction[1], direction[0]]) * half * 0.45
+        side = np.array([-direction[1], direction[0]]) * half * width
         base = tip + sign * normal * half * 0.3
-        jaws.append(np.array([base + side, base + direction * jaw_len, base - side]))
-    return shaft, jaws, axis, half
+        jaws.append(np.array([base + side, base + direction * length * half, base - side]))
+    return jaws
+
+
+def _tip_colour(tool: _Tool, part: int) -> tuple[float, float, float]:
+    """BGR of a tip polygon: steel; the scissors' blades and the applier's clip gold-toned."""
+    grey = 255 * tool.shade * 0.6
+    if tool.kind == 1 or (tool.kind == 3 and part == 2):
+        return (grey * 0.55, grey * 0.85, grey * 1.05)
+    return (grey * 0.88, grey * 0.92, grey)
+
+
+def _motion_blur(
+    img: np.ndarray,
+    owner: np.ndarray,
+    tool: int,
+    bbox: tuple[int, int, int, int],
+    step: np.ndarray,
+    frames: float,
+) -> None:
+    """Smear the pixels of instrument `tool` (`owner == tool`, inside `bbox` x, y, w, h) along
+    `step` (px per frame) x `frames`, in place."""
+    length = float(np.hypot(*step)) * frames
+    if length < 1.5:
+        return
+    k = int(math.ceil(length)) | 1
+    kernel = np.zeros((k, k), np.float32)
+    c = (k - 1) / 2
+    d = step / np.hypot(*step) * (length - 1) / 2
+    cv2.line(
+        kernel,
+        (int(round(c - d[0])), int(round(c - d[1]))),
+        (int(round(c + d[0])), int(round(c + d[1]))),
+        1.0,
+        1,
+        cv2.LINE_AA,
+    )
+    kernel /= kernel.sum()
+    h, w = owner.shape
+    bx, by, bw, bh = bbox
+    y0, y1 = max(by - k, 0), min(by + bh + k + 1, h)
+    x0, x1 = max(bx - k, 0), min(bx + bw + k + 1, w)
+    if y0 >= y1 or x0 >= x1:
+        return
+    mask = (owner[y0:y1, x0:x1] == tool).astype(np.float32)
+    region = img[y0:y1, x0:x1]
+    blurred = cv2.filter2D(region, -1, kernel)
+    alpha = np.maximum(cv2.filter2D(mask, -1, kernel), mask)[:, :, None]
+    region[:] = np.clip(region * (1 - alpha) + blurred * alpha, 0, 255).astype(np.uint8)
+
+
+def _smoke(scene: _Scene, spec: EndoscopySpec, t: float) -> np.ndarray:
+    """float32 H x W haze density 0..spec.smoke: puffs that rise, grow and fade in cycles."""
+    h, w = spec.height, spec.width
+    gh, gw = h // 8 + 1, w // 8 + 1
+    yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    xx, yy = xx / (gw - 1), yy / (gh - 1) * h / w
+    density = np.zeros((gh, gw), np.float32)
+    for x, y, rise, size, period, phase in scene.puffs:
+        age = (t / period + phase) % 1.0  # each puff is born, rises and spreads, then fades
+        cx = x + 0.05 * math.sin(2 * math.pi * (age + phase))
+        cy = (y - rise * age * period) * h / w
+        r = size * (0.4 + age)
+        density += math.sin(math.pi * age) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / r**2)
+    density = np.clip(density, 0, 1) * spec.smoke
+    return cv2.resize(density, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _flap(
+    scene: _Scene, spec: EndoscopySpec, t: float, centre: np.ndarray
+) -> tuple[float, float, float] | None:
+    """(x, y, radius) of the tissue flap over the view at time t, or None while out of view."""
+    if spec.occlusion <= 0:
+        return None
+    side, hz, phase = scene.flap
+    occ = spec.occlusion
+    cover = (math.sin(2 * math.pi * hz * t + phase) - (1 - 2 * occ)) / (2 * occ)
+    cover = min(max(cover, 0.0), 1.0)
+    if cover <= 0:
+        return None
+    r = scene.radius
+    at = centre + (2.0 - 1.0 * cover) * r * np.array([math.cos(side), math.sin(side)])
+    return float(at[0]), float(at[1]), 0.9 * r
+
+
+def _draw_flap(
+    img: np.ndarray, other: np.ndarray, flap: tuple[float, float, float]
+) -> tuple[slice, slice, np.ndarray] | None:
+    """Cover the flap's disk with `other` tissue, darker towards its rim, in place; returns the
+    covered pixels as (rows, columns, mask of that box), or None if none is in the frame."""
+    h, w = img.shape[:2]
+    cx, cy, r = flap
+    y0, y1 = max(int(cy - r), 0), min(int(cy + r) + 2, h)
+    x0, x1 = max(int(cx - r), 0), min(int(cx + r) + 2, w)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    inside = r - np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2, dtype=np.float32)
+    mask = inside > 0
+    shade = (0.92 * (0.55 + 0.45 * np.clip(0.5 + inside / 7.5, 0, 1))).astype(np.float32)
+    rows, cols = slice(y0, y1), slice(x0, x1)
+    covered = (other[rows, cols] * shade[:, :, None]).astype(np.uint8)
+    img[rows, cols][mask] = covered[mask]
+    return rows, cols, mask
+
+
+def _draw_shaft(img: np.ndarray, tool: _Tool, shaft: np.ndarray) -> None:
+    """The shaft as parallel strips of cylindrical shading with a specular streak."""
+    left, right = shaft[0], shaft[3]  # entry corners; strips run along the axis
+    tip_left, tip_right = shaft[1], shaft[2]
+    for k in range(SHADE_STRIPS):
+        a, b = k / SHADE_STRIPS, (k + 1) / SHADE_STRIPS
+        across = (a + b) / 2
+        base = 0.22 if tool.coated else tool.shade
+        shade = base * (0.45 + 0.55 * math.sin(math.pi * across))
+        shade += (0.25 if tool.coated else 0.5) * math.exp(-(((across - 0.3) / 0.08) ** 2))
+        level = min(255.0, 255 * shade)
+        strip = np.array(
+            [
+                left + (right - left) * a,
+                tip_left + (tip_right - tip_left) * a,
+                tip_left + (tip_right - tip_left) * b,
+                left + (right - left) * b,
+            ]
+        )
+        colour = (level * 0.88, level * 0.92, level)  # lit by the warm, tissue-red light
+        cv2.fillPoly(img, [np.round(strip * 16).astype(np.int32)], colour, cv2.LINE_AA, 4)
+
+
+def _tip_glints(
+    img: np.ndarray, scene: _Scene, spec: EndoscopySpec, t: float, centre: np.ndarray
+) -> None:
+    """Flickering specular glints on the metal near each tip, in place."""
+    for tool in scene.tools:
+        shaft, _, axis, half = _tool_polygons(tool, t, spec.motion, centre, scene.radius)
+        level = 0.5 + 0.5 * math.sin(2.1 * t + tool.phase[1])
+        if level < 0.3:
+            continue
+        at = shaft[1:3].mean(0) + axis * 0.6 * half + (shaft[1] - shaft[2]) * 0.2
+        axes = (max(int(0.5 * half), 1), max(int(0.2 * half), 1))
+        angle = math.degrees(math.atan2(axis[1], axis[0]))
+        grey = int(255 * level)
+        cv2.ellipse(
+            img,
+            (int(round(at[0])), int(round(at[1]))),
+            axes,
+            angle,
+            0,
+            360,
+            (grey, grey, grey),
+            -1,
+            cv2.LINE_AA,
+        )
+
+
+def _truth_boxes(
+    scene: _Scene,
+    heads: list[tuple[np.ndarray, tuple[int, int], np.ndarray]],
+    owner: np.ndarray | None,
+    h: int,
+    w: int,
+) -> list[list[float]]:
+    """`[x0, y0, x1, y1, type, id, tip_x, tip_y]` of each tip with enough visible pixels."""
+    assert owner is not None
+    boxes = []
+    for i, (head, (hx, hy), tip) in enumerate(heads):
+        total = int(head.sum())
+        x0, y0 = max(hx, 0), max(hy, 0)
+        x1, y1 = min(hx + head.shape[1], w), min(hy + head.shape[0], h)
+        if total == 0 or x0 >= x1 or y0 >= y1:
+            continue
+        inside = head[y0 - hy : y1 - hy, x0 - hx : x1 - hx] > 0
+        visible = inside & (owner[y0:y1, x0:x1] == i + 1) & (scene.fov[y0:y1, x0:x1] > 0)
+        count = int(visible.sum())
+        if count < MIN_VISIBLE * total:
+            continue
+        ys, xs = np.nonzero(visible)
+        box = [
+            float(x0 + xs.min()),
+            float(y0 + ys.min()),
+            float(x0 + xs.max() + 1),
+            float(y0 + ys.max() + 1),
+        ]
+        tool = scene.tools[i]
+        boxes.append([*box, tool.kind, i, round(float(tip[0]), 1), round(float(tip[1]), 1)])
+    return boxes
 
 
 def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
@@ -191,7 +456,9 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
     dx, dy = int(np.clip(dx, -m, m)), int(np.clip(dy, -m, m))
     img = scene.tissue[m + dy : m + dy + h, m + dx : m + dx + w].copy()
 
-    glow: np.ndarray = np.zeros((h, w), np.uint8)  # specular highlights: move with the tissue, flicker
+    glow: np.ndarray = np.zeros(
+        (h, w), np.uint8
+    )  # specular highlights: move with the tissue, flicker
     for (gx, gy), size, phase in zip(
         scene.glints, scene.glint_size, scene.glint_phase, strict=True
     ):
@@ -207,32 +474,62 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
 
     truth = np.zeros((h, w), np.uint8)
     centre = np.array([(w - 1) / 2, (h - 1) / 2])
-    for tool in scene.tools:
-        shaft, jaws, _axis, _half = _tool_polygons(tool, t, spec.motion, centre, scene.radius)
+    owner = np.zeros((h, w), np.uint8) if spec.truth_boxes or spec.blur > 0 else None
+    # per tool: (tip region mask, its top-left corner in the frame, tip point)
+    heads: list[tuple[np.ndarray, tuple[int, int], np.ndarray]] = []
+    for i, tool in enumerate(scene.tools):
+        shaft, jaws, axis, half = _tool_polygons(tool, t, spec.motion, centre, scene.radius)
         fixed = [np.round(p * 16).astype(np.int32) for p in (shaft, *jaws)]
         cv2.fillPoly(truth, fixed, 1, cv2.LINE_8, 4)
-        grey = 255 * tool.shade * 0.6
-        for jaw in fixed[1:]:
-            cv2.fillPoly(img, [jaw], (grey * 0.88, grey * 0.92, grey), cv2.LINE_AA, 4)
-        left, right = shaft[0], shaft[3]  # entry corners; strips run along the axis
-        tip_left, tip_right = shaft[1], shaft[2]
-        for k in range(SHADE_STRIPS):
-            a, b = k / SHADE_STRIPS, (k + 1) / SHADE_STRIPS
-            across = (a + b) / 2
-            base = 0.22 if tool.coated else tool.shade
-            shade = base * (0.45 + 0.55 * math.sin(math.pi * across))
-            shade += (0.25 if tool.coated else 0.5) * math.exp(-(((across - 0.3) / 0.08) ** 2))
-            level = min(255.0, 255 * shade)
-            strip = np.array(
-                [
-                    left + (right - left) * a,
-                    tip_left + (tip_right - tip_left) * a,
-                    tip_left + (tip_right - tip_left) * b,
-                    left + (right - left) * b,
-                ]
+        for k, jaw in enumerate(fixed[1:]):
+            cv2.fillPoly(img, [jaw], _tip_colour(tool, k), cv2.LINE_AA, 4)
+        _draw_shaft(img, tool, shaft)
+        if owner is not None:
+            cv2.fillPoly(owner, fixed, i + 1, cv2.LINE_8, 4)
+        if spec.truth_boxes:
+            tip = shaft[1:3].mean(0)
+            neck = np.array([tip - axis * 1.5 * half + d for d in (shaft[1] - tip, shaft[2] - tip)])
+            pts = np.concatenate([*jaws, neck, shaft[1:3]])
+            x0, y0 = np.floor(pts.min(0)).astype(int) - 1
+            x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
+            head = np.zeros((y1 - y0, x1 - x0), np.uint8)  # the tip region, in its own box
+            shift = np.array([x0, y0])
+            region = [
+                np.round((p - shift) * 16).astype(np.int32) for p in (*jaws, neck, shaft[1:3])
+            ]
+            cv2.fillPoly(head, region[:-2], 1, cv2.LINE_8, 4)
+            cv2.fillPoly(head, [np.concatenate([region[-2], region[-1][::-1]])], 1, cv2.LINE_8, 4)
+            far = max(float(np.dot(p - tip, axis)) for jaw in jaws for p in jaw)
+            heads.append((head, (int(x0), int(y0)), tip + axis * far))
+        if spec.blur > 0 and owner is not None:
+            ahead, _, _, _ = _tool_polygons(
+                tool, t + 0.5 / spec.fps, spec.motion, centre, scene.radius
             )
-            colour = (level * 0.88, level * 0.92, level)  # lit by the warm, tissue-red light
-            cv2.fillPoly(img, [np.round(strip * 16).astype(np.int32)], colour, cv2.LINE_AA, 4)
+            behind, _, _, _ = _tool_polygons(
+                tool, t - 0.5 / spec.fps, spec.motion, centre, scene.radius
+            )
+            step = (ahead[1:3] - behind[1:3]).mean(0)
+            bx, by, bw, bh = cv2.boundingRect(np.concatenate(fixed) // 16)
+            _motion_blur(img, owner, i + 1, (bx - 1, by - 1, bw + 2, bh + 2), step, spec.blur)
+    if spec.tool_types:
+        _tip_glints(img, scene, spec, t, centre)
+    flap = _flap(scene, spec, t, centre)
+    if flap is not None:  # tissue from elsewhere in the scene, slightly darker, with a rim shadow
+        other = scene.tissue[m - dy : m - dy + h, m - dx : m - dx + w]
+        covered = _draw_flap(img, other, flap)
+        if covered is not None:
+            rows, cols, mask = covered
+            truth[rows, cols][mask] = 0
+            if owner is not None:
+                owner[rows, cols][mask] = 0
+    if spec.smoke > 0:  # img + haze x (smoke colour - img), with saturating uint8 arithmetic
+        haze = cv2.merge([np.rint(_smoke(scene, spec, t) * 255).astype(np.uint8)] * 3)
+        grey = np.empty_like(img)
+        grey[:] = (200, 205, 215)
+        up = cv2.multiply(cv2.subtract(grey, img), haze, scale=1 / 255)
+        down = cv2.multiply(cv2.subtract(img, grey), haze, scale=1 / 255)
+        img = cv2.subtract(cv2.add(img, up), down)
+    boxes = _truth_boxes(scene, heads, owner, h, w) if spec.truth_boxes else []
     img = cv2.multiply(img, scene.vignette, scale=1 / 255)
     if spec.noise > 0:
         rng = np.random.default_rng([spec.seed, int(index)])
@@ -242,7 +539,7 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
     image = img
     image[scene.fov == 0] = 0
     truth &= scene.fov
-    return EndoscopyFrame(image, truth)
+    return EndoscopyFrame(image, truth, boxes)
 
 
 class EndoscopySource:
@@ -264,10 +561,20 @@ class EndoscopySource:
         self.frames_read += 1
         parts = {"truth": frame.truth} if self.spec.truth else {}
         meta = {"endoscopy_index": index, "endoscopy_seed": self.spec.seed, "labels": list(LABELS)}
+        if self.spec.truth_boxes:
+            meta["truth_boxes"] = frame.boxes
+            meta["tool_labels"] = list(TOOL_LABELS)
         return Capture(image=frame.image, pixel_format="bgr8", parts=parts, meta=meta)
 
     def close(self) -> None:
         self._closed = True
 
 
-__all__ = ["LABELS", "EndoscopyFrame", "EndoscopySource", "EndoscopySpec", "endoscopy_frame"]
+__all__ = [
+    "LABELS",
+    "TOOL_LABELS",
+    "EndoscopyFrame",
+    "EndoscopySource",
+    "EndoscopySpec",
+    "endoscopy_frame",
+]

@@ -5,6 +5,8 @@ The image travels on unchanged (zero-copy); the model's label map is added as th
 the `confidence` part, its boxes, labels and top-k classes as annotations; `meta.applicability` carries the
 card's out-of-distribution gate for the frame and `meta.model_card` what the user must be told
 (intended use, training data, notice). The stage appends its span to the frame's trace.
+With a `tracker:` section, each model run's boxes also get track ids (stream.tracking) in
+`annotations.track_ids`, the tracker timed by the frames' capture times.
 Temporal skipping and the fallback cascade (infer_schedule.py) may reuse the last result for a
 frame instead: `meta.inference` then says so, with the result's age and source frame.
 Frames of several streams are scheduled per stream (a result is only ever reused for its own
@@ -21,6 +23,7 @@ from engines import EngineUnavailable, InferencePipeline, InferenceResult, load_
 from ..budget import WILL_MISS, BudgetGuard
 from ..config import InferSpec
 from ..frame import Annotations, Frame
+from ..tracking import BoxTracker, make_tracker
 from .base import Drop, StageRuntime
 from .batcher import Batcher
 from .infer_schedule import FALLBACK, MAIN, Decision, InferSchedule
@@ -131,6 +134,7 @@ class InferOperator(Operator):
         self.schedules: dict[str, InferSchedule] = {}  # per stream
         self.guard = BudgetGuard(predict=spec.predict_drops, stage_budget_ms=spec.stage_budget_ms)
         self.last_out: dict[str, Frame] = {}  # per stream: its last computed result
+        self.trackers: dict[str, BoxTracker] = {}  # per stream (`tracker:`), made on first use
         if spec.batch.max_batch > 1:
             self.batcher = Batcher(spec.batch.max_batch, spec.batch.max_wait_ms)
 
@@ -148,6 +152,12 @@ class InferOperator(Operator):
                 self.fallback = load_pipeline(spec.fallback)
         except (EngineUnavailable, FileNotFoundError, ValueError) as e:
             raise SetupError(f"cannot load engine: {e}") from e
+        if spec.tracker is not None:
+            try:
+                self.tracker = make_tracker(spec.tracker)
+            except (ImportError, ValueError) as e:
+                raise SetupError(str(e)) from e
+            rt.stats.info["tracker"] = spec.tracker.type
         pipeline = self.pipeline
         self.models = {MAIN: pipeline, FALLBACK: self.fallback or pipeline}
         if self.fallback is not None:
@@ -201,6 +211,14 @@ class InferOperator(Operator):
         out.meta["inference"] = {
             "reused": False, "model": self.models[decision.model].model_id, "age_ms": 0.0
         }
+        if self.spec.tracker is not None:
+            tracker = self.trackers.get(frame.stream)
+            if tracker is None:
+                tracker = self.trackers[frame.stream] = make_tracker(self.spec.tracker)
+            ids = tracker.update(out.annotations.boxes, frame.capture_ns / 1e9)
+            out.annotations.track_ids = ids
+            stats.count("boxes_tracked", sum(1 for i in ids if i >= 0))
+            stats.count("boxes_untracked", sum(1 for i in ids if i < 0))
         gate = out.meta.get("applicability")
         if gate is not None and not gate["applicable"]:
             stats.count("frames_not_applicable")

@@ -12,6 +12,10 @@ orientation each have a corner and an off switch. `show` picks the image drawn o
 the model's output image (part `output`), or both side by side (stream.render.view).
 
 Boxes are drawn with "name score" tags; a classifier's top-k labels are the HUD's last lines.
+Tracked boxes (`annotations.track_ids`) read "#id name score", with a short trail of each id's
+last `trail_length` centres (kept here, one point per result) and a tip marker at each centre;
+with track ids, only one box per track is drawn (its best; boxes with no track, e.g. the
+low-score ones kept for ByteTrack's second pass, are counted as `overlay_boxes_untracked`).
 Model output is drawn only where `stream.render.overlay_policy` allows (inside the frame's
 imaging region, not on colour-Doppler pixels, not when the model says it does not apply); every
 frame with an overlay is counted as `overlay_shown` or `overlay_suppressed:<reason>` (and
@@ -45,6 +49,7 @@ from ..render.hud import HudAnnotator, HudData
 from ..render.mask import MaskAnnotator
 from ..render.overlay_policy import ClippedOverlay, OverlayPolicy
 from ..render.pieces import GeometryPieces
+from ..render.tracks import TipAnnotator, TrackTrails, TrailAnnotator, tracked_boxes
 from ..render.view import ImageView
 from ..results_summary import count_results
 from ..sinks.base import Sink, SinkError, sink_display_ms, sink_pending
@@ -85,6 +90,10 @@ class Renderer:
         self.mask = MaskAnnotator()
         self.boxes = BoxAnnotator(DETECTION_PALETTE)  # box label 0 is a class: not black
         self.labels = LabelAnnotator(DETECTION_PALETTE)
+        self.trails = TrackTrails(spec.trail_length)
+        self.trail_lines = TrailAnnotator(DETECTION_PALETTE)
+        self.tips = TipAnnotator() if spec.tips else None
+        self.last_tracked: tuple[int, int] | None = None  # (stream epoch, seq) of the last result
         self.pieces = GeometryPieces(
             spec.scale_bar, spec.scale_bar_corner, spec.orientation, spec.orientation_corner
         )
@@ -170,6 +179,7 @@ class Renderer:
             ann = overlay.annotations
             self.model, self.backend = ann.model or self.model, ann.backend or self.backend
             self.explain.note(overlay)
+            self._note_tracks(overlay)
             mask = overlay.parts.get("mask")
             truth = frame.parts.get("truth")
             if mask is not None and truth is not None:
@@ -215,6 +225,21 @@ class Renderer:
         """Every sink this renderer feeds (stats go to all of them)."""
         return self.sinks
 
+    def _note_tracks(self, overlay: Frame) -> None:
+        """Extend the trails with a result's tracked boxes, once per result (passthrough draws
+        one result on many frames; a reused result is the earlier frame's, already noted)."""
+        ann = overlay.annotations
+        reused = overlay.meta.get("inference")
+        source_seq = overlay.seq
+        if isinstance(reused, dict) and reused.get("reused"):
+            seq = reused.get("result_seq")
+            source_seq = seq if isinstance(seq, int) else source_seq
+        key = (overlay.epoch, source_seq)
+        if key == self.last_tracked or (ann.boxes and not ann.track_ids):
+            return  # already noted, or not tracked (a result with no boxes ages the trails)
+        self.last_tracked = key
+        self.trails.update(ann.boxes, ann.track_ids)
+
     def _draw_output(self, canvas: np.ndarray, frame: Frame, overlay: Frame) -> str:
         """Draw the model's mask and boxes where the overlay policy allows (imaging region,
         not colour pixels); count shown / suppressed frames. Returns the HUD's reason text."""
@@ -232,9 +257,17 @@ class Renderer:
                 stats.count("bad_confidence_part")
             if mask is not None and self.explain.draws_labels:
                 self.mask.draw(target, self.clipped.clip_labels(mask, decision.allowed))
-            if ann.boxes:
-                self.boxes.draw(target, ann.boxes)
-                self.labels.draw(target, ann.boxes, ann.labels)
+            boxes, ids = ann.boxes, ann.track_ids
+            if ids:  # tracked: one box per track (its best), boxes without a track not drawn
+                boxes, ids = tracked_boxes(ann.boxes, ann.track_ids)
+                stats.count("overlay_boxes_untracked", len(ann.boxes) - len(boxes))
+            if boxes:
+                self.boxes.draw(target, boxes)
+                if ids:
+                    self.trail_lines.draw(target, self.trails.trails())
+                    if self.tips is not None:
+                        self.tips.draw(target, boxes)
+                self.labels.draw(target, boxes, ann.labels, ids)
 
         clipped, outside = self.clipped.draw(canvas, decision.allowed, draw)
         if clipped:
