@@ -24,6 +24,7 @@ import argparse
 import json
 import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from engines.registry import resolve_model
 from stream.sources.phantom import LABELS
 from tools.eval_common import parse_seeds
 from tools.evaluate import Row, run_row, ultrasound_samples
+from tools.machine import cpu_description
 from tools.onnx_flops import count_flops
 from tools.seg_card import add_held_out_metrics, seg_card_head
 from tools.seg_net import SegNet
@@ -366,10 +368,6 @@ def main(argv: list[str] | None = None) -> None:
         args.timing_runs,
         scenes,
     )
-    from datetime import datetime, timezone
-
-    from tools.machine import cpu_description
-
     report = {
         "setup": {
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
