@@ -36,8 +36,9 @@ def test_evaluate_quick(tmp_path: Path) -> None:
     assert by["us-seg-pruned"]["gflops"] < by["classical-median -> us-seg"]["gflops"]  # us-seg
     assert by["us-denoise & us-seg"]["gflops"] > by["us-seg-int8"]["gflops"]
     timed = us[1:]
-    assert min(timed, key=lambda r: r["median_ms"])["pareto"] is True  # nothing is faster
-    assert max(timed, key=lambda r: r["pixel_accuracy"])["pareto"] is True
+    for key in ("median_ms", "pixel_accuracy"):  # the fastest and the most accurate (of ties,
+        best = (min if key == "median_ms" else max)(r[key] for r in timed)  # one) are on it
+        assert any(r["pareto"] for r in timed if r[key] == best), key
     assert report["pareto"]["front"] == [r["methods"] for r in timed if r["pareto"]]
     assert (tmp_path / "e_pareto.png").stat().st_size > 1000
     assert {"cpu_name", "cpu_flags"} <= set(report["setup"])
