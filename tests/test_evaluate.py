@@ -22,10 +22,26 @@ def test_evaluate_quick(tmp_path: Path) -> None:
     us, endo = report["ultrasound"], report["endoscopy"]
     assert [r["methods"] for r in us] == [r.methods for r in US_ROWS]
     assert [r["methods"] for r in endo] == [r.methods for r in ENDO_ROWS]
-    assert {r["group"] for r in us} == {"input", "traditional", "CNN", "hybrid"}
+    assert {r["group"] for r in us} == {
+        "input", "traditional", "CNN", "hybrid", "transformer", "CNN pruned"
+    }  # fmt: skip
     for r in us[1:]:
         assert 0 < r["pixel_accuracy"] <= 1 and 0 <= r["mean_dice"] <= 1, r
         assert r["median_ms"] > 0 and r["p99_ms"] >= r["median_ms"] and r["backend"], r
+        networks = r["backend"] != "classical"
+        assert ("gflops" in r and "parameters" in r) == networks, r
+        if networks:
+            assert r["gflops"] > 0.01 and r["parameters"] > 1000, r
+    by = {r["methods"]: r for r in us}
+    assert by["us-seg-pruned"]["gflops"] < by["classical-median -> us-seg"]["gflops"]  # us-seg
+    assert by["us-denoise & us-seg"]["gflops"] > by["us-seg-int8"]["gflops"]
+    timed = us[1:]
+    for key in ("median_ms", "pixel_accuracy"):  # the fastest and the most accurate (of ties,
+        best = (min if key == "median_ms" else max)(r[key] for r in timed)  # one) are on it
+        assert any(r["pareto"] for r in timed if r[key] == best), key
+    assert report["pareto"]["front"] == [r["methods"] for r in timed if r["pareto"]]
+    assert (tmp_path / "e_pareto.png").stat().st_size > 1000
+    assert {"cpu_name", "cpu_flags"} <= set(report["setup"])
     assert us[0]["psnr_db"] > 15 and "pixel_accuracy" not in us[0]  # the noisy input itself
     hybrid = next(r for r in us if r["group"] == "hybrid")
     assert hybrid["psnr_db"] > us[0]["psnr_db"]  # the denoiser improves on the input
@@ -37,6 +53,8 @@ def test_evaluate_quick(tmp_path: Path) -> None:
     text = md.read_text()
     assert "| traditional | classical-nlm -> classical-otsu |" in text
     assert "Literature reference rows" in text and "onnxruntime" in text
+    assert "| params | GFLOPs | median ms | p99 ms | Pareto |" in text
+    assert "| transformer | us-seg-former |" in text and "(e_pareto.png)" in text
     assert report["setup"]["us_frames"] == 2 and report["setup"]["cpu"]
     real = report["real_no_reference"]
     if "skipped" not in real:  # needs pydicom-data (the test extra)

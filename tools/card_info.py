@@ -31,6 +31,19 @@ CARD_INFO: dict[str, tuple[str, str]] = {  # model: (intended use, training data
         "Synthetic only: medstream's ultrasound phantom (seeds 0-95) after us-denoise; no "
         "patient data.",
     ),
+    "us-seg-former": (
+        "Research and demonstration: segmenting anechoic structures, lesions and bright "
+        "interfaces in B-mode ultrasound that resembles medstream's synthetic phantom, with a "
+        "small transformer (the evaluation's transformer row). Not validated on patient images.",
+        "Synthetic only: medstream's ultrasound phantom (classic and anatomy scenes, seeds "
+        "0-255), no patient data.",
+    ),
+    "us-seg-pruned": (
+        "As us-seg (a channel-pruned, fine-tuned copy for faster CPU inference). Research and "
+        "demonstration on phantom-like B-mode ultrasound; not validated on patient images.",
+        "Synthetic only: us-seg's training on medstream's ultrasound phantom, then fine-tuning "
+        "on phantom seeds 0-127; no patient data.",
+    ),
     "us-denoise": (
         "Research and demonstration: speckle reduction of B-mode ultrasound that resembles "
         "medstream's synthetic phantom. The output is a smoothed estimate, not a diagnostic image.",

@@ -15,12 +15,17 @@ seeds never used in training) through the real pipelines (`engines.load_pipeline
     hybrid       denoise CNN, then a segmentation CNN on its output: us-seg-dn (trained on
                  us-denoise's output) and, for comparison, us-seg (trained on noisy frames);
                  and classical preprocessing + CNN (median filter, then us-seg)
+    transformer  us-seg-former, a small SegFormer-style segmenter (tools/segformer_net.py)
+    CNN pruned   us-seg-pruned: us-seg after structured channel pruning (tools/prune_seg.py)
 
 Columns: pixel accuracy inside the field of view and mean foreground Dice against the
 phantom's truth; PSNR and SSIM of the row's output image against the phantom's clean image
 (tools/image_metrics.py); time per frame (median and p99 over `--timing-runs` calls cycling
 over the pre-generated frames, so frame synthesis is not timed) with OpenCV and the engines
-limited to `--threads`. A second table does the same for instrument segmentation on the
+limited to `--threads`; the networks' parameters and GFLOPs (tools/eval_cost.py; "-" for
+classical methods); whether the row is on the Pareto front of accuracy against median time,
+drawn beside the Markdown (`<out-md stem>_pareto.png`). The header names the CPU and its
+kernel features (tools/machine.py). A second table does the same for instrument segmentation on the
 synthetic endoscopy source (classical vs endo-instruments). A third, "real cines, no
 reference", runs the despecklers on held-out real ultrasound scans (tools/eval_real.py: ENL,
 CNR, edge preservation; needs pydicom and pydicom-data, else it says it was skipped).
@@ -54,10 +59,11 @@ from stream.sources.phantom import LABELS as US_LABELS
 from stream.sources.phantom import fov_mask, phantom_frame
 from tools.errors import writable_output
 from tools.eval_common import confusion, dice_scores, parse_seeds
+from tools.eval_cost import mark_pareto, network_cost, plot_pareto
 from tools.eval_endo import endo_set
 from tools.eval_seg import phantom_set
 from tools.image_metrics import psnr_from_sse, squared_error, ssim
-from tools.machine import cpu_description
+from tools.machine import cpu_description, cpu_flags, cpu_name
 from tools.speckle_calibration import (
     CALIBRATION_ROW,
     TARGET_PSNR_DB,
@@ -73,6 +79,7 @@ LITERATURE = [  # reference rows quoted in issue 3: accuracy, PSNR dB, ms per fr
     ("hybrid", 0.96, 39.0, 25.0),
 ]
 TARGET = {"accuracy": 0.96, "psnr_db": 39.0, "ms": 25.0}
+NETWORK_GROUPS = ("CNN", "CNN pruned", "transformer", "hybrid")  # rows held to the targets
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,8 @@ US_ROWS = [
     Row("hybrid", "us-denoise", "us-seg-dn", "denoised"),
     Row("hybrid", "us-denoise", "us-seg", "denoised"),
     Row("hybrid", "classical-median", "us-seg", "denoised"),
+    Row("transformer", None, "us-seg-former"),
+    Row("CNN pruned", None, "us-seg-pruned"),
 ]
 ENDO_ROWS = [
     Row("traditional", None, "classical-instruments"),
@@ -188,6 +197,7 @@ def run_row(
             process(s)
             times.append((time.perf_counter() - t0) * 1e3)
         result: dict = {"group": row.group, "methods": row.methods}
+        result.update(network_cost((row.denoise, row.segment)))
         backends = [p.backend for p in (den, seg) if p is not None]
         result["backend"] = "+".join(dict.fromkeys(backends)) or "-"
         if seg is not None:
@@ -228,7 +238,7 @@ def beats_traditional(rows: list[dict]) -> None:
         k: max((r[k] for r in trad if k in r), default=None) for k in ("pixel_accuracy", "psnr_db")
     }
     for r in rows:
-        if r["group"] in ("CNN", "hybrid"):
+        if r["group"] in NETWORK_GROUPS:
             r["above_traditional"] = {
                 k: (r[k] > best[k]) for k in best if k in r and best[k] is not None
             }
@@ -248,8 +258,8 @@ def table(rows: list[dict], with_psnr: bool) -> str:
     if with_psnr:
         head += " PSNR dB | SSIM |"
         rule += "---|---|"
-    head += " median ms | p99 ms | above traditional |"
-    rule += "---|---|---|"
+    head += " params | GFLOPs | median ms | p99 ms | Pareto | above traditional |"
+    rule += "---|---|---|---|---|---|"
     lines = [head, rule]
     for r in rows:
         line = (
@@ -258,7 +268,13 @@ def table(rows: list[dict], with_psnr: bool) -> str:
         )
         if with_psnr:
             line += f" {_fmt(r.get('psnr_db'), 'db')} | {_fmt(r.get('ssim'), 'dice')} |"
-        line += f" {_fmt(r.get('median_ms'), 'ms')} | {_fmt(r.get('p99_ms'), 'ms')} | {_beats(r)} |"
+        gflops = f"{r['gflops']:.3f}" if "gflops" in r else "-"
+        params = f"{r['parameters']:,}" if "parameters" in r else "-"
+        pareto = {True: "yes", False: "no"}.get(r.get("pareto"), "-")  # type: ignore[arg-type]
+        line += (
+            f" {params} | {gflops} | {_fmt(r.get('median_ms'), 'ms')} |"
+            f" {_fmt(r.get('p99_ms'), 'ms')} | {pareto} | {_beats(r)} |"
+        )
         lines.append(line)
     return "\n".join(lines)
 
@@ -266,7 +282,7 @@ def table(rows: list[dict], with_psnr: bool) -> str:
 def verdict(rows: list[dict]) -> dict[str, object]:
     """The issue's targets, checked on the measured ultrasound rows."""
     trad = [r for r in rows if r["group"] == "traditional"]
-    nets = [r for r in rows if r["group"] in ("CNN", "hybrid")]
+    nets = [r for r in rows if r["group"] in NETWORK_GROUPS]
     best_trad_acc = max(r["pixel_accuracy"] for r in trad)
     best_trad_psnr = max(r["psnr_db"] for r in trad)
     hybrid = next(r for r in rows if r["group"] == "hybrid")
@@ -295,6 +311,7 @@ def markdown(report: dict) -> str:
         "",
         table(report["ultrasound"], with_psnr=True),
         "",
+        *pareto_markdown(report.get("pareto")),
         "Literature reference rows (quoted in issue 3, not measured here):",
         "",
         "| row | pixel accuracy | PSNR dB | ms per frame |",
@@ -318,6 +335,22 @@ def markdown(report: dict) -> str:
         f"Command: `{m['command']}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+def pareto_markdown(section: dict | None) -> list[str]:
+    """The Pareto front's line and its picture (or why it was not drawn)."""
+    if section is None:
+        return []
+    front = "; ".join(section["front"])
+    if "path" in section:
+        picture = f"![accuracy vs time]({Path(section['path']).name})"
+    else:
+        picture = f"(plot skipped: {section['skipped']})"
+    return [
+        f"Pareto front of pixel accuracy against median ms (no row both as fast and as "
+        f"accurate): {front}. {picture}",
+        "",
+    ]
 
 
 def real_markdown(section: dict | None) -> list[str]:
@@ -537,10 +570,19 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         endo_rows.append(
             run_row(row, endo, ENDO_LABELS, args.threads, args.backend, args.timing_runs)
         )
+    mark_pareto(us_rows)
+    pareto_png = args.out_md.with_name(args.out_md.stem + "_pareto.png")
+    skipped = plot_pareto(
+        us_rows, pareto_png, f"ultrasound rows, {len(us)} held-out phantom frames, {cpu_name()}"
+    )
+    pareto: dict = {"front": [r["methods"] for r in us_rows if r.get("pareto")]}
+    pareto.update({"skipped": skipped} if skipped else {"path": str(pareto_png)})
     report = {
         "setup": {
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
             "cpu": cpu_description(),
+            "cpu_name": cpu_name(),
+            "cpu_flags": cpu_flags(),
             "machine": platform.machine(),
             "threads": args.threads,
             "backend": args.backend,
@@ -553,6 +595,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             "command": command,
         },
         "ultrasound": us_rows,
+        "pareto": pareto,
         "endoscopy": endo_rows,
         "literature": [
             {"group": g, "pixel_accuracy": a, "psnr_db": p, "ms": t} for g, a, p, t in LITERATURE

@@ -34,7 +34,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
             if not dim.HasField("dim_value"):
                 dim.Clear()
                 dim.dim_value = 1
-    inferred = shape_inference.infer_shapes(model)
+    inferred = shape_inference.infer_shapes(model, data_prop=True)  # shapes computed by Shape ops
     shapes: dict[str, tuple[int, ...]] = {}
     values = (
         list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)

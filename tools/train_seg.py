@@ -94,7 +94,7 @@ def make_dataset(
     return np.stack(images), np.stack(labels).astype(np.uint8)
 
 
-def predict(model: SegNet, x: np.ndarray, batch: int = 16) -> np.ndarray:
+def predict(model: torch.nn.Module, x: np.ndarray, batch: int = 16) -> np.ndarray:
     model.eval()
     with torch.no_grad():
         out = [
@@ -105,7 +105,7 @@ def predict(model: SegNet, x: np.ndarray, batch: int = 16) -> np.ndarray:
     return np.concatenate(out)
 
 
-def val_dice(model: SegNet, x: np.ndarray, y: np.ndarray) -> float:
+def val_dice(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     pred = predict(model, x)
     n = len(LABELS)
     conf = np.bincount((y.astype(np.int64) * n + pred).ravel(), minlength=n * n).reshape(n, n)

@@ -1,0 +1,392 @@
+"""Structured channel pruning of us-seg: an accuracy-versus-time curve and a pruned model.
+
+    python -m tools.prune_seg                   # the curve (docs/pruning.{png,md,json}) and
+                                                # engines/models/us-seg-pruned: its card has the
+                                                # command
+    python -m tools.prune_seg --quick --out /tmp/p --docs /tmp/p   # smoke run, seconds
+
+For each keep ratio r (default 1.0, 0.75, 0.5, 0.35) every convolution of us-seg's SegNet
+(tools/seg_net.py) keeps round(r x width) output channels: the filters with the largest L1
+norm (of the BatchNorm-folded weights of the ONNX file, over the input channels still kept),
+layer by layer in forward order; depthwise convolutions and the next layer's inputs (skip
+concatenations included) keep the matching channels. The result is a narrower SegNet, so
+export, TorchScript and the pipeline are as for us-seg. Each pruned network (r < 1) is then
+fine-tuned briefly on us-seg's training data (BatchNorm frozen: the folded weights carry no
+batch statistics), exported, and measured as `medstream evaluate` measures a row (held-out
+phantom frames, one thread, median and p99 ms per 512 x 512 frame). The shipped model is the
+ratio with the fewest GFLOPs (deterministic, unlike a time on a shared machine) whose held-out
+pixel accuracy stays at or above --min-accuracy (default 92 %: the survey's CNN row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from engines.registry import resolve_model
+from stream.sources.phantom import LABELS
+from tools.eval_common import parse_seeds
+from tools.evaluate import Row, run_row, ultrasound_samples
+from tools.machine import cpu_description
+from tools.onnx_flops import count_flops
+from tools.seg_card import add_held_out_metrics, seg_card_head
+from tools.seg_net import SegNet
+from tools.train_common import (
+    FRAME_INDICES,
+    architecture_card,
+    command_line,
+    deterministic,
+    export_onnx,
+    forward,
+    load_onnx_weights,
+    mirrored_batch,
+    rounded,
+    run_card,
+    schedule_card,
+    seed_text,
+    segmentation_loss,
+    torchscript_from_onnx,
+    train,
+    versions,
+    write_card,
+)
+from tools.train_seg import SIZE, _kept_fields, make_dataset
+
+SOURCE = "us-seg"
+MIN_WIDTH = 4
+
+
+def pruned_widths(widths: tuple[int, ...], keep: float) -> tuple[int, int, int, int]:
+    """Each stage width x keep, rounded, at least MIN_WIDTH (and at most the width)."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep ratio must be in (0, 1], got {keep}")
+    a, b, c, d = (min(w, max(MIN_WIDTH, round(w * keep))) for w in widths)
+    return a, b, c, d
+
+
+def _l1_top(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (ascending) of the k output filters of `weight` with the largest L1 norm."""
+    norms = weight.abs().flatten(1).sum(1)
+    return torch.sort(torch.topk(norms, k).indices).values
+
+
+def _copy_cbr(src: Any, dst: Any, out_idx: torch.Tensor, in_idx: torch.Tensor | None) -> None:
+    """Conv (+ BatchNorm) of `src` restricted to out_idx (and in_idx, unless depthwise)."""
+    conv_s, conv_d = src[0], dst[0]
+    w = conv_s.weight[out_idx]
+    conv_d.weight.copy_(w if in_idx is None else w[:, in_idx])
+    if conv_s.bias is not None:
+        conv_d.bias.copy_(conv_s.bias[out_idx])
+    if len(src) > 1 and isinstance(src[1], nn.BatchNorm2d):
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(dst[1], name).copy_(getattr(src[1], name)[out_idx])
+
+
+def _separable(src: Any, dst: Any, in_idx: torch.Tensor) -> torch.Tensor:
+    """Prune a SeparableConv: the depthwise conv keeps the kept inputs, the pointwise conv
+    keeps its dst width of filters by L1 norm. Returns the kept output channels."""
+    _copy_cbr(src[0], dst[0], in_idx, None)
+    k = dst[1][0].out_channels
+    out_idx = _l1_top(src[1][0].weight[:, in_idx], k)
+    _copy_cbr(src[1], dst[1], out_idx, in_idx)
+    return out_idx
+
+
+def prune_segnet(source: SegNet, keep: float) -> SegNet:
+    """A narrower SegNet with `source`'s L1-largest filters (see the module docstring)."""
+    model: Any = source  # submodules by attribute: torch's stubs type them as Tensor | Module
+    classes, cin = model.head.out_channels, model.stem[0].in_channels
+    pruned = SegNet(classes, pruned_widths(model.widths, keep), cin).eval()
+    out: Any = pruned
+    _, b, c, d = model.widths
+    with torch.no_grad():
+        stem = _l1_top(model.stem[0].weight, out.widths[0])
+        _copy_cbr(model.stem, out.stem, stem, torch.arange(cin))
+        s1 = _separable(model.enc1, out.enc1, stem)
+        s2 = _separable(model.enc2[1], out.enc2[1], _separable(model.enc2[0], out.enc2[0], s1))
+        s3 = _separable(model.enc3[1], out.enc3[1], _separable(model.enc3[0], out.enc3[0], s2))
+        y = s3
+        for src, dst in zip(model.enc4, out.enc4, strict=True):
+            y = _separable(src, dst, y)
+        y = _separable(model.dec3, out.dec3, torch.cat([y, d + s3]))  # cat([up(y), s3])
+        y = _separable(model.dec2, out.dec2, torch.cat([y, c + s2]))
+        y = _separable(model.dec1, out.dec1, torch.cat([y, b + s1]))
+        out.head.weight.copy_(model.head.weight[:, y])
+        out.head.bias.copy_(model.head.bias)
+    return pruned
+
+
+def _freeze_batchnorm(model: nn.Module) -> None:
+    """Training mode, but every BatchNorm in eval mode (fixed statistics)."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("engines/models/us-seg-pruned"))
+    p.add_argument("--name", default="us-seg-pruned", help="model name in the card")
+    p.add_argument("--work", type=Path, default=Path("out/prune"), help="every ratio's model")
+    p.add_argument("--docs", type=Path, default=Path("docs"), help="pruning.{png,md,json} here")
+    p.add_argument("--keep", default="1.0,0.75,0.5,0.35", help="keep ratios, comma separated")
+    p.add_argument(
+        "--min-accuracy", type=float, default=0.92, help="held-out pixel accuracy to ship a ratio"
+    )
+    p.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per ratio")
+    p.add_argument("--steps-per-epoch", type=int, default=50)
+    p.add_argument("--batch", type=int, default=12)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (one-cycle)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    p.add_argument("--train-seeds", type=parse_seeds, default=parse_seeds("0-127"))
+    p.add_argument("--frames-per-seed", type=int, default=4)
+    p.add_argument("--test-seeds", type=parse_seeds, default=parse_seeds("2000-2015"))
+    p.add_argument("--test-frames-per-seed", type=int, default=4)
+    p.add_argument("--eval-seeds", type=parse_seeds, default=parse_seeds("3000-3015"))
+    p.add_argument("--eval-frames-per-seed", type=int, default=4)
+    p.add_argument("--timing-runs", type=int, default=200, help="as medstream evaluate")
+    p.add_argument("--quick", action="store_true", help="tiny fine-tuning and sets (tests)")
+    args = p.parse_args(argv)
+    try:
+        args.keep = sorted({float(v) for v in args.keep.split(",")}, reverse=True)
+        [pruned_widths((16, 32, 48, 64), k) for k in args.keep]
+    except ValueError as e:
+        p.error(f"--keep: {e}")
+    if args.keep[0] != 1.0:
+        p.error("--keep must include 1.0 (the unpruned reference)")
+    if args.quick:
+        args.epochs, args.steps_per_epoch, args.batch = 1, 2, 2
+        args.train_seeds, args.frames_per_seed = [0, 1], 2
+        args.test_seeds, args.test_frames_per_seed = [2000], 1
+        args.eval_seeds, args.eval_frames_per_seed, args.timing_runs = [3000, 3001], 1, 3
+    for name in ("epochs", "steps_per_epoch", "batch", "threads", "frames_per_seed"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    held_out = {*args.test_seeds, *args.eval_seeds}
+    if held_out & set(args.train_seeds):
+        p.error("training seeds overlap held-out seeds")
+    return args
+
+
+def plot_curve(points: list[dict], chosen: float, path: Path) -> str | None:
+    """Accuracy against median ms, one point per keep ratio; None, or why it was skipped."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        return f"matplotlib missing ({e})"
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ms = [p["median_ms"] for p in points]
+    acc = [100 * p["pixel_accuracy"] for p in points]
+    ax.plot(ms, acc, "o-", color="tab:blue")
+    for p, x, y in zip(points, ms, acc, strict=True):
+        label = f"keep {p['keep']:g}" + (" (shipped)" if p["keep"] == chosen else "")
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel("median ms per 512x512 frame (1 thread)")
+    ax.set_ylabel("pixel accuracy in the field of view (%)")
+    ax.set_title("us-seg: L1 channel pruning + fine-tuning")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return None
+
+
+def markdown(report: dict) -> str:
+    s = report["setup"]
+    lines = [
+        f"Structured channel pruning of {SOURCE} (tools/prune_seg.py), measured {s['date']} on "
+        f"{s['cpu']}, one thread; {s['eval_frames']} held-out phantom frames (seeds "
+        f"{s['eval_seeds']}, as `medstream evaluate`), {s['timing_runs']} timed calls.",
+        "",
+        "| keep | widths | parameters | GFLOPs | pixel accuracy | Dice | median ms | p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in report["points"]:
+        lines.append(
+            f"| {p['keep']:g} | {'/'.join(map(str, p['widths']))} | {p['parameters']} | "
+            f"{p['gflops']:.4f} | {100 * p['pixel_accuracy']:.1f}% | {p['mean_dice']:.3f} | "
+            f"{p['median_ms']:.2f} | {p['p99_ms']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Shipped as {report['shipped']['name']}: keep {report['shipped']['keep']:g} "
+        f"({report['shipped']['rule']}).",
+        "",
+        "![accuracy vs time](pruning.png)",
+        "",
+        f"Command: `{s['command']}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    command = command_line("tools.prune_seg", argv)
+    started = time.perf_counter()
+    rng = deterministic(args.seed, args.threads)
+    cv2.setNumThreads(args.threads)
+    ref = resolve_model(SOURCE)
+    src_card = ref.card.raw
+    mean, std = ref.card.input.mean[0], ref.card.input.std[0]
+    scene = str(src_card["training"].get("scene", "classic"))
+    source = SegNet(len(LABELS), tuple(src_card["architecture"]["widths"]))
+    load_onnx_weights(source, ref.onnx_path)
+    x_train, y_train = make_dataset(args.train_seeds, args.frames_per_seed, scene=scene)
+    x_train = (x_train - mean) / std
+    samples = ultrasound_samples(args.eval_seeds, args.eval_frames_per_seed)
+    print(f"data: {len(x_train)} fine-tuning frames ({time.perf_counter() - started:.0f} s)")
+
+    points, runs = [], {}
+    for keep in args.keep:
+        model = prune_segnet(source, keep)
+        seconds = 0.0
+        if keep < 1.0:
+            net = model
+
+            def step_loss(net: nn.Module = net) -> torch.Tensor:
+                _freeze_batchnorm(net)
+                x, y = mirrored_batch(rng, x_train, y_train, args.batch)
+                return segmentation_loss(forward(net, x, args.precision), y.long())
+
+            def note(losses: list[float], keep: float = keep) -> str:
+                return f"keep {keep:g}  loss {np.mean(losses):.4f}"
+
+            seconds = train(
+                model,
+                step_loss,
+                note,
+                args.epochs,
+                args.steps_per_epoch,
+                args.lr,
+            )
+        folder = args.work / f"keep-{keep:g}"
+        folder.mkdir(parents=True, exist_ok=True)
+        onnx_path = folder / "model.onnx"
+        export_onnx(model, onnx_path, torch.zeros(1, 1, SIZE, SIZE), "image", "logits")
+        diff = torchscript_from_onnx(
+            SegNet(len(LABELS), model.widths),
+            onnx_path,
+            folder / "model.pt",
+            torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)),
+        )
+        card = {  # as the source's, so the pipeline treats every ratio alike (confidence, gate)
+            **seg_card_head(args.name, f"{SOURCE} pruned to keep {keep:g}", mean, std, scene),
+            **{k: src_card[k] for k in ("confidence_threshold", "applicability") if k in src_card},
+        }
+        write_card(folder / "card.json", card)
+        row = run_row(
+            Row("CNN", None, str(onnx_path)),
+            samples,
+            list(LABELS),
+            args.threads,
+            "onnxruntime",
+            args.timing_runs,
+        )
+        point = {
+            "keep": keep,
+            "widths": list(model.widths),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "gflops": count_flops(onnx_path).gflops,
+            "pixel_accuracy": row["pixel_accuracy"],
+            "mean_dice": row["mean_dice"],
+            "median_ms": row["median_ms"],
+            "p99_ms": row["p99_ms"],
+            "fine_tune_seconds": round(seconds, 1),
+            "torchscript_vs_onnx": float(f"{diff:.2e}"),
+        }
+        points.append(rounded(point))
+        runs[keep] = (model, folder, seconds)
+        print(f"keep {keep:g}: {point}", flush=True)
+
+    ok = [p for p in points if p["pixel_accuracy"] >= args.min_accuracy] or points[:1]
+    best = min(ok, key=lambda p: p["gflops"])
+    rule = (
+        f"the ratio with the fewest GFLOPs whose held-out pixel accuracy is at least "
+        f"{100 * args.min_accuracy:g}%"
+    )
+    model, folder, seconds = runs[best["keep"]]
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in ("model.onnx", "model.pt"):
+        shutil.copyfile(folder / name, args.out / name)
+    card_path = args.out / "card.json"
+    description = (
+        f"{SOURCE} with L1-norm structured channel pruning (keep {best['keep']:g} of every "
+        "layer's channels) and brief fine-tuning: ultrasound B-mode semantic segmentation "
+        "(anechoic structures, lesions, bright interfaces), synthetic phantom only."
+    )
+    card = {
+        **_kept_fields(card_path),
+        **seg_card_head(args.name, description, mean, std, scene),
+        "architecture": architecture_card("SegNet (tools/seg_net.py)", model),
+        "pruning": {
+            "source": SOURCE,
+            "keep": best["keep"],
+            "criterion": "L1 norm of each conv's BatchNorm-folded filters over the kept inputs",
+            "rule": rule,
+            "curve": "docs/pruning.md",
+        },
+        "training": {
+            "data": "stream.sources.phantom, 512x512 frames downscaled to 256x256 "
+            f"(fine-tuning of the pruned {SOURCE})",
+            "scene": scene,
+            "train_seeds": seed_text(args.train_seeds),
+            "frames_per_seed": args.frames_per_seed,
+            "frame_indices": FRAME_INDICES,
+            **schedule_card(args),
+            "loss": "cross-entropy + (1 - mean foreground soft Dice)",
+            "augmentation": "left-right mirror",
+            "batchnorm": "frozen (folded statistics of the source)",
+            **run_card(args, seconds),
+        },
+        "command": command,
+        "versions": versions(),
+    }
+    scenes = ("classic", "anatomy") if scene != "classic" else ("classic",)
+    add_held_out_metrics(
+        card,
+        card_path,
+        args.out / "model.onnx",
+        args.test_seeds,
+        args.test_frames_per_seed,
+        args.timing_runs,
+        scenes,
+    )
+    report = {
+        "setup": {
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "cpu": cpu_description(),
+            "eval_seeds": seed_text(args.eval_seeds),
+            "eval_frames": len(samples),
+            "timing_runs": args.timing_runs,
+            "command": command,
+        },
+        "points": points,
+        "shipped": {"name": args.name, "keep": best["keep"], "rule": rule},
+    }
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "pruning.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.docs / "pruning.md").write_text(markdown(report))
+    skipped = plot_curve(points, best["keep"], args.docs / "pruning.png")
+    print(markdown(report) + (f"plot skipped: {skipped}\n" if skipped else ""))
+    print(f"total {time.perf_counter() - started:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
