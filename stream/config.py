@@ -14,6 +14,7 @@ from engines.api import EngineSpec
 
 from .bundled_configs import resolve_config
 from .endpoints import check_endpoint
+from .plugins import Typed, parse_sink, parse_source
 from .security import SecuritySpec, check_security
 from .spec import ConfigError, bounded, parse_spec, required, section
 from .transport import LinkSpec
@@ -49,11 +50,20 @@ class GrabSpec:
         doc="imaging region put in each frame's meta: default (DICOM regions if the file has "
         "them, else auto), auto, dicom, none, [x0, y0, x1, y1] or [[x, y], ...]",
     )
+    # `source` parsed once (at load, or at first use for a spec built in code)
+    typed: Typed | None = dataclasses.field(default=None, init=False, repr=False)
+
+    def typed_source(self, where: str) -> Typed:
+        """`source` as its typed spec; `where` names it in errors on the first (only) parse."""
+        if self.typed is None:
+            self.typed = parse_source(self.source, f"{where}.source")
+        return self.typed
 
     def validate(self, where: str) -> None:
         from .roi.setting import parse_roi_setting
 
         parse_roi_setting(self.roi, f"{where}.roi" if where else "roi")
+        self.typed_source(where)
 
 
 @dataclass
@@ -185,6 +195,25 @@ class RenderSpec:
     stage_budget_ms: float | None = bounded(
         None, 0.1, 60000.0, doc="per-stage budget (overruns counted)"
     )
+    # `sinks` and `per_stream_sinks` parsed once (at load, or at first use for a spec built in code)
+    typed: tuple[list[Typed], dict[str, list[Typed]]] | None = dataclasses.field(
+        default=None, init=False, repr=False
+    )
+
+    def typed_sinks(self, where: str) -> tuple[list[Typed], dict[str, list[Typed]]]:
+        """`sinks` and `per_stream_sinks` as typed specs; `where` names them in errors."""
+        if self.typed is None:
+            self.typed = (
+                [parse_sink(raw, f"{where}.sinks[{i}]") for i, raw in enumerate(self.sinks)],
+                {
+                    stream: [
+                        parse_sink(raw, f"{where}.per_stream_sinks.{stream}[{i}]")
+                        for i, raw in enumerate(sinks)
+                    ]
+                    for stream, sinks in self.per_stream_sinks.items()
+                },
+            )
+        return self.typed
 
     def input_links(self) -> list[str]:
         """The links whose frames are drawn: `inputs`, else `input` (passthrough: `video`)."""
@@ -199,8 +228,8 @@ class RenderSpec:
             raise ConfigError(f"{where}.inputs: only in synchronized mode (passthrough: video)")
         if len(set(self.inputs)) != len(self.inputs):
             raise ConfigError(f"{where}.inputs: a link is named twice in {self.inputs}")
-        for i, raw in enumerate(self.sinks):
-            if self.layout is not None and isinstance(raw, dict) and raw.get("type") == "recorder":
+        for i, sink in enumerate(self.typed_sinks(where)[0]):
+            if self.layout is not None and sink.type == "recorder":
                 raise ConfigError(
                     f"{where}.sinks[{i}]: a recorder keeps each stream's original frames, not a "
                     "composed image: put it in per_stream_sinks.<stream>"
@@ -297,22 +326,6 @@ def _parse_stage(raw: Any, where: str) -> StageSpec:
     return spec
 
 
-def _check_plugins(spec: StageSpec, where: str) -> None:
-    """Validate the source / sink sections now, so a typo fails at load, not mid-run."""
-    from .plugins import parse_sink, parse_source
-
-    if isinstance(spec, GrabSpec):
-        parse_source(spec.source, f"{where}.source")
-    if isinstance(spec, RenderSpec):
-        for i, raw in enumerate(spec.sinks):
-            parse_sink(raw, f"{where}.sinks[{i}]")
-        for stream, sinks in spec.per_stream_sinks.items():
-            if not isinstance(sinks, list):
-                raise ConfigError(f"{where}.per_stream_sinks.{stream}: expected a list of sinks")
-            for i, raw in enumerate(sinks):
-                parse_sink(raw, f"{where}.per_stream_sinks.{stream}[{i}]")
-
-
 def _check_links(cfg: PipelineConfig) -> None:
     producers: dict[str, list[str]] = {}
     used: set[str] = set()
@@ -396,7 +409,6 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
         if s.id in seen:
             raise ConfigError(f"stages[{i}].id: {s.id!r} is used twice; stage ids must be unique")
         seen.add(s.id)
-        _check_plugins(s, f"stages[{i}]")
     _check_links(cfg)
     _check_endpoints(cfg)
     check_security(cfg)

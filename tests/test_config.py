@@ -83,3 +83,31 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
         load_config_file(bad)
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config_file(tmp_path / "missing.yaml")
+
+
+def test_sources_and_sinks_are_typed_once_at_load(monkeypatch) -> None:
+    import stream.plugins as plugins
+    from stream.config import GrabSpec, RenderSpec
+    from stream.preflight import preflight
+    from stream.sources.phantom import PhantomSpec
+
+    parsed: list[str] = []
+    real = plugins.parse_typed
+
+    def counting(registry, raw, where, what):  # type: ignore[no-untyped-def]
+        parsed.append(where)
+        return real(registry, raw, where, what)
+
+    monkeypatch.setattr(plugins, "parse_typed", counting)
+    cfg = load_config(copy.deepcopy(DEMO))
+    sections = ["stages[0].source"] + [f"stages[2].sinks[{i}]" for i in range(len(DEMO["stages"][2]["sinks"]))]
+    assert parsed == sections
+    grab, render = cfg.stages[0], cfg.stages[2]
+    assert isinstance(grab, GrabSpec) and isinstance(render, RenderSpec)
+    preflight(cfg, [grab.id], supervisor=False)
+    source = grab.typed_source(grab.id)
+    sinks, per_stream = render.typed_sinks(render.id)
+    assert parsed == sections  # preflight and the stages opening them parse nothing again
+    assert source.type == DEMO["stages"][0]["source"]["type"] and isinstance(source.spec, PhantomSpec)
+    assert [s.type for s in sinks] == [raw["type"] for raw in DEMO["stages"][2]["sinks"]]
+    assert per_stream == {}
