@@ -114,34 +114,31 @@ def _message(e: msgspec.ValidationError, cls: type, raw: Any, where: str) -> str
 
 def _check(obj: Any, raw: Any, where: str) -> None:
     """What msgspec leaves to us: unknown keys, bounds and each spec's `validate(where)`."""
-    if isinstance(obj, list) and isinstance(raw, list):
+    if isinstance(obj, list):  # `obj` is `raw` converted: the same shape
         for i, (item, raw_item) in enumerate(zip(obj, raw, strict=True)):
             _check(item, raw_item, f"{where}[{i}]")
-    elif isinstance(obj, dict) and isinstance(raw, dict):
+    elif isinstance(obj, dict):
         for key, item in obj.items():
             _check(item, raw[key], f"{where}.{key}" if where else str(key))
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        raw = raw if isinstance(raw, dict) else {}
         fields = {f.name: f for f in dataclasses.fields(obj) if f.init}
         unknown = sorted(set(raw) - set(fields))
-        allowed = ", ".join(sorted(fields))
-        if unknown and not where:  # the top level: name the key itself, not an empty path
-            raise ConfigError(f"{unknown[0]}: unknown top-level key; allowed keys: {allowed}")
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {allowed}")
+        if unknown:  # the top level: name the key itself, not an empty path
+            head = (
+                f"{where}: unknown key {unknown[0]!r}"
+                if where
+                else f"{unknown[0]}: unknown top-level key"
+            )
+            raise ConfigError(f"{head}; allowed keys: {', '.join(sorted(fields))}")
         for name in raw:
             key_where = f"{where}.{name}" if where else name
             value, bounds = getattr(obj, name), fields[name].metadata
-            lo, hi = bounds.get("min"), bounds.get("max")
-            if (
-                isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and ((lo is not None and value < lo) or (hi is not None and value > hi))
+            lo, hi = bounds.get("min"), bounds.get("max")  # None for a bool: never out of bounds
+            if isinstance(value, (int, float)) and not (
+                (lo is None or value >= lo) and (hi is None or value <= hi)
             ):
-                raise ConfigError(
-                    f"{key_where}: expected a value in [{lo if lo is not None else '-inf'}, "
-                    f"{hi if hi is not None else 'inf'}], got {value!r}"
-                )
+                lo, hi = "-inf" if lo is None else lo, "inf" if hi is None else hi
+                raise ConfigError(f"{key_where}: expected a value in [{lo}, {hi}], got {value!r}")
             _check(value, raw[name], key_where)
         check = getattr(obj, "validate", None)
         if check is not None:

@@ -202,17 +202,13 @@ class RenderSpec:
 
     def typed_sinks(self, where: str) -> tuple[list[Typed], dict[str, list[Typed]]]:
         """`sinks` and `per_stream_sinks` as typed specs; `where` names them in errors."""
+        def typed(raws: list[dict[str, Any]], key: str) -> list[Typed]:
+            return [parse_sink(raw, f"{where}.{key}[{i}]") for i, raw in enumerate(raws)]
+
         if self.typed is None:
-            self.typed = (
-                [parse_sink(raw, f"{where}.sinks[{i}]") for i, raw in enumerate(self.sinks)],
-                {
-                    stream: [
-                        parse_sink(raw, f"{where}.per_stream_sinks.{stream}[{i}]")
-                        for i, raw in enumerate(sinks)
-                    ]
-                    for stream, sinks in self.per_stream_sinks.items()
-                },
-            )
+            streams = self.per_stream_sinks.items()
+            per_stream = {s: typed(raws, f"per_stream_sinks.{s}") for s, raws in streams}
+            self.typed = (typed(self.sinks, "sinks"), per_stream)
         return self.typed
 
     def input_links(self) -> list[str]:
@@ -274,7 +270,7 @@ class PipelineConfig:
     )
     restart: RestartSpec = section(RestartSpec, "what the supervisor does when a stage crashes")
     security: SecuritySpec = section(SecuritySpec, "CURVE keys, allow-lists, insecure opt-in")
-    links: dict[str, Any] = section(dict, "link name -> link (below)")
+    links: dict[str, LinkSpec] = section(dict, "link name -> link (below)")
     stages: list[Any] = section(list, "the stages (grab, infer, render)")
     # set by the loader, never by a user's config (not init fields: parse_spec refuses them)
     source_file: str = dataclasses.field(default="", init=False)
@@ -380,10 +376,8 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
     """Validate a parsed YAML document into a PipelineConfig."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source_file or 'config'}: expected a mapping at the top level")
-    links_raw = data.get("links", {})
     stages_raw = data.get("stages", [])
-    top = {k: v for k, v in data.items() if k not in ("links", "stages")}
-    cfg = parse_spec(PipelineConfig, top, "")
+    cfg = parse_spec(PipelineConfig, {k: v for k, v in data.items() if k != "stages"}, "")
     cfg.source_file = source_file
     cfg.document = copy.deepcopy(data)
     values = {"name": cfg.name}
@@ -392,15 +386,10 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
     cfg.stats_endpoint = _expand(cfg.stats_endpoint, values, "stats_endpoint")
     cfg.stats_pub = _expand(cfg.stats_pub, values, "stats_pub")
     cfg.frame_log = _expand(cfg.frame_log, values, "frame_log")
-    if not isinstance(links_raw, dict) or not links_raw:
+    if not cfg.links:
         raise ConfigError("links: expected a mapping of link name -> {endpoint, pattern, mode}")
-    links = {}
-    for name, raw in links_raw.items():
-        spec = parse_spec(LinkSpec, raw, f"links.{name}")
-        links[name] = dataclasses.replace(
-            spec, endpoint=_expand(spec.endpoint, values, f"links.{name}.endpoint")
-        )
-    cfg.links = links
+    for name, link in cfg.links.items():
+        link.endpoint = _expand(link.endpoint, values, f"links.{name}.endpoint")
     if not isinstance(stages_raw, list) or not stages_raw:
         raise ConfigError("stages: expected a list of stages (grab, infer, render)")
     cfg.stages = [_parse_stage(raw, f"stages[{i}]") for i, raw in enumerate(stages_raw)]
