@@ -38,7 +38,7 @@ def _replaced(doc: Any, trail: list[Any], value: Any) -> Any:
     return copy
 
 
-def _named(raw: Any, cls: type, e: msgspec.ValidationError, path: str) -> str:
+def named_path(raw: Any, cls: type, e: msgspec.ValidationError, path: str) -> str:
     """`path` with each `[...]` (some value of a mapping) replaced by `.KEY`, the first key whose
     value is refused: msgspec checks in order, so a prefix of the mapping fails the same way
     exactly when it holds that key (bisected)."""
@@ -71,7 +71,7 @@ def typed(raw: Any, cls: type[S], where: str, error: type[ValueError]) -> S:
         assert m is not None  # the pattern matches any text
         what, path = m["what"], m["path"] or ""
         try:
-            path = _named(raw, cls, e, path)
+            path = named_path(raw, cls, e, path)
         except (LookupError, TypeError, AttributeError):  # a path this walk does not know
             pass
         path = path.lstrip(".")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin, g
 
 import msgspec
 
-from engines.schema import _named
+from engines.schema import named_path
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -86,7 +86,7 @@ def _message(e: msgspec.ValidationError, cls: type, raw: Any, where: str) -> str
     assert m is not None  # the pattern matches any text
     what, path = m["what"], m["path"] or ""
     try:
-        path = _named(raw, cls, e, path)  # `[...]` (a mapping's value): the key itself
+        path = named_path(raw, cls, e, path)  # `[...]` (a mapping's value): the key itself
         value: Any = _value(raw, path)
     except (LookupError, TypeError, AttributeError, ValueError):
         value = None
