@@ -202,6 +202,7 @@ class RenderSpec:
 
     def typed_sinks(self, where: str) -> tuple[list[Typed], dict[str, list[Typed]]]:
         """`sinks` and `per_stream_sinks` as typed specs; `where` names them in errors."""
+
         def typed(raws: list[dict[str, Any]], key: str) -> list[Typed]:
             return [parse_sink(raw, f"{where}.{key}[{i}]") for i, raw in enumerate(raws)]
 
