@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin, g
 
 import msgspec
 
-from engines.schema import named_path
+from engines.schema import AT, choices, hint_at, named_path, value_at
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -57,53 +57,29 @@ _NAMES = {
     "array": "a list",
     "null": "null",
 }
-_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-
-
-def _at(tp: Any, path: str) -> Any:
-    """The type hint at msgspec `path` (`.key`, `[i]`) inside type `tp`; Any where unknown."""
-    for name, _index in _STEP.findall(path):
-        if get_origin(tp) in (typing.Union, types.UnionType):
-            tp = next((a for a in get_args(tp) if a is not type(None)), Any)
-        if name and isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            tp = get_type_hints(tp).get(name, Any)
-        elif get_origin(tp) in (dict, list) and (name or get_origin(tp) is list):
-            tp = get_args(tp)[-1]
-        else:
-            return Any
-    return tp
-
-
-def _value(raw: Any, path: str) -> Any:
-    for name, index in _STEP.findall(path):
-        raw = raw[name] if name else raw[int(index)]
-    return raw
 
 
 def _message(e: msgspec.ValidationError, cls: type, raw: Any, where: str) -> str:
     """msgspec's error as `where.a.b[0]: expected an integer, got 'x'`."""
-    m = re.fullmatch(r"(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?", str(e), re.S)
+    m = AT.match(str(e))
     assert m is not None  # the pattern matches any text
     what, path = m["what"], m["path"] or ""
     try:
         path = named_path(raw, cls, e, path)  # `[...]` (a mapping's value): the key itself
-        value: Any = _value(raw, path)
+        value: Any = value_at(raw, path)
     except (LookupError, TypeError, AttributeError, ValueError):
         value = None
-    tp = _at(cls, path)
     if m := re.fullmatch(r"Expected `(.*)`, got `(.*)`", what):
         names = m[1].split(" | ")
         if value is not None and len(names) > 1 and "null" in names:  # `X | None`: X's error
             names.remove("null")
         what = f"expected {' or '.join(_NAMES.get(n, n) for n in names)}, got {value!r:.60}"
     elif what.startswith("Invalid enum value"):
-        if get_origin(tp) in (typing.Union, types.UnionType):
-            tp = next((a for a in get_args(tp) if get_origin(a) is Literal), tp)
-        choices = ", ".join(repr(a) for a in get_args(tp))
-        what = f"expected one of {choices}, got {value!r:.60}"
+        options = ", ".join(repr(a) for a in choices(hint_at(cls, path)))
+        what = f"expected one of {options}, got {value!r:.60}"
     elif m := re.fullmatch(r"Object missing required field `(.*)`", what):
         path += f".{m[1]}"
-        kind = str(getattr(_at(cls, path), "__name__", ""))
+        kind = str(getattr(hint_at(cls, path), "__name__", ""))
         what = f"required ({_NAMES.get(kind, 'a ' + kind)})" if kind else "required"
     else:
         what = what.replace("`", "")
