@@ -14,16 +14,36 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import msgspec
 
 S = TypeVar("S", bound=msgspec.Struct)
-_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
-def _choices(cls: type, path: str) -> tuple[Any, ...]:
-    """The values of the Literal (or Literal | None) at dotted `path` in Struct `cls`, else ()."""
-    tp: Any = cls
-    for name in path.split("."):
-        if not (isinstance(tp, type) and issubclass(tp, msgspec.Struct)):
-            return ()
-        tp = get_type_hints(tp).get(name)
+AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)  # msgspec's errors
+_STEP = re.compile(r"(?:^|\.)([^.\[]+)|\[(\d+)\]")
+
+
+def hint_at(tp: Any, path: str) -> Any:
+    """The type at `path` (`a.b[0]`) in `tp` (Struct or dataclass fields, list items, mapping
+    values); Any where the path leaves the types."""
+    for name, _index in _STEP.findall(path):
+        if get_origin(tp) in (Union, types.UnionType):
+            tp = next((a for a in get_args(tp) if a is not type(None)), Any)
+        if name and isinstance(tp, type) and hasattr(tp, "__annotations__"):
+            tp = get_type_hints(tp).get(name, Any)
+        elif get_origin(tp) in (dict, list) and (name or get_origin(tp) is list):
+            tp = get_args(tp)[-1]
+        else:
+            return Any
+    return tp
+
+
+def value_at(doc: Any, path: str) -> Any:
+    """The item at `path` (`a.b[0]`) in decoded `doc`."""
+    for name, index in _STEP.findall(path):
+        doc = doc[name] if name else doc[int(index)]
+    return doc
+
+
+def choices(tp: Any) -> tuple[Any, ...]:
+    """The values of Literal `tp` (or of the Literal in union `tp`), else ()."""
     if get_origin(tp) in (Union, types.UnionType):
         tp = next((t for t in get_args(tp) if get_origin(t) is Literal), None)
     return get_args(tp) if get_origin(tp) is Literal else ()
@@ -38,7 +58,7 @@ def _replaced(doc: Any, trail: list[Any], value: Any) -> Any:
     return copy
 
 
-def _named(raw: Any, cls: type, e: msgspec.ValidationError, path: str) -> str:
+def named_path(raw: Any, cls: type, e: msgspec.ValidationError, path: str) -> str:
     """`path` with each `[...]` (some value of a mapping) replaced by `.KEY`, the first key whose
     value is refused: msgspec checks in order, so a prefix of the mapping fails the same way
     exactly when it holds that key (bisected)."""
@@ -67,20 +87,20 @@ def typed(raw: Any, cls: type[S], where: str, error: type[ValueError]) -> S:
     try:
         return msgspec.convert(raw, cls)
     except msgspec.ValidationError as e:
-        m = _AT.match(str(e))
+        m = AT.match(str(e))
         assert m is not None  # the pattern matches any text
         what, path = m["what"], m["path"] or ""
         try:
-            path = _named(raw, cls, e, path)
+            path = named_path(raw, cls, e, path)
         except (LookupError, TypeError, AttributeError):  # a path this walk does not know
             pass
         path = path.lstrip(".")
         missing = re.fullmatch(r"Object missing required field `(.*)`", what)
         if missing:
             what = f"missing key {missing[1]!r}"
-        elif what.startswith("Invalid enum value ") and _choices(cls, path):
-            options = ", ".join(str(c) for c in _choices(cls, path))
-            what = f"expected one of {options}, got {what[len('Invalid enum value '):]}"
+        elif what.startswith("Invalid enum value ") and choices(hint_at(cls, path)):
+            options = ", ".join(str(c) for c in choices(hint_at(cls, path)))
+            what = f"expected one of {options}, got {what[len('Invalid enum value ') :]}"
         what = what.replace("`", "")
         what = what[:1].lower() + what[1:] if what.startswith("Expected") else what
         raise error(": ".join(p for p in (where, path, what) if p)) from None

@@ -1,21 +1,27 @@
-"""Typed config sections: dataclasses parsed from YAML with errors that name the key.
+"""Typed config sections: dataclasses parsed from YAML by msgspec, errors that name the key.
 
-A leaf module (standard library only): `engines` and `stream` both import it, and `engines`
+A leaf module of `engines` (msgspec only): `engines` and `stream` both import it, and `engines`
 imports nothing from `stream`.
 
-A section is a dataclass; `parse_spec(Cls, raw, "stages[1].source")` checks every key against
-the fields' type hints (int, float, str, bool, Literal[...], X | None, list[X], nested specs) and
-optional bounds in `field(metadata={"min": .., "max": ..})`, and raises `ConfigError` with the
-dotted path, what was expected and what was found. Unknown keys are errors, never ignored.
+A section is a dataclass; `parse_spec(Cls, raw, "stages[1].source")` converts the mapping with
+`msgspec.convert` (types: int, float, str, bool, Literal[...], X | None, list[X], dict, nested
+specs; missing required keys), then checks what msgspec leaves alone: unknown keys (errors, never
+ignored), bounds in `field(metadata={"min": .., "max": ..})` (see `bounded`) and each spec's
+`validate(where)`. Every `ConfigError` names the dotted path, what was expected and what was found.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import msgspec
+
+from engines.schema import AT, choices, hint_at, named_path, value_at
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -42,115 +48,104 @@ def required(doc: str) -> Any:
     return dataclasses.field(metadata={"doc": doc})
 
 
-def _type_name(tp: Any) -> str:
-    origin = get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in get_args(tp))
-    if origin is list:
-        return f"a list of {_type_name(get_args(tp)[0])}"
-    if origin is dict:
-        return "a mapping"
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
+_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        others = [a for a in get_args(tp) if a is not type(None)]
-        if value is not None and len(others) == 1:  # `X | None` given a value: X's own error
-            return _convert(others[0], value, where)
-        errors = []
-        for arg in get_args(tp):
-            try:
-                return _convert(arg, value, where)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r:.60}")
-    if origin is Literal:
-        if value not in get_args(tp):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r:.60}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r:.60}")
-        (item,) = get_args(tp)
-        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r:.60}")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is type(None):
-        if value is not None:
-            raise ConfigError(f"{where}: expected null, got {value!r:.60}")
-        return None
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return parse_spec(tp, value, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r:.60}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r:.60}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r:.60}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r:.60}")
-        return value
-    raise TypeError(f"unsupported spec type {tp!r} at {where}")
+def _message(e: msgspec.ValidationError, cls: type, raw: Any, where: str) -> str:
+    """msgspec's error as `where.a.b[0]: expected an integer, got 'x'`."""
+    m = AT.match(str(e))
+    assert m is not None  # the pattern matches any text
+    what, path = m["what"], m["path"] or ""
+    try:
+        path = named_path(raw, cls, e, path)  # `[...]` (a mapping's value): the key itself
+        value: Any = value_at(raw, path)
+    except (LookupError, TypeError, AttributeError, ValueError):
+        value = None
+    if m := re.fullmatch(r"Expected `(.*)`, got `(.*)`", what):
+        names = m[1].split(" | ")
+        if value is not None and len(names) > 1 and "null" in names:  # `X | None`: X's error
+            names.remove("null")
+        what = f"expected {' or '.join(_NAMES.get(n, n) for n in names)}, got {value!r:.60}"
+    elif what.startswith("Invalid enum value"):
+        options = ", ".join(repr(a) for a in choices(hint_at(cls, path)))
+        what = f"expected one of {options}, got {value!r:.60}"
+    elif m := re.fullmatch(r"Object missing required field `(.*)`", what):
+        path += f".{m[1]}"
+        kind = str(getattr(hint_at(cls, path), "__name__", ""))
+        what = f"required ({_NAMES.get(kind, 'a ' + kind)})" if kind else "required"
+    else:
+        what = what.replace("`", "")
+        what = what[:1].lower() + what[1:]
+    key = f"{where}{path}" if where else path.lstrip(".")
+    return f"{key}: {what}"
+
+
+def _check(obj: Any, raw: Any, where: str) -> None:
+    """What msgspec leaves to us: unknown keys, bounds and each spec's `validate(where)`."""
+    if isinstance(obj, list):  # `obj` is `raw` converted: the same shape
+        for i, (item, raw_item) in enumerate(zip(obj, raw, strict=True)):
+            _check(item, raw_item, f"{where}[{i}]")
+    elif isinstance(obj, dict):
+        for key, item in obj.items():
+            _check(item, raw[key], f"{where}.{key}" if where else str(key))
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = {f.name: f for f in dataclasses.fields(obj) if f.init}
+        unknown = sorted(set(raw) - set(fields))
+        if unknown:  # the top level: name the key itself, not an empty path
+            head = (
+                f"{where}: unknown key {unknown[0]!r}"
+                if where
+                else f"{unknown[0]}: unknown top-level key"
+            )
+            raise ConfigError(f"{head}; allowed keys: {', '.join(sorted(fields))}")
+        for name in raw:
+            key_where = f"{where}.{name}" if where else name
+            value, bounds = getattr(obj, name), fields[name].metadata
+            lo, hi = bounds.get("min"), bounds.get("max")  # None for a bool: never out of bounds
+            if isinstance(value, (int, float)) and not (
+                (lo is None or value >= lo) and (hi is None or value <= hi)
+            ):
+                lo, hi = "-inf" if lo is None else lo, "inf" if hi is None else hi
+                raise ConfigError(f"{key_where}: expected a value in [{lo}, {hi}], got {value!r}")
+            _check(value, raw[name], key_where)
+        check = getattr(obj, "validate", None)
+        if check is not None:
+            check(where)
+
+
+def _null_sections(cls: Any, raw: Any) -> Any:
+    """`raw` without the keys that are null where `cls` wants a section: an empty section
+    (`security:` with nothing under it) means its defaults, as before msgspec."""
+    if not isinstance(raw, dict) or not dataclasses.is_dataclass(cls):
+        return raw
+    hints = get_type_hints(cls)
+    out = {}
+    for key, value in raw.items():
+        tp = hints.get(key) if isinstance(key, str) else None
+        if dataclasses.is_dataclass(tp):
+            if value is None:
+                continue
+            value = _null_sections(tp, value)
+        out[key] = value
+    return out
 
 
 def parse_spec(cls: type[T], raw: Any, where: str) -> T:
     """Build dataclass `cls` from a mapping, validating every key (see module docstring)."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {raw!r:.60}")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown and not where:  # the top level: name the key itself, not an empty path
-        raise ConfigError(
-            f"{unknown[0]}: unknown top-level key; allowed keys: {', '.join(sorted(fields))}"
-        )
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(fields))}"
-        )
-    values = {}
-    for name, f in fields.items():
-        key_where = f"{where}.{name}" if where else name
-        if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{key_where}: required ({_type_name(hints[name])})")
-            continue
-        value = _convert(hints[name], raw[name], key_where)
-        lo, hi = f.metadata.get("min"), f.metadata.get("max")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                raise ConfigError(
-                    f"{key_where}: expected a value in [{lo if lo is not None else '-inf'}, "
-                    f"{hi if hi is not None else 'inf'}], got {value!r}"
-                )
-        values[name] = value
-    obj = cls(**values)
-    check = getattr(obj, "validate", None)
-    if check is not None:
-        check(where)
+    raw = _null_sections(cls, {} if raw is None else raw)
+    try:
+        obj = msgspec.convert(raw, cls)
+    except msgspec.ValidationError as e:
+        raise ConfigError(_message(e, cls, raw, where)) from None
+    _check(obj, raw, where)
     return obj
 
 

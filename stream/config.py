@@ -14,6 +14,7 @@ from engines.api import EngineSpec
 
 from .bundled_configs import resolve_config
 from .endpoints import check_endpoint
+from .plugins import Typed, parse_sink, parse_source
 from .security import SecuritySpec, check_security
 from .spec import ConfigError, bounded, parse_spec, required, section
 from .tracking import TrackerSpec
@@ -50,11 +51,20 @@ class GrabSpec:
         doc="imaging region put in each frame's meta: default (DICOM regions if the file has "
         "them, else auto), auto, dicom, none, [x0, y0, x1, y1] or [[x, y], ...]",
     )
+    # `source` parsed once (at load, or at first use for a spec built in code)
+    typed: Typed | None = dataclasses.field(default=None, init=False, repr=False)
+
+    def typed_source(self, where: str) -> Typed:
+        """`source` as its typed spec; `where` names it in errors on the first (only) parse."""
+        if self.typed is None:
+            self.typed = parse_source(self.source, f"{where}.source")
+        return self.typed
 
     def validate(self, where: str) -> None:
         from .roi.setting import parse_roi_setting
 
         parse_roi_setting(self.roi, f"{where}.roi" if where else "roi")
+        self.typed_source(where)
 
 
 @dataclass
@@ -193,6 +203,22 @@ class RenderSpec:
         12, 0, 256, doc="tracked boxes: centres kept per track id for its trail (0: no trails)"
     )
     tips: bool = bounded(True, doc="tracked boxes: mark each box's centre (a tool-tip marker)")
+    # `sinks` and `per_stream_sinks` parsed once (at load, or at first use for a spec built in code)
+    typed: tuple[list[Typed], dict[str, list[Typed]]] | None = dataclasses.field(
+        default=None, init=False, repr=False
+    )
+
+    def typed_sinks(self, where: str) -> tuple[list[Typed], dict[str, list[Typed]]]:
+        """`sinks` and `per_stream_sinks` as typed specs; `where` names them in errors."""
+
+        def typed(raws: list[dict[str, Any]], key: str) -> list[Typed]:
+            return [parse_sink(raw, f"{where}.{key}[{i}]") for i, raw in enumerate(raws)]
+
+        if self.typed is None:
+            streams = self.per_stream_sinks.items()
+            per_stream = {s: typed(raws, f"per_stream_sinks.{s}") for s, raws in streams}
+            self.typed = (typed(self.sinks, "sinks"), per_stream)
+        return self.typed
 
     def input_links(self) -> list[str]:
         """The links whose frames are drawn: `inputs`, else `input` (passthrough: `video`)."""
@@ -207,8 +233,8 @@ class RenderSpec:
             raise ConfigError(f"{where}.inputs: only in synchronized mode (passthrough: video)")
         if len(set(self.inputs)) != len(self.inputs):
             raise ConfigError(f"{where}.inputs: a link is named twice in {self.inputs}")
-        for i, raw in enumerate(self.sinks):
-            if self.layout is not None and isinstance(raw, dict) and raw.get("type") == "recorder":
+        for i, sink in enumerate(self.typed_sinks(where)[0]):
+            if self.layout is not None and sink.type == "recorder":
                 raise ConfigError(
                     f"{where}.sinks[{i}]: a recorder keeps each stream's original frames, not a "
                     "composed image: put it in per_stream_sinks.<stream>"
@@ -253,7 +279,7 @@ class PipelineConfig:
     )
     restart: RestartSpec = section(RestartSpec, "what the supervisor does when a stage crashes")
     security: SecuritySpec = section(SecuritySpec, "CURVE keys, allow-lists, insecure opt-in")
-    links: dict[str, Any] = section(dict, "link name -> link (below)")
+    links: dict[str, LinkSpec] = section(dict, "link name -> link (below)")
     stages: list[Any] = section(list, "the stages (grab, infer, render)")
     # set by the loader, never by a user's config (not init fields: parse_spec refuses them)
     source_file: str = dataclasses.field(default="", init=False)
@@ -303,22 +329,6 @@ def _parse_stage(raw: Any, where: str) -> StageSpec:
     if not spec.id or not all(c.isalnum() or c in "-_." for c in spec.id):
         raise ConfigError(f"{where}.id: expected letters, digits, '-', '_' or '.', got {spec.id!r}")
     return spec
-
-
-def _check_plugins(spec: StageSpec, where: str) -> None:
-    """Validate the source / sink sections now, so a typo fails at load, not mid-run."""
-    from .plugins import parse_sink, parse_source
-
-    if isinstance(spec, GrabSpec):
-        parse_source(spec.source, f"{where}.source")
-    if isinstance(spec, RenderSpec):
-        for i, raw in enumerate(spec.sinks):
-            parse_sink(raw, f"{where}.sinks[{i}]")
-        for stream, sinks in spec.per_stream_sinks.items():
-            if not isinstance(sinks, list):
-                raise ConfigError(f"{where}.per_stream_sinks.{stream}: expected a list of sinks")
-            for i, raw in enumerate(sinks):
-                parse_sink(raw, f"{where}.per_stream_sinks.{stream}[{i}]")
 
 
 def _check_links(cfg: PipelineConfig) -> None:
@@ -375,10 +385,8 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
     """Validate a parsed YAML document into a PipelineConfig."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source_file or 'config'}: expected a mapping at the top level")
-    links_raw = data.get("links", {})
     stages_raw = data.get("stages", [])
-    top = {k: v for k, v in data.items() if k not in ("links", "stages")}
-    cfg = parse_spec(PipelineConfig, top, "")
+    cfg = parse_spec(PipelineConfig, {k: v for k, v in data.items() if k != "stages"}, "")
     cfg.source_file = source_file
     cfg.document = copy.deepcopy(data)
     values = {"name": cfg.name}
@@ -387,15 +395,10 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
     cfg.stats_endpoint = _expand(cfg.stats_endpoint, values, "stats_endpoint")
     cfg.stats_pub = _expand(cfg.stats_pub, values, "stats_pub")
     cfg.frame_log = _expand(cfg.frame_log, values, "frame_log")
-    if not isinstance(links_raw, dict) or not links_raw:
+    if not cfg.links:
         raise ConfigError("links: expected a mapping of link name -> {endpoint, pattern, mode}")
-    links = {}
-    for name, raw in links_raw.items():
-        spec = parse_spec(LinkSpec, raw, f"links.{name}")
-        links[name] = dataclasses.replace(
-            spec, endpoint=_expand(spec.endpoint, values, f"links.{name}.endpoint")
-        )
-    cfg.links = links
+    for name, link in cfg.links.items():
+        link.endpoint = _expand(link.endpoint, values, f"links.{name}.endpoint")
     if not isinstance(stages_raw, list) or not stages_raw:
         raise ConfigError("stages: expected a list of stages (grab, infer, render)")
     cfg.stages = [_parse_stage(raw, f"stages[{i}]") for i, raw in enumerate(stages_raw)]
@@ -404,7 +407,6 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
         if s.id in seen:
             raise ConfigError(f"stages[{i}].id: {s.id!r} is used twice; stage ids must be unique")
         seen.add(s.id)
-        _check_plugins(s, f"stages[{i}]")
     _check_links(cfg)
     _check_endpoints(cfg)
     check_security(cfg)

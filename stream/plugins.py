@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .spec import ConfigError, parse_spec
 
 
-def parse_typed(
-    registry: dict[str, tuple[type, Any]], raw: Any, where: str, what: str
-) -> tuple[Any, Any]:
-    """Return (spec, factory) for a `{type: NAME, ...}` mapping, or raise `ConfigError`."""
+@dataclass(frozen=True)
+class Typed:
+    """A `source:` or sink section parsed once: its `type`, its spec and the factory that opens it."""
+
+    type: str
+    spec: Any
+    factory: Any
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        """The source or sink itself: `factory(spec, ...)`."""
+        return self.factory(self.spec, *args, **kwargs)
+
+
+def parse_typed(registry: dict[str, tuple[type, Any]], raw: Any, where: str, what: str) -> Typed:
+    """The `Typed` section of a `{type: NAME, ...}` mapping, or raise `ConfigError`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with a 'type' key, got {raw!r:.60}")
     allowed = ", ".join(repr(t) for t in sorted(registry))
@@ -21,16 +33,16 @@ def parse_typed(
         raise ConfigError(f"{where}.type: unknown {what} type {kind!r:.40}; expected one of {allowed}")
     spec_cls, factory = registry[kind]
     rest = {k: v for k, v in raw.items() if k != "type"}
-    return parse_spec(spec_cls, rest, where), factory
+    return Typed(kind, parse_spec(spec_cls, rest, where), factory)
 
 
-def parse_source(raw: Any, where: str) -> tuple[Any, Any]:
+def parse_source(raw: Any, where: str) -> Typed:
     from .sources import SOURCE_TYPES
 
     return parse_typed(SOURCE_TYPES, raw, where, "source")
 
 
-def parse_sink(raw: Any, where: str) -> tuple[Any, Any]:
+def parse_sink(raw: Any, where: str) -> Typed:
     from .sinks import SINK_TYPES
 
     return parse_typed(SINK_TYPES, raw, where, "sink")

@@ -17,7 +17,6 @@ import zmq
 
 from .config import GrabSpec, InferSpec, PipelineConfig, StageSpec
 from .keys import KeyFileError, key_paths, load_keypair, load_public
-from .plugins import parse_source
 from .security import SUPERVISOR, link_roles
 from .spec import ConfigError
 from .stats import STATS_LINK
@@ -59,10 +58,10 @@ def _model_problems(spec: InferSpec, where: str) -> list[str]:
 
 def _source_problems(spec: GrabSpec, where: str) -> list[str]:
     try:
-        source, _factory = parse_source(spec.source, f"{where}.source")
-    except ConfigError as e:  # already checked at load; kept for a config built in code
+        typed = spec.typed_source(where)  # parsed at load; a spec built in code: here, once
+    except ConfigError as e:
         return [str(e)]
-    kind = spec.source.get("type")
+    kind, source = typed.type, typed.spec
     if kind in ("dicom", "replay"):
         return _path_problem(source.path, f"{where}.source.path", want_dir=False)
     if kind == "folder":

@@ -27,6 +27,17 @@ def test_demo_expands_run_dir() -> None:
     assert cfg.link("frames").endpoint == "ipc://runs/ultrasound-seg/frames.ipc"
 
 
+def test_an_empty_section_means_its_defaults() -> None:
+    data = copy.deepcopy(DEMO)
+    data["security"] = None  # `security:` with nothing under it
+    data["stages"][1]["engine"]["threads"] = 2
+    data["stages"][1]["batch"] = None
+    cfg = load_config(data)
+    assert cfg.security == load_config(copy.deepcopy(DEMO)).security
+    infer = cfg.stage(data["stages"][1]["id"])
+    assert infer.batch.max_batch == 1 and infer.engine.threads == 2  # type: ignore[union-attr]
+
+
 def broken(path: list, value) -> dict:
     data = copy.deepcopy(DEMO)
     node = data
@@ -51,6 +62,11 @@ def broken(path: list, value) -> dict:
         (["stages", 0, "fps"], 0, "stages[0].fps: expected a value in [0.1"),
         (["stages", 0, "source", "type"], "camera9", "stages[0].source.type: unknown source type 'camera9'"),
         (["stages", 0, "source", "width"], "wide", "stages[0].source.width: expected an integer"),
+        (["stages", 0, "source", "width"], True, "stages[0].source.width: expected an integer, got True"),
+        (["stages", 0, "fps"], "x", "stages[0].fps: expected a number, got 'x'"),
+        (["stages", 1, "engine", "bogus"], 1, "stages[1].engine: unknown key 'bogus'; allowed keys: backend"),
+        (["stages", 2, "layout"], {"type": "grud"}, "stages[2].layout.type: expected one of 'grid', "),
+        (["stages", 2, "per_stream_sinks"], {"a": [], "b": "x"}, "stages[2].per_stream_sinks.b: expected a list, got 'x'"),
         (["stages", 1, "input"], "nowhere", "stages[1].input: unknown link 'nowhere'"),
         (["stages", 1, "engine", "backend"], "tpu", "stages[1].engine.backend: expected one of 'auto'"),
         (["stages", 1, "engine", "threads"], 0, "stages[1].engine.threads"),
@@ -83,3 +99,31 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
         load_config_file(bad)
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config_file(tmp_path / "missing.yaml")
+
+
+def test_sources_and_sinks_are_typed_once_at_load(monkeypatch) -> None:
+    import stream.plugins as plugins
+    from stream.config import GrabSpec, RenderSpec
+    from stream.preflight import preflight
+    from stream.sources.phantom import PhantomSpec
+
+    parsed: list[str] = []
+    real = plugins.parse_typed
+
+    def counting(registry, raw, where, what):  # type: ignore[no-untyped-def]
+        parsed.append(where)
+        return real(registry, raw, where, what)
+
+    monkeypatch.setattr(plugins, "parse_typed", counting)
+    cfg = load_config(copy.deepcopy(DEMO))
+    sections = ["stages[0].source"] + [f"stages[2].sinks[{i}]" for i in range(len(DEMO["stages"][2]["sinks"]))]
+    assert parsed == sections
+    grab, render = cfg.stages[0], cfg.stages[2]
+    assert isinstance(grab, GrabSpec) and isinstance(render, RenderSpec)
+    preflight(cfg, [grab.id], supervisor=False)
+    source = grab.typed_source(grab.id)
+    sinks, per_stream = render.typed_sinks(render.id)
+    assert parsed == sections  # preflight and the stages opening them parse nothing again
+    assert source.type == DEMO["stages"][0]["source"]["type"] and isinstance(source.spec, PhantomSpec)
+    assert [s.type for s in sinks] == [raw["type"] for raw in DEMO["stages"][2]["sinks"]]
+    assert per_stream == {}

@@ -14,6 +14,7 @@ from stream.clock import FakeClock
 from stream.codec import KIND_EOS, KIND_FRAME, EndOfStream, Message
 from stream.config import load_config
 from stream.frame import Frame
+from stream.plugins import Typed
 from stream.spec import ConfigError
 from stream.stages import render as render_mod
 from stream.stages.base import StageRuntime
@@ -77,7 +78,10 @@ def _run(
     )
     captures: dict[str, Capture] = {}
 
-    def fake_sinks(rt: StageRuntime, raws: list[dict[str, Any]], where: str) -> list[Capture]:
+    def fake_sinks(rt: StageRuntime, typed: list[Typed]) -> list[Capture]:
+        main, per_stream = cfg.stage("r").typed_sinks("r")  # type: ignore[union-attr]
+        names = {id(main): "r.sinks"} | {id(t): f"r.per_stream_sinks.{s}" for s, t in per_stream.items()}
+        where = names[id(typed)]
         captures[where] = Capture()
         return [captures[where]]
 

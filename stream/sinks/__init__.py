@@ -32,8 +32,7 @@ def open_sink(
     """
     from stream.plugins import parse_sink
 
-    spec, sink_cls = parse_sink(raw, where)
-    return sink_cls(spec, stage_id, source_fps=source_fps)
+    return parse_sink(raw, where).open(stage_id, source_fps=source_fps)
 
 
 __all__ = [

@@ -31,8 +31,7 @@ def open_source(raw: dict, where: str) -> Source:
     """
     from stream.plugins import parse_source
 
-    spec, factory = parse_source(raw, where)
-    return factory(spec)
+    return parse_source(raw, where).open()
 
 
 __all__ = ["SOURCE_TYPES", "Capture", "Source", "SourceError", "open_source"]

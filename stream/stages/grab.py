@@ -22,7 +22,6 @@ import math
 from ..codec import EndOfStream
 from ..config import GrabSpec
 from ..frame import Frame
-from ..plugins import parse_source
 from ..roi.setting import parse_roi_setting
 from ..roi.source import RoiSource
 from ..sources.base import Source, SourceError, SourceEvent
@@ -58,9 +57,8 @@ class GrabSource:
         rt, spec = self.rt, self.spec
         try:
             if self.source is None:
-                source_spec, factory = parse_source(spec.source, f"{spec.id}.source")
                 roi = parse_roi_setting(spec.roi, f"{spec.id}.roi")
-                self.source = RoiSource(factory(source_spec), roi, spec.id)
+                self.source = RoiSource(spec.typed_source(spec.id).open(), roi, spec.id)
         except SourceError as e:
             raise SetupError(str(e)) from e
         source = self.source

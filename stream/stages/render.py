@@ -41,7 +41,7 @@ from ..config import RenderSpec
 from ..frame import Frame
 from ..histogram import RecentHistogram
 from ..overlay_summary import overlay_live
-from ..plugins import parse_sink
+from ..plugins import Typed
 from ..render.boxes import BoxAnnotator, LabelAnnotator
 from ..render.color import DETECTION_PALETTE
 from ..render.explain import ModelExplainer
@@ -335,12 +335,11 @@ def _p50_p99(recent: RecentHistogram) -> dict[str, float | None]:
     }
 
 
-def _open_sinks(rt: StageRuntime, raws: list[dict[str, Any]], where: str) -> list[Sink]:
+def _open_sinks(rt: StageRuntime, typed: list[Typed]) -> list[Sink]:
     sinks: list[Sink] = []
     try:
-        for i, raw in enumerate(raws):
-            sink_spec, factory = parse_sink(raw, f"{where}[{i}]")
-            sinks.append(factory(sink_spec, rt.id))
+        for sink in typed:
+            sinks.append(sink.open(rt.id))
     except SinkError:
         for s in sinks:
             s.close()
@@ -418,14 +417,15 @@ def _renderer(rt: StageRuntime, spec: RenderSpec) -> Renderer:
     from .render_streams import StreamsRenderer
 
     opened: list[Sink] = []
+    sinks, per_stream_sinks = spec.typed_sinks(spec.id)
     try:
-        opened += _open_sinks(rt, spec.sinks, f"{spec.id}.sinks")
+        opened += _open_sinks(rt, sinks)
         if not (spec.inputs or spec.layout or spec.per_stream_sinks):
             return Renderer(rt, spec, opened)
         main = list(opened)
         per_stream = {}
-        for stream, raws in spec.per_stream_sinks.items():
-            per_stream[stream] = _open_sinks(rt, raws, f"{spec.id}.per_stream_sinks.{stream}")
+        for stream, typed in per_stream_sinks.items():
+            per_stream[stream] = _open_sinks(rt, typed)
             opened += per_stream[stream]
         return StreamsRenderer(rt, spec, main, per_stream)
     except SinkError as e:

@@ -24,7 +24,6 @@ import yaml
 from stream.bundled_configs import bundled_config
 from stream.config import GrabSpec, InferSpec, RenderSpec, load_config_file
 from stream.frame import Frame
-from stream.sources import open_source
 from stream.stages.base import StageRuntime
 from stream.stages.infer import annotate_frame
 from stream.stages.render import Renderer
@@ -87,7 +86,7 @@ def _loop(config: str, seconds: float, warmup: int, unpaced: bool, results: Any)
     from engines import load_pipeline
 
     rt = StageRuntime(cfg, render, stats_endpoint="")
-    source = open_source(grab.source, "bench.source")
+    source = grab.typed_source("bench").open()
     pipeline = load_pipeline(infer.engine)
     renderer = Renderer(rt, render, [])
     period_ns = int(1e9 / (grab.fps or 30.0))
