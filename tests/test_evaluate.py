@@ -22,10 +22,18 @@ def test_evaluate_quick(tmp_path: Path) -> None:
     us, endo = report["ultrasound"], report["endoscopy"]
     assert [r["methods"] for r in us] == [r.methods for r in US_ROWS]
     assert [r["methods"] for r in endo] == [r.methods for r in ENDO_ROWS]
-    assert {r["group"] for r in us} == {"input", "traditional", "CNN", "hybrid"}
+    assert {r["group"] for r in us} == {
+        "input", "traditional", "CNN", "hybrid", "GAN", "distillation"
+    }  # fmt: skip
     for r in us[1:]:
-        assert 0 < r["pixel_accuracy"] <= 1 and 0 <= r["mean_dice"] <= 1, r
+        if next(row for row in US_ROWS if row.methods == r["methods"]).segment:
+            assert 0 < r["pixel_accuracy"] <= 1 and 0 <= r["mean_dice"] <= 1, r
         assert r["median_ms"] > 0 and r["p99_ms"] >= r["median_ms"] and r["backend"], r
+    for r in us:  # the texture columns beside PSNR, on every row with an output image
+        assert ("gmsd" in r) == ("psnr_db" in r) and ("texture_ratio" in r) == ("psnr_db" in r)
+    gan = next(r for r in us if r["group"] == "GAN")
+    assert "pixel_accuracy" not in gan and gan["psnr_db"] > us[0]["psnr_db"]
+    assert gan["gmsd"] < us[0]["gmsd"] and gan["texture_ratio"] < us[0]["texture_ratio"]
     assert us[0]["psnr_db"] > 15 and "pixel_accuracy" not in us[0]  # the noisy input itself
     hybrid = next(r for r in us if r["group"] == "hybrid")
     assert hybrid["psnr_db"] > us[0]["psnr_db"]  # the denoiser improves on the input
@@ -36,6 +44,7 @@ def test_evaluate_quick(tmp_path: Path) -> None:
     }
     text = md.read_text()
     assert "| traditional | classical-nlm -> classical-otsu |" in text
+    assert "| GAN | us-denoise-gan |" in text and "GAN vs L1 (the same network)" in text
     assert "Literature reference rows" in text and "onnxruntime" in text
     assert report["setup"]["us_frames"] == 2 and report["setup"]["cpu"]
     real = report["real_no_reference"]

@@ -15,10 +15,17 @@ seeds never used in training) through the real pipelines (`engines.load_pipeline
     hybrid       denoise CNN, then a segmentation CNN on its output: us-seg-dn (trained on
                  us-denoise's output) and, for comparison, us-seg (trained on noisy frames);
                  and classical preprocessing + CNN (median filter, then us-seg)
+    GAN          us-denoise-gan: us-denoise's network trained adversarially (L1 + PatchGAN
+                 discriminator, tools/train_gan_denoise.py); the image only
+    distillation a teacher segmenter (>= 10x the parameters), a small student trained from
+                 scratch, the same student distilled from the teacher (tools/train_distill.py)
 
 Columns: pixel accuracy inside the field of view and mean foreground Dice against the
 phantom's truth; PSNR and SSIM of the row's output image against the phantom's clean image
-(tools/image_metrics.py); time per frame (median and p99 over `--timing-runs` calls cycling
+(tools/image_metrics.py), and two that see texture, which PSNR averages away: GMSD (gradient
+magnitude similarity deviation, lower is better) and the texture ratio (the output's standard
+deviation over the clean image's in the clean image's flattest windows: 1 is the clean texture,
+above 1 speckle left, below 1 smoothed flatter); time per frame (median and p99 over `--timing-runs` calls cycling
 over the pre-generated frames, so frame synthesis is not timed) with OpenCV and the engines
 limited to `--threads`. A second table does the same for instrument segmentation on the
 synthetic endoscopy source (classical vs endo-instruments). A third, "real cines, no
@@ -56,7 +63,14 @@ from tools.errors import writable_output
 from tools.eval_common import confusion, dice_scores, parse_seeds
 from tools.eval_endo import endo_set
 from tools.eval_seg import phantom_set
-from tools.image_metrics import psnr_from_sse, squared_error, ssim
+from tools.image_metrics import (
+    gmsd,
+    psnr_from_sse,
+    squared_error,
+    ssim,
+    texture_ratio,
+    texture_variance,
+)
 from tools.machine import cpu_description
 from tools.speckle_calibration import (
     CALIBRATION_ROW,
@@ -103,7 +117,12 @@ US_ROWS = [
     Row("hybrid", "us-denoise", "us-seg-dn", "denoised"),
     Row("hybrid", "us-denoise", "us-seg", "denoised"),
     Row("hybrid", "classical-median", "us-seg", "denoised"),
+    Row("GAN", "us-denoise-gan", None),
+    Row("distillation", None, "us-seg-teacher"),
+    Row("distillation", None, "us-seg-student"),
+    Row("distillation", None, "us-seg-student-kd"),
 ]
+GAN_ROW, GAN_BASELINE = "us-denoise-gan", "us-denoise & us-seg"  # compared in the Markdown
 ENDO_ROWS = [
     Row("traditional", None, "classical-instruments"),
     Row("CNN", None, "endo-instruments"),
@@ -170,6 +189,8 @@ def run_row(
         conf = np.zeros((n, n), np.int64)
         sse = count = 0.0
         ssims: list[float] = []
+        gmsds: list[float] = []
+        tex = [0.0, 0.0]  # texture_variance sums: output, clean
         times: list[float] = []
         for s in samples:
             t0 = time.perf_counter()
@@ -182,6 +203,9 @@ def run_row(
                 err, k = squared_error(shown, s.clean, s.fov)
                 sse, count = sse + err, count + k
                 ssims.append(ssim(shown, s.clean, s.fov))
+                gmsds.append(gmsd(shown, s.clean, s.fov))
+                var_out, var_clean = texture_variance(shown, s.clean, s.fov)
+                tex = [tex[0] + var_out, tex[1] + var_clean]
         while len(times) < timing_runs and (den is not None or seg is not None):
             s = samples[len(times) % len(samples)]
             t0 = time.perf_counter()
@@ -196,6 +220,8 @@ def run_row(
         if count:
             result["psnr_db"] = psnr_from_sse(sse, int(count))
             result["ssim"] = float(np.mean(ssims))
+            result["gmsd"] = float(np.mean(gmsds))
+            result["texture_ratio"] = texture_ratio((tex[0], tex[1]))
         if den is not None or seg is not None:
             result["median_ms"] = float(np.median(times))
             result["p99_ms"] = float(np.percentile(times, 99))
@@ -216,6 +242,8 @@ def _fmt(value: object, kind: str) -> str:
         return f"{float(value):.3f}"  # type: ignore[arg-type]
     if kind == "db":
         return f"{float(value):.1f}"  # type: ignore[arg-type]
+    if kind == "ratio":
+        return f"{float(value):.2f}"  # type: ignore[arg-type]
     return f"{float(value):.1f}"  # type: ignore[arg-type]
 
 
@@ -228,7 +256,7 @@ def beats_traditional(rows: list[dict]) -> None:
         k: max((r[k] for r in trad if k in r), default=None) for k in ("pixel_accuracy", "psnr_db")
     }
     for r in rows:
-        if r["group"] in ("CNN", "hybrid"):
+        if r["group"] in ("CNN", "hybrid", "GAN", "distillation"):
             r["above_traditional"] = {
                 k: (r[k] > best[k]) for k in best if k in r and best[k] is not None
             }
@@ -246,8 +274,8 @@ def table(rows: list[dict], with_psnr: bool) -> str:
     head = "| row | methods | backend | pixel accuracy | Dice |"
     rule = "|---|---|---|---|---|"
     if with_psnr:
-        head += " PSNR dB | SSIM |"
-        rule += "---|---|"
+        head += " PSNR dB | SSIM | GMSD | texture ratio |"
+        rule += "---|---|---|---|"
     head += " median ms | p99 ms | above traditional |"
     rule += "---|---|---|"
     lines = [head, rule]
@@ -257,7 +285,10 @@ def table(rows: list[dict], with_psnr: bool) -> str:
             f"{_fmt(r.get('pixel_accuracy'), 'pct')} | {_fmt(r.get('mean_dice'), 'dice')} |"
         )
         if with_psnr:
-            line += f" {_fmt(r.get('psnr_db'), 'db')} | {_fmt(r.get('ssim'), 'dice')} |"
+            line += (
+                f" {_fmt(r.get('psnr_db'), 'db')} | {_fmt(r.get('ssim'), 'dice')} |"
+                f" {_fmt(r.get('gmsd'), 'dice')} | {_fmt(r.get('texture_ratio'), 'ratio')} |"
+            )
         line += f" {_fmt(r.get('median_ms'), 'ms')} | {_fmt(r.get('p99_ms'), 'ms')} | {_beats(r)} |"
         lines.append(line)
     return "\n".join(lines)
@@ -295,6 +326,7 @@ def markdown(report: dict) -> str:
         "",
         table(report["ultrasound"], with_psnr=True),
         "",
+        *gan_note(report["ultrasound"]),
         "Literature reference rows (quoted in issue 3, not measured here):",
         "",
         "| row | pixel accuracy | PSNR dB | ms per frame |",
@@ -318,6 +350,35 @@ def markdown(report: dict) -> str:
         f"Command: `{m['command']}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+def gan_note(rows: list[dict]) -> list[str]:
+    """Where the GAN row wins and loses against us-denoise (same network, L1 only), measured."""
+    gan = next((r for r in rows if r["methods"] == GAN_ROW), None)
+    base = next((r for r in rows if r["methods"] == GAN_BASELINE), None)
+    if gan is None or base is None or "psnr_db" not in gan or "psnr_db" not in base:
+        return []
+    checks = [  # (name, GAN value, baseline value, GAN better?)
+        ("PSNR", gan["psnr_db"], base["psnr_db"], gan["psnr_db"] > base["psnr_db"]),
+        ("SSIM", gan["ssim"], base["ssim"], gan["ssim"] > base["ssim"]),
+        ("GMSD", gan["gmsd"], base["gmsd"], gan["gmsd"] < base["gmsd"]),
+        (
+            "texture ratio (closer to 1)",
+            gan["texture_ratio"],
+            base["texture_ratio"],
+            abs(np.log(gan["texture_ratio"])) < abs(np.log(base["texture_ratio"])),
+        ),
+    ]
+
+    def listed(better: bool) -> str:
+        found = [f"{n} {g:.3g} vs {b:.3g}" for n, g, b, ok in checks if ok == better]
+        return "; ".join(found) or "nothing"
+
+    return [
+        f"GAN vs L1 (the same network): {GAN_ROW} against us-denoise, measured above. "
+        f"Wins on: {listed(True)}. Loses on: {listed(False)}.",
+        "",
+    ]
 
 
 def real_markdown(section: dict | None) -> list[str]:
