@@ -143,7 +143,7 @@ def test_bundled_gan_card() -> None:
     assert card["architecture"]["parameters"] == base["architecture"]["parameters"]
     training = card["training"]
     assert training["discriminator"]["parameters"] > 0 and "LSGAN" in training["loss"]
-    assert isinstance(training["seed"], int) and 0 < training["train_seconds"] < 15 * 60
+    assert isinstance(training["seed"], int) and 0 < training["train_seconds"] < 30 * 60
     metrics = card["metrics"]
     assert metrics["psnr_db"] > metrics["input_psnr_db"] and metrics["gmsd"] < metrics["input_gmsd"]
     assert resolve_model("us-denoise-gan").torchscript_path is not None

@@ -1,6 +1,6 @@
 """Train an adversarial speckle reducer (us-denoise-gan); export ONNX, TorchScript and card.
 
-    python -m tools.train_gan_denoise --out engines/models/us-denoise-gan --threads 1
+    python -m tools.train_gan_denoise --out engines/models/us-denoise-gan --epochs 30 --threads 1
     python -m tools.train_gan_denoise --out /tmp/gan --quick --init none   # smoke run, seconds
 
 Needs the `train` extra. The generator is tools/denoise_net.DenoiseNet (us-denoise's network and
@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p,
         out="engines/models/us-denoise-gan",
         name="us-denoise-gan",
-        epochs=15,
+        epochs=30,
         lr=1e-4,
         train_seeds="0-63",
     )
