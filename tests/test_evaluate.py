@@ -45,6 +45,7 @@ def test_evaluate_quick(tmp_path: Path) -> None:
     text = md.read_text()
     assert "| traditional | classical-nlm -> classical-otsu |" in text
     assert "| GAN | us-denoise-gan |" in text and "GAN vs L1 (the same network)" in text
+    assert "What the adversarial term itself does" in text  # the card's ablations
     assert "Literature reference rows" in text and "onnxruntime" in text
     assert report["setup"]["us_frames"] == 2 and report["setup"]["cpu"]
     real = report["real_no_reference"]

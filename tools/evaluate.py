@@ -374,9 +374,33 @@ def gan_note(rows: list[dict]) -> list[str]:
         found = [f"{n} {g:.3g} vs {b:.3g}" for n, g, b, ok in checks if ok == better]
         return "; ".join(found) or "nothing"
 
-    return [
+    lines = [
         f"GAN vs L1 (the same network): {GAN_ROW} against us-denoise, measured above. "
         f"Wins on: {listed(True)}. Loses on: {listed(False)}.",
+        "",
+    ]
+    return lines + ablation_note()
+
+
+def ablation_note() -> list[str]:
+    """The GAN card's ablations (same fine-tuning, other adversarial weights), as recorded."""
+    from engines.registry import resolve_model
+
+    card = resolve_model(GAN_ROW).card.raw
+    runs = card.get("ablations", [])
+    if not runs:
+        return []
+    keys = ("psnr_db", "ssim", "gmsd", "texture_ratio")
+
+    def figures(m: dict) -> str:
+        return ", ".join(f"{k} {m[k]:g}" for k in keys)
+
+    weight = card["training"]["adversarial_weight"]
+    text = "; ".join(f"adversarial weight {r['adversarial_weight']:g}: {figures(r)}" for r in runs)
+    return [
+        f"What the adversarial term itself does ({GAN_ROW}'s card, held-out seeds of its metrics, "
+        f"the same fine-tuning from us-denoise): {GAN_ROW} (weight {weight:g}): "
+        f"{figures(card['metrics'])}; {text}.",
         "",
     ]
 

@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
             "batch": args.batch,
             "optimizer": f"Adam betas (0.5, 0.999), constant lr: generator {args.lr}, "
             f"discriminator {args.d_lr}; one discriminator step per generator step",
+            "adversarial_weight": args.adv_weight,
             "loss": f"generator: L1 (pixel / 255) + {args.adv_weight} x LSGAN (D(G(x)) - 1)^2; "
             "discriminator: LSGAN 0.5 ((D(clean) - 1)^2 + D(G(x))^2)",
             "discriminator": {
