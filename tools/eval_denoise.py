@@ -18,15 +18,25 @@ from engines import InferencePipeline
 from stream.sources.phantom import PhantomSpec, fov_mask, phantom_frame
 from tools.eval_common import held_out_parser, print_held_out_report
 from tools.eval_seg import phantom_set, spec_for_seed
-from tools.image_metrics import psnr_from_sse, squared_error, ssim
+from tools.image_metrics import (
+    gmsd,
+    psnr_from_sse,
+    squared_error,
+    ssim,
+    texture_ratio,
+    texture_variance,
+)
 
 
 def evaluate_denoise(
     pipeline: InferencePipeline, frames: Iterable[tuple[PhantomSpec, int]]
 ) -> dict[str, float | int]:
-    """PSNR (pooled MSE) and mean SSIM of the output vs the clean image, and of the input."""
+    """PSNR (pooled MSE), mean SSIM, mean GMSD and the pooled texture ratio of the output vs
+    the clean image, and of the input."""
     sse = {"out": 0.0, "in": 0.0}
     ssims: dict[str, list[float]] = {"out": [], "in": []}
+    gmsds: dict[str, list[float]] = {"out": [], "in": []}
+    tex = {"out": [0.0, 0.0], "in": [0.0, 0.0]}
     count = frames_seen = 0
     for spec, index in frames:
         frame = phantom_frame(spec, index)
@@ -38,6 +48,10 @@ def evaluate_denoise(
             err, n = squared_error(img, frame.clean, inside)
             sse[key] += err
             ssims[key].append(ssim(img, frame.clean, inside))
+            gmsds[key].append(gmsd(img, frame.clean, inside))
+            var_img, var_clean = texture_variance(img, frame.clean, inside)
+            tex[key][0] += var_img
+            tex[key][1] += var_clean
         count += n
         frames_seen += 1
     return {
@@ -45,6 +59,10 @@ def evaluate_denoise(
         "ssim": float(np.mean(ssims["out"])),
         "input_psnr_db": psnr_from_sse(sse["in"], count),
         "input_ssim": float(np.mean(ssims["in"])),
+        "gmsd": float(np.mean(gmsds["out"])),
+        "input_gmsd": float(np.mean(gmsds["in"])),
+        "texture_ratio": texture_ratio((tex["out"][0], tex["out"][1])),
+        "input_texture_ratio": texture_ratio((tex["in"][0], tex["in"][1])),
         "frames": frames_seen,
     }
 

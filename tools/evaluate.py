@@ -17,10 +17,17 @@ seeds never used in training) through the real pipelines (`engines.load_pipeline
                  and classical preprocessing + CNN (median filter, then us-seg)
     transformer  us-seg-former, a small SegFormer-style segmenter (tools/segformer_net.py)
     CNN pruned   us-seg-pruned: us-seg after structured channel pruning (tools/prune_seg.py)
+    GAN          us-denoise-gan: us-denoise's network trained adversarially (L1 + PatchGAN
+                 discriminator, tools/train_gan_denoise.py); the image only
+    distillation a teacher segmenter (>= 10x the parameters), a small student trained from
+                 scratch, the same student distilled from the teacher (tools/train_distill.py)
 
 Columns: pixel accuracy inside the field of view and mean foreground Dice against the
 phantom's truth; PSNR and SSIM of the row's output image against the phantom's clean image
-(tools/image_metrics.py); time per frame (median and p99 over `--timing-runs` calls cycling
+(tools/image_metrics.py), and two that see texture, which PSNR averages away: GMSD (gradient
+magnitude similarity deviation, lower is better) and the texture ratio (the output's standard
+deviation over the clean image's in the clean image's flattest windows: 1 is the clean texture,
+above 1 speckle left, below 1 smoothed flatter); time per frame (median and p99 over `--timing-runs` calls cycling
 over the pre-generated frames, so frame synthesis is not timed) with OpenCV and the engines
 limited to `--threads`; the networks' parameters and GFLOPs (tools/eval_cost.py; "-" for
 classical methods); whether the row is on the Pareto front of accuracy against median time,
@@ -62,7 +69,14 @@ from tools.eval_common import confusion, dice_scores, parse_seeds
 from tools.eval_cost import mark_pareto, network_cost, plot_pareto
 from tools.eval_endo import endo_set
 from tools.eval_seg import phantom_set
-from tools.image_metrics import psnr_from_sse, squared_error, ssim
+from tools.image_metrics import (
+    gmsd,
+    psnr_from_sse,
+    squared_error,
+    ssim,
+    texture_ratio,
+    texture_variance,
+)
 from tools.machine import cpu_description, cpu_flags, cpu_name
 from tools.speckle_calibration import (
     CALIBRATION_ROW,
@@ -79,7 +93,7 @@ LITERATURE = [  # reference rows quoted in issue 3: accuracy, PSNR dB, ms per fr
     ("hybrid", 0.96, 39.0, 25.0),
 ]
 TARGET = {"accuracy": 0.96, "psnr_db": 39.0, "ms": 25.0}
-NETWORK_GROUPS = ("CNN", "CNN pruned", "transformer", "hybrid")  # rows held to the targets
+NETWORK_GROUPS = ("CNN", "CNN pruned", "transformer", "hybrid", "GAN", "distillation")  # rows held to the targets
 
 
 @dataclass(frozen=True)
@@ -112,7 +126,12 @@ US_ROWS = [
     Row("hybrid", "classical-median", "us-seg", "denoised"),
     Row("transformer", None, "us-seg-former"),
     Row("CNN pruned", None, "us-seg-pruned"),
+    Row("GAN", "us-denoise-gan", None),
+    Row("distillation", None, "us-seg-teacher"),
+    Row("distillation", None, "us-seg-student"),
+    Row("distillation", None, "us-seg-student-kd"),
 ]
+GAN_ROW, GAN_BASELINE = "us-denoise-gan", "us-denoise & us-seg"  # compared in the Markdown
 ENDO_ROWS = [
     Row("traditional", None, "classical-instruments"),
     Row("CNN", None, "endo-instruments"),
@@ -179,6 +198,8 @@ def run_row(
         conf = np.zeros((n, n), np.int64)
         sse = count = 0.0
         ssims: list[float] = []
+        gmsds: list[float] = []
+        tex = [0.0, 0.0]  # texture_variance sums: output, clean
         times: list[float] = []
         for s in samples:
             t0 = time.perf_counter()
@@ -191,6 +212,9 @@ def run_row(
                 err, k = squared_error(shown, s.clean, s.fov)
                 sse, count = sse + err, count + k
                 ssims.append(ssim(shown, s.clean, s.fov))
+                gmsds.append(gmsd(shown, s.clean, s.fov))
+                var_out, var_clean = texture_variance(shown, s.clean, s.fov)
+                tex = [tex[0] + var_out, tex[1] + var_clean]
         while len(times) < timing_runs and (den is not None or seg is not None):
             s = samples[len(times) % len(samples)]
             t0 = time.perf_counter()
@@ -206,6 +230,8 @@ def run_row(
         if count:
             result["psnr_db"] = psnr_from_sse(sse, int(count))
             result["ssim"] = float(np.mean(ssims))
+            result["gmsd"] = float(np.mean(gmsds))
+            result["texture_ratio"] = texture_ratio((tex[0], tex[1]))
         if den is not None or seg is not None:
             result["median_ms"] = float(np.median(times))
             result["p99_ms"] = float(np.percentile(times, 99))
@@ -226,6 +252,8 @@ def _fmt(value: object, kind: str) -> str:
         return f"{float(value):.3f}"  # type: ignore[arg-type]
     if kind == "db":
         return f"{float(value):.1f}"  # type: ignore[arg-type]
+    if kind == "ratio":
+        return f"{float(value):.2f}"  # type: ignore[arg-type]
     return f"{float(value):.1f}"  # type: ignore[arg-type]
 
 
@@ -256,8 +284,8 @@ def table(rows: list[dict], with_psnr: bool) -> str:
     head = "| row | methods | backend | pixel accuracy | Dice |"
     rule = "|---|---|---|---|---|"
     if with_psnr:
-        head += " PSNR dB | SSIM |"
-        rule += "---|---|"
+        head += " PSNR dB | SSIM | GMSD | texture ratio |"
+        rule += "---|---|---|---|"
     head += " params | GFLOPs | median ms | p99 ms | Pareto | above traditional |"
     rule += "---|---|---|---|---|---|"
     lines = [head, rule]
@@ -267,7 +295,10 @@ def table(rows: list[dict], with_psnr: bool) -> str:
             f"{_fmt(r.get('pixel_accuracy'), 'pct')} | {_fmt(r.get('mean_dice'), 'dice')} |"
         )
         if with_psnr:
-            line += f" {_fmt(r.get('psnr_db'), 'db')} | {_fmt(r.get('ssim'), 'dice')} |"
+            line += (
+                f" {_fmt(r.get('psnr_db'), 'db')} | {_fmt(r.get('ssim'), 'dice')} |"
+                f" {_fmt(r.get('gmsd'), 'dice')} | {_fmt(r.get('texture_ratio'), 'ratio')} |"
+            )
         gflops = f"{r['gflops']:.3f}" if "gflops" in r else "-"
         params = f"{r['parameters']:,}" if "parameters" in r else "-"
         pareto = {True: "yes", False: "no"}.get(r.get("pareto"), "-")  # type: ignore[arg-type]
@@ -312,6 +343,7 @@ def markdown(report: dict) -> str:
         table(report["ultrasound"], with_psnr=True),
         "",
         *pareto_markdown(report.get("pareto")),
+        *gan_note(report["ultrasound"]),
         "Literature reference rows (quoted in issue 3, not measured here):",
         "",
         "| row | pixel accuracy | PSNR dB | ms per frame |",
@@ -349,6 +381,59 @@ def pareto_markdown(section: dict | None) -> list[str]:
     return [
         f"Pareto front of pixel accuracy against median ms (no row both as fast and as "
         f"accurate): {front}. {picture}",
+        "",
+    ]
+
+
+def gan_note(rows: list[dict]) -> list[str]:
+    """Where the GAN row wins and loses against us-denoise (same network, L1 only), measured."""
+    gan = next((r for r in rows if r["methods"] == GAN_ROW), None)
+    base = next((r for r in rows if r["methods"] == GAN_BASELINE), None)
+    if gan is None or base is None or "psnr_db" not in gan or "psnr_db" not in base:
+        return []
+    checks = [  # (name, GAN value, baseline value, GAN better?)
+        ("PSNR", gan["psnr_db"], base["psnr_db"], gan["psnr_db"] > base["psnr_db"]),
+        ("SSIM", gan["ssim"], base["ssim"], gan["ssim"] > base["ssim"]),
+        ("GMSD", gan["gmsd"], base["gmsd"], gan["gmsd"] < base["gmsd"]),
+        (
+            "texture ratio (closer to 1)",
+            gan["texture_ratio"],
+            base["texture_ratio"],
+            abs(np.log(gan["texture_ratio"])) < abs(np.log(base["texture_ratio"])),
+        ),
+    ]
+
+    def listed(better: bool) -> str:
+        found = [f"{n} {g:.3g} vs {b:.3g}" for n, g, b, ok in checks if ok == better]
+        return "; ".join(found) or "nothing"
+
+    lines = [
+        f"GAN vs L1 (the same network): {GAN_ROW} against us-denoise, measured above. "
+        f"Wins on: {listed(True)}. Loses on: {listed(False)}.",
+        "",
+    ]
+    return lines + ablation_note()
+
+
+def ablation_note() -> list[str]:
+    """The GAN card's ablations (same fine-tuning, other adversarial weights), as recorded."""
+    from engines.registry import resolve_model
+
+    card = resolve_model(GAN_ROW).card.raw
+    runs = card.get("ablations", [])
+    if not runs:
+        return []
+    keys = ("psnr_db", "ssim", "gmsd", "texture_ratio")
+
+    def figures(m: dict) -> str:
+        return ", ".join(f"{k} {m[k]:g}" for k in keys)
+
+    weight = card["training"]["adversarial_weight"]
+    text = "; ".join(f"adversarial weight {r['adversarial_weight']:g}: {figures(r)}" for r in runs)
+    return [
+        f"What the adversarial term itself does ({GAN_ROW}'s card, held-out seeds of its metrics, "
+        f"the same fine-tuning from us-denoise): {GAN_ROW} (weight {weight:g}): "
+        f"{figures(card['metrics'])}; {text}.",
         "",
     ]
 
