@@ -240,7 +240,8 @@ def stream_figures(
     on_path: list[str],
 ) -> dict[str, Any]:
     """`streams.<id>`: each stream's frames accounted on its own (captured = delivered +
-    dropped by reason, `lost` for the rest) and its glass-to-glass percentiles."""
+    dropped by reason, `lost` for the rest), its glass-to-glass percentiles and, where a viewer
+    page showed the stream's own frames, its display latency."""
     renders = [s for s in cfg.stages if isinstance(s, RenderSpec)]
     shows = _stream_renders(cfg, renders)
     budgets = {
@@ -253,7 +254,7 @@ def stream_figures(
         showing = [r.id for r in renders if not shows[r.id] or stream in shows[r.id]]
         expected = captured * max(1, len(showing))
         delivered = misses = 0
-        glass = Histogram()
+        glass, display = Histogram(), Histogram()
         for rid in showing:
             t = totals.get(rid)
             per = t.streams.get(stream) if t is not None else None
@@ -263,6 +264,8 @@ def stream_figures(
             misses += per.counters["budget_misses"]
             if GLASS_MS in per.hists:
                 glass.merge(per.hists[GLASS_MS])
+            if DISPLAY_MS in per.hists:
+                display.merge(per.hists[DISPLAY_MS])
         dropped: Counter[str] = Counter()
         for sid in on_path:
             t = totals.get(sid)
@@ -286,6 +289,8 @@ def stream_figures(
             "budget_misses": misses,
             "latency_ms": {"glass_to_glass": glass.summary((50, 95, 99))},
         }
+        if display.count:  # a viewer page showed this stream's own frames (not a composed image)
+            out[stream]["latency_ms"]["display"] = display.summary((50, 95, 99))
     return out
 
 

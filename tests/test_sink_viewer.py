@@ -382,8 +382,8 @@ def test_shown_reports_become_display_latency_once_per_served_frame(viewer):
     report = json.dumps({"stream": "a", "seq": 7, "shown_ms": shown_ms}).encode()
     assert _post(viewer, "/shown", report) == 204
     assert _post(viewer, "/shown", report) == 400  # once per frame
-    (latency,) = viewer.take_display_ms()
-    assert latency == pytest.approx(55.0, abs=0.01)
+    ((stream, latency),) = viewer.take_display_ms()
+    assert stream == "a" and latency == pytest.approx(55.0, abs=0.01)
     assert viewer.take_display_ms() == []  # taken
     never_served = json.dumps({"stream": "a", "seq": 8, "shown_ms": shown_ms}).encode()
     assert _post(viewer, "/shown", never_served) == 400

@@ -117,6 +117,9 @@ def test_viewer_shows_a_tile_per_stream_and_reports_display_latency(tmp_path: Pa
     # 2 s is a sanity bound for a loaded 2-core machine, not a target (tools/bench measures)
     assert 0 <= display["p50"] <= 2000, display
     assert display["count"] <= report["frames"]["delivered"]
+    per_stream = {k: v["latency_ms"]["display"]["count"] for k, v in report["streams"].items()}
+    assert set(per_stream) == {"left", "right"} and min(per_stream.values()) > 0, per_stream
+    assert sum(per_stream.values()) == display["count"]  # each report is one stream's frame
     assert report["frames"]["accounted"], report["frames"]
     assert set(report["stages"]) >= {"grab-left", "grab-right", "render"}
     assert "display (" in out  # the text report has the row

@@ -46,9 +46,9 @@ def sink_pending(sink: Sink) -> int:
     return pending() if pending is not None else 0
 
 
-def sink_display_ms(sink: Sink) -> list[float]:
-    """Capture -> shown latencies (ms) a sink's viewers reported since the last call; [] for
-    sinks that show nothing themselves."""
+def sink_display_ms(sink: Sink) -> list[tuple[str, float]]:
+    """Capture -> shown latencies a sink's viewers reported since the last call, as (stream,
+    ms); [] for sinks that show nothing themselves."""
     take = getattr(sink, "take_display_ms", None)
     return take() if take is not None else []
 

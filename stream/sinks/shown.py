@@ -36,7 +36,7 @@ class ShownReports:
         self.max_per_s = max_per_s
         self._lock = threading.Lock()
         self._served: OrderedDict[tuple[str, int], int] = OrderedDict()
-        self._pending: deque[float] = deque(maxlen=MAX_PENDING)
+        self._pending: deque[tuple[str, float]] = deque(maxlen=MAX_PENDING)  # (stream, ms)
         self._refused: Counter[str] = Counter()
         self._accepted = 0
         self._tokens = max_per_s
@@ -96,12 +96,12 @@ class ShownReports:
             return "clock_skew"
         if ms > MAX_DISPLAY_MS:
             return "implausible"
-        self._pending.append(max(0.0, ms))
+        self._pending.append((stream, max(0.0, ms)))
         self._accepted += 1
         return ""
 
-    def take(self) -> list[float]:
-        """The display latencies (ms) accepted since the last call."""
+    def take(self) -> list[tuple[str, float]]:
+        """The display latencies accepted since the last call: (stream, ms) each."""
         with self._lock:
             out = list(self._pending)
             self._pending.clear()

@@ -352,8 +352,8 @@ class ViewerSink:
                 ]
             }
 
-    def take_display_ms(self) -> list[float]:
-        """Capture -> shown latencies (ms) the pages reported since the last call."""
+    def take_display_ms(self) -> list[tuple[str, float]]:
+        """Capture -> shown latencies the pages reported since the last call: (stream, ms)."""
         return self.shown.take()
 
     def update_stats(self, stats: dict[str, Any]) -> None:

@@ -303,8 +303,9 @@ class Renderer:
     def take_display_latency(self) -> None:
         """Capture -> shown times the sinks' viewers reported (display latency, in ms)."""
         for sink in self.all_sinks():
-            for ms in sink_display_ms(sink):
-                self.rt.stats.observe(DISPLAY_MS, ms)
+            for stream, ms in sink_display_ms(sink):  # per stream too where it is one we drew
+                known = stream in self.rt.stats.streams  # (a composed image is no one stream)
+                self.rt.stats.observe(DISPLAY_MS, ms, stream if known else None)
                 self.recent_display.record(ms, self.rt.clock.now_ns())
 
     def live_stats(self) -> dict[str, Any]:
