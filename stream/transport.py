@@ -448,6 +448,8 @@ class Receiver:
             return
         while True:
             try:
+                if not _readable(self._monitor):  # the common case: no event, no zmq.Again
+                    break
                 event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 break
