@@ -361,7 +361,7 @@ class Receiver:
         self.gaps = GapBudget(clock)
         self._disconnect_logged = False
         # mailbox shared with the drain thread (live mode); counts are merged under its lock
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # never re-entered: no RLock
         self._newest: dict[str, Parsed] = {}  # stream -> its newest frame, longest waiting first
         self._eos: deque[Parsed] = deque()
         self._drops: Counter[tuple[str, str]] = Counter()  # (reason, stream or "")
