@@ -153,8 +153,7 @@ def encode_frame(
     if len(arrays) > MAX_PARTS:
         raise ValueError(f"a frame carries at most {MAX_PARTS} arrays, got {len(arrays)}")
     buffers = [_array_bytes(a) for _, a in arrays]
-    for buf in buffers:
-        _dtype_name(buf)
+    dtypes = [_dtype_name(buf) for buf in buffers]
     shm = shm_writer(buffers) if shm_writer is not None else None
     ann = frame.annotations
     header = {
@@ -170,8 +169,8 @@ def encode_frame(
         "deadline_ns": frame.deadline_ns,
         "format": frame.pixel_format,
         "parts": [
-            {"name": name, "dtype": _dtype_name(buf), "shape": list(buf.shape)}
-            for (name, _), buf in zip(arrays, buffers, strict=True)
+            {"name": name, "dtype": dtype, "shape": list(buf.shape)}
+            for (name, _), dtype, buf in zip(arrays, dtypes, buffers, strict=True)
         ],
         "annotations": _annotations_header(ann),
         "trace": [[s.stage, s.start_ns, s.end_ns] for s in frame.trace],
@@ -179,7 +178,7 @@ def encode_frame(
     }
     if shm is not None:
         header["shm"] = shm
-    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    head = _ENCODER.encode(header).encode()
     if len(head) > MAX_HEADER_BYTES:
         raise ValueError(f"header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}")
     return [frame.stream.encode(), head] if shm is not None else [frame.stream.encode(), head, *buffers]
@@ -416,16 +415,20 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # built once, not per frame
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+
+
 def _parse_header(raw: Any) -> dict[str, Any]:
     head = _buffer(raw)
     if len(head) > MAX_HEADER_BYTES:
         raise DecodeError("header_size", f"{len(head)} bytes > {MAX_HEADER_BYTES}")
     try:
-        text = bytes(head).decode("utf-8")
+        text = str(head, "utf-8")
     except UnicodeDecodeError as e:
         raise DecodeError("header_utf8", str(e)) from None
     try:
-        header = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        header = _DECODER.decode(text)
     except _DuplicateKey as e:
         raise DecodeError("duplicate_key", str(e)) from None
     except (ValueError, RecursionError) as e:

@@ -24,7 +24,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -156,18 +156,21 @@ def _remember(d: dict, key: object, value: object) -> None:
     d[key] = value
 
 
+def _readable(sock: zmq.Socket) -> bool:
+    """Whether a message waits on `sock` (checked without raising zmq.Again)."""
+    return bool(cast(int, sock.get(zmq.EVENTS)) & zmq.POLLIN)
+
+
 def count_subscriptions(sock: zmq.Socket, current: int) -> int:
     """`current` updated by the (un)subscriptions waiting on an XPUB_VERBOSER socket
     (read without blocking): how many subscribers it has now."""
-    while True:
-        try:
-            msg = sock.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            return current
+    while _readable(sock):  # no zmq.Again raised per send when none waits
+        msg = sock.recv(zmq.NOBLOCK)
         if msg[:1] == b"\x01":
             current += 1
         elif msg[:1] == b"\x00":
             current = max(0, current - 1)
+    return current
 
 
 class Sender:
@@ -358,7 +361,7 @@ class Receiver:
         self.gaps = GapBudget(clock)
         self._disconnect_logged = False
         # mailbox shared with the drain thread (live mode); counts are merged under its lock
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # never re-entered: no RLock
         self._newest: dict[str, Parsed] = {}  # stream -> its newest frame, longest waiting first
         self._eos: deque[Parsed] = deque()
         self._drops: Counter[tuple[str, str]] = Counter()  # (reason, stream or "")
@@ -445,6 +448,8 @@ class Receiver:
             return
         while True:
             try:
+                if not _readable(self._monitor):  # the common case: no event, no zmq.Again
+                    break
                 event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 break
@@ -488,16 +493,20 @@ class Receiver:
             poller.register(self._monitor, zmq.POLLIN)
         drops: Counter[tuple[str, str]] = Counter()
         counts: Counter[str] = Counter()
+        sock = self.sock
         while not self._closing:
             ready = poller.poll(50)
-            self._check_monitor()
+            if len(ready) != 1 or ready[0][0] is not sock or self._lost_at is not None:
+                self._check_monitor()  # a monitor event, a reconnect due, or idle
             if not ready:
                 continue
             newest: dict[str, Parsed] = {}
             eos: list[Parsed] = []
             for _ in range(MAX_DRAIN):
                 try:
-                    parts = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    if not _readable(sock):  # cheaper than raising zmq.Again
+                        break
+                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
                 except zmq.ZMQError:

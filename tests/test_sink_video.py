@@ -180,7 +180,7 @@ def test_bad_source_fps_and_stats_are_clear_errors(tmp_path):
     sink = VideoSink(VideoSpec(path=str(tmp_path / "x.mp4")), "video-stats")
     try:
         sink.update_stats({"fps": 30.0})
-        assert sink.stats == {"fps": 30.0}
+        assert sink.latest_stats == {"fps": 30.0}
         with pytest.raises(ValueError, match="JSON-able"):
             sink.update_stats({"x": {1, 2}})
     finally:

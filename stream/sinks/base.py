@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,6 +38,59 @@ class Sink(Protocol):
     def close(self) -> None:
         """Finish (flush files, stop servers, join threads). Safe to call twice."""
         ...
+
+
+class SinkBase:
+    """What every bundled sink shares: its stage id and name in messages (`who`), the checked
+    source rate, the closed state, the latest stats and drops counted by reason. A sink
+    implements `_write` (called only while open) and, if it holds resources, `_close`."""
+
+    kind = "sink"  # its config `type:`, in messages
+
+    def __init__(self, stage_id: str, source_fps: float | None = None) -> None:
+        self.who = f"{self.kind} sink {stage_id!r}"
+        check_source_fps(source_fps, self.who)
+        self.stage_id = stage_id
+        self.source_fps = source_fps
+        self.latest_stats: dict[str, Any] = {}
+        self.closed = False
+        self._drops: dict[str, int] = {}
+        self._drops_lock = threading.Lock()
+
+    def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+        """See `Sink.write`; a RuntimeError once the sink is closed."""
+        if self.closed:
+            raise RuntimeError(f"{self.who} is closed")
+        self._write(image_bgr, frame)
+
+    def _write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+        raise NotImplementedError
+
+    def update_stats(self, stats: dict[str, Any]) -> None:
+        """Keep the latest stats (`latest_stats`, a JSON copy; replaced whole, never edited)."""
+        self.latest_stats = json_snapshot(stats, self.who)
+
+    def drop(self, reason: str) -> None:
+        """Count one frame this sink dropped."""
+        with self._drops_lock:
+            self._drops[reason] = self._drops.get(reason, 0) + 1
+
+    def drops(self) -> dict[str, int]:
+        with self._drops_lock:
+            return dict(self._drops)
+
+    def pending(self) -> int:
+        """Frames taken and not finished with (a file sink's queue)."""
+        return 0
+
+    def close(self) -> None:
+        """Finish (`_close`) once; safe to call twice."""
+        if not self.closed:
+            self.closed = True
+            self._close()
+
+    def _close(self) -> None:
+        pass
 
 
 def sink_pending(sink: Sink) -> int:

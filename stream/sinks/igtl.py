@@ -36,7 +36,7 @@ from stream.exposure import require_loopback_or
 from stream.frame import Frame
 from stream.geometry import orientation_from_meta, spacing_from_meta, spacing_suspect_from_meta
 from stream.roi.clip import clip_mask_to_region
-from stream.sinks.base import SinkError, check_source_fps, json_snapshot
+from stream.sinks.base import SinkBase, SinkError
 from stream.sinks.latest_server import LatestServer
 from stream.spec import ConfigError, bounded
 
@@ -146,22 +146,21 @@ def slice_of(image: np.ndarray, pixel_format: str) -> np.ndarray:
     return np.ascontiguousarray(image)[np.newaxis]
 
 
-class IgtlSink:
+class IgtlSink(SinkBase):
     """Serve the newest frame and mask to OpenIGTLink clients (see the module doc)."""
 
+    kind = "igtl"
+
     def __init__(self, spec: IgtlSpec, stage_id: str, source_fps: float | None = None) -> None:
-        check_source_fps(source_fps, f"igtl sink {stage_id!r}")
+        super().__init__(stage_id, source_fps)
         self.spec = spec
-        self.stage_id = stage_id
         self.device = spec.device or stage_id
-        who = f"igtl sink {stage_id!r}"
+        who = self.who
         check_device(self.device, who, SinkError)
         self._pyigtl = _import_pyigtl()
         if self._pyigtl is None:
             raise SinkError(f"{who}: pyigtl is not installed (pip install 'medstream[igtl]')")
-        self.stats: dict[str, Any] = {}
         self.frames_written = 0
-        self.closed = False
         try:
             self._server = LatestServer(
                 spec.host,
@@ -181,10 +180,8 @@ class IgtlSink:
     def clients(self) -> int:
         return self._server.clients
 
-    def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+    def _write(self, image_bgr: np.ndarray, frame: Frame) -> None:
         """Offer the frame to the clients (latest wins). Never waits."""
-        if self.closed:
-            raise RuntimeError(f"igtl sink {self.stage_id!r} is closed")
         self.frames_written += 1
         self._server.put((frame, image_bgr, time.time_ns()))
 
@@ -276,9 +273,6 @@ class IgtlSink:
         out.append(info.pack())
         return b"".join(out)
 
-    def update_stats(self, stats: dict[str, Any]) -> None:
-        self.stats = json_snapshot(stats, f"igtl sink {self.stage_id!r}")
-
     def drops(self) -> dict[str, int]:
         """Frames not sent, by reason (see LatestServer); `server_counts()` has the rest."""
         counts = self._server.counts()
@@ -288,7 +282,5 @@ class IgtlSink:
         """Everything the server counted: sends, drops, refused clients."""
         return self._server.counts()
 
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._server.close()
+    def _close(self) -> None:
+        self._server.close()

@@ -17,13 +17,12 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from stream.frame import Frame
 from stream.recording import RecordingWriter
-from stream.sinks.base import SinkError, check_source_fps, frame_source_fps, json_snapshot
+from stream.sinks.base import SinkBase, SinkError, frame_source_fps
 from stream.sinks.writer_thread import CLOSE_TIMEOUT_S, WriterFailed, WriterThread
 from stream.spec import ConfigError, bounded
 
@@ -56,26 +55,24 @@ class RecorderSpec:
             ) from None
 
 
-class RecorderSink:
+class RecorderSink(SinkBase):
     """Queue frames for a writer thread that appends them to the recording (see module doc)."""
 
+    kind = "recorder"
+
     def __init__(self, spec: RecorderSpec, stage_id: str, source_fps: float | None = None) -> None:
-        check_source_fps(source_fps, f"recorder sink {stage_id!r}")
+        super().__init__(stage_id, source_fps)
         self.spec = spec
-        self.stage_id = stage_id
         start = datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
         self.path = Path(spec.path.format(stage=stage_id, start=start))
-        self._stats: dict[str, Any] = {}
         self.frames_queued = 0
         self.frames_written = 0
-        self.closed = False
-        self.source_fps = source_fps
         self._open()
         self._writer: RecordingWriter | None = None  # made by the first frame (or close)
         self._thread = WriterThread(f"recorder-{stage_id}", spec.queue, self._write_item)
 
     def _fail(self, why: str) -> SinkError:
-        return SinkError(f"recorder sink {self.stage_id!r}: cannot write {self.path}: {why}")
+        return SinkError(f"{self.who}: cannot write {self.path}: {why}")
 
     def _open(self) -> None:
         """Create the (empty) file now, so a path that cannot be written is an error at open."""
@@ -101,10 +98,8 @@ class RecorderSink:
             self._writer = RecordingWriter(self.path, header, self.spec.fsync_s)
         return self._writer
 
-    def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+    def _write(self, image_bgr: np.ndarray, frame: Frame) -> None:
         """Queue `frame` (and the rendered image, if configured). Never waits unless `wait`."""
-        if self.closed:
-            raise RuntimeError(f"recorder sink {self.stage_id!r} is closed")
         if self.source_fps is None and self.frames_queued == 0:  # before the writer reads it
             self.source_fps = frame_source_fps(frame)
         item = (frame, image_bgr if self.spec.rendered else None, time.time_ns())
@@ -113,10 +108,6 @@ class RecorderSink:
             return
         if self._thread.put(item, wait=self.spec.wait):
             self.frames_queued += 1
-
-    def update_stats(self, stats: dict[str, Any]) -> None:
-        """Keep the latest stats; they go into the recording's end record."""
-        self._stats = json_snapshot(stats, f"recorder sink {self.stage_id!r}")
 
     def pending(self) -> int:
         """Frames handed to this sink and not yet written."""
@@ -139,14 +130,10 @@ class RecorderSink:
         except OSError as e:  # disk full, I/O error: stop writing, count the rest
             raise WriterFailed(e.strerror or str(e)) from e
 
-    def close(self) -> None:
-        """Write every queued frame and the end record, then close the file (bounded).
-
-        Raises SinkError if writing failed (the frames lost are counted as `writer_error`).
-        Safe to call twice."""
-        if self.closed:
-            return
-        self.closed = True
+    def _close(self) -> None:
+        """Write every queued frame and the end record (with the latest stats), then close
+        the file (bounded). Raises SinkError if writing failed (the frames lost are counted
+        as `writer_error`)."""
         if not self._thread.stop():
             raise self._fail(f"the writer did not finish within {CLOSE_TIMEOUT_S:.0f} s")
         error = self._thread.error
@@ -155,7 +142,7 @@ class RecorderSink:
                 info = {
                     "frames": self.frames_written,
                     "drops": self.drops(),
-                    "stats": self._stats,
+                    "stats": self.latest_stats,
                 }
                 self._recording().write_end(info, time.time_ns())
             if self._writer is not None:

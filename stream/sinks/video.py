@@ -5,19 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from stream.frame import Frame
-from stream.sinks.base import (
-    SinkError,
-    check_bgr_image,
-    check_source_fps,
-    frame_source_fps,
-    json_snapshot,
-)
+from stream.sinks.base import SinkBase, SinkError, check_bgr_image, frame_source_fps
 from stream.sinks.writer_thread import CLOSE_TIMEOUT_S, WriterFailed, WriterThread
 from stream.spec import ConfigError, bounded
 
@@ -44,7 +37,7 @@ class VideoSpec:
             )
 
 
-class VideoSink:
+class VideoSink(SinkBase):
     """Queue frames for a writer thread; `write` never waits on the encoder or the disk.
 
     The frame rate written is `spec.fps`, else `source_fps` given at open, else the first
@@ -54,10 +47,11 @@ class VideoSink:
     file at `path` is replaced.
     """
 
+    kind = "video"
+
     def __init__(self, spec: VideoSpec, stage_id: str, source_fps: float | None = None) -> None:
-        check_source_fps(source_fps, f"video sink {stage_id!r}")
+        super().__init__(stage_id, source_fps)
         self.spec = spec
-        self.stage_id = stage_id
         self.path = Path(spec.path)
         self.fps = spec.fps or source_fps or DEFAULT_FPS
         self._fps_known = bool(spec.fps or source_fps)
@@ -66,14 +60,12 @@ class VideoSink:
         self._size: tuple[int, int] | None = None  # (width, height) of the first frame
         self._video: cv2.VideoWriter | None = None  # opened by the first frame
         self.frames_written = 0
-        self.stats: dict[str, Any] = {}
-        self.closed = False
         self._thread = WriterThread(
             f"video-{stage_id}", spec.queue, self._write_item, self._release
         )
 
     def _fail(self, why: str) -> SinkError:
-        return SinkError(f"video sink {self.stage_id!r}: cannot write {self.path}: {why}")
+        return SinkError(f"{self.who}: cannot write {self.path}: {why}")
 
     def _check_writable(self) -> None:
         """Create the parent directory and open a writer once, so a bad path, permission or
@@ -98,11 +90,9 @@ class VideoSink:
                 "(unsupported codec or container, or the file is not writable)"
             )
 
-    def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+    def _write(self, image_bgr: np.ndarray, frame: Frame) -> None:
         """Queue `image_bgr` (kept by reference) for the writer, or count why it was dropped."""
-        if self.closed:
-            raise RuntimeError(f"video sink {self.stage_id!r} is closed")
-        check_bgr_image(image_bgr, f"video sink {self.stage_id!r}")
+        check_bgr_image(image_bgr, self.who)
         size = (image_bgr.shape[1], image_bgr.shape[0])
         if self._size is None:
             self._size = size
@@ -113,10 +103,6 @@ class VideoSink:
             self._thread.drop("bad_size")
             return
         self._thread.put(image_bgr)
-
-    def update_stats(self, stats: dict[str, Any]) -> None:
-        """Keep the latest stats (`self.stats`); they are not written into the video."""
-        self.stats = json_snapshot(stats, f"video sink {self.stage_id!r}")
 
     def pending(self) -> int:
         """Frames handed to this sink and not yet written."""
@@ -143,15 +129,10 @@ class VideoSink:
         if self._video is not None:
             self._video.release()
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Write every queued frame, finish the file and join the writer thread.
 
-        Raises SinkError if the writer failed (its frames are counted as `writer_error`).
-        Safe to call twice.
-        """
-        if self.closed:
-            return
-        self.closed = True
+        Raises SinkError if the writer failed (its frames are counted as `writer_error`)."""
         if not self._thread.stop():
             raise self._fail(f"the writer did not finish within {CLOSE_TIMEOUT_S:.0f} s")
         if self._thread.error is not None:

@@ -37,7 +37,7 @@ import numpy as np
 
 from stream.exposure import require_loopback_or, token_matches
 from stream.frame import Frame
-from stream.sinks.base import SinkError, check_bgr_image, check_source_fps, json_snapshot
+from stream.sinks.base import SinkBase, SinkError, check_bgr_image
 from stream.sinks.latest import LatestJpeg
 from stream.sinks.shown import MAX_BODY_BYTES, ShownReports
 from stream.sinks.viewer_page import PAGE
@@ -277,30 +277,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
 
 
-class ViewerSink:
+class ViewerSink(SinkBase):
     """Serve the newest rendered frame and live stats to browsers (see the module doc)."""
 
+    kind = "viewer"
+
     def __init__(self, spec: ViewerSpec, stage_id: str, source_fps: float | None = None) -> None:
-        check_source_fps(source_fps, f"viewer sink {stage_id!r}")
+        super().__init__(stage_id, source_fps)
         self.spec = spec
-        self.stage_id = stage_id
-        self.source_fps = source_fps
         self.slots: dict[str, LatestJpeg] = {}  # stream -> its newest frame, in arrival order
         self.first = LatestJpeg(spec.jpeg_quality)  # the first stream's (served before it came)
         self.shown = ShownReports()
-        self.closed = False
         self._too_many = 0
         self._lock = threading.Lock()
-        self._stats: dict[str, Any] = {}
         self._written = 0
         self._last: dict[str, tuple[int, int, int]] = {}  # stream -> frames, seq, capture_ns
         self._unauthorized = 0
-        self.token = read_token(spec.token_file, f"viewer sink {stage_id!r}") if spec.token_file else ""
+        self.token = read_token(spec.token_file, self.who) if spec.token_file else ""
         try:
             self._server = _Server((spec.host, spec.port), self)
         except OSError as e:
             raise SinkError(
-                f"viewer sink {stage_id!r}: cannot listen on {_url(spec.host, spec.port)}: "
+                f"{self.who}: cannot listen on {_url(spec.host, spec.port)}: "
                 f"{e.strerror or e}"
             ) from None
         self.port: int = self._server.server_address[1]
@@ -316,11 +314,9 @@ class ViewerSink:
     def url(self) -> str:
         return _url(self.spec.host, self.port)
 
-    def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+    def _write(self, image_bgr: np.ndarray, frame: Frame) -> None:
         """Make `image_bgr` the newest frame (kept by reference, encoded only when asked for)."""
-        if self.closed:
-            raise RuntimeError(f"viewer sink {self.stage_id!r} is closed")
-        check_bgr_image(image_bgr, f"viewer sink {self.stage_id!r}")
+        check_bgr_image(image_bgr, self.who)
         with self._lock:
             slot = self.slots.get(frame.stream)
             if slot is None:
@@ -356,12 +352,6 @@ class ViewerSink:
         """Capture -> shown latencies the pages reported since the last call: (stream, ms)."""
         return self.shown.take()
 
-    def update_stats(self, stats: dict[str, Any]) -> None:
-        """Replace the stats shown on the page (must be JSON-able)."""
-        snapshot = json_snapshot(stats, f"viewer sink {self.stage_id!r}")
-        with self._lock:
-            self._stats = snapshot
-
     def drops(self) -> dict[str, int]:
         """Frames this sink failed to serve. Frames replaced before anyone looked are normal
         for a viewer and not counted; `stats()` has written vs encoded."""
@@ -393,7 +383,7 @@ class ViewerSink:
                     "shown_reports": self.shown.counts(),
                     "drops": drops,
                 },
-                "stats": self._stats,
+                "stats": self.latest_stats,
             }
 
     def count_unauthorized(self) -> None:
@@ -406,11 +396,8 @@ class ViewerSink:
         query = f"?token={quote(self.token, safe='')}" if self.token else ""
         return PAGE.replace("{query}", query).replace("{title}", html.escape(self.spec.title))
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Stop serving: end every client, stop the server, join its threads (bounded)."""
-        if self.closed:
-            return
-        self.closed = True
         with self._lock:
             slots = [self.first, *self.slots.values()]
         for slot in slots:

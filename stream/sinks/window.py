@@ -16,12 +16,11 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from stream.frame import Frame
-from stream.sinks.base import SinkError, check_source_fps, json_snapshot
+from stream.sinks.base import SinkBase, SinkError
 from stream.spec import bounded
 
 WAIT_SLICE_S = 0.03
@@ -86,28 +85,26 @@ def probe_window(env: dict[str, str]) -> str | None:
     return None
 
 
-class WindowSink:
+class WindowSink(SinkBase):
     """Show the newest rendered frame in a window (see the module doc)."""
 
+    kind = "window"
+
     def __init__(self, spec: WindowSpec, stage_id: str, source_fps: float | None = None) -> None:
-        check_source_fps(source_fps, f"window sink {stage_id!r}")
+        super().__init__(stage_id, source_fps)
         self.spec = spec
-        self.stage_id = stage_id
         self.title = spec.title or stage_id
         env = dict(os.environ)
         why = display_problem(env) or probe_window(env)
         if why is not None:
             raise SinkError(
-                f"window sink {stage_id!r}: cannot open a window: {why}; "
+                f"{self.who}: cannot open a window: {why}; "
                 "use the viewer sink (browser) instead, or run where a desktop is available"
             )
         self._cond = threading.Condition()
         self._image: np.ndarray | None = None
-        self._drops: dict[str, int] = {}
         self.frames_shown = 0
         self.user_closed = False
-        self.closed = False
-        self.stats: dict[str, Any] = {}
         self._ready = threading.Event()
         self._open_error: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"window-{stage_id}", daemon=True)
@@ -115,21 +112,16 @@ class WindowSink:
         if not self._ready.wait(PROBE_TIMEOUT_S) or self._open_error is not None:
             self.close()
             why = self._open_error or f"no window within {PROBE_TIMEOUT_S:.0f} s"
-            raise SinkError(f"window sink {stage_id!r}: cannot open a window: {why}")
+            raise SinkError(f"{self.who}: cannot open a window: {why}")
 
-    def _drop(self, reason: str) -> None:
-        self._drops[reason] = self._drops.get(reason, 0) + 1
-
-    def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+    def _write(self, image_bgr: np.ndarray, frame: Frame) -> None:
         """Make `image_bgr` the frame to show next (kept by reference)."""
-        if self.closed:
-            raise RuntimeError(f"window sink {self.stage_id!r} is closed")
         with self._cond:
             if self.user_closed:
-                self._drop("window_closed")
+                self.drop("window_closed")
                 return
             if self._image is not None:
-                self._drop("replaced")  # the display thread was slower than the stream
+                self.drop("replaced")  # the display thread was slower than the stream
             self._image = image_bgr
             self._cond.notify()
 
@@ -166,17 +158,7 @@ class WindowSink:
             cv2.destroyAllWindows()
             cv2.waitKey(1)
 
-    def update_stats(self, stats: dict[str, Any]) -> None:
-        self.stats = json_snapshot(stats, f"window sink {self.stage_id!r}")
-
-    def drops(self) -> dict[str, int]:
+    def _close(self) -> None:
         with self._cond:
-            return dict(self._drops)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        with self._cond:
-            self.closed = True
             self._cond.notify_all()
         self._thread.join(CLOSE_JOIN_S)
