@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from tools.train_common import (
     deterministic,
     export_onnx,
     forward,
+    load_onnx_weights,
     rounded,
     run_card,
     schedule_card,
@@ -151,7 +153,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--blocks", type=int, default=1, help="DenoiseNet blocks per level at 1/8 to 1/32"
     )
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this ONNX model's weights (same --widths and --blocks), e.g. "
+        "engines/models/us-denoise/model.onnx",
+    )
     args = p.parse_args(argv)
+    if args.init is not None and not args.init.is_file():
+        p.error(f"--init: no file {args.init}")
     if args.blocks < 1:
         p.error("--blocks must be >= 1")
     if args.quick:
@@ -175,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     model = DenoiseNet(mean, std, args.widths, args.blocks)
+    if args.init is not None:  # BatchNorm folded into the convolutions: fine-tune in eval mode
+        model = load_onnx_weights(model, args.init)
 
     def step_loss() -> torch.Tensor:
         x, y = batch(rng, noisy, clean, args.batch, CROP)
