@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model = DenoiseNet(mean, std, args.widths, args.blocks)
     if args.init is not None:  # BatchNorm folded into the convolutions: fine-tune in eval mode
-        model = load_onnx_weights(model, args.init)
+        load_onnx_weights(model, args.init)
 
     def step_loss() -> torch.Tensor:
         x, y = batch(rng, noisy, clean, args.batch, CROP)
