@@ -56,6 +56,7 @@ from tools.train_common import (
 
 SIZE = 512
 CROP = 256
+INIT_TEXT = "fine-tuned from {} (BatchNorm folded into the convolutions, kept in eval mode)"
 LOSS_TEXT = {"l1": "L1 (pixel / 255 units)", "mse": "mean squared error (pixel / 255 units)"}
 
 
@@ -248,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     if args.blocks != 1:
         card["architecture"]["blocks"] = args.blocks
+    if args.init is not None:
+        card["training"]["init"] = INIT_TEXT.format(args.init)
     if args.speckle_range is not None:
         card["training"]["phantom"]["speckle"] = "per seed: see speckle_levels"
     fill_card_info(card, args.name)  # a bundled model's intended use, training data, notice
