@@ -32,8 +32,8 @@ class EngineSpec:
         "us-seg",
         doc="bundled or user model name (see `medstream models`; `medstream model add` adds "
         "one), path to an .onnx file, a classical "
-        "method (classical-median, classical-bilateral, classical-nlm, classical-otsu, "
-        "classical-instruments), or a chain such as classical-median+us-seg",
+        "method (classical-median, classical-bilateral, classical-nlm, classical-guided, "
+        "classical-otsu, classical-instruments), or a chain such as classical-median+us-seg",
     )
     backend: BackendName = bounded(
         "auto", doc="auto: TensorRT if usable, else ONNX Runtime (CUDA if usable, else CPU)"

@@ -4,6 +4,9 @@ Speckle reduction (task denoising, output image; grey or BGR frames):
     classical-median       5 x 5 median filter
     classical-bilateral    bilateral filter, 9 px neighbourhood, sigma colour 40, sigma space 5
     classical-nlm          non-local means (h 20, 5 x 5 patches, 15 x 15 search window)
+    classical-guided       self-guided filter (He et al. 2010), 7 x 7 boxes, eps 100 levels^2: an
+                           edge-preserving smoother for after a denoising network (e.g.
+                           us-denoise-v2+classical-guided); too gentle for raw speckle
 Segmentation (task segmentation, label map):
     classical-otsu         ultrasound, the labels of us-seg: background, anechoic, lesion,
                            interface (Otsu thresholds, morphology, connected components)
@@ -50,6 +53,27 @@ def nlm(image: np.ndarray, pixel_format: str) -> np.ndarray:
     if image.ndim == 2:
         return cv2.fastNlMeansDenoising(image, None, 20, 5, 15)
     return cv2.fastNlMeansDenoisingColored(image, None, 20, 20, 5, 15)
+
+
+GUIDED_RADIUS = 3  # box side 2r + 1
+GUIDED_EPS = 100.0  # in squared grey levels: variance below this is smoothed, above kept
+
+
+def guided(image: np.ndarray, pixel_format: str) -> np.ndarray:
+    """Self-guided filter: per box, the linear fit a * I + b of the image to itself, with a
+    shrunk towards 0 where the local variance is below GUIDED_EPS; each channel alone."""
+    x = image.astype(np.float32)
+    size = (2 * GUIDED_RADIUS + 1,) * 2
+
+    def box(a: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(a, -1, size, borderType=cv2.BORDER_REFLECT)
+
+    mean = box(x)
+    var = box(x * x) - mean * mean
+    a = var / (var + GUIDED_EPS)
+    b = mean - a * mean
+    out = box(a) * x + box(b)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 # --- segmentation --------------------------------------------------------------------------
@@ -168,6 +192,7 @@ DENOISERS: dict[str, Method] = {
     "classical-median": median,
     "classical-bilateral": bilateral,
     "classical-nlm": nlm,
+    "classical-guided": guided,
 }
 SEGMENTERS: dict[str, tuple[Method, list[str]]] = {
     "classical-otsu": (otsu_ultrasound, US_LABELS),

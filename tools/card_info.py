@@ -50,6 +50,13 @@ CARD_INFO: dict[str, tuple[str, str]] = {  # model: (intended use, training data
         "Synthetic only: pairs of noisy and speckle-free frames from medstream's ultrasound "
         "phantom; no patient data.",
     ),
+    "us-denoise-v2": (
+        "Research and demonstration: speckle reduction of B-mode ultrasound that resembles "
+        "medstream's synthetic phantom, over a range of speckle strengths (trained at 0.5 to 1.2 "
+        "x the phantom default). The output is a smoothed estimate, not a diagnostic image.",
+        "Synthetic only: pairs of noisy and speckle-free frames from medstream's ultrasound "
+        "phantom; no patient data.",
+    ),
     "endo-instruments": (
         "Research and demonstration: segmenting surgical instruments in endoscopic video that "
         "resembles medstream's synthetic endoscope. Not validated on surgical video.",

@@ -15,6 +15,8 @@ seeds never used in training) through the real pipelines (`engines.load_pipeline
     hybrid       denoise CNN, then a segmentation CNN on its output: us-seg-dn (trained on
                  us-denoise's output) and, for comparison, us-seg (trained on noisy frames);
                  and classical preprocessing + CNN (median filter, then us-seg)
+    v2 rows      us-denoise-v2 (trained for PSNR across speckle levels) in place of us-denoise,
+                 and us-denoise-v2 + classical-guided (a guided filter on the network's output)
     transformer  us-seg-former, a small SegFormer-style segmenter (tools/segformer_net.py)
     CNN pruned   us-seg-pruned: us-seg after structured channel pruning (tools/prune_seg.py)
     GAN          us-denoise-gan: us-denoise's network trained adversarially (L1 + PatchGAN
@@ -124,6 +126,9 @@ US_ROWS = [
     Row("hybrid", "us-denoise", "us-seg-dn", "denoised"),
     Row("hybrid", "us-denoise", "us-seg", "denoised"),
     Row("hybrid", "classical-median", "us-seg", "denoised"),
+    Row("CNN", "us-denoise-v2", "us-seg"),
+    Row("hybrid", "us-denoise-v2", "us-seg-dn", "denoised"),
+    Row("hybrid", "us-denoise-v2+classical-guided", "us-seg-dn", "denoised"),
     Row("transformer", None, "us-seg-former"),
     Row("CNN pruned", None, "us-seg-pruned"),
     Row("GAN", "us-denoise-gan", None),
@@ -169,7 +174,8 @@ def endoscopy_samples(seeds: list[int], frames_per_seed: int) -> list[Sample]:
 def _load(name: str | None, threads: int, backend: BackendName) -> InferencePipeline | None:
     if name is None:
         return None
-    spec_backend = "auto" if name.startswith("classical-") else backend
+    classical = any(n.startswith("classical-") for n in name.split("+"))
+    spec_backend = "auto" if classical else backend
     return load_pipeline(EngineSpec(model=name, backend=spec_backend, threads=threads))
 
 

@@ -30,7 +30,9 @@ def network_for(card: dict) -> nn.Module:
         return SegNet(classes=len(card["labels"]), widths=widths, in_channels=channels)
     if arch["name"].startswith("DenoiseNet"):
         norm = card["normalization"]
-        return DenoiseNet(norm["mean"][0], norm["std"][0], widths=widths)
+        return DenoiseNet(
+            norm["mean"][0], norm["std"][0], widths=widths, blocks=arch.get("blocks", 1)
+        )
     raise ValueError(f"no torch network for architecture {arch['name']!r}")
 
 

@@ -2,10 +2,14 @@
 
     python -m tools.train_denoise --out engines/models/us-denoise     # the bundled model
     python -m tools.train_denoise --out /tmp/us-denoise --quick       # smoke run, seconds
+    python -m tools.train_denoise --out engines/models/us-denoise-v2 --name us-denoise-v2 \
+        --loss mse --speckle-range 0.5,1.2 --widths 48,96,128,160 --blocks 2 --threads 1
 
-Needs the `train` extra. Pairs come from `stream.sources.phantom` at its default speckle
-(512 x 512 noisy frame, the same frame without speckle as the target). Training uses random
-256 x 256 crops (the network is fully convolutional) with L1 loss; the model runs at 512 x 512.
+Needs the `train` extra. Pairs come from `stream.sources.phantom` at its default speckle, or with
+`--speckle-range LO,HI` at levels spread evenly from LO to HI over the training seeds (one level
+per seed) (512 x 512 noisy frame, the same frame without speckle as the target). Training uses
+random 256 x 256 crops (the network is fully convolutional) with L1 loss (`--loss mse`: squared
+error, what PSNR measures); the model runs at 512 x 512.
 The card's PSNR / SSIM come from held-out seeds through the exported ONNX model and the real
 pipeline (tools/eval_denoise.py). Deterministic for a given --seed and --threads.
 """
@@ -14,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from stream.sources.phantom import phantom_frame
+from tools.card_info import fill_card_info
 from tools.denoise_net import DenoiseNet
 from tools.eval_common import score_and_time
 from tools.eval_denoise import evaluate_denoise
@@ -36,6 +43,7 @@ from tools.train_common import (
     deterministic,
     export_onnx,
     forward,
+    load_onnx_weights,
     rounded,
     run_card,
     schedule_card,
@@ -48,13 +56,34 @@ from tools.train_common import (
 
 SIZE = 512
 CROP = 256
+INIT_TEXT = "fine-tuned from {} (BatchNorm folded into the convolutions, kept in eval mode)"
+LOSS_TEXT = {"l1": "L1 (pixel / 255 units)", "mse": "mean squared error (pixel / 255 units)"}
 
 
-def make_pairs(seeds: list[int], frames_per_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(noisy, clean): N x 512 x 512 uint8 each."""
+def speckle_card(levels: tuple[float, float] | None) -> dict:
+    """The card's note on the training speckle (none when only the phantom default was used)."""
+    if levels is None:
+        return {}
+    return {"speckle_levels": f"{levels[0]:g} to {levels[1]:g}, spread evenly over the seeds"}
+
+
+def speckle_levels(seeds: list[int], levels: tuple[float, float] | None) -> dict[int, float]:
+    """The phantom speckle of each training seed: 1.0, or spread evenly over `levels` (lo, hi)."""
+    if levels is None:
+        return dict.fromkeys(seeds, 1.0)
+    lo, hi = levels
+    step = (hi - lo) / max(len(seeds) - 1, 1)
+    return {seed: round(lo + i * step, 4) for i, seed in enumerate(seeds)}
+
+
+def make_pairs(
+    seeds: list[int], frames_per_seed: int, levels: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy, clean): N x 512 x 512 uint8 each; speckle per seed from `speckle_levels`."""
+    speckle = speckle_levels(seeds, levels)
     noisy, clean = [], []
     for spec, index in phantom_set(seeds, frames_per_seed):
-        frame = phantom_frame(spec, index)
+        frame = phantom_frame(replace(spec, speckle=speckle[spec.seed]), index)
         noisy.append(frame.image)
         clean.append(frame.clean)
     return np.stack(noisy), np.stack(clean)
@@ -80,6 +109,26 @@ def batch(
     )
 
 
+def _level_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from None
+    if not 0 < lo <= hi <= 3:
+        raise argparse.ArgumentTypeError(f"need 0 < LO <= HI <= 3, got {text!r}")
+    return lo, hi
+
+
+def _widths(text: str) -> tuple[int, int, int, int]:
+    try:
+        a, b, c, d = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected four integers a,b,c,d, got {text!r}") from None
+    if min(a, b, c, d) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be >= 1, got {text!r}")
+    return a, b, c, d
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_training_options(
@@ -92,7 +141,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_held_out_options(p, frames_per_seed=8, latency_runs=100)
     add_quick_option(p)
+    p.add_argument("--loss", choices=("l1", "mse"), default="l1", help="training loss")
+    p.add_argument(
+        "--speckle-range",
+        type=_level_range,
+        default=None,
+        help="LO,HI: train on phantom speckle levels spread over LO..HI (default: 1.0 only)",
+    )
+    p.add_argument(
+        "--widths", type=_widths, default=(48, 64, 80, 96), help="a,b,c,d: DenoiseNet widths"
+    )
+    p.add_argument(
+        "--blocks", type=int, default=1, help="DenoiseNet blocks per level at 1/8 to 1/32"
+    )
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this ONNX model's weights (same --widths and --blocks), e.g. "
+        "engines/models/us-denoise/model.onnx",
+    )
     args = p.parse_args(argv)
+    if args.init is not None and not args.init.is_file():
+        p.error(f"--init: no file {args.init}")
+    if args.blocks < 1:
+        p.error("--blocks must be >= 1")
     if args.quick:
         apply_quick(args)
     check_training_args(p, args, args.test_seeds)
@@ -105,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     rng = deterministic(args.seed, args.threads)
 
-    noisy, clean = make_pairs(args.train_seeds, args.frames_per_seed)
+    noisy, clean = make_pairs(args.train_seeds, args.frames_per_seed, args.speckle_range)
     x_all = noisy.astype(np.float32) / 255
     mean, std = round(float(x_all.mean()), 4), round(float(x_all.std()), 4)
     del x_all
@@ -113,17 +186,25 @@ def main(argv: list[str] | None = None) -> None:
         f"data: {len(noisy)} pairs, mean {mean} std {std} ({time.perf_counter() - started:.1f} s)"
     )
 
-    model = DenoiseNet(mean, std)
+    model = DenoiseNet(mean, std, args.widths, args.blocks)
+    if args.init is not None:  # BatchNorm folded into the convolutions: fine-tune in eval mode
+        load_onnx_weights(model, args.init)
 
     def step_loss() -> torch.Tensor:
         x, y = batch(rng, noisy, clean, args.batch, CROP)
         out = forward(model, torch.from_numpy((x - mean) / std), args.precision)
-        return (out - torch.from_numpy(y)).abs().mean()
+        err = out - torch.from_numpy(y)
+        return err.square().mean() if args.loss == "mse" else err.abs().mean()
+
+    def note(losses: list[float]) -> str:
+        if args.loss == "mse":
+            return f"RMSE {np.sqrt(np.mean(losses)) * 255:.3f} levels"
+        return f"L1 {np.mean(losses) * 255:.3f} levels"
 
     train_seconds = train(
         model,
         step_loss,
-        lambda losses: f"L1 {np.mean(losses) * 255:.3f} levels",
+        note,
         args.epochs,
         args.steps_per_epoch,
         args.lr,
@@ -134,7 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     example = torch.zeros(1, 1, SIZE, SIZE)
     export_onnx(model, onnx_path, example, "image", "denoised")
     diff = torchscript_from_onnx(
-        DenoiseNet(mean, std), onnx_path, args.out / "model.pt", torch.rand(1, 1, SIZE, SIZE)
+        DenoiseNet(mean, std, args.widths, args.blocks),
+        onnx_path,
+        args.out / "model.pt",
+        torch.rand(1, 1, SIZE, SIZE),
     )
     print(f"exported {onnx_path} and model.pt; max |torchscript - onnx| {diff:.2e}", flush=True)
 
@@ -151,17 +235,25 @@ def main(argv: list[str] | None = None) -> None:
         "training": {
             "data": "stream.sources.phantom 512x512: noisy frame -> the same frame without speckle",
             **phantom_card(),
+            **speckle_card(args.speckle_range),
             "train_seeds": seed_text(args.train_seeds),
             "frames_per_seed": args.frames_per_seed,
             "frame_indices": FRAME_INDICES,
             "crop": f"{CROP}x{CROP} random crops, left-right mirror",
             **schedule_card(args),
-            "loss": "L1 (pixel / 255 units)",
+            "loss": LOSS_TEXT[args.loss],
             **run_card(args, train_seconds),
         },
         "command": command,
         "versions": versions(),
     }
+    if args.blocks != 1:
+        card["architecture"]["blocks"] = args.blocks
+    if args.init is not None:
+        card["training"]["init"] = INIT_TEXT.format(args.init)
+    if args.speckle_range is not None:
+        card["training"]["phantom"]["speckle"] = "per seed: see speckle_levels"
+    fill_card_info(card, args.name)  # a bundled model's intended use, training data, notice
     write_card(args.out / "card.json", card)
 
     metrics, latency = score_and_time(
