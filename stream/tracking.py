@@ -11,12 +11,17 @@ detector's class-aware NMS can leave two boxes of different classes on one objec
 the same object: ByteTrack sees the object once and both boxes get its id (otherwise the two
 boxes become two tracks and the object's id flips between them). The price: two objects that
 overlap that much at that moment share an id.
+
+The shown class of a tracked box is a vote (`TrackLabels`): the score-weighted count of its
+track's classes over the last `label_window` detections, so the type does not flicker while
+the detector hesitates between two instrument types.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -53,6 +58,13 @@ class TrackerSpec:
         1.0,
         doc="a box overlapping a higher-scored box this much shares its id (1: only identical "
         "boxes; lower it for a detector that leaves boxes of two classes on one object)",
+    )
+    label_window: int = bounded(
+        30,
+        1,
+        300,
+        doc="a tracked box shows the class with the most score over its track's last this many "
+        "detections (1: the detector's class of the frame)",
     )
 
 
@@ -127,6 +139,43 @@ def same_object(xyxy: np.ndarray, scores: np.ndarray, merge_iou: float) -> np.nd
     return same
 
 
+class TrackLabels:
+    """The shown class of each tracked box: the class with the most summed score over its
+    track's last `window` detections (ties: the class seen last). Untracked boxes keep theirs;
+    a track unseen for `forget_s` is forgotten (ids are not reused)."""
+
+    def __init__(self, window: int, forget_s: float = 60.0) -> None:
+        if window < 1:
+            raise ValueError(f"label window must be >= 1, got {window}")
+        self.window = window
+        self.forget_s = forget_s
+        self._seen: dict[int, deque[tuple[int, float]]] = {}
+        self._last_s: dict[int, float] = {}
+
+    def update(self, boxes: Sequence[Box], ids: Sequence[int], time_s: float) -> list[Box]:
+        """`boxes` with each tracked box's label replaced by its track's vote."""
+        if len(ids) != len(boxes):
+            raise ValueError(f"{len(ids)} track ids for {len(boxes)} boxes")
+        if self.window == 1:
+            return list(boxes)
+        for box, tid in zip(boxes, ids, strict=True):
+            if tid >= 0:
+                self._seen.setdefault(tid, deque(maxlen=self.window)).append((box.label, box.score))
+                self._last_s[tid] = time_s
+        for tid in [t for t, s in self._last_s.items() if time_s - s > self.forget_s]:
+            del self._seen[tid], self._last_s[tid]
+        votes: dict[int, int] = {}
+        for tid in set(ids) - {NO_TRACK}:
+            weight: dict[int, float] = {}
+            for label, score in self._seen[tid]:  # later classes last: max keeps the latest tie
+                weight[label] = weight.pop(label, 0.0) + score
+            votes[tid] = max(reversed(weight), key=weight.__getitem__)
+        return [
+            replace(b, label=votes[t]) if t >= 0 and b.label != votes[t] else b
+            for b, t in zip(boxes, ids, strict=True)
+        ]
+
+
 def make_tracker(spec: TrackerSpec) -> BoxTracker:
     """The tracker `spec` names; ImportError (with the install line) if its package is missing."""
     if spec.type == "bytetrack":
@@ -134,4 +183,4 @@ def make_tracker(spec: TrackerSpec) -> BoxTracker:
     raise ValueError(f"unknown tracker type {spec.type!r}")
 
 
-__all__ = ["NO_TRACK", "BoxTracker", "ByteTracker", "TrackerSpec", "make_tracker"]
+__all__ = ["NO_TRACK", "BoxTracker", "ByteTracker", "TrackLabels", "TrackerSpec", "make_tracker"]

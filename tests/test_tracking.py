@@ -16,7 +16,7 @@ from stream.render.tracks import TipAnnotator, TrackTrails, TrailAnnotator
 from stream.sources.endoscopy import EndoscopySpec, endoscopy_frame
 
 pytest.importorskip("trackers", reason="the `track` extra (trackers) is not installed")
-from stream.tracking import NO_TRACK, TrackerSpec, make_tracker  # noqa: E402
+from stream.tracking import NO_TRACK, TrackerSpec, TrackLabels, make_tracker  # noqa: E402
 
 IMAGE = np.zeros((48, 64, 3), np.uint8)
 BOXES = [Box(1.5, 2.0, 30.0, 40.0, 1, 0.9), Box(10.0, 5.0, 20.0, 15.0, 0, 0.3)]
@@ -164,3 +164,27 @@ def test_one_box_per_track_is_drawn() -> None:
     boxes = [Box(0, 0, 10, 10, 0, 0.4), Box(1, 1, 11, 11, 3, 0.8), Box(50, 50, 60, 60, 1, 0.2)]
     kept, ids = tracked_boxes(boxes, [7, 7, NO_TRACK])
     assert kept == [boxes[1]] and ids == [7]  # the best of track 7; the untracked box left out
+
+
+def test_a_track_whose_detections_alternate_classes_shows_its_majority_class() -> None:
+    votes = TrackLabels(window=9)
+    shown = []
+    for k in range(12):  # track 5: scissors (1) twice, then clip applier (3) once, over and over
+        label = 3 if k % 3 == 2 else 1
+        out = votes.update(
+            [Box(k, 0, k + 10, 10, label, 0.8), Box(50, 50, 60, 60, 2, 0.5)], [5, NO_TRACK], k / 30
+        )
+        shown.append(out[0].label)
+        assert out[1].label == 2  # an untracked box keeps the detector's class
+    assert shown == [1] * 12
+
+
+def test_the_label_vote_is_score_weighted_and_follows_a_lasting_change() -> None:
+    votes = TrackLabels(window=4)
+    boxes = [Box(0, 0, 9, 9, 0, 0.9), Box(0, 0, 9, 9, 2, 0.2), Box(0, 0, 9, 9, 2, 0.2)]
+    assert [votes.update([b], [1], 0.0)[0].label for b in boxes] == [0, 0, 0]  # 0.9 > 0.4
+    later = [votes.update([Box(0, 0, 9, 9, 2, 0.6)], [1], 0.1)[0].label for _ in range(4)]
+    assert later[-1] == 2  # the window forgets the old class
+    assert TrackLabels(window=1).update(boxes[1:2], [1], 0.0)[0].label == 2  # 1: no vote
+    with pytest.raises(ValueError):
+        votes.update(boxes, [1], 0.2)  # one id per box

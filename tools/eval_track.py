@@ -7,7 +7,9 @@ of the four types, smoke, motion blur, the tissue flap) at another seed, every f
 real pipeline (`load_pipeline`, ONNX Runtime, one thread) and the infer stage's tracker. A true
 tip is matched to the tracked box (id >= 0) that overlaps it most (IoU >= 0.3). Per true tool:
 the frames it is visible, the frames it is matched (coverage), the distinct ids it got and the
-id switches (consecutive matches with different ids). Prints one JSON report.
+id switches (consecutive matches with different ids); of the matched frames, those whose shown
+class (the track's label vote) is the tool's type, and the label changes (consecutive matches
+with one id and different shown classes). Prints one JSON report.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import yaml
 
 from engines import EngineSpec, load_pipeline
 from stream.sources.endoscopy import EndoscopySpec, endoscopy_frame
-from stream.tracking import TrackerSpec, make_tracker
+from stream.tracking import TrackerSpec, TrackLabels, make_tracker
 from tools.eval_common import parse_seeds
 from tools.eval_detect import box_iou
 
@@ -43,22 +45,36 @@ def demo_settings() -> tuple[EndoscopySpec, EngineSpec, TrackerSpec]:
 def track_sequence(
     spec: EndoscopySpec, pipeline: object, tracker_spec: TrackerSpec, frames: int
 ) -> tuple[dict[int, dict[str, int]], list[float]]:
-    """Per true tool {visible, matched, ids, switches}; and the per-frame ms (model + tracker)."""
+    """Per true tool {visible, matched, ids, switches, right_class, label_changes}; and the
+    per-frame ms (model + tracker + label vote)."""
     tracker = make_tracker(tracker_spec)
+    labels = TrackLabels(tracker_spec.label_window)
     tools: dict[int, dict[str, int]] = {}
     ids: dict[int, set[int]] = {}
     last: dict[int, int] = {}
+    last_label: dict[int, int] = {}
     times = []
     for index in range(frames):
         frame = endoscopy_frame(spec, index)
         start = time.perf_counter()
         result = pipeline(frame.image, "bgr8")  # type: ignore[operator]
         track_ids = tracker.update(result.boxes, index / spec.fps)
+        shown = labels.update(result.boxes, track_ids, index / spec.fps)
         times.append((time.perf_counter() - start) * 1e3)
-        tracked = [(b, t) for b, t in zip(result.boxes, track_ids, strict=True) if t >= 0]
+        tracked = [(b, t) for b, t in zip(shown, track_ids, strict=True) if t >= 0]
         boxes = np.array([[b.x0, b.y0, b.x1, b.y1] for b, _ in tracked], np.float32).reshape(-1, 4)
-        for x0, y0, x1, y1, _kind, tool, *_ in frame.boxes:
-            stats = tools.setdefault(int(tool), {"visible": 0, "matched": 0, "ids": 0, "switches": 0})
+        for x0, y0, x1, y1, kind, tool, *_ in frame.boxes:
+            stats = tools.setdefault(
+                int(tool),
+                {
+                    "visible": 0,
+                    "matched": 0,
+                    "ids": 0,
+                    "switches": 0,
+                    "right_class": 0,
+                    "label_changes": 0,
+                },
+            )
             stats["visible"] += 1
             if not len(boxes):
                 continue
@@ -66,12 +82,15 @@ def track_sequence(
             best = int(np.argmax(overlap))
             if overlap[best] < 0.3:
                 continue
-            tid = tracked[best][1]
+            box, tid = tracked[best]
             stats["matched"] += 1
+            stats["right_class"] += box.label == int(kind)
             ids.setdefault(int(tool), set()).add(tid)
             if int(tool) in last and last[int(tool)] != tid:
                 stats["switches"] += 1
-            last[int(tool)] = tid
+            elif int(tool) in last and last_label[int(tool)] != box.label:
+                stats["label_changes"] += 1
+            last[int(tool)], last_label[int(tool)] = tid, box.label
     for tool, stats in tools.items():
         stats["ids"] = len(ids.get(tool, set()))
     return tools, times
@@ -119,6 +138,12 @@ def main(argv: list[str] | None = None) -> None:
             sum(t["matched"] for t in per_tool) / max(sum(t["visible"] for t in per_tool), 1), 3
         ),
         "coverage_definition": "matched / visible true-tip frames over all tools",
+        "class_accuracy": round(
+            sum(t["right_class"] for t in per_tool) / max(sum(t["matched"] for t in per_tool), 1), 3
+        ),
+        "label_changes": sum(t["label_changes"] for t in per_tool),
+        "label_definition": "class_accuracy: matched frames whose shown class is the tool's type; "
+        "label_changes: consecutive matches of a tool with one id and different shown classes",
         "model_plus_tracker_ms": {
             "median": round(float(np.median(times)), 2),
             "p99": round(float(np.percentile(times, 99)), 2),

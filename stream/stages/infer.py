@@ -6,7 +6,8 @@ the `confidence` part, its boxes, labels and top-k classes as annotations; `meta
 card's out-of-distribution gate for the frame and `meta.model_card` what the user must be told
 (intended use, training data, notice). The stage appends its span to the frame's trace.
 With a `tracker:` section, each model run's boxes also get track ids (stream.tracking) in
-`annotations.track_ids`, the tracker timed by the frames' capture times.
+`annotations.track_ids`, the tracker timed by the frames' capture times; a tracked box's label
+is its track's class vote over `label_window` detections (stream.tracking.TrackLabels).
 Temporal skipping and the fallback cascade (infer_schedule.py) may reuse the last result for a
 frame instead: `meta.inference` then says so, with the result's age and source frame.
 Frames of several streams are scheduled per stream (a result is only ever reused for its own
@@ -23,7 +24,7 @@ from engines import EngineUnavailable, InferencePipeline, InferenceResult, load_
 from ..budget import WILL_MISS, BudgetGuard
 from ..config import InferSpec
 from ..frame import Annotations, Frame
-from ..tracking import BoxTracker, make_tracker
+from ..tracking import BoxTracker, TrackLabels, make_tracker
 from .base import Drop, StageRuntime
 from .batcher import Batcher
 from .infer_schedule import FALLBACK, MAIN, Decision, InferSchedule
@@ -135,6 +136,7 @@ class InferOperator(Operator):
         self.guard = BudgetGuard(predict=spec.predict_drops, stage_budget_ms=spec.stage_budget_ms)
         self.last_out: dict[str, Frame] = {}  # per stream: its last computed result
         self.trackers: dict[str, BoxTracker] = {}  # per stream (`tracker:`), made on first use
+        self.track_labels: dict[str, TrackLabels] = {}  # per stream, beside its tracker
         if spec.batch.max_batch > 1:
             self.batcher = Batcher(spec.batch.max_batch, spec.batch.max_wait_ms)
 
@@ -215,7 +217,11 @@ class InferOperator(Operator):
             tracker = self.trackers.get(frame.stream)
             if tracker is None:
                 tracker = self.trackers[frame.stream] = make_tracker(self.spec.tracker)
+                self.track_labels[frame.stream] = TrackLabels(self.spec.tracker.label_window)
             ids = tracker.update(out.annotations.boxes, frame.capture_ns / 1e9)
+            out.annotations.boxes = self.track_labels[frame.stream].update(
+                out.annotations.boxes, ids, frame.capture_ns / 1e9
+            )
             out.annotations.track_ids = ids
             stats.count("boxes_tracked", sum(1 for i in ids if i >= 0))
             stats.count("boxes_untracked", sum(1 for i in ids if i < 0))
