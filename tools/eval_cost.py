@@ -34,7 +34,8 @@ def _parameters(name: str) -> int:
 
 def network_cost(models: Iterable[str | None]) -> dict[str, float | int]:
     """{"parameters", "gflops"} summed over the networks among `models` ({} if none)."""
-    names = [m for m in models if m is not None and not m.startswith("classical-")]
+    chained = [n for m in models if m is not None for n in m.split("+")]  # a chain: each model
+    names = [n for n in chained if not n.startswith("classical-")]
     if not names:
         return {}
     return {
