@@ -321,7 +321,7 @@ def plot_curve(points: list[dict], chosen: float, path: Path) -> str | None:
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel("median ms per 512x512 frame (1 thread)")
     ax.set_ylabel("pixel accuracy in the field of view (%)")
-    ax.set_title("us-seg: L1 channel pruning + fine-tuning")
+    ax.set_title("us-seg: L1 channel pruning + fine-tuning (distilled)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -335,7 +335,11 @@ def markdown(report: dict) -> str:
     lines = [
         f"Structured channel pruning of {SOURCE} (tools/prune_seg.py), measured {s['date']} on "
         f"{s['cpu']}, one thread; {s['eval_frames']} held-out phantom frames (seeds "
-        f"{s['eval_seeds']}, as `medstream evaluate`), {s['timing_runs']} timed calls.",
+        f"{s['eval_seeds']}, as `medstream evaluate`); times: one pass after all training, "
+        f"{s['timing_runs']} calls per ratio with the ratios interleaved (the whole pipeline on a "
+        "512 x 512 frame: resize, network, argmax, gate). On a shared machine differences of a "
+        "few tenths of a ms are within the load noise; GFLOPs are the deterministic measure "
+        "of cost.",
         "",
         "| keep | widths | parameters | GFLOPs | pixel accuracy | Dice | median ms | p99 ms |",
         "|---|---|---|---|---|---|---|---|",
