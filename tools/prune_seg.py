@@ -264,7 +264,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--distill", type=float, default=1.0, help="weight of the KL loss to us-seg (0: none)"
     )
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
-    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs per ratio")
+    p.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs per ratio")
     p.add_argument("--steps-per-epoch", type=int, default=100)
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
@@ -508,7 +508,8 @@ def main(argv: list[str] | None = None) -> None:
             "frames_per_seed": args.frames_per_seed,
             "frame_indices": FRAME_INDICES,
             **schedule_card(args),
-            "loss": "cross-entropy + (1 - mean foreground soft Dice)",
+            "loss": "cross-entropy + (1 - mean foreground soft Dice)"
+            + (" + weight x distillation KL" if args.distill > 0 else ""),
             "augmentation": "left-right mirror",
             "batchnorm": "re-estimated on the fine-tuning frames, then trained (batch statistics)",
             "iterative": args.iterative,
