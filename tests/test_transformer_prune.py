@@ -20,7 +20,12 @@ from engines.registry import resolve_model  # noqa: E402
 from stream.sources.phantom import LABELS  # noqa: E402
 from tools.eval_cost import network_cost, pareto_front  # noqa: E402
 from tools.onnx_flops import count_flops  # noqa: E402
-from tools.prune_seg import prune_segnet, pruned_widths  # noqa: E402
+from tools.prune_seg import (  # noqa: E402
+    distillation_loss,
+    prune_segnet,
+    pruned_widths,
+    reestimate_batchnorm,
+)
 from tools.seg_net import SegNet  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +72,56 @@ def test_pruning_keeps_the_filters_with_the_largest_l1_norm() -> None:
     kept = pruned.stem[0].weight
     for i in (1, 5, 9):
         assert any(torch.equal(net.stem[0].weight[i], k) for k in kept), i
+
+
+def test_iterative_pruning_reaches_the_widths_of_one_cut() -> None:
+    net = _random_segnet()
+    half = pruned_widths(net.widths, 0.5)
+    twice = prune_segnet(prune_segnet(net, 0.75), 0.5, half)  # 0.5 cut from the 0.75 network
+    assert twice.widths == half == prune_segnet(net, 0.5).widths
+    with pytest.raises(ValueError, match="widths"):
+        prune_segnet(prune_segnet(net, 0.5), 1.0, pruned_widths(net.widths, 0.75))
+
+
+def _folded_segnet() -> SegNet:
+    """A SegNet whose BatchNorms are `x + bias`, as after load_onnx_weights."""
+    net = _random_segnet()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+                m.bias.uniform_(-0.1, 0.1)
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0 - m.eps)
+    return net.eval()
+
+
+def test_batchnorm_reestimation_keeps_the_function_and_measures_the_inputs() -> None:
+    net, x = _folded_segnet(), torch.randn(6, 1, 32, 48).numpy()
+    with torch.no_grad():
+        before = net(torch.from_numpy(x))
+    reestimate_batchnorm(net, x, batch=6)
+    bn = net.stem[1]
+    assert bn.running_var.min() > 0 and not torch.allclose(
+        bn.running_var, torch.ones_like(bn.running_var)
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(torch.from_numpy(x)), before, rtol=0, atol=1e-4)
+        # batch statistics of the same frames: training mode starts where eval mode is
+        torch.testing.assert_close(net.train()(torch.from_numpy(x)), before, rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="folded"):
+        reestimate_batchnorm(_random_segnet(), x)
+
+
+def test_distillation_loss_is_zero_only_at_the_teacher() -> None:
+    teacher = torch.randn(2, 4, 8, 8)
+    assert float(distillation_loss(teacher.clone(), teacher, 2.0)) == pytest.approx(0, abs=1e-6)
+    student = torch.zeros(2, 4, 8, 8, requires_grad=True)
+    loss = distillation_loss(student, teacher.half(), 2.0)
+    assert loss.item() > 0.01
+    loss.backward()
+    moved = (student - 0.5 * student.grad).detach()  # a step down the gradient
+    assert float(distillation_loss(moved, teacher, 2.0)) < loss.item()
 
 
 def test_keep_ratio_out_of_range() -> None:
