@@ -93,7 +93,8 @@ class Ports:
 
     def add_input(self, link: str, streams: Collection[str] = ()) -> None:
         """The input whose frames `process` handles (one per stage); with `streams` (ids) it
-        ends once all of them ended, else at the first end of stream."""
+        ends once all of them ended (or, while none of them was heard, once every stream heard
+        ended: a producer the config does not name), else at the first end of stream."""
         self.input = self._open_input(link, "")
         self.streams = set(streams)
 
@@ -191,7 +192,12 @@ def _ended(rt: StageRuntime, msg: Message, ports: Ports, ended: set[str]) -> boo
     if ports.output is not None:
         ports.output.send_eos(msg.eos)
     ended.add(msg.eos.stream)
-    return not ports.streams or ports.streams <= ended
+    if not ports.streams or ports.streams <= ended:
+        return True
+    # a producer the config does not name (a foreign one, protocol.md section 6) while none of
+    # the configured streams was ever heard: its end is the input's end
+    heard = set(rt.stats.streams) | ended
+    return not (ports.streams & heard) and heard <= ended
 
 
 def _loop(rt: StageRuntime, op: Operator, ports: Ports) -> None:
