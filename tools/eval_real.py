@@ -12,8 +12,9 @@ the mean over its frames; the table: the mean over scans (each file weighs the s
 output / input, per window (ENL) or pair (CNR), averaged as geometric means.
 
 The rule for the default despeckler of real inputs (`best_despeckler`): among the methods that
-keep edge preservation >= 0.9 and run in under 100 ms per frame on one thread (the per-frame
-budget of configs/dicom_cine.yaml, where the winner runs), the one with the highest ENL gain.
+keep edge preservation >= 0.9 and run in under 100 ms per frame at p99 on one thread (the
+per-frame budget of configs/dicom_cine.yaml, where the winner runs: a median under the budget
+with a p99 over it would miss the budget on every slow frame), the one with the highest ENL gain.
 """
 
 from __future__ import annotations
@@ -153,13 +154,13 @@ def evaluate_methods(
 
 
 def best_despeckler(rows: list[dict]) -> str | None:
-    """The rule (module doc): edge preservation >= 0.9, < 100 ms, then the highest ENL gain."""
+    """The rule (module doc): edge preservation >= 0.9, p99 < 100 ms, then the highest ENL gain."""
     ok = [
         r
         for r in rows
         if r["method"] != "input"
         and r["edge_preservation"] >= MIN_EDGE_PRESERVATION
-        and r.get("median_ms", math.inf) < MAX_MS
+        and r.get("p99_ms", math.inf) < MAX_MS
     ]
     return max(ok, key=lambda r: r["enl_gain"])["method"] if ok else None
 
@@ -201,7 +202,7 @@ def markdown(report: dict) -> str:
                 table(report["rows"]),
                 "",
                 f"Rule: among methods with edge preservation >= {MIN_EDGE_PRESERVATION} and under "
-                f"{MAX_MS:g} ms per frame (the budget of configs/dicom_cine.yaml), the highest ENL gain: **{report['best'] or 'none'}** "
+                f"{MAX_MS:g} ms per frame at p99 (the budget of configs/dicom_cine.yaml), the highest ENL gain: **{report['best'] or 'none'}** "
                 "(the despeckler of configs/dicom_cine.yaml).",
             ]
         )
