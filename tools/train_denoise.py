@@ -256,6 +256,24 @@ def main(argv: list[str] | None = None) -> None:
     fill_card_info(card, args.name)  # a bundled model's intended use, training data, notice
     write_card(args.out / "card.json", card)
 
+    metrics, latency = score_denoiser(
+        args, onnx_path, card, "SSIM 11x11 Gaussian window (tools/image_metrics.py)"
+    )
+    print(
+        f"held-out PSNR {metrics['psnr_db']:.2f} dB (input {metrics['input_psnr_db']:.2f}), "
+        f"SSIM {metrics['ssim']:.3f} (input {metrics['input_ssim']:.3f}); "
+        f"{card['cost']['gflops']} GFLOPs, {latency['pipeline_median_ms']:.2f} ms median; "
+        f"total {time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
+
+
+def score_denoiser(
+    args: argparse.Namespace, onnx_path: Path, card: dict, measures: str
+) -> tuple[dict, dict]:
+    """Score a trained denoiser on the held-out phantom seeds through the ONNX pipeline and time
+    it; the card gains `metrics` (`measures` says how SSIM and the rest are defined) and `cost`,
+    and is written. Returns (metrics, latency)."""
     metrics, latency = score_and_time(
         str(onnx_path),
         lambda pipeline: evaluate_denoise(
@@ -270,18 +288,12 @@ def main(argv: list[str] | None = None) -> None:
         "data": f"held-out phantom seeds {seed_text(args.test_seeds)}, "
         f"{args.test_frames_per_seed} frames each, 512x512, through the ONNX pipeline",
         "definition": "vs the phantom's clean image, inside the field of view; PSNR from the MSE "
-        "pooled over all frames; SSIM 11x11 Gaussian window (tools/image_metrics.py)",
+        f"pooled over all frames; {measures}",
         **rounded(metrics, 3),
     }
     card["cost"] = cost_card(onnx_path, "512x512", "512x512 gray8", latency, "tools.eval_denoise")
     write_card(args.out / "card.json", card)
-    print(
-        f"held-out PSNR {metrics['psnr_db']:.2f} dB (input {metrics['input_psnr_db']:.2f}), "
-        f"SSIM {metrics['ssim']:.3f} (input {metrics['input_ssim']:.3f}); "
-        f"{card['cost']['gflops']} GFLOPs, {latency['pipeline_median_ms']:.2f} ms median; "
-        f"total {time.perf_counter() - started:.0f} s",
-        flush=True,
-    )
+    return metrics, latency
 
 
 if __name__ == "__main__":

@@ -26,11 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from stream.sources.phantom import phantom_frame
 from tools.denoise_net import DenoiseNet
-from tools.eval_common import score_and_time
-from tools.eval_denoise import evaluate_denoise
-from tools.eval_seg import phantom_card, phantom_set, spec_for_seed
+from tools.eval_seg import phantom_card
 from tools.train_common import (
     FRAME_INDICES,
     add_held_out_options,
@@ -39,20 +36,18 @@ from tools.train_common import (
     apply_quick,
     check_training_args,
     command_line,
-    cost_card,
     denoiser_card_head,
     deterministic,
     export_onnx,
     forward,
     load_onnx_weights,
-    rounded,
     run_card,
     seed_text,
     torchscript_from_onnx,
     versions,
     write_card,
 )
-from tools.train_denoise import CROP, SIZE, batch, make_pairs
+from tools.train_denoise import CROP, SIZE, batch, make_pairs, score_denoiser
 
 MODELS = Path(__file__).resolve().parents[1] / "engines" / "models"
 
@@ -230,26 +225,12 @@ def main(argv: list[str] | None = None) -> None:
     }
     write_card(args.out / "card.json", card)
 
-    metrics, latency = score_and_time(
-        str(onnx_path),
-        lambda pipeline: evaluate_denoise(
-            pipeline, phantom_set(args.test_seeds, args.test_frames_per_seed)
-        ),
-        phantom_frame(spec_for_seed(args.test_seeds[0]), 0).image,
-        "gray8",
-        args.latency_runs,
-        warmup=min(10, args.latency_runs),
+    metrics, latency = score_denoiser(
+        args,
+        onnx_path,
+        card,
+        "SSIM 11x11 Gaussian window; GMSD and texture ratio as in tools/image_metrics.py",
     )
-    card["metrics"] = {
-        "data": f"held-out phantom seeds {seed_text(args.test_seeds)}, "
-        f"{args.test_frames_per_seed} frames each, 512x512, through the ONNX pipeline",
-        "definition": "vs the phantom's clean image, inside the field of view; PSNR from the MSE "
-        "pooled over all frames; SSIM 11x11 Gaussian window; GMSD and texture ratio as in "
-        "tools/image_metrics.py",
-        **rounded(metrics, 3),
-    }
-    card["cost"] = cost_card(onnx_path, "512x512", "512x512 gray8", latency, "tools.eval_denoise")
-    write_card(args.out / "card.json", card)
     print(
         f"held-out PSNR {metrics['psnr_db']:.2f} dB (input {metrics['input_psnr_db']:.2f}), "
         f"SSIM {metrics['ssim']:.3f}, GMSD {metrics['gmsd']:.4f}, texture ratio "
