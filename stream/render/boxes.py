@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from stream.frame import Box
-from stream.render.canvas import check_canvas, owned_copy
+from stream.render.annotator import Annotator
 from stream.render.color import BGR, check_palette, label_color
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -26,7 +26,7 @@ def box_pixels(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
-class BoxAnnotator:
+class BoxAnnotator(Annotator):
     """Outline each box in its label's colour."""
 
     def __init__(self, colors: Sequence[BGR] | None = None, thickness: int = 2) -> None:
@@ -35,15 +35,8 @@ class BoxAnnotator:
         self.palette = check_palette(colors)
         self.thickness = int(thickness)
 
-    def annotate(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-        """Return a new image: `image` (BGR, untouched) with `boxes` outlined."""
-        canvas = owned_copy(image)
-        self.draw(canvas, boxes)
-        return canvas
-
-    def draw(self, canvas: np.ndarray, boxes: Sequence[Box]) -> None:
+    def paint(self, canvas: np.ndarray, boxes: Sequence[Box]) -> None:
         """Outline `boxes` in `canvas`, a BGR array you own, in place."""
-        check_canvas(canvas)
         height, width = canvas.shape[:2]
         for box in boxes:
             x0, y0, x1, y1 = box_pixels(box, width, height)
@@ -57,7 +50,7 @@ def text_color_on(background: BGR) -> BGR:
     return (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 140 else (255, 255, 255)
 
 
-class LabelAnnotator:
+class LabelAnnotator(Annotator):
     """Tag each box with "name score" (or "#id name score" for a tracked box) on a filled tag
     in its label's colour.
 
@@ -85,19 +78,7 @@ class LabelAnnotator:
         self.text_thickness = int(text_thickness)
         self.text_padding = int(text_padding)
 
-    def annotate(
-        self,
-        image: np.ndarray,
-        boxes: Sequence[Box],
-        labels: Sequence[str],
-        track_ids: Sequence[int] = (),
-    ) -> np.ndarray:
-        """Return a new image: `image` (BGR, untouched) with a tag per box."""
-        canvas = owned_copy(image)
-        self.draw(canvas, boxes, labels, track_ids)
-        return canvas
-
-    def draw(
+    def paint(
         self,
         canvas: np.ndarray,
         boxes: Sequence[Box],
@@ -105,7 +86,6 @@ class LabelAnnotator:
         track_ids: Sequence[int] = (),
     ) -> None:
         """Tag `boxes` in `canvas`, a BGR array you own, in place."""
-        check_canvas(canvas)
         if track_ids and len(track_ids) != len(boxes):
             raise ValueError(f"{len(track_ids)} track ids for {len(boxes)} boxes")
         height, width = canvas.shape[:2]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stream.render.canvas import check_canvas, owned_copy
+from stream.render.annotator import Annotator
 
 
 def heat_colors(colormap: int) -> np.ndarray:
@@ -21,7 +21,7 @@ def heat_colors(colormap: int) -> np.ndarray:
     return cv2.applyColorMap(ramp, colormap)
 
 
-class ConfidenceAnnotator:
+class ConfidenceAnnotator(Annotator):
     """Blend a heat-map of `confidence` over the image, optionally only where `where` != 0.
 
     An instance keeps scratch buffers between calls: use one per thread."""
@@ -36,19 +36,10 @@ class ConfidenceAnnotator:
         empty = np.empty((0, 0, 3), np.uint8)
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] = (empty, empty[..., 0], empty)
 
-    def annotate(
-        self, image: np.ndarray, confidence: np.ndarray, where: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Return a new image: `image` (BGR, untouched) with the heat-map drawn."""
-        canvas = owned_copy(image)
-        self.draw(canvas, confidence, where)
-        return canvas
-
-    def draw(
+    def paint(
         self, canvas: np.ndarray, confidence: np.ndarray, where: np.ndarray | None = None
     ) -> None:
         """Draw into `canvas` (BGR, owned) in place; `where`: uint8/bool HxW, draw where != 0."""
-        check_canvas(canvas)
         if (
             not isinstance(confidence, np.ndarray)
             or confidence.dtype != np.uint8

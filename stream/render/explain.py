@@ -72,22 +72,25 @@ class ModelExplainer:
     def draw_confidence(
         self, canvas: np.ndarray, overlay: Frame, where: np.ndarray | None = None
     ) -> bool:
-        """Draw the heat-map of `overlay`'s confidence part if `overlay` asks for it; False if
-        the part is malformed (wrong dtype or size: the caller counts it)."""
+        """Paint the heat-map of `overlay`'s confidence part into `canvas` (checked by the
+        caller) if `overlay` asks for it; False if the part is malformed (wrong dtype or size:
+        the caller counts it)."""
         confidence = overlay.parts.get("confidence")
         if not self.draws_confidence or confidence is None:
             return True
-        if confidence.dtype != np.uint8 or confidence.shape != canvas.shape[:2]:
+        try:
+            self.heat.paint(canvas, confidence, where)
+        except ValueError:
             return False
-        self.heat.draw(canvas, confidence, where)
         return True
 
     def draw_panels(self, canvas: np.ndarray) -> None:
-        """The legend (top-right) and the card's notice (bottom-left)."""
+        """Paint the legend (top-right) and the card's notice (bottom-left) into `canvas`
+        (checked by the caller)."""
         bar = self.heat.colors if self.draws_confidence else None
         if self.labels:
-            (self.box_legend if self.for_boxes else self.legend).draw(canvas, self.labels, bar)
-        self.notice.draw(canvas, self.card.get("notice", ""))
+            (self.box_legend if self.for_boxes else self.legend).paint(canvas, self.labels, bar)
+        self.notice.paint(canvas, self.card.get("notice", ""))
 
     def live(self) -> dict[str, Any]:
         """For the viewer: labels with their colours, the card facts, the newest applicability."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stream.render.canvas import check_canvas, owned_copy
+from stream.render.annotator import Annotator
 from stream.render.corner import check_corner, is_bottom, place
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -93,7 +93,7 @@ def hud_lines(data: HudData) -> list[tuple[str, tuple[int, int, int]]]:
     return lines
 
 
-class HudAnnotator:
+class HudAnnotator(Annotator):
     """A translucent stats panel in `corner`; a red banner while the overlay is stale.
 
     `text_scale` None scales the text with the image height (readable from 256 px to 4K).
@@ -157,15 +157,8 @@ class HudAnnotator:
             banner_line = (text, WHITE, (x0 + 2 * pad, y0 + pad + th))
         return HudLayout(_clip(panel, width, height), banner, scale, thick, lines, banner_line)
 
-    def annotate(self, image: np.ndarray, data: HudData) -> np.ndarray:
-        """Return a new image: `image` (BGR, untouched) with the HUD drawn."""
-        canvas = owned_copy(image)
-        self.draw(canvas, data)
-        return canvas
-
-    def draw(self, canvas: np.ndarray, data: HudData) -> None:
+    def paint(self, canvas: np.ndarray, data: HudData) -> None:
         """Draw the HUD into `canvas`, a BGR array you own, in place."""
-        check_canvas(canvas)
         lay = self.layout(canvas.shape[0], canvas.shape[1], data)
         x0, y0, x1, y1 = lay.panel
         if x1 > x0 and y1 > y0:

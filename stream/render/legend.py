@@ -10,7 +10,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from stream.render.canvas import check_canvas, owned_copy
+from stream.render.annotator import Annotator
 from stream.render.color import BGR, check_palette, label_color
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -49,7 +49,7 @@ class LegendLayout:
     thickness: int
 
 
-class LegendAnnotator:
+class LegendAnnotator(Annotator):
     """A panel in `corner` with one colour swatch and name per label (background skipped) and,
     with `confidence_colors`, a colour bar from confidence 0 to 1."""
 
@@ -109,18 +109,7 @@ class LegendAnnotator:
             bar = (x0 + pad, top + line_h, x0 + panel_w - pad, top + line_h + sw)
         return LegendLayout((x0, y0, x0 + panel_w, y0 + panel_h), swatches, entries, bar, scale, thick)
 
-    def annotate(
-        self,
-        image: np.ndarray,
-        labels: Sequence[str],
-        confidence_colors: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Return a new image: `image` (BGR, untouched) with the legend drawn."""
-        canvas = owned_copy(image)
-        self.draw(canvas, labels, confidence_colors)
-        return canvas
-
-    def draw(
+    def paint(
         self,
         canvas: np.ndarray,
         labels: Sequence[str],
@@ -128,7 +117,6 @@ class LegendAnnotator:
     ) -> None:
         """Draw in place into `canvas` (BGR, owned). `confidence_colors`: 256 x 1 x 3 BGR, the
         heat-map's colour of each confidence value (ConfidenceAnnotator.colors)."""
-        check_canvas(canvas)
         if not self.items(labels) and confidence_colors is None:
             return
         lay = self.layout(canvas.shape[0], canvas.shape[1], labels, confidence_colors is not None)
@@ -145,7 +133,7 @@ class LegendAnnotator:
                 canvas[y0:y1, x0:x1] = cv2.resize(ramp, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
 
 
-class NoticeAnnotator:
+class NoticeAnnotator(Annotator):
     """The model card's notice (e.g. "Research use only, not for diagnosis") in `corner`, amber
     text on a darkened box, always readable over the image."""
 
@@ -177,15 +165,8 @@ class NoticeAnnotator:
         x0, y0 = _place(self.corner, w, h, width, height, self.margin)
         return (x0, y0, x0 + w, y0 + h), (x0 + pad, y0 + pad + th), scale, thick
 
-    def annotate(self, image: np.ndarray, text: str) -> np.ndarray:
-        """Return a new image: `image` (BGR, untouched) with the notice drawn."""
-        canvas = owned_copy(image)
-        self.draw(canvas, text)
-        return canvas
-
-    def draw(self, canvas: np.ndarray, text: str) -> None:
+    def paint(self, canvas: np.ndarray, text: str) -> None:
         """Draw `text` in place into `canvas` (BGR, owned); nothing for an empty text."""
-        check_canvas(canvas)
         if not text:
             return
         box, origin, scale, thick = self.layout(canvas.shape[0], canvas.shape[1], text)

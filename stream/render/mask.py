@@ -7,11 +7,11 @@ from collections.abc import Iterable, Sequence
 import cv2
 import numpy as np
 
-from stream.render.canvas import check_canvas, owned_copy
+from stream.render.annotator import Annotator
 from stream.render.color import BGR, check_palette, label_color, palette_lut
 
 
-class MaskAnnotator:
+class MaskAnnotator(Annotator):
     """Blend each drawn label's colour over its pixels and outline it.
 
     Work is confined to the bounding box of the drawn labels, and colour is written only where
@@ -44,15 +44,8 @@ class MaskAnnotator:
         # costs more than the drawing (page faults on fresh memory).
         self._scratch = np.empty(0, np.uint8)
 
-    def annotate(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Return a new image: `image` (BGR, untouched) with `mask` drawn over it."""
-        canvas = owned_copy(image)
-        self.draw(canvas, mask)
-        return canvas
-
-    def draw(self, canvas: np.ndarray, mask: np.ndarray) -> None:
+    def paint(self, canvas: np.ndarray, mask: np.ndarray) -> None:
         """Draw `mask` (uint8 label map, same HxW) into `canvas`, a BGR array you own, in place."""
-        check_canvas(canvas)
         if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or mask.ndim != 2:
             got = f"{mask.dtype} {mask.shape}" if isinstance(mask, np.ndarray) else type(mask)
             raise ValueError(f"mask must be a uint8 HxW label map, got {got}")

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from stream.geometry import opposite
-from stream.render.canvas import check_canvas, owned_copy
+from stream.render.annotator import Annotator
 from stream.render.color import BGR
 from stream.render.corner import CORNERS, check_corner, place
 
@@ -37,7 +37,7 @@ class OrientationLayout:
     arrows: list[tuple[tuple[int, int], tuple[int, int]]]  # (from, to): a corner glyph's axes
 
 
-class OrientationAnnotator:
+class OrientationAnnotator(Annotator):
     """Draw the direction letters (see the module doc)."""
 
     def __init__(
@@ -98,15 +98,8 @@ class OrientationAnnotator:
         arrows = [((ox, oy), (ox + arm, oy)), ((ox, oy), (ox, oy + arm))]
         return OrientationLayout(labels, scale, thick, arrows)
 
-    def annotate(self, image: np.ndarray, orientation: tuple[str, str]) -> np.ndarray:
-        """Return a new image: `image` (BGR, untouched) with the letters drawn."""
-        canvas = owned_copy(image)
-        self.draw(canvas, orientation)
-        return canvas
-
-    def draw(self, canvas: np.ndarray, orientation: tuple[str, str]) -> None:
+    def paint(self, canvas: np.ndarray, orientation: tuple[str, str]) -> None:
         """Draw the letters into `canvas`, a BGR array you own, in place."""
-        check_canvas(canvas)
         lay = self.layout(canvas.shape[0], canvas.shape[1], orientation)
         for color, extra in ((BLACK, 2), (self.color, 0)):
             for start, end in lay.arrows:

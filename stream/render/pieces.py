@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 
 from stream.geometry import orientation_from_meta, spacing_from_meta, spacing_suspect_from_meta
-from stream.render.canvas import owned_copy
+from stream.render.annotator import Annotator
 from stream.render.orientation import OrientationAnnotator
 from stream.render.scale import ScaleBarAnnotator, SpacingNoteAnnotator
 
 
-class GeometryPieces:
+class GeometryPieces(Annotator):
     """Draw what a frame's meta says about its geometry (see the module doc).
 
     A spacing the source flags as suspect (`pixel_spacing_suspect`) is not drawn as a
@@ -33,22 +33,16 @@ class GeometryPieces:
             OrientationAnnotator(corner=orientation_corner) if orientation else None
         )
 
-    def annotate(self, image: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
-        """Return a new image: `image` (BGR, untouched) with the pieces drawn."""
-        canvas = owned_copy(image)
-        self.draw(canvas, meta)
-        return canvas
-
-    def draw(self, canvas: np.ndarray, meta: dict[str, Any]) -> None:
+    def paint(self, canvas: np.ndarray, meta: dict[str, Any]) -> None:
         """Draw into `canvas` (a BGR array you own); ValueError if the geometry meta is malformed
         (then nothing is drawn)."""
         spacing = spacing_from_meta(meta)
         orientation = orientation_from_meta(meta)
         if spacing is not None and self.scale is not None and self.note is not None:
             if spacing_suspect_from_meta(meta) is None:
-                self.scale.draw(canvas, spacing)
+                self.scale.paint(canvas, spacing)
             else:
-                self.note.draw(canvas)
+                self.note.paint(canvas)
         if orientation is not None and self.orientation is not None:
-            self.orientation.draw(canvas, orientation)
+            self.orientation.paint(canvas, orientation)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stream.render.canvas import check_canvas, owned_copy
+from stream.render.annotator import Annotator
 from stream.render.color import BGR
 from stream.render.corner import check_corner, is_bottom, is_right, place
 
@@ -57,7 +57,7 @@ class ScaleBarLayout:
     thickness: int
 
 
-class ScaleBarAnnotator:
+class ScaleBarAnnotator(Annotator):
     """Draw the scale bar (see the module doc)."""
 
     def __init__(
@@ -104,15 +104,8 @@ class ScaleBarAnnotator:
             mm, length_x, length_y, corner, direction, text, (tx, ty), scale, thick
         )
 
-    def annotate(self, image: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
-        """Return a new image: `image` (BGR, untouched) with the scale bar drawn."""
-        canvas = owned_copy(image)
-        self.draw(canvas, spacing)
-        return canvas
-
-    def draw(self, canvas: np.ndarray, spacing: tuple[float, float]) -> None:
+    def paint(self, canvas: np.ndarray, spacing: tuple[float, float]) -> None:
         """Draw the scale bar into `canvas`, a BGR array you own, in place."""
-        check_canvas(canvas)
         lay = self.layout(canvas.shape[0], canvas.shape[1], spacing)
         if lay is None:
             return
@@ -134,7 +127,7 @@ class ScaleBarAnnotator:
         cv2.putText(canvas, lay.text, lay.text_origin, FONT, lay.scale, WHITE, t, cv2.LINE_AA)
 
 
-class SpacingNoteAnnotator:
+class SpacingNoteAnnotator(Annotator):
     """The amber "spacing unverified" note, in the scale bar's corner: drawn instead of the bar
     where the source itself doubts the frame's spacing (no measurement is offered)."""
 
@@ -160,15 +153,8 @@ class SpacingNoteAnnotator:
         box = (x, y, min(x + bw, width), min(y + bh, height))
         return box, (x + pad, y + pad + th), scale, thick
 
-    def annotate(self, image: np.ndarray) -> np.ndarray:
-        """Return a new image: `image` (BGR, untouched) with the note drawn."""
-        canvas = owned_copy(image)
-        self.draw(canvas)
-        return canvas
-
-    def draw(self, canvas: np.ndarray) -> None:
+    def paint(self, canvas: np.ndarray) -> None:
         """Draw the note into `canvas`, a BGR array you own, in place."""
-        check_canvas(canvas)
         (x0, y0, x1, y1), origin, scale, thick = self.layout(canvas.shape[0], canvas.shape[1])
         canvas[y0:y1, x0:x1] //= 3  # a dark box under the text
         cv2.putText(canvas, UNVERIFIED_TEXT, origin, FONT, scale, AMBER, thick, cv2.LINE_AA)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from stream.frame import Box
-from stream.render.canvas import check_canvas, owned_copy
+from stream.render.annotator import Annotator
 from stream.render.color import BGR, check_palette, label_color
 
 Point = tuple[float, float]
@@ -65,7 +65,7 @@ class TrackTrails:
         return {tid: list(points) for tid, points in self._trails.items()}
 
 
-class TrailAnnotator:
+class TrailAnnotator(Annotator):
     """Draw each track's recent centres as a polyline in its id's colour, thinner when older."""
 
     def __init__(self, colors: Sequence[BGR] | None = None, thickness: int = 2) -> None:
@@ -74,15 +74,8 @@ class TrailAnnotator:
         self.palette = check_palette(colors)
         self.thickness = int(thickness)
 
-    def annotate(self, image: np.ndarray, trails: Mapping[int, Sequence[Point]]) -> np.ndarray:
-        """Return a new image: `image` (BGR, untouched) with the trails drawn."""
-        canvas = owned_copy(image)
-        self.draw(canvas, trails)
-        return canvas
-
-    def draw(self, canvas: np.ndarray, trails: Mapping[int, Sequence[Point]]) -> None:
+    def paint(self, canvas: np.ndarray, trails: Mapping[int, Sequence[Point]]) -> None:
         """Draw `trails` into `canvas`, a BGR array you own, in place."""
-        check_canvas(canvas)
         for tid, points in trails.items():
             color = label_color(self.palette, tid)
             pts = [(int(round(x)), int(round(y))) for x, y in points]
@@ -91,7 +84,7 @@ class TrailAnnotator:
                 cv2.line(canvas, pts[k - 1], pts[k], color, width, cv2.LINE_AA)
 
 
-class TipAnnotator:
+class TipAnnotator(Annotator):
     """Mark each box's centre with a ring and cross hair (white, for any background)."""
 
     def __init__(self, radius: int = 5, color: BGR = (255, 255, 255), thickness: int = 1) -> None:
@@ -100,15 +93,8 @@ class TipAnnotator:
         self.radius, self.thickness = int(radius), int(thickness)
         self.color = check_palette([color])[0]
 
-    def annotate(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-        """Return a new image: `image` (BGR, untouched) with a marker per box."""
-        canvas = owned_copy(image)
-        self.draw(canvas, boxes)
-        return canvas
-
-    def draw(self, canvas: np.ndarray, boxes: Sequence[Box]) -> None:
+    def paint(self, canvas: np.ndarray, boxes: Sequence[Box]) -> None:
         """Mark the centres of `boxes` in `canvas`, a BGR array you own, in place."""
-        check_canvas(canvas)
         r = self.radius
         for box in boxes:
             x, y = (int(round(v)) for v in box_centre(box))

@@ -43,6 +43,7 @@ from ..histogram import RecentHistogram
 from ..overlay_summary import overlay_live
 from ..plugins import Typed
 from ..render.boxes import BoxAnnotator, LabelAnnotator
+from ..render.canvas import check_canvas
 from ..render.color import DETECTION_PALETTE
 from ..render.explain import ModelExplainer
 from ..render.hud import HudAnnotator, HudData
@@ -174,6 +175,7 @@ class Renderer:
         """`frame` drawn (with `overlay`'s annotations, if given) onto a new image."""
         rt = self.rt
         canvas = self.view.base(frame, overlay)  # a new array: the frame stays clean
+        check_canvas(canvas)  # once per frame: the annotators below paint it unchecked
         suppressed = ""
         if overlay is not None:
             ann = overlay.annotations
@@ -195,7 +197,7 @@ class Renderer:
         canvas = self.view.compose(canvas, frame, overlay, lambda c: self._output_geometry(c, frame))
         self.explain.draw_panels(canvas)
         if self.hud is not None:
-            self.hud.draw(canvas, self.hud_data(frame, overlay, stale_ms, suppressed))
+            self.hud.paint(canvas, self.hud_data(frame, overlay, stale_ms, suppressed))
         return canvas
 
     def handed(self, frame: Frame, handoff: int) -> None:
@@ -256,18 +258,18 @@ class Renderer:
             if not self.explain.draw_confidence(target, overlay, decision.allowed):
                 stats.count("bad_confidence_part")
             if mask is not None and self.explain.draws_labels:
-                self.mask.draw(target, self.clipped.clip_labels(mask, decision.allowed))
+                self.mask.paint(target, self.clipped.clip_labels(mask, decision.allowed))
             boxes, ids = ann.boxes, ann.track_ids
             if ids:  # tracked: one box per track (its best), boxes without a track not drawn
                 boxes, ids = tracked_boxes(ann.boxes, ann.track_ids)
                 stats.count("overlay_boxes_untracked", len(ann.boxes) - len(boxes))
             if boxes:
-                self.boxes.draw(target, boxes)
+                self.boxes.paint(target, boxes)
                 if ids:
-                    self.trail_lines.draw(target, self.trails.trails())
+                    self.trail_lines.paint(target, self.trails.trails())
                     if self.tips is not None:
-                        self.tips.draw(target, boxes)
-                self.labels.draw(target, boxes, ann.labels, ids)
+                        self.tips.paint(target, boxes)
+                self.labels.paint(target, boxes, ann.labels, ids)
 
         clipped, outside = self.clipped.draw(canvas, decision.allowed, draw)
         if clipped:
@@ -279,14 +281,14 @@ class Renderer:
     def _draw_geometry(self, canvas: np.ndarray, frame: Frame) -> None:
         """Scale bar and orientation letters, where the frame says its geometry."""
         try:
-            self.pieces.draw(canvas, frame.meta)
+            self.pieces.paint(canvas, frame.meta)
         except ValueError:
             self.rt.stats.count("bad_geometry_meta")
 
     def _output_geometry(self, canvas: np.ndarray, frame: Frame) -> None:
         """The same pieces on the side-by-side output half (a bad meta is counted once)."""
         with suppress(ValueError):
-            self.pieces.draw(canvas, frame.meta)
+            self.pieces.paint(canvas, frame.meta)
 
     def publish_live(self, force: bool = False) -> None:
         now = time.monotonic()
