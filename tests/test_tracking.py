@@ -188,3 +188,58 @@ def test_the_label_vote_is_score_weighted_and_follows_a_lasting_change() -> None
     assert TrackLabels(window=1).update(boxes[1:2], [1], 0.0)[0].label == 2  # 1: no vote
     with pytest.raises(ValueError):
         votes.update(boxes, [1], 0.2)  # one id per box
+
+
+def test_the_infer_stage_builds_one_tracker_per_stream_and_keeps_the_one_its_setup_built(
+    monkeypatch: Any,
+) -> None:
+    """Setup builds a tracker (so a missing package fails the stage at once) and that one
+    tracks the first stream: no tracker is built only to be thrown away."""
+    import stream.stages.infer as infer
+    from engines import InferenceResult
+    from stream.clock import FakeClock
+    from stream.config import load_config
+    from stream.stages.base import StageRuntime
+    from stream.stages.loop import Ports
+
+    from .test_stage_loop import MemOutbox
+
+    built: list[Any] = []
+
+    def counting(spec: TrackerSpec) -> Any:
+        built.append(make_tracker(spec))
+        return built[-1]
+
+    class Detector:
+        model_id, labels, backend, device, precision = "det", ["a", "b"], "fake", "cpu", "fp32"
+
+        def __call__(self, image: np.ndarray, pixel_format: str) -> InferenceResult:
+            return InferenceResult(mask=None, boxes=list(BOXES))
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(infer, "make_tracker", counting)
+    cfg = load_config(
+        {
+            "name": "t",
+            "links": {"in": {"endpoint": "ipc:///tmp/unused-in"}, "out": {"endpoint": "ipc:///tmp/unused-out"}},
+            "stages": [
+                {"id": "infer", "kind": "infer", "input": "in", "output": "out", "tracker": {}},
+                {"id": "render", "kind": "render", "input": "out"},
+            ],
+        }
+    )
+    spec = cfg.stage("infer")
+    rt = StageRuntime(cfg, spec, clock=FakeClock(), stats_endpoint="")
+    op = infer.InferOperator(rt, spec, Detector())  # type: ignore[arg-type]
+    try:
+        op.setup(Ports(lambda *_: None, lambda _: MemOutbox()))  # type: ignore[arg-type, return-value]
+        assert len(built) == 1 and rt.stats.info["tracker"] == "bytetrack"
+        for stream, seq in (("a", 0), ("a", 1), ("b", 0)):
+            out = op.process(Frame(stream, seq, 10**9 * (seq + 1), 10**12, IMAGE, "bgr8"), 0, False)
+            assert isinstance(out, Frame) and len(out.annotations.track_ids) == len(BOXES)
+    finally:
+        op.close()
+        rt.close()
+    assert len(built) == 2 and op.trackers["a"] is built[0] and op.trackers["b"] is built[1]

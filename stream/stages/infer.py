@@ -69,7 +69,7 @@ def _annotated(frame: Frame, pipeline: InferencePipeline, result: InferenceResul
     annotations = Annotations(
         model=pipeline.model_id,
         labels=list(pipeline.labels),
-        boxes=list(result.boxes),
+        boxes=result.boxes,  # the result's own list, made for this frame
         backend=pipeline.backend,
         device=pipeline.device,
         precision=pipeline.precision,
@@ -136,6 +136,7 @@ class InferOperator(Operator):
         self.guard = BudgetGuard(predict=spec.predict_drops, stage_budget_ms=spec.stage_budget_ms)
         self.last_out: dict[str, Frame] = {}  # per stream: its last computed result
         self.trackers: dict[str, BoxTracker] = {}  # per stream (`tracker:`), made on first use
+        self.spare_tracker: BoxTracker | None = None  # built at setup: the first stream's
         self.track_labels: dict[str, TrackLabels] = {}  # per stream, beside its tracker
         if spec.batch.max_batch > 1:
             self.batcher = Batcher(spec.batch.max_batch, spec.batch.max_wait_ms)
@@ -156,7 +157,7 @@ class InferOperator(Operator):
             raise SetupError(f"cannot load engine: {e}") from e
         if spec.tracker is not None:
             try:
-                self.tracker = make_tracker(spec.tracker)
+                self.spare_tracker = make_tracker(spec.tracker)  # fails early, then kept
             except (ImportError, ValueError) as e:
                 raise SetupError(str(e)) from e
             rt.stats.info["tracker"] = spec.tracker.type
@@ -216,7 +217,8 @@ class InferOperator(Operator):
         if self.spec.tracker is not None:
             tracker = self.trackers.get(frame.stream)
             if tracker is None:
-                tracker = self.trackers[frame.stream] = make_tracker(self.spec.tracker)
+                tracker = self.spare_tracker or make_tracker(self.spec.tracker)
+                self.trackers[frame.stream], self.spare_tracker = tracker, None
                 self.track_labels[frame.stream] = TrackLabels(self.spec.tracker.label_window)
             ids = tracker.update(out.annotations.boxes, frame.capture_ns / 1e9)
             out.annotations.boxes = self.track_labels[frame.stream].update(
