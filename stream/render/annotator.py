@@ -10,11 +10,13 @@ made checks it once per frame and calls their `paint`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ParamSpec, Protocol
 
 import numpy as np
 
 from stream.render.canvas import check_canvas, owned_copy
+from stream.render.color import BGR, check_palette
 
 P = ParamSpec("P")
 
@@ -38,3 +40,13 @@ class Annotator:
         """Draw in place into `canvas`, a BGR array you own (writable, C-contiguous)."""
         check_canvas(canvas)
         self.paint(canvas, *args, **kwargs)
+
+
+class StrokeAnnotator(Annotator):
+    """An annotator of lines `thickness` wide in the colours of a palette (by label or id)."""
+
+    def __init__(self, colors: Sequence[BGR] | None = None, thickness: int = 2) -> None:
+        if thickness < 1:
+            raise ValueError(f"thickness must be >= 1, got {thickness}")
+        self.palette = check_palette(colors)
+        self.thickness = int(thickness)

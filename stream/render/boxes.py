@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from stream.frame import Box
-from stream.render.annotator import Annotator
+from stream.render.annotator import Annotator, StrokeAnnotator
 from stream.render.color import BGR, check_palette, label_color
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -26,14 +26,8 @@ def box_pixels(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
-class BoxAnnotator(Annotator):
+class BoxAnnotator(StrokeAnnotator):
     """Outline each box in its label's colour."""
-
-    def __init__(self, colors: Sequence[BGR] | None = None, thickness: int = 2) -> None:
-        if thickness < 1:
-            raise ValueError(f"thickness must be >= 1, got {thickness}")
-        self.palette = check_palette(colors)
-        self.thickness = int(thickness)
 
     def paint(self, canvas: np.ndarray, boxes: Sequence[Box]) -> None:
         """Outline `boxes` in `canvas`, a BGR array you own, in place."""

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from stream.frame import Box
-from stream.render.annotator import Annotator
+from stream.render.annotator import Annotator, StrokeAnnotator
 from stream.render.color import BGR, check_palette, label_color
 
 Point = tuple[float, float]
@@ -65,14 +65,8 @@ class TrackTrails:
         return {tid: list(points) for tid, points in self._trails.items()}
 
 
-class TrailAnnotator(Annotator):
+class TrailAnnotator(StrokeAnnotator):
     """Draw each track's recent centres as a polyline in its id's colour, thinner when older."""
-
-    def __init__(self, colors: Sequence[BGR] | None = None, thickness: int = 2) -> None:
-        if thickness < 1:
-            raise ValueError(f"thickness must be >= 1, got {thickness}")
-        self.palette = check_palette(colors)
-        self.thickness = int(thickness)
 
     def paint(self, canvas: np.ndarray, trails: Mapping[int, Sequence[Point]]) -> None:
         """Draw `trails` into `canvas`, a BGR array you own, in place."""
