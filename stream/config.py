@@ -122,6 +122,12 @@ class InferSpec:
     tracker: TrackerSpec | None = bounded(
         None, doc="assign track ids to the model's boxes across frames (see `tracker:`)"
     )
+    confidence_part: Literal["auto", "always"] = bounded(
+        "auto",
+        doc="the mask's per-pixel `confidence` part: auto = sent while a reader of `output` may "
+        "draw it (a render stage with overlay confidence or both, any other stage, or a reader "
+        "not in this config); always = every frame (a foreign reader beside a labels-only render)",
+    )
 
 
 Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
@@ -295,6 +301,15 @@ class PipelineConfig:
 
     def link(self, name: str) -> LinkSpec:
         return self.links[name]
+
+    def readers(self, link: str) -> list[StageSpec]:
+        """The stages that take frames from `link` (render: drawn or, passthrough, overlays)."""
+        def reads(s: StageSpec) -> list[str]:
+            if isinstance(s, RenderSpec):
+                return [*s.input_links(), s.input]
+            return [s.input] if isinstance(s, InferSpec) else []
+
+        return [s for s in self.stages if link in reads(s)]
 
     def streams_into(self, link: str) -> list[str]:
         """The ids of the streams the grab stages upstream of `link` send into it (empty when

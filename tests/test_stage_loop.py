@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -271,3 +272,58 @@ def test_an_operator_that_cannot_start_exits_with_the_setup_code_and_is_closed()
     finally:
         rt.close()
     assert (code, op.closed, log.records) == (EXIT_SETUP, True, [])
+
+
+def _infer_render(render: dict[str, Any] | None, infer: dict[str, Any] | None = None) -> Any:
+    """An infer stage on `in` -> `out` and, unless `render` is None, a render stage reading `out`."""
+    stages: list[dict[str, Any]] = [
+        {"id": "infer", "kind": "infer", "input": "in", "output": "out", **(infer or {})}
+    ]
+    if render is not None:
+        stages.append({"id": "render", "kind": "render", "input": "out", **render})
+    names = ("in", "out", "raw") if render and render.get("video") else ("in", "out")
+    links = {k: {"endpoint": f"ipc:///tmp/unused-{k}"} for k in names}
+    return load_config({"name": "t", "frame_log": "", "links": links, "stages": stages})
+
+
+@pytest.mark.parametrize(
+    ("render", "infer", "sent"),
+    [
+        ({}, {}, False),  # a render stage drawing labels only never reads it
+        ({"overlay": "both"}, {}, True),
+        ({"overlay": "confidence"}, {}, True),
+        ({"mode": "passthrough", "video": "raw"}, {}, False),  # overlays from `out`, labels only
+        (None, {}, True),  # no reader in the config: a foreign one gets every part
+        ({}, {"confidence_part": "always"}, True),
+    ],
+)
+def test_the_confidence_part_is_sent_only_while_a_reader_may_draw_it(
+    render: dict[str, Any] | None, infer: dict[str, Any], sent: bool
+) -> None:
+    from engines import InferenceResult
+    from stream.stages.infer import InferOperator
+
+    confidence = np.full(IMAGE.shape, 200, np.uint8)
+
+    class Segmenter:
+        model_id, labels, backend, device, precision = "seg", ["bg", "a"], "fake", "cpu", "fp32"
+
+        def __call__(self, image: np.ndarray, pixel_format: str) -> InferenceResult:
+            return InferenceResult(mask=np.ones(image.shape[:2], np.uint8), confidence=confidence)
+
+        def close(self) -> None:
+            pass
+
+    cfg = _infer_render(render, infer)
+    rt = StageRuntime(cfg, cfg.stage("infer"), clock=FakeClock(), stats_endpoint="")
+    op = InferOperator(rt, cfg.stage("infer"), Segmenter())  # type: ignore[arg-type]
+    try:
+        op.setup(Ports(lambda *_: None, lambda _: MemOutbox()))  # type: ignore[arg-type, return-value]
+        out = op.process(Frame("s", 0, 1, 10**12, IMAGE, epoch=1), 0, False)
+    finally:
+        op.close()
+        rt.close()
+    assert isinstance(out, Frame) and "mask" in out.parts
+    assert ("confidence" in out.parts) == sent
+    if sent:
+        assert out.parts["confidence"] is confidence

@@ -2,7 +2,8 @@
 
 The image travels on unchanged (zero-copy); the model's label map is added as the `mask` part
 (pixels below the card's confidence threshold already background), its per-pixel confidence as
-the `confidence` part, its boxes, labels and top-k classes as annotations; `meta.applicability` carries the
+the `confidence` part (not while every reader of the output is a labels-only render stage:
+`confidence_part`), its boxes, labels and top-k classes as annotations; `meta.applicability` carries the
 card's out-of-distribution gate for the frame and `meta.model_card` what the user must be told
 (intended use, training data, notice). The stage appends its span to the frame's trace.
 With a `tracker:` section, each model run's boxes also get track ids (stream.tracking) in
@@ -22,7 +23,7 @@ import dataclasses
 from engines import EngineUnavailable, InferencePipeline, InferenceResult, load_pipeline
 
 from ..budget import WILL_MISS, BudgetGuard
-from ..config import InferSpec
+from ..config import InferSpec, PipelineConfig, RenderSpec
 from ..frame import Annotations, Frame
 from ..tracking import BoxTracker, TrackLabels, make_tracker
 from .base import Drop, StageRuntime
@@ -41,28 +42,42 @@ def _derived(frame: Frame, parts: dict, annotations: Annotations, meta: dict) ->
     )
 
 
-def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
-    """Run the model on `frame` and return the outgoing frame (input left untouched)."""
-    return _annotated(frame, pipeline, pipeline(frame.image, frame.pixel_format))
+def annotate_frame(frame: Frame, pipeline: InferencePipeline, confidence: bool = True) -> Frame:
+    """Run the model on `frame` and return the outgoing frame (input left untouched);
+    `confidence`: with the `confidence` part (where the model gives one)."""
+    return _annotated(frame, pipeline, pipeline(frame.image, frame.pixel_format), confidence)
 
 
-def annotate_frames(frames: list[Frame], pipeline: InferencePipeline) -> list[Frame]:
+def annotate_frames(
+    frames: list[Frame], pipeline: InferencePipeline, confidence: bool = True
+) -> list[Frame]:
     """Run the model on several frames in one batched call where the pipeline can (its
     `run_batch`), else frame by frame; the outgoing frames in order."""
     run_batch = getattr(pipeline, "run_batch", None)
     if run_batch is None or len(frames) == 1:
-        return [annotate_frame(f, pipeline) for f in frames]
+        return [annotate_frame(f, pipeline, confidence) for f in frames]
     results = run_batch([f.image for f in frames], [f.pixel_format for f in frames])
-    return [_annotated(f, pipeline, r) for f, r in zip(frames, results, strict=True)]
+    return [_annotated(f, pipeline, r, confidence) for f, r in zip(frames, results, strict=True)]
 
 
-def _annotated(frame: Frame, pipeline: InferencePipeline, result: InferenceResult) -> Frame:
-    """The outgoing frame for `frame` with the model's `result`."""
+def confidence_read(cfg: PipelineConfig, link: str) -> bool:
+    """Whether a reader of `link` may use the `confidence` part: any reader but a render stage
+    that draws labels only, and a reader not in `cfg` (no stage of `cfg` reads `link`)."""
+    readers = cfg.readers(link)
+    return not readers or any(
+        not isinstance(s, RenderSpec) or s.overlay != "labels" for s in readers
+    )
+
+
+def _annotated(
+    frame: Frame, pipeline: InferencePipeline, result: InferenceResult, confidence: bool
+) -> Frame:
+    """The outgoing frame for `frame` with the model's `result` (`confidence`: its part too)."""
     parts = dict(frame.parts)
     if result.mask is not None:
         parts["mask"] = result.mask
         parts.pop("confidence", None)  # an earlier model's, if any
-    if result.confidence is not None:
+    if confidence and result.confidence is not None:
         parts["confidence"] = result.confidence
     if result.image is not None:
         parts["output"] = result.image
@@ -137,6 +152,7 @@ class InferOperator(Operator):
         self.last_out: dict[str, Frame] = {}  # per stream: its last computed result
         self.trackers: dict[str, BoxTracker] = {}  # per stream (`tracker:`), made on first use
         self.spare_tracker: BoxTracker | None = None  # built at setup: the first stream's
+        self.confidence = True  # send the `confidence` part (setup: False while none reads it)
         self.track_labels: dict[str, TrackLabels] = {}  # per stream, beside its tracker
         if spec.batch.max_batch > 1:
             self.batcher = Batcher(spec.batch.max_batch, spec.batch.max_wait_ms)
@@ -165,6 +181,9 @@ class InferOperator(Operator):
         self.models = {MAIN: pipeline, FALLBACK: self.fallback or pipeline}
         if self.fallback is not None:
             rt.stats.info["fallback_model"] = self.fallback.model_id
+        self.confidence = spec.confidence_part == "always" or confidence_read(rt.cfg, spec.output)
+        if not self.confidence:
+            rt.log.info("confidence part not sent: the render stages on %s draw labels only", spec.output)
         selection = getattr(pipeline, "selection", "")
         rt.stats.info.update(
             {
@@ -247,7 +266,7 @@ class InferOperator(Operator):
         decision, result = self._decide(frame, predicted_miss)
         if result is not None:
             return result
-        out = annotate_frame(frame, self.models[decision.model])
+        out = annotate_frame(frame, self.models[decision.model], self.confidence)
         end = self.rt.clock.now_ns()
         stage_ms = (end - start_ns) / 1e6
         if decision.reason != "probe" and self.guard.record(stage_ms):  # the active model's
@@ -270,7 +289,7 @@ class InferOperator(Operator):
             todo = [i for i, r in enumerate(results) if r is None and decisions[i].model == model]
             if not todo:
                 continue
-            outs = annotate_frames([frames[i] for i in todo], self.models[model])
+            outs = annotate_frames([frames[i] for i in todo], self.models[model], self.confidence)
             end = self.rt.clock.now_ns()
             stage_ms = (end - start_ns) / 1e6
             for i, out in zip(todo, outs, strict=True):
