@@ -5,30 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import cv2
 import numpy as np
 
 from stream.render.annotator import Annotator
 from stream.render.color import BGR, check_palette, label_color
+from stream.render.corner import Corner, check_corner, place
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE: BGR = (255, 255, 255)
 AMBER: BGR = (0, 191, 255)
-Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
-CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 
 
 def _text_scale(height: int, text_scale: float | None) -> float:
     return text_scale if text_scale is not None else min(max(height / 1080 * 0.7, 0.33), 1.4)
-
-
-def _place(corner: str, w: int, h: int, width: int, height: int, margin: int) -> tuple[int, int]:
-    x = margin if corner.endswith("left") else max(width - margin - w, 0)
-    y = margin if corner.startswith("top") else max(height - margin - h, 0)
-    return x, y
 
 
 def _darken(canvas: np.ndarray, rect: Rect, opacity: float) -> None:
@@ -62,14 +54,12 @@ class LegendAnnotator(Annotator):
         margin: int = 8,
         skip_labels: Sequence[int] = (0,),
     ) -> None:
-        if corner not in CORNERS:
-            raise ValueError(f"corner must be one of {', '.join(CORNERS)}, got {corner!r}")
         if text_scale is not None and text_scale <= 0:
             raise ValueError(f"text_scale must be > 0, got {text_scale}")
         if not 0.0 <= opacity <= 1.0:
             raise ValueError(f"opacity must be in [0, 1], got {opacity}")
         self.palette = check_palette(colors)
-        self.corner = corner
+        self.corner = check_corner(corner)
         self.text_scale = text_scale
         self.opacity = float(opacity)
         self.margin = int(margin)
@@ -96,7 +86,7 @@ class LegendAnnotator(Annotator):
         sw = line_h - pad // 2
         panel_w = max(w for w, _ in sizes) + sw + 3 * pad
         panel_h = line_h * (len(texts) + (1 if confidence_bar else 0)) + pad
-        x0, y0 = _place(self.corner, panel_w, panel_h, width, height, self.margin)
+        x0, y0 = place(self.corner, width, height, panel_w, panel_h, self.margin)
         swatches, entries = [], []
         for i, (name, color) in enumerate(items):
             top = y0 + pad + i * line_h
@@ -145,11 +135,9 @@ class NoticeAnnotator(Annotator):
         opacity: float = 0.7,
         margin: int = 8,
     ) -> None:
-        if corner not in CORNERS:
-            raise ValueError(f"corner must be one of {', '.join(CORNERS)}, got {corner!r}")
         if text_scale is not None and text_scale <= 0:
             raise ValueError(f"text_scale must be > 0, got {text_scale}")
-        self.corner = corner
+        self.corner = check_corner(corner)
         self.text_scale = text_scale
         self.color = color
         self.opacity = float(opacity)
@@ -162,7 +150,7 @@ class NoticeAnnotator(Annotator):
         pad = max(3, round(6 * scale))
         (tw, th), base = cv2.getTextSize(text, FONT, scale, thick)
         w, h = tw + 2 * pad, th + base + 2 * pad
-        x0, y0 = _place(self.corner, w, h, width, height, self.margin)
+        x0, y0 = place(self.corner, width, height, w, h, self.margin)
         return (x0, y0, x0 + w, y0 + h), (x0 + pad, y0 + pad + th), scale, thick
 
     def paint(self, canvas: np.ndarray, text: str) -> None:
