@@ -6,6 +6,7 @@
     pipeline.backend, pipeline.device, pipeline.precision   # what actually ran
     pipeline.selection                    # why that backend (one line)
     pipeline.card_info                    # intended use, training data, notice (may be absent)
+    pipeline.confidence = False           # no per-pixel confidence map made (nobody draws it)
 
 Also public: the leaf modules `engines.spec` (typed config sections) and `engines.pixels`
 (pixel formats), which `stream` shares; they import nothing but the standard library and numpy.
@@ -119,6 +120,7 @@ class InferencePipeline(Protocol):
     device: str
     precision: str
     selection: str  # why this backend, one line (e.g. "auto: TensorRT not usable (...)")
+    confidence: bool  # make a mask's per-pixel confidence map (True); False: result.confidence None
 
     def __call__(self, image: np.ndarray, pixel_format: str) -> InferenceResult: ...
 

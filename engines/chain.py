@@ -38,6 +38,15 @@ class ChainPipeline:
         self.selection = "; ".join(f"{p.model_id}: {p.selection}" for p in stages)
         self.card_info: dict[str, str] = dict(getattr(last, "card_info", {}))
 
+    @property
+    def confidence(self) -> bool:
+        """The last model's `confidence` (only it can make a mask)."""
+        return self.stages[-1].confidence
+
+    @confidence.setter
+    def confidence(self, on: bool) -> None:
+        self.stages[-1].confidence = on
+
     def __call__(self, image: np.ndarray, pixel_format: str) -> InferenceResult:
         out = InferenceResult(mask=None)
         for i, p in enumerate(self.stages):

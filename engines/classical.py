@@ -207,6 +207,7 @@ class ClassicalPipeline:
     device = "cpu"
     precision = "uint8"
     selection = "classical OpenCV method"
+    confidence = True  # (a classical mask has no confidence map)
 
     def __init__(self, name: str) -> None:
         self.model_id = name

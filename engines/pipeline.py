@@ -19,7 +19,12 @@ from engines.classification import scores_kind, top_k
 from engines.detection import DetectionDecoder, DetectionSettings, detect
 from engines.letterbox import Letterbox, letterbox
 from engines.onnxrt import TensorInfo
-from engines.postprocess import image_from_output, labels_with_confidence, two_class_logits
+from engines.postprocess import (
+    confident_labels,
+    image_from_output,
+    labels_with_confidence,
+    two_class_logits,
+)
 from engines.preprocess import check_image, preprocess
 from engines.registry import ModelError, ModelRef, check_runnable, resolve_model
 
@@ -81,6 +86,7 @@ class ModelPipeline:
         self._frame_engine = hasattr(engine, "run_frame")
         self.card_info = card.info
         self.confidence_threshold = card.confidence_threshold
+        self.confidence = True  # False: no confidence map made (a reader that never draws it)
         gate = card.raw.get("applicability")
         self.gate = None if gate is None else Gate.from_card(gate, ref.model_id)
         self._letterbox = card.fit == "letterbox"
@@ -200,6 +206,9 @@ class ModelPipeline:
         if self.task == "segmentation":
             if self._sigmoid:
                 out = two_class_logits(out, self._sigmoid)
+            if not self.confidence:
+                mask = confident_labels(out, image.shape[:2], self.confidence_threshold)
+                return InferenceResult(mask=mask)
             mask, confidence = labels_with_confidence(
                 out, image.shape[:2], self.confidence_threshold
             )

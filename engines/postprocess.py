@@ -38,16 +38,13 @@ def labels_from_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if not isinstance(logits, np.ndarray) or logits.ndim != 4 or logits.shape[0] != 1:
         shape = getattr(logits, "shape", None)
         raise ValueError(f"expected logits of shape 1 x C x h x w, got {shape}")
-    classes, h, w = logits.shape[1:]
+    classes = logits.shape[1]
     if not 1 <= classes <= 256:
         raise ValueError(f"expected 1..256 classes for a uint8 label map, got {classes}")
     height, width = size
     if height <= 0 or width <= 0:
         raise ValueError(f"output size must be positive, got {height}x{width}")
-    labels = argmax_labels(logits[0])
-    if (h, w) != (height, width):
-        labels = np.take(np.take(labels, _nearest_index(h, height), 0), _nearest_index(w, width), 1)
-    return labels
+    return _resized(argmax_labels(logits[0]), size)
 
 
 def two_class_logits(output: np.ndarray, sigmoid: str) -> np.ndarray:
@@ -75,22 +72,40 @@ def labels_with_confidence(
     quantised to round(255 x margin). Pixels whose margin is below `threshold` get label 0
     (background). Both maps are resized as in `labels_from_logits` (nearest, centred pixels).
     """
+    labels, margin = _labels_and_margin(logits, size, threshold)
+    confidence = np.clip(np.rint(margin * np.float32(255.0)), 0, 255).astype(np.uint8)
+    return _resized(labels, size), _resized(confidence, size)
+
+
+def confident_labels(logits: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
+    """The label map of `labels_with_confidence` alone: no confidence map is made (the margin
+    only for a `threshold` > 0), for a reader that never draws it."""
+    if threshold <= 0.0:
+        return labels_from_logits(logits, size)
+    return _resized(_labels_and_margin(logits, size, threshold)[0], size)
+
+
+def _labels_and_margin(
+    logits: np.ndarray, size: tuple[int, int], threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label map (margin below `threshold`: 0) and softmax margin, both at the logits' h x w."""
     from engines.applicability import softmax_margin
 
     labels = labels_from_logits(logits, logits.shape[2:])  # checks the shape; no resize
+    if size[0] <= 0 or size[1] <= 0:
+        raise ValueError(f"output size must be positive, got {size[0]}x{size[1]}")
     margin = softmax_margin(logits[0])
     if threshold > 0.0:
         labels[margin < np.float32(threshold)] = 0
-    confidence = np.clip(np.rint(margin * np.float32(255.0)), 0, 255).astype(np.uint8)
-    h, w = labels.shape
-    height, width = size
-    if height <= 0 or width <= 0:
-        raise ValueError(f"output size must be positive, got {height}x{width}")
-    if (h, w) != (height, width):
-        rows, cols = _nearest_index(h, height), _nearest_index(w, width)
-        labels = np.take(np.take(labels, rows, 0), cols, 1)
-        confidence = np.take(np.take(confidence, rows, 0), cols, 1)
-    return labels, confidence
+    return labels, margin
+
+
+def _resized(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of h x w `plane` to `size` with pixel centres aligned."""
+    (h, w), (height, width) = plane.shape, size
+    if (h, w) == (height, width):
+        return plane
+    return np.take(np.take(plane, _nearest_index(h, height), 0), _nearest_index(w, width), 1)
 
 
 def image_from_output(output: np.ndarray, size: tuple[int, int], scale: float) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 
 from engines import EngineSpec, load_pipeline
 from engines.applicability import FEATURES, Gate, Reference, frame_features, softmax_margin
-from engines.postprocess import labels_with_confidence
+from engines.postprocess import confident_labels, labels_with_confidence
 from engines.registry import ModelError, load_card, resolve_model
 from stream.frame import Frame
 from stream.sources.phantom import PhantomSpec, phantom_frame
@@ -163,6 +163,31 @@ def test_pixels_below_the_confidence_threshold_are_background() -> None:
     assert np.array_equal(conf[0, ::2], np.rint(margin * 255).astype(np.uint8))
     unthresholded, _ = labels_with_confidence(logits, (2, 18), threshold=0.0)
     assert (unthresholded == 1).all()
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+@pytest.mark.parametrize("size", [(7, 9), (14, 27), (3, 4)])
+def test_the_label_map_alone_is_the_one_made_with_the_confidence_map(
+    threshold: float, size: tuple[int, int]
+) -> None:
+    logits = np.random.default_rng(3).standard_normal((1, 3, 7, 9)).astype(np.float32)
+    labels, _ = labels_with_confidence(logits, size, threshold)
+    alone = confident_labels(logits, size, threshold)
+    assert alone.shape == size and np.array_equal(alone, labels)
+    assert threshold == 0.0 or (labels == 0).any()
+
+
+def test_a_pipeline_told_nobody_reads_confidence_makes_none_and_the_same_mask(us_seg) -> None:  # type: ignore[no-untyped-def]
+    image = phantom_frame(DEMO, 5).image
+    full = us_seg(image, "gray8")
+    us_seg.confidence = False
+    try:
+        alone = us_seg(image, "gray8")
+    finally:
+        us_seg.confidence = True
+    assert full.confidence is not None and alone.confidence is None
+    assert alone.mask is not None and np.array_equal(alone.mask, full.mask)
+    assert us_seg(image, "gray8").confidence is not None
 
 
 def test_infer_sends_confidence_applicability_and_card_and_masks_doubt(us_seg) -> None:  # type: ignore[no-untyped-def]

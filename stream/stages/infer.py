@@ -182,6 +182,9 @@ class InferOperator(Operator):
         if self.fallback is not None:
             rt.stats.info["fallback_model"] = self.fallback.model_id
         self.confidence = spec.confidence_part == "always" or confidence_read(rt.cfg, spec.output)
+        for model in (pipeline, self.fallback):
+            if model is not None:
+                model.confidence = self.confidence  # no map made for no reader
         if not self.confidence:
             rt.log.info("confidence part not sent: the render stages on %s draw labels only", spec.output)
         selection = getattr(pipeline, "selection", "")
