@@ -263,6 +263,7 @@ def test_close_with_open_and_stalled_clients_returns_promptly():
         idle.close()
 
 
+@pytest.mark.slow  # starts a Chromium process
 def test_viewer_page_shows_legend_card_facts_notice_and_gate_in_headless_chromium(
     tmp_path,
 ) -> None:
