@@ -59,6 +59,7 @@ def test_existing_file_needs_overwrite_and_start_expands(tmp_path: Path) -> None
 
 
 def _slow(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """A disk that takes `seconds` for each frame (slower than the writes that queue them)."""
     original = RecorderSink._record
 
     def slow_record(self, *args):

@@ -202,7 +202,7 @@ def test_live_stream_that_stalls_is_reopened_and_the_gap_reported() -> None:
         assert source.live and source.self_paced
         _read_until_level(source, 60, 5)
         camera.close()  # the camera goes away ...
-        time.sleep(1.0)
+        time.sleep(1.0)  # the scenario: gone for a second (the outage the gap must report)
         camera = MjpegServer(camera_port, 180)  # ... and comes back on its port, other frames
         _read_until_level(source, 180, 10)
         counts: Counter[str] = Counter()
