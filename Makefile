@@ -38,7 +38,7 @@ gpu-check: $(VENV)/.installed
 test: setup-test lint
 	$(PY) -m pytest -q
 
-# the suite without process-spawning and long tests (marked slow): about a minute; no lint
+# the suite without process-spawning and long tests (marked slow): under a minute on 2 cores (about 40 s); no lint
 test-fast: setup-test
 	$(PY) -m pytest -q -m "not slow"
 

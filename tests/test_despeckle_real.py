@@ -96,6 +96,7 @@ def test_best_despeckler_rule() -> None:
     assert best_despeckler(rows[:2]) is None
 
 
+@pytest.mark.slow  # a training run in a child process
 def test_quick_training_run(tmp_path: Path) -> None:
     out = tmp_path / "usdr"
     cmd = [sys.executable, "-m", "tools.train_despeckle_real", "--out", str(out), "--quick"]

@@ -49,7 +49,12 @@ class Frames:
     ],
 )
 def test_frames_carry_the_rate_they_are_paced_at(
-    stage_fps: float | None, source_fps: Any, self_paced: bool, want: float | None, ipc_dir: Path
+    stage_fps: float | None,
+    source_fps: Any,
+    self_paced: bool,
+    want: float | None,
+    ipc_dir: Path,
+    zmq_ctx: zmq.Context,
 ) -> None:
     endpoint = ipc_endpoint(ipc_dir, "out")
     cfg = load_config(
@@ -67,8 +72,7 @@ def test_frames_carry_the_rate_they_are_paced_at(
     spec = cfg.stage("grab")
     clock = WallClock()
     rt = StageRuntime(cfg, spec, clock=clock, stats_endpoint="")
-    ctx = zmq.Context()
-    rx = Receiver(ctx, "out", cfg.link("out"), "test", clock, StageStats("t", "t", clock))
+    rx = Receiver(zmq_ctx, "out", cfg.link("out"), "test", clock, StageStats("t", "t", clock))
     source = Frames(3, source_fps, self_paced)
     thread = threading.Thread(target=run_grab, args=(rt, spec, source))  # type: ignore[arg-type]
     thread.start()
@@ -83,7 +87,6 @@ def test_frames_carry_the_rate_they_are_paced_at(
         thread.join(10)
         rx.close()
         rt.close()
-        ctx.term()
     for meta in metas:
         assert meta["k"] == 1  # the source's own meta is kept
         assert meta.get("source_fps") == (None if want is None else pytest.approx(want))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -501,7 +502,9 @@ def test_a_batch_holds_at_most_one_frame_per_incoming_stream(config: str, expect
         rt.close()
 
 
-def test_a_frame_lost_on_the_link_is_counted_against_its_own_stream(link: OpenLink) -> None:
+def test_a_frame_lost_on_the_link_is_counted_against_its_own_stream(
+    link: OpenLink, zmq_ctx: zmq.Context
+) -> None:
     """One sender of two streams (an infer stage into a render stage): `link_seq` runs per
     stream, so a gap in stream a is a's overflow, and b's frames after a's are no restart."""
     from stream.codec import encode_frame
@@ -512,7 +515,7 @@ def test_a_frame_lost_on_the_link_is_counted_against_its_own_stream(link: OpenLi
         frame = Frame(stream, seq, 1, 2, np.zeros((4, 4), np.uint8), "gray8", epoch=7)
         return encode_frame(frame, "infer", link_seq, 1)
 
-    with forger("lossless", FakeClock()) as (pub, rx):
+    with forger(zmq_ctx, "lossless", FakeClock()) as (pub, rx):
         assert deliver(pub, rx, forged("a", 1, 0))
         assert deliver(pub, rx, forged("b", 1, 0))
         assert deliver(pub, rx, forged("a", 3, 2))  # a's frame 1 was lost on the link

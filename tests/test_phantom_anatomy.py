@@ -225,6 +225,7 @@ def test_anatomy_speed_sanity() -> None:
         for i in range(20):
             phantom_frame(spec, i)
         per_frame_ms = (time.perf_counter() - start) / 20 * 1e3
+        # a sanity bound (7x the target) for a loaded machine; the speed itself is a benchmark's
         assert per_frame_ms < 60, f"{geometry}: {per_frame_ms:.1f} ms per frame (target < 8 ms)"
 
 

@@ -126,11 +126,13 @@ def test_key_files(tmp_path: Path) -> None:
         generate_keypair(tmp_path / "k", "../evil")
 
 
-def test_allowed_key_receives_frames_and_rogues_get_nothing(keys: Path) -> None:
+def test_allowed_key_receives_frames_and_rogues_get_nothing(
+    keys: Path, zmq_ctx: zmq.Context
+) -> None:
     cfg = curve_config(keys)
     tx = sender(cfg)
     rx = receiver(cfg, "infer")
-    rogue_ctx = zmq.Context()
+    rogue_ctx = zmq_ctx  # the rogue's own context: no ZAP handler, torn down by the fixture
     server_public = load_public(keys / "grab.key")
     endpoint = cfg.link("frames").endpoint
     rogue = rogue_socket(rogue_ctx, zmq.SUB, endpoint, server_public, keys)
@@ -163,7 +165,6 @@ def test_allowed_key_receives_frames_and_rogues_get_nothing(keys: Path) -> None:
     finally:
         rogue.close()
         plain.close()
-        rogue_ctx.term()
         rx.close()
         tx.close()
 
@@ -183,13 +184,15 @@ def test_client_refused_by_the_server_counts_it(keys: Path) -> None:
         tx.close()
 
 
-def test_pushpull_server_accepts_nothing_from_a_rogue_pusher(keys: Path) -> None:
+def test_pushpull_server_accepts_nothing_from_a_rogue_pusher(
+    keys: Path, zmq_ctx: zmq.Context
+) -> None:
     """bind: consumer: the receiving stage is the CURVE server; a foreign pusher's frames are
     never accepted."""
     cfg = curve_config(keys, pattern="pushpull", bind="consumer")
     rx = receiver(cfg, "infer")
     tx = sender(cfg)
-    rogue_ctx = zmq.Context()
+    rogue_ctx = zmq_ctx  # the rogue's own context: no ZAP handler, torn down by the fixture
     rogue = rogue_socket(
         rogue_ctx, zmq.PUSH, cfg.link("frames").endpoint, load_public(keys / "infer.key"), keys
     )
@@ -213,7 +216,6 @@ def test_pushpull_server_accepts_nothing_from_a_rogue_pusher(keys: Path) -> None
         pytest.fail("rogue socket could not queue")
     finally:
         rogue.close()
-        rogue_ctx.term()
         tx.close()
         rx.close()
 

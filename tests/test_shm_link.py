@@ -16,7 +16,7 @@ from stream.spec import ConfigError, parse_spec
 from stream.stats import StageStats
 from stream.transport import LinkSpec, Receiver, Sender
 
-from .helpers import make_frame
+from .helpers import LinkEnds, make_frame, open_link
 from .test_transport import run_pair
 
 pytestmark = pytest.mark.skipif(
@@ -40,14 +40,10 @@ def test_auto_means_live_ipc_links_only(tmp_path: Path) -> None:
         )
 
 
-def _pair(spec: LinkSpec):
-    ctx = zmq.Context()
-    clock = WallClock()
-    tx_stats, rx_stats = StageStats("tx", "grab", clock), StageStats("rx", "infer", clock)
-    tx = Sender(ctx, "link", spec, "tx", clock, tx_stats)
-    rx = Receiver(ctx, "link", spec, "rx", clock, rx_stats)
-    assert tx.wait_for_consumers(1, 10)
-    return ctx, tx, rx, tx_stats, rx_stats
+def _pair(ctx: zmq.Context, spec: LinkSpec) -> LinkEnds:
+    ends = open_link(ctx, spec)
+    assert ends.tx.wait_for_consumers(1, 10)
+    return ends
 
 
 def _recv(rx: Receiver):
@@ -56,11 +52,14 @@ def _recv(rx: Receiver):
     return msg.frame
 
 
-def test_frames_arrive_as_read_only_views_and_reuse_never_tears(tmp_path: Path) -> None:
+def test_frames_arrive_as_read_only_views_and_reuse_never_tears(
+    tmp_path: Path, zmq_ctx: zmq.Context
+) -> None:
     """The receiver keeps more frames than the ring has slots: the sender must never overwrite
     a slot still in use; it sends inline instead (counted), and every kept frame stays intact."""
     spec = ipc_link(tmp_path, shm_slots=3)
-    ctx, tx, rx, tx_stats, rx_stats = _pair(spec)
+    ends = _pair(zmq_ctx, spec)
+    tx, rx, tx_stats, rx_stats = ends.tx, ends.rx, ends.tx_stats, ends.rx_stats
     kept = []
     try:
         for seq in range(8):
@@ -81,17 +80,14 @@ def test_frames_arrive_as_read_only_views_and_reuse_never_tears(tmp_path: Path) 
         assert tx_stats.counters["shm_inline"] == 5  # slots free again: back in shared memory
         assert not rx_stats.drops
     finally:
-        tx.close()
-        rx.close()
-        ctx.term()
+        ends.close()
 
 
-def test_only_the_header_travels_on_the_socket(tmp_path: Path) -> None:
+def test_only_the_header_travels_on_the_socket(tmp_path: Path, zmq_ctx: zmq.Context) -> None:
     spec = ipc_link(tmp_path)
-    ctx = zmq.Context()
     clock = WallClock()
-    tx = Sender(ctx, "link", spec, "tx", clock, StageStats("tx", "grab", clock))
-    sub = ctx.socket(zmq.SUB)
+    tx = Sender(zmq_ctx, "link", spec, "tx", clock, StageStats("tx", "grab", clock))
+    sub = zmq_ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(spec.endpoint)
     try:
@@ -105,21 +101,19 @@ def test_only_the_header_travels_on_the_socket(tmp_path: Path) -> None:
     finally:
         tx.close()
         sub.close()
-        ctx.term()
     assert not Path(shm_ring.RING_DIR, header["shm"]["ring"]).exists()  # unlinked at close
 
 
-def test_shm_off_sends_inline(tmp_path: Path) -> None:
-    ctx, tx, rx, _, _ = _pair(ipc_link(tmp_path, shm="off"))
+def test_shm_off_sends_inline(tmp_path: Path, zmq_ctx: zmq.Context) -> None:
+    ends = _pair(zmq_ctx, ipc_link(tmp_path, shm="off"))
+    tx, rx = ends.tx, ends.rx
     try:
         assert tx.shm is None
         tx.send(make_frame(3, (64, 64), time.time_ns()))
         f = _recv(rx)
         assert f.seq == 3 and (f.image == 3).all()
     finally:
-        tx.close()
-        rx.close()
-        ctx.term()
+        ends.close()
 
 
 @pytest.mark.slow
@@ -135,15 +129,16 @@ def test_slow_consumer_over_shm_gets_fresh_frames_all_accounted(tmp_path: Path) 
     assert len(got) + dropped == n, (len(got), dict(stats.drops), producer_drops)
 
 
-def test_an_overwritten_frame_is_one_drop_not_also_a_sequence_gap(tmp_path: Path) -> None:
+def test_an_overwritten_frame_is_one_drop_not_also_a_sequence_gap(
+    tmp_path: Path, zmq_ctx: zmq.Context
+) -> None:
 
     from stream.codec import encode_frame
     from stream.shm_link import ShmSender
 
     spec = LinkSpec(endpoint=f"ipc://{tmp_path}/l.ipc", mode="lossless")  # fed by hand
-    ctx = zmq.Context()
     clock = WallClock()
-    rx = Receiver(ctx, "link", spec, "rx", clock, StageStats("rx", "infer", clock))
+    rx = Receiver(zmq_ctx, "link", spec, "rx", clock, StageStats("rx", "infer", clock))
     tx = ShmSender("tx", 2, lambda: None)
     drops, counts = rx._drops, rx._counts  # a lossless receiver's own tallies (no thread)
 
@@ -163,4 +158,3 @@ def test_an_overwritten_frame_is_one_drop_not_also_a_sequence_gap(tmp_path: Path
     finally:
         tx.close()
         rx.close()
-        ctx.term()

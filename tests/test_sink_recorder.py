@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def test_existing_file_needs_overwrite_and_start_expands(tmp_path: Path) -> None
 
 
 def _slow(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """A disk that takes `seconds` for each frame (slower than the writes that queue them)."""
     original = RecorderSink._record
 
     def slow_record(self, *args):
@@ -68,20 +70,31 @@ def _slow(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
 
 
 def test_slow_disk_never_blocks_write_and_overflow_is_counted(tmp_path, monkeypatch) -> None:
-    _slow(monkeypatch, 0.25)  # a disk taking 250 ms a frame
+    entered, release = threading.Event(), threading.Event()
+    original = RecorderSink._record
+
+    def stuck_record(self, *args):  # a disk that hangs on the first frame until released
+        entered.set()
+        release.wait(10)
+        original(self, *args)
+
+    monkeypatch.setattr(RecorderSink, "_record", stuck_record)
     sink = RecorderSink(RecorderSpec(path=str(tmp_path / "r.msrec"), queue=3), "render")
     image = np.zeros((12, 16, 3), np.uint8)
+    sink.write(image, sample_frame(0))
+    assert entered.wait(5)  # the writer holds frame 0 and is stuck
     worst = 0.0
-    for i in range(30):
+    for i in range(1, 30):
         t0 = time.perf_counter()
         sink.write(image, sample_frame(i))
         worst = max(worst, time.perf_counter() - t0)
+    release.set()
     sink.close()
     drops = sink.drops()
-    # a write that waited on the disk would take >= 250 ms; 0.1 s is a sanity bound for a
-    # loaded machine, not a speed target
+    # a write that waited on the disk would wait for the release (10 s); 0.1 s is a sanity
+    # bound for a loaded machine, not a speed target
     assert worst < 0.1, worst
-    assert drops["sink_overflow"] > 0
+    assert drops == {"sink_overflow": 30 - 1 - 3}  # frame 0 at the disk, 3 in the queue
     assert sink.frames_queued + drops["sink_overflow"] == 30
     with RecordingReader(sink.path) as reader:
         assert len(reader) == sink.frames_written == sink.frames_queued

@@ -246,7 +246,7 @@ def test_close_with_open_and_stalled_clients_returns_promptly():
     try:
         for seq in range(1, 30):  # enough JPEG bytes that the stalled client's handler blocks
             sink.write(noise.copy(), _frame(seq))
-            time.sleep(0.01)
+            time.sleep(0.01)  # pacing: each frame is encoded and sent, not superseded
         t0 = time.monotonic()
         sink.close()
         assert time.monotonic() - t0 < 1.5  # well under the 5 s client timeout
@@ -263,6 +263,7 @@ def test_close_with_open_and_stalled_clients_returns_promptly():
         idle.close()
 
 
+@pytest.mark.slow  # starts a Chromium process
 def test_viewer_page_shows_legend_card_facts_notice_and_gate_in_headless_chromium(
     tmp_path,
 ) -> None:

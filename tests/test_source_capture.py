@@ -138,7 +138,7 @@ def test_unreachable_rtsp_url_fails_fast(refused_port: int) -> None:
         msg
         == f"capture source: cannot open rtsp://127.0.0.1:{port}/x: connection refused by 127.0.0.1:{port}"
     )
-    assert elapsed < 2.0
+    assert elapsed < 2.0  # refused at once, not after an open timeout: a sanity bound
 
 
 def test_silent_rtsp_server_is_bounded_by_the_open_timeout() -> None:
@@ -148,10 +148,10 @@ def test_silent_rtsp_server_is_bounded_by_the_open_timeout() -> None:
         server.listen(8)
         port = server.getsockname()[1]
         msg, elapsed = _one_line_error(
-            CaptureSpec(input=f"rtsp://127.0.0.1:{port}/live", open_timeout_s=1.0)
+            CaptureSpec(input=f"rtsp://127.0.0.1:{port}/live", open_timeout_s=0.3)
         )
     assert f"127.0.0.1:{port} answered but no video stream opened" in msg
-    assert 0.9 < elapsed < 4.0, elapsed
+    assert 0.25 < elapsed < 3.0, elapsed  # the 0.3 s timeout ends it; 3 s: generous for a loaded host
 
 
 class MjpegServer:
@@ -197,12 +197,14 @@ def test_live_stream_that_stalls_is_reopened_and_the_gap_reported() -> None:
     source = None
     try:
         source = CaptureSource(
-            CaptureSpec(input=url, read_timeout_s=0.5, open_timeout_s=2.0, backoff_s=0.1)
+            CaptureSpec(
+                input=url, read_timeout_s=0.5, open_timeout_s=2.0, backoff_s=0.1, gap_ms=300.0
+            )
         )
         assert source.live and source.self_paced
         _read_until_level(source, 60, 5)
         camera.close()  # the camera goes away ...
-        time.sleep(1.0)
+        time.sleep(0.5)  # the scenario: gone for half a second (the outage the gap must report)
         camera = MjpegServer(camera_port, 180)  # ... and comes back on its port, other frames
         _read_until_level(source, 180, 10)
         counts: Counter[str] = Counter()
@@ -216,7 +218,7 @@ def test_live_stream_that_stalls_is_reopened_and_the_gap_reported() -> None:
             source.close()
     assert counts["source_stalls"] >= 1, messages
     assert counts["source_reopens"] >= 1, messages
-    assert counts["source_gaps"] >= 1 and counts["source_gap_ms"] >= 900, (counts, messages)
+    assert counts["source_gaps"] >= 1 and counts["source_gap_ms"] >= 450, (counts, messages)
     assert any("reopening" in m for m in messages) and any("gap" in m for m in messages)
 
 
@@ -233,10 +235,12 @@ def test_live_read_returns_none_promptly_when_asked_to_stop() -> None:
             stop.set()  # the first frame may still be waiting; then ask to stop
         t0 = time.monotonic()
         assert source.read() is None
+        # not the 0.5 s read timeout, nor a reopen: a sanity bound
         assert time.monotonic() - t0 < 0.5
     finally:
         t0 = time.monotonic()
         source.close()
+        # a sanity bound: close gives a stuck reader thread up to 6.5 s (read + open timeout + 1 s)
         assert time.monotonic() - t0 < 5.0
 
 

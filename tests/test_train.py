@@ -62,6 +62,7 @@ def test_quick_training_run(tmp_path: Path) -> None:
     assert (tmp_path / "other" / "model.onnx").read_bytes() != (out / "model.onnx").read_bytes()
 
 
+@pytest.mark.slow  # a training run in a child process
 def test_quick_mixed_scene_training_keeps_unknown_card_fields(tmp_path: Path) -> None:
     out = tmp_path / "mix"
     out.mkdir()
