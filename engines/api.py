@@ -67,7 +67,11 @@ class EngineSpec:
         "class by more than this IoU",
     )
     max_boxes: int = bounded(
-        100, 1, 4096, doc="detection models: at most this many boxes per frame, best first"
+        100,
+        1,
+        4096,
+        doc="detection models: at most this many boxes per frame, best first (the infer stage "
+        "counts the rest as boxes_cut)",
     )
     top_k: int = bounded(
         3, 1, 256, doc="classification models: the k most probable labels sent with each frame"
@@ -94,6 +98,7 @@ class InferenceResult:
 
     mask: uint8 label map at the input image's height x width (None for models without one);
     boxes: the detected boxes, in image pixels;
+    boxes_cut: how many more boxes the detector found than `max_boxes` let into `boxes`;
     classes: a classifier's top-k (label index, probability), best first;
     image: an output image (e.g. a denoised frame) at the input size, or None;
     timings_ms: preprocess / engine / postprocess times;
@@ -109,6 +114,7 @@ class InferenceResult:
     confidence: np.ndarray | None = None
     applicability: dict[str, Any] | None = None
     classes: list[tuple[int, float]] = field(default_factory=list)
+    boxes_cut: int = 0
 
 
 class InferencePipeline(Protocol):

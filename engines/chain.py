@@ -61,7 +61,7 @@ class ChainPipeline:
             if r.applicability is not None:  # the gate of the last model that has one
                 out.applicability = r.applicability
             if r.boxes:
-                out.boxes = r.boxes
+                out.boxes, out.boxes_cut = r.boxes, r.boxes_cut
             if r.classes:
                 out.classes = r.classes
         return out

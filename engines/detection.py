@@ -9,15 +9,17 @@ and height (`"normalized"`).
   yolo_N_5+C        1 x N x (5+C): cx, cy, w, h, objectness, C class scores (YOLOv5);
                     score = objectness x class score
   ssd_boxes_scores  boxes 1 x N x 4 (x1, y1, x2, y2), scores 1 x N x C
-  nms_K_6           1 x K x 6: x1, y1, x2, y2, score, class   (NMS in the graph)
-  nms_K_7           K x 7: batch, x1, y1, x2, y2, class, score (ONNX NMS exports; batch 0 kept)
+  nms_K_6           1 x K x 6 (or K x 6): x1, y1, x2, y2, score, class   (NMS in the graph)
+  nms_K_7           K x 7 (or 1 x K x 7): batch, x1, y1, x2, y2, class, score (ONNX NMS exports;
+                    batch 0 kept)
   nms_split         boxes 1 x K x 4, scores 1 x K, labels 1 x K (and num: the first num rows)
 
 Each candidate keeps its best class and that class's score. Then: scores below the confidence
 threshold are dropped; the raw layouts go through class-aware NMS (OpenCV's
 `cv2.dnn.NMSBoxesBatched`: boxes of different classes never suppress each other), keeping at
 most `max_boxes`, best first; the NMS-in-graph layouts skip NMS and keep the `max_boxes` best.
-Finally the boxes are mapped back through the letterbox to image pixels and clipped to the image.
+Boxes beyond `max_boxes` are not dropped silently: `detect` says how many it cut. Finally the
+boxes are mapped back through the letterbox to image pixels and clipped to the image.
 """
 
 from __future__ import annotations
@@ -162,14 +164,10 @@ class DetectionDecoder:
                 )
             xyxy, (scores, classes) = boxes[0], _best(cls[0])
         elif layout == "nms_K_6":
-            t = self._get(outs, "output")
-            if t.ndim != 3 or t.shape[0] != 1 or t.shape[2] != 6:
-                raise ValueError(f"NMS rows must be 1 x K x 6, got {t.shape}")
-            xyxy, scores, classes = t[0, :, :4], t[0, :, 4], t[0, :, 5]
+            t = self._nms_rows(outs, 6)
+            xyxy, scores, classes = t[:, :4], t[:, 4], t[:, 5]
         elif layout == "nms_K_7":
-            t = self._get(outs, "output")
-            if t.ndim != 2 or t.shape[1] != 7:
-                raise ValueError(f"NMS rows must be K x 7, got {t.shape}")
+            t = self._nms_rows(outs, 7)
             t = t[t[:, 0] == 0]  # batch 0: the pipeline runs one frame at a time
             xyxy, scores, classes = t[:, 1:5], t[:, 6], t[:, 5]
         else:  # nms_split
@@ -193,6 +191,15 @@ class DetectionDecoder:
         if t.ndim != 3 or t.shape[0] != 1 or t.shape[axis] != width:
             raise ValueError(f"{self.layout} output must be {want}, got {t.shape}")
         return t[0]
+
+    def _nms_rows(self, outs: dict[str, np.ndarray], width: int) -> np.ndarray:
+        """NMS rows K x `width`, given as such or as 1 x K x `width`."""
+        t = self._get(outs, "output")
+        if t.ndim == 3 and t.shape[0] == 1:
+            t = t[0]
+        if t.ndim != 2 or t.shape[1] != width:
+            raise ValueError(f"NMS rows must be K x {width} or 1 x K x {width}, got {t.shape}")
+        return t
 
     def _split(self, outs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         boxes = self._get(outs, "boxes").reshape(-1, 4)
@@ -221,15 +228,16 @@ def _best(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(scores, classes[:, None], axis=1)[:, 0], classes
 
 
-def select(c: Candidates, settings: DetectionSettings, nms: bool) -> np.ndarray:
+def select(c: Candidates, settings: DetectionSettings, nms: bool) -> tuple[np.ndarray, int]:
     """Indices of the kept candidates, best score first: above the threshold, then class-aware
-    NMS (`nms`) or, for NMS done in the graph, the best `max_boxes`."""
+    NMS (`nms`; NMS done in the graph: none), then the best `max_boxes`; and how many boxes
+    that limit cut (they passed the threshold and NMS)."""
     keep = np.flatnonzero(c.scores >= settings.conf_threshold)
     if keep.size == 0:
-        return keep
+        return keep, 0
     if not nms:
         order = keep[np.argsort(-c.scores[keep], kind="stable")]
-        return order[: settings.max_boxes]
+        return _at_most(order, settings.max_boxes)
     xyxy = c.xyxy[keep].astype(np.float64)
     rects = [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in xyxy.tolist()]
     picked = cv2.dnn.NMSBoxesBatched(
@@ -240,7 +248,12 @@ def select(c: Candidates, settings: DetectionSettings, nms: bool) -> np.ndarray:
         float(settings.iou_threshold),
     )  # no top_k: OpenCV applies it before NMS, which would lose boxes NMS keeps
     kept = keep[np.asarray(picked, np.int64).reshape(-1)]
-    return kept[np.argsort(-c.scores[kept], kind="stable")][: settings.max_boxes]
+    return _at_most(kept[np.argsort(-c.scores[kept], kind="stable")], settings.max_boxes)
+
+
+def _at_most(order: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    """The first `n` of `order` and how many more there were."""
+    return order[:n], max(0, len(order) - n)
 
 
 def detect(
@@ -248,10 +261,11 @@ def detect(
     decoder: DetectionDecoder,
     settings: DetectionSettings,
     placement: Letterbox,
-) -> list[Box]:
-    """Raw outputs -> boxes in image pixels (see the module docstring)."""
+) -> tuple[list[Box], int]:
+    """Raw outputs -> boxes in image pixels (see the module docstring), and how many boxes
+    `max_boxes` cut (found, above the threshold, kept by NMS, but not returned)."""
     c = decoder.decode(outs)
-    idx = select(c, settings, nms=not decoder.has_nms)
+    idx, cut = select(c, settings, nms=not decoder.has_nms)
     classes = c.classes[idx]
     bad = classes[(classes < 0) | (classes >= decoder.num_classes)]
     if bad.size:
@@ -259,7 +273,8 @@ def detect(
             f"the model gave class {int(bad[0])}, but its card has {decoder.num_classes} labels"
         )
     xyxy = placement.to_image(c.xyxy[idx])
-    return [
+    boxes = [
         Box(float(x0), float(y0), float(x1), float(y1), int(k), float(s))
         for (x0, y0, x1, y1), k, s in zip(xyxy.tolist(), classes.tolist(), c.scores[idx].tolist(), strict=True)
     ]
+    return boxes, cut

@@ -14,7 +14,10 @@ CPU, which also gives the output shapes that the graph leaves dynamic. From thos
 
 Where two tasks fit one shape (a 1- or 3-channel image output), the output's name decides
 (mask / seg / logit / prob -> segmentation; denois / clean / image / recon -> denoising), else
-`--task` must. A shape none of these read is refused with one line naming the tensor and shape.
+`--task` must. Where two detection layouts fit one shape (a one- or two-class YOLOv5 head
+`1 x N x 6|7` is shaped like NMS rows `1 x K x 6|7`), nothing is guessed: `model add` refuses,
+naming the layouts, until `--layout` picks one. A shape none of these read is refused with one
+line naming the tensor and shape.
 """
 
 from __future__ import annotations
@@ -40,10 +43,21 @@ from engines.registry import (
 )
 
 TASK_CHOICES = ("auto", *TASKS)
+# engines.detection.LAYOUTS (not imported here: `model add --help` need not load OpenCV);
+# tests/test_model_add.py checks that the two agree
+DETECTION_LAYOUTS = ("yolo_4+C_N", "yolo_N_5+C", "ssd_boxes_scores", "nms_K_6", "nms_K_7", "nms_split")
+COLUMNS = {  # what each column of a detection layout's rows holds
+    "yolo_4+C_N": ("cx", "cy", "w", "h", "class scores..."),
+    "yolo_N_5+C": ("cx", "cy", "w", "h", "objectness", "class scores..."),
+    "nms_K_6": ("x1", "y1", "x2", "y2", "score", "class"),
+    "nms_K_7": ("batch", "x1", "y1", "x2", "y2", "class", "score"),
+    "nms_split": ("x1", "y1", "x2", "y2"),
+    "ssd_boxes_scores": ("x1", "y1", "x2", "y2"),
+}
 UNKNOWN_USE = "unknown: added by the user with `medstream model add`; not validated by medstream"
 UNKNOWN_DATA = "unknown: added by the user"
 USER_NOTICE = "User model: research use only, not for diagnosis"
-NMS_MAX_ROWS = 1000  # a [1, K, 6|7] output with K above this is read as raw YOLO rows
+NMS_MAX_ROWS = 1000  # a [1, K, 6|7] output with K above this is NMS rows only with --layout
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SEG_HINTS = ("mask", "seg", "logit", "prob", "sigmoid", "label")
 _DENOISE_HINTS = ("denois", "clean", "image", "recon", "restor")
@@ -121,7 +135,7 @@ def _by_role(outs: list[Tensor]) -> dict[str, Tensor]:
     return roles
 
 
-def _several(outs: list[Tensor], task: str) -> Finding:
+def _several(outs: list[Tensor], task: str, layout: str | None) -> Finding:
     if task not in ("auto", "detection"):
         raise _refuse(outs[0], f"{len(outs)} outputs: only a detection model has several")
     roles = _by_role(outs)
@@ -131,50 +145,105 @@ def _several(outs: list[Tensor], task: str) -> Finding:
     if boxes.shape[-1] != 4:
         raise _refuse(boxes, "boxes must end in 4 (x1, y1, x2, y2)")
     names = {r: t.name for r, t in roles.items()}
-    if "labels" in roles:  # NMS in the graph: one score and one class per kept box
-        return Finding("detection", 0, "nms_split", names, ("x1", "y1", "x2", "y2"))
+    found = "nms_split" if "labels" in roles else "ssd_boxes_scores"
+    if layout is not None and layout != found:
+        raise _refuse(
+            boxes, f"--layout {layout} does not fit outputs named {', '.join(names.values())}: "
+            f"they read as {found} only"
+        )
+    if found == "nms_split":  # NMS in the graph: one score and one class per kept box
+        return Finding("detection", 0, found, names, COLUMNS[found])
     if len(scores.shape) != 3 or scores.shape[:2] != boxes.shape[:2]:
         raise _refuse(scores, f"SSD scores must be 1 x N x C beside boxes {list(boxes.shape)}")
-    return Finding("detection", scores.shape[2], "ssd_boxes_scores", names, ("x1", "y1", "x2", "y2"))
+    return Finding("detection", scores.shape[2], found, names, COLUMNS[found])
 
 
-def _detection_rows(t: Tensor, n_labels: int | None) -> Finding:
-    """A 3-D (or K x 7) detection output: YOLO raw heads or NMS rows."""
-    one = {"output": t.name}
-    cols: tuple[str, ...]
-    if len(t.shape) == 2:  # K x 7 (ONNX NMS exports): batch, x1, y1, x2, y2, class, score
-        cols = ("batch", "x1", "y1", "x2", "y2", "class", "score")
-        return Finding("detection", 0, "nms_K_7", one, cols)
+def row_layouts(t: Tensor, n_labels: int | None) -> tuple[list[str], list[str]]:
+    """The layouts one detection output (`K x 6|7`, or `1 x A x B`) can be read as: (those
+    its shape allows, those of them `model add` takes without `--layout`). With `n_labels`,
+    a YOLO head must have that many classes. Without `--layout`: without labels the shorter
+    axis of a YOLO head is its channels, and NMS rows are at most NMS_MAX_ROWS unless the
+    graph leaves their number dynamic."""
+    if len(t.shape) == 2:  # K x 6|7 NMS rows (no batch axis)
+        rows = [f"nms_K_{t.shape[1]}"]
+        return rows, rows
     _, a, b = t.shape
-    rows_dynamic = isinstance(t.declared[1], str | type(None))
-    if b in (6, 7) and (rows_dynamic or a <= NMS_MAX_ROWS):
-        cols = ("x1", "y1", "x2", "y2", "score", "class")
-        if b == 7:
-            cols = ("batch", "x1", "y1", "x2", "y2", "class", "score")
-        return Finding("detection", 0, f"nms_K_{b}", one, cols)
-    if n_labels is not None and a == 4 + n_labels or n_labels is None and a < b:
-        if a <= 4:
-            raise _refuse(t, "a YOLO 1 x (4+C) x N head needs C >= 1")
-        cols = ("cx", "cy", "w", "h", "class scores...")
-        return Finding("detection", a - 4, "yolo_4+C_N", one, cols)
-    if n_labels is None or b == 5 + n_labels:
-        if b <= 5:
-            raise _refuse(t, "a YOLO 1 x N x (5+C) head needs C >= 1")
-        cols = ("cx", "cy", "w", "h", "objectness", "class scores...")
-        return Finding("detection", b - 5, "yolo_N_5+C", one, cols)
-    raise _refuse(t, f"neither 1 x (4+C) x N nor 1 x N x (5+C) with C = {n_labels} labels")
+    allowed: list[str] = []
+    likely: list[str] = []
+    if a > 4 and (n_labels is None or a == 4 + n_labels):
+        allowed.append("yolo_4+C_N")
+        if n_labels is not None or a < b:
+            likely.append("yolo_4+C_N")
+    if b > 5 and (n_labels is None or b == 5 + n_labels):
+        allowed.append("yolo_N_5+C")
+        if n_labels is not None or b <= a:
+            likely.append("yolo_N_5+C")
+    if b in (6, 7):
+        allowed.append(f"nms_K_{b}")
+        if isinstance(t.declared[1], str | type(None)) or a <= NMS_MAX_ROWS:
+            likely.append(f"nms_K_{b}")
+    return allowed, likely
+
+
+def _describe_layout(layout: str, t: Tensor) -> str:
+    """'yolo_N_5+C (a YOLO head with 1 class)' or 'nms_K_6 (NMS rows x1, ...)'."""
+    if layout in ("yolo_4+C_N", "yolo_N_5+C"):
+        n = t.shape[1] - 4 if layout == "yolo_4+C_N" else t.shape[2] - 5
+        return f"{layout} (a YOLO head with {n} class{'es' if n != 1 else ''})"
+    return f"{layout} (NMS rows {', '.join(COLUMNS[layout])})"
+
+
+def _detection_rows(t: Tensor, n_labels: int | None, layout: str | None) -> Finding:
+    """A 3-D (or K x 6|7) detection output: YOLO raw heads or NMS rows; `layout`: the user's
+    pick (`--layout`), else the one layout the shape fits (several: refused, naming them)."""
+    allowed, likely = row_layouts(t, n_labels)
+    with_labels = "" if n_labels is None else f" with {n_labels} label{'s' if n_labels != 1 else ''}"
+    if layout is not None:
+        if layout not in allowed:
+            fits = f"it fits {', '.join(allowed)}" if allowed else "it fits no detection layout"
+            raise _refuse(t, f"--layout {layout} does not fit this shape{with_labels}; {fits}")
+    elif len(likely) > 1:
+        named = " or ".join(_describe_layout(x, t) for x in likely)
+        picks = " or ".join(f"--layout {x}" for x in likely)
+        raise _refuse(t, f"the shape{with_labels} reads as {named}, not guessed: pass {picks}")
+    elif likely:
+        layout = likely[0]
+    else:
+        _, a, b = t.shape
+        other = f" (--layout {' or --layout '.join(allowed)} reads it)" if allowed else ""
+        if n_labels is not None:
+            why = f"neither 1 x (4+C) x N nor 1 x N x (5+C) with C = {n_labels} labels"
+        elif a < b:
+            why = "a YOLO 1 x (4+C) x N head needs C >= 1"
+        else:
+            why = "a YOLO 1 x N x (5+C) head needs C >= 1"
+        raise _refuse(t, why + other)
+    classes = {"yolo_4+C_N": t.shape[1] - 4, "yolo_N_5+C": t.shape[-1] - 5}.get(layout, 0)
+    return Finding("detection", classes, layout, {"output": t.name}, COLUMNS[layout])
 
 
 def read_layout(
-    outs: list[Tensor], in_channels: int, task: str = "auto", n_labels: int | None = None
+    outs: list[Tensor],
+    in_channels: int,
+    task: str = "auto",
+    n_labels: int | None = None,
+    layout: str | None = None,
 ) -> Finding:
-    """Task, classes and layout from the outputs (shapes of a real run); `ModelError` if none."""
+    """Task, classes and layout from the outputs (shapes of a real run); `layout`: the
+    detection layout the user picked (`--layout`, for shapes that fit several); `ModelError`
+    if none, or several without `layout`."""
     if task not in TASK_CHOICES:
         raise ModelError(f"--task must be one of {', '.join(TASK_CHOICES)}, got {task!r}")
+    if layout is not None:
+        if layout not in DETECTION_LAYOUTS:
+            raise ModelError(f"--layout must be one of {', '.join(DETECTION_LAYOUTS)}, got {layout!r}")
+        if task not in ("auto", "detection"):
+            raise ModelError(f"--layout is for detection models, not --task {task}")
+        task = "detection"
     if not outs:
         raise ModelError("the model has no outputs")
     if len(outs) > 1:
-        return _several(outs, task)
+        return _several(outs, task, layout)
     t = outs[0]
     one = {"output": t.name}
     if len(t.shape) == 4 and t.shape[0] == 1:
@@ -190,11 +259,11 @@ def read_layout(
     if task in ("segmentation", "denoising"):
         raise _refuse(t, f"a {task} model must output 1 x C x H x W")
     if len(t.shape) == 2 and t.shape[1] in (6, 7) and t.declared[0] != 1 and task != "classification":
-        return _detection_rows(t, n_labels)
+        return _detection_rows(t, n_labels, layout)
     if len(t.shape) == 2 and t.shape[0] == 1 and t.shape[1] >= 2 and task != "detection":
         return Finding("classification", t.shape[1], "N_C_logits", one)
     if len(t.shape) == 3 and t.shape[0] == 1 and task in ("auto", "detection"):
-        return _detection_rows(t, n_labels)
+        return _detection_rows(t, n_labels, layout)
     raise _refuse(t, "not an image, a 1 x C class vector, nor a detection layout; see --help")
 
 
@@ -298,8 +367,10 @@ def add_model(
     channels: str | None = None,
     size: int = 256,
     force: bool = False,
+    layout: str | None = None,
 ) -> AddResult:
-    """Inspect `onnx_file`, run it once, write model.onnx + card.json under the user folder."""
+    """Inspect `onnx_file`, run it once, write model.onnx + card.json under the user folder;
+    `layout`: the detection layout, where the output's shape fits several."""
     import onnxruntime as ort
 
     from engines.preprocess import preprocess
@@ -335,7 +406,7 @@ def add_model(
         Tensor(o.name, tuple(d if isinstance(d, int) else (d or None) for d in o.shape), v.shape)
         for o, v in zip(session.get_outputs(), values, strict=True)
     ]
-    finding = read_layout(outs, spec.num_channels, task, None if given is None else len(given))
+    finding = read_layout(outs, spec.num_channels, task, None if given is None else len(given), layout)
     if finding.layout == "NCHW_sigmoid":
         p = np.asarray(values[0])
         kind = "probabilities" if float(p.min()) >= 0.0 and float(p.max()) <= 1.0 else "logits"

@@ -198,7 +198,8 @@ class ModelPipeline:
             h, w = image.shape[:2]
             if placement is None:  # a stretched input: per-axis scale, no padding
                 placement = Letterbox(h, w, self._input.width / w, self._input.height / h, 0, 0)
-            return InferenceResult(mask=None, boxes=detect(outs, self._decoder, self._settings, placement))
+            boxes, cut = detect(outs, self._decoder, self._settings, placement)
+            return InferenceResult(mask=None, boxes=boxes, boxes_cut=cut)
         out = outs[self._output]
         if self.task == "classification":
             classes = top_k(out, self._top_k, self._scores, len(self.labels))

@@ -19,6 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("file", help="the .onnx file (copied; the original is left as it is)")
     add.add_argument("--name", default=None, help="model name (default: the file's stem)")
     add.add_argument("--task", default="auto", choices=TASK_CHOICES, help="what the model does")
+    add.add_argument(
+        "--layout",
+        default=None,
+        help="detection layout, where the output's shape fits several (a 1- or 2-class YOLOv5 "
+        "head 1 x N x 6|7 is shaped like NMS rows): yolo_4+C_N, yolo_N_5+C, nms_K_6, nms_K_7, "
+        "nms_split, ssd_boxes_scores (docs/user_models.md)",
+    )
     add.add_argument("--labels", default=None, help="class names, comma-separated")
     add.add_argument("--labels-file", default=None, help="class names, one per line")
     add.add_argument(
@@ -56,6 +63,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
             channels=args.channels,
             size=args.size,
             force=args.force,
+            layout=args.layout,
         )
     except ModelError as e:
         print(f"medstream: model add: {e}", file=sys.stderr)

@@ -34,7 +34,7 @@ import numpy as np
 from .config import GrabSpec, InferSpec, PipelineConfig, RenderSpec
 from .histogram import Histogram
 from .overlay_summary import format_overlay, overlay_summary
-from .results_summary import format_results, results_summary
+from .results_summary import BOXES_CUT, format_results, results_summary
 from .security import exposed_endpoints
 from .sinks.naming import drop_reason_text
 from .stats import DISPLAY_MS, GLASS_MS, QUEUE_MS, STAGE_MS
@@ -433,6 +433,7 @@ def build_report(
         "results": results_summary(
             (get(r.id).counters for r in renders),
             next((get(r.id).info["result_labels"] for r in renders if "result_labels" in get(r.id).info), []),
+            sum(get(s.id).counters[BOXES_CUT] for s in cfg.stages if isinstance(s, InferSpec)),
         ),
         "accuracy": accuracy,
         "stages": stages,

@@ -89,20 +89,21 @@ def decoder(layout: str, outputs: dict[str, str] | None = None, classes: int = 3
 
 def test_nms_merges_same_class_keeps_other_class_and_drops_low_scores() -> None:
     lb = Letterbox(SIZE, SIZE, 1.0, 1.0, 0, 0)
-    boxes = detect({"out": yolo8_tensor()}, decoder("yolo_4+C_N"), DetectionSettings(), lb)
+    boxes, cut = detect({"out": yolo8_tensor()}, decoder("yolo_4+C_N"), DetectionSettings(), lb)
     assert [(b.label, round(b.score, 2)) for b in boxes] == [(0, 0.9), (1, 0.7), (1, 0.6)]
+    assert cut == 0
     a = boxes[0]
     assert [a.x0, a.y0, a.x1, a.y1] == [24.0, 28.0, 40.0, 36.0]
     # a stricter IoU threshold than A/B's overlap keeps B too; a lower threshold keeps D
-    loose = detect(
+    loose, _ = detect(
         {"out": yolo8_tensor()},
         decoder("yolo_4+C_N"),
         DetectionSettings(conf_threshold=0.05, iou_threshold=0.95),
         lb,
     )
     assert sorted(round(b.score, 2) for b in loose) == [0.1, 0.6, 0.7, 0.8, 0.9]
-    top2 = detect({"out": yolo8_tensor()}, decoder("yolo_4+C_N"), DetectionSettings(max_boxes=2), lb)
-    assert [round(b.score, 2) for b in top2] == [0.9, 0.7]
+    top2, cut = detect({"out": yolo8_tensor()}, decoder("yolo_4+C_N"), DetectionSettings(max_boxes=2), lb)
+    assert [round(b.score, 2) for b in top2] == [0.9, 0.7] and cut == 1  # E (0.6) cut, counted
 
 
 def test_select_without_nms_keeps_the_best_above_threshold() -> None:
@@ -111,13 +112,14 @@ def test_select_without_nms_keeps_the_best_above_threshold() -> None:
         np.array([0.3, 0.9, 0.2, 0.5], np.float32),
         np.zeros(4, np.int64),
     )
-    assert select(c, DetectionSettings(conf_threshold=0.25, max_boxes=2), nms=False).tolist() == [1, 3]
+    idx, cut = select(c, DetectionSettings(conf_threshold=0.25, max_boxes=2), nms=False)
+    assert idx.tolist() == [1, 3] and cut == 1  # 0.3 passed the threshold: cut by max_boxes
 
 
 def test_every_layout_decodes_to_the_same_boxes() -> None:
     """The candidates written in each layout give the same kept boxes."""
     lb = Letterbox(SIZE, SIZE, 1.0, 1.0, 0, 0)
-    want = detect({"out": yolo8_tensor()}, decoder("yolo_4+C_N"), DetectionSettings(), lb)
+    want, _ = detect({"out": yolo8_tensor()}, decoder("yolo_4+C_N"), DetectionSettings(), lb)
     y8 = yolo8_tensor()[0].T  # N x (4+C)
     xyxy = np.stack(
         [y8[:, 0] - y8[:, 2] / 2, y8[:, 1] - y8[:, 3] / 2, y8[:, 0] + y8[:, 2] / 2, y8[:, 1] + y8[:, 3] / 2],
@@ -141,7 +143,9 @@ def test_every_layout_decodes_to_the_same_boxes() -> None:
             ssd,
         ),
         (decoder("nms_K_6"), {"out": k6}),
+        (decoder("nms_K_6"), {"out": k6[0]}),  # K x 6: no batch axis
         (decoder("nms_K_7"), {"out": k7}),
+        (decoder("nms_K_7"), {"out": k7[None]}),  # 1 x K x 7: with one
         (
             decoder("nms_split", {"boxes": "b", "scores": "s", "labels": "l", "num": "n"}),
             {"b": xyxy[kept + [1]][None], "s": score[kept + [1]][None], "l": cls[kept + [1]][None],
@@ -149,8 +153,8 @@ def test_every_layout_decodes_to_the_same_boxes() -> None:
         ),
     ]
     for dec, outs in cases:
-        got = detect(outs, dec, DetectionSettings(), lb)
-        assert len(got) == len(want), dec.layout
+        got, cut = detect(outs, dec, DetectionSettings(), lb)
+        assert len(got) == len(want) and cut == 0, dec.layout
         for g, w in zip(got, want, strict=True):
             assert (g.label, round(g.score, 4)) == (w.label, round(w.score, 4)), dec.layout
             np.testing.assert_allclose([g.x0, g.y0, g.x1, g.y1], [w.x0, w.y0, w.x1, w.y1], atol=1e-3)
@@ -166,6 +170,137 @@ def test_bad_cards_and_outputs_are_named() -> None:
     k6 = np.array([[[0, 0, 5, 5, 0.9, 4]]], np.float32)
     with pytest.raises(ValueError, match="class 4, but its card has 3 labels"):
         detect({"out": k6}, decoder("nms_K_6"), DetectionSettings(), Letterbox(8, 8, 1, 1, 0, 0))
+
+
+# --- max_boxes: what it cuts is counted (detect, the infer stage, the run report)
+
+
+def crowd(n: int, classes: int = 3) -> tuple[np.ndarray, list[float]]:
+    """A YOLOv8 output (1 x (4+C) x 2n) with `n` separate boxes scoring 0.30..0.95, each with a
+    near twin that NMS merges into it, and one box below the default threshold; the scores of
+    the n boxes, best first."""
+    scores = np.linspace(0.95, 0.30, n).astype(np.float32)
+    out = np.full((1, 4 + classes, 2 * n + 1), 0.01, np.float32)
+    for i, sc in enumerate(scores):
+        cx, cy, k = 4.0 + 8 * (i % 7), 4.0 + 8 * (i // 7), i % classes
+        out[0, :4, 2 * i] = (cx, cy, 6, 6)
+        out[0, 4 + k, 2 * i] = sc
+        out[0, :4, 2 * i + 1] = (cx + 0.5, cy, 6, 6)  # the twin: IoU ~0.85, same class
+        out[0, 4 + k, 2 * i + 1] = sc - 0.01
+    out[0, :4, -1] = (60, 60, 4, 4)
+    out[0, 4, -1] = 0.1  # below 0.25: not a cut box
+    return out, [float(x) for x in scores]
+
+
+def test_boxes_beyond_max_boxes_are_counted_not_dropped_silently() -> None:
+    lb = Letterbox(SIZE, SIZE, 1.0, 1.0, 0, 0)
+    out, scores = crowd(20)
+    boxes, cut = detect({"out": out}, decoder("yolo_4+C_N"), DetectionSettings(max_boxes=100), lb)
+    assert len(boxes) == 20 and cut == 0  # the twins are merged by NMS, not cut
+    for limit in (1, 7, 19):
+        boxes, cut = detect({"out": out}, decoder("yolo_4+C_N"), DetectionSettings(max_boxes=limit), lb)
+        assert [round(b.score, 4) for b in boxes] == [round(x, 4) for x in scores[:limit]]
+        assert cut == 20 - limit
+    # NMS in the graph: the rows NMS left, more than max_boxes of them
+    t = out[0].T[0::2][:20]  # the 20 boxes, no twins
+    k6 = np.concatenate(
+        [t[:, :2] - t[:, 2:4] / 2, t[:, :2] + t[:, 2:4] / 2, t[:, 4:].max(1, keepdims=True),
+         t[:, 4:].argmax(1)[:, None]], 1
+    )[None]
+    boxes, cut = detect({"out": k6}, decoder("nms_K_6"), DetectionSettings(max_boxes=5), lb)
+    assert len(boxes) == 5 and cut == 15
+    boxes, cut = detect({"out": k6}, decoder("nms_K_6"), DetectionSettings(max_boxes=5, conf_threshold=0.9), lb)
+    assert cut == 0 and len(boxes) == sum(x >= 0.9 for x in scores)  # under the limit: none cut
+
+
+def infer_operator(pipeline: object) -> tuple[object, object]:
+    """An infer stage operator (and its runtime) for `pipeline`, set up with in-memory ports."""
+    from stream.clock import FakeClock
+    from stream.config import load_config
+    from stream.stages.base import StageRuntime
+    from stream.stages.infer import InferOperator
+    from stream.stages.loop import Ports
+
+    from .test_stage_loop import MemOutbox
+
+    cfg = load_config(
+        {
+            "name": "t",
+            "links": {"in": {"endpoint": "ipc:///tmp/unused-in"}, "out": {"endpoint": "ipc:///tmp/unused-out"}},
+            "stages": [
+                {"id": "infer", "kind": "infer", "input": "in", "output": "out",
+                 "engine": {"model": "det", "max_boxes": 3}},
+                {"id": "render", "kind": "render", "input": "out"},
+            ],
+        }
+    )
+    spec = cfg.stage("infer")
+    rt = StageRuntime(cfg, spec, clock=FakeClock(), stats_endpoint="")
+    op = InferOperator(rt, spec, pipeline)  # type: ignore[arg-type]
+    op.setup(Ports(lambda *_: None, lambda _: MemOutbox()))  # type: ignore[arg-type, return-value]
+    return op, rt
+
+
+def test_the_infer_stage_counts_boxes_cut_per_stream_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    from engines import InferenceResult
+    from stream.frame import Frame
+
+    cuts = iter([0, 4, 2, 5])  # per model run, as the detector says
+
+    class Detector:
+        model_id, labels, backend, device, precision = "det", list(LABELS), "fake", "cpu", "fp32"
+        confidence = True
+
+        def __call__(self, image: np.ndarray, pixel_format: str) -> InferenceResult:
+            return InferenceResult(mask=None, boxes=[Box(0, 0, 4, 4, 0, 0.9)] * 3, boxes_cut=next(cuts))
+
+        def close(self) -> None:
+            pass
+
+    op, rt = infer_operator(Detector())
+    image = np.zeros((16, 16), np.uint8)
+    logger = rt.log  # type: ignore[attr-defined]
+    logger.propagate = True  # the stage logger writes to stderr only: let caplog see it
+    try:
+        with caplog.at_level("WARNING", logger=logger.name):
+            for stream, seq in (("a", 0), ("a", 1), ("b", 0), ("b", 1)):
+                out = op.process(Frame(stream, seq, 10**9 * (seq + 1), 10**12, image), 0, False)  # type: ignore[attr-defined]
+                assert isinstance(out, Frame) and len(out.annotations.boxes) == 3
+    finally:
+        logger.propagate = False
+        op.close()  # type: ignore[attr-defined]
+        rt.close()  # type: ignore[attr-defined]
+    stats = rt.stats  # type: ignore[attr-defined]
+    assert stats.counters["boxes_cut"] == 11
+    assert stats.streams["a"].counters["boxes_cut"] == 4 and stats.streams["b"].counters["boxes_cut"] == 7
+    warned = [r.getMessage() for r in caplog.records if "max_boxes" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "4 boxes more than max_boxes 3 on frame 1 of stream a" in warned[0]
+    assert "engine.max_boxes" in warned[0]
+
+
+def test_the_run_report_shows_boxes_cut_only_when_some_were() -> None:
+    import yaml
+
+    from stream.config import load_config
+    from stream.report import build_report, format_report
+
+    cfg = load_config(yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "ultrasound_seg.yaml").read_text()))
+
+    def snap(stage: str, pid: int, counters: dict, info: dict | None = None) -> dict:
+        return {"stage": stage, "pid": pid, "started_ns": pid, "final": False, "counters": counters,
+                "drops": {}, "hists": {}, "info": info or {}, "first_out_ns": None, "last_out_ns": None}
+
+    render = snap("render", 4, {"out": 10, "result_frames_boxes": 10, "result_boxes:0": 30},
+                  {"result_labels": ["tool"]})
+    base = [snap("grab", 1, {"captured": 10, "out": 10}, {"stream": "grab", "epoch": 1}), render]
+    infer_runs = [snap("infer", 2, {"out": 6, "boxes_cut": 5}), snap("infer", 3, {"out": 4, "boxes_cut": 2})]
+    report = build_report(cfg, base + infer_runs, 1.0, {"infer": 1}, "test")
+    assert report["results"]["boxes_cut"] == 7  # both incarnations of the infer stage
+    line = "detections: 30 boxes on 10 frames (tool 30); 7 boxes cut by engine.max_boxes"
+    assert line in format_report(report)
+    none = build_report(cfg, [*base, snap("infer", 2, {"out": 10})], 1.0, {}, "test")
+    assert "boxes_cut" not in none["results"] and "cut by" not in format_report(none)
 
 
 # --- a hand-weighted YOLOv8-style model, exported to ONNX, through model add and a pipeline
@@ -234,6 +369,13 @@ def test_yolo8_model_add_then_pipeline_gives_image_pixel_boxes(tmp_path: Path, u
     assert [a.x0, a.y0, a.x1, a.y1, a.score] == pytest.approx([90.0, 45.0, 150.0, 75.0, 0.9], abs=1e-4)
     assert isinstance(a, Box)
     assert result.mask is None and set(result.timings_ms) >= {"preprocess", "postprocess"}
+    assert result.boxes_cut == 0
+    two = load_pipeline(EngineSpec(model="yolo", backend="onnxruntime", max_boxes=2))
+    try:
+        cut = two(image, "gray8")
+    finally:
+        two.close()
+    assert [b.score for b in cut.boxes] == [b.score for b in result.boxes[:2]] and cut.boxes_cut == 1
 
 
 def run_user_model(name: str, image: np.ndarray) -> list[Box]:

@@ -131,7 +131,7 @@ def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     [
         (Yolo8(3), ("output0",), "grasper,hook,clipper", "yolo_4+C_N", 3),
         (Yolo5(3), ("output",), None, "yolo_N_5+C", 3),
-        (Nms6(), ("detections",), "tool", "nms_K_6", 0),
+        (Nms6(), ("detections",), "tool,hook,clip", "nms_K_6", 0),  # 3 labels: not a YOLOv5 head
         (Ssd(5), ("boxes", "scores"), None, "ssd_boxes_scores", 5),
     ],
 )
@@ -167,7 +167,7 @@ def test_detection_layouts(
 def test_nms_rows_need_labels(tmp_path: Path, user_dir: Path) -> None:
     path = export(Nms6(), tmp_path / "nms.onnx")
     with pytest.raises(ModelError, match="does not say how many classes: give --labels"):
-        add_model(str(path), name="nms")
+        add_model(str(path), name="nms", layout="nms_K_6")
     assert not (user_dir / "nms").exists()
 
 
@@ -259,10 +259,15 @@ def test_models_lists_user_models_and_survives_a_broken_card(
 def test_read_layout_dynamic_rows_and_k7() -> None:
     k7 = read_layout([Tensor("dets", ("num", 7), (12, 7))], 3)
     assert (k7.task, k7.layout, k7.columns[0]) == ("detection", "nms_K_7", "batch")
-    dyn = read_layout([Tensor("out", (1, "k", 6), (1, 1500, 6))], 3)
-    assert dyn.layout == "nms_K_6"  # declared dynamic: NMS rows, however many came back
+    dynamic = [Tensor("out", (1, "k", 6), (1, 1500, 6))]
+    with pytest.raises(ModelError, match="not guessed: pass --layout yolo_N_5\\+C or --layout nms_K_6"):
+        read_layout(dynamic, 3)  # a 1-class YOLOv5 head exported with dynamic axes, or NMS rows
+    dyn = read_layout(dynamic, 3, layout="nms_K_6")
+    assert dyn.layout == "nms_K_6"  # however many rows came back
     raw = read_layout([Tensor("out", (1, 25200, 6), (1, 25200, 6))], 3)
     assert (raw.layout, raw.classes) == ("yolo_N_5+C", 1)  # too many rows for NMS output
+    k6 = read_layout([Tensor("out", (1, 25200, 6), (1, 25200, 6))], 3, layout="nms_K_6")
+    assert (k6.layout, k6.classes, k6.columns[4]) == ("nms_K_6", 0, "score")  # --layout: taken
     split = read_layout(
         [Tensor(n, s, s) for n, s in (("num_dets", (1, 1)), ("det_boxes", (1, 100, 4)),
                                       ("det_scores", (1, 100)), ("det_classes", (1, 100)))],
@@ -271,6 +276,92 @@ def test_read_layout_dynamic_rows_and_k7() -> None:
     assert isinstance(split, Finding) and split.layout == "nms_split"
     with pytest.raises(ModelError, match="cannot read output 'x' \\[1, 7\\]"):
         read_layout([Tensor("x", (1, 7), (1, 7))], 3, task="detection")
+
+
+@pytest.mark.parametrize(
+    ("shape", "labels", "candidates"),
+    [
+        ((1, 64, 6), None, ("yolo_N_5+C", "nms_K_6")),  # a 1-class YOLOv5 head or 64 NMS rows
+        ((1, 64, 6), 1, ("yolo_N_5+C", "nms_K_6")),  # one label fits both
+        ((1, 252, 7), 2, ("yolo_N_5+C", "nms_K_7")),  # a 2-class YOLOv5 head at 64 px
+        ((1, 7, 8), 3, ("yolo_4+C_N", "yolo_N_5+C")),  # 3 classes either way round
+    ],
+)
+def test_a_shape_that_fits_several_layouts_is_refused_until_layout_picks_one(
+    shape: tuple[int, ...], labels: int | None, candidates: tuple[str, ...]
+) -> None:
+    out = [Tensor("out", shape, shape)]
+    with pytest.raises(ModelError) as refused:
+        read_layout(out, 3, n_labels=labels)
+    msg = str(refused.value)
+    assert msg.startswith(f"cannot read output 'out' {list(shape)}: ") and "not guessed" in msg
+    assert "pass " + " or ".join(f"--layout {c}" for c in candidates) in msg
+    for pick in candidates:
+        got = read_layout(out, 3, n_labels=labels, layout=pick)
+        assert got.layout == pick and got.task == "detection"
+        assert got.classes == {"yolo_4+C_N": shape[1] - 4, "yolo_N_5+C": shape[2] - 5}.get(pick, 0)
+
+
+def test_a_layout_the_shape_cannot_be_is_refused() -> None:
+    from engines.detection import LAYOUTS
+    from engines.model_add import COLUMNS, DETECTION_LAYOUTS
+
+    assert set(DETECTION_LAYOUTS) == set(LAYOUTS) == set(COLUMNS)  # the lazy copy agrees
+    yolo8 = [Tensor("output0", (1, 7, 64), (1, 7, 64))]
+    assert read_layout(yolo8, 3, n_labels=3).layout == "yolo_4+C_N"  # one fits: no --layout needed
+    with pytest.raises(ModelError, match="--layout nms_K_6 does not fit this shape with 3 labels; it fits yolo_4\\+C_N"):
+        read_layout(yolo8, 3, n_labels=3, layout="nms_K_6")
+    with pytest.raises(ModelError, match="--layout must be one of yolo_4\\+C_N, .*got 'yolo'"):
+        read_layout(yolo8, 3, layout="yolo")
+    with pytest.raises(ModelError, match="--layout is for detection models, not --task segmentation"):
+        read_layout(yolo8, 3, task="segmentation", layout="yolo_4+C_N")
+    seg = [Tensor("mask", (1, 2, 8, 8), (1, 2, 8, 8))]
+    with pytest.raises(ModelError, match="a 4-D image output cannot be a detection head"):
+        read_layout(seg, 3, layout="yolo_4+C_N")
+    split = [Tensor(n, (1, 9, 4 if n == "boxes" else 2), (1, 9, 4 if n == "boxes" else 2)) for n in ("boxes", "scores")]
+    with pytest.raises(ModelError, match="--layout nms_split does not fit outputs named boxes, scores"):
+        read_layout(split, 3, layout="nms_split")
+    assert read_layout(split, 3, layout="ssd_boxes_scores").layout == "ssd_boxes_scores"
+
+
+def test_yolo5_head_or_nms_rows_through_model_add_and_a_pipeline(
+    tmp_path: Path, user_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1-class YOLOv5 head 1 x 3 x 6 (hand-weighted export) is refused without --layout,
+    with the candidates named; `--layout yolo_N_5+C` gives its boxes. Two-class NMS rows
+    1 x 2 x 7 are refused too; `--layout nms_K_7` reads them."""
+    import numpy as np
+
+    from .test_detection import export_fixed, run_user_model
+
+    rows = np.array(  # cx, cy, w, h, objectness, class score; the last below the threshold
+        [[[32, 32, 16, 8, 1.0, 0.9], [52, 20, 8, 8, 0.8, 0.75], [10, 50, 6, 6, 1.0, 0.1]]], np.float32
+    )
+    path = export_fixed(tmp_path, {"output0": rows}, "y5.onnx")
+    with pytest.raises(ModelError, match="yolo_N_5\\+C \\(a YOLO head with 1 class\\) or nms_K_6 \\(NMS rows"):
+        add_model(str(path), name="y5", labels="tool")
+    assert not (user_dir / "y5").exists()
+    assert main(["model", "add", str(path), "--name", "y5", "--labels", "tool"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pass --layout yolo_N_5+C or --layout nms_K_6" in err
+    assert main(["model", "add", str(path), "--name", "y5", "--labels", "tool", "--layout", "yolo_N_5+C"]) == 0
+    card = json.loads((user_dir / "y5" / "card.json").read_text())
+    assert (card["output"]["layout"], card["labels"]) == ("yolo_N_5+C", ["tool"])
+    boxes = run_user_model("y5", np.zeros((64, 64), np.uint8))  # square: no letterbox padding
+    assert [(b.label, round(b.score, 2)) for b in boxes] == [(0, 0.9), (0, 0.6)]
+    assert [boxes[0].x0, boxes[0].y0, boxes[0].x1, boxes[0].y1] == pytest.approx([24, 28, 40, 36])
+
+    nms = np.array(  # batch, x1, y1, x2, y2, class, score
+        [[[0, 4, 6, 20, 30, 1, 0.8], [0, 40, 40, 60, 50, 0, 0.7]]], np.float32
+    )
+    path = export_fixed(tmp_path, {"dets": nms}, "nms.onnx")
+    with pytest.raises(ModelError, match="pass --layout yolo_N_5\\+C or --layout nms_K_7"):
+        add_model(str(path), name="nms", labels="a,b")
+    r = add_model(str(path), name="nms", labels="a,b", layout="nms_K_7")
+    assert r.card["output"]["columns"][0] == "batch"
+    boxes = run_user_model("nms", np.zeros((64, 64), np.uint8))
+    got = [(b.label, round(b.score, 2), [b.x0, b.y0, b.x1, b.y1]) for b in boxes]
+    assert got == [(1, 0.8, [4, 6, 20, 30]), (0, 0.7, [40, 40, 60, 50])]
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def add_and_run(tmp_path: Path, onnx: Path, labels: tuple[str, ...], engine: dic
     rep = json.loads(report.read_text())
     assert rep["frames"]["delivered"] > 10 and rep["frames"]["accounted"]
     assert rep["engines"]["infer"]["model"] == "mine"
-    rep["_stdout"] = out
+    rep["_stdout"], rep["_stderr"] = out, err
     return rep
 
 
@@ -56,6 +56,21 @@ def test_yolo_detector_from_onnx_to_boxes_in_the_report(tmp_path: Path, user_dir
     assert results["boxes"] == {"grasper": n, "hook": 2 * n}
     assert rep["overlay"]["frames_shown"] == n
     assert f"detections: {3 * n} boxes on {n} frames (grasper {n}, hook {2 * n})" in rep["_stdout"]
+
+
+@pytest.mark.slow
+def test_boxes_cut_by_max_boxes_are_counted_logged_and_reported(tmp_path: Path, user_dir: Path) -> None:
+    onnx = export_fixed(tmp_path, {"output0": yolo8_tensor()})
+    rep = add_and_run(tmp_path, onnx, LABELS, {"conf_threshold": 0.3, "iou_threshold": 0.5, "max_boxes": 2})
+    n = rep["frames"]["delivered"]
+    results = rep["results"]
+    assert results["boxes"] == {"grasper": n, "hook": n}  # A and C kept, E (0.6) cut every time
+    counters = rep["stages"]["infer"]["counters"]
+    runs = counters["out"] - sum(v for k, v in counters.items() if k.startswith("reused_"))  # model runs
+    assert results["boxes_cut"] == counters["boxes_cut"] == runs >= n
+    assert f"detections: {2 * n} boxes on {n} frames (grasper {n}, hook {n}); {runs} boxes cut" in rep["_stdout"]
+    warned = [ln for ln in rep["_stderr"].splitlines() if "more than max_boxes 2" in ln]
+    assert len(warned) == 1 and "engine.max_boxes" in warned[0]  # once per run
 
 
 @pytest.mark.slow

@@ -14,6 +14,8 @@ frame instead: `meta.inference` then says so, with the result's age and source f
 Frames of several streams are scheduled per stream (a result is only ever reused for its own
 stream) and, with `batch.max_batch > 1`, run several at once: one batched model call
 (`run_batch` of the pipeline where it has one, else one call per frame), results split back.
+Boxes a detector found beyond its `max_boxes` are counted (`boxes_cut`, per model run, per
+stream) and logged the first time in the run, never dropped silently.
 """
 
 from __future__ import annotations
@@ -53,11 +55,18 @@ def annotate_frames(
 ) -> list[Frame]:
     """Run the model on several frames in one batched call where the pipeline can (its
     `run_batch`), else frame by frame; the outgoing frames in order."""
+    results = model_results(frames, pipeline)
+    return [_annotated(f, pipeline, r, confidence) for f, r in zip(frames, results, strict=True)]
+
+
+def model_results(frames: list[Frame], pipeline: InferencePipeline) -> list[InferenceResult]:
+    """The model's results for `frames`, in order: one batched call where the pipeline can
+    (its `run_batch`), else frame by frame."""
     run_batch = getattr(pipeline, "run_batch", None)
     if run_batch is None or len(frames) == 1:
-        return [annotate_frame(f, pipeline, confidence) for f in frames]
-    results = run_batch([f.image for f in frames], [f.pixel_format for f in frames])
-    return [_annotated(f, pipeline, r, confidence) for f, r in zip(frames, results, strict=True)]
+        return [pipeline(f.image, f.pixel_format) for f in frames]
+    results: list[InferenceResult] = run_batch([f.image for f in frames], [f.pixel_format for f in frames])
+    return results
 
 
 def confidence_read(cfg: PipelineConfig, link: str) -> bool:
@@ -154,6 +163,7 @@ class InferOperator(Operator):
         self.spare_tracker: BoxTracker | None = None  # built at setup: the first stream's
         self.confidence = True  # send the `confidence` part (setup: False while none reads it)
         self.track_labels: dict[str, TrackLabels] = {}  # per stream, beside its tracker
+        self.cut_logged = False  # boxes cut by max_boxes: logged once per run
         if spec.batch.max_batch > 1:
             self.batcher = Batcher(spec.batch.max_batch, spec.batch.max_wait_ms)
 
@@ -230,12 +240,17 @@ class InferOperator(Operator):
             return decision, reuse_result(frame, self.last_out[frame.stream], decision.reason)
         return decision, None
 
-    def _ran(self, frame: Frame, out: Frame, decision: Decision, end: int, stage_ms: float) -> None:
-        """Count and remember a model run's result; update the cascade."""
+    def _ran(
+        self, frame: Frame, out: Frame, decision: Decision, end: int, stage_ms: float, cut: int
+    ) -> None:
+        """Count and remember a model run's result (`cut`: boxes `max_boxes` cut from it);
+        update the cascade."""
         stats = self.rt.stats
         out.meta["inference"] = {
             "reused": False, "model": self.models[decision.model].model_id, "age_ms": 0.0
         }
+        if cut:
+            self._boxes_cut(frame, decision.model, cut)
         if self.spec.tracker is not None:
             tracker = self.trackers.get(frame.stream)
             if tracker is None:
@@ -269,12 +284,14 @@ class InferOperator(Operator):
         decision, result = self._decide(frame, predicted_miss)
         if result is not None:
             return result
-        out = annotate_frame(frame, self.models[decision.model], self.confidence)
+        model = self.models[decision.model]
+        run = model(frame.image, frame.pixel_format)
+        out = _annotated(frame, model, run, self.confidence)
         end = self.rt.clock.now_ns()
         stage_ms = (end - start_ns) / 1e6
         if decision.reason != "probe" and self.guard.record(stage_ms):  # the active model's
             self.rt.stats.count("stage_overruns")
-        self._ran(frame, out, decision, end, stage_ms)
+        self._ran(frame, out, decision, end, stage_ms, run.boxes_cut)
         return out
 
     def process_batch(
@@ -292,11 +309,13 @@ class InferOperator(Operator):
             todo = [i for i, r in enumerate(results) if r is None and decisions[i].model == model]
             if not todo:
                 continue
-            outs = annotate_frames([frames[i] for i in todo], self.models[model], self.confidence)
+            pipeline = self.models[model]
+            runs = model_results([frames[i] for i in todo], pipeline)
             end = self.rt.clock.now_ns()
             stage_ms = (end - start_ns) / 1e6
-            for i, out in zip(todo, outs, strict=True):
-                self._ran(frames[i], out, decisions[i], end, stage_ms)
+            for i, run in zip(todo, runs, strict=True):
+                out = _annotated(frames[i], pipeline, run, self.confidence)
+                self._ran(frames[i], out, decisions[i], end, stage_ms, run.boxes_cut)
                 results[i] = out
                 timed = timed or decisions[i].reason != "probe"
         if timed:  # the batch's time: what the next batch's admission and wait reserve
@@ -304,6 +323,20 @@ class InferOperator(Operator):
             if self.guard.record(stage_ms):
                 self.rt.stats.count("stage_overruns")
         return [r for r in results if r is not None]
+
+    def _boxes_cut(self, frame: Frame, model: str, n: int) -> None:
+        """Count the `n` boxes `max_boxes` cut from `frame`'s result; log the first time."""
+        self.rt.stats.count("boxes_cut", n, stream=frame.stream)
+        if self.cut_logged:
+            return
+        self.cut_logged = True
+        spec = self.spec.fallback if model == FALLBACK and self.spec.fallback else self.spec.engine
+        self.rt.log.warning(
+            "model %s found %d boxes more than max_boxes %d on frame %d of stream %s: the best "
+            "%d are kept, the rest cut (counted as boxes_cut; logged once per run); raise the "
+            "infer stage's engine.max_boxes (at most 4096) to keep more",
+            self.models[model].model_id, n, spec.max_boxes, frame.seq, frame.stream, spec.max_boxes,
+        )
 
     def _switched(self, switch: str) -> None:
         """Log and count a cascade switch; the guard's timings restart for the new model."""
