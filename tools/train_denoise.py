@@ -31,24 +31,23 @@ from tools.eval_common import score_and_time
 from tools.eval_denoise import evaluate_denoise
 from tools.eval_seg import phantom_card, phantom_set, spec_for_seed
 from tools.train_common import (
-    FRAME_INDICES,
     add_held_out_options,
     add_quick_option,
     add_training_options,
-    apply_quick,
     check_training_args,
     command_line,
     cost_card,
     denoiser_card_head,
     deterministic,
-    export_onnx,
+    export_model,
     forward,
     load_onnx_weights,
+    parse_training_args,
     rounded,
     run_card,
     schedule_card,
     seed_text,
-    torchscript_from_onnx,
+    seeds_card,
     train,
     versions,
     write_card,
@@ -87,6 +86,32 @@ def make_pairs(
         noisy.append(frame.image)
         clean.append(frame.clean)
     return np.stack(noisy), np.stack(clean)
+
+
+def denoise_data(
+    args: argparse.Namespace, started: float, levels: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(noisy, clean, mean, std): `make_pairs` of the training seeds, and the rounded mean and
+    std of the noisy frames (pixel / 255)."""
+    noisy, clean = make_pairs(args.train_seeds, args.frames_per_seed, levels)
+    x_all = noisy.astype(np.float32) / 255
+    mean, std = round(float(x_all.mean()), 4), round(float(x_all.std()), 4)
+    print(
+        f"data: {len(noisy)} pairs, mean {mean} std {std} ({time.perf_counter() - started:.1f} s)",
+        flush=True,
+    )
+    return noisy, clean, mean, std
+
+
+def pairs_card(levels: tuple[float, float] | None, args: argparse.Namespace) -> dict:
+    """The card's `training` fields on the data: phantom pairs, seeds, crops."""
+    return {
+        "data": "stream.sources.phantom 512x512: noisy frame -> the same frame without speckle",
+        **phantom_card(),
+        **speckle_card(levels),
+        **seeds_card(args),
+        "crop": f"{CROP}x{CROP} random crops, left-right mirror",
+    }
 
 
 def batch(
@@ -161,13 +186,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="start from this ONNX model's weights (same --widths and --blocks), e.g. "
         "engines/models/us-denoise/model.onnx",
     )
-    args = p.parse_args(argv)
+    args = parse_training_args(p, argv)
     if args.init is not None and not args.init.is_file():
         p.error(f"--init: no file {args.init}")
     if args.blocks < 1:
         p.error("--blocks must be >= 1")
-    if args.quick:
-        apply_quick(args)
     check_training_args(p, args, args.test_seeds)
     return args
 
@@ -178,14 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     rng = deterministic(args.seed, args.threads)
 
-    noisy, clean = make_pairs(args.train_seeds, args.frames_per_seed, args.speckle_range)
-    x_all = noisy.astype(np.float32) / 255
-    mean, std = round(float(x_all.mean()), 4), round(float(x_all.std()), 4)
-    del x_all
-    print(
-        f"data: {len(noisy)} pairs, mean {mean} std {std} ({time.perf_counter() - started:.1f} s)"
-    )
-
+    noisy, clean, mean, std = denoise_data(args, started, args.speckle_range)
     model = DenoiseNet(mean, std, args.widths, args.blocks)
     if args.init is not None:  # BatchNorm folded into the convolutions: fine-tune in eval mode
         load_onnx_weights(model, args.init)
@@ -201,26 +217,9 @@ def main(argv: list[str] | None = None) -> None:
             return f"RMSE {np.sqrt(np.mean(losses)) * 255:.3f} levels"
         return f"L1 {np.mean(losses) * 255:.3f} levels"
 
-    train_seconds = train(
-        model,
-        step_loss,
-        note,
-        args.epochs,
-        args.steps_per_epoch,
-        args.lr,
-    )
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    onnx_path = args.out / "model.onnx"
-    example = torch.zeros(1, 1, SIZE, SIZE)
-    export_onnx(model, onnx_path, example, "image", "denoised")
-    diff = torchscript_from_onnx(
-        DenoiseNet(mean, std, args.widths, args.blocks),
-        onnx_path,
-        args.out / "model.pt",
-        torch.rand(1, 1, SIZE, SIZE),
-    )
-    print(f"exported {onnx_path} and model.pt; max |torchscript - onnx| {diff:.2e}", flush=True)
+    train_seconds = train(model, step_loss, note, args.epochs, args.steps_per_epoch, args.lr)
+    fresh = DenoiseNet(mean, std, args.widths, args.blocks)
+    onnx_path, _ = export_model(model, fresh, args.out, (1, 1, SIZE, SIZE), "denoised")
 
     card: dict = {
         **denoiser_card_head(
@@ -233,13 +232,7 @@ def main(argv: list[str] | None = None) -> None:
             std,
         ),
         "training": {
-            "data": "stream.sources.phantom 512x512: noisy frame -> the same frame without speckle",
-            **phantom_card(),
-            **speckle_card(args.speckle_range),
-            "train_seeds": seed_text(args.train_seeds),
-            "frames_per_seed": args.frames_per_seed,
-            "frame_indices": FRAME_INDICES,
-            "crop": f"{CROP}x{CROP} random crops, left-right mirror",
+            **pairs_card(args.speckle_range, args),
             **schedule_card(args),
             "loss": LOSS_TEXT[args.loss],
             **run_card(args, train_seconds),

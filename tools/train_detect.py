@@ -32,13 +32,14 @@ from tools.train_common import (
     add_held_out_options,
     add_quick_option,
     add_training_options,
-    apply_quick,
     architecture_card,
     check_training_args,
     command_line,
     deterministic,
     export_onnx,
     input_card,
+    loss_note,
+    parse_training_args,
     run_card,
     schedule_card,
     seed_text,
@@ -146,9 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only write model.pt (TorchScript) from the folder's model.onnx and add it to the card",
     )
     p.set_defaults(test_seeds=list(range(2000, 2032)), batch=16, steps_per_epoch=50, threads=1)
-    args = p.parse_args(argv)
-    if args.quick:
-        apply_quick(args)
+    args = parse_training_args(p, argv)
     check_training_args(p, args, args.test_seeds)
     return args
 
@@ -181,14 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         x, heat, reg, weight = batch(rng, images, boxes, args.batch, m32, s32)
         return detection_loss(model, forward_raw(model, x, args.precision), heat, reg, weight)
 
-    train_seconds = train(
-        model,
-        step_loss,
-        lambda losses: f"loss {np.mean(losses):.4f}",
-        args.epochs,
-        args.steps_per_epoch,
-        args.lr,
-    )
+    train_seconds = train(model, step_loss, loss_note, args.epochs, args.steps_per_epoch, args.lr)
 
     args.out.mkdir(parents=True, exist_ok=True)
     onnx_path = args.out / "model.onnx"
