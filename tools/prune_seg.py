@@ -58,12 +58,9 @@ from tools.seg_card import (
 )
 from tools.seg_net import SegNet
 from tools.train_common import (
-    add_training_options,
     apply_quick,
     architecture_card,
     check_training_args,
-    command_line,
-    deterministic,
     export_model,
     forward,
     load_onnx_weights,
@@ -73,7 +70,9 @@ from tools.train_common import (
     seed_text,
     seeds_card,
     segmentation_loss,
+    start_run,
     train,
+    training_parser,
     versions,
     write_card,
 )
@@ -252,9 +251,8 @@ def interleaved_times(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p,
+    p = training_parser(
+        __doc__,
         out="engines/models/us-seg-pruned",
         name="us-seg-pruned",
         epochs=12,
@@ -287,7 +285,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-seeds", type=parse_seeds, default=parse_seeds("3000-3015"))
     p.add_argument("--eval-frames-per-seed", type=int, default=4)
     p.add_argument("--timing-runs", type=int, default=200, help="as medstream evaluate")
-    p.add_argument("--quick", action="store_true", help="tiny fine-tuning and sets (tests)")
     args = p.parse_args(argv)
     try:
         args.keep = sorted({float(v) for v in args.keep.split(",")}, reverse=True)
@@ -366,9 +363,7 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = command_line("tools.prune_seg", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.prune_seg", args, argv)
     cv2.setNumThreads(args.threads)
     ref = resolve_model(SOURCE)
     src_card = ref.card.raw

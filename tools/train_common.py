@@ -42,12 +42,13 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
-def add_training_options(
-    p: argparse.ArgumentParser, out: str, name: str, epochs: int, lr: float, train_seeds: str | None
-) -> None:
-    """--out, --name, --epochs, --steps-per-epoch, --batch, --lr, --seed, --threads,
-    --precision and (unless `train_seeds` is None) --train-seeds, with the script's defaults
-    where they differ."""
+def training_parser(
+    doc: str, out: str, name: str, epochs: int, lr: float, train_seeds: str | None
+) -> argparse.ArgumentParser:
+    """A parser described by `doc`'s first line with --out, --name, --epochs,
+    --steps-per-epoch, --batch, --lr, --seed, --threads, --precision, --quick and (unless
+    `train_seeds` is None) --train-seeds, with the script's defaults where they differ."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path(out), help="output folder")
     p.add_argument("--name", default=name, help="model name in the card")
     p.add_argument("--epochs", type=int, default=epochs)
@@ -64,6 +65,8 @@ def add_training_options(
     )
     if train_seeds is not None:
         p.add_argument("--train-seeds", type=parse_seeds, default=parse_seeds(train_seeds))
+    p.add_argument("--quick", action="store_true", help="one tiny epoch on a few frames (tests)")
+    return p
 
 
 def add_held_out_options(
@@ -74,10 +77,6 @@ def add_held_out_options(
     p.add_argument("--frames-per-seed", type=int, default=frames_per_seed)
     p.add_argument("--test-frames-per-seed", type=int, default=4)
     p.add_argument("--latency-runs", type=int, default=latency_runs)
-
-
-def add_quick_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="one tiny epoch on a few frames (tests)")
 
 
 def parse_training_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -105,6 +104,13 @@ def check_training_args(
     overlap = set(args.train_seeds) & set(held_out)
     if overlap:
         p.error(f"training seeds overlap held-out seeds: {sorted(overlap)[:5]}")
+
+
+def start_run(
+    module: str, args: argparse.Namespace, argv: Sequence[str] | None
+) -> tuple[str, float, np.random.Generator]:
+    """(the command line for the card, the start time, the sampling RNG): `deterministic`."""
+    return command_line(module, argv), time.perf_counter(), deterministic(args.seed, args.threads)
 
 
 def deterministic(seed: int, threads: int) -> np.random.Generator:

@@ -32,13 +32,9 @@ from tools.eval_denoise import evaluate_denoise
 from tools.eval_seg import phantom_card, phantom_set, spec_for_seed
 from tools.train_common import (
     add_held_out_options,
-    add_quick_option,
-    add_training_options,
     check_training_args,
-    command_line,
     cost_card,
     denoiser_card_head,
-    deterministic,
     export_model,
     forward,
     load_onnx_weights,
@@ -48,7 +44,9 @@ from tools.train_common import (
     schedule_card,
     seed_text,
     seeds_card,
+    start_run,
     train,
+    training_parser,
     versions,
     write_card,
 )
@@ -155,9 +153,8 @@ def _widths(text: str) -> tuple[int, int, int, int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p,
+    p = training_parser(
+        __doc__,
         out="engines/models/us-denoise",
         name="us-denoise",
         epochs=40,
@@ -165,7 +162,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         train_seeds="0-63",
     )
     add_held_out_options(p, frames_per_seed=8, latency_runs=100)
-    add_quick_option(p)
     p.add_argument("--loss", choices=("l1", "mse"), default="l1", help="training loss")
     p.add_argument(
         "--speckle-range",
@@ -197,9 +193,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = command_line("tools.train_denoise", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.train_denoise", args, argv)
 
     noisy, clean, mean, std = denoise_data(args, started, args.speckle_range)
     model = DenoiseNet(mean, std, args.widths, args.blocks)

@@ -30,18 +30,16 @@ from tools import real_us_data
 from tools.denoise_net import DenoiseNet
 from tools.eval_real import evaluate_real, held_out_frames
 from tools.train_common import (
-    add_quick_option,
-    add_training_options,
-    command_line,
     cost_card,
     denoiser_card_head,
-    deterministic,
     export_model,
     forward,
     rounded,
     run_card,
     schedule_card,
+    start_run,
     train,
+    training_parser,
     versions,
     write_card,
 )
@@ -205,9 +203,8 @@ def distill(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p,
+    p = training_parser(
+        __doc__,
         out="engines/models/us-despeckle-real",
         name="us-despeckle-real",
         epochs=24,
@@ -221,7 +218,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--eval-every", type=int, default=4, help="held-out: every Nth cine frame")
     p.add_argument("--latency-runs", type=int, default=50)
-    add_quick_option(p)
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.steps_per_epoch, args.batch, args.distill_epochs = 1, 2, 2, 1
@@ -239,9 +235,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     out_dir = args.out
-    command = command_line("tools.train_despeckle_real", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.train_despeckle_real", args, argv)
     cv2.setNumThreads(1)
 
     if args.quick:  # one frame per scan at the pipeline's scale only

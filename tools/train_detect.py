@@ -30,12 +30,8 @@ from tools.det_net import STRIDE, DetNet
 from tools.eval_detect import score_card, tool_frames
 from tools.train_common import (
     add_held_out_options,
-    add_quick_option,
-    add_training_options,
     architecture_card,
     check_training_args,
-    command_line,
-    deterministic,
     export_onnx,
     input_card,
     loss_note,
@@ -43,8 +39,10 @@ from tools.train_common import (
     run_card,
     schedule_card,
     seed_text,
+    start_run,
     torchscript_from_onnx,
     train,
+    training_parser,
     versions,
     write_card,
 )
@@ -130,9 +128,8 @@ def batch(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p,
+    p = training_parser(
+        __doc__,
         out="engines/models/endo-tools",
         name="endo-tools",
         epochs=32,
@@ -140,7 +137,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         train_seeds="0-499",
     )
     add_held_out_options(p, frames_per_seed=4, latency_runs=100)
-    add_quick_option(p)
     p.add_argument(
         "--torchscript-only",
         action="store_true",
@@ -157,9 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.torchscript_only:
         add_torchscript(args.out)
         return
-    command = command_line("tools.train_detect", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.train_detect", args, argv)
     cv2.setNumThreads(1)
 
     images, boxes = make_dataset(args.train_seeds, args.frames_per_seed)

@@ -53,11 +53,8 @@ from tools.seg_card import (
 from tools.seg_net import SegNet
 from tools.train_common import (
     add_held_out_options,
-    add_quick_option,
-    add_training_options,
     architecture_card,
     check_training_args,
-    command_line,
     deterministic,
     export_model,
     forward,
@@ -66,7 +63,9 @@ from tools.train_common import (
     schedule_card,
     seeds_card,
     segmentation_loss,
+    start_run,
     train,
+    training_parser,
     versions,
 )
 
@@ -117,9 +116,8 @@ def distillation_loss(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p, out="engines/models", name="us-seg", epochs=20, lr=4e-3, train_seeds="0-95"
+    p = training_parser(
+        __doc__, out="engines/models", name="us-seg", epochs=20, lr=4e-3, train_seeds="0-95"
     )
     p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("1000-1011"))
     p.add_argument("--crop", type=int, default=128, help="training crop side (<= 256)")
@@ -128,7 +126,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=2.0, help="KD softening temperature")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the KD term")
     add_held_out_options(p, frames_per_seed=4, latency_runs=200)
-    add_quick_option(p)
     args = parse_training_args(p, argv)
     if args.quick:
         args.val_seeds, args.latency_runs = [1000], 5
@@ -147,9 +144,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = command_line("tools.train_distill", argv)
-    started = time.perf_counter()
-    deterministic(args.seed, args.threads)
+    command, started, _ = start_run("tools.train_distill", args, argv)
     x_train, y_train, x_val, y_val, mean, std = seg_data(args, started)
 
     def fit(

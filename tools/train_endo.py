@@ -25,13 +25,9 @@ from tools.eval_endo import endo_set, evaluate_endo
 from tools.seg_net import SegNet
 from tools.train_common import (
     add_held_out_options,
-    add_quick_option,
-    add_training_options,
     architecture_card,
     check_training_args,
-    command_line,
     cost_card,
-    deterministic,
     export_model,
     forward,
     input_card,
@@ -46,7 +42,9 @@ from tools.train_common import (
     seeds_card,
     segmentation_loss,
     segmentation_output_card,
+    start_run,
     train,
+    training_parser,
     versions,
     write_card,
 )
@@ -66,9 +64,8 @@ def make_dataset(seeds: list[int], frames_per_seed: int) -> tuple[np.ndarray, np
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p,
+    p = training_parser(
+        __doc__,
         out="engines/models/endo-instruments",
         name="endo-instruments",
         epochs=12,
@@ -76,7 +73,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         train_seeds="0-79",
     )
     add_held_out_options(p, frames_per_seed=8, latency_runs=100)
-    add_quick_option(p)
     args = parse_training_args(p, argv)
     check_training_args(p, args, args.test_seeds)
     return args
@@ -84,9 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = command_line("tools.train_endo", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.train_endo", args, argv)
 
     x_train, y_train = make_dataset(args.train_seeds, args.frames_per_seed)
     mean = [round(float(v), 4) for v in x_train.mean((0, 2, 3))]

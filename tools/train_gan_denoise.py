@@ -29,17 +29,15 @@ from torch import nn
 from tools.denoise_net import DenoiseNet
 from tools.train_common import (
     add_held_out_options,
-    add_quick_option,
-    add_training_options,
     check_training_args,
-    command_line,
     denoiser_card_head,
-    deterministic,
     export_model,
     forward,
     load_onnx_weights,
     parse_training_args,
     run_card,
+    start_run,
+    training_parser,
     versions,
     write_card,
 )
@@ -83,9 +81,8 @@ def initial_generator(init: str, mean: float, std: float) -> tuple[DenoiseNet, f
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p,
+    p = training_parser(
+        __doc__,
         out="engines/models/us-denoise-gan",
         name="us-denoise-gan",
         epochs=30,
@@ -96,7 +93,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--adv-weight", type=float, default=0.01, help="adversarial loss weight")
     p.add_argument("--init", default="us-denoise", help="bundled denoiser to start from, or 'none'")
     add_held_out_options(p, frames_per_seed=4, latency_runs=100)
-    add_quick_option(p)
     p.set_defaults(batch=8)
     args = parse_training_args(p, argv)
     check_training_args(p, args, args.test_seeds)
@@ -105,9 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = command_line("tools.train_gan_denoise", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.train_gan_denoise", args, argv)
 
     noisy, clean, mean, std = denoise_data(args, started)
     gen, mean, std = initial_generator(args.init, mean, std)

@@ -19,7 +19,6 @@ for a given --seed and --threads.
 from __future__ import annotations
 
 import argparse
-import time
 
 import cv2
 import numpy as np
@@ -45,12 +44,8 @@ from tools.seg_card import (
 from tools.seg_net import SegNet
 from tools.train_common import (
     add_held_out_options,
-    add_quick_option,
-    add_training_options,
     architecture_card,
     check_training_args,
-    command_line,
-    deterministic,
     export_model,
     forward,
     mirrored_batch,
@@ -59,15 +54,16 @@ from tools.train_common import (
     schedule_card,
     seeds_card,
     segmentation_loss,
+    start_run,
     train,
+    training_parser,
     versions,
 )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p, out="engines/models/us-seg", name="us-seg", epochs=15, lr=4e-3, train_seeds="0-95"
+    p = training_parser(
+        __doc__, out="engines/models/us-seg", name="us-seg", epochs=15, lr=4e-3, train_seeds="0-95"
     )
     p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("1000-1011"))
     p.add_argument(
@@ -81,7 +77,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--input-model", default=None, help="a denoiser every frame goes through first (hybrid)"
     )
-    add_quick_option(p)
     args = parse_training_args(p, argv)
     if args.quick:
         args.val_seeds, args.test_seeds, args.latency_runs = [1000], [2000, 2001], 5
@@ -91,9 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = command_line("tools.train_seg", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.train_seg", args, argv)
 
     cv2.setNumThreads(args.threads)
     through = None

@@ -15,7 +15,6 @@ Deterministic for a given --seed and --threads.
 from __future__ import annotations
 
 import argparse
-import time
 
 import cv2
 import numpy as np
@@ -41,12 +40,8 @@ from tools.seg_card import (
 from tools.segformer_net import SegFormer
 from tools.train_common import (
     add_held_out_options,
-    add_quick_option,
-    add_training_options,
     architecture_card,
     check_training_args,
-    command_line,
-    deterministic,
     export_onnx,
     forward,
     mirrored_batch,
@@ -55,7 +50,9 @@ from tools.train_common import (
     schedule_card,
     seeds_card,
     segmentation_loss,
+    start_run,
     train,
+    training_parser,
     versions,
 )
 
@@ -63,9 +60,8 @@ MAX_TORCH_DIFFERENCE = 1e-4  # |ONNX Runtime - torch| and |ONNX - TorchScript| o
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p,
+    p = training_parser(
+        __doc__,
         out="engines/models/us-seg-former",
         name="us-seg-former",
         epochs=40,
@@ -75,7 +71,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("1000-1011"))
     p.add_argument("--scene", choices=SCENES, default="mix", help="as tools/train_seg.py")
     add_held_out_options(p, frames_per_seed=8, latency_runs=200)
-    add_quick_option(p)
     args = parse_training_args(p, argv)
     if args.quick:
         args.val_seeds, args.test_seeds, args.latency_runs = [1000], [2000, 2001], 5
@@ -85,9 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = command_line("tools.train_transformer_seg", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.train_transformer_seg", args, argv)
     cv2.setNumThreads(args.threads)
     x_train, y_train, x_val, y_val, mean, std = seg_data(args, started, args.scene)
     model = SegFormer(classes=len(LABELS))
