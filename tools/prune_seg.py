@@ -251,14 +251,7 @@ def interleaved_times(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = training_parser(
-        __doc__,
-        out="engines/models/us-seg-pruned",
-        name="us-seg-pruned",
-        epochs=12,
-        lr=2e-3,
-        train_seeds="0-255",
-    )
+    p = training_parser(__doc__, "us-seg-pruned", epochs=12, lr=2e-3, train_seeds="0-255")
     p.set_defaults(steps_per_epoch=100, threads=1)
     p.add_argument("--work", type=Path, default=Path("out/prune"), help="every ratio's model")
     p.add_argument("--docs", type=Path, default=Path("docs"), help="pruning.{png,md,json} here")

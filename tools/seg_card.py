@@ -28,9 +28,11 @@ from tools.eval_common import dice_scores, score_and_time
 from tools.eval_seg import evaluate, phantom_set, spec_for_seed
 from tools.onnx_flops import count_flops
 from tools.train_common import (
+    check_training_args,
     cost_card,
     input_card,
     nearest_labels,
+    parse_training_args,
     rounded,
     seed_text,
     segmentation_output_card,
@@ -81,6 +83,17 @@ def make_dataset(
         images.append(preprocess(image, fmt, RAW_INPUT)[0])
         labels.append(nearest_labels(frame.truth, SIZE, SIZE))
     return np.stack(images), np.stack(labels).astype(np.uint8)
+
+
+def parse_seg_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse a phantom segmenter's options (`parse_training_args`); --quick also takes one
+    validation seed, two held-out seeds and 5 latency runs. No training seed may be a
+    validation or held-out one."""
+    args = parse_training_args(p, argv)
+    if args.quick:
+        args.val_seeds, args.test_seeds, args.latency_runs = [1000], [2000, 2001], 5
+    check_training_args(p, args, [*args.val_seeds, *args.test_seeds])
+    return args
 
 
 def seg_data(

@@ -43,14 +43,14 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
 
 
 def training_parser(
-    doc: str, out: str, name: str, epochs: int, lr: float, train_seeds: str | None
+    doc: str, model: str, epochs: int, lr: float, train_seeds: str | None
 ) -> argparse.ArgumentParser:
-    """A parser described by `doc`'s first line with --out, --name, --epochs,
-    --steps-per-epoch, --batch, --lr, --seed, --threads, --precision, --quick and (unless
-    `train_seeds` is None) --train-seeds, with the script's defaults where they differ."""
+    """A parser described by `doc`'s first line with --out (default engines/models/`model`),
+    --name (default `model`), --epochs, --steps-per-epoch, --batch, --lr, --seed, --threads,
+    --precision, --quick and (unless `train_seeds` is None) --train-seeds."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path(out), help="output folder")
-    p.add_argument("--name", default=name, help="model name in the card")
+    p.add_argument("--out", type=Path, default=Path("engines/models", model), help="output folder")
+    p.add_argument("--name", default=model, help="model name in the card")
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--steps-per-epoch", type=int, default=40)
     p.add_argument("--batch", type=int, default=12)

@@ -153,14 +153,7 @@ def _widths(text: str) -> tuple[int, int, int, int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = training_parser(
-        __doc__,
-        out="engines/models/us-denoise",
-        name="us-denoise",
-        epochs=40,
-        lr=3e-3,
-        train_seeds="0-63",
-    )
+    p = training_parser(__doc__, "us-denoise", epochs=40, lr=3e-3, train_seeds="0-63")
     add_held_out_options(p, frames_per_seed=8, latency_runs=100)
     p.add_argument("--loss", choices=("l1", "mse"), default="l1", help="training loss")
     p.add_argument(

@@ -203,14 +203,7 @@ def distill(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = training_parser(
-        __doc__,
-        out="engines/models/us-despeckle-real",
-        name="us-despeckle-real",
-        epochs=24,
-        lr=3e-3,
-        train_seeds=None,
-    )
+    p = training_parser(__doc__, "us-despeckle-real", epochs=24, lr=3e-3, train_seeds=None)
     p.set_defaults(batch=8, threads=1, precision="fp32")
     p.add_argument("--radius", type=int, default=3, help="blind-spot hole: (2 r + 1)^2 pixels")
     p.add_argument(

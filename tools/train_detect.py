@@ -128,14 +128,7 @@ def batch(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = training_parser(
-        __doc__,
-        out="engines/models/endo-tools",
-        name="endo-tools",
-        epochs=32,
-        lr=4e-3,
-        train_seeds="0-499",
-    )
+    p = training_parser(__doc__, "endo-tools", epochs=32, lr=4e-3, train_seeds="0-499")
     add_held_out_options(p, frames_per_seed=4, latency_runs=100)
     p.add_argument(
         "--torchscript-only",

@@ -116,9 +116,8 @@ def distillation_loss(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = training_parser(
-        __doc__, out="engines/models", name="us-seg", epochs=20, lr=4e-3, train_seeds="0-95"
-    )
+    p = training_parser(__doc__, "us-seg", epochs=20, lr=4e-3, train_seeds="0-95")
+    p.set_defaults(out=Path("engines/models"))
     p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("1000-1011"))
     p.add_argument("--crop", type=int, default=128, help="training crop side (<= 256)")
     p.add_argument("--teacher-widths", type=_widths, default=(32, 64, 128, 256))

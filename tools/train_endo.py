@@ -64,14 +64,7 @@ def make_dataset(seeds: list[int], frames_per_seed: int) -> tuple[np.ndarray, np
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = training_parser(
-        __doc__,
-        out="engines/models/endo-instruments",
-        name="endo-instruments",
-        epochs=12,
-        lr=4e-3,
-        train_seeds="0-79",
-    )
+    p = training_parser(__doc__, "endo-instruments", epochs=12, lr=4e-3, train_seeds="0-79")
     add_held_out_options(p, frames_per_seed=8, latency_runs=100)
     args = parse_training_args(p, argv)
     check_training_args(p, args, args.test_seeds)

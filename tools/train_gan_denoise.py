@@ -81,14 +81,7 @@ def initial_generator(init: str, mean: float, std: float) -> tuple[DenoiseNet, f
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = training_parser(
-        __doc__,
-        out="engines/models/us-denoise-gan",
-        name="us-denoise-gan",
-        epochs=30,
-        lr=1e-4,
-        train_seeds="0-63",
-    )
+    p = training_parser(__doc__, "us-denoise-gan", epochs=30, lr=1e-4, train_seeds="0-63")
     p.add_argument("--d-lr", type=float, default=2e-4, help="discriminator learning rate")
     p.add_argument("--adv-weight", type=float, default=0.01, help="adversarial loss weight")
     p.add_argument("--init", default="us-denoise", help="bundled denoiser to start from, or 'none'")

@@ -35,6 +35,7 @@ from tools.seg_card import (
     add_held_out_metrics,
     kept_fields,
     onnx_torch_difference,
+    parse_seg_args,
     print_held_out,
     seg_card_head,
     seg_data,
@@ -45,11 +46,9 @@ from tools.seg_net import SegNet
 from tools.train_common import (
     add_held_out_options,
     architecture_card,
-    check_training_args,
     export_model,
     forward,
     mirrored_batch,
-    parse_training_args,
     run_card,
     schedule_card,
     seeds_card,
@@ -62,9 +61,7 @@ from tools.train_common import (
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = training_parser(
-        __doc__, out="engines/models/us-seg", name="us-seg", epochs=15, lr=4e-3, train_seeds="0-95"
-    )
+    p = training_parser(__doc__, "us-seg", epochs=15, lr=4e-3, train_seeds="0-95")
     p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("1000-1011"))
     p.add_argument(
         "--scene",
@@ -77,11 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--input-model", default=None, help="a denoiser every frame goes through first (hybrid)"
     )
-    args = parse_training_args(p, argv)
-    if args.quick:
-        args.val_seeds, args.test_seeds, args.latency_runs = [1000], [2000, 2001], 5
-    check_training_args(p, args, [*args.val_seeds, *args.test_seeds])
-    return args
+    return parse_seg_args(p, argv)
 
 
 def main(argv: list[str] | None = None) -> None:

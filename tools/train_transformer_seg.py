@@ -30,6 +30,7 @@ from tools.seg_card import (
     add_held_out_metrics,
     kept_fields,
     onnx_torch_difference,
+    parse_seg_args,
     print_held_out,
     seg_card_head,
     seg_data,
@@ -41,11 +42,9 @@ from tools.segformer_net import SegFormer
 from tools.train_common import (
     add_held_out_options,
     architecture_card,
-    check_training_args,
     export_onnx,
     forward,
     mirrored_batch,
-    parse_training_args,
     run_card,
     schedule_card,
     seeds_card,
@@ -60,22 +59,11 @@ MAX_TORCH_DIFFERENCE = 1e-4  # |ONNX Runtime - torch| and |ONNX - TorchScript| o
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = training_parser(
-        __doc__,
-        out="engines/models/us-seg-former",
-        name="us-seg-former",
-        epochs=40,
-        lr=2e-3,
-        train_seeds="0-255",
-    )
+    p = training_parser(__doc__, "us-seg-former", epochs=40, lr=2e-3, train_seeds="0-255")
     p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("1000-1011"))
     p.add_argument("--scene", choices=SCENES, default="mix", help="as tools/train_seg.py")
     add_held_out_options(p, frames_per_seed=8, latency_runs=200)
-    args = parse_training_args(p, argv)
-    if args.quick:
-        args.val_seeds, args.test_seeds, args.latency_runs = [1000], [2000, 2001], 5
-    check_training_args(p, args, [*args.val_seeds, *args.test_seeds])
-    return args
+    return parse_seg_args(p, argv)
 
 
 def main(argv: list[str] | None = None) -> None:
