@@ -69,6 +69,19 @@ def training_parser(
     return p
 
 
+def four_widths(text: str) -> tuple[int, int, int, int]:
+    """argparse type of a network's four stage widths, `a,b,c,d`, each >= 1."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"widths {text!r}: four integers, e.g. 8,16,24,32"
+        ) from None
+    if len(values) != 4 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"widths {text!r}: four positive integers")
+    return values  # type: ignore[return-value]  # four, checked above
+
+
 def add_held_out_options(
     p: argparse.ArgumentParser, frames_per_seed: int, latency_runs: int
 ) -> None:

@@ -37,6 +37,7 @@ from tools.train_common import (
     denoiser_card_head,
     export_model,
     forward,
+    four_widths,
     load_onnx_weights,
     parse_training_args,
     rounded,
@@ -142,16 +143,6 @@ def _level_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _widths(text: str) -> tuple[int, int, int, int]:
-    try:
-        a, b, c, d = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected four integers a,b,c,d, got {text!r}") from None
-    if min(a, b, c, d) < 1:
-        raise argparse.ArgumentTypeError(f"widths must be >= 1, got {text!r}")
-    return a, b, c, d
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = training_parser(__doc__, "us-denoise", epochs=40, lr=3e-3, train_seeds="0-63")
     add_held_out_options(p, frames_per_seed=8, latency_runs=100)
@@ -163,7 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="LO,HI: train on phantom speckle levels spread over LO..HI (default: 1.0 only)",
     )
     p.add_argument(
-        "--widths", type=_widths, default=(48, 64, 80, 96), help="a,b,c,d: DenoiseNet widths"
+        "--widths", type=four_widths, default=(48, 64, 80, 96), help="a,b,c,d: DenoiseNet widths"
     )
     p.add_argument(
         "--blocks", type=int, default=1, help="DenoiseNet blocks per level at 1/8 to 1/32"

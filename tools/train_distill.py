@@ -58,6 +58,7 @@ from tools.train_common import (
     deterministic,
     export_model,
     forward,
+    four_widths,
     parse_training_args,
     run_card,
     schedule_card,
@@ -70,18 +71,6 @@ from tools.train_common import (
 )
 
 US_SEG_WIDTHS = (16, 32, 48, 64)  # us-seg's network: the students' size class
-
-
-def _widths(text: str) -> tuple[int, int, int, int]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"widths {text!r}: four integers, e.g. 8,16,24,32"
-        ) from None
-    if len(values) != 4 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"widths {text!r}: four positive integers")
-    return values  # type: ignore[return-value]  # four, checked above
 
 
 def parameters(widths: tuple[int, int, int, int]) -> int:
@@ -120,8 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.set_defaults(out=Path("engines/models"))
     p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("1000-1011"))
     p.add_argument("--crop", type=int, default=128, help="training crop side (<= 256)")
-    p.add_argument("--teacher-widths", type=_widths, default=(32, 64, 128, 256))
-    p.add_argument("--student-widths", type=_widths, default=(8, 16, 24, 32))
+    p.add_argument("--teacher-widths", type=four_widths, default=(32, 64, 128, 256))
+    p.add_argument("--student-widths", type=four_widths, default=(8, 16, 24, 32))
     p.add_argument("--temperature", type=float, default=2.0, help="KD softening temperature")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the KD term")
     add_held_out_options(p, frames_per_seed=4, latency_runs=200)
