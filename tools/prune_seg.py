@@ -499,7 +499,6 @@ def main(argv: list[str] | None = None) -> None:
         "command": command,
         "versions": versions(),
     }
-    scenes = ("classic", "anatomy") if scene != "classic" else ("classic",)
     add_held_out_metrics(
         card,
         card_path,
@@ -507,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
         args.test_seeds,
         args.test_frames_per_seed,
         args.timing_runs,
-        scenes,
+        scene,
     )
     report = {
         "setup": {

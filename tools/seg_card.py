@@ -199,14 +199,16 @@ def add_held_out_metrics(
     test_seeds: list[int],
     frames_per_seed: int,
     latency_runs: int,
-    scenes: tuple[str, ...],
+    scene: str,
     input_model: str | None = None,
 ) -> None:
-    """Write the card (the pipeline loads it), then its held-out metrics and cost, per scene.
+    """Write the card (the pipeline loads it), then its held-out metrics and cost: of the
+    classic scene, and of the anatomy scene too unless the model learnt only the classic one.
 
     `input_model`: the denoiser every frame goes through first (a hybrid's segmenter): the
     whole chain is scored and timed."""
     write_card(card_path, card)
+    scenes = ("classic", "anatomy") if scene != "classic" else ("classic",)
     by_scene: dict[str, dict[str, object]] = {}
 
     def evaluate_scenes(pipeline: InferencePipeline) -> dict[str, object]:

@@ -102,7 +102,7 @@ def denoise_data(
     return noisy, clean, mean, std
 
 
-def pairs_card(levels: tuple[float, float] | None, args: argparse.Namespace) -> dict:
+def pairs_card(args: argparse.Namespace, levels: tuple[float, float] | None = None) -> dict:
     """The card's `training` fields on the data: phantom pairs, seeds, crops."""
     return {
         "data": "stream.sources.phantom 512x512: noisy frame -> the same frame without speckle",
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
             std,
         ),
         "training": {
-            **pairs_card(args.speckle_range, args),
+            **pairs_card(args, args.speckle_range),
             **schedule_card(args),
             "loss": LOSS_TEXT[args.loss],
             **run_card(args, train_seconds),

@@ -245,7 +245,7 @@ def write_model(
         args.test_seeds,
         args.test_frames_per_seed,
         args.latency_runs,
-        ("classic",),
+        "classic",
     )
     print(
         f"{name}: held-out mean fg Dice {card['metrics']['mean_foreground_dice']}, accuracy "

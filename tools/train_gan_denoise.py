@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             std,
         ),
         "training": {
-            **pairs_card(None, args),
+            **pairs_card(args),
             "init": init,
             "epochs": args.epochs,
             "steps_per_epoch": args.steps_per_epoch,

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         args.test_seeds,
         args.test_frames_per_seed,
         args.latency_runs,
-        ("classic", "anatomy") if args.scene != "classic" else ("classic",),
+        args.scene,
     )
     print_held_out(card, onnx_path, started)
 
