@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -277,14 +278,7 @@ def stream_figures(
         if lost > 0:
             dropped["lost"] = lost
         out[stream] = {
-            "frames": {
-                "captured": captured,
-                "delivered": delivered,
-                "dropped": dict(sorted(dropped.items())),
-                "dropped_total": sum(dropped.values()),
-                "accounted": expected == delivered + sum(dropped.values()),
-                "captured_unreported": unreported,
-            },
+            "frames": _frames_figures(captured, delivered, dropped, expected, unreported),
             "budget_ms": budgets.get(stream, cfg.budget_ms),
             "budget_misses": misses,
             "latency_ms": {"glass_to_glass": glass.summary((50, 95, 99))},
@@ -294,25 +288,26 @@ def stream_figures(
     return out
 
 
-def build_report(
-    cfg: PipelineConfig,
-    snapshots: list[dict[str, Any]],
-    duration_s: float,
-    restarts: dict[str, int],
-    exit_reason: str,
+_Totals = Callable[[str], StageTotals]  # a stage's totals by id (empty ones if it sent none)
+
+
+def _frames_figures(
+    captured: int, delivered: int, dropped: Counter[str], expected: int, unreported: int
 ) -> dict[str, Any]:
-    totals = totals_from_snapshots(snapshots)
-    empty = StageTotals("")
-    get = lambda sid: totals.get(sid, empty)  # noqa: E731
-    grabs = [s for s in cfg.stages if isinstance(s, GrabSpec)]
-    renders = [s for s in cfg.stages if isinstance(s, RenderSpec)]
-    captured, unreported = captured_frames(cfg, snapshots)
-    # handed to the sinks, less what a file sink still held in the stage's last snapshot (only
-    # a killed render stage leaves any: its final snapshot comes after its sinks closed)
-    delivered = sum(get(s.id).counters["out"] - get(s.id).counters["sink_pending"] for s in renders)
-    on_path: list[str] = []
-    for r in renders:
-        on_path += [sid for sid in video_path(cfg, r) if sid not in on_path]
+    """captured, delivered, dropped by reason and whether they add up (`expected`: captured
+    times the render stages that should deliver each frame)."""
+    return {
+        "captured": captured,
+        "delivered": delivered,
+        "dropped": dict(sorted(dropped.items())),
+        "dropped_total": sum(dropped.values()),
+        "accounted": expected == delivered + sum(dropped.values()),
+        "captured_unreported": unreported,
+    }
+
+
+def _path_drops(on_path: list[str], get: _Totals) -> tuple[Counter[str], Counter[str]]:
+    """(dropped frames by reason, rejected messages by reason) of the stages on the video path."""
     dropped: Counter[str] = Counter()
     rejected: Counter[str] = Counter()  # invalid messages are not captured frames
     for sid in on_path:
@@ -321,26 +316,41 @@ def build_report(
                 rejected[reason] += n
             elif ":" not in reason:  # prefixed drops (overlay:...) are not video frames
                 dropped[reason] += n
-    # with several render stages every one should deliver every frame it shows: account per
-    # render, each for the streams it shows (all captured frames where its producer is foreign)
+    return dropped, rejected
+
+
+def _expected_frames(
+    cfg: PipelineConfig, snapshots: list[dict[str, Any]], renders: list[RenderSpec], captured: int
+) -> int:
+    """The frames the render stages should deliver: with several, every one should deliver
+    every frame it shows, each for the streams it shows (all captured frames where its producer
+    is foreign)."""
     shows = _stream_renders(cfg, renders)
-    expected = captured * max(1, len(renders))
-    if len({tuple(sorted(v)) for v in shows.values()}) > 1:  # renders showing different streams
-        by_stream = captured_by_stream(cfg, snapshots)
-        expected = sum(
-            captured if not shown else sum(by_stream.get(x, (0, 0))[0] for x in shown)
-            for shown in shows.values()
-        )
-    lost = expected - delivered - sum(dropped.values())
-    if lost > 0:
-        dropped["lost"] = lost
-    glass, display = Histogram(), Histogram()
+    if len({tuple(sorted(v)) for v in shows.values()}) <= 1:  # all show the same streams
+        return captured * max(1, len(renders))
+    by_stream = captured_by_stream(cfg, snapshots)
+    return sum(
+        captured if not shown else sum(by_stream.get(x, (0, 0))[0] for x in shown)
+        for shown in shows.values()
+    )
+
+
+def _sink_drops(renders: list[RenderSpec], get: _Totals) -> tuple[dict[str, int], dict[str, Any]]:
+    """(`render/sink`: frames its sinks dropped, `render/sink`: those drops by reason)."""
+    totals: dict[str, int] = {}
+    reasons: dict[str, Any] = {}
     for r in renders:
-        if GLASS_MS in get(r.id).hists:
-            glass.merge(get(r.id).hists[GLASS_MS])
-        if DISPLAY_MS in get(r.id).hists:
-            display.merge(get(r.id).hists[DISPLAY_MS])
-    budget_misses = sum(get(r.id).counters["budget_misses"] for r in renders)
+        for sink, drops in sorted(get(r.id).info.get("sink_drops", {}).items()):
+            if sum(drops.values()):
+                totals[f"{r.id}/{sink}"] = sum(drops.values())
+                reasons[f"{r.id}/{sink}"] = dict(sorted(drops.items()))
+    return totals, reasons
+
+
+def _stage_figures(
+    cfg: PipelineConfig, get: _Totals, restarts: dict[str, int], on_path: list[str]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(`stages`, the stage latencies, the queue latencies) of the report, per stage."""
     stages: dict[str, Any] = {}
     stage_latency: dict[str, Any] = {}
     queue_latency: dict[str, Any] = {}
@@ -360,52 +370,65 @@ def build_report(
             "cpu_s": round(t.cpu_s, 3),
             "info": {k: v for k, v in t.info.items() if k != "confusion"},
         }
-    engine = {}
-    for s in cfg.stages:
-        if isinstance(s, InferSpec):
-            info = get(s.id).info
-            engine[s.id] = {k: info.get(k, "") for k in ("model", "backend", "device", "precision")}
-    accuracy = {}
+    return stages, stage_latency, queue_latency
+
+
+def _counted(cfg: PipelineConfig, get: _Totals, counter: str) -> dict[str, int]:
+    """Each stage's `counter`, where it is not zero."""
+    return {s.id: get(s.id).counters[counter] for s in cfg.stages if get(s.id).counters[counter]}
+
+
+def build_report(
+    cfg: PipelineConfig,
+    snapshots: list[dict[str, Any]],
+    duration_s: float,
+    restarts: dict[str, int],
+    exit_reason: str,
+) -> dict[str, Any]:
+    totals = totals_from_snapshots(snapshots)
+    empty = StageTotals("")
+
+    def get(sid: str) -> StageTotals:
+        return totals.get(sid, empty)
+
+    grabs = [s for s in cfg.stages if isinstance(s, GrabSpec)]
+    renders = [s for s in cfg.stages if isinstance(s, RenderSpec)]
+    infers = [s for s in cfg.stages if isinstance(s, InferSpec)]
+    captured, unreported = captured_frames(cfg, snapshots)
+    # handed to the sinks, less what a file sink still held in the stage's last snapshot (only
+    # a killed render stage leaves any: its final snapshot comes after its sinks closed)
+    delivered = sum(get(s.id).counters["out"] - get(s.id).counters["sink_pending"] for s in renders)
+    on_path: list[str] = []
     for r in renders:
-        info = get(r.id).info
-        if "confusion" in info:
-            accuracy[r.id] = accuracy_from_confusion(info["confusion"], info.get("labels", []))
-    report = {
+        on_path += [sid for sid in video_path(cfg, r) if sid not in on_path]
+    dropped, rejected = _path_drops(on_path, get)
+    expected = _expected_frames(cfg, snapshots, renders, captured)
+    lost = expected - delivered - sum(dropped.values())
+    if lost > 0:
+        dropped["lost"] = lost
+    glass, display = Histogram(), Histogram()
+    for r in renders:
+        for hist, name in ((glass, GLASS_MS), (display, DISPLAY_MS)):
+            if name in get(r.id).hists:
+                hist.merge(get(r.id).hists[name])
+    budget_misses = sum(get(r.id).counters["budget_misses"] for r in renders)
+    stages, stage_latency, queue_latency = _stage_figures(cfg, get, restarts, on_path)
+    sink_drops, sink_drop_reasons = _sink_drops(renders, get)
+    render_infos = [get(r.id).info for r in renders]
+    return {
         "pipeline": cfg.name,
         "config": cfg.source_file,
         "exit": exit_reason,
         "duration_s": round(duration_s, 3),
         "budget_ms": cfg.budget_ms,
         "frames": {
-            "captured": captured,
-            "delivered": delivered,
-            "dropped": dict(sorted(dropped.items())),
-            "dropped_total": sum(dropped.values()),
-            "accounted": expected == delivered + sum(dropped.values()),
-            "captured_unreported": unreported,
+            **_frames_figures(captured, delivered, dropped, expected, unreported),
             "producers_without_stats": arrived_unreported(cfg, snapshots),
-            "sink_drops": {
-                f"{r.id}/{sink}": n
-                for r in renders
-                for sink, drops in sorted(get(r.id).info.get("sink_drops", {}).items())
-                for n in [sum(drops.values())]
-                if n
-            },
-            "sink_drop_reasons": {
-                f"{r.id}/{sink}": dict(sorted(drops.items()))
-                for r in renders
-                for sink, drops in sorted(get(r.id).info.get("sink_drops", {}).items())
-                if sum(drops.values())
-            },
+            "sink_drops": sink_drops,
+            "sink_drop_reasons": sink_drop_reasons,
             "rejected_messages": dict(sorted(rejected.items())),
         },
-        "clock": {
-            "skew_events": {
-                s.id: get(s.id).counters["clock_skew"]
-                for s in cfg.stages
-                if get(s.id).counters["clock_skew"]
-            },
-        },
+        "clock": {"skew_events": _counted(cfg, get, "clock_skew")},
         "security": security_summary(cfg, totals),
         "fps": {
             "captured": round(sum(get(s.id).fps() for s in grabs), 2),
@@ -421,24 +444,26 @@ def build_report(
         "budget": {
             "misses": budget_misses,
             "miss_rate": round(budget_misses / delivered, 4) if delivered else None,
-            "stage_overruns": {
-                s.id: get(s.id).counters["stage_overruns"]
-                for s in cfg.stages
-                if get(s.id).counters["stage_overruns"]
-            },
+            "stage_overruns": _counted(cfg, get, "stage_overruns"),
         },
-        "engines": engine,
+        "engines": {
+            s.id: {k: get(s.id).info.get(k, "") for k in ("model", "backend", "device", "precision")}
+            for s in infers
+        },
         "streams": stream_figures(cfg, snapshots, totals, on_path),
         "overlay": overlay_summary(get(r.id).counters for r in renders),
         "results": results_summary(
             (get(r.id).counters for r in renders),
-            next((get(r.id).info["result_labels"] for r in renders if "result_labels" in get(r.id).info), []),
+            next((i["result_labels"] for i in render_infos if "result_labels" in i), []),
             sum(get(s.id).counters[BOXES_CUT] for s in cfg.stages if isinstance(s, InferSpec)),
         ),
-        "accuracy": accuracy,
+        "accuracy": {
+            r.id: accuracy_from_confusion(i["confusion"], i.get("labels", []))
+            for r, i in zip(renders, render_infos, strict=True)
+            if "confusion" in i
+        },
         "stages": stages,
     }
-    return report
 
 
 def security_summary(cfg: PipelineConfig, totals: dict[str, StageTotals]) -> dict[str, Any]:

@@ -246,6 +246,33 @@ class Supervisor:
             lock.release()
 
     def _run_locked(self, lock: RunLock) -> dict[str, Any]:
+        self._check_start(lock)
+        ctx = zmq.Context()
+        security = Security(self.cfg, SUPERVISOR, ctx, self.log) if self.cfg.security.curve else None
+        stats = self._bind_stats(ctx, security)
+        relay = self._open_relay()
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        t0 = time.monotonic()
+        try:
+            self._supervise(stats, relay, t0)
+        finally:
+            for child in self.children.values():
+                self._signal(child, signal.SIGKILL)
+                if child.proc is not None:
+                    child.proc.wait()
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            stats.close()
+            if security is not None:
+                self.security_counts = dict(security.take_counts())
+                security.close()
+            ctx.term()
+            if relay is not None and sys.exc_info()[0] is not None:
+                relay.close()
+        return self._finish(time.monotonic() - t0, relay)
+
+    def _check_start(self, lock: RunLock) -> None:
+        """Before anything starts: no endpoint to bind in use, the frozen config written."""
         if lock.previous.get("pid"):
             self.log.info(
                 "run_dir %s: took over the lock of a run that is gone (pid %s)",
@@ -260,8 +287,10 @@ class Supervisor:
         except OSError as e:
             raise StartError(f"run_dir: cannot write the frozen config: {e}", EXIT_SETUP) from None
         startup_notice(self.cfg, self.log)
-        ctx = zmq.Context()
-        security = Security(self.cfg, SUPERVISOR, ctx, self.log) if self.cfg.security.curve else None
+
+    def _bind_stats(self, ctx: zmq.Context, security: Security | None) -> zmq.Socket:
+        """The stats channel the stages push to, bound; on failure `security` and `ctx` are
+        closed too (a StartError where the endpoint cannot be bound)."""
         stats = ctx.socket(zmq.PULL)
         stats.setsockopt(zmq.LINGER, 0)
         stats.setsockopt(zmq.MAXMSGSIZE, MAX_SNAPSHOT_BYTES)
@@ -279,49 +308,42 @@ class Supervisor:
                     f"stats_endpoint: cannot bind {self.cfg.stats_endpoint}: {e}", EXIT_SETUP
                 ) from None
             raise
-        relay = self._open_relay()
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        t0 = time.monotonic()
-        try:
-            for child in self.children.values():
-                self._spawn(child)
-            while not all(c.done for c in self.children.values()):
-                self._collect(stats, 50)
-                now = time.monotonic()
-                for child in self.children.values():
-                    if child.proc is not None and (rc := child.proc.poll()) is not None:
-                        self._on_exit(child, rc)
-                    elif child.proc is None and not child.done and now >= child.start_at:
-                        if self.stopping_since is None:
-                            self._spawn(child)
-                        else:
-                            child.done = True
-                if self.stopping_since is None and self.duration_s and now - t0 >= self.duration_s:
-                    self.begin_stop(f"duration {self.duration_s:g} s reached")
-                if self.stopping_since is not None:
-                    self._advance_stop()
-                if relay is not None:
-                    relay.maybe_publish(self.live_snapshots())
-            if not self.stop_reason:
-                self.stop_reason = "every stage here finished"
-            deadline = time.monotonic() + 1.0  # final snapshots are pushed as each stage exits
-            while time.monotonic() < deadline and not self._all_final():
-                self._collect(stats, 50)
-        finally:
-            for child in self.children.values():
-                self._signal(child, signal.SIGKILL)
-                if child.proc is not None:
-                    child.proc.wait()
-            for s, handler in old.items():
-                signal.signal(s, handler)
-            stats.close()
-            if security is not None:
-                self.security_counts = dict(security.take_counts())
-                security.close()
-            ctx.term()
-            if relay is not None and sys.exc_info()[0] is not None:
-                relay.close()
-        duration = time.monotonic() - t0
+        return stats
+
+    def _supervise(self, stats: zmq.Socket, relay: StatsRelay | None, t0: float) -> None:
+        """Start the stages and watch them until every one is done; then wait up to 1 s for
+        their final snapshots (pushed as each stage exits)."""
+        for child in self.children.values():
+            self._spawn(child)
+        while not all(c.done for c in self.children.values()):
+            self._collect(stats, 50)
+            now = time.monotonic()
+            self._poll_children(now)
+            if self.stopping_since is None and self.duration_s and now - t0 >= self.duration_s:
+                self.begin_stop(f"duration {self.duration_s:g} s reached")
+            if self.stopping_since is not None:
+                self._advance_stop()
+            if relay is not None:
+                relay.maybe_publish(self.live_snapshots())
+        if not self.stop_reason:
+            self.stop_reason = "every stage here finished"
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and not self._all_final():
+            self._collect(stats, 50)
+
+    def _poll_children(self, now: float) -> None:
+        """Handle the stages that exited; start those whose restart is due (unless stopping)."""
+        for child in self.children.values():
+            if child.proc is not None and (rc := child.proc.poll()) is not None:
+                self._on_exit(child, rc)
+            elif child.proc is None and not child.done and now >= child.start_at:
+                if self.stopping_since is None:
+                    self._spawn(child)
+                else:
+                    child.done = True
+
+    def _finish(self, duration: float, relay: StatsRelay | None) -> dict[str, Any]:
+        """The run report with the supervisor's own figures; the relay's final message."""
         restarts = {sid: c.restarts for sid, c in self.children.items()}
         report = build_report(
             self.cfg, self.live_snapshots(), duration, restarts, self.stop_reason

@@ -46,27 +46,36 @@ from tools.eval_common import parse_seeds
 from tools.evaluate import Row, Sample, run_row, ultrasound_samples
 from tools.machine import cpu_description
 from tools.onnx_flops import count_flops
-from tools.seg_card import add_held_out_metrics, seg_card_head
+from tools.seg_card import (
+    PHANTOM_DATA,
+    SEG_LOSS,
+    SIZE,
+    add_held_out_metrics,
+    kept_fields,
+    make_dataset,
+    seg_card_head,
+    training_data_text,
+)
 from tools.seg_net import SegNet
 from tools.train_common import (
-    FRAME_INDICES,
+    apply_quick,
     architecture_card,
-    command_line,
-    deterministic,
-    export_onnx,
+    check_training_args,
+    export_model,
     forward,
     load_onnx_weights,
     rounded,
     run_card,
     schedule_card,
     seed_text,
+    seeds_card,
     segmentation_loss,
-    torchscript_from_onnx,
+    start_run,
     train,
+    training_parser,
     versions,
     write_card,
 )
-from tools.train_seg import SIZE, _kept_fields, make_dataset
 
 SOURCE = "us-seg"
 MIN_WIDTH = 4
@@ -242,9 +251,8 @@ def interleaved_times(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("engines/models/us-seg-pruned"))
-    p.add_argument("--name", default="us-seg-pruned", help="model name in the card")
+    p = training_parser(__doc__, "us-seg-pruned", epochs=12, lr=2e-3, train_seeds="0-255")
+    p.set_defaults(steps_per_epoch=100, threads=1)
     p.add_argument("--work", type=Path, default=Path("out/prune"), help="every ratio's model")
     p.add_argument("--docs", type=Path, default=Path("docs"), help="pruning.{png,md,json} here")
     p.add_argument("--keep", default="1.0,0.75,0.5,0.35", help="keep ratios, comma separated")
@@ -264,21 +272,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--distill", type=float, default=1.0, help="weight of the KL loss to us-seg (0: none)"
     )
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
-    p.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs per ratio")
-    p.add_argument("--steps-per-epoch", type=int, default=100)
-    p.add_argument("--batch", type=int, default=12)
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
-    p.add_argument("--train-seeds", type=parse_seeds, default=parse_seeds("0-255"))
     p.add_argument("--frames-per-seed", type=int, default=4)
     p.add_argument("--test-seeds", type=parse_seeds, default=parse_seeds("2000-2015"))
     p.add_argument("--test-frames-per-seed", type=int, default=4)
     p.add_argument("--eval-seeds", type=parse_seeds, default=parse_seeds("3000-3015"))
     p.add_argument("--eval-frames-per-seed", type=int, default=4)
     p.add_argument("--timing-runs", type=int, default=200, help="as medstream evaluate")
-    p.add_argument("--quick", action="store_true", help="tiny fine-tuning and sets (tests)")
     args = p.parse_args(argv)
     try:
         args.keep = sorted({float(v) for v in args.keep.split(",")}, reverse=True)
@@ -288,18 +287,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.keep[0] != 1.0:
         p.error("--keep must include 1.0 (the unpruned reference)")
     if args.quick:
-        args.epochs, args.steps_per_epoch, args.batch = 1, 2, 2
-        args.train_seeds, args.frames_per_seed = [0, 1], 2
-        args.test_seeds, args.test_frames_per_seed = [2000], 1
+        apply_quick(args)
         args.eval_seeds, args.eval_frames_per_seed, args.timing_runs = [3000, 3001], 1, 3
     if args.distill < 0 or args.temperature <= 0 or not 0 <= args.max_drop < 1:
         p.error("--distill must be >= 0, --temperature > 0, --max-drop in [0, 1)")
-    for name in ("epochs", "steps_per_epoch", "batch", "threads", "frames_per_seed"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    held_out = {*args.test_seeds, *args.eval_seeds}
-    if held_out & set(args.train_seeds):
-        p.error("training seeds overlap held-out seeds")
+    check_training_args(p, args, [*args.test_seeds, *args.eval_seeds])
     return args
 
 
@@ -364,9 +356,7 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = command_line("tools.prune_seg", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.prune_seg", args, argv)
     cv2.setNumThreads(args.threads)
     ref = resolve_model(SOURCE)
     src_card = ref.card.raw
@@ -401,27 +391,15 @@ def main(argv: list[str] | None = None) -> None:
             def note(losses: list[float], keep: float = keep) -> str:
                 return f"keep {keep:g}  loss {np.mean(losses):.4f}"
 
-            seconds = train(
-                model,
-                step_loss,
-                note,
-                args.epochs,
-                args.steps_per_epoch,
-                args.lr,
-            )
+            seconds = train(model, step_loss, note, args.epochs, args.steps_per_epoch, args.lr)
             model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         folder = args.work / f"keep-{keep:g}"
-        folder.mkdir(parents=True, exist_ok=True)
-        onnx_path = folder / "model.onnx"
-        export_onnx(model, onnx_path, torch.zeros(1, 1, SIZE, SIZE), "image", "logits")
-        diff = torchscript_from_onnx(
-            SegNet(len(LABELS), model.widths),
-            onnx_path,
-            folder / "model.pt",
-            torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)),
+        onnx_path, diff = export_model(
+            model, SegNet(len(LABELS), model.widths), folder, (1, 1, SIZE, SIZE), "logits"
         )
         card = {  # as the source's, so the pipeline treats every ratio alike (confidence, gate)
-            **seg_card_head(args.name, f"{SOURCE} pruned to keep {keep:g}", mean, std, scene),
+            **seg_card_head(args.name, f"{SOURCE} pruned to keep {keep:g}", mean, std),
+            "training_data": training_data_text(scene),
             **{k: src_card[k] for k in ("confidence_threshold", "applicability") if k in src_card},
         }
         write_card(folder / "card.json", card)
@@ -490,8 +468,9 @@ def main(argv: list[str] | None = None) -> None:
         "(anechoic structures, lesions, bright interfaces), synthetic phantom only."
     )
     card = {
-        **_kept_fields(card_path),
-        **seg_card_head(args.name, description, mean, std, scene),
+        **kept_fields(card_path),
+        **seg_card_head(args.name, description, mean, std),
+        "training_data": training_data_text(scene),
         "architecture": architecture_card("SegNet (tools/seg_net.py)", model),
         "pruning": {
             "source": SOURCE,
@@ -501,15 +480,11 @@ def main(argv: list[str] | None = None) -> None:
             "curve": "docs/pruning.md",
         },
         "training": {
-            "data": "stream.sources.phantom, 512x512 frames downscaled to 256x256 "
-            f"(fine-tuning of the pruned {SOURCE})",
+            "data": f"{PHANTOM_DATA} (fine-tuning of the pruned {SOURCE})",
             "scene": scene,
-            "train_seeds": seed_text(args.train_seeds),
-            "frames_per_seed": args.frames_per_seed,
-            "frame_indices": FRAME_INDICES,
+            **seeds_card(args),
             **schedule_card(args),
-            "loss": "cross-entropy + (1 - mean foreground soft Dice)"
-            + (" + weight x distillation KL" if args.distill > 0 else ""),
+            "loss": SEG_LOSS + (" + weight x distillation KL" if args.distill > 0 else ""),
             "augmentation": "left-right mirror",
             "batchnorm": "re-estimated on the fine-tuning frames, then trained (batch statistics)",
             "iterative": args.iterative,
@@ -524,7 +499,6 @@ def main(argv: list[str] | None = None) -> None:
         "command": command,
         "versions": versions(),
     }
-    scenes = ("classic", "anatomy") if scene != "classic" else ("classic",)
     add_held_out_metrics(
         card,
         card_path,
@@ -532,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
         args.test_seeds,
         args.test_frames_per_seed,
         args.timing_runs,
-        scenes,
+        scene,
     )
     report = {
         "setup": {

@@ -42,13 +42,15 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
-def add_training_options(
-    p: argparse.ArgumentParser, out: str, name: str, epochs: int, lr: float, train_seeds: str
-) -> None:
-    """--out, --name, --epochs, --steps-per-epoch, --batch, --lr, --seed, --threads,
-    --precision and --train-seeds, with the script's defaults where they differ."""
-    p.add_argument("--out", type=Path, default=Path(out), help="output folder")
-    p.add_argument("--name", default=name, help="model name in the card")
+def training_parser(
+    doc: str, model: str, epochs: int, lr: float, train_seeds: str | None
+) -> argparse.ArgumentParser:
+    """A parser described by `doc`'s first line with --out (default engines/models/`model`),
+    --name (default `model`), --epochs, --steps-per-epoch, --batch, --lr, --seed, --threads,
+    --precision, --quick and (unless `train_seeds` is None) --train-seeds."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("engines/models", model), help="output folder")
+    p.add_argument("--name", default=model, help="model name in the card")
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--steps-per-epoch", type=int, default=40)
     p.add_argument("--batch", type=int, default=12)
@@ -61,7 +63,23 @@ def add_training_options(
         default="bf16",
         help="training forward pass: bf16 autocast (~2x faster on CPUs with AVX512-BF16) or fp32",
     )
-    p.add_argument("--train-seeds", type=parse_seeds, default=parse_seeds(train_seeds))
+    if train_seeds is not None:
+        p.add_argument("--train-seeds", type=parse_seeds, default=parse_seeds(train_seeds))
+    p.add_argument("--quick", action="store_true", help="one tiny epoch on a few frames (tests)")
+    return p
+
+
+def four_widths(text: str) -> tuple[int, int, int, int]:
+    """argparse type of a network's four stage widths, `a,b,c,d`, each >= 1."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"widths {text!r}: four integers, e.g. 8,16,24,32"
+        ) from None
+    if len(values) != 4 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"widths {text!r}: four positive integers")
+    return values  # type: ignore[return-value]  # four, checked above
 
 
 def add_held_out_options(
@@ -74,8 +92,12 @@ def add_held_out_options(
     p.add_argument("--latency-runs", type=int, default=latency_runs)
 
 
-def add_quick_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="one tiny epoch on a few frames (tests)")
+def parse_training_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse `argv`; with --quick, `apply_quick`."""
+    args = p.parse_args(argv)
+    if args.quick:
+        apply_quick(args)
+    return args
 
 
 def apply_quick(args: argparse.Namespace) -> None:
@@ -95,6 +117,13 @@ def check_training_args(
     overlap = set(args.train_seeds) & set(held_out)
     if overlap:
         p.error(f"training seeds overlap held-out seeds: {sorted(overlap)[:5]}")
+
+
+def start_run(
+    module: str, args: argparse.Namespace, argv: Sequence[str] | None
+) -> tuple[str, float, np.random.Generator]:
+    """(the command line for the card, the start time, the sampling RNG): `deterministic`."""
+    return command_line(module, argv), time.perf_counter(), deterministic(args.seed, args.threads)
 
 
 def deterministic(seed: int, threads: int) -> np.random.Generator:
@@ -140,6 +169,11 @@ def train(
         note = epoch_note(losses)
         print(f"epoch {epoch}/{epochs}  {note}  ({time.perf_counter() - start:.0f} s)", flush=True)
     return time.perf_counter() - start
+
+
+def loss_note(losses: list[float]) -> str:
+    """The plain epoch note: the mean loss."""
+    return f"loss {np.mean(losses):.4f}"
 
 
 def mirrored_batch(
@@ -263,6 +297,21 @@ def torchscript_from_onnx(
     return float(np.abs(ref - got).max())
 
 
+def export_model(
+    model: nn.Module, fresh: nn.Module, folder: Path, shape: tuple[int, ...], output_name: str
+) -> tuple[Path, float]:
+    """Write `folder`/model.onnx (input `image` of `shape`, dynamic batch) from `model` and
+    `folder`/model.pt, the TorchScript of the untrained `fresh` network given the ONNX file's
+    weights; print and return (the ONNX path, max |TorchScript - ONNX Runtime|)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = folder / "model.onnx"
+    export_onnx(model, onnx_path, torch.zeros(shape), "image", output_name)
+    example = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    diff = torchscript_from_onnx(fresh, onnx_path, folder / "model.pt", example)
+    print(f"exported {onnx_path} and model.pt; max |torchscript - onnx| {diff:.2e}", flush=True)
+    return onnx_path, diff
+
+
 def seed_text(seeds: Sequence[int]) -> str:
     seeds = list(seeds)
     if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
@@ -344,6 +393,15 @@ def schedule_card(args: argparse.Namespace) -> dict:
         "batch": args.batch,
         "optimizer": f"AdamW lr {args.lr} one-cycle, weight decay 1e-4",
     }
+
+
+def seeds_card(args: argparse.Namespace) -> dict:
+    """train_seeds, val_seeds (where the script has them), frames_per_seed and frame_indices,
+    for the card's `training`."""
+    card = {"train_seeds": seed_text(args.train_seeds)}
+    if "val_seeds" in args:
+        card["val_seeds"] = seed_text(args.val_seeds)
+    return {**card, "frames_per_seed": args.frames_per_seed, "frame_indices": FRAME_INDICES}
 
 
 def run_card(args: argparse.Namespace, train_seconds: float) -> dict:

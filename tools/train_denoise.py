@@ -31,25 +31,23 @@ from tools.eval_common import score_and_time
 from tools.eval_denoise import evaluate_denoise
 from tools.eval_seg import phantom_card, phantom_set, spec_for_seed
 from tools.train_common import (
-    FRAME_INDICES,
     add_held_out_options,
-    add_quick_option,
-    add_training_options,
-    apply_quick,
     check_training_args,
-    command_line,
     cost_card,
     denoiser_card_head,
-    deterministic,
-    export_onnx,
+    export_model,
     forward,
+    four_widths,
     load_onnx_weights,
+    parse_training_args,
     rounded,
     run_card,
     schedule_card,
     seed_text,
-    torchscript_from_onnx,
+    seeds_card,
+    start_run,
     train,
+    training_parser,
     versions,
     write_card,
 )
@@ -89,6 +87,32 @@ def make_pairs(
     return np.stack(noisy), np.stack(clean)
 
 
+def denoise_data(
+    args: argparse.Namespace, started: float, levels: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(noisy, clean, mean, std): `make_pairs` of the training seeds, and the rounded mean and
+    std of the noisy frames (pixel / 255)."""
+    noisy, clean = make_pairs(args.train_seeds, args.frames_per_seed, levels)
+    x_all = noisy.astype(np.float32) / 255
+    mean, std = round(float(x_all.mean()), 4), round(float(x_all.std()), 4)
+    print(
+        f"data: {len(noisy)} pairs, mean {mean} std {std} ({time.perf_counter() - started:.1f} s)",
+        flush=True,
+    )
+    return noisy, clean, mean, std
+
+
+def pairs_card(args: argparse.Namespace, levels: tuple[float, float] | None = None) -> dict:
+    """The card's `training` fields on the data: phantom pairs, seeds, crops."""
+    return {
+        "data": "stream.sources.phantom 512x512: noisy frame -> the same frame without speckle",
+        **phantom_card(),
+        **speckle_card(levels),
+        **seeds_card(args),
+        "crop": f"{CROP}x{CROP} random crops, left-right mirror",
+    }
+
+
 def batch(
     rng: np.random.Generator, noisy: np.ndarray, clean: np.ndarray, size: int, crop: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -119,28 +143,9 @@ def _level_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _widths(text: str) -> tuple[int, int, int, int]:
-    try:
-        a, b, c, d = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected four integers a,b,c,d, got {text!r}") from None
-    if min(a, b, c, d) < 1:
-        raise argparse.ArgumentTypeError(f"widths must be >= 1, got {text!r}")
-    return a, b, c, d
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p,
-        out="engines/models/us-denoise",
-        name="us-denoise",
-        epochs=40,
-        lr=3e-3,
-        train_seeds="0-63",
-    )
+    p = training_parser(__doc__, "us-denoise", epochs=40, lr=3e-3, train_seeds="0-63")
     add_held_out_options(p, frames_per_seed=8, latency_runs=100)
-    add_quick_option(p)
     p.add_argument("--loss", choices=("l1", "mse"), default="l1", help="training loss")
     p.add_argument(
         "--speckle-range",
@@ -149,7 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="LO,HI: train on phantom speckle levels spread over LO..HI (default: 1.0 only)",
     )
     p.add_argument(
-        "--widths", type=_widths, default=(48, 64, 80, 96), help="a,b,c,d: DenoiseNet widths"
+        "--widths", type=four_widths, default=(48, 64, 80, 96), help="a,b,c,d: DenoiseNet widths"
     )
     p.add_argument(
         "--blocks", type=int, default=1, help="DenoiseNet blocks per level at 1/8 to 1/32"
@@ -161,31 +166,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="start from this ONNX model's weights (same --widths and --blocks), e.g. "
         "engines/models/us-denoise/model.onnx",
     )
-    args = p.parse_args(argv)
+    args = parse_training_args(p, argv)
     if args.init is not None and not args.init.is_file():
         p.error(f"--init: no file {args.init}")
     if args.blocks < 1:
         p.error("--blocks must be >= 1")
-    if args.quick:
-        apply_quick(args)
     check_training_args(p, args, args.test_seeds)
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = command_line("tools.train_denoise", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.train_denoise", args, argv)
 
-    noisy, clean = make_pairs(args.train_seeds, args.frames_per_seed, args.speckle_range)
-    x_all = noisy.astype(np.float32) / 255
-    mean, std = round(float(x_all.mean()), 4), round(float(x_all.std()), 4)
-    del x_all
-    print(
-        f"data: {len(noisy)} pairs, mean {mean} std {std} ({time.perf_counter() - started:.1f} s)"
-    )
-
+    noisy, clean, mean, std = denoise_data(args, started, args.speckle_range)
     model = DenoiseNet(mean, std, args.widths, args.blocks)
     if args.init is not None:  # BatchNorm folded into the convolutions: fine-tune in eval mode
         load_onnx_weights(model, args.init)
@@ -201,26 +195,9 @@ def main(argv: list[str] | None = None) -> None:
             return f"RMSE {np.sqrt(np.mean(losses)) * 255:.3f} levels"
         return f"L1 {np.mean(losses) * 255:.3f} levels"
 
-    train_seconds = train(
-        model,
-        step_loss,
-        note,
-        args.epochs,
-        args.steps_per_epoch,
-        args.lr,
-    )
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    onnx_path = args.out / "model.onnx"
-    example = torch.zeros(1, 1, SIZE, SIZE)
-    export_onnx(model, onnx_path, example, "image", "denoised")
-    diff = torchscript_from_onnx(
-        DenoiseNet(mean, std, args.widths, args.blocks),
-        onnx_path,
-        args.out / "model.pt",
-        torch.rand(1, 1, SIZE, SIZE),
-    )
-    print(f"exported {onnx_path} and model.pt; max |torchscript - onnx| {diff:.2e}", flush=True)
+    train_seconds = train(model, step_loss, note, args.epochs, args.steps_per_epoch, args.lr)
+    fresh = DenoiseNet(mean, std, args.widths, args.blocks)
+    onnx_path, _ = export_model(model, fresh, args.out, (1, 1, SIZE, SIZE), "denoised")
 
     card: dict = {
         **denoiser_card_head(
@@ -233,13 +210,7 @@ def main(argv: list[str] | None = None) -> None:
             std,
         ),
         "training": {
-            "data": "stream.sources.phantom 512x512: noisy frame -> the same frame without speckle",
-            **phantom_card(),
-            **speckle_card(args.speckle_range),
-            "train_seeds": seed_text(args.train_seeds),
-            "frames_per_seed": args.frames_per_seed,
-            "frame_indices": FRAME_INDICES,
-            "crop": f"{CROP}x{CROP} random crops, left-right mirror",
+            **pairs_card(args, args.speckle_range),
             **schedule_card(args),
             "loss": LOSS_TEXT[args.loss],
             **run_card(args, train_seconds),

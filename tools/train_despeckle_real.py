@@ -30,18 +30,16 @@ from tools import real_us_data
 from tools.denoise_net import DenoiseNet
 from tools.eval_real import evaluate_real, held_out_frames
 from tools.train_common import (
-    add_quick_option,
-    command_line,
     cost_card,
     denoiser_card_head,
-    deterministic,
-    export_onnx,
+    export_model,
     forward,
     rounded,
     run_card,
     schedule_card,
-    torchscript_from_onnx,
+    start_run,
     train,
+    training_parser,
     versions,
     write_card,
 )
@@ -205,52 +203,32 @@ def distill(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="engines/models/us-despeckle-real", help="output folder")
-    p.add_argument("--name", default="us-despeckle-real", help="model name in the card")
-    p.add_argument("--epochs", type=int, default=24)
-    p.add_argument("--steps-per-epoch", type=int, default=40)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle)")
-    p.add_argument("--seed", type=int, default=0, help="torch / sampling seed")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="fp32")
+    p = training_parser(__doc__, "us-despeckle-real", epochs=24, lr=3e-3, train_seeds=None)
+    p.set_defaults(batch=8, threads=1, precision="fp32")
     p.add_argument("--radius", type=int, default=3, help="blind-spot hole: (2 r + 1)^2 pixels")
     p.add_argument(
         "--distill-epochs", type=int, default=10, help="stage 2: on the blind-spot estimates"
     )
     p.add_argument("--eval-every", type=int, default=4, help="held-out: every Nth cine frame")
     p.add_argument("--latency-runs", type=int, default=50)
-    add_quick_option(p)
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.steps_per_epoch, args.batch, args.distill_epochs = 1, 2, 2, 1
         args.eval_every, args.latency_runs = 30, 3
     if args.distill_epochs < 0:
         p.error("--distill-epochs must be >= 0")
-    for name in (
-        "epochs",
-        "steps_per_epoch",
-        "batch",
-        "threads",
-        "radius",
-        "eval_every",
-    ):
+    for name in ("epochs", "steps_per_epoch", "batch", "threads", "radius", "eval_every"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pathlib import Path
-
     from tools.eval_common import score_and_time
 
     args = parse_args(argv)
-    out_dir = Path(args.out)
-    command = command_line("tools.train_despeckle_real", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    out_dir = args.out
+    command, started, rng = start_run("tools.train_despeckle_real", args, argv)
     cv2.setNumThreads(1)
 
     if args.quick:  # one frame per scan at the pipeline's scale only
@@ -291,13 +269,8 @@ def main(argv: list[str] | None = None) -> None:
         distill(model, images, rng, args, mean, std)
     train_seconds = time.perf_counter() - train_started
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = out_dir / "model.onnx"
-    export_onnx(model, onnx_path, torch.zeros(1, 1, SIZE, SIZE), "image", "denoised")
-    diff = torchscript_from_onnx(
-        DenoiseNet(mean, std), onnx_path, out_dir / "model.pt", torch.rand(1, 1, SIZE, SIZE)
-    )
-    print(f"exported {onnx_path} and model.pt; max |torchscript - onnx| {diff:.2e}", flush=True)
+    fresh = DenoiseNet(mean, std)
+    onnx_path, _ = export_model(model, fresh, out_dir, (1, 1, SIZE, SIZE), "denoised")
 
     train_files = [real_us_data.scan(n) for n in real_us_data.TRAIN]
     held_files = [real_us_data.scan(n) for n in real_us_data.HELD_OUT]

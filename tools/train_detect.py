@@ -30,20 +30,19 @@ from tools.det_net import STRIDE, DetNet
 from tools.eval_detect import score_card, tool_frames
 from tools.train_common import (
     add_held_out_options,
-    add_quick_option,
-    add_training_options,
-    apply_quick,
     architecture_card,
     check_training_args,
-    command_line,
-    deterministic,
     export_onnx,
     input_card,
+    loss_note,
+    parse_training_args,
     run_card,
     schedule_card,
     seed_text,
+    start_run,
     torchscript_from_onnx,
     train,
+    training_parser,
     versions,
     write_card,
 )
@@ -129,26 +128,15 @@ def batch(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p,
-        out="engines/models/endo-tools",
-        name="endo-tools",
-        epochs=32,
-        lr=4e-3,
-        train_seeds="0-499",
-    )
+    p = training_parser(__doc__, "endo-tools", epochs=32, lr=4e-3, train_seeds="0-499")
     add_held_out_options(p, frames_per_seed=4, latency_runs=100)
-    add_quick_option(p)
     p.add_argument(
         "--torchscript-only",
         action="store_true",
         help="only write model.pt (TorchScript) from the folder's model.onnx and add it to the card",
     )
     p.set_defaults(test_seeds=list(range(2000, 2032)), batch=16, steps_per_epoch=50, threads=1)
-    args = p.parse_args(argv)
-    if args.quick:
-        apply_quick(args)
+    args = parse_training_args(p, argv)
     check_training_args(p, args, args.test_seeds)
     return args
 
@@ -158,9 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.torchscript_only:
         add_torchscript(args.out)
         return
-    command = command_line("tools.train_detect", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.train_detect", args, argv)
     cv2.setNumThreads(1)
 
     images, boxes = make_dataset(args.train_seeds, args.frames_per_seed)
@@ -181,14 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         x, heat, reg, weight = batch(rng, images, boxes, args.batch, m32, s32)
         return detection_loss(model, forward_raw(model, x, args.precision), heat, reg, weight)
 
-    train_seconds = train(
-        model,
-        step_loss,
-        lambda losses: f"loss {np.mean(losses):.4f}",
-        args.epochs,
-        args.steps_per_epoch,
-        args.lr,
-    )
+    train_seconds = train(model, step_loss, loss_note, args.epochs, args.steps_per_epoch, args.lr)
 
     args.out.mkdir(parents=True, exist_ok=True)
     onnx_path = args.out / "model.onnx"

@@ -35,51 +35,42 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stream.sources.phantom import LABELS, phantom_frame
+from stream.sources.phantom import LABELS
 from tools.card_info import CONFIDENCE_THRESHOLD, NOTICE
-from tools.eval_common import parse_seeds, score_and_time
-from tools.eval_seg import evaluate, phantom_card, phantom_set, spec_for_seed
+from tools.eval_common import parse_seeds
+from tools.eval_seg import phantom_card
+from tools.seg_card import (
+    PHANTOM_DATA,
+    SEG_LOSS,
+    SIZE,
+    add_held_out_metrics,
+    kept_fields,
+    seg_card_head,
+    seg_data,
+    training_data_text,
+    val_note,
+)
 from tools.seg_net import SegNet
 from tools.train_common import (
-    FRAME_INDICES,
     add_held_out_options,
-    add_quick_option,
-    add_training_options,
-    apply_quick,
     architecture_card,
     check_training_args,
-    command_line,
-    cost_card,
     deterministic,
-    export_onnx,
+    export_model,
     forward,
-    input_card,
-    rounded,
+    four_widths,
+    parse_training_args,
     run_card,
     schedule_card,
-    seed_text,
+    seeds_card,
     segmentation_loss,
-    segmentation_output_card,
-    torchscript_from_onnx,
+    start_run,
     train,
+    training_parser,
     versions,
-    write_card,
 )
-from tools.train_seg import SIZE, _kept_fields, make_dataset, training_data_text, val_dice
 
 US_SEG_WIDTHS = (16, 32, 48, 64)  # us-seg's network: the students' size class
-
-
-def _widths(text: str) -> tuple[int, int, int, int]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"widths {text!r}: four integers, e.g. 8,16,24,32"
-        ) from None
-    if len(values) != 4 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"widths {text!r}: four positive integers")
-    return values  # type: ignore[return-value]  # four, checked above
 
 
 def parameters(widths: tuple[int, int, int, int]) -> int:
@@ -114,21 +105,17 @@ def distillation_loss(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p, out="engines/models", name="us-seg", epochs=20, lr=4e-3, train_seeds="0-95"
-    )
+    p = training_parser(__doc__, "us-seg", epochs=20, lr=4e-3, train_seeds="0-95")
+    p.set_defaults(out=Path("engines/models"))
     p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("1000-1011"))
     p.add_argument("--crop", type=int, default=128, help="training crop side (<= 256)")
-    p.add_argument("--teacher-widths", type=_widths, default=(32, 64, 128, 256))
-    p.add_argument("--student-widths", type=_widths, default=(8, 16, 24, 32))
+    p.add_argument("--teacher-widths", type=four_widths, default=(32, 64, 128, 256))
+    p.add_argument("--student-widths", type=four_widths, default=(8, 16, 24, 32))
     p.add_argument("--temperature", type=float, default=2.0, help="KD softening temperature")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the KD term")
     add_held_out_options(p, frames_per_seed=4, latency_runs=200)
-    add_quick_option(p)
-    args = p.parse_args(argv)
+    args = parse_training_args(p, argv)
     if args.quick:
-        apply_quick(args)
         args.val_seeds, args.latency_runs = [1000], 5
     check_training_args(p, args, [*args.val_seeds, *args.test_seeds])
     if not 16 <= args.crop <= SIZE or args.crop % 16:
@@ -145,20 +132,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = command_line("tools.train_distill", argv)
-    started = time.perf_counter()
-    deterministic(args.seed, args.threads)
-
-    x_train, y_train = make_dataset(args.train_seeds, args.frames_per_seed)
-    x_val, y_val = make_dataset(args.val_seeds, max(1, args.frames_per_seed // 4))
-    mean, std = round(float(x_train.mean()), 4), round(float(x_train.std()), 4)
-    x_train = (x_train - mean) / std
-    x_val = (x_val - mean) / std
-    print(
-        f"data: {len(x_train)} train / {len(x_val)} val frames, mean {mean} std {std} "
-        f"({time.perf_counter() - started:.1f} s)",
-        flush=True,
-    )
+    command, started, _ = start_run("tools.train_distill", args, argv)
+    x_train, y_train, x_val, y_val, mean, std = seg_data(args, started)
 
     def fit(
         widths: tuple[int, int, int, int],
@@ -173,17 +148,8 @@ def main(argv: list[str] | None = None) -> None:
             hard = segmentation_loss(logits, y)
             return hard if extra is None else (1 - args.alpha) * hard + extra(x, logits)
 
-        seconds = train(
-            model,
-            step_loss,
-            lambda losses: (
-                f"loss {np.mean(losses):.4f}  val mean fg Dice {val_dice(model, x_val, y_val):.4f}"
-            ),
-            args.epochs,
-            args.steps_per_epoch,
-            args.lr,
-        )
-        return model, seconds
+        note = val_note(model, x_val, y_val)
+        return model, train(model, step_loss, note, args.epochs, args.steps_per_epoch, args.lr)
 
     print(
         f"teacher {args.teacher_widths}: {parameters(args.teacher_widths)} parameters", flush=True
@@ -208,9 +174,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 LOSSES = {
-    "teacher": "cross-entropy + (1 - mean foreground soft Dice)",
-    "student": "cross-entropy + (1 - mean foreground soft Dice)",
-    "student-kd": "(1 - alpha) x (cross-entropy + (1 - mean foreground soft Dice)) + alpha x T^2 "
+    "teacher": SEG_LOSS,
+    "student": SEG_LOSS,
+    "student-kd": f"(1 - alpha) x ({SEG_LOSS}) + alpha x T^2 "
     "x KL(softmax(teacher / T) || softmax(student / T)) per pixel",
 }
 ROLES = {
@@ -233,23 +199,14 @@ def write_model(
     """Export `model` to `<out>/<name>-<role>` (ONNX, TorchScript), evaluate it, write its card."""
     name = f"{args.name}-{role}"
     out = args.out / name
-    out.mkdir(parents=True, exist_ok=True)
-    onnx_path = out / "model.onnx"
-    export_onnx(model, onnx_path, torch.zeros(1, 1, SIZE, SIZE), "image", "logits")
-    diff = torchscript_from_onnx(
-        SegNet(len(LABELS), model.widths),
-        onnx_path,
-        out / "model.pt",
-        torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)),
+    onnx_path, _ = export_model(
+        model, SegNet(len(LABELS), model.widths), out, (1, 1, SIZE, SIZE), "logits"
     )
     training: dict = {
-        "data": "stream.sources.phantom, 512x512 frames downscaled to 256x256",
+        "data": PHANTOM_DATA,
         "role": ROLES[role].format(teacher=f"{args.name}-teacher"),
         **phantom_card("classic"),
-        "train_seeds": seed_text(args.train_seeds),
-        "val_seeds": seed_text(args.val_seeds),
-        "frames_per_seed": args.frames_per_seed,
-        "frame_indices": FRAME_INDICES,
+        **seeds_card(args),
         "crop": f"{args.crop}x{args.crop} random crops of the 256x256 frames, left-right mirror",
         **schedule_card(args),
         "loss": LOSSES[role],
@@ -262,18 +219,14 @@ def write_model(
             "temperature": args.temperature,
             "alpha": args.alpha,
         }
+    description = (
+        "Ultrasound B-mode semantic segmentation (anechoic structures, lesions, bright "
+        "interfaces), trained only on medstream's synthetic phantom (classic scene): "
+        f"{ROLES[role].format(teacher=f'{args.name}-teacher')}."
+    )
     card: dict = {
-        **_kept_fields(out / "card.json"),  # e.g. the applicability gate (tools/calibrate_gate)
-        "name": name,
-        "task": "segmentation",
-        "description": "Ultrasound B-mode semantic segmentation (anechoic structures, lesions, "
-        f"bright interfaces), trained only on medstream's synthetic phantom (classic scene): "
-        f"{ROLES[role].format(teacher=f'{args.name}-teacher')}.",
-        "labels": list(LABELS),
-        "input": input_card("gray", SIZE, SIZE),
-        "normalization": {"mean": [mean], "std": [std], "applied_to": "pixel / 255"},
-        "output": segmentation_output_card(len(LABELS), SIZE, SIZE),
-        "torchscript": "model.pt",
+        **kept_fields(out / "card.json"),  # e.g. the applicability gate (tools/calibrate_gate)
+        **seg_card_head(name, description, mean, std),
         "architecture": architecture_card("SegNet (tools/seg_net.py)", model),
         "training": training,
         "training_data": training_data_text("classic"),
@@ -285,30 +238,19 @@ def write_model(
         "confidence_threshold": CONFIDENCE_THRESHOLD,
         "notice": NOTICE,
     }
-    write_card(out / "card.json", card)
-    metrics, latency = score_and_time(
-        str(onnx_path),
-        lambda pipeline: evaluate(
-            pipeline, phantom_set(args.test_seeds, args.test_frames_per_seed)
-        ),
-        phantom_frame(spec_for_seed(args.test_seeds[0]), 0).image,
-        "gray8",
+    add_held_out_metrics(
+        card,
+        out / "card.json",
+        onnx_path,
+        args.test_seeds,
+        args.test_frames_per_seed,
         args.latency_runs,
-        warmup=min(20, args.latency_runs),
+        "classic",
     )
-    card["metrics"] = {
-        "data": f"held-out phantom seeds {seed_text(args.test_seeds)}, "
-        f"{args.test_frames_per_seed} frames each, 512x512, through the ONNX pipeline",
-        "dice_definition": "2TP / (2TP + FP + FN) per class, pixels of all frames pooled",
-        **rounded(metrics),
-    }
-    card["cost"] = cost_card(onnx_path, "256x256", "512x512 gray8", latency, "tools.eval_seg")
-    write_card(out / "card.json", card)
     print(
-        f"{name}: exported (max |torchscript - onnx| {diff:.2e}); held-out mean fg Dice "
-        f"{card['metrics']['mean_foreground_dice']}, accuracy "
+        f"{name}: held-out mean fg Dice {card['metrics']['mean_foreground_dice']}, accuracy "
         f"{card['metrics']['pixel_accuracy_fov']}; {card['cost']['gflops']} GFLOPs, "
-        f"{latency['pipeline_median_ms']:.2f} ms median",
+        f"{card['cost']['latency_ms']['pipeline_median_ms']:.2f} ms median",
         flush=True,
     )
     return out

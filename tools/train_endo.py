@@ -24,29 +24,27 @@ from tools.eval_common import score_and_time
 from tools.eval_endo import endo_set, evaluate_endo
 from tools.seg_net import SegNet
 from tools.train_common import (
-    FRAME_INDICES,
     add_held_out_options,
-    add_quick_option,
-    add_training_options,
-    apply_quick,
     architecture_card,
     check_training_args,
-    command_line,
     cost_card,
-    deterministic,
-    export_onnx,
+    export_model,
     forward,
     input_card,
+    loss_note,
     mirrored_batch,
     nearest_labels,
+    parse_training_args,
     rounded,
     run_card,
     schedule_card,
     seed_text,
+    seeds_card,
     segmentation_loss,
     segmentation_output_card,
-    torchscript_from_onnx,
+    start_run,
     train,
+    training_parser,
     versions,
     write_card,
 )
@@ -66,36 +64,22 @@ def make_dataset(seeds: list[int], frames_per_seed: int) -> tuple[np.ndarray, np
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p,
-        out="engines/models/endo-instruments",
-        name="endo-instruments",
-        epochs=12,
-        lr=4e-3,
-        train_seeds="0-79",
-    )
+    p = training_parser(__doc__, "endo-instruments", epochs=12, lr=4e-3, train_seeds="0-79")
     add_held_out_options(p, frames_per_seed=8, latency_runs=100)
-    add_quick_option(p)
-    args = p.parse_args(argv)
-    if args.quick:
-        apply_quick(args)
+    args = parse_training_args(p, argv)
     check_training_args(p, args, args.test_seeds)
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = command_line("tools.train_endo", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.train_endo", args, argv)
 
     x_train, y_train = make_dataset(args.train_seeds, args.frames_per_seed)
     mean = [round(float(v), 4) for v in x_train.mean((0, 2, 3))]
     std = [round(float(v), 4) for v in x_train.std((0, 2, 3))]
-    x_train = (x_train - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[
-        :, None, None
-    ]
+    m32, s32 = np.array(mean, np.float32)[:, None, None], np.array(std, np.float32)[:, None, None]
+    x_train = (x_train - m32) / s32
     print(
         f"data: {len(x_train)} frames, mean {mean} std {std} ({time.perf_counter() - started:.1f} s)"
     )
@@ -106,25 +90,10 @@ def main(argv: list[str] | None = None) -> None:
         x, y = mirrored_batch(rng, x_train, y_train, args.batch)
         return segmentation_loss(forward(model, x, args.precision), y)
 
-    train_seconds = train(
-        model,
-        step_loss,
-        lambda losses: f"loss {np.mean(losses):.4f}",
-        args.epochs,
-        args.steps_per_epoch,
-        args.lr,
+    train_seconds = train(model, step_loss, loss_note, args.epochs, args.steps_per_epoch, args.lr)
+    onnx_path, _ = export_model(
+        model, SegNet(classes=len(LABELS), in_channels=3), args.out, (1, 3, HEIGHT, WIDTH), "logits"
     )
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    onnx_path = args.out / "model.onnx"
-    export_onnx(model, onnx_path, torch.zeros(1, 3, HEIGHT, WIDTH), "image", "logits")
-    diff = torchscript_from_onnx(
-        SegNet(classes=len(LABELS), in_channels=3),
-        onnx_path,
-        args.out / "model.pt",
-        torch.rand(1, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0)),
-    )
-    print(f"exported {onnx_path} and model.pt; max |torchscript - onnx| {diff:.2e}", flush=True)
     card: dict = {
         "name": args.name,
         "task": "segmentation",
@@ -138,9 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         "architecture": architecture_card("SegNet (tools/seg_net.py)", model, in_channels=3),
         "training": {
             "data": "stream.sources.endoscopy, 640x480 BGR frames downscaled to 320x240",
-            "train_seeds": seed_text(args.train_seeds),
-            "frames_per_seed": args.frames_per_seed,
-            "frame_indices": FRAME_INDICES,
+            **seeds_card(args),
             **schedule_card(args),
             "loss": "cross-entropy + (1 - instrument soft Dice)",
             "augmentation": "left-right mirror",

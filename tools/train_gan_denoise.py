@@ -27,27 +27,21 @@ import torch
 from torch import nn
 
 from tools.denoise_net import DenoiseNet
-from tools.eval_seg import phantom_card
 from tools.train_common import (
-    FRAME_INDICES,
     add_held_out_options,
-    add_quick_option,
-    add_training_options,
-    apply_quick,
     check_training_args,
-    command_line,
     denoiser_card_head,
-    deterministic,
-    export_onnx,
+    export_model,
     forward,
     load_onnx_weights,
+    parse_training_args,
     run_card,
-    seed_text,
-    torchscript_from_onnx,
+    start_run,
+    training_parser,
     versions,
     write_card,
 )
-from tools.train_denoise import CROP, SIZE, batch, make_pairs, score_denoiser
+from tools.train_denoise import CROP, SIZE, batch, denoise_data, pairs_card, score_denoiser
 
 MODELS = Path(__file__).resolve().parents[1] / "engines" / "models"
 
@@ -87,41 +81,23 @@ def initial_generator(init: str, mean: float, std: float) -> tuple[DenoiseNet, f
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p,
-        out="engines/models/us-denoise-gan",
-        name="us-denoise-gan",
-        epochs=30,
-        lr=1e-4,
-        train_seeds="0-63",
-    )
+    p = training_parser(__doc__, "us-denoise-gan", epochs=30, lr=1e-4, train_seeds="0-63")
     p.add_argument("--d-lr", type=float, default=2e-4, help="discriminator learning rate")
     p.add_argument("--adv-weight", type=float, default=0.01, help="adversarial loss weight")
     p.add_argument("--init", default="us-denoise", help="bundled denoiser to start from, or 'none'")
     add_held_out_options(p, frames_per_seed=4, latency_runs=100)
-    add_quick_option(p)
     p.set_defaults(batch=8)
-    args = p.parse_args(argv)
-    if args.quick:
-        apply_quick(args)
+    args = parse_training_args(p, argv)
     check_training_args(p, args, args.test_seeds)
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = command_line("tools.train_gan_denoise", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.train_gan_denoise", args, argv)
 
-    noisy, clean = make_pairs(args.train_seeds, args.frames_per_seed)
-    x_all = noisy.astype(np.float32) / 255
-    gen, mean, std = initial_generator(
-        args.init, round(float(x_all.mean()), 4), round(float(x_all.std()), 4)
-    )
-    del x_all
-    print(f"data: {len(noisy)} pairs ({time.perf_counter() - started:.1f} s)", flush=True)
+    noisy, clean, mean, std = denoise_data(args, started)
+    gen, mean, std = initial_generator(args.init, mean, std)
     disc = PatchDiscriminator()
     g_opt = torch.optim.Adam(gen.parameters(), lr=args.lr, betas=(0.5, 0.999))
     d_opt = torch.optim.Adam(disc.parameters(), lr=args.d_lr, betas=(0.5, 0.999))
@@ -162,16 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     train_seconds = time.perf_counter() - t0
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    onnx_path = args.out / "model.onnx"
-    export_onnx(gen, onnx_path, torch.zeros(1, 1, SIZE, SIZE), "image", "denoised")
-    diff = torchscript_from_onnx(
-        DenoiseNet(mean, std, gen.widths),
-        onnx_path,
-        args.out / "model.pt",
-        torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)),
-    )
-    print(f"exported {onnx_path} and model.pt; max |torchscript - onnx| {diff:.2e}", flush=True)
+    fresh = DenoiseNet(mean, std, gen.widths)
+    onnx_path, _ = export_model(gen, fresh, args.out, (1, 1, SIZE, SIZE), "denoised")
 
     init = (
         "from scratch"
@@ -191,12 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             std,
         ),
         "training": {
-            "data": "stream.sources.phantom 512x512: noisy frame -> the same frame without speckle",
-            **phantom_card(),
-            "train_seeds": seed_text(args.train_seeds),
-            "frames_per_seed": args.frames_per_seed,
-            "frame_indices": FRAME_INDICES,
-            "crop": f"{CROP}x{CROP} random crops, left-right mirror",
+            **pairs_card(args),
             "init": init,
             "epochs": args.epochs,
             "steps_per_epoch": args.steps_per_epoch,

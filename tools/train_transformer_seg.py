@@ -15,7 +15,6 @@ Deterministic for a given --seed and --threads.
 from __future__ import annotations
 
 import argparse
-import time
 
 import cv2
 import numpy as np
@@ -24,91 +23,62 @@ import torch
 from stream.sources.phantom import LABELS
 from tools.eval_common import parse_seeds
 from tools.eval_seg import SCENES, phantom_card
-from tools.onnx_flops import count_flops
 from tools.seg_card import (
+    PHANTOM_DATA,
+    SEG_LOSS,
+    SIZE,
     add_held_out_metrics,
+    kept_fields,
     onnx_torch_difference,
+    parse_seg_args,
+    print_held_out,
     seg_card_head,
+    seg_data,
     traced_torchscript,
+    training_data_text,
+    val_note,
 )
 from tools.segformer_net import SegFormer
 from tools.train_common import (
-    FRAME_INDICES,
     add_held_out_options,
-    add_quick_option,
-    add_training_options,
-    apply_quick,
     architecture_card,
-    check_training_args,
-    command_line,
-    deterministic,
     export_onnx,
     forward,
     mirrored_batch,
     run_card,
     schedule_card,
-    seed_text,
+    seeds_card,
     segmentation_loss,
+    start_run,
     train,
+    training_parser,
     versions,
 )
-from tools.train_seg import SIZE, _kept_fields, make_dataset, val_dice
 
 MAX_TORCH_DIFFERENCE = 1e-4  # |ONNX Runtime - torch| and |ONNX - TorchScript| on logits
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_training_options(
-        p,
-        out="engines/models/us-seg-former",
-        name="us-seg-former",
-        epochs=40,
-        lr=2e-3,
-        train_seeds="0-255",
-    )
+    p = training_parser(__doc__, "us-seg-former", epochs=40, lr=2e-3, train_seeds="0-255")
     p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("1000-1011"))
     p.add_argument("--scene", choices=SCENES, default="mix", help="as tools/train_seg.py")
     add_held_out_options(p, frames_per_seed=8, latency_runs=200)
-    add_quick_option(p)
-    args = p.parse_args(argv)
-    if args.quick:
-        apply_quick(args)
-        args.val_seeds, args.test_seeds, args.latency_runs = [1000], [2000, 2001], 5
-    check_training_args(p, args, [*args.val_seeds, *args.test_seeds])
-    return args
+    return parse_seg_args(p, argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    command = command_line("tools.train_transformer_seg", argv)
-    started = time.perf_counter()
-    rng = deterministic(args.seed, args.threads)
+    command, started, rng = start_run("tools.train_transformer_seg", args, argv)
     cv2.setNumThreads(args.threads)
-    x_train, y_train = make_dataset(args.train_seeds, args.frames_per_seed, scene=args.scene)
-    x_val, y_val = make_dataset(args.val_seeds, max(1, args.frames_per_seed // 4), scene=args.scene)
-    mean, std = round(float(x_train.mean()), 4), round(float(x_train.std()), 4)
-    x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
-    print(
-        f"data: {len(x_train)} train / {len(x_val)} val frames, mean {mean} std {std}", flush=True
-    )
-
+    x_train, y_train, x_val, y_val, mean, std = seg_data(args, started, args.scene)
     model = SegFormer(classes=len(LABELS))
 
     def step_loss() -> torch.Tensor:
         x, y = mirrored_batch(rng, x_train, y_train, args.batch)
         return segmentation_loss(forward(model, x, args.precision), y.long())
 
-    train_seconds = train(
-        model,
-        step_loss,
-        lambda losses: (
-            f"loss {np.mean(losses):.4f}  val mean fg Dice {val_dice(model, x_val, y_val):.4f}"
-        ),
-        args.epochs,
-        args.steps_per_epoch,
-        args.lr,
-    )
+    note = val_note(model, x_val, y_val)
+    train_seconds = train(model, step_loss, note, args.epochs, args.steps_per_epoch, args.lr)
 
     args.out.mkdir(parents=True, exist_ok=True)
     onnx_path = args.out / "model.onnx"
@@ -130,8 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         + (" (classic and anatomy scenes)." if args.scene == "mix" else f" ({args.scene} scene).")
     )
     card: dict = {
-        **_kept_fields(card_path),
-        **seg_card_head(args.name, description, mean, std, args.scene),
+        **kept_fields(card_path),
+        **seg_card_head(args.name, description, mean, std),
+        "training_data": training_data_text(args.scene),
         "architecture": {
             **architecture_card("SegFormer (tools/segformer_net.py)", model),
             "depths": list(model.depths),
@@ -139,14 +110,11 @@ def main(argv: list[str] | None = None) -> None:
             "attention": "efficient self-attention, spatial reduction 8/4/2/1, heads 1/1/2/4",
         },
         "training": {
-            "data": "stream.sources.phantom, 512x512 frames downscaled to 256x256",
+            "data": PHANTOM_DATA,
             **phantom_card(args.scene),
-            "train_seeds": seed_text(args.train_seeds),
-            "val_seeds": seed_text(args.val_seeds),
-            "frames_per_seed": args.frames_per_seed,
-            "frame_indices": FRAME_INDICES,
+            **seeds_card(args),
             **schedule_card(args),
-            "loss": "cross-entropy + (1 - mean foreground soft Dice)",
+            "loss": SEG_LOSS,
             "augmentation": "left-right mirror",
             **run_card(args, train_seconds),
         },
@@ -154,7 +122,6 @@ def main(argv: list[str] | None = None) -> None:
         "command": command,
         "versions": versions(),
     }
-    scenes = ("classic", "anatomy") if args.scene != "classic" else ("classic",)
     add_held_out_metrics(
         card,
         card_path,
@@ -162,20 +129,9 @@ def main(argv: list[str] | None = None) -> None:
         args.test_seeds,
         args.test_frames_per_seed,
         args.latency_runs,
-        scenes,
+        args.scene,
     )
-    m = card["metrics"]
-    print(
-        f"held-out Dice {m['dice']}, mean fg {m['mean_foreground_dice']}, "
-        f"accuracy {m['pixel_accuracy_fov']}",
-        flush=True,
-    )
-    print(
-        f"{count_flops(onnx_path).gflops:.3f} GFLOPs, pipeline "
-        f"{card['cost']['latency_ms']['pipeline_median_ms']:.2f} ms median on 1 thread; "
-        f"total {time.perf_counter() - started:.0f} s",
-        flush=True,
-    )
+    print_held_out(card, onnx_path, started)
 
 
 if __name__ == "__main__":

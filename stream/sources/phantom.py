@@ -309,34 +309,30 @@ class _Motion:
     press_ph: float
 
 
-def _layout(rng: np.random.Generator, geo: _Geometry) -> list[_Object]:
-    """Draw strata, interfaces, lesions and anechoic structures for one seed (in draw order)."""
-    d = geo.depth_mm
+def _band(rng: np.random.Generator, y0: float, thickness: float, below: bool) -> _Band:
+    """A wavy horizontal band (an interface, or with `below` the tissue under it) at depth y0."""
+    return _Band(
+        y0=y0,
+        slope=float(rng.uniform(-0.12, 0.12)),
+        amp=float(rng.uniform(0.3, 1.5)),
+        wavenumber=float(2 * math.pi / rng.uniform(15, 45)),
+        phase=float(rng.uniform(0, 2 * math.pi)),
+        speed=float(rng.uniform(0.2, 0.8)),
+        thickness=thickness,
+        thick_var=float(rng.uniform(0.0, 0.3)),
+        below=below,
+    )
+
+
+def _strata(
+    rng: np.random.Generator, d: float, depths: list[float], bone_y: float | None
+) -> list[_Object]:
+    """Tissue strata and interfaces at `depths`, the bone at `bone_y` (if any) and maybe a
+    vessel seen lengthwise, for an image `d` mm deep."""
     objects: list[_Object] = []
-    n_layers = int(rng.integers(1, 4))
-    depths: list[float] = []
-    while len(depths) < n_layers:
-        y = float(rng.uniform(0.1, 0.75) * d)
-        if all(abs(y - o) > 0.12 * d for o in depths):
-            depths.append(y)
-    depths.sort()
-    bone_y = float(rng.uniform(0.72, 0.86) * d) if rng.random() < 0.35 else None
-
-    def band(y0: float, thickness: float, below: bool) -> _Band:
-        return _Band(
-            y0=y0,
-            slope=float(rng.uniform(-0.12, 0.12)),
-            amp=float(rng.uniform(0.3, 1.5)),
-            wavenumber=float(2 * math.pi / rng.uniform(15, 45)),
-            phase=float(rng.uniform(0, 2 * math.pi)),
-            speed=float(rng.uniform(0.2, 0.8)),
-            thickness=thickness,
-            thick_var=float(rng.uniform(0.0, 0.3)),
-            below=below,
-        )
-
     interfaces = [
-        (band(y, float(rng.uniform(1.2, 2.4)), False), float(rng.uniform(13, 18))) for y in depths
+        (_band(rng, y, float(rng.uniform(1.2, 2.4)), False), float(rng.uniform(13, 18)))
+        for y in depths
     ]
     for layer, _ in interfaces:  # tissue strata under each interface, slightly different echo
         objects.append(
@@ -345,16 +341,23 @@ def _layout(rng: np.random.Generator, geo: _Geometry) -> list[_Object]:
     for layer, echo in interfaces:
         objects.append(_Object(layer, INTERFACE, echo, 0.0))
     if bone_y is not None:  # a bright bone surface shadowing everything beneath it
-        bone = replace(band(bone_y, float(rng.uniform(2.2, 3.5)), False), thick_var=0.0)
+        bone = replace(_band(rng, bone_y, float(rng.uniform(2.2, 3.5)), False), thick_var=0.0)
         beneath = replace(bone, y0=bone.y0 + 0.7 * bone.thickness, below=True)
         objects.append(_Object(beneath, BACKGROUND, -2.0, -26.0))
         objects.append(_Object(bone, INTERFACE, float(rng.uniform(20, 24)), 0.0))
     if rng.random() < 0.3:  # a vessel seen lengthwise
         y = float(rng.uniform(0.2, 0.6) * d)
-        vessel = replace(band(y, float(rng.uniform(3, 6)), False), amp=float(rng.uniform(0.1, 0.5)))
+        vessel = replace(
+            _band(rng, y, float(rng.uniform(3, 6)), False), amp=float(rng.uniform(0.1, 0.5))
+        )
         objects.append(_Object(vessel, ANECHOIC, -30.0, 0.0))
+    return objects
 
-    y_max = (bone_y - 6.0) if bone_y is not None else 0.88 * d
+
+def _round_structures(rng: np.random.Generator, geo: _Geometry, y_max: float) -> list[_Object]:
+    """Lesions (irregular, hypo- or hyperechoic), vessels (arteries pulse, veins compress)
+    and cysts, each at a free place between 0.12 depth and `y_max` mm (if one is found)."""
+    d = geo.depth_mm
     placed: list[tuple[float, float, float]] = []
 
     def place(radius: float) -> tuple[float, float] | None:
@@ -395,7 +398,8 @@ def _layout(rng: np.random.Generator, geo: _Geometry) -> list[_Object]:
             compress=compress,
         )
 
-    for _ in range(int(rng.integers(1, 3))):  # lesions: irregular, hypo- or hyperechoic
+    objects: list[_Object] = []
+    for _ in range(int(rng.integers(1, 3))):  # lesions
         shape = blob(float(rng.uniform(3.5, 8.0)), (0.6, 1.0), (0.08, 0.3), 0.35, 0.0, 0.04)
         if shape is None:
             continue
@@ -404,7 +408,7 @@ def _layout(rng: np.random.Generator, geo: _Geometry) -> list[_Object]:
         else:
             shadow = float(rng.uniform(-8, -4)) if rng.random() < 0.5 else 0.0
             objects.append(_Object(shape, LESION, float(rng.uniform(7, 10)), shadow))
-    for _ in range(int(rng.integers(1, 4))):  # vessels (arteries pulse, veins compress)
+    for _ in range(int(rng.integers(1, 4))):  # vessels
         artery = rng.random() < 0.5
         shape = blob(
             float(rng.uniform(2.0, 5.0)),
@@ -425,6 +429,22 @@ def _layout(rng: np.random.Generator, geo: _Geometry) -> list[_Object]:
                 _Object(shape, ANECHOIC, float(rng.uniform(-33, -27)), float(rng.uniform(4, 7)))
             )
     return objects
+
+
+def _layout(rng: np.random.Generator, geo: _Geometry) -> list[_Object]:
+    """Draw strata, interfaces, lesions and anechoic structures for one seed (in draw order)."""
+    d = geo.depth_mm
+    n_layers = int(rng.integers(1, 4))
+    depths: list[float] = []
+    while len(depths) < n_layers:
+        y = float(rng.uniform(0.1, 0.75) * d)
+        if all(abs(y - o) > 0.12 * d for o in depths):
+            depths.append(y)
+    depths.sort()
+    bone_y = float(rng.uniform(0.72, 0.86) * d) if rng.random() < 0.35 else None
+    objects = _strata(rng, d, depths, bone_y)
+    y_max = (bone_y - 6.0) if bone_y is not None else 0.88 * d
+    return objects + _round_structures(rng, geo, y_max)
 
 
 def _motion(rng: np.random.Generator) -> _Motion:
