@@ -352,6 +352,7 @@ class Receiver:
             else None
         )
         self._lost_at: float | None = None  # a connection dropped, no retry seen yet
+        self._monitor_due = 0.0  # live: when `recv` looks at the monitor next
         _attach(self.sock, spec, False, name, guard)
         # link bookkeeping, each bounded to MAX_TRACKED entries (the ids come off the wire)
         shm_ok = shm_supported() and (guard is None or spec.shm == "on")
@@ -597,17 +598,21 @@ class Receiver:
     def _wait(self, timeout_ms: int) -> Parsed | None:
         """Live (lock held): drain the socket, waiting for a message up to `timeout_ms`; the
         next message to hand on, or None."""
-        deadline = time.monotonic() + timeout_ms / 1000.0
+        now = time.monotonic()
+        deadline = now + timeout_ms / 1000.0
         while True:
-            self._check_monitor()
+            if now >= self._monitor_due:  # connection events: seen within WATCH_S
+                self._monitor_due = now + WATCH_S
+                self._check_monitor()
             self._drain()
             parsed = self._take()
             if parsed is not None:
                 return parsed
-            remaining = deadline - time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 return None
             self.sock.poll(max(1, min(int(remaining * 1000), 50)), zmq.POLLIN)
+            now = time.monotonic()
 
     def _recv_in_order(self, timeout_ms: int) -> Message | None:
         deadline = time.monotonic() + timeout_ms / 1000.0
