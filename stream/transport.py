@@ -52,8 +52,9 @@ from .stats import QUEUE_MS, StageStats
 LIVE_HWM = 2
 LOSSLESS_HWM = 1000
 MAX_DRAIN = 10_000  # messages read in one live drain before the newest is used
-WATCH_S = 0.05  # a live socket is drained this often while its stage is away from `recv`
-LIVE_RCVHWM = 16  # a live receiver's queue: what arrives in WATCH_S at up to 320 messages/s
+WATCH_S = 0.05  # a live receiver's watchdog looks this often whether its stage is in `recv`
+BUSY_WATCH_S = 0.005  # and drains the socket this often while the stage is away (busy)
+LIVE_RCVHWM = 16  # a live receiver's queue: what arrives between two drains, with room to spare
 RECONNECT_AFTER_S = 0.3  # a dropped connection ZeroMQ does not retry by then is connected again
 MAX_TRACKED = 64  # senders, streams, epochs remembered per receiver (oldest forgotten first)
 
@@ -309,8 +310,8 @@ class Receiver:
     per stream (a fast stream never pushes a slow one's frame out); it hands on the frame that
     has waited longest (so streams take turns) and binds only its payload (only the frame used
     is read from shared memory). While the stage is away from `recv` (processing a frame), a
-    watchdog thread drains the socket the same way every WATCH_S, so kernel and ZeroMQ buffers
-    never hold a backlog. Frames replaced in the mailbox are counted as `overflow` drops of their
+    watchdog thread drains the socket the same way every BUSY_WATCH_S, so kernel and ZeroMQ
+    buffers never hold a backlog. Frames replaced in the mailbox are counted as `overflow` drops of their
     stream. lossless: `recv` reads the socket in order.
 
     What arrived is kept per `stream@epoch` in the stage's `info["arrived"]` ([frames, lowest
@@ -490,16 +491,21 @@ class Receiver:
             self.sock.connect(self.spec.endpoint)
 
     def _watch(self) -> None:
-        """Live mode thread: every WATCH_S, drain the socket unless `recv` holds it."""
-        while not self._closing.wait(WATCH_S):
-            if self._lock.acquire(blocking=False):
-                try:
-                    self._check_monitor()
-                    self._drain()
-                except zmq.ZMQError:
-                    return  # socket closed under us
-                finally:
-                    self._lock.release()
+        """Live mode thread: drain the socket while the stage is away from `recv` (every
+        BUSY_WATCH_S), else look again after WATCH_S (a stage waiting in `recv` drains it)."""
+        period = WATCH_S
+        while not self._closing.wait(period):
+            if not self._lock.acquire(blocking=False):
+                period = WATCH_S
+                continue
+            period = BUSY_WATCH_S
+            try:
+                self._check_monitor()
+                self._drain()
+            except zmq.ZMQError:
+                return  # socket closed under us
+            finally:
+                self._lock.release()
 
     def _drain(self) -> None:
         """Read every message waiting (lock held): check its header, keep the newest frame."""
