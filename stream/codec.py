@@ -139,10 +139,14 @@ def _array_bytes(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+_DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}  # (`dtype.name` is slow)
+
+
 def _dtype_name(arr: np.ndarray) -> str:
-    name = arr.dtype.name
-    if name not in DTYPES:
-        raise TypeError(f"dtype {name} cannot be sent; allowed: {', '.join(DTYPES)}")
+    """The wire name of a little-endian array's dtype (or a TypeError)."""
+    name = _DTYPE_NAMES.get(arr.dtype)
+    if name is None:
+        raise TypeError(f"dtype {arr.dtype.name} cannot be sent; allowed: {', '.join(DTYPES)}")
     return name
 
 
@@ -483,11 +487,11 @@ def _parse_canonical(parts: list[Any] | tuple[Any, ...]) -> Parsed | None:
     if (
         len({name for name, *_ in layouts}) != len(layouts)
         or len(track_ids) not in (0, len(ann.boxes))
-        or not _meta_depth_ok(h.meta)
+        or (h.meta and not _meta_depth_ok(h.meta))
     ):
         return None
     try:
-        PIXEL_FORMATS[h.format].check_layout(layouts[0][1], layouts[0][2])
+        PIXEL_FORMATS[h.format].check_layout(DTYPES[layouts[0][1]], layouts[0][2])
     except ValueError:
         return None
     annotations = Annotations(
