@@ -74,7 +74,11 @@ class LinkSpec:
     )
     bind: Literal["producer", "consumer"] = bounded("producer", doc="which side binds the endpoint")
     hwm: int = bounded(
-        0, 0, 1_000_000, doc="frames queued per peer; 0: 2 when live, 1000 when lossless"
+        0,
+        0,
+        1_000_000,
+        doc="frames a sender queues per peer; 0: 2 when live, 1000 when lossless (a live "
+        "receiver queues at least 16 between its drains)",
     )
     max_message_mb: float = bounded(
         256.0, 0.001, 4096.0, doc="largest message part a receiver accepts"
