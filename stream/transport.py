@@ -403,7 +403,7 @@ class Receiver:
         except DecodeError as e:
             drops[(f"invalid:{e.reason}", "")] += 1
             return None
-        except Exception:  # a decoder bug must not kill the drain thread: count it, go on
+        except Exception:  # a decoder bug must not kill the receiver: count it, go on
             drops[("invalid:decoder_error", "")] += 1
             return None
         if msg.kind == KIND_EOS:
