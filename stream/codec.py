@@ -601,7 +601,7 @@ def bind(msg: Parsed, shm_reader: ShmReader | None = None) -> Message:
         buf = _buffer(part)
         if len(buf) != expected:
             raise DecodeError("size", f"{name}: {len(buf)} bytes, shape needs {expected}")
-        arrays[name] = np.frombuffer(buf, dtype=DTYPES[dtype_name]).reshape(shape)
+        arrays[name] = np.ndarray(shape, DTYPES[dtype_name], buf)  # a view: one numpy call
     frame = Frame(
         stream=msg.stream,
         seq=msg.seq,
