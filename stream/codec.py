@@ -19,15 +19,17 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from engines.pixels import PIXEL_FORMATS
 
+from . import wire_header
 from .frame import Annotations, Box, Frame, Span
+from .wire_header import UNSET, Ann, FrameHeader, Part
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Final = 1
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PARTS = 8
 MAX_NDIM = 4
@@ -137,10 +139,14 @@ def _array_bytes(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+_DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}  # (`dtype.name` is slow)
+
+
 def _dtype_name(arr: np.ndarray) -> str:
-    name = arr.dtype.name
-    if name not in DTYPES:
-        raise TypeError(f"dtype {name} cannot be sent; allowed: {', '.join(DTYPES)}")
+    """The wire name of a little-endian array's dtype (or a TypeError)."""
+    name = _DTYPE_NAMES.get(arr.dtype)
+    if name is None:
+        raise TypeError(f"dtype {arr.dtype.name} cannot be sent; allowed: {', '.join(DTYPES)}")
     return name
 
 
@@ -155,53 +161,52 @@ def encode_frame(
     buffers = [_array_bytes(a) for _, a in arrays]
     dtypes = [_dtype_name(buf) for buf in buffers]
     shm = shm_writer(buffers) if shm_writer is not None else None
-    ann = frame.annotations
-    header = {
-        "v": PROTOCOL_VERSION,
-        "kind": KIND_FRAME,
-        "sender": sender,
-        "link_seq": link_seq,
-        "sent_ns": sent_ns,
-        "stream": frame.stream,
-        "epoch": frame.epoch,
-        "seq": frame.seq,
-        "capture_ns": frame.capture_ns,
-        "deadline_ns": frame.deadline_ns,
-        "format": frame.pixel_format,
-        "parts": [
-            {"name": name, "dtype": dtype, "shape": list(buf.shape)}
+    header = FrameHeader(
+        v=PROTOCOL_VERSION,
+        kind="frame",
+        sender=sender,
+        link_seq=link_seq,
+        sent_ns=sent_ns,
+        stream=frame.stream,
+        epoch=frame.epoch,
+        seq=frame.seq,
+        capture_ns=frame.capture_ns,
+        deadline_ns=frame.deadline_ns,
+        format=frame.pixel_format,
+        parts=[
+            Part(name, dtype, list(buf.shape))  # type: ignore[arg-type]  # dtype: a DTYPES name
             for (name, _), dtype, buf in zip(arrays, dtypes, buffers, strict=True)
         ],
-        "annotations": _annotations_header(ann),
-        "trace": [[s.stage, s.start_ns, s.end_ns] for s in frame.trace],
-        "meta": frame.meta,
-    }
-    if shm is not None:
-        header["shm"] = shm
-    head = _ENCODER.encode(header).encode()
+        annotations=_annotations_header(frame.annotations),
+        trace=[(s.stage, s.start_ns, s.end_ns) for s in frame.trace],
+        meta=frame.meta,
+        shm=UNSET if shm is None else shm,
+    )
+    head = wire_header.encode(header)
     if len(head) > MAX_HEADER_BYTES:
         raise ValueError(f"header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}")
     return [frame.stream.encode(), head] if shm is not None else [frame.stream.encode(), head, *buffers]
 
 
-def _annotations_header(ann: Annotations) -> dict[str, Any]:
-    head: dict[str, Any] = {
-        "model": ann.model,
-        "labels": ann.labels,
-        "boxes": [[b.x0, b.y0, b.x1, b.y1, b.label, b.score] for b in ann.boxes],
-        "backend": ann.backend,
-        "device": ann.device,
-        "precision": ann.precision,
-        # optional (absent when empty), so a receiver that predates it still decodes
-        **({"classes": [[k, p] for k, p in ann.classes]} if ann.classes else {}),
-    }
-    if ann.track_ids:  # optional (section 3.3): receivers that predate it ignore the key
-        if len(ann.track_ids) != len(ann.boxes):
-            raise ValueError(
-                f"{len(ann.track_ids)} track ids for {len(ann.boxes)} boxes: one per box"
-            )
-        head["track_ids"] = [int(i) for i in ann.track_ids]
-    return head
+def _annotations_header(ann: Annotations) -> Ann:
+    """The wire form of `ann`: numbers as the receiver reads them (float coordinates, integer
+    labels), so the header is in the canonical encoding (`wire_header.decode_canonical`)."""
+    if ann.track_ids and len(ann.track_ids) != len(ann.boxes):
+        raise ValueError(f"{len(ann.track_ids)} track ids for {len(ann.boxes)} boxes: one per box")
+    return Ann(
+        model=ann.model,
+        labels=ann.labels,
+        boxes=[
+            (float(b.x0), float(b.y0), float(b.x1), float(b.y1), int(b.label), float(b.score))
+            for b in ann.boxes
+        ],
+        backend=ann.backend,
+        device=ann.device,
+        precision=ann.precision,
+        # optional (absent when empty), so a receiver that predates them still decodes
+        classes=[(int(k), float(p)) for k, p in ann.classes] if ann.classes else UNSET,
+        track_ids=[int(i) for i in ann.track_ids] if ann.track_ids else UNSET,  # section 3.3
+    )
 
 
 def encode_eos(eos: EndOfStream, sender: str, link_seq: int, sent_ns: int) -> list[bytes]:
@@ -396,8 +401,14 @@ class Parsed:
     parts: list[Any]
     seq: int = 0
     eos: EndOfStream | None = None
-    header: dict[str, Any] | None = None
     layouts: list[tuple[str, str, tuple[int, ...], int]] | None = None
+    capture_ns: int = 0
+    deadline_ns: int = 0
+    format: str = ""
+    annotations: Annotations | None = None
+    trace: list[Span] | None = None
+    meta: dict[str, Any] | None = None
+    shm: Any = None  # the header's shared-memory reference; None: payload inline
 
 
 class _DuplicateKey(ValueError):
@@ -415,7 +426,6 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # built once, not per frame
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
 
 
@@ -445,6 +455,64 @@ def parse(parts: list[Any]) -> Parsed:
         raise DecodeError("parts", f"expected a list of message parts, got {type(parts).__name__}")
     if not 2 <= len(parts) <= 2 + MAX_PARTS:
         raise DecodeError("parts", f"expected 2..{2 + MAX_PARTS} parts, got {len(parts)}")
+    fast = _parse_canonical(parts)
+    return fast if fast is not None else _parse_json(parts)
+
+
+def _parse_canonical(parts: list[Any] | tuple[Any, ...]) -> Parsed | None:
+    """The fast path: a `frame` header in medstream's own encoding, checked by its msgspec
+    schema (`wire_header`) and then as `_parse_json` checks it. None for anything else, valid
+    or not: `_parse_json` then parses it and names the reason of a refusal."""
+    head = _buffer(parts[1])
+    h = wire_header.decode_canonical(head) if len(head) <= MAX_HEADER_BYTES else None
+    if h is None:
+        return None
+    topic = _buffer(parts[0])
+    if len(topic) > MAX_TOPIC_BYTES or topic != h.stream.encode():
+        return None
+    shm = None if h.shm is UNSET else h.shm
+    inline = len(parts) - 2
+    if inline != (0 if shm is not None else len(h.parts)) or h.format not in PIXEL_FORMATS:
+        return None
+    layouts: list[tuple[str, str, tuple[int, ...], int]] = []
+    for i, p in enumerate(h.parts):
+        size = math.prod(p.shape) * DTYPES[p.dtype].itemsize
+        if (i == 0) != (p.name == "image") or size > MAX_PART_BYTES:
+            return None
+        if i < inline and len(_buffer(parts[2 + i])) != size:
+            return None
+        layouts.append((p.name, p.dtype, tuple(p.shape), size))
+    ann = h.annotations
+    track_ids = [] if ann.track_ids is UNSET else ann.track_ids
+    if (
+        len({name for name, *_ in layouts}) != len(layouts)
+        or len(track_ids) not in (0, len(ann.boxes))
+        or (h.meta and not _meta_depth_ok(h.meta))
+    ):
+        return None
+    try:
+        PIXEL_FORMATS[h.format].check_layout(DTYPES[layouts[0][1]], layouts[0][2])
+    except ValueError:
+        return None
+    annotations = Annotations(
+        model=ann.model,
+        labels=ann.labels,
+        boxes=[Box(*b) for b in ann.boxes],
+        backend=ann.backend,
+        device=ann.device,
+        precision=ann.precision,
+        classes=[] if ann.classes is UNSET else ann.classes,
+        track_ids=track_ids,
+    )
+    return Parsed(
+        KIND_FRAME, h.sender, h.link_seq, h.sent_ns, h.stream, h.epoch, list(parts), h.seq,
+        None, layouts, h.capture_ns, h.deadline_ns, h.format, annotations,
+        [Span(*t) for t in h.trace], h.meta, shm,
+    )
+
+
+def _parse_json(parts: list[Any] | tuple[Any, ...]) -> Parsed:
+    """Any header, by the standard library's json (refusing duplicate keys) and hand checks."""
     header = _parse_header(parts[1])
     version = header.get("v")
     if type(version) is not int or version != PROTOCOL_VERSION:  # not true, not 1.0
@@ -499,12 +567,13 @@ def parse(parts: list[Any]) -> Parsed:
     if not isinstance(meta, dict) or not _meta_depth_ok(meta):
         raise DecodeError("field", f"'meta' must be an object nested at most {MAX_META_DEPTH} deep")
     seq = _int_field(header, "seq")
-    _int_field(header, "capture_ns")
-    _int_field(header, "deadline_ns")
-    header["annotations"] = _parse_annotations(header.get("annotations", {}))
-    header["trace"] = _parse_trace(header.get("trace", []))
+    capture_ns = _int_field(header, "capture_ns")
+    deadline_ns = _int_field(header, "deadline_ns")
+    annotations = _parse_annotations(header.get("annotations", {}))
+    trace = _parse_trace(header.get("trace", []))
     return Parsed(
-        KIND_FRAME, sender, link_seq, sent_ns, stream, epoch, list(parts), seq, None, header, layouts
+        KIND_FRAME, sender, link_seq, sent_ns, stream, epoch, list(parts), seq, None, layouts,
+        capture_ns, deadline_ns, fmt, annotations, trace, meta, shm,
     )
 
 
@@ -514,9 +583,8 @@ def bind(msg: Parsed, shm_reader: ShmReader | None = None) -> Message:
     (`shm`, `size`) or `PayloadGone` (the shared-memory slot was reused)."""
     if msg.kind == KIND_EOS:
         return Message(KIND_EOS, msg.sender, msg.link_seq, msg.sent_ns, eos=msg.eos)
-    header, layouts = msg.header, msg.layouts
-    assert header is not None and layouts is not None
-    shm = header.get("shm")
+    layouts, shm = msg.layouts, msg.shm
+    assert layouts is not None
     if shm is not None:
         if shm_reader is None:
             raise DecodeError("shm", "payload in shared memory, but this link does not read it")
@@ -533,19 +601,19 @@ def bind(msg: Parsed, shm_reader: ShmReader | None = None) -> Message:
         buf = _buffer(part)
         if len(buf) != expected:
             raise DecodeError("size", f"{name}: {len(buf)} bytes, shape needs {expected}")
-        arrays[name] = np.frombuffer(buf, dtype=DTYPES[dtype_name]).reshape(shape)
+        arrays[name] = np.ndarray(shape, DTYPES[dtype_name], buf)  # a view: one numpy call
     frame = Frame(
         stream=msg.stream,
         seq=msg.seq,
-        capture_ns=header["capture_ns"],
-        deadline_ns=header["deadline_ns"],
+        capture_ns=msg.capture_ns,
+        deadline_ns=msg.deadline_ns,
         image=arrays.pop("image"),
-        pixel_format=header["format"],
+        pixel_format=msg.format,
         epoch=msg.epoch,
         parts=arrays,
-        annotations=header["annotations"],
-        trace=header["trace"],
-        meta=header.get("meta", {}),
+        annotations=msg.annotations or Annotations(),
+        trace=msg.trace or [],
+        meta=msg.meta or {},
     )
     return Message(KIND_FRAME, msg.sender, msg.link_seq, msg.sent_ns, frame=frame)
 

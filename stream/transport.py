@@ -52,6 +52,9 @@ from .stats import QUEUE_MS, StageStats
 LIVE_HWM = 2
 LOSSLESS_HWM = 1000
 MAX_DRAIN = 10_000  # messages read in one live drain before the newest is used
+WATCH_S = 0.05  # a live receiver's watchdog looks this often whether its stage is in `recv`
+BUSY_WATCH_S = 0.005  # and drains the socket this often while the stage is away (busy)
+LIVE_RCVHWM = 16  # a live receiver's queue: what arrives between two drains, with room to spare
 RECONNECT_AFTER_S = 0.3  # a dropped connection ZeroMQ does not retry by then is connected again
 MAX_TRACKED = 64  # senders, streams, epochs remembered per receiver (oldest forgotten first)
 
@@ -71,7 +74,11 @@ class LinkSpec:
     )
     bind: Literal["producer", "consumer"] = bounded("producer", doc="which side binds the endpoint")
     hwm: int = bounded(
-        0, 0, 1_000_000, doc="frames queued per peer; 0: 2 when live, 1000 when lossless"
+        0,
+        0,
+        1_000_000,
+        doc="frames a sender queues per peer; 0: 2 when live, 1000 when lossless (a live "
+        "receiver queues at least 16 between its drains)",
     )
     max_message_mb: float = bounded(
         256.0, 0.001, 4096.0, doc="largest message part a receiver accepts"
@@ -302,12 +309,13 @@ class Sender:
 class Receiver:
     """The consuming end of a link.
 
-    live: a background thread drains the socket as fast as messages arrive, checks each header
-    (outside the mailbox lock) and keeps only the newest frame of each stream, undecoded, in a
-    mailbox with one slot per stream, so kernel and ZeroMQ buffers never hold a backlog and a
-    fast stream never pushes a slow one's frame out; `recv` takes the frame that has waited
-    longest (so streams take turns) and binds its payload (only the frame used is read from
-    shared memory). Frames replaced in the mailbox are counted as `overflow` drops of their
+    live: `recv` reads every message waiting on the socket in the caller's thread, checks each
+    header and keeps only the newest frame of each stream, undecoded, in a mailbox with one slot
+    per stream (a fast stream never pushes a slow one's frame out); it hands on the frame that
+    has waited longest (so streams take turns) and binds only its payload (only the frame used
+    is read from shared memory). While the stage is away from `recv` (processing a frame), a
+    watchdog thread drains the socket the same way every BUSY_WATCH_S, so kernel and ZeroMQ
+    buffers never hold a backlog. Frames replaced in the mailbox are counted as `overflow` drops of their
     stream. lossless: `recv` reads the socket in order.
 
     What arrived is kept per `stream@epoch` in the stage's `info["arrived"]` ([frames, lowest
@@ -336,7 +344,7 @@ class Receiver:
         self.pubsub = spec.pattern == "pubsub"
         self.live = spec.mode == "live"
         self.sock = ctx.socket(zmq.SUB if self.pubsub else zmq.PULL)
-        self.sock.setsockopt(zmq.RCVHWM, spec.queue)
+        self.sock.setsockopt(zmq.RCVHWM, max(spec.queue, LIVE_RCVHWM) if self.live else spec.queue)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, int(spec.max_message_mb * 1024 * 1024))
         if self.pubsub:
@@ -349,6 +357,7 @@ class Receiver:
             else None
         )
         self._lost_at: float | None = None  # a connection dropped, no retry seen yet
+        self._monitor_due = 0.0  # live: when `recv` looks at the monitor next
         _attach(self.sock, spec, False, name, guard)
         # link bookkeeping, each bounded to MAX_TRACKED entries (the ids come off the wire)
         shm_ok = shm_supported() and (guard is None or spec.shm == "on")
@@ -360,17 +369,18 @@ class Receiver:
         self.arrived: dict[str, list[int]] = {}  # "stream@epoch" -> [frames, seq lo, seq hi]
         self.gaps = GapBudget(clock)
         self._disconnect_logged = False
-        # mailbox shared with the drain thread (live mode); counts are merged under its lock
-        self._cond = threading.Condition(threading.Lock())  # never re-entered: no RLock
+        # socket and mailbox (live): held by `recv` while it reads or waits, by the watchdog
+        # while it drains; link bookkeeping and counts change only under it
+        self._lock = threading.Lock()
         self._newest: dict[str, Parsed] = {}  # stream -> its newest frame, longest waiting first
         self._eos: deque[Parsed] = deque()
         self._drops: Counter[tuple[str, str]] = Counter()  # (reason, stream or "")
         self._counts: Counter[str] = Counter()
-        self._closing = False
+        self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         if self.live:
             self._thread = threading.Thread(
-                target=self._drain, name=f"{stage_id}:{name}", daemon=True
+                target=self._watch, name=f"{stage_id}:{name}", daemon=True
             )
             self._thread.start()
 
@@ -393,7 +403,7 @@ class Receiver:
         except DecodeError as e:
             drops[(f"invalid:{e.reason}", "")] += 1
             return None
-        except Exception:  # a decoder bug must not kill the drain thread: count it, go on
+        except Exception:  # a decoder bug must not kill the receiver: count it, go on
             drops[("invalid:decoder_error", "")] += 1
             return None
         if msg.kind == KIND_EOS:
@@ -456,14 +466,13 @@ class Receiver:
             except (zmq.ZMQError, ValueError):
                 self._monitor = None
                 return
-            if self._closing:
+            if self._closing.is_set():
                 continue
             if event["event"] == zmq.EVENT_CONNECT_RETRIED:
                 self._lost_at = None
                 continue
             self._lost_at = time.monotonic()
-            with self._cond:
-                self._counts["disconnects"] += 1
+            self._counts["disconnects"] += 1
             if not self._disconnect_logged and not self.eos_seen:  # after an eos: the peer ended
                 self._disconnect_logged = True
                 log.warning(
@@ -475,7 +484,7 @@ class Receiver:
             self._lost_at is not None
             and time.monotonic() - self._lost_at > RECONNECT_AFTER_S
             and self.spec.bind == "producer"
-            and not self._closing
+            and not self._closing.is_set()
             and not self.sock.poll(0, zmq.POLLIN)  # what arrived before is read first
         ):
             self._lost_at = None
@@ -485,52 +494,40 @@ class Receiver:
                 pass
             self.sock.connect(self.spec.endpoint)
 
+    def _watch(self) -> None:
+        """Live mode thread: drain the socket while the stage is away from `recv` (every
+        BUSY_WATCH_S), else look again after WATCH_S (a stage waiting in `recv` drains it)."""
+        period = WATCH_S
+        while not self._closing.wait(period):
+            if not self._lock.acquire(blocking=False):
+                period = WATCH_S
+                continue
+            period = BUSY_WATCH_S
+            try:
+                self._check_monitor()
+                self._drain()
+            except zmq.ZMQError:
+                return  # socket closed under us
+            finally:
+                self._lock.release()
+
     def _drain(self) -> None:
-        """Live mode thread: read everything, check each header, keep the newest frame."""
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        if self._monitor is not None:
-            poller.register(self._monitor, zmq.POLLIN)
-        drops: Counter[tuple[str, str]] = Counter()
-        counts: Counter[str] = Counter()
+        """Read every message waiting (lock held): check its header, keep the newest frame."""
         sock = self.sock
-        while not self._closing:
-            ready = poller.poll(50)
-            if len(ready) != 1 or ready[0][0] is not sock or self._lost_at is not None:
-                self._check_monitor()  # a monitor event, a reconnect due, or idle
-            if not ready:
-                continue
-            newest: dict[str, Parsed] = {}
-            eos: list[Parsed] = []
-            for _ in range(MAX_DRAIN):
-                try:
-                    if not _readable(sock):  # cheaper than raising zmq.Again
-                        break
-                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
+        for _ in range(MAX_DRAIN):
+            try:
+                if not _readable(sock):  # cheaper than raising zmq.Again
                     break
-                except zmq.ZMQError:
-                    return  # socket closed under us
-                msg = self._accept(parts, drops, counts)
-                if msg is None:
-                    continue
-                if msg.kind == KIND_EOS:
-                    eos.append(msg)
-                    continue
-                if msg.stream in newest:  # replaced before anyone took it
-                    self._overflow(newest[msg.stream], drops, counts)
-                newest[msg.stream] = msg
-            if not newest and not eos and not drops and not counts:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            msg = self._accept(parts, self._drops, self._counts)
+            if msg is None:
                 continue
-            with self._cond:
-                for stream, msg in newest.items():
-                    self._post(stream, msg)
-                self._eos.extend(eos)
-                self._drops.update(drops)
-                self._counts.update(counts)
-                self._cond.notify()
-            drops.clear()
-            counts.clear()
+            if msg.kind == KIND_EOS:
+                self._eos.append(msg)
+            else:
+                self._post(msg.stream, msg)
 
     def _post(self, stream: str, msg: Parsed) -> None:
         """Put `msg` in its stream's mailbox slot (under the lock); a frame it replaces, or the
@@ -593,11 +590,8 @@ class Receiver:
 
         A frame that arrived before an eos is returned before it."""
         if self.live:
-            with self._cond:
-                parsed = self._take()
-                if parsed is None:
-                    self._cond.wait(timeout_ms / 1000.0)
-                    parsed = self._take()
+            with self._lock:
+                parsed = self._wait(timeout_ms)
                 self._flush_counts()
             msg = None if parsed is None else self._bind(parsed)
         else:
@@ -610,6 +604,25 @@ class Receiver:
             else:
                 self.stats.observe(QUEUE_MS, queue_ms)
         return msg
+
+    def _wait(self, timeout_ms: int) -> Parsed | None:
+        """Live (lock held): drain the socket, waiting for a message up to `timeout_ms`; the
+        next message to hand on, or None."""
+        now = time.monotonic()
+        deadline = now + timeout_ms / 1000.0
+        while True:
+            if now >= self._monitor_due:  # connection events: seen within WATCH_S
+                self._monitor_due = now + WATCH_S
+                self._check_monitor()
+            self._drain()
+            parsed = self._take()
+            if parsed is not None:
+                return parsed
+            remaining = deadline - now
+            if remaining <= 0:
+                return None
+            self.sock.poll(max(1, min(int(remaining * 1000), 50)), zmq.POLLIN)
+            now = time.monotonic()
 
     def _recv_in_order(self, timeout_ms: int) -> Message | None:
         deadline = time.monotonic() + timeout_ms / 1000.0
@@ -627,7 +640,7 @@ class Receiver:
                 return None
 
     def close(self) -> None:
-        self._closing = True
+        self._closing.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
         if self._monitor is not None:

@@ -273,3 +273,68 @@ def test_integers_are_bounded_to_int64(key: str) -> None:
         with pytest.raises(DecodeError) as err:
             decode(with_header(good, **{key: bad}))
         assert err.value.reason == "field"
+
+
+def canonical(h: dict) -> bytes:
+    """A header dict in medstream's own encoding (no spaces, keys in the sender's order)."""
+    return json.dumps(h, separators=(",", ":")).encode()
+
+
+def tracked_frame() -> Frame:
+    f = make_frame()
+    f.annotations.classes = [(1, 0.75), (0, 0.25)]
+    f.annotations.track_ids = [3]
+    f.meta = {"roi": {"x": 1, "y": 2}, "note": "é", "n": None}
+    return f
+
+
+@pytest.mark.parametrize("frame", [make_frame(), make_frame("bgr8"), tracked_frame()])
+def test_the_msgspec_fast_path_and_the_json_path_parse_a_header_alike(frame: Frame) -> None:
+    from stream.codec import _parse_canonical, _parse_json
+
+    parts = [bytes(memoryview(p)) for p in encode_frame(frame, "grab", 5, 123)]
+    fast = _parse_canonical(parts)
+    assert fast is not None  # medstream's own encoding takes the fast path
+    assert fast == _parse_json(parts)
+    assert _parse_canonical([parts[0], canonical(header_of(parts)).replace(b",", b", ", 1), *parts[2:]]) is None
+
+
+def _canonical_case(name: str) -> tuple[list, str]:
+    msg = [bytes(memoryview(p)) for p in encode_frame(make_frame(), "grab", 5, 123)]
+    h = header_of(msg)
+    topic, rest = msg[0], msg[2:]
+    if name == "duplicate_key":
+        head = canonical(h)[:-1] + b',"seq":42}'
+        return [topic, head, *rest], "duplicate_key"
+    if name == "topic":
+        return [b"other", canonical(h), *rest], "topic"
+    if name == "size":
+        return [topic, canonical(h), rest[0][:-1], *rest[1:]], "size"
+    if name == "parts":
+        return [topic, canonical(h), *rest[:-1]], "parts"
+    if name == "pixel_format":
+        h["format"] = "bgr8"  # a 2-D image is not bgr8
+        return [topic, canonical(h), *rest], "pixel_format"
+    if name == "track_ids":
+        h["annotations"]["track_ids"] = [1, 2]  # one box
+        return [topic, canonical(h), *rest], "field"
+    if name == "meta":
+        deep: dict = {}
+        for _ in range(9):
+            deep = {"d": deep}
+        h["meta"] = deep
+        return [topic, canonical(h), *rest], "field"
+    assert name == "image_name"
+    h["parts"][0]["name"] = "img"
+    return [topic, canonical(h), *rest], "field"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["duplicate_key", "topic", "size", "parts", "pixel_format", "track_ids", "meta", "image_name"],
+)
+def test_a_canonical_header_that_is_invalid_is_refused_with_its_reason(name: str) -> None:
+    msg, reason = _canonical_case(name)
+    with pytest.raises(DecodeError) as e:
+        decode(msg)
+    assert e.value.reason == reason

@@ -200,3 +200,27 @@ def test_link_bookkeeping_is_bounded(push_into: PushInto) -> None:
     assert _receive(rx, f"s{MAX_TRACKED * 4 - 1}") is not None
     assert len(rx.epochs) <= MAX_TRACKED and len(rx.seq_high) <= MAX_TRACKED
     assert len(stats.info["seq_high"]) <= MAX_TRACKED and len(stats.info["arrived"]) <= MAX_TRACKED
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    base=st.sampled_from(BASES),
+    changes=st.dictionaries(st.sampled_from(KEYS), JSON, max_size=3),
+)
+def test_the_msgspec_fast_path_accepts_only_what_the_json_path_accepts_alike(
+    base: list[bytes], changes: dict
+) -> None:
+    """Headers in medstream's own spacing reach the fast path (`wire_header`); whatever it
+    accepts, the stdlib path accepts too, with the same result (else it declines: None)."""
+    from stream.codec import _parse_canonical, _parse_json
+
+    header = json.loads(base[1])
+    header.update(changes)
+    try:
+        head = json.dumps(header, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN / Infinity: not JSON, never canonical
+        return
+    parts = [base[0], head.encode(), *base[2:]]
+    fast = _parse_canonical(parts)
+    if fast is not None:
+        assert fast == _parse_json(parts)

@@ -1,0 +1,97 @@
+"""The `frame` header of wire protocol v1 as msgspec types: how a sender encodes it and the
+receiver's fast path for headers in that exact encoding (docs/protocol.md, section 3).
+
+`decode_canonical` accepts a header only if re-encoding what msgspec decoded gives back the very
+same bytes: such a header names no key twice (msgspec would keep the last of two, the protocol
+refuses both), has no unknown keys and no spacing, so every check the schema states has been
+made. Anything else (another producer's spacing or key order, an error of any kind) returns None
+and `stream.codec` parses it with the standard library, which names the reason for a refusal.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+INT64_MAX = 2**63 - 1
+
+Int = Annotated[int, Meta(ge=0, le=INT64_MAX)]
+Text = Annotated[str, Meta(max_length=256)]
+Coord = Annotated[float, Meta(ge=-1e15, le=1e15)]
+DType = Literal[
+    "uint8", "int8", "uint16", "int16", "uint32", "int32", "float16", "float32", "float64"
+]
+
+
+class Part(msgspec.Struct):
+    name: Annotated[str, Meta(max_length=64)]
+    dtype: DType
+    shape: Annotated[list[Annotated[int, Meta(ge=1, le=16384)]], Meta(min_length=1, max_length=4)]
+
+
+class Ann(msgspec.Struct):
+    model: Text = ""
+    labels: Annotated[list[Text], Meta(max_length=256)] = []
+    boxes: Annotated[
+        list[tuple[Coord, Coord, Coord, Coord, Annotated[int, Meta(ge=0, lt=2**31)], Coord]],
+        Meta(max_length=4096),
+    ] = []
+    backend: Text = ""
+    device: Text = ""
+    precision: Text = ""
+    # optional: absent when empty
+    classes: (
+        Annotated[
+            list[tuple[Annotated[int, Meta(ge=0, le=255)], Annotated[float, Meta(ge=0.0, le=1.0)]]],
+            Meta(max_length=256),
+        ]
+        | UnsetType
+    ) = UNSET
+    track_ids: list[Annotated[int, Meta(ge=-1, le=INT64_MAX)]] | UnsetType = UNSET
+
+
+class FrameHeader(msgspec.Struct):
+    """A `frame` header; keys in the order medstream senders write them."""
+
+    v: Literal[1]
+    kind: Literal["frame"]
+    sender: Text
+    link_seq: Int
+    sent_ns: Int
+    stream: Text
+    epoch: Int
+    seq: Int
+    capture_ns: Int
+    deadline_ns: Int
+    format: str
+    parts: Annotated[list[Part], Meta(min_length=1, max_length=8)]
+    annotations: Ann = msgspec.field(default_factory=Ann)
+    trace: Annotated[list[tuple[Text, Int, Int]], Meta(max_length=64)] = []
+    meta: dict[str, Any] = {}
+    shm: dict[str, Any] | UnsetType = UNSET  # a shared-memory link's slot reference
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(FrameHeader)
+
+
+def encode(header: FrameHeader) -> bytes:
+    """The header's bytes. A non-finite float (which msgspec writes as null) is a ValueError,
+    as it is for the standard library's encoder with allow_nan=False."""
+    head = _ENCODER.encode(header)
+    if b"null" in head:  # rare: only then look for NaN / Infinity
+        import json
+
+        json.dumps(msgspec.to_builtins(header), allow_nan=False)
+    return head
+
+
+def decode_canonical(head: bytes | memoryview) -> FrameHeader | None:
+    """The header if it is valid by the schema and in canonical encoding, else None."""
+    try:
+        header = _DECODER.decode(head)
+    except (msgspec.MsgspecError, RecursionError):  # nested too deeply: the slow path says so
+        return None
+    return header if _ENCODER.encode(header) == head else None
