@@ -17,15 +17,18 @@ _G = 1.0 + 2.0 * REL_ERROR
 _LOG_G = math.log(_G)
 MAX_US = 1e9  # 1000 s: anything longer is clamped into the last bucket (and counted as such)
 N_BUCKETS = int(math.ceil(math.log(MAX_US) / _LOG_G)) + 2
+_PENDING_MAX = 4096  # records kept as bucket indices before they are added to the counts
+_log, _ceil = math.log, math.ceil
 
 
 class Histogram:
     """Latency histogram in milliseconds. `record(ms)`; `percentile(p)`; `to_dict`/`from_dict`."""
 
-    __slots__ = ("counts", "count", "total_ms", "min_ms", "max_ms", "clamped")
+    __slots__ = ("_counts", "_pending", "count", "total_ms", "min_ms", "max_ms", "clamped")
 
     def __init__(self) -> None:
-        self.counts = np.zeros(N_BUCKETS, dtype=np.int64)
+        self._counts = np.zeros(N_BUCKETS, dtype=np.int64)
+        self._pending: list[int] = []  # bucket indices recorded, not yet in `_counts`
         self.count = 0
         self.total_ms = 0.0
         self.min_ms = math.inf
@@ -50,16 +53,50 @@ class Histogram:
         return (hi / _G + hi) / 2.0 / 1000.0
 
     def record(self, ms: float) -> None:
-        if not math.isfinite(ms):
-            raise ValueError(f"latency must be finite, got {ms}")
-        ms = max(ms, 0.0)
-        if ms * 1000.0 >= MAX_US:
+        us = ms * 1000.0
+        if not us < MAX_US:  # also nan and inf
+            if not math.isfinite(ms):
+                raise ValueError(f"latency must be finite, got {ms}")
             self.clamped += 1
-        self.counts[self._index(ms)] += 1
+            index = N_BUCKETS - 1
+        elif us > 1.0:
+            index = _ceil(_log(us) / _LOG_G)  # `_index`, inlined: this runs once per frame
+        elif ms >= 0.0:
+            index = 0
+        elif ms == -math.inf:
+            raise ValueError(f"latency must be finite, got {ms}")
+        else:
+            ms = 0.0
+            index = 0
+        self._pending.append(index)
+        if len(self._pending) >= _PENDING_MAX:
+            self._fold()
         self.count += 1
         self.total_ms += ms
-        self.min_ms = min(self.min_ms, ms)
-        self.max_ms = max(self.max_ms, ms)
+        if ms < self.min_ms:
+            self.min_ms = ms
+        if ms > self.max_ms:
+            self.max_ms = ms
+
+    def _fold(self) -> None:
+        """Add the bucket indices recorded since the last fold to `counts` (a list append per
+        record is cheaper than a numpy scalar update; an index appended meanwhile by another
+        thread stays pending)."""
+        pending = self._pending
+        n = len(pending)
+        if n:
+            self._counts += np.bincount(pending[:n], minlength=N_BUCKETS)
+            del pending[:n]
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Values recorded per bucket."""
+        self._fold()
+        return self._counts
+
+    @counts.setter
+    def counts(self, counts: np.ndarray) -> None:
+        self._counts = counts
 
     def percentile(self, p: float) -> float:
         """Nearest-rank percentile (numpy's 'inverted_cdf'), within REL_ERROR; nan if empty."""

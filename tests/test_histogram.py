@@ -97,3 +97,23 @@ def test_count_at_most_is_within_one_bucket() -> None:
         exact = int((data <= edge).sum())
         loose = int((data <= edge * (1 + 2 * REL_ERROR)).sum())
         assert exact <= h.count_at_most(edge) <= loose
+
+
+def test_each_value_lands_in_the_bucket_of_index() -> None:
+    """`record` (its bucket index inlined, the counts folded in later) puts every value,
+    negative, sub-microsecond, clamped, where `_index` says, past the pending limit too."""
+    rng = np.random.default_rng(4)
+    values = [-3.0, -0.0, 0.0, 0.0005, 0.001, 0.0011, 1.0, 999_999.0, 1e6, 5e9]
+    values += [float(v) for v in rng.lognormal(0.0, 3.0, 10_000)]
+    h = Histogram()
+    want = np.zeros(N_BUCKETS, dtype=np.int64)
+    for v in values:
+        h.record(v)
+        want[Histogram._index(max(v, 0.0))] += 1
+    assert np.array_equal(h.counts, want) and h.count == len(values)
+    assert h.min_ms == 0.0 and h.max_ms == max(values)
+    assert h.clamped == sum(v * 1000.0 >= 1e9 for v in values)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        with pytest.raises(ValueError):
+            h.record(bad)
+    assert h.count == len(values)
