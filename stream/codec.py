@@ -155,12 +155,18 @@ def encode_frame(
 ) -> list[Any]:
     """Encode `frame` into message parts. Arrays are passed through without copying, or copied
     into shared memory by `shm_writer` (the message then carries only topic and header)."""
-    arrays = [("image", frame.image), *frame.parts.items()]
-    if len(arrays) > MAX_PARTS:
-        raise ValueError(f"a frame carries at most {MAX_PARTS} arrays, got {len(arrays)}")
-    buffers = [_array_bytes(a) for _, a in arrays]
-    dtypes = [_dtype_name(buf) for buf in buffers]
+    if len(frame.parts) >= MAX_PARTS:
+        raise ValueError(f"a frame carries at most {MAX_PARTS} arrays, got {1 + len(frame.parts)}")
+    image = _array_bytes(frame.image)
+    buffers = [image]
+    descs = [Part("image", _dtype_name(image), image.shape)]  # type: ignore[arg-type]  # a DTYPES name
+    if frame.parts:
+        for name, arr in frame.parts.items():
+            buf = _array_bytes(arr)
+            buffers.append(buf)
+            descs.append(Part(name, _dtype_name(buf), buf.shape))  # type: ignore[arg-type]
     shm = shm_writer(buffers) if shm_writer is not None else None
+    ann = frame.annotations
     header = FrameHeader(
         v=PROTOCOL_VERSION,
         kind="frame",
@@ -173,19 +179,21 @@ def encode_frame(
         capture_ns=frame.capture_ns,
         deadline_ns=frame.deadline_ns,
         format=frame.pixel_format,
-        parts=[
-            Part(name, dtype, list(buf.shape))  # type: ignore[arg-type]  # dtype: a DTYPES name
-            for (name, _), dtype, buf in zip(arrays, dtypes, buffers, strict=True)
-        ],
-        annotations=_annotations_header(frame.annotations),
-        trace=[(s.stage, s.start_ns, s.end_ns) for s in frame.trace],
+        parts=tuple(descs),
+        annotations=_annotations_header(ann) if ann != _NO_ANNOTATIONS else _NO_ANN,
+        trace=[(s.stage, s.start_ns, s.end_ns) for s in frame.trace] if frame.trace else [],
         meta=frame.meta,
         shm=UNSET if shm is None else shm,
     )
     head = wire_header.encode(header)
     if len(head) > MAX_HEADER_BYTES:
         raise ValueError(f"header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}")
-    return [frame.stream.encode(), head] if shm is not None else [frame.stream.encode(), head, *buffers]
+    topic = frame.stream.encode()
+    return [topic, head] if shm is not None else [topic, head, *buffers]
+
+
+_NO_ANNOTATIONS = Annotations()  # compared with, never handed out
+_NO_ANN = Ann()  # its wire form, shared by every frame without annotations (never changed)
 
 
 def _annotations_header(ann: Annotations) -> Ann:
@@ -470,45 +478,65 @@ def _parse_canonical(parts: list[Any] | tuple[Any, ...]) -> Parsed | None:
     topic = _buffer(parts[0])
     if len(topic) > MAX_TOPIC_BYTES or topic != h.stream.encode():
         return None
-    shm = None if h.shm is UNSET else h.shm
-    inline = len(parts) - 2
-    if inline != (0 if shm is not None else len(h.parts)) or h.format not in PIXEL_FORMATS:
+    layouts = _LAYOUTS.get((h.format, h.parts)) or _layouts(h.format, h.parts)
+    if layouts is None:
         return None
-    layouts: list[tuple[str, str, tuple[int, ...], int]] = []
-    for i, p in enumerate(h.parts):
-        size = math.prod(p.shape) * DTYPES[p.dtype].itemsize
-        if (i == 0) != (p.name == "image") or size > MAX_PART_BYTES:
+    shm = None if h.shm is UNSET else h.shm
+    if shm is None:
+        if len(parts) - 2 != len(layouts):
             return None
-        if i < inline and len(_buffer(parts[2 + i])) != size:
-            return None
-        layouts.append((p.name, p.dtype, tuple(p.shape), size))
+        for layout, part in zip(layouts, parts[2:], strict=True):
+            if len(_buffer(part)) != layout[3]:
+                return None
+    elif len(parts) != 2:
+        return None
     ann = h.annotations
     track_ids = [] if ann.track_ids is UNSET else ann.track_ids
-    if (
-        len({name for name, *_ in layouts}) != len(layouts)
-        or len(track_ids) not in (0, len(ann.boxes))
-        or (h.meta and not _meta_depth_ok(h.meta))
-    ):
-        return None
-    try:
-        PIXEL_FORMATS[h.format].check_layout(DTYPES[layouts[0][1]], layouts[0][2])
-    except ValueError:
+    if (track_ids and len(track_ids) != len(ann.boxes)) or (h.meta and not _meta_depth_ok(h.meta)):
         return None
     annotations = Annotations(
-        model=ann.model,
-        labels=ann.labels,
-        boxes=[Box(*b) for b in ann.boxes],
-        backend=ann.backend,
-        device=ann.device,
-        precision=ann.precision,
-        classes=[] if ann.classes is UNSET else ann.classes,
-        track_ids=track_ids,
+        ann.model,
+        ann.labels,
+        [Box(*b) for b in ann.boxes] if ann.boxes else [],
+        ann.backend,
+        ann.device,
+        ann.precision,
+        [] if ann.classes is UNSET else ann.classes,
+        track_ids,
     )
     return Parsed(
         KIND_FRAME, h.sender, h.link_seq, h.sent_ns, h.stream, h.epoch, list(parts), h.seq,
         None, layouts, h.capture_ns, h.deadline_ns, h.format, annotations,
-        [Span(*t) for t in h.trace], h.meta, shm,
+        [Span(*t) for t in h.trace] if h.trace else [], h.meta, shm,
     )
+
+
+Layout = tuple[str, str, tuple[int, ...], int]  # a part's name, dtype name, shape, bytes
+_LAYOUTS: dict[tuple[str, tuple[Part, ...]], list[Layout]] = {}  # checked (format, parts)
+MAX_LAYOUTS = 64  # layouts remembered (all forgotten when full)
+
+
+def _layouts(fmt: str, descs: tuple[Part, ...]) -> list[Layout] | None:
+    """The layouts of a canonical header's parts if they are valid for pixel format `fmt`
+    (remembered: they repeat frame after frame), else None. Shared: never changed."""
+    if fmt not in PIXEL_FORMATS:
+        return None
+    layouts: list[Layout] = []
+    for i, p in enumerate(descs):
+        size = math.prod(p.shape) * DTYPES[p.dtype].itemsize
+        if (i == 0) != (p.name == "image") or size > MAX_PART_BYTES:
+            return None
+        layouts.append((p.name, p.dtype, p.shape, size))
+    if len({name for name, *_ in layouts}) != len(layouts):
+        return None
+    try:
+        PIXEL_FORMATS[fmt].check_layout(DTYPES[layouts[0][1]], layouts[0][2])
+    except ValueError:
+        return None
+    if len(_LAYOUTS) >= MAX_LAYOUTS:
+        _LAYOUTS.clear()
+    _LAYOUTS[(fmt, descs)] = layouts
+    return layouts
 
 
 def _parse_json(parts: list[Any] | tuple[Any, ...]) -> Parsed:
@@ -602,18 +630,10 @@ def bind(msg: Parsed, shm_reader: ShmReader | None = None) -> Message:
         if len(buf) != expected:
             raise DecodeError("size", f"{name}: {len(buf)} bytes, shape needs {expected}")
         arrays[name] = np.ndarray(shape, DTYPES[dtype_name], buf)  # a view: one numpy call
-    frame = Frame(
-        stream=msg.stream,
-        seq=msg.seq,
-        capture_ns=msg.capture_ns,
-        deadline_ns=msg.deadline_ns,
-        image=arrays.pop("image"),
-        pixel_format=msg.format,
-        epoch=msg.epoch,
-        parts=arrays,
-        annotations=msg.annotations or Annotations(),
-        trace=msg.trace or [],
-        meta=msg.meta or {},
+    image = arrays.pop("image")
+    frame = Frame(  # positional: Frame's field order
+        msg.stream, msg.seq, msg.capture_ns, msg.deadline_ns, image, msg.format, msg.epoch,
+        arrays, msg.annotations or Annotations(), msg.trace or [], msg.meta or {},
     )
     return Message(KIND_FRAME, msg.sender, msg.link_seq, msg.sent_ns, frame=frame)
 

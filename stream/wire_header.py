@@ -25,10 +25,13 @@ DType = Literal[
 ]
 
 
-class Part(msgspec.Struct):
+class Part(msgspec.Struct, frozen=True):
+    """One payload array's description; hashable, so the receiver caches what it checked of a
+    frame's layout per (format, parts)."""
+
     name: Annotated[str, Meta(max_length=64)]
     dtype: DType
-    shape: Annotated[list[Annotated[int, Meta(ge=1, le=16384)]], Meta(min_length=1, max_length=4)]
+    shape: Annotated[tuple[Annotated[int, Meta(ge=1, le=16384)], ...], Meta(min_length=1, max_length=4)]
 
 
 class Ann(msgspec.Struct):
@@ -66,7 +69,7 @@ class FrameHeader(msgspec.Struct):
     capture_ns: Int
     deadline_ns: Int
     format: str
-    parts: Annotated[list[Part], Meta(min_length=1, max_length=8)]
+    parts: Annotated[tuple[Part, ...], Meta(min_length=1, max_length=8)]
     annotations: Ann = msgspec.field(default_factory=Ann)
     trace: Annotated[list[tuple[Text, Int, Int]], Meta(max_length=64)] = []
     meta: dict[str, Any] = {}

@@ -338,3 +338,17 @@ def test_a_canonical_header_that_is_invalid_is_refused_with_its_reason(name: str
     with pytest.raises(DecodeError) as e:
         decode(msg)
     assert e.value.reason == reason
+
+
+def test_a_layout_seen_valid_before_does_not_let_an_invalid_message_through() -> None:
+    """The fast path remembers checked (format, parts) layouts: a message with a remembered
+    layout but the wrong payload (or another format) is still refused with its reason."""
+    valid = encode_frame(make_frame(), "grab", 5, 123)
+    names = ["size", "parts", "pixel_format", "track_ids", "meta", "image_name", "topic"]
+    for _ in range(2):
+        for name in names:
+            assert decode(valid).frame is not None  # its layout is remembered now
+            msg, reason = _canonical_case(name)
+            with pytest.raises(DecodeError) as e:
+                decode(msg)
+            assert e.value.reason == reason, name
