@@ -258,7 +258,8 @@ class Sender:
     def send(self, frame: Frame) -> bool:
         """Send a frame; False if it was dropped (and counted) instead."""
         if self.pubsub:
-            self._track_subscriptions()
+            if cast(int, self.sock.get(zmq.EVENTS)) & zmq.POLLIN:  # (un)subscriptions waiting
+                self._track_subscriptions()
             if self.consumers == 0:
                 self.last_drop = "no_consumer"
                 if self.count_drops:
@@ -384,15 +385,6 @@ class Receiver:
             )
             self._thread.start()
 
-    def _arrive(self, stream: str, epoch: int, seq: int, frames: int) -> None:
-        key = f"{stream}@{epoch}"
-        got = self.arrived.get(key)
-        if got is None:
-            _remember(self.arrived, key, [frames, seq, seq])
-        else:
-            got[0] += frames
-            got[1], got[2] = min(got[1], seq), max(got[2], seq)
-
     def _accept(
         self, parts: list, drops: Counter[tuple[str, str]], counts: Counter[str]
     ) -> Parsed | None:
@@ -414,34 +406,45 @@ class Receiver:
             _remember(self.eos_seen, key, True)
             counts["eos"] += 1
             return msg
-        lost = self._sequence(msg, counts)
+        at = f"{msg.stream}@{msg.epoch}"
+        lost = self._sequence(msg, at, counts)
         if lost is None:
             drops[("invalid:implausible_gap", "")] += 1
             return None
         if lost:
             drops[("overflow", msg.stream)] += lost
-        self._arrive(msg.stream, msg.epoch, msg.seq, 1 + lost)
+        seq = msg.seq
+        got = self.arrived.get(at)  # [frames, lowest seq, highest seq]
+        if got is None:
+            _remember(self.arrived, at, [1 + lost, seq, seq])
+        else:
+            got[0] += 1 + lost
+            if seq < got[1]:
+                got[1] = seq
+            elif seq > got[2]:
+                got[2] = seq
         return msg
 
-    def _sequence(self, msg: Parsed, counts: Counter[str]) -> int | None:
-        """Per-sender (and stream) sequence bookkeeping: restarts, the highest frame seq seen, and the frames
-        lost on the link (a `link_seq` gap, pubsub); None if the jump is implausible."""
-        stream, epoch, link_seq = msg.stream, msg.epoch, msg.link_seq
+    def _sequence(self, msg: Parsed, at: str, counts: Counter[str]) -> int | None:
+        """Per-sender (and stream) sequence bookkeeping: restarts, the highest frame seq seen
+        (per `at`: "stream@epoch"), and the frames lost on the link (a `link_seq` gap, pubsub);
+        None if the jump is implausible."""
+        stream, epoch, link_seq, seq = msg.stream, msg.epoch, msg.link_seq, msg.seq
         sender = f"{msg.sender}/{stream}"  # link_seq counts per sender and stream
-        if self.epochs.get(stream, epoch) != epoch:
+        epochs = self.epochs
+        if epochs.get(stream, epoch) != epoch:
             counts["stream_restarts"] += 1
             self.last_link_seq.pop(sender, None)
-        key = f"{stream}@{epoch}"
-        high = self.seq_high.get(key)
+        high = self.seq_high.get(at)
         last = self.last_link_seq.get(sender) if self.pubsub else None
         lost = link_seq - last - 1 if last is not None and link_seq > last + 1 else 0
-        seq_jump = msg.seq - high - 1 if high is not None and msg.seq > high + 1 else 0
-        if not self.gaps.spend(max(lost, seq_jump)):
+        seq_jump = seq - high - 1 if high is not None and seq > high + 1 else 0
+        if not self.gaps.spend(lost if lost > seq_jump else seq_jump):
             if self.pubsub:  # resynchronise: the sender's next frame is judged from here
                 _remember(self.last_link_seq, sender, link_seq)
             return None
-        _remember(self.epochs, stream, epoch)
-        _remember(self.seq_high, key, msg.seq if high is None else max(msg.seq, high))
+        _remember(epochs, stream, epoch)
+        _remember(self.seq_high, at, seq if high is None or seq > high else high)
         if self.pubsub:
             if last is not None and link_seq <= last:
                 counts["sender_restarts"] += 1
@@ -516,7 +519,7 @@ class Receiver:
         sock = self.sock
         for _ in range(MAX_DRAIN):
             try:
-                if not _readable(sock):  # cheaper than raising zmq.Again
+                if not cast(int, sock.get(zmq.EVENTS)) & zmq.POLLIN:  # cheaper than zmq.Again
                     break
                 parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -544,12 +547,14 @@ class Receiver:
         counts["in"] += 1
 
     def _flush_counts(self) -> None:
-        for (reason, stream), n in self._drops.items():
-            self.stats.drop(self.drop_prefix + reason, n, stream or None)
-        for name, n in self._counts.items():
-            self.stats.count(name, n)
-        self._drops.clear()
-        self._counts.clear()
+        if self._drops:
+            for (reason, stream), n in self._drops.items():
+                self.stats.drop(self.drop_prefix + reason, n, stream or None)
+            self._drops.clear()
+        if self._counts:
+            for name, n in self._counts.items():
+                self.stats.count(name, n)
+            self._counts.clear()
         if self.seq_high:
             high = self.stats.info.setdefault("seq_high", {})
             for key, seq in self.seq_high.items():
