@@ -168,6 +168,29 @@ def _readable(sock: zmq.Socket) -> bool:
     return bool(cast(int, sock.get(zmq.EVENTS)) & zmq.POLLIN)
 
 
+def _send_all(sock: zmq.Socket, parts: list, flags: int) -> None:
+    """`send_multipart` of the codec's parts without its per-part type check: topic and header
+    copied (small), the payload arrays zero-copy. Atomic as a multipart message is: once its
+    first part is queued, ZeroMQ queues the rest."""
+    last = len(parts) - 1
+    more = flags | zmq.SNDMORE
+    sock.send(parts[0], more)
+    sock.send(parts[1], more if last > 1 else flags)
+    for i in range(2, last + 1):
+        sock.send(parts[i], more if i < last else flags, copy=False)
+
+
+def _recv_all(sock: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
+    """`recv_multipart(copy=False)` reading each frame's `more` flag instead of asking the
+    socket for RCVMORE after every part."""
+    part = sock.recv(flags, copy=False)
+    parts = [part]
+    while part.more:
+        part = sock.recv(flags, copy=False)
+        parts.append(part)
+    return parts
+
+
 def count_subscriptions(sock: zmq.Socket, current: int) -> int:
     """`current` updated by the (un)subscriptions waiting on an XPUB_VERBOSER socket
     (read without blocking): how many subscribers it has now."""
@@ -245,7 +268,7 @@ class Sender:
         is stopped), asleep in `poll`, not polling: the consumer may need the CPU."""
         while True:
             try:
-                self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+                _send_all(self.sock, parts, zmq.NOBLOCK)
                 return True
             except zmq.Again:
                 if self.spec.mode == "live" or self.should_stop():
@@ -521,7 +544,7 @@ class Receiver:
             try:
                 if not cast(int, sock.get(zmq.EVENTS)) & zmq.POLLIN:  # cheaper than zmq.Again
                     break
-                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                parts = _recv_all(sock, zmq.NOBLOCK)
             except zmq.Again:
                 break
             msg = self._accept(parts, self._drops, self._counts)
@@ -636,7 +659,7 @@ class Receiver:
             remaining = max(0, int((deadline - time.monotonic()) * 1000))
             if not self.sock.poll(remaining, zmq.POLLIN):
                 return None
-            parts = self.sock.recv_multipart(copy=False)
+            parts = _recv_all(self.sock)
             parsed = self._accept(parts, self._drops, self._counts)
             msg = None if parsed is None else self._bind(parsed)
             if msg is not None:
