@@ -180,6 +180,12 @@ def _send_all(sock: zmq.Socket, parts: list, flags: int) -> None:
         sock.send(parts[i], more if i < last else flags, copy=False)
 
 
+def _poll_in(sock: zmq.Socket, timeout_ms: int) -> bool:
+    """Wait up to `timeout_ms` for a message on `sock`: `sock.poll` without the Poller object
+    it builds on every call (a receiver waits once per frame)."""
+    return bool(zmq.zmq_poll([(sock, zmq.POLLIN)], timeout_ms))
+
+
 def _recv_all(sock: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
     """`recv_multipart(copy=False)` reading each frame's `more` flag instead of asking the
     socket for RCVMORE after every part."""
@@ -649,7 +655,7 @@ class Receiver:
             remaining = deadline - now
             if remaining <= 0:
                 return None
-            self.sock.poll(max(1, min(int(remaining * 1000), 50)), zmq.POLLIN)
+            _poll_in(self.sock, max(1, min(int(remaining * 1000), 50)))
             now = time.monotonic()
 
     def _recv_in_order(self, timeout_ms: int) -> Message | None:
@@ -657,7 +663,7 @@ class Receiver:
         while True:
             self._check_monitor()
             remaining = max(0, int((deadline - time.monotonic()) * 1000))
-            if not self.sock.poll(remaining, zmq.POLLIN):
+            if not _poll_in(self.sock, remaining):
                 return None
             parts = _recv_all(self.sock)
             parsed = self._accept(parts, self._drops, self._counts)
