@@ -395,6 +395,9 @@ def _parse_part(i: int, desc: Any) -> tuple[str, str, tuple[int, ...], int]:
     return name, dtype_name, shape, expected
 
 
+Layout = tuple[str, str, tuple[int, ...], int]  # a part's name, dtype name, shape, bytes
+
+
 @dataclass(slots=True)
 class Parsed:
     """A message whose header is validated but whose payload is not bound yet (`bind`): a live
@@ -409,7 +412,7 @@ class Parsed:
     parts: list[Any]
     seq: int = 0
     eos: EndOfStream | None = None
-    layouts: list[tuple[str, str, tuple[int, ...], int]] | None = None
+    layouts: tuple[Layout, ...] | None = None  # one per part
     capture_ns: int = 0
     deadline_ns: int = 0
     format: str = ""
@@ -511,14 +514,13 @@ def _parse_canonical(parts: list[Any] | tuple[Any, ...]) -> Parsed | None:
     )
 
 
-Layout = tuple[str, str, tuple[int, ...], int]  # a part's name, dtype name, shape, bytes
-_LAYOUTS: dict[tuple[str, tuple[Part, ...]], list[Layout]] = {}  # checked (format, parts)
+_LAYOUTS: dict[tuple[str, tuple[Part, ...]], tuple[Layout, ...]] = {}  # checked (format, parts)
 MAX_LAYOUTS = 64  # layouts remembered (all forgotten when full)
 
 
-def _layouts(fmt: str, descs: tuple[Part, ...]) -> list[Layout] | None:
+def _layouts(fmt: str, descs: tuple[Part, ...]) -> tuple[Layout, ...] | None:
     """The layouts of a canonical header's parts if they are valid for pixel format `fmt`
-    (remembered: they repeat frame after frame), else None. Shared: never changed."""
+    (remembered: they repeat frame after frame), else None."""
     if fmt not in PIXEL_FORMATS:
         return None
     layouts: list[Layout] = []
@@ -535,8 +537,8 @@ def _layouts(fmt: str, descs: tuple[Part, ...]) -> list[Layout] | None:
         return None
     if len(_LAYOUTS) >= MAX_LAYOUTS:
         _LAYOUTS.clear()
-    _LAYOUTS[(fmt, descs)] = layouts
-    return layouts
+    _LAYOUTS[(fmt, descs)] = checked = tuple(layouts)
+    return checked
 
 
 def _parse_json(parts: list[Any] | tuple[Any, ...]) -> Parsed:
@@ -580,7 +582,7 @@ def _parse_json(parts: list[Any] | tuple[Any, ...]) -> Parsed:
     fmt = header.get("format")
     if not isinstance(fmt, str) or fmt not in PIXEL_FORMATS:
         raise DecodeError("pixel_format", f"unknown pixel format {fmt!r:.40}")
-    layouts = [_parse_part(i, desc) for i, desc in enumerate(descs)]
+    layouts = tuple(_parse_part(i, desc) for i, desc in enumerate(descs))
     if len({name for name, *_ in layouts}) != len(layouts):
         raise DecodeError("field", "part names must be unique")
     try:  # the image: checked here, once, for every stage after
