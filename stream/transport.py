@@ -407,6 +407,8 @@ class Receiver:
         self._drops: Counter[tuple[str, str]] = Counter()  # (reason, stream or "")
         self._counts: Counter[str] = Counter()
         self._closing = threading.Event()
+        self._left_at = 0.0  # when `recv` last handed a message on (monotonic s)
+        self._away_s = 0.0  # how long the stage was away from `recv` before its last call
         self._thread: threading.Thread | None = None
         if self.live:
             self._thread = threading.Thread(
@@ -531,8 +533,10 @@ class Receiver:
         BUSY_WATCH_S), else look again after WATCH_S (a stage waiting in `recv` drains it)."""
         period = WATCH_S
         while not self._closing.wait(period):
-            if not self._lock.acquire(blocking=False):
-                period = WATCH_S
+            if not self._lock.acquire(blocking=False):  # the stage is in `recv`
+                # a stage that stays away long (a slow consumer) is soon away again: look
+                # then, or the frames of its whole turn would wait in the socket's queue
+                period = BUSY_WATCH_S if self._away_s > BUSY_WATCH_S else WATCH_S
                 continue
             period = BUSY_WATCH_S
             try:
@@ -627,6 +631,7 @@ class Receiver:
             with self._lock:
                 parsed = self._wait(timeout_ms)
                 self._flush_counts()
+            self._left_at = time.monotonic()
             msg = None if parsed is None else self._bind(parsed)
         else:
             msg = self._recv_in_order(timeout_ms)
@@ -643,6 +648,7 @@ class Receiver:
         """Live (lock held): drain the socket, waiting for a message up to `timeout_ms`; the
         next message to hand on, or None."""
         now = time.monotonic()
+        self._away_s = now - self._left_at
         deadline = now + timeout_ms / 1000.0
         while True:
             if now >= self._monitor_due:  # connection events: seen within WATCH_S
