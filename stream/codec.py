@@ -521,24 +521,31 @@ MAX_LAYOUTS = 64  # layouts remembered (all forgotten when full)
 def _layouts(fmt: str, descs: tuple[Part, ...]) -> tuple[Layout, ...] | None:
     """The layouts of a canonical header's parts if they are valid for pixel format `fmt`
     (remembered: they repeat frame after frame), else None."""
-    if fmt not in PIXEL_FORMATS:
-        return None
-    layouts: list[Layout] = []
-    for i, p in enumerate(descs):
-        size = math.prod(p.shape) * DTYPES[p.dtype].itemsize
-        if (i == 0) != (p.name == "image") or size > MAX_PART_BYTES:
-            return None
-        layouts.append((p.name, p.dtype, p.shape, size))
-    if len({name for name, *_ in layouts}) != len(layouts):
-        return None
     try:
-        PIXEL_FORMATS[fmt].check_layout(DTYPES[layouts[0][1]], layouts[0][2])
-    except ValueError:
+        checked = _checked_layouts(
+            fmt, [{"name": p.name, "dtype": p.dtype, "shape": list(p.shape)} for p in descs]
+        )
+    except DecodeError:
         return None
     if len(_LAYOUTS) >= MAX_LAYOUTS:
         _LAYOUTS.clear()
-    _LAYOUTS[(fmt, descs)] = checked = tuple(layouts)
+    _LAYOUTS[(fmt, descs)] = checked
     return checked
+
+
+def _checked_layouts(fmt: Any, descs: list[Any]) -> tuple[Layout, ...]:
+    """The layouts of a header's `parts` entries, checked against each other and against pixel
+    format `fmt` (the image: checked here, once, for every stage after); DecodeError if not."""
+    if not isinstance(fmt, str) or fmt not in PIXEL_FORMATS:
+        raise DecodeError("pixel_format", f"unknown pixel format {fmt!r:.40}")
+    layouts = tuple(_parse_part(i, desc) for i, desc in enumerate(descs))
+    if len({name for name, *_ in layouts}) != len(layouts):
+        raise DecodeError("field", "part names must be unique")
+    try:
+        PIXEL_FORMATS[fmt].check_layout(layouts[0][1], layouts[0][2])
+    except ValueError as e:
+        raise DecodeError("pixel_format", str(e)) from None
+    return layouts
 
 
 def _parse_json(parts: list[Any] | tuple[Any, ...]) -> Parsed:
@@ -579,16 +586,8 @@ def _parse_json(parts: list[Any] | tuple[Any, ...]) -> Parsed:
         raise DecodeError("parts", f"header lists {len(descs)} parts, message has {inline}")
     if shm is not None and inline:
         raise DecodeError("parts", "a frame in shared memory has no payload parts")
-    fmt = header.get("format")
-    if not isinstance(fmt, str) or fmt not in PIXEL_FORMATS:
-        raise DecodeError("pixel_format", f"unknown pixel format {fmt!r:.40}")
-    layouts = tuple(_parse_part(i, desc) for i, desc in enumerate(descs))
-    if len({name for name, *_ in layouts}) != len(layouts):
-        raise DecodeError("field", "part names must be unique")
-    try:  # the image: checked here, once, for every stage after
-        PIXEL_FORMATS[fmt].check_layout(layouts[0][1], layouts[0][2])
-    except ValueError as e:
-        raise DecodeError("pixel_format", str(e)) from None
+    layouts = _checked_layouts(header.get("format"), descs)
+    fmt: str = header["format"]  # a PIXEL_FORMATS name by now
     for (name, _, _, expected), part in zip(layouts[:inline], parts[2:], strict=True):  # shm: none inline
         got = len(_buffer(part))
         if got != expected:
