@@ -44,19 +44,9 @@ def _derived(frame: Frame, parts: dict, annotations: Annotations, meta: dict) ->
     )
 
 
-def annotate_frame(frame: Frame, pipeline: InferencePipeline, confidence: bool = True) -> Frame:
-    """Run the model on `frame` and return the outgoing frame (input left untouched);
-    `confidence`: with the `confidence` part (where the model gives one)."""
-    return _annotated(frame, pipeline, pipeline(frame.image, frame.pixel_format), confidence)
-
-
-def annotate_frames(
-    frames: list[Frame], pipeline: InferencePipeline, confidence: bool = True
-) -> list[Frame]:
-    """Run the model on several frames in one batched call where the pipeline can (its
-    `run_batch`), else frame by frame; the outgoing frames in order."""
-    results = model_results(frames, pipeline)
-    return [_annotated(f, pipeline, r, confidence) for f, r in zip(frames, results, strict=True)]
+def annotate_frame(frame: Frame, pipeline: InferencePipeline) -> Frame:
+    """Run the model on `frame` and return the outgoing frame (input left untouched)."""
+    return _annotated(frame, pipeline, pipeline(frame.image, frame.pixel_format), True)
 
 
 def model_results(frames: list[Frame], pipeline: InferencePipeline) -> list[InferenceResult]:
