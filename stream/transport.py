@@ -24,7 +24,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, cast
+from typing import Literal, Protocol
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -52,11 +52,15 @@ from .stats import QUEUE_MS, StageStats
 LIVE_HWM = 2
 LOSSLESS_HWM = 1000
 MAX_DRAIN = 10_000  # messages read in one live drain before the newest is used
-WATCH_S = 0.05  # a live receiver's watchdog looks this often whether its stage is in `recv`
-BUSY_WATCH_S = 0.005  # and drains the socket this often while the stage is away (busy)
+WATCH_S = 0.05  # a live receiver's `recv` looks at connection events this often
+BUSY_WATCH_S = 0.005  # its watchdog drains the socket this often while the stage is away (busy)
+IDLE_WATCH_S = 0.5  # and looks at most this rarely while the stage keeps coming straight back
 LIVE_RCVHWM = 16  # a live receiver's queue: what arrives between two drains, with room to spare
 RECONNECT_AFTER_S = 0.3  # a dropped connection ZeroMQ does not retry by then is connected again
 MAX_TRACKED = 64  # senders, streams, epochs remembered per receiver (oldest forgotten first)
+# pyzmq's flags as plain ints: its enum members cost a Python call on every `|` and `&`
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+_NOBLOCK, _SNDMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE)
 
 log = logging.getLogger("medstream.transport")
 
@@ -165,7 +169,7 @@ def _remember(d: dict, key: object, value: object) -> None:
 
 def _readable(sock: zmq.Socket) -> bool:
     """Whether a message waits on `sock` (checked without raising zmq.Again)."""
-    return bool(cast(int, sock.get(zmq.EVENTS)) & zmq.POLLIN)
+    return sock.get(_EVENTS) & _POLLIN != 0  # type: ignore[operator]  # EVENTS is an int
 
 
 def _send_all(sock: zmq.Socket, parts: list, flags: int) -> None:
@@ -173,7 +177,7 @@ def _send_all(sock: zmq.Socket, parts: list, flags: int) -> None:
     copied (small), the payload arrays zero-copy. Atomic as a multipart message is: once its
     first part is queued, ZeroMQ queues the rest."""
     last = len(parts) - 1
-    more = flags | zmq.SNDMORE
+    more = flags | _SNDMORE
     sock.send(parts[0], more)
     sock.send(parts[1], more if last > 1 else flags)
     for i in range(2, last + 1):
@@ -183,7 +187,7 @@ def _send_all(sock: zmq.Socket, parts: list, flags: int) -> None:
 def _poll_in(sock: zmq.Socket, timeout_ms: int) -> bool:
     """Wait up to `timeout_ms` for a message on `sock`: `sock.poll` without the Poller object
     it builds on every call (a receiver waits once per frame)."""
-    return bool(zmq.zmq_poll([(sock, zmq.POLLIN)], timeout_ms))
+    return bool(zmq.zmq_poll([(sock, _POLLIN)], timeout_ms))
 
 
 def _recv_all(sock: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
@@ -274,7 +278,7 @@ class Sender:
         is stopped), asleep in `poll`, not polling: the consumer may need the CPU."""
         while True:
             try:
-                _send_all(self.sock, parts, zmq.NOBLOCK)
+                _send_all(self.sock, parts, _NOBLOCK)
                 return True
             except zmq.Again:
                 if self.spec.mode == "live" or self.should_stop():
@@ -410,6 +414,7 @@ class Receiver:
         self._left_at = 0.0  # when `recv` last handed a message on (monotonic s)
         self._away_s = 0.0  # how long the stage was away from `recv` before its last call
         self._thread: threading.Thread | None = None
+        stats.snapshot_hooks.append(self._note_arrivals)
         if self.live:
             self._thread = threading.Thread(
                 target=self._watch, name=f"{stage_id}:{name}", daemon=True
@@ -470,7 +475,8 @@ class Receiver:
         last = self.last_link_seq.get(sender) if self.pubsub else None
         lost = link_seq - last - 1 if last is not None and link_seq > last + 1 else 0
         seq_jump = seq - high - 1 if high is not None and seq > high + 1 else 0
-        if not self.gaps.spend(lost if lost > seq_jump else seq_jump):
+        gap = lost if lost > seq_jump else seq_jump
+        if gap and not self.gaps.spend(gap):
             if self.pubsub:  # resynchronise: the sender's next frame is judged from here
                 _remember(self.last_link_seq, sender, link_seq)
             return None
@@ -529,14 +535,17 @@ class Receiver:
             self.sock.connect(self.spec.endpoint)
 
     def _watch(self) -> None:
-        """Live mode thread: drain the socket while the stage is away from `recv` (every
-        BUSY_WATCH_S), else look again after WATCH_S (a stage waiting in `recv` drains it)."""
-        period = WATCH_S
+        """Live mode thread: drain the socket every BUSY_WATCH_S while the stage is away from
+        `recv`. A stage found waiting in `recv` that came straight back to it drains the
+        socket itself: each look finding it so doubles the wait, up to IDLE_WATCH_S (every
+        wake of a thread costs CPU, tens of microseconds on a virtual machine's idle core)."""
+        period = BUSY_WATCH_S
         while not self._closing.wait(period):
             if not self._lock.acquire(blocking=False):  # the stage is in `recv`
                 # a stage that stays away long (a slow consumer) is soon away again: look
                 # then, or the frames of its whole turn would wait in the socket's queue
-                period = BUSY_WATCH_S if self._away_s > BUSY_WATCH_S else WATCH_S
+                busy = self._away_s > BUSY_WATCH_S
+                period = BUSY_WATCH_S if busy else min(2 * period, IDLE_WATCH_S)
                 continue
             period = BUSY_WATCH_S
             try:
@@ -547,14 +556,16 @@ class Receiver:
             finally:
                 self._lock.release()
 
-    def _drain(self) -> None:
-        """Read every message waiting (lock held): check its header, keep the newest frame."""
+    def _drain(self, ready: bool = False) -> None:
+        """Read every message waiting (lock held; `ready`: a poll just saw one): check its
+        header, keep the newest frame."""
         sock = self.sock
         for _ in range(MAX_DRAIN):
             try:
-                if not _readable(sock):  # cheaper than zmq.Again
+                if not ready and not _readable(sock):  # cheaper than zmq.Again
                     break
-                parts = _recv_all(sock, zmq.NOBLOCK)
+                ready = False
+                parts = _recv_all(sock, _NOBLOCK)
             except zmq.Again:
                 break
             msg = self._accept(parts, self._drops, self._counts)
@@ -588,15 +599,20 @@ class Receiver:
             for name, n in self._counts.items():
                 self.stats.count(name, n)
             self._counts.clear()
-        if self.seq_high:
-            high = self.stats.info.setdefault("seq_high", {})
-            for key, seq in self.seq_high.items():
-                if seq > high.get(key, -1):
-                    _remember(high, key, seq)
-        if self.arrived and not self.drop_prefix:  # only the video's frames are accounted
-            arrived = self.stats.info.setdefault("arrived", {})
-            for key, got in list(self.arrived.items()):
-                _remember(arrived, key, list(got))
+
+    def _note_arrivals(self) -> None:
+        """Bring the stage's `info` up to date with what arrived (a snapshot hook: the
+        bookkeeping is copied when a snapshot is taken, not once a frame)."""
+        with self._lock:
+            if self.seq_high:
+                high = self.stats.info.setdefault("seq_high", {})
+                for key, seq in self.seq_high.items():
+                    if seq > high.get(key, -1):
+                        _remember(high, key, seq)
+            if self.arrived and not self.drop_prefix:  # only the video's frames are accounted
+                arrived = self.stats.info.setdefault("arrived", {})
+                for key, got in self.arrived.items():
+                    _remember(arrived, key, list(got))
 
     def _take(self) -> Parsed | None:
         """The end of a stream with no frame waiting, else the frame that waited longest."""
@@ -654,14 +670,18 @@ class Receiver:
             if now >= self._monitor_due:  # connection events: seen within WATCH_S
                 self._monitor_due = now + WATCH_S
                 self._check_monitor()
-            self._drain()
-            parsed = self._take()
-            if parsed is not None:
-                return parsed
+            if self._newest or self._eos:  # kept by the watchdog: newer ones may wait behind
+                self._drain()
+                return self._take()
             remaining = deadline - now
-            if remaining <= 0:
+            wait_ms = max(1, min(int(remaining * 1000), 50)) if remaining > 0 else 0
+            if _poll_in(self.sock, wait_ms):  # at once when a message waits
+                self._drain(ready=True)
+                parsed = self._take()
+                if parsed is not None:
+                    return parsed
+            elif remaining <= 0:
                 return None
-            _poll_in(self.sock, max(1, min(int(remaining * 1000), 50)))
             now = time.monotonic()
 
     def _recv_in_order(self, timeout_ms: int) -> Message | None:

@@ -199,7 +199,8 @@ def test_link_bookkeeping_is_bounded(push_into: PushInto) -> None:
         push.send_multipart(encode_frame(_frame(f"s{i}", i), f"sender{i}", 1, 1))
     assert _receive(rx, f"s{MAX_TRACKED * 4 - 1}") is not None
     assert len(rx.epochs) <= MAX_TRACKED and len(rx.seq_high) <= MAX_TRACKED
-    assert len(stats.info["seq_high"]) <= MAX_TRACKED and len(stats.info["arrived"]) <= MAX_TRACKED
+    info = stats.snapshot()["info"]
+    assert len(info["seq_high"]) <= MAX_TRACKED and len(info["arrived"]) <= MAX_TRACKED
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
