@@ -489,7 +489,7 @@ def _parse_canonical(parts: list[Any] | tuple[Any, ...]) -> Parsed | None:
         if len(parts) - 2 != len(layouts):
             return None
         for layout, part in zip(layouts, parts[2:], strict=True):
-            if len(_buffer(part)) != layout[3]:
+            if memoryview(part).nbytes != layout[3]:
                 return None
     elif len(parts) != 2:
         return None
@@ -623,14 +623,14 @@ def bind(msg: Parsed, shm_reader: ShmReader | None = None) -> Message:
             e.sender, e.link_seq, e.stream, e.epoch = msg.sender, msg.link_seq, msg.stream, msg.epoch
             e.seq = msg.seq
             raise
+        for (name, *_, expected), buf in zip(layouts, buffers, strict=True):
+            if len(buf) != expected:
+                raise DecodeError("size", f"{name}: {len(buf)} bytes, shape needs {expected}")
     else:
-        buffers = msg.parts[2:]
+        buffers = msg.parts[2:]  # sizes checked by `parse`
     arrays: dict[str, np.ndarray] = {}
-    for (name, dtype_name, shape, expected), part in zip(layouts, buffers, strict=True):
-        buf = _buffer(part)
-        if len(buf) != expected:
-            raise DecodeError("size", f"{name}: {len(buf)} bytes, shape needs {expected}")
-        arrays[name] = np.ndarray(shape, DTYPES[dtype_name], buf)  # a view: one numpy call
+    for (name, dtype_name, shape, _), part in zip(layouts, buffers, strict=True):
+        arrays[name] = np.ndarray(shape, DTYPES[dtype_name], part)  # a view: one numpy call
     image = arrays.pop("image")
     frame = Frame(  # positional: Frame's field order
         msg.stream, msg.seq, msg.capture_ns, msg.deadline_ns, image, msg.format, msg.epoch,

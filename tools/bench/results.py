@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from statistics import median
 from typing import Any
 
 from .multistream import multistream_markdown
@@ -20,13 +21,56 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 2)
 
 
+_MEDIAN_KEYS = ("latency_p50_ms", "latency_p99_ms", "latency_max_ms", "recv_fps", "send_fps",
+                "receiver_cpu_ms_per_frame", "receiver_cpu_percent", "receiver_memory_growth_mb")
+
+
+def median_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (transport, size, fps) of several rounds' rows: each figure the median of
+    its rounds (`rounds`: how many)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["transport"], r["size"], r["fps_target"]), []).append(r)
+    out = []
+    for rows in groups.values():
+        row = {k: v for k, v in rows[0].items() if k != "round"}
+        for key in _MEDIAN_KEYS:
+            values = [r[key] for r in rows if r.get(key) is not None]
+            row[key] = round(median(values), 3) if values else None
+        out.append({**row, "rounds": len(rows)})
+    return out
+
+
+def _paired(
+    t: dict[str, Any], row: dict[str, Any], raw: dict[str, Any], key: str
+) -> tuple[float | None, str]:
+    """`row[key] / raw[key]`: the median of the rounds' ratios (each round's pair ran one
+    after the other) where the run kept its rounds, else the ratio of the two rows."""
+    ratios = []
+    for r in t.get("rounds", []):
+        if r["transport"] == row["transport"] and r["size"] == row["size"] and r["fps_target"] == row["fps_target"]:
+            base = _find(t["rounds"], transport=raw["transport"], size=r["size"],
+                         fps_target=r["fps_target"], round=r["round"])
+            got = None if base is None else _ratio(r[key], base[key])
+            if got is not None:
+                ratios.append(got)
+    if not ratios:
+        return _ratio(row[key], raw[key]), ""
+    return round(median(ratios), 2), " (rounds: " + ", ".join(f"{x:g}" for x in ratios) + ")"
+
+
 def _target(
-    what: str, value: float | None, limit: float, above: bool = False, unit: str = "x"
+    what: str,
+    value: float | None,
+    limit: float,
+    above: bool = False,
+    unit: str = "x",
+    detail: str = "",
 ) -> dict[str, Any]:
     ok = None if value is None else (value >= limit if above else value <= limit)
     return {
         "target": what,
-        "measured": None if value is None else f"{value:g}{unit}",
+        "measured": None if value is None else f"{value:g}{unit}{detail}",
         "limit": f"{'>=' if above else '<='} {limit:g}{unit}",
         "verdict": "not measured" if ok is None else ("PASS" if ok else "FAIL"),
     }
@@ -42,14 +86,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             raw = _find(paced, transport="pyzmq-curve", size=row["size"], fps_target=row["fps_target"])
             where = f"medstream-curve {row['size']} at {row['fps_target']:g} fps"
             for p in ("p50", "p99"):
-                key = f"latency_{p}_ms"
-                out.append(
-                    _target(
-                        f"{where}: {p} vs raw pyzmq with CURVE",
-                        None if raw is None else _ratio(row[key], raw[key]),
-                        1.2,
-                    )
-                )
+                value, detail = (None, "") if raw is None else _paired(t, row, raw, f"latency_{p}_ms")
+                out.append(_target(f"{where}: {p} vs raw pyzmq with CURVE", value, 1.2, detail=detail))
             continue
         if row["transport"] not in ("medstream-tcp", "medstream-shm"):
             continue
@@ -57,27 +95,13 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         if raw is None:
             continue
         where = f"{row['transport']} {row['size']} at {row['fps_target']:g} fps"
-        out.append(
-            _target(
-                f"{where}: p50 vs raw pyzmq tcp",
-                _ratio(row["latency_p50_ms"], raw["latency_p50_ms"]),
-                1.25,
-            )
-        )
-        out.append(
-            _target(
-                f"{where}: p99 vs raw pyzmq tcp",
-                _ratio(row["latency_p99_ms"], raw["latency_p99_ms"]),
-                1.5,
-            )
-        )
-        out.append(
-            _target(
-                f"{where}: receiver CPU per frame vs raw pyzmq tcp",
-                _ratio(row["receiver_cpu_ms_per_frame"], raw["receiver_cpu_ms_per_frame"]),
-                1.3,
-            )
-        )
+        for what, key, limit in (
+            ("p50", "latency_p50_ms", 1.25),
+            ("p99", "latency_p99_ms", 1.5),
+            ("receiver CPU per frame", "receiver_cpu_ms_per_frame", 1.3),
+        ):
+            value, detail = _paired(t, row, raw, key)
+            out.append(_target(f"{where}: {what} vs raw pyzmq tcp", value, limit, detail=detail))
         if row["transport"] == "medstream-shm" and row["size"].startswith("1080"):
             out.append(
                 _target(f"{where}: p50 (shared-memory hop)", row["latency_p50_ms"], 1.2, unit=" ms")
@@ -86,15 +110,9 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         if row["transport"] == "medstream-lossless":
             raw = _find(unpaced, transport="pyzmq-pushpull", size=row["size"])
             if raw is not None:
-                out.append(
-                    _target(
-                        f"medstream-lossless {row['size']} unpaced over tcp: frames/s vs raw "
-                        "pyzmq PUSH/PULL",
-                        _ratio(row["recv_fps"], raw["recv_fps"]),
-                        0.9,
-                        above=True,
-                    )
-                )
+                value, detail = _paired(t, row, raw, "recv_fps")
+                what = f"medstream-lossless {row['size']} unpaced over tcp: frames/s vs raw pyzmq PUSH/PULL"
+                out.append(_target(what, value, 0.9, above=True, detail=detail))
     for row in result.get("slow_consumer", []):
         if not row["transport"].startswith("medstream"):
             continue
@@ -276,7 +294,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += multistream_markdown(result.get("multistream", []))
     lines += [
         "",
-        "Targets (ratios within this run)",
+        "Targets (ratios within this run; a transport ratio is the median of its rounds' ratios)",
         "",
         "| target | measured | limit | verdict |",
         "|---|---|---|---|",
