@@ -194,7 +194,9 @@ def _transport_markdown(t: dict[str, Any]) -> list[str]:
                 for x in present
             ]
             lines.append(f"| {size} | {fps:g} | " + " | ".join(cells) + " |")
-    lines += _table("Receiver CPU per frame received, ms (paced runs)", ["frame", "fps", *present[1:]])
+    lines += _table(
+        "Receiver CPU per frame received, ms (paced runs)", ["frame", "fps", *present[1:]]
+    )
     for size in sizes:
         for fps in rates:
             cells = []
