@@ -149,19 +149,9 @@ class LiveView:
         for sid in self.stage_ids():
             n = new.get(sid)
             o = old.get(sid) if len(self.history) > 1 else None
-            if n is None:
-                rows.append(
-                    StageRow(
-                        sid,
-                        kinds.get(sid, ""),
-                        0,
-                        None,
-                        None,
-                        (None, None),
-                        (None, None),
-                        (None, None),
-                    )
-                )
+            if n is None:  # listed in the config, no stats yet
+                none = (None, None)
+                rows.append(StageRow(sid, kinds.get(sid, ""), 0, None, None, none, none, none))
                 continue
             oc = o.counters if o is not None else None
             in_key = "captured" if n.counters.get("captured") else "in"
