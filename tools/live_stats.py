@@ -35,7 +35,6 @@ class StageRow:
     glass_ms: tuple[float | None, float | None]
     drops: dict[str, int] = field(default_factory=dict)  # cumulative, by reason
     misses: int = 0
-    frames_out: int = 0
 
 
 @dataclass
@@ -173,7 +172,6 @@ class LiveView:
                     ),
                     drops=dict(n.drops),
                     misses=sum(n.counters[c] for c in MISS_COUNTERS),
-                    frames_out=n.counters["out"],
                 )
             )
         return rows
