@@ -42,16 +42,6 @@ class TensorEngine(Protocol):
     def close(self) -> None: ...
 
 
-class FrameEngine(TensorEngine, Protocol):
-    """A backend that preprocesses the uint8 frame itself (TensorRT with CUDA preprocessing)."""
-
-    def run_frame(self, image: np.ndarray, pixel_format: str) -> dict[str, np.ndarray]: ...
-
-    def run_frames(
-        self, images: list[np.ndarray], pixel_formats: list[str]
-    ) -> dict[str, np.ndarray]: ...
-
-
 def resolve_backend(backend: str, model: str = "us-seg") -> str:
     """The backend that will run `model` (see engines/backends.py)."""
     return select_backend(backend, model).backend

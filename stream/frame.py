@@ -24,10 +24,6 @@ class Span:
     start_ns: int
     end_ns: int
 
-    @property
-    def duration_ms(self) -> float:
-        return (self.end_ns - self.start_ns) / 1e6
-
 
 @dataclass
 class Annotations:
@@ -71,6 +67,3 @@ class Frame:
         """Append this stage's span to the trace (in place) and return the frame."""
         self.trace.append(Span(stage, start_ns, end_ns))
         return self
-
-    def age_ms(self, now_ns: int) -> float:
-        return (now_ns - self.capture_ns) / 1e6

@@ -254,13 +254,8 @@ def _fmt(value: object, kind: str) -> str:
         return "-"
     if kind == "pct":
         return f"{100 * float(value):.1f}%"  # type: ignore[arg-type]
-    if kind == "dice":
-        return f"{float(value):.3f}"  # type: ignore[arg-type]
-    if kind == "db":
-        return f"{float(value):.1f}"  # type: ignore[arg-type]
-    if kind == "ratio":
-        return f"{float(value):.2f}"  # type: ignore[arg-type]
-    return f"{float(value):.1f}"  # type: ignore[arg-type]
+    digits = {"dice": 3, "ratio": 2}.get(kind, 1)  # db, ms: 1
+    return f"{float(value):.{digits}f}"  # type: ignore[arg-type]
 
 
 def beats_traditional(rows: list[dict]) -> None:

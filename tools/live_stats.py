@@ -35,7 +35,6 @@ class StageRow:
     glass_ms: tuple[float | None, float | None]
     drops: dict[str, int] = field(default_factory=dict)  # cumulative, by reason
     misses: int = 0
-    frames_out: int = 0
 
 
 @dataclass
@@ -149,19 +148,9 @@ class LiveView:
         for sid in self.stage_ids():
             n = new.get(sid)
             o = old.get(sid) if len(self.history) > 1 else None
-            if n is None:
-                rows.append(
-                    StageRow(
-                        sid,
-                        kinds.get(sid, ""),
-                        0,
-                        None,
-                        None,
-                        (None, None),
-                        (None, None),
-                        (None, None),
-                    )
-                )
+            if n is None:  # listed in the config, no stats yet
+                none = (None, None)
+                rows.append(StageRow(sid, kinds.get(sid, ""), 0, None, None, none, none, none))
                 continue
             oc = o.counters if o is not None else None
             in_key = "captured" if n.counters.get("captured") else "in"
@@ -183,7 +172,6 @@ class LiveView:
                     ),
                     drops=dict(n.drops),
                     misses=sum(n.counters[c] for c in MISS_COUNTERS),
-                    frames_out=n.counters["out"],
                 )
             )
         return rows

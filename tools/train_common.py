@@ -187,6 +187,24 @@ def mirrored_batch(
     return torch.from_numpy(xb), torch.from_numpy(yb)
 
 
+def random_crops(
+    rng: np.random.Generator, x: np.ndarray, y: np.ndarray, size: int, crop: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`size` random crop x crop windows (last two axes), the same place of x[i] and y[i], each
+    pair mirrored left-right with probability 1/2; stacked."""
+    idx = rng.choice(len(x), size=min(size, len(x)), replace=False)
+    xs, ys = [], []
+    for i in idx:
+        y0, x0 = (int(v) for v in rng.integers(0, x.shape[-1] - crop + 1, size=2))
+        a = x[i, ..., y0 : y0 + crop, x0 : x0 + crop]
+        b = y[i, ..., y0 : y0 + crop, x0 : x0 + crop]
+        if rng.random() < 0.5:
+            a, b = a[..., ::-1], b[..., ::-1]
+        xs.append(a)
+        ys.append(b)
+    return np.stack(xs), np.stack(ys)
+
+
 def nearest_labels(truth: np.ndarray, height: int, width: int) -> np.ndarray:
     """Label map -> height x width, nearest with pixel centres aligned (as the postprocess)."""
     ys = np.floor((np.arange(height) + 0.5) * truth.shape[0] / height).astype(np.intp)

@@ -40,6 +40,7 @@ from tools.train_common import (
     four_widths,
     load_onnx_weights,
     parse_training_args,
+    random_crops,
     rounded,
     run_card,
     schedule_card,
@@ -117,20 +118,8 @@ def batch(
     rng: np.random.Generator, noisy: np.ndarray, clean: np.ndarray, size: int, crop: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """`size` random crops (mirrored at random) as float32 N x 1 x crop x crop, pixel / 255."""
-    idx = rng.choice(len(noisy), size=min(size, len(noisy)), replace=False)
-    xs, ys = [], []
-    for i in idx:
-        y0, x0 = (int(v) for v in rng.integers(0, SIZE - crop + 1, size=2))
-        sl = (i, slice(y0, y0 + crop), slice(x0, x0 + crop))
-        a, b = noisy[sl], clean[sl]
-        if rng.random() < 0.5:
-            a, b = a[:, ::-1], b[:, ::-1]
-        xs.append(a)
-        ys.append(b)
-    return (
-        np.stack(xs)[:, None].astype(np.float32) / 255,
-        np.stack(ys)[:, None].astype(np.float32) / 255,
-    )
+    x, y = random_crops(rng, noisy, clean, size, crop)
+    return x[:, None].astype(np.float32) / 255, y[:, None].astype(np.float32) / 255
 
 
 def _level_range(text: str) -> tuple[float, float]:

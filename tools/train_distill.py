@@ -60,6 +60,7 @@ from tools.train_common import (
     forward,
     four_widths,
     parse_training_args,
+    random_crops,
     run_card,
     schedule_card,
     seeds_card,
@@ -81,17 +82,8 @@ def crop_batch(
     rng: np.random.Generator, x: np.ndarray, y: np.ndarray, size: int, crop: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`size` random crop x crop (image, label) pairs, each mirrored left-right with p = 1/2."""
-    idx = rng.choice(len(x), size=min(size, len(x)), replace=False)
-    xs, ys = [], []
-    for i in idx:
-        y0, x0 = (int(v) for v in rng.integers(0, x.shape[-1] - crop + 1, size=2))
-        a = x[i, :, y0 : y0 + crop, x0 : x0 + crop]
-        b = y[i, y0 : y0 + crop, x0 : x0 + crop]
-        if rng.random() < 0.5:
-            a, b = a[..., ::-1], b[..., ::-1]
-        xs.append(a)
-        ys.append(b)
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))
+    xs, ys = random_crops(rng, x, y, size, crop)
+    return torch.from_numpy(xs), torch.from_numpy(ys.astype(np.int64))
 
 
 def distillation_loss(

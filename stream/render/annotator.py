@@ -42,6 +42,27 @@ class Annotator:
         self.paint(canvas, *args, **kwargs)
 
 
+def check_text_scale(text_scale: float | None) -> float | None:
+    """`text_scale`: None (fitted to the frame) or > 0, else ValueError."""
+    if text_scale is not None and text_scale <= 0:
+        raise ValueError(f"text_scale must be > 0, got {text_scale}")
+    return text_scale
+
+
+def check_opacity(opacity: float) -> float:
+    """`opacity` as a float in [0, 1], else ValueError."""
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    return float(opacity)
+
+
+def check_margin(margin: int) -> int:
+    """`margin` (pixels) as an int >= 0, else ValueError."""
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    return int(margin)
+
+
 class StrokeAnnotator(Annotator):
     """An annotator of lines `thickness` wide in the colours of a palette (by label or id)."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stream.render.annotator import Annotator
+from stream.render.annotator import Annotator, check_opacity
 
 
 def heat_colors(colormap: int) -> np.ndarray:
@@ -27,9 +27,7 @@ class ConfidenceAnnotator(Annotator):
     An instance keeps scratch buffers between calls: use one per thread."""
 
     def __init__(self, opacity: float = 0.7, colormap: int = cv2.COLORMAP_JET) -> None:
-        if not 0.0 <= opacity <= 1.0:
-            raise ValueError(f"opacity must be in [0, 1], got {opacity}")
-        self.opacity = float(opacity)
+        self.opacity = check_opacity(opacity)
         self.colors = heat_colors(colormap)  # for the legend's colour bar too
         doubt = 1.0 - np.arange(256) / 255.0
         self._weights = np.rint(255 * self.opacity * doubt).astype(np.uint8).reshape(1, 256)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stream.render.annotator import Annotator
+from stream.render.annotator import Annotator, check_margin, check_opacity, check_text_scale
 from stream.render.corner import check_corner, is_bottom, place
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -108,15 +108,9 @@ class HudAnnotator(Annotator):
         margin: int = 8,
         corner: str = "top-left",
     ) -> None:
-        if text_scale is not None and text_scale <= 0:
-            raise ValueError(f"text_scale must be > 0, got {text_scale}")
-        if not 0.0 <= opacity <= 1.0:
-            raise ValueError(f"opacity must be in [0, 1], got {opacity}")
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
-        self.text_scale = text_scale
-        self.opacity = float(opacity)
-        self.margin = int(margin)
+        self.text_scale = check_text_scale(text_scale)
+        self.opacity = check_opacity(opacity)
+        self.margin = check_margin(margin)
         self.corner = check_corner(corner)
 
     def _scale(self, height: int) -> float:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stream.render.annotator import Annotator
+from stream.render.annotator import Annotator, check_opacity, check_text_scale
 from stream.render.color import BGR, check_palette, label_color
 from stream.render.corner import Corner, check_corner, place
 
@@ -54,14 +54,10 @@ class LegendAnnotator(Annotator):
         margin: int = 8,
         skip_labels: Sequence[int] = (0,),
     ) -> None:
-        if text_scale is not None and text_scale <= 0:
-            raise ValueError(f"text_scale must be > 0, got {text_scale}")
-        if not 0.0 <= opacity <= 1.0:
-            raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+        self.text_scale = check_text_scale(text_scale)
+        self.opacity = check_opacity(opacity)
         self.palette = check_palette(colors)
         self.corner = check_corner(corner)
-        self.text_scale = text_scale
-        self.opacity = float(opacity)
         self.margin = int(margin)
         self.skip = frozenset(int(v) for v in skip_labels)
 
@@ -135,10 +131,8 @@ class NoticeAnnotator(Annotator):
         opacity: float = 0.7,
         margin: int = 8,
     ) -> None:
-        if text_scale is not None and text_scale <= 0:
-            raise ValueError(f"text_scale must be > 0, got {text_scale}")
+        self.text_scale = check_text_scale(text_scale)
         self.corner = check_corner(corner)
-        self.text_scale = text_scale
         self.color = color
         self.opacity = float(opacity)
         self.margin = int(margin)

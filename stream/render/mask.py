@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import cv2
 import numpy as np
 
-from stream.render.annotator import Annotator
+from stream.render.annotator import Annotator, check_opacity
 from stream.render.color import BGR, check_palette, label_color, palette_lut
 
 
@@ -26,12 +26,10 @@ class MaskAnnotator(Annotator):
         contour_thickness: int = 1,
         skip_labels: Iterable[int] = (0,),
     ) -> None:
-        if not 0.0 <= opacity <= 1.0:
-            raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+        self.opacity = check_opacity(opacity)
         if contour_thickness < 0:
             raise ValueError(f"contour_thickness must be >= 0, got {contour_thickness}")
         self.palette = check_palette(colors)
-        self.opacity = float(opacity)
         self.contour_thickness = int(contour_thickness)
         self.skip_labels = frozenset(int(v) for v in skip_labels)
         lut = palette_lut(self.palette)  # three 1-channel LUTs + merge beat one 3-channel LUT

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from stream.geometry import opposite
-from stream.render.annotator import Annotator
+from stream.render.annotator import Annotator, check_margin, check_text_scale
 from stream.render.color import BGR
 from stream.render.corner import CORNERS, check_corner, place
 
@@ -47,13 +47,9 @@ class OrientationAnnotator(Annotator):
         text_scale: float | None = None,
         corner: str = "edges",
     ) -> None:
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
-        if text_scale is not None and text_scale <= 0:
-            raise ValueError(f"text_scale must be > 0, got {text_scale}")
         self.color = color
-        self.margin = int(margin)
-        self.text_scale = text_scale
+        self.margin = check_margin(margin)
+        self.text_scale = check_text_scale(text_scale)
         self.corner = check_corner(corner, PLACES)
 
     def layout(self, height: int, width: int, orientation: tuple[str, str]) -> OrientationLayout:

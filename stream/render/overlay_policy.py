@@ -30,7 +30,6 @@ import numpy as np
 from stream.frame import Frame
 from stream.roi.region import Absent, MaskCache, region_from_meta
 
-REASONS = ("ood", "no_roi", "bad_roi", "stale")
 COLOR_IMAGE_FRACTION = 0.5  # more colour than this in the region: a colour image, not flow
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stream.render.annotator import Annotator
+from stream.render.annotator import Annotator, check_margin, check_text_scale
 from stream.render.color import BGR
 from stream.render.corner import check_corner, is_bottom, is_right, place
 
@@ -69,13 +69,9 @@ class ScaleBarAnnotator(Annotator):
     ) -> None:
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
-        if text_scale is not None and text_scale <= 0:
-            raise ValueError(f"text_scale must be > 0, got {text_scale}")
         self.fraction = float(fraction)
-        self.margin = int(margin)
-        self.text_scale = text_scale
+        self.margin = check_margin(margin)
+        self.text_scale = check_text_scale(text_scale)
         self.corner = check_corner(corner)
 
     def layout(
@@ -134,12 +130,8 @@ class SpacingNoteAnnotator(Annotator):
     def __init__(
         self, margin: int = 12, text_scale: float | None = None, corner: str = "bottom-right"
     ) -> None:
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
-        if text_scale is not None and text_scale <= 0:
-            raise ValueError(f"text_scale must be > 0, got {text_scale}")
-        self.margin = int(margin)
-        self.text_scale = text_scale
+        self.margin = check_margin(margin)
+        self.text_scale = check_text_scale(text_scale)
         self.corner = check_corner(corner)
 
     def layout(self, height: int, width: int) -> tuple[tuple[int, int, int, int], tuple[int, int], float, int]:

@@ -274,13 +274,9 @@ class IgtlSink(SinkBase):
         return b"".join(out)
 
     def drops(self) -> dict[str, int]:
-        """Frames not sent, by reason (see LatestServer); `server_counts()` has the rest."""
+        """Frames not sent, by reason (see LatestServer)."""
         counts = self._server.counts()
         return {k: counts[k] for k in DROP_REASONS if counts.get(k)}
-
-    def server_counts(self) -> dict[str, int]:
-        """Everything the server counted: sends, drops, refused clients."""
-        return self._server.counts()
 
     def _close(self) -> None:
         self._server.close()

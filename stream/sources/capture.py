@@ -212,8 +212,6 @@ class CaptureSource:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._newest: np.ndarray | None = None
-        self._newest_index = 0  # frames the reader thread has produced
-        self._taken_index = 0  # of those, the newest read() returned
         self._failure: str | None = None  # live, reconnect off: why the input ended
         self._cap = self._open()
         first = self._read_first()
@@ -376,7 +374,6 @@ class CaptureSource:
             if self._newest is not None:  # the grab stage was slower than the input
                 self._counts["source_replaced"] += 1
             self._newest = image
-            self._newest_index += 1
             self._lock.notify_all()
 
     def _read_live(self) -> Capture | None:
@@ -388,7 +385,6 @@ class CaptureSource:
                     return None
                 self._lock.wait(WAIT_SLICE_S)
             image, self._newest = self._newest, None
-            self._taken_index = self._newest_index
         return self._capture(image)
 
     def _gap_ms(self) -> float:

@@ -76,11 +76,10 @@ def _target(
     }
 
 
-def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of the issue, measured in this run."""
+def _paced_targets(t: dict[str, Any]) -> list[dict[str, Any]]:
+    """medstream's paced hops vs raw pyzmq: CURVE vs CURVE, tcp and shared memory vs tcp."""
     out: list[dict[str, Any]] = []
-    t = result.get("transport", {})
-    paced, unpaced = t.get("paced", []), t.get("unpaced", [])
+    paced = t.get("paced", [])
     for row in paced:
         if row["transport"] == "medstream-curve":
             raw = _find(paced, transport="pyzmq-curve", size=row["size"], fps_target=row["fps_target"])
@@ -106,6 +105,36 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(
                 _target(f"{where}: p50 (shared-memory hop)", row["latency_p50_ms"], 1.2, unit=" ms")
             )
+    return out
+
+
+def _multistream_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """4 streams: batched infer CPU vs batch 1, every stream's p99 within its budget."""
+    multi = {r["variant"]: r for r in rows}
+    if "batched" not in multi or "batch 1" not in multi:
+        return []
+    b, one = multi["batched"], multi["batch 1"]
+    over = [sid for sid, s in b["streams"].items() if not s["p99_within_budget"]]
+    return [
+        _target(
+            "4 streams at 30 fps: batched infer CPU per frame vs batch 1",
+            _ratio(b["infer_cpu_ms_per_frame"], one["infer_cpu_ms_per_frame"]),
+            0.7,
+        ),
+        {
+            "target": "4 streams at 30 fps, batched: every stream's g2g p99 within its budget",
+            "measured": "all within" if not over else f"over: {', '.join(sorted(over))}",
+            "limit": "all within",
+            "verdict": "PASS" if not over and b["streams"] else "FAIL",
+        },
+    ]
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the issue, measured in this run."""
+    t = result.get("transport", {})
+    unpaced = t.get("unpaced", [])
+    out = _paced_targets(t)
     for row in unpaced:
         if row["transport"] == "medstream-lossless":
             raw = _find(unpaced, transport="pyzmq-pushpull", size=row["size"])
@@ -158,32 +187,77 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         if row["target_ms"] is not None:
             what = f"source {row['scene']}: median ms per frame"
             out.append(_target(what, row["median_ms"], row["target_ms"], unit=" ms"))
-    multi = {r["variant"]: r for r in result.get("multistream", [])}
-    if "batched" in multi and "batch 1" in multi:
-        b, one = multi["batched"], multi["batch 1"]
-        out.append(
-            _target(
-                "4 streams at 30 fps: batched infer CPU per frame vs batch 1",
-                _ratio(b["infer_cpu_ms_per_frame"], one["infer_cpu_ms_per_frame"]),
-                0.7,
-            )
-        )
-        over = [sid for sid, s in b["streams"].items() if not s["p99_within_budget"]]
-        out.append(
-            {
-                "target": "4 streams at 30 fps, batched: every stream's g2g p99 within its budget",
-                "measured": "all within" if not over else f"over: {', '.join(sorted(over))}",
-                "limit": "all within",
-                "verdict": "PASS" if not over and b["streams"] else "FAIL",
-            }
-        )
-    return out
+    return out + _multistream_targets(result.get("multistream", []))
 
 
 def _pair(row: dict[str, Any] | None) -> str:
     if row is None or row.get("latency_p50_ms") is None:
         return "-"
     return f"{row['latency_p50_ms']:.2f} / {row['latency_p99_ms']:.2f}"
+
+
+def _table(title: str, columns: list[str]) -> list[str]:
+    """A blank line, `title`, a blank line and the head of a table of `columns`."""
+    return ["", title, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def _transport_markdown(t: dict[str, Any]) -> list[str]:
+    """One hop, paced (latency, receiver CPU) and unpaced (frames per second)."""
+    transports = ["memcpy", "pyzmq-tcp", "medstream-tcp", "pyzmq-ipc", "medstream-shm",
+                  "pyzmq-curve", "medstream-curve", "pyzmq-pushpull", "medstream-lossless"]
+    present = [
+        x
+        for x in transports
+        if x == "memcpy"
+        or _find(t["paced"], transport=x)
+        or _find(t.get("unpaced", []), transport=x)
+    ]
+    lines = _table(
+        "One hop between two processes, paced: latency p50 / p99 ms (send -> array in the receiver); "
+        "memcpy: the same frame copied in-process",
+        ["frame", "fps", *present],
+    )[1:]
+    sizes = dict.fromkeys(r["size"] for r in t["paced"])
+    rates = dict.fromkeys(r["fps_target"] for r in t["paced"])
+    for size in sizes:
+        for fps in rates:
+            cells = [
+                _pair(_find(t["copy"], size=size))
+                if x == "memcpy"
+                else _pair(_find(t["paced"], transport=x, size=size, fps_target=fps))
+                for x in present
+            ]
+            lines.append(f"| {size} | {fps:g} | " + " | ".join(cells) + " |")
+    lines += _table(
+        "Receiver CPU per frame received, ms (paced runs)", ["frame", "fps", *present[1:]]
+    )
+    for size in sizes:
+        for fps in rates:
+            cells = []
+            for x in present[1:]:
+                r = _find(t["paced"], transport=x, size=size, fps_target=fps)
+                cells.append("-" if r is None else f"{r['receiver_cpu_ms_per_frame']:.2f}")
+            lines.append(f"| {size} | {fps:g} | " + " | ".join(cells) + " |")
+    if t.get("unpaced"):
+        lines += _table(
+            "Unpaced: frames per second the receiver got (receiver CPU %)", ["frame", *present]
+        )
+        for size in dict.fromkeys(r["size"] for r in t["unpaced"]):
+            cells = []
+            for x in present:
+                r = (
+                    _find(t["copy"], size=size)
+                    if x == "memcpy"
+                    else _find(t["unpaced"], transport=x, size=size)
+                )
+                if r is None:
+                    cells.append("-")
+                elif x == "memcpy":
+                    cells.append(f"{r['recv_fps']:.0f}")
+                else:
+                    cells.append(f"{r['recv_fps'] or 0:.0f} ({r['receiver_cpu_percent']:.0f}%)")
+            lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -195,78 +269,14 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m['load_average_at_start']}, at end {result.get('load_average_at_end')}. Mode: {result['mode']}.",
         "",
     ]
-    t = result.get("transport")
-    if t:
-        transports = ["memcpy", "pyzmq-tcp", "medstream-tcp", "pyzmq-ipc", "medstream-shm",
-                      "pyzmq-curve", "medstream-curve", "pyzmq-pushpull", "medstream-lossless"]
-        present = [
-            x
-            for x in transports
-            if x == "memcpy"
-            or _find(t["paced"], transport=x)
-            or _find(t.get("unpaced", []), transport=x)
-        ]
-        lines += [
-            "One hop between two processes, paced: latency p50 / p99 ms (send -> array in the receiver); "
-            "memcpy: the same frame copied in-process",
-            "",
-            "| frame | fps | " + " | ".join(present) + " |",
-            "|---|---|" + "---|" * len(present),
-        ]
-        for size in dict.fromkeys(r["size"] for r in t["paced"]):
-            for fps in dict.fromkeys(r["fps_target"] for r in t["paced"]):
-                cells = [
-                    _pair(_find(t["copy"], size=size))
-                    if x == "memcpy"
-                    else _pair(_find(t["paced"], transport=x, size=size, fps_target=fps))
-                    for x in present
-                ]
-                lines.append(f"| {size} | {fps:g} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            "Receiver CPU per frame received, ms (paced runs)",
-            "",
-            "| frame | fps | " + " | ".join(present[1:]) + " |",
-            "|---|---|" + "---|" * (len(present) - 1),
-        ]
-        for size in dict.fromkeys(r["size"] for r in t["paced"]):
-            for fps in dict.fromkeys(r["fps_target"] for r in t["paced"]):
-                cells = []
-                for x in present[1:]:
-                    r = _find(t["paced"], transport=x, size=size, fps_target=fps)
-                    cells.append("-" if r is None else f"{r['receiver_cpu_ms_per_frame']:.2f}")
-                lines.append(f"| {size} | {fps:g} | " + " | ".join(cells) + " |")
-        if t.get("unpaced"):
-            lines += [
-                "",
-                "Unpaced: frames per second the receiver got (receiver CPU %)",
-                "",
-                "| frame | " + " | ".join(present) + " |",
-                "|---|" + "---|" * len(present),
-            ]
-            for size in dict.fromkeys(r["size"] for r in t["unpaced"]):
-                cells = []
-                for x in present:
-                    r = (
-                        _find(t["copy"], size=size)
-                        if x == "memcpy"
-                        else _find(t["unpaced"], transport=x, size=size)
-                    )
-                    if r is None:
-                        cells.append("-")
-                    elif x == "memcpy":
-                        cells.append(f"{r['recv_fps']:.0f}")
-                    else:
-                        cells.append(f"{r['recv_fps'] or 0:.0f} ({r['receiver_cpu_percent']:.0f}%)")
-                lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    if result.get("transport"):
+        lines += _transport_markdown(result["transport"])
     if result.get("slow_consumer"):
-        lines += [
-            "",
+        lines += _table(
             "Slow consumer on a live link (raw pyzmq: plain PUB/SUB, default queues)",
-            "",
-            "| transport | frame | fps | work ms | received / sent | age p50 ms | age max ms | bound ms | private memory growth MB (frames) |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
+            ["transport", "frame", "fps", "work ms", "received / sent", "age p50 ms",
+             "age max ms", "bound ms", "private memory growth MB (frames)"],
+        )
         for r in result["slow_consumer"]:
             bound = r["work_ms"] + 1000 / r["fps_target"]
             lines.append(
@@ -275,13 +285,11 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{r['receiver_memory_growth_mb']:.1f} ({r['memory_growth_frames']:.1f}) |"
             )
     if result.get("pipelines"):
-        lines += [
-            "",
+        lines += _table(
             "Demo pipelines (separate processes, shared-memory links) vs one Python process doing the same work; glass-to-glass ms",
-            "",
-            "| scene | rate | loop fps | loop p50 / p99 | pipeline fps | pipeline p50 / p99 | fps ratio |",
-            "|---|---|---|---|---|---|---|",
-        ]
+            ["scene", "rate", "loop fps", "loop p50 / p99", "pipeline fps", "pipeline p50 / p99",
+             "fps ratio"],
+        )
         for r in result["pipelines"]:
             s, mp_ = r["single_process"], r["multi_process"]
             lines.append(
@@ -292,13 +300,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines += overlay_markdown(result.get("overlay"))
     lines += sources_markdown(result.get("sources"))
     lines += multistream_markdown(result.get("multistream", []))
-    lines += [
-        "",
+    lines += _table(
         "Targets (ratios within this run; a transport ratio is the median of its rounds' ratios)",
-        "",
-        "| target | measured | limit | verdict |",
-        "|---|---|---|---|",
-    ]
+        ["target", "measured", "limit", "verdict"],
+    )
     for x in result["targets"]:
         lines.append(f"| {x['target']} | {x['measured'] or '-'} | {x['limit']} | {x['verdict']} |")
     return "\n".join(lines) + "\n"

@@ -44,39 +44,17 @@ def _miss(row: dict[str, Any]) -> str:
 
 
 def table_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """Header and rows: end to end first, then each stage (all latencies in ms)."""
+    """Header and rows: end to end first, then each stream and stage (all latencies in ms)."""
     head = ["", *(label for _, label in COLUMNS), "miss", "verdict", "drops"]
+    named = [
+        ("glass-to-glass", summary["end_to_end"]),
+        *((f"stream {x}", row) for x, row in summary.get("streams", {}).items()),
+        *((f"stage {sid}", row) for sid, row in summary["stages"].items()),
+    ]
     rows = [head]
-    e2e = summary["end_to_end"]
-    rows.append(
-        [
-            "glass-to-glass",
-            *(_v(e2e.get(k)) for k, _ in COLUMNS),
-            _miss(e2e),
-            e2e["verdict"] or "-",
-            _drops(e2e["drops"]),
-        ]
-    )
-    for x, row in summary.get("streams", {}).items():
-        rows.append(
-            [
-                f"stream {x}",
-                *(_v(row.get(k)) for k, _ in COLUMNS),
-                _miss(row),
-                row["verdict"] or "-",
-                _drops(row["drops"]),
-            ]
-        )
-    for sid, row in summary["stages"].items():
-        rows.append(
-            [
-                f"stage {sid}",
-                *(_v(row.get(k)) for k, _ in COLUMNS),
-                _miss(row),
-                row["verdict"] or "-",
-                _drops(row["drops"]),
-            ]
-        )
+    for name, row in named:
+        cells = [_v(row.get(k)) for k, _ in COLUMNS]
+        rows.append([name, *cells, _miss(row), row["verdict"] or "-", _drops(row["drops"])])
     for name, row in summary["links"].items():
         rows.append([f"link {name}", *(_v(row.get(k)) for k, _ in COLUMNS), "", "", ""])
     return rows
