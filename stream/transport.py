@@ -349,7 +349,8 @@ class Receiver:
     has waited longest (so streams take turns) and binds only its payload (only the frame used
     is read from shared memory). While the stage is away from `recv` (processing a frame), a
     watchdog thread drains the socket the same way every BUSY_WATCH_S, so kernel and ZeroMQ
-    buffers never hold a backlog. Frames replaced in the mailbox are counted as `overflow` drops of their
+    buffers never hold a backlog; while the stage keeps coming straight back to `recv` the
+    watchdog looks ever more rarely (up to IDLE_WATCH_S), since `recv` drains the socket itself. Frames replaced in the mailbox are counted as `overflow` drops of their
     stream. lossless: `recv` reads the socket in order.
 
     What arrived is kept per `stream@epoch` in the stage's `info["arrived"]` ([frames, lowest
@@ -411,7 +412,8 @@ class Receiver:
         self._drops: Counter[tuple[str, str]] = Counter()  # (reason, stream or "")
         self._counts: Counter[str] = Counter()
         self._closing = threading.Event()
-        self._left_at = 0.0  # when `recv` last handed a message on (monotonic s)
+        self._left_at = time.monotonic()  # when `recv` last returned (monotonic s)
+        self._entered_at = self._left_at  # when the stage last called `recv`
         self._away_s = 0.0  # how long the stage was away from `recv` before its last call
         self._thread: threading.Thread | None = None
         stats.snapshot_hooks.append(self._note_arrivals)
@@ -536,15 +538,19 @@ class Receiver:
 
     def _watch(self) -> None:
         """Live mode thread: drain the socket every BUSY_WATCH_S while the stage is away from
-        `recv`. A stage found waiting in `recv` that came straight back to it drains the
-        socket itself: each look finding it so doubles the wait, up to IDLE_WATCH_S (every
-        wake of a thread costs CPU, tens of microseconds on a virtual machine's idle core)."""
+        `recv`. A stage found waiting in `recv` (one that came straight back to it, or has
+        waited there longer than WATCH_S) drains the socket itself: each look finding it so
+        doubles the wait, up to IDLE_WATCH_S (every wake of a thread costs CPU, tens of
+        microseconds on a virtual machine's idle core)."""
         period = BUSY_WATCH_S
         while not self._closing.wait(period):
             if not self._lock.acquire(blocking=False):  # the stage is in `recv`
                 # a stage that stays away long (a slow consumer) is soon away again: look
                 # then, or the frames of its whole turn would wait in the socket's queue
-                busy = self._away_s > BUSY_WATCH_S
+                busy = (
+                    self._away_s > BUSY_WATCH_S
+                    and time.monotonic() - self._entered_at < WATCH_S  # not idle in `recv`
+                )
                 period = BUSY_WATCH_S if busy else min(2 * period, IDLE_WATCH_S)
                 continue
             period = BUSY_WATCH_S
@@ -663,7 +669,7 @@ class Receiver:
     def _wait(self, timeout_ms: int) -> Parsed | None:
         """Live (lock held): drain the socket, waiting for a message up to `timeout_ms`; the
         next message to hand on, or None."""
-        now = time.monotonic()
+        now = self._entered_at = time.monotonic()
         self._away_s = now - self._left_at
         deadline = now + timeout_ms / 1000.0
         while True:
