@@ -172,16 +172,20 @@ def _readable(sock: zmq.Socket) -> bool:
     return sock.get(_EVENTS) & _POLLIN != 0  # type: ignore[operator]  # EVENTS is an int
 
 
+_SEND = zmq.backend.Socket.send  # pyzmq's own send, without the wrapper for SERVER / RADIO sockets
+
+
 def _send_all(sock: zmq.Socket, parts: list, flags: int) -> None:
     """`send_multipart` of the codec's parts without its per-part type check: topic and header
     copied (small), the payload arrays zero-copy. Atomic as a multipart message is: once its
     first part is queued, ZeroMQ queues the rest."""
     last = len(parts) - 1
     more = flags | _SNDMORE
-    sock.send(parts[0], more)
-    sock.send(parts[1], more if last > 1 else flags)
+    send = _SEND
+    send(sock, parts[0], more)
+    send(sock, parts[1], more if last > 1 else flags)
     for i in range(2, last + 1):
-        sock.send(parts[i], more if i < last else flags, copy=False)
+        send(sock, parts[i], more if i < last else flags, False)
 
 
 def _poll_in(sock: zmq.Socket, timeout_ms: int) -> bool:
@@ -652,7 +656,8 @@ class Receiver:
         if self.live:
             with self._lock:
                 parsed = self._wait(timeout_ms)
-                self._flush_counts()
+                if self._drops or self._counts:
+                    self._flush_counts()
             self._left_at = time.monotonic()
             msg = None if parsed is None else self._bind(parsed)
         else:
