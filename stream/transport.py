@@ -354,8 +354,9 @@ class Receiver:
     is read from shared memory). While the stage is away from `recv` (processing a frame), a
     watchdog thread drains the socket the same way every BUSY_WATCH_S, so kernel and ZeroMQ
     buffers never hold a backlog; while the stage keeps coming straight back to `recv` the
-    watchdog looks ever more rarely (up to IDLE_WATCH_S), since `recv` drains the socket itself. Frames replaced in the mailbox are counted as `overflow` drops of their
-    stream. lossless: `recv` reads the socket in order.
+    watchdog looks ever more rarely (up to IDLE_WATCH_S), since `recv` drains the socket
+    itself. Frames replaced in the mailbox are counted as `overflow` drops of their stream.
+    lossless: `recv` reads the socket in order.
 
     What arrived is kept per `stream@epoch` in the stage's `info["arrived"]` ([frames, lowest
     seq, highest seq]; frames = received + lost on the link): the run report accounts for a
