@@ -489,7 +489,7 @@ def _parse_canonical(parts: list[Any] | tuple[Any, ...]) -> Parsed | None:
         if len(parts) - 2 != len(layouts):
             return None
         for layout, part in zip(layouts, parts[2:], strict=True):
-            if memoryview(part).nbytes != layout[3]:
+            if len(_buffer(part)) != layout[3]:
                 return None
     elif len(parts) != 2:
         return None

@@ -10,11 +10,13 @@ from .overlay import overlay_markdown
 from .sources import sources_markdown
 
 
+def _matching(rows: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
+    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+
 def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
-    for r in rows:
-        if all(r.get(k) == v for k, v in match.items()):
-            return r
-    return None
+    found = _matching(rows, **match)
+    return found[0] if found else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -46,14 +48,14 @@ def _paired(
 ) -> tuple[float | None, str]:
     """`row[key] / raw[key]`: the median of the rounds' ratios (each round's pair ran one
     after the other) where the run kept its rounds, else the ratio of the two rows."""
+    case = {"size": row["size"], "fps_target": row["fps_target"]}
+    rounds = t.get("rounds", [])
     ratios = []
-    for r in t.get("rounds", []):
-        if r["transport"] == row["transport"] and r["size"] == row["size"] and r["fps_target"] == row["fps_target"]:
-            base = _find(t["rounds"], transport=raw["transport"], size=r["size"],
-                         fps_target=r["fps_target"], round=r["round"])
-            got = None if base is None else _ratio(r[key], base[key])
-            if got is not None:
-                ratios.append(got)
+    for r in _matching(rounds, transport=row["transport"], **case):
+        base = _find(rounds, transport=raw["transport"], round=r["round"], **case)
+        got = None if base is None else _ratio(r[key], base[key])
+        if got is not None:
+            ratios.append(got)
     if not ratios:
         return _ratio(row[key], raw[key]), ""
     return round(median(ratios), 2), " (rounds: " + ", ".join(f"{x:g}" for x in ratios) + ")"
