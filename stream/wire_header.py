@@ -66,16 +66,22 @@ class Ann(msgspec.Struct):
     track_ids: list[Annotated[int, Meta(ge=-1, le=INT64_MAX)]] | UnsetType = UNSET
 
 
-class FrameHeader(msgspec.Struct):
-    """A `frame` header; keys in the order medstream senders write them."""
+class Envelope(msgspec.Struct):
+    """What every header starts with (section 3.1), in the order medstream senders write it."""
 
     v: Literal[1]
-    kind: Literal["frame"]
+    kind: Literal["frame", "eos"]
     sender: Text
     link_seq: Int
     sent_ns: Int
     stream: Text
     epoch: Int
+
+
+class FrameHeader(Envelope):
+    """A `frame` header (section 3.2); keys in the order medstream senders write them."""
+
+    kind: Literal["frame"]
     seq: Int
     capture_ns: Int
     deadline_ns: Int
@@ -87,16 +93,10 @@ class FrameHeader(msgspec.Struct):
     shm: dict[str, Any] | UnsetType = UNSET  # a shared-memory link's slot reference
 
 
-class EosHeader(msgspec.Struct):
-    """An `eos` header (section 3.4); keys in the order medstream senders write them."""
+class EosHeader(Envelope):
+    """An `eos` header (section 3.4)."""
 
-    v: Literal[1]
     kind: Literal["eos"]
-    sender: Text
-    link_seq: Int
-    sent_ns: Int
-    stream: Text
-    epoch: Int
     last_seq: Annotated[int, Meta(ge=-1, le=INT64_MAX)]
 
 
