@@ -30,7 +30,7 @@ from engines.pixels import PIXEL_FORMATS
 from . import wire_header
 from .frame import Annotations, Box, Frame, Span
 from .wire_header import MAX_DIM as MAX_DIM  # the schema's limits, exported here too
-from .wire_header import MAX_PARTS, UNSET, Ann, DType, EosHeader, FrameHeader, Part
+from .wire_header import MAX_PARTS, UNSET, Ann, DType, Envelope, EosHeader, FrameHeader, Part
 
 PROTOCOL_VERSION: Final = 1
 MAX_HEADER_BYTES = 64 * 1024
@@ -420,7 +420,7 @@ def _parse_json(parts: list[Any] | tuple[Any, ...]) -> Parsed:
         raise DecodeError("version", f"{version!r:.20} is not {PROTOCOL_VERSION} - at `$.v`")
     if kind not in (KIND_FRAME, KIND_EOS):
         raise DecodeError("kind", f"unknown kind {kind!r:.40} - at `$.kind`")
-    h = _converted(header, FrameHeader if kind == KIND_FRAME else EosHeader)
+    stream = _converted(header, Envelope).stream  # the keys that name the topic, first
     topic_buf = _buffer(parts[0])
     if len(topic_buf) > MAX_TOPIC_BYTES:
         raise DecodeError("topic", f"topic of {len(topic_buf)} bytes > {MAX_TOPIC_BYTES}")
@@ -428,8 +428,9 @@ def _parse_json(parts: list[Any] | tuple[Any, ...]) -> Parsed:
         topic = bytes(topic_buf).decode("utf-8")
     except UnicodeDecodeError:
         raise DecodeError("topic", "topic is not UTF-8") from None
-    if topic != h.stream:
-        raise DecodeError("topic", f"topic {topic!r:.40} != stream {h.stream!r:.40}")
+    if topic != stream:
+        raise DecodeError("topic", f"topic {topic!r:.40} != stream {stream!r:.40}")
+    h = _converted(header, FrameHeader if kind == KIND_FRAME else EosHeader)
     if isinstance(h, EosHeader):
         if len(parts) != 2:
             raise DecodeError("parts", "an eos message has no payload parts")
