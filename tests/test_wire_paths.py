@@ -216,3 +216,14 @@ def test_an_invalid_eos_is_refused_by_the_eos_schema(change: Change, named: str)
         with pytest.raises(DecodeError) as err:
             decode([msg[0], head])
         assert err.value.reason == "field" and named in err.value.detail, err.value.detail
+
+
+def test_the_topic_is_checked_after_the_common_keys_and_before_the_frame_keys() -> None:
+    """docs/protocol.md, section 5: the keys of section 3.1, then the topic, then the rest."""
+    msg = _message(_frame())
+    for key, value, reason in (("seq", -1, "topic"), ("epoch", -1, "field")):
+        h = json.loads(msg[1])
+        h[key] = value
+        with pytest.raises(DecodeError) as err:
+            decode([b"other", json.dumps(h).encode(), *msg[2:]])
+        assert err.value.reason == reason, key
