@@ -217,6 +217,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent; one too large for a double (`1e400`, which
+    msgspec refuses too) is an error, not infinity."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text:.40} out of range")
+    return value
+
+
 def _meta_depth_ok(value: Any) -> bool:
     """True if `value` nests objects/arrays at most MAX_META_DEPTH deep (iterative walk)."""
     stack = [(value, 0)]
@@ -271,7 +280,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+_DECODER = json.JSONDecoder(
+    parse_float=_finite_float, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates
+)
 
 
 def _parse_header(raw: Any) -> dict[str, Any]:

@@ -13,12 +13,15 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stream import wire_header
 from stream.codec import (
     DecodeError,
     EndOfStream,
     _parse_canonical,
+    _parse_json,
     decode,
     encode_eos,
     encode_frame,
@@ -227,3 +230,60 @@ def test_the_topic_is_checked_after_the_common_keys_and_before_the_frame_keys() 
         with pytest.raises(DecodeError) as err:
             decode([b"other", json.dumps(h).encode(), *msg[2:]])
         assert err.value.reason == reason, key
+
+
+def test_a_number_too_large_for_a_double_is_not_json_on_either_path() -> None:
+    """msgspec refuses `1e400`; the standard library would read it as infinity, which no
+    sender can write back: both refuse it, wherever it is."""
+    msg = _message(_frame(tracked=True))
+    for head in (msg[1].replace(b'"meta":{', b'"meta":{"x":1e400,', 1),
+                 msg[1].replace(b'"boxes":[[1.5', b'"boxes":[[-1e400', 1)):
+        assert head != msg[1]
+        bad = [msg[0], head, *msg[2:]]
+        assert _parse_canonical(bad) is None
+        with pytest.raises(DecodeError) as err:
+            decode(bad)
+        assert err.value.reason == "header_json"
+
+
+NUMBER = st.one_of(
+    st.integers(-2, 2**64), st.floats(-1e16, 1e16, allow_nan=False), st.sampled_from([1e300, -0.0])
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | NUMBER | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+CHANGES = st.fixed_dictionaries({}, optional={
+    "seq": NUMBER,
+    "extra": JSON,
+    "meta": st.dictionaries(st.text(max_size=4), JSON, max_size=3),
+    "trace": st.lists(st.tuples(st.text(max_size=3), NUMBER, NUMBER).map(list), max_size=2),
+    "annotations": st.fixed_dictionaries({}, optional={
+        "labels": st.lists(st.text(max_size=3), max_size=2),
+        "boxes": st.lists(st.lists(NUMBER, min_size=6, max_size=6), max_size=2),
+        "classes": st.lists(st.tuples(NUMBER, NUMBER).map(list), max_size=2),
+        "track_ids": st.lists(NUMBER, max_size=2),
+        "model": JSON,
+    }),
+})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=CHANGES)
+def test_what_the_slow_path_accepts_the_fast_path_takes_in_canonical_form(changes: dict) -> None:
+    """The other direction of tests/test_fuzz.py's check: a header the slow path accepts,
+    written as a medstream sender writes its schema value, takes the fast path to the same
+    result, so the two accept the same headers."""
+    msg = _message(_frame(tracked=True))
+    h = json.loads(msg[1])
+    h.update(changes)
+    parts = [msg[0], json.dumps(h).encode(), *msg[2:]]
+    try:
+        slow = _parse_json(parts)
+    except DecodeError:
+        return
+    canonical = wire_header.encode(msgspec.convert(h, wire_header.FrameHeader))
+    fast = _parse_canonical([msg[0], canonical, *msg[2:]])
+    assert fast is not None
+    assert replace(fast, parts=[]) == replace(slow, parts=[])
