@@ -113,7 +113,9 @@ def test_integers_where_floats_go_decode_as_the_floats_a_sender_writes() -> None
     assert got is not None
     assert all(type(v) is float for b in got.annotations.boxes for v in (b.x0, b.y1, b.score))
     assert type(got.annotations.classes[0][1]) is float
-    _same_frame(got, decode(msg).frame)  # type: ignore[arg-type]
+    want = decode(msg).frame
+    assert want is not None
+    _same_frame(got, want)
     typed = msgspec.convert(h, wire_header.FrameHeader)
     assert wire_header.encode(typed) == msg[1]  # one canonical form for both
     assert _parse_canonical([msg[0], wire_header.encode(typed), *msg[2:]]) is not None
