@@ -17,47 +17,29 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, get_args
 
+import msgspec
 import numpy as np
 
 from engines.pixels import PIXEL_FORMATS
 
 from . import wire_header
 from .frame import Annotations, Box, Frame, Span
-from .wire_header import UNSET, Ann, FrameHeader, Part
+from .wire_header import MAX_DIM as MAX_DIM  # the schema's limits, exported here too
+from .wire_header import MAX_PARTS, UNSET, Ann, DType, Envelope, EosHeader, FrameHeader, Part
 
 PROTOCOL_VERSION: Final = 1
 MAX_HEADER_BYTES = 64 * 1024
-MAX_PARTS = 8
-MAX_NDIM = 4
-MAX_DIM = 16384
 MAX_PART_BYTES = 512 * 1024 * 1024
-MAX_TRACE_SPANS = 64
-MAX_BOXES = 4096
-MAX_LABELS = 256
-MAX_CLASSES = 256  # annotations.classes: a classifier's top-k
 MAX_META_DEPTH = 8  # nesting of objects/arrays inside `meta`
 MAX_TOPIC_BYTES = 1024
-INT64_MAX = 2**63 - 1
 
 # dtype name on the wire -> numpy dtype (always little-endian)
-DTYPES: dict[str, np.dtype] = {
-    name: np.dtype(name).newbyteorder("<")
-    for name in (
-        "uint8",
-        "int8",
-        "uint16",
-        "int16",
-        "uint32",
-        "int32",
-        "float16",
-        "float32",
-        "float64",
-    )
-}
+DTYPES: dict[str, np.dtype] = {name: np.dtype(name).newbyteorder("<") for name in get_args(DType)}
 
 KIND_FRAME = "frame"
 KIND_EOS = "eos"
@@ -219,17 +201,10 @@ def _annotations_header(ann: Annotations) -> Ann:
 
 def encode_eos(eos: EndOfStream, sender: str, link_seq: int, sent_ns: int) -> list[bytes]:
     """Encode an end-of-stream marker (no payload parts)."""
-    header = {
-        "v": PROTOCOL_VERSION,
-        "kind": KIND_EOS,
-        "sender": sender,
-        "link_seq": link_seq,
-        "sent_ns": sent_ns,
-        "stream": eos.stream,
-        "epoch": eos.epoch,
-        "last_seq": eos.last_seq,
-    }
-    return [eos.stream.encode(), json.dumps(header, separators=(",", ":")).encode()]
+    header = EosHeader(
+        PROTOCOL_VERSION, "eos", sender, link_seq, sent_ns, eos.stream, eos.epoch, eos.last_seq
+    )
+    return [eos.stream.encode(), wire_header.encode(header)]
 
 
 def _buffer(part: Any) -> memoryview:
@@ -238,131 +213,17 @@ def _buffer(part: Any) -> memoryview:
     return memoryview(part).cast("B")
 
 
-def _field(header: dict, key: str, kind: type | tuple[type, ...]) -> Any:
-    value = header.get(key)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise DecodeError("field", f"{key!r} must be {getattr(kind, '__name__', kind)}")
-    return value
-
-
-def _int_field(header: dict, key: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
-    value = _field(header, key, int)
-    if not lo <= value <= hi:
-        raise DecodeError("field", f"{key!r}={value} outside [{lo}, {hi}]")
-    return value
-
-
-def _str_field(header: dict, key: str, max_len: int = 256) -> str:
-    value = _field(header, key, str)
-    if len(value) > max_len:
-        raise DecodeError("field", f"{key!r} longer than {max_len}")
-    return value
-
-
-def _parse_shape(raw: Any) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_NDIM:
-        raise DecodeError("shape", f"shape must list 1..{MAX_NDIM} dimensions, got {raw!r:.80}")
-    for d in raw:
-        if not isinstance(d, int) or isinstance(d, bool) or not 1 <= d <= MAX_DIM:
-            raise DecodeError("shape", f"dimension {d!r:.40} outside 1..{MAX_DIM}")
-    return tuple(raw)
-
-
-def _parse_annotations(raw: Any) -> Annotations:
-    if not isinstance(raw, dict):
-        raise DecodeError("field", "'annotations' must be an object")
-    labels = raw.get("labels", [])
-    if (
-        not isinstance(labels, list)
-        or len(labels) > MAX_LABELS
-        or not all(isinstance(x, str) and len(x) <= 256 for x in labels)
-    ):
-        raise DecodeError("field", f"'annotations.labels' must be up to {MAX_LABELS} strings")
-    boxes_raw = raw.get("boxes", [])
-    if not isinstance(boxes_raw, list) or len(boxes_raw) > MAX_BOXES:
-        raise DecodeError("field", f"'annotations.boxes' must be a list of up to {MAX_BOXES}")
-    boxes = []
-    for b in boxes_raw:
-        if (
-            not isinstance(b, list)
-            or len(b) != 6
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
-            or not all(math.isfinite(v) and abs(v) <= 1e15 for v in b)
-            or not 0 <= b[4] < 2**31
-        ):
-            raise DecodeError("field", "a box must be [x0, y0, x1, y1, label, score] numbers")
-        boxes.append(
-            Box(float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4]), float(b[5]))
-        )
-    text = {}
-    for key in ("model", "backend", "device", "precision"):
-        value = raw.get(key, "")
-        if not isinstance(value, str) or len(value) > 256:
-            raise DecodeError("field", f"'annotations.{key}' must be a string")
-        text[key] = value
-    track_ids = raw.get("track_ids", [])
-    if (
-        not isinstance(track_ids, list)
-        or len(track_ids) not in (0, len(boxes))
-        or not all(
-            isinstance(i, int) and not isinstance(i, bool) and -1 <= i < 2**63 for i in track_ids
-        )
-    ):
-        raise DecodeError(
-            "field", "'annotations.track_ids' must be one integer >= -1 per box, or absent"
-        )
-    return Annotations(
-        labels=labels,
-        boxes=boxes,
-        classes=_parse_classes(raw.get("classes", [])),
-        track_ids=track_ids,
-        **text,
-    )
-
-
-def _parse_classes(raw: Any) -> list[tuple[int, float]]:
-    """`annotations.classes`: up to MAX_CLASSES [label, probability] pairs."""
-    if not isinstance(raw, list) or len(raw) > MAX_CLASSES:
-        raise DecodeError("field", f"'annotations.classes' must be a list of up to {MAX_CLASSES}")
-    classes = []
-    for c in raw:
-        if (
-            not isinstance(c, list)
-            or len(c) != 2
-            or not isinstance(c[0], int)
-            or isinstance(c[0], bool)
-            or not 0 <= c[0] < MAX_LABELS
-            or not isinstance(c[1], (int, float))
-            or isinstance(c[1], bool)
-            or not (math.isfinite(c[1]) and 0.0 <= c[1] <= 1.0)
-        ):
-            raise DecodeError("field", "a class must be [label 0..255, probability 0..1]")
-        classes.append((c[0], float(c[1])))
-    return classes
-
-
-def _parse_trace(raw: Any) -> list[Span]:
-    if not isinstance(raw, list) or len(raw) > MAX_TRACE_SPANS:
-        raise DecodeError("field", f"'trace' must be a list of up to {MAX_TRACE_SPANS} spans")
-    spans = []
-    for s in raw:
-        if (
-            not isinstance(s, list)
-            or len(s) != 3
-            or not isinstance(s[0], str)
-            or len(s[0]) > 256
-            or not all(
-                isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= INT64_MAX
-                for t in s[1:]
-            )
-        ):
-            raise DecodeError("field", "a span must be [stage, start_ns, end_ns]")
-        spans.append(Span(s[0], s[1], s[2]))
-    return spans
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent; one too large for a double (`1e400`, which
+    msgspec refuses too) is an error, not infinity."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text:.40} out of range")
+    return value
 
 
 def _meta_depth_ok(value: Any) -> bool:
@@ -375,24 +236,6 @@ def _meta_depth_ok(value: Any) -> bool:
                 return False
             stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
     return True
-
-
-def _parse_part(i: int, desc: Any) -> tuple[str, str, tuple[int, ...], int]:
-    """(name, dtype name, shape, bytes) of one `parts` entry, validated."""
-    if not isinstance(desc, dict):
-        raise DecodeError("field", f"parts[{i}] must be an object")
-    name = _str_field(desc, "name", max_len=64)
-    if (i == 0) != (name == "image"):
-        raise DecodeError("field", f"parts[{i}] name {name!r}: 'image' first, names unique")
-    dtype_name = desc.get("dtype")
-    if dtype_name not in DTYPES:
-        raise DecodeError("dtype", f"unknown dtype {dtype_name!r:.40}")
-    dtype = DTYPES[dtype_name]
-    shape = _parse_shape(desc.get("shape"))
-    expected = math.prod(shape) * dtype.itemsize
-    if expected > MAX_PART_BYTES:
-        raise DecodeError("size", f"{name}: shape needs {expected} bytes > {MAX_PART_BYTES}")
-    return name, dtype_name, shape, expected
 
 
 Layout = tuple[str, str, tuple[int, ...], int]  # a part's name, dtype name, shape, bytes
@@ -437,7 +280,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+_DECODER = json.JSONDecoder(
+    parse_float=_finite_float, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates
+)
 
 
 def _parse_header(raw: Any) -> dict[str, Any]:
@@ -522,9 +367,7 @@ def _layouts(fmt: str, descs: tuple[Part, ...]) -> tuple[Layout, ...] | None:
     """The layouts of a canonical header's parts if they are valid for pixel format `fmt`
     (remembered: they repeat frame after frame), else None."""
     try:
-        checked = _checked_layouts(
-            fmt, [{"name": p.name, "dtype": p.dtype, "shape": list(p.shape)} for p in descs]
-        )
+        checked = _checked_layouts(fmt, descs)
     except DecodeError:
         return None
     if len(_LAYOUTS) >= MAX_LAYOUTS:
@@ -533,33 +376,62 @@ def _layouts(fmt: str, descs: tuple[Part, ...]) -> tuple[Layout, ...] | None:
     return checked
 
 
-def _checked_layouts(fmt: Any, descs: list[Any]) -> tuple[Layout, ...]:
-    """The layouts of a header's `parts` entries, checked against each other and against pixel
-    format `fmt` (the image: checked here, once, for every stage after); DecodeError if not."""
-    if not isinstance(fmt, str) or fmt not in PIXEL_FORMATS:
-        raise DecodeError("pixel_format", f"unknown pixel format {fmt!r:.40}")
-    layouts = tuple(_parse_part(i, desc) for i, desc in enumerate(descs))
-    if len({name for name, *_ in layouts}) != len(layouts):
-        raise DecodeError("field", "part names must be unique")
+def _checked_layouts(fmt: str, descs: tuple[Part, ...]) -> tuple[Layout, ...]:
+    """The layouts of a header's `parts` (each valid by the schema), checked against each other
+    and against pixel format `fmt` (the image: checked here, once, for every stage after);
+    DecodeError if not."""
+    if fmt not in PIXEL_FORMATS:
+        raise DecodeError("pixel_format", f"unknown pixel format {fmt!r:.40} - at `$.format`")
+    layouts: list[Layout] = []
+    for i, p in enumerate(descs):
+        if (i == 0) != (p.name == "image") or any(p.name == q for q, *_ in layouts):
+            raise DecodeError("field", f"'image' first, names unique - at `$.parts[{i}].name`")
+        expected = math.prod(p.shape) * DTYPES[p.dtype].itemsize
+        if expected > MAX_PART_BYTES:
+            raise DecodeError("size", f"{p.name}: shape needs {expected} bytes > {MAX_PART_BYTES}")
+        layouts.append((p.name, p.dtype, p.shape, expected))
     try:
-        PIXEL_FORMATS[fmt].check_layout(layouts[0][1], layouts[0][2])
+        PIXEL_FORMATS[fmt].check_layout(descs[0].dtype, descs[0].shape)
     except ValueError as e:
         raise DecodeError("pixel_format", str(e)) from None
-    return layouts
+    return tuple(layouts)
+
+
+# a schema error's path (indices dropped) -> its reason; any other path: `field`
+_SCHEMA_REASONS = (
+    ("$.v.", "version"), ("$.kind.", "kind"), ("$.format.", "pixel_format"), ("$.shm.", "shm"),
+    ("$.parts.dtype.", "dtype"), ("$.parts.shape.", "shape"),
+)
+_MISSING = re.compile(r"Object missing required field `(\w+)`")
+
+
+def _converted(header: dict[str, Any], schema: type[Any]) -> Any:
+    """`header` as `schema` (a `wire_header` type), or DecodeError with the protocol's reason
+    and msgspec's message, which names the key path (`... - at `$.parts[0].shape``)."""
+    try:
+        return msgspec.convert(header, schema)
+    except msgspec.ValidationError as e:
+        message = str(e)
+        path = "$" + message.partition(" - at `$")[2].rstrip("`")
+        if missing := _MISSING.match(message):
+            path += "." + missing[1]
+        path = re.sub(r"\[\d+\]", "", path) + "."
+        if path == "$.parts." and "length" in message:
+            raise DecodeError("parts", message) from None  # none, or more than MAX_PARTS
+        reason = next((r for prefix, r in _SCHEMA_REASONS if path.startswith(prefix)), "field")
+        raise DecodeError(reason, message) from None
 
 
 def _parse_json(parts: list[Any] | tuple[Any, ...]) -> Parsed:
-    """Any header, by the standard library's json (refusing duplicate keys) and hand checks."""
+    """Any header: parsed by the standard library's json (refusing duplicate keys), converted
+    to the schema's types (`wire_header`) and then checked as the fast path checks it."""
     header = _parse_header(parts[1])
-    version = header.get("v")
+    version, kind = header.get("v"), header.get("kind")
     if type(version) is not int or version != PROTOCOL_VERSION:  # not true, not 1.0
-        raise DecodeError(
-            "version", f"protocol version {header.get('v')!r:.20} is not {PROTOCOL_VERSION}"
-        )
-    kind = header.get("kind")
+        raise DecodeError("version", f"{version!r:.20} is not {PROTOCOL_VERSION} - at `$.v`")
     if kind not in (KIND_FRAME, KIND_EOS):
-        raise DecodeError("kind", f"unknown kind {kind!r:.40}")
-    stream = _str_field(header, "stream")
+        raise DecodeError("kind", f"unknown kind {kind!r:.40} - at `$.kind`")
+    stream = _converted(header, Envelope).stream  # the keys that name the topic, first
     topic_buf = _buffer(parts[0])
     if len(topic_buf) > MAX_TOPIC_BYTES:
         raise DecodeError("topic", f"topic of {len(topic_buf)} bytes > {MAX_TOPIC_BYTES}")
@@ -569,40 +441,40 @@ def _parse_json(parts: list[Any] | tuple[Any, ...]) -> Parsed:
         raise DecodeError("topic", "topic is not UTF-8") from None
     if topic != stream:
         raise DecodeError("topic", f"topic {topic!r:.40} != stream {stream!r:.40}")
-    sender = _str_field(header, "sender")
-    link_seq = _int_field(header, "link_seq")
-    sent_ns = _int_field(header, "sent_ns")
-    epoch = _int_field(header, "epoch")
-    if kind == KIND_EOS:
+    h = _converted(header, FrameHeader if kind == KIND_FRAME else EosHeader)
+    if isinstance(h, EosHeader):
         if len(parts) != 2:
             raise DecodeError("parts", "an eos message has no payload parts")
-        eos = EndOfStream(stream, epoch, _int_field(header, "last_seq", lo=-1))
-        return Parsed(KIND_EOS, sender, link_seq, sent_ns, stream, epoch, list(parts), eos=eos)
+        eos = EndOfStream(h.stream, h.epoch, h.last_seq)
+        return Parsed(
+            KIND_EOS, h.sender, h.link_seq, h.sent_ns, h.stream, h.epoch, list(parts), eos=eos
+        )
 
-    descs = _field(header, "parts", list)
-    shm = header.get("shm")
+    shm = None if h.shm is UNSET else h.shm
     inline = len(parts) - 2
-    if not descs or len(descs) > MAX_PARTS or (shm is None and len(descs) != inline):
-        raise DecodeError("parts", f"header lists {len(descs)} parts, message has {inline}")
+    if shm is None and len(h.parts) != inline:
+        raise DecodeError("parts", f"header lists {len(h.parts)} parts, message has {inline}")
     if shm is not None and inline:
         raise DecodeError("parts", "a frame in shared memory has no payload parts")
-    layouts = _checked_layouts(header.get("format"), descs)
-    fmt: str = header["format"]  # a PIXEL_FORMATS name by now
+    layouts = _checked_layouts(h.format, h.parts)
     for (name, _, _, expected), part in zip(layouts[:inline], parts[2:], strict=True):  # shm: none inline
         got = len(_buffer(part))
         if got != expected:
             raise DecodeError("size", f"{name}: {got} bytes, shape needs {expected}")
-    meta = header.get("meta", {})
-    if not isinstance(meta, dict) or not _meta_depth_ok(meta):
-        raise DecodeError("field", f"'meta' must be an object nested at most {MAX_META_DEPTH} deep")
-    seq = _int_field(header, "seq")
-    capture_ns = _int_field(header, "capture_ns")
-    deadline_ns = _int_field(header, "deadline_ns")
-    annotations = _parse_annotations(header.get("annotations", {}))
-    trace = _parse_trace(header.get("trace", []))
+    if h.meta and not _meta_depth_ok(h.meta):
+        raise DecodeError("field", f"nested more than {MAX_META_DEPTH} deep - at `$.meta`")
+    ann = h.annotations
+    track_ids = [] if ann.track_ids is UNSET else ann.track_ids
+    if track_ids and len(track_ids) != len(ann.boxes):
+        raise DecodeError("field", "not one per box - at `$.annotations.track_ids`")
+    annotations = Annotations(
+        ann.model, ann.labels, [Box(*b) for b in ann.boxes], ann.backend, ann.device,
+        ann.precision, [] if ann.classes is UNSET else ann.classes, track_ids,
+    )
     return Parsed(
-        KIND_FRAME, sender, link_seq, sent_ns, stream, epoch, list(parts), seq, None, layouts,
-        capture_ns, deadline_ns, fmt, annotations, trace, meta, shm,
+        KIND_FRAME, h.sender, h.link_seq, h.sent_ns, h.stream, h.epoch, list(parts), h.seq,
+        None, layouts, h.capture_ns, h.deadline_ns, h.format, annotations,
+        [Span(*t) for t in h.trace], h.meta, shm,
     )
 
 
