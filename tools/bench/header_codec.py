@@ -3,9 +3,9 @@
     python -m tools.bench.header_codec     # microseconds per call, warm and cold
 
 A render-stage frame (image, mask, two spans, labels) as `encode_frame` writes it. "stdlib" is
-the path for any header (`codec._parse_json`: json with a duplicate-key hook and hand-written
-checks; encoding with `json.dumps`); "msgspec" is the path for medstream's own encoding
-(`codec.parse` taking `wire_header.decode_canonical`: typed decode, re-encode, compare).
+the path for any header (`codec._parse_json`: json with a duplicate-key hook, then converted to
+the same msgspec schema; encoding with `json.dumps`); "msgspec" is the path for medstream's own
+encoding (`codec.parse` taking `wire_header.decode_canonical`: typed decode, re-encode, compare).
 "warm" repeats the call back to back; "cold" sleeps 16 ms before each call, as a stage at
 60 fps does, so caches have been lost to other work: that is the cost a frame pays. It also
 prints what `codec.parse` says of what the protocol refuses (docs/protocol.md section 3).
