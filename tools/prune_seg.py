@@ -499,15 +499,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": command,
         "versions": versions(),
     }
-    add_held_out_metrics(
-        card,
-        card_path,
-        args.out / "model.onnx",
-        args.test_seeds,
-        args.test_frames_per_seed,
-        args.timing_runs,
-        scene,
-    )
+    add_held_out_metrics(card, card_path, args.out / "model.onnx", args, args.timing_runs, scene)
     report = {
         "setup": {
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),

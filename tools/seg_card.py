@@ -196,17 +196,18 @@ def add_held_out_metrics(
     card: dict,
     card_path: Path,
     onnx_path: Path,
-    test_seeds: list[int],
-    frames_per_seed: int,
+    args: argparse.Namespace,
     latency_runs: int,
     scene: str,
     input_model: str | None = None,
 ) -> None:
     """Write the card (the pipeline loads it), then its held-out metrics and cost: of the
-    classic scene, and of the anatomy scene too unless the model learnt only the classic one.
+    classic scene, and of the anatomy scene too unless the model learnt only the classic one;
+    `args.test_frames_per_seed` frames of each of `args.test_seeds`, timed over `latency_runs`.
 
     `input_model`: the denoiser every frame goes through first (a hybrid's segmenter): the
     whole chain is scored and timed."""
+    test_seeds, frames_per_seed = args.test_seeds, args.test_frames_per_seed
     write_card(card_path, card)
     scenes = ("classic", "anatomy") if scene != "classic" else ("classic",)
     by_scene: dict[str, dict[str, object]] = {}

@@ -230,15 +230,7 @@ def write_model(
         "confidence_threshold": CONFIDENCE_THRESHOLD,
         "notice": NOTICE,
     }
-    add_held_out_metrics(
-        card,
-        out / "card.json",
-        onnx_path,
-        args.test_seeds,
-        args.test_frames_per_seed,
-        args.latency_runs,
-        "classic",
-    )
+    add_held_out_metrics(card, out / "card.json", onnx_path, args, args.latency_runs, "classic")
     print(
         f"{name}: held-out mean fg Dice {card['metrics']['mean_foreground_dice']}, accuracy "
         f"{card['metrics']['pixel_accuracy_fov']}; {card['cost']['gflops']} GFLOPs, "

@@ -122,15 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": command,
         "versions": versions(),
     }
-    add_held_out_metrics(
-        card,
-        card_path,
-        onnx_path,
-        args.test_seeds,
-        args.test_frames_per_seed,
-        args.latency_runs,
-        args.scene,
-    )
+    add_held_out_metrics(card, card_path, onnx_path, args, args.latency_runs, args.scene)
     print_held_out(card, onnx_path, started)
 
 
