@@ -226,6 +226,18 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits, target) + dice_loss(logits, target)
 
 
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(teacher || student) of the per-pixel class distributions softened by `temperature`,
+    times temperature^2 (Hinton et al. 2015), mean over pixels; the teacher's logits may be
+    float16 (they are compared in float32)."""
+    t = F.log_softmax(teacher.float() / temperature, 1)
+    s = F.log_softmax(student / temperature, 1)
+    kl = (t.exp() * (t - s)).sum(1).mean()
+    return kl * temperature**2
+
+
 def export_onnx(
     model: nn.Module,
     path: Path,
