@@ -239,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--every and --runs must be >= 1")
     print(markdown(real_report(args.every, args.threads, args.backend, args.runs)))
     if args.figures:
-        frames = held_out_frames(args.every)
-        figure_methods = ("classical-median", "classical-nlm", "us-denoise", "us-despeckle-real")
-        for path in write_figures(frames, figure_methods, args.figures):
+        for path in write_figures(held_out_frames(args.every), METHODS, args.figures):
             print(f"wrote {path}")
     return 0
 

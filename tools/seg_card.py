@@ -180,18 +180,6 @@ def onnx_torch_difference(model: nn.Module, onnx_path: Path, x: np.ndarray) -> f
     return float(np.abs(session.run(None, {"image": x})[0] - ref).max())
 
 
-def traced_torchscript(model: nn.Module, onnx_path: Path, out: Path) -> float:
-    """Trace and freeze `model` (eval) to `out`; return max |TorchScript - ONNX| on a random
-    input (the same weights: the ONNX file was exported from this model)."""
-    example = torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
-    model.eval()
-    with torch.no_grad():
-        torch.jit.freeze(torch.jit.trace(model, example)).save(str(out))
-        got = torch.jit.load(str(out))(example).numpy()
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    return float(np.abs(session.run(None, {"image": example.numpy()})[0] - got).max())
-
-
 def add_held_out_metrics(
     card: dict,
     card_path: Path,

@@ -311,20 +311,25 @@ def load_onnx_weights(model: nn.Module, onnx_path: Path) -> nn.Module:
     return model.eval()
 
 
+def traced_torchscript(
+    model: nn.Module, onnx_path: Path, out: Path, example: torch.Tensor
+) -> float:
+    """Trace and freeze `model` (eval mode) to `out`; return max |TorchScript - ONNX Runtime|
+    on `example` (the ONNX file holds the same weights: exported from, or loaded into, it)."""
+    model.eval()
+    with torch.no_grad():
+        torch.jit.freeze(torch.jit.trace(model, example)).save(str(out))
+        got = torch.jit.load(str(out))(example).numpy()
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ref = session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]
+    return float(np.abs(ref - got).max())
+
+
 def torchscript_from_onnx(
     model: nn.Module, onnx_path: Path, out: Path, example: torch.Tensor
 ) -> float:
     """Write TorchScript of `model` with the ONNX file's weights; return max |torch - onnx|."""
-    load_onnx_weights(model, onnx_path)
-    with torch.no_grad():
-        traced = torch.jit.trace(model, example)
-        traced = torch.jit.freeze(traced)
-        traced.save(str(out))
-        session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        ref = session.run(None, {name: example.numpy()})[0]
-        got = torch.jit.load(str(out))(example).numpy()
-    return float(np.abs(ref - got).max())
+    return traced_torchscript(load_onnx_weights(model, onnx_path), onnx_path, out, example)
 
 
 def export_model(
