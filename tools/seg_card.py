@@ -24,7 +24,7 @@ from engines import InferencePipeline
 from engines.preprocess import preprocess
 from engines.registry import ModelInput
 from stream.sources.phantom import LABELS, phantom_frame, pixel_format_of
-from tools.eval_common import dice_scores, score_and_time
+from tools.eval_common import confusion, dice_scores, score_and_time
 from tools.eval_seg import evaluate, phantom_set, spec_for_seed
 from tools.onnx_flops import count_flops
 from tools.train_common import (
@@ -125,9 +125,8 @@ def val_dice(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 16) ->
             for i in range(0, len(x), batch)
         ]
     model.train()
-    n = len(LABELS)
-    conf = np.bincount((y.astype(np.int64) * n + np.concatenate(out)).ravel(), minlength=n * n)
-    score = dice_scores(conf.reshape(n, n), LABELS)["mean_foreground_dice"]
+    conf = confusion(np.concatenate(out), y, len(LABELS))
+    score = dice_scores(conf, LABELS)["mean_foreground_dice"]
     return float(score) if isinstance(score, float) else 0.0
 
 
