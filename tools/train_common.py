@@ -134,8 +134,10 @@ def deterministic(seed: int, threads: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def forward(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
-    """The training forward pass, under bf16 autocast for precision 'bf16'; float32 out."""
+def forward(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, precision: str
+) -> torch.Tensor:
+    """The training forward pass (network or method), bf16 autocast for 'bf16'; float32 out."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         return model(x).float()
 
