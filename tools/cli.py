@@ -21,21 +21,12 @@ from tools.extras import missing_extra_of, missing_message
 # subcommand -> (module under tools/ with register(subparsers), one-line help for `--help`)
 TOOL_COMMANDS: dict[str, tuple[str, str]] = {
     "fuzz": ("tools.fuzz", "fuzz the wire decoder (and a live Receiver over tcp)"),
-    "soak": (
-        "tools.soak",
-        "run a pipeline long and check stages for memory/fd/thread growth",
-    ),
+    "soak": ("tools.soak", "run a pipeline long and check stages for memory/fd/thread growth"),
     "engine": ("tools.engine_cli", "build TensorRT engines, show the engine cache"),
     "evaluate": ("tools.evaluate", "traditional vs CNN vs hybrid on held-out phantoms"),
     "top": ("tools.top", "live view of every stage (fps, latency, drops, misses)"),
-    "profile": (
-        "tools.profiling.cli",
-        "profile a pipeline: tables, plots, Perfetto timeline",
-    ),
-    "prometheus": (
-        "tools.prometheus",
-        "serve a pipeline's stats at /metrics for Prometheus",
-    ),
+    "profile": ("tools.profiling.cli", "profile a pipeline: tables, plots, Perfetto timeline"),
+    "prometheus": ("tools.prometheus", "serve a pipeline's stats at /metrics for Prometheus"),
     "bench": ("tools.bench.cli", "benchmark links and pipelines against their floors"),
     "gpu-check": (
         "tools.gpu_check",

@@ -11,14 +11,9 @@ at 1/8 to 1/32 resolution (encoder and decoder), where they cost little.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from tools.seg_net import SeparableConv, _cbr
-
-
-def _up(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+from tools.seg_net import SeparableConv, _cbr, _up
 
 
 class DenoiseNet(nn.Module):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -34,6 +33,7 @@ from engines import EngineSpec, InferencePipeline, load_pipeline
 from engines.api import BackendName
 from tools import noref_metrics as nr
 from tools import real_us_data
+from tools.bench.timing import time_calls_ms
 
 METHODS = ("classical-median", "classical-nlm", "us-denoise", "us-despeckle-real")
 MIN_EDGE_PRESERVATION = 0.9
@@ -125,13 +125,7 @@ def time_method(
     run: Callable[[np.ndarray], object], frames: list[RealFrame], runs: int
 ) -> dict[str, float]:
     """Median and p99 ms per frame over `runs` calls cycling over the frames (1 warm-up)."""
-    run(frames[0].image)
-    times = []
-    for i in range(runs):
-        img = frames[i % len(frames)].image
-        t0 = time.perf_counter()
-        run(img)
-        times.append((time.perf_counter() - t0) * 1e3)
+    times = time_calls_ms(lambda i: run(frames[i % len(frames)].image), runs, warmup=1)
     return {"median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99))}
 
 
@@ -239,9 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--every and --runs must be >= 1")
     print(markdown(real_report(args.every, args.threads, args.backend, args.runs)))
     if args.figures:
-        frames = held_out_frames(args.every)
-        figure_methods = ("classical-median", "classical-nlm", "us-denoise", "us-despeckle-real")
-        for path in write_figures(frames, figure_methods, args.figures):
+        for path in write_figures(held_out_frames(args.every), METHODS, args.figures):
             print(f"wrote {path}")
     return 0
 

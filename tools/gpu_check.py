@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -407,27 +406,21 @@ CHECKS: list[tuple[str, Callable[[Host], str]]] = [
 ]
 
 
-@contextmanager
-def _timer() -> Iterator[Callable[[], float]]:
-    t0 = time.perf_counter()
-    yield lambda: time.perf_counter() - t0
-
-
 def run_checks(
     host: Host, checks: list[tuple[str, Callable[[Host], str]]] | None = None
 ) -> list[CheckResult]:
     """Each check (default: CHECKS): ran (its detail), skipped (why) or failed (the error)."""
     results = []
     for name, check in CHECKS if checks is None else checks:
-        with _timer() as elapsed:
-            try:
-                status, detail = "ran", check(host)
-            except Skip as e:
-                status, detail = "skipped", str(e)
-            except Exception as e:  # a failing check is reported, the others still run
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                status, detail = "failed", f"{type(e).__name__}: {first}"
-        results.append(CheckResult(name, status, detail, round(elapsed(), 2)))
+        t0 = time.perf_counter()
+        try:
+            status, detail = "ran", check(host)
+        except Skip as e:
+            status, detail = "skipped", str(e)
+        except Exception as e:  # a failing check is reported, the others still run
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            status, detail = "failed", f"{type(e).__name__}: {first}"
+        results.append(CheckResult(name, status, detail, round(time.perf_counter() - t0, 2)))
     return results
 
 

@@ -61,6 +61,7 @@ from tools.train_common import (
     apply_quick,
     architecture_card,
     check_training_args,
+    distillation_loss,
     export_model,
     forward,
     load_onnx_weights,
@@ -185,17 +186,6 @@ def reestimate_batchnorm(model: nn.Module, x: np.ndarray, batch: int = 16) -> No
             bn.running_var.copy_(var)
             bn.weight.copy_(torch.sqrt(var + bn.eps))
             bn.bias.add_(mean)
-
-
-def distillation_loss(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """KL(teacher || student) of the per-pixel class distributions softened by `temperature`,
-    times temperature^2 (Hinton et al.), mean over pixels."""
-    t = torch.log_softmax(teacher.float() / temperature, 1)
-    s = torch.log_softmax(student / temperature, 1)
-    kl = (t.exp() * (t - s)).sum(1).mean()
-    return kl * temperature**2
 
 
 def teacher_logits(model: nn.Module, x: np.ndarray, batch: int = 16) -> np.ndarray:
@@ -499,15 +489,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": command,
         "versions": versions(),
     }
-    add_held_out_metrics(
-        card,
-        card_path,
-        args.out / "model.onnx",
-        args.test_seeds,
-        args.test_frames_per_seed,
-        args.timing_runs,
-        scene,
-    )
+    add_held_out_metrics(card, card_path, args.out / "model.onnx", args, args.timing_runs, scene)
     report = {
         "setup": {
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),

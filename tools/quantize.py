@@ -184,21 +184,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     write_card(args.out / "card.json", card)  # the pipeline needs it to load the model
     # measured alternately in one run, so both see the same machine load
-    fp32 = measure(
-        args.model, card["task"], args.test_seeds, args.test_frames_per_seed, args.latency_runs
-    )
-    int8 = measure(
-        str(args.out / "model.onnx"),
-        card["task"],
-        args.test_seeds,
-        args.test_frames_per_seed,
-        args.latency_runs,
-    )
+    held_out = (card["task"], args.test_seeds, args.test_frames_per_seed, args.latency_runs)
+    fp32 = measure(args.model, *held_out)
+    int8 = measure(str(args.out / "model.onnx"), *held_out)
     key = "mean_foreground_dice" if card["task"] == "segmentation" else "psnr_db"
     card["metrics"] = {
         "data": f"held-out phantom seeds {seed_text(args.test_seeds)}, "
         f"{args.test_frames_per_seed} frames each, 512x512, through the ONNX pipeline",
-        **rounded({k: v for k, v in int8["metrics"].items()}),
+        **rounded(int8["metrics"]),
     }
     t32, t8 = fp32["latency"]["pipeline_median_ms"], int8["latency"]["pipeline_median_ms"]
     card["vs_fp32"] = {

@@ -24,7 +24,7 @@ from engines import InferencePipeline
 from engines.preprocess import preprocess
 from engines.registry import ModelInput
 from stream.sources.phantom import LABELS, phantom_frame, pixel_format_of
-from tools.eval_common import dice_scores, score_and_time
+from tools.eval_common import confusion, dice_scores, score_and_time
 from tools.eval_seg import evaluate, phantom_set, spec_for_seed
 from tools.onnx_flops import count_flops
 from tools.train_common import (
@@ -125,9 +125,8 @@ def val_dice(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 16) ->
             for i in range(0, len(x), batch)
         ]
     model.train()
-    n = len(LABELS)
-    conf = np.bincount((y.astype(np.int64) * n + np.concatenate(out)).ravel(), minlength=n * n)
-    score = dice_scores(conf.reshape(n, n), LABELS)["mean_foreground_dice"]
+    conf = confusion(np.concatenate(out), y, len(LABELS))
+    score = dice_scores(conf, LABELS)["mean_foreground_dice"]
     return float(score) if isinstance(score, float) else 0.0
 
 
@@ -180,33 +179,22 @@ def onnx_torch_difference(model: nn.Module, onnx_path: Path, x: np.ndarray) -> f
     return float(np.abs(session.run(None, {"image": x})[0] - ref).max())
 
 
-def traced_torchscript(model: nn.Module, onnx_path: Path, out: Path) -> float:
-    """Trace and freeze `model` (eval) to `out`; return max |TorchScript - ONNX| on a random
-    input (the same weights: the ONNX file was exported from this model)."""
-    example = torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
-    model.eval()
-    with torch.no_grad():
-        torch.jit.freeze(torch.jit.trace(model, example)).save(str(out))
-        got = torch.jit.load(str(out))(example).numpy()
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    return float(np.abs(session.run(None, {"image": example.numpy()})[0] - got).max())
-
-
 def add_held_out_metrics(
     card: dict,
     card_path: Path,
     onnx_path: Path,
-    test_seeds: list[int],
-    frames_per_seed: int,
+    args: argparse.Namespace,
     latency_runs: int,
     scene: str,
     input_model: str | None = None,
 ) -> None:
     """Write the card (the pipeline loads it), then its held-out metrics and cost: of the
-    classic scene, and of the anatomy scene too unless the model learnt only the classic one.
+    classic scene, and of the anatomy scene too unless the model learnt only the classic one;
+    `args.test_frames_per_seed` frames of each of `args.test_seeds`, timed over `latency_runs`.
 
     `input_model`: the denoiser every frame goes through first (a hybrid's segmenter): the
     whole chain is scored and timed."""
+    test_seeds, frames_per_seed = args.test_seeds, args.test_frames_per_seed
     write_card(card_path, card)
     scenes = ("classic", "anatomy") if scene != "classic" else ("classic",)
     by_scene: dict[str, dict[str, object]] = {}

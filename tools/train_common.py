@@ -134,8 +134,10 @@ def deterministic(seed: int, threads: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def forward(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
-    """The training forward pass, under bf16 autocast for precision 'bf16'; float32 out."""
+def forward(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, precision: str
+) -> torch.Tensor:
+    """The training forward pass (network or method), bf16 autocast for 'bf16'; float32 out."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         return model(x).float()
 
@@ -226,6 +228,18 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits, target) + dice_loss(logits, target)
 
 
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(teacher || student) of the per-pixel class distributions softened by `temperature`,
+    times temperature^2 (Hinton et al. 2015), mean over pixels; the teacher's logits may be
+    float16 (they are compared in float32)."""
+    t = F.log_softmax(teacher.float() / temperature, 1)
+    s = F.log_softmax(student / temperature, 1)
+    kl = (t.exp() * (t - s)).sum(1).mean()
+    return kl * temperature**2
+
+
 def export_onnx(
     model: nn.Module,
     path: Path,
@@ -299,20 +313,25 @@ def load_onnx_weights(model: nn.Module, onnx_path: Path) -> nn.Module:
     return model.eval()
 
 
+def traced_torchscript(
+    model: nn.Module, onnx_path: Path, out: Path, example: torch.Tensor
+) -> float:
+    """Trace and freeze `model` (eval mode) to `out`; return max |TorchScript - ONNX Runtime|
+    on `example` (the ONNX file holds the same weights: exported from, or loaded into, it)."""
+    model.eval()
+    with torch.no_grad():
+        torch.jit.freeze(torch.jit.trace(model, example)).save(str(out))
+        got = torch.jit.load(str(out))(example).numpy()
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ref = session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]
+    return float(np.abs(ref - got).max())
+
+
 def torchscript_from_onnx(
     model: nn.Module, onnx_path: Path, out: Path, example: torch.Tensor
 ) -> float:
     """Write TorchScript of `model` with the ONNX file's weights; return max |torch - onnx|."""
-    load_onnx_weights(model, onnx_path)
-    with torch.no_grad():
-        traced = torch.jit.trace(model, example)
-        traced = torch.jit.freeze(traced)
-        traced.save(str(out))
-        session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        ref = session.run(None, {name: example.numpy()})[0]
-        got = torch.jit.load(str(out))(example).numpy()
-    return float(np.abs(ref - got).max())
+    return traced_torchscript(load_onnx_weights(model, onnx_path), onnx_path, out, example)
 
 
 def export_model(

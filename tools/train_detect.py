@@ -33,6 +33,7 @@ from tools.train_common import (
     architecture_card,
     check_training_args,
     export_onnx,
+    forward,
     input_card,
     loss_note,
     parse_training_args,
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def step_loss() -> torch.Tensor:
         x, heat, reg, weight = batch(rng, images, boxes, args.batch, m32, s32)
-        return detection_loss(model, forward_raw(model, x, args.precision), heat, reg, weight)
+        return detection_loss(model, forward(model.raw, x, args.precision), heat, reg, weight)
 
     train_seconds = train(model, step_loss, loss_note, args.epochs, args.steps_per_epoch, args.lr)
 
@@ -236,12 +237,6 @@ def add_torchscript(folder: Path) -> None:
     card["torchscript"] = "model.pt"
     write_card(folder / "card.json", card)
     print(f"exported {folder / 'model.pt'}; max |torchscript - onnx| {diff:.2e}", flush=True)
-
-
-def forward_raw(model: DetNet, x: torch.Tensor, precision: str) -> torch.Tensor:
-    """The head's raw output under the training precision, float32 out."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        return model.raw(x).float()
 
 
 if __name__ == "__main__":

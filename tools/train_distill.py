@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from stream.sources.phantom import LABELS
 from tools.card_info import CONFIDENCE_THRESHOLD, NOTICE
@@ -56,6 +55,7 @@ from tools.train_common import (
     architecture_card,
     check_training_args,
     deterministic,
+    distillation_loss,
     export_model,
     forward,
     four_widths,
@@ -84,16 +84,6 @@ def crop_batch(
     """`size` random crop x crop (image, label) pairs, each mirrored left-right with p = 1/2."""
     xs, ys = random_crops(rng, x, y, size, crop)
     return torch.from_numpy(xs), torch.from_numpy(ys.astype(np.int64))
-
-
-def distillation_loss(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """T^2 x KL(softmax(teacher / T) || softmax(student / T)), per pixel, averaged."""
-    log_s = F.log_softmax(student / temperature, 1)
-    log_t = F.log_softmax(teacher / temperature, 1)
-    kl = (log_t.exp() * (log_t - log_s)).sum(1).mean()
-    return kl * temperature**2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -230,15 +220,7 @@ def write_model(
         "confidence_threshold": CONFIDENCE_THRESHOLD,
         "notice": NOTICE,
     }
-    add_held_out_metrics(
-        card,
-        out / "card.json",
-        onnx_path,
-        args.test_seeds,
-        args.test_frames_per_seed,
-        args.latency_runs,
-        "classic",
-    )
+    add_held_out_metrics(card, out / "card.json", onnx_path, args, args.latency_runs, "classic")
     print(
         f"{name}: held-out mean fg Dice {card['metrics']['mean_foreground_dice']}, accuracy "
         f"{card['metrics']['pixel_accuracy_fov']}; {card['cost']['gflops']} GFLOPs, "

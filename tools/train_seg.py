@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.input_model:
         description += f" Expects frames already denoised by {args.input_model} (a hybrid)."
+    card_path = args.out / "card.json"
     card: dict = {
-        **kept_fields(args.out / "card.json"),
+        **kept_fields(card_path),
         **seg_card_head(args.name, description, mean, std),
         "architecture": architecture_card("SegNet (tools/seg_net.py)", model),
         "training": {
@@ -131,14 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         "versions": versions(),
     }
     add_held_out_metrics(
-        card,
-        args.out / "card.json",
-        onnx_path,
-        args.test_seeds,
-        args.test_frames_per_seed,
-        args.latency_runs,
-        args.scene,
-        args.input_model,
+        card, card_path, onnx_path, args, args.latency_runs, args.scene, args.input_model
     )
     print_held_out(card, onnx_path, started)
 

@@ -34,7 +34,6 @@ from tools.seg_card import (
     print_held_out,
     seg_card_head,
     seg_data,
-    traced_torchscript,
     training_data_text,
     val_note,
 )
@@ -50,6 +49,7 @@ from tools.train_common import (
     seeds_card,
     segmentation_loss,
     start_run,
+    traced_torchscript,
     train,
     training_parser,
     versions,
@@ -83,9 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     onnx_path = args.out / "model.onnx"
     export_onnx(model, onnx_path, torch.zeros(1, 1, SIZE, SIZE), "image", "logits")
+    example = torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     diffs = {
         "onnx_vs_torch": onnx_torch_difference(model, onnx_path, x_val[:2].astype(np.float32)),
-        "onnx_vs_torchscript": traced_torchscript(model, onnx_path, args.out / "model.pt"),
+        "onnx_vs_torchscript": traced_torchscript(model, onnx_path, args.out / "model.pt", example),
     }
     print(f"exported {onnx_path} ({onnx_path.stat().st_size / 1024:.0f} KiB), {diffs}", flush=True)
     bad = {k: v for k, v in diffs.items() if v > MAX_TORCH_DIFFERENCE}
@@ -122,15 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": command,
         "versions": versions(),
     }
-    add_held_out_metrics(
-        card,
-        card_path,
-        onnx_path,
-        args.test_seeds,
-        args.test_frames_per_seed,
-        args.latency_runs,
-        args.scene,
-    )
+    add_held_out_metrics(card, card_path, onnx_path, args, args.latency_runs, args.scene)
     print_held_out(card, onnx_path, started)
 
 
