@@ -36,6 +36,7 @@ import struct
 import threading
 import time
 import weakref
+from contextlib import suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -206,16 +207,12 @@ class RingWriter:
         if self.fd < 0:
             return
         self.view.release()
-        try:
+        with suppress(BufferError):
             self.mm.close()
-        except BufferError:
-            pass
         os.close(self.fd)
         self.fd = -1
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 class _MappedRing:
@@ -251,10 +248,9 @@ class _MappedRing:
         self.holds: dict[int, int] = {}  # slot -> live leases in this process
 
     def close(self) -> None:
-        try:
+        # arrays still alive somewhere: the mapping goes with the last one
+        with suppress(BufferError):
             self.mm.close()
-        except BufferError:  # arrays still alive somewhere: the mapping goes with the last one
-            pass
         os.close(self.fd)
 
 
