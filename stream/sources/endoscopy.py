@@ -284,14 +284,8 @@ def _motion_blur(
     kernel = np.zeros((k, k), np.float32)
     c = (k - 1) / 2
     d = step / np.hypot(*step) * (length - 1) / 2
-    cv2.line(
-        kernel,
-        (int(round(c - d[0])), int(round(c - d[1]))),
-        (int(round(c + d[0])), int(round(c + d[1]))),
-        1.0,
-        1,
-        cv2.LINE_AA,
-    )
+    ends = [(int(round(c + sign * d[0])), int(round(c + sign * d[1]))) for sign in (-1, 1)]
+    cv2.line(kernel, ends[0], ends[1], 1.0, 1, cv2.LINE_AA)
     kernel /= kernel.sum()
     h, w = owner.shape
     bx, by, bw, bh = bbox
@@ -397,17 +391,8 @@ def _tip_glints(
         axes = (max(int(0.5 * half), 1), max(int(0.2 * half), 1))
         angle = math.degrees(math.atan2(axis[1], axis[0]))
         grey = int(255 * level)
-        cv2.ellipse(
-            img,
-            (int(round(at[0])), int(round(at[1]))),
-            axes,
-            angle,
-            0,
-            360,
-            (grey, grey, grey),
-            -1,
-            cv2.LINE_AA,
-        )
+        at_px = (int(round(at[0])), int(round(at[1])))
+        cv2.ellipse(img, at_px, axes, angle, 0, 360, (grey, grey, grey), -1, cv2.LINE_AA)
 
 
 def _truth_boxes(
@@ -456,12 +441,10 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
     dx, dy = int(np.clip(dx, -m, m)), int(np.clip(dy, -m, m))
     img = scene.tissue[m + dy : m + dy + h, m + dx : m + dx + w].copy()
 
-    glow: np.ndarray = np.zeros(
-        (h, w), np.uint8
-    )  # specular highlights: move with the tissue, flicker
-    for (gx, gy), size, phase in zip(
-        scene.glints, scene.glint_size, scene.glint_phase, strict=True
-    ):
+    # specular highlights: move with the tissue, flicker
+    glow: np.ndarray = np.zeros((h, w), np.uint8)
+    glints = zip(scene.glints, scene.glint_size, scene.glint_phase, strict=True)
+    for (gx, gy), size, phase in glints:
         level = 0.5 + 0.5 * math.sin(1.3 * t + phase)
         if level > 0.25:
             at = (int(round(gx - m - dx)), int(round(gy - m - dy)))
