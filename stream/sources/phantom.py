@@ -409,15 +409,8 @@ def _round_structures(rng: np.random.Generator, geo: _Geometry, y_max: float) ->
             shadow = float(rng.uniform(-8, -4)) if rng.random() < 0.5 else 0.0
             objects.append(_Object(shape, LESION, float(rng.uniform(7, 10)), shadow))
     for _ in range(int(rng.integers(1, 4))):  # vessels
-        artery = rng.random() < 0.5
-        shape = blob(
-            float(rng.uniform(2.0, 5.0)),
-            (0.75, 1.0),
-            (0.0, 0.0),
-            0.0,
-            0.06 if artery else 0.0,
-            0.05 if artery else 0.35,
-        )
+        pulse, compress = (0.06, 0.05) if rng.random() < 0.5 else (0.0, 0.35)  # artery, vein
+        shape = blob(float(rng.uniform(2.0, 5.0)), (0.75, 1.0), (0.0, 0.0), 0.0, pulse, compress)
         if shape is not None:
             objects.append(
                 _Object(shape, ANECHOIC, float(rng.uniform(-33, -27)), float(rng.uniform(3, 6)))
