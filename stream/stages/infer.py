@@ -187,23 +187,16 @@ class InferOperator(Operator):
                 model.confidence = self.confidence  # no map made for no reader
         if not self.confidence:
             rt.log.info("confidence part not sent: the render stages on %s draw labels only", spec.output)
-        selection = getattr(pipeline, "selection", "")
-        rt.stats.info.update(
-            {
-                "model": pipeline.model_id,
-                "backend": pipeline.backend,
-                "device": pipeline.device,
-                "precision": pipeline.precision,
-                "engine_selection": selection,
-            }
-        )
+        engine = {
+            "model": pipeline.model_id,
+            "backend": pipeline.backend,
+            "device": pipeline.device,
+            "precision": pipeline.precision,
+            "engine_selection": getattr(pipeline, "selection", ""),
+        }
+        rt.stats.info.update(engine)
         rt.log.info(
-            "model %s on %s (%s, %s): %s",
-            pipeline.model_id,
-            pipeline.backend,
-            pipeline.device,
-            pipeline.precision,
-            selection,
+            "model %(model)s on %(backend)s (%(device)s, %(precision)s): %(engine_selection)s", engine
         )
         # subscribe upstream only once downstream listens, so no frame is processed for nobody
         sender = ports.add_output(spec.output)
