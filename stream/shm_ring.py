@@ -159,17 +159,8 @@ class RingWriter:
             os.unlink(self.path)
             raise
         self.view = memoryview(self.mm)
-        _FILE.pack_into(
-            self.mm,
-            0,
-            MAGIC,
-            VERSION,
-            n_slots,
-            self.slot_size,
-            self.stride,
-            os.getpid(),
-            time.time_ns(),
-        )
+        header = (MAGIC, VERSION, n_slots, self.slot_size, self.stride, os.getpid(), time.time_ns())
+        _FILE.pack_into(self.mm, 0, *header)
         self.next = 0
         self.busy_skips = 0  # slots skipped because a reader still held them
 
