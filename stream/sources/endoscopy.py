@@ -171,14 +171,8 @@ class _Scene:
         vessels: np.ndarray = np.zeros((h, w), np.float32)
         for _ in range(int(rng.integers(6, 14))):
             pts = np.cumsum(rng.normal(0, w / 40, (24, 2)), 0) + rng.uniform(0, 1, 2) * (w, h)
-            cv2.polylines(
-                vessels,
-                [pts.astype(np.int32)],
-                False,
-                float(rng.uniform(0.5, 1.0)),
-                int(rng.integers(1, 4)),
-                cv2.LINE_AA,
-            )
+            depth, thickness = float(rng.uniform(0.5, 1.0)), int(rng.integers(1, 4))
+            cv2.polylines(vessels, [pts.astype(np.int32)], False, depth, thickness, cv2.LINE_AA)
         vessels = cv2.GaussianBlur(vessels, (0, 0), 1.2)
         tissue -= vessels[:, :, None] * np.array([35.0, 55.0, 45.0], np.float32)
         fat = np.clip((smooth(25 * w / 900) - 1.0) * 1.5, 0, 1)[:, :, None]  # pale fat, fascia
@@ -417,12 +411,8 @@ def _truth_boxes(
         if count < MIN_VISIBLE * total:
             continue
         ys, xs = np.nonzero(visible)
-        box = [
-            float(x0 + xs.min()),
-            float(y0 + ys.min()),
-            float(x0 + xs.max() + 1),
-            float(y0 + ys.max() + 1),
-        ]
+        lo, hi = (x0 + xs.min(), y0 + ys.min()), (x0 + xs.max() + 1, y0 + ys.max() + 1)
+        box = [float(v) for v in (*lo, *hi)]
         tool = scene.tools[i]
         boxes.append([*box, tool.kind, i, round(float(tip[0]), 1), round(float(tip[1]), 1)])
     return boxes
