@@ -25,15 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from stream.sources.phantom import (
-    ANECHOIC,
-    BACKGROUND,
-    INTERFACE,
-    LESION,
-    _Band,
-    _Blob,
-    _Object,
-)
+from stream.sources.phantom import ANECHOIC, BACKGROUND, INTERFACE, LESION, _Band, _Blob, _Object
 
 if TYPE_CHECKING:
     from stream.sources.phantom import _Geometry
