@@ -62,10 +62,8 @@ def _source_problems(spec: GrabSpec, where: str) -> list[str]:
     except ConfigError as e:
         return [str(e)]
     kind, source = typed.type, typed.spec
-    if kind in ("dicom", "replay"):
-        return _path_problem(source.path, f"{where}.source.path", want_dir=False)
-    if kind == "folder":
-        return _path_problem(source.path, f"{where}.source.path", want_dir=True)
+    if kind in ("dicom", "replay", "folder"):
+        return _path_problem(source.path, f"{where}.source.path", want_dir=kind == "folder")
     if kind == "capture":
         from .sources.capture import classify
 
@@ -96,11 +94,10 @@ def _key_problems(cfg: PipelineConfig, processes: list[str], stats: bool) -> lis
     # path -> (whose key, is it a secret key, key name for `medstream keys generate` or "")
     needed: dict[Path, tuple[str, bool, str]] = {}
 
-    def public(entry: str) -> None:
-        if "/" in entry or entry.endswith(".key"):
-            needed.setdefault(Path(entry), (f"public key {entry!r}", False, ""))
-        else:
-            needed.setdefault(key_paths(keys_dir, entry)[0], (f"public key {entry!r}", False, entry))
+    def public(entry: str) -> None:  # a key file's path, else a key name in keys_dir
+        path = "/" in entry or entry.endswith(".key")
+        key = Path(entry) if path else key_paths(keys_dir, entry)[0]
+        needed.setdefault(key, (f"public key {entry!r}", False, "" if path else entry))
 
     for me in processes:
         name = sec.key_name(me)
