@@ -538,10 +538,7 @@ def format_report(report: dict[str, Any]) -> str:
                 for k, v in f["producers_without_stats"].items()
             )
         )
-    lines += [
-        "",
-        f"{'latency ms':<22}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'fps':>8}",
-    ]
+    lines += ["", f"{'latency ms':<22}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'fps':>8}"]
     rows = [("glass-to-glass", report["latency_ms"]["glass_to_glass"])]
     display = report["latency_ms"].get("display", {})
     if display.get("count"):
