@@ -55,8 +55,7 @@ def model_results(frames: list[Frame], pipeline: InferencePipeline) -> list[Infe
     run_batch = getattr(pipeline, "run_batch", None)
     if run_batch is None or len(frames) == 1:
         return [pipeline(f.image, f.pixel_format) for f in frames]
-    results: list[InferenceResult] = run_batch([f.image for f in frames], [f.pixel_format for f in frames])
-    return results
+    return run_batch([f.image for f in frames], [f.pixel_format for f in frames])
 
 
 def confidence_read(cfg: PipelineConfig, link: str) -> bool:
@@ -100,14 +99,8 @@ def _annotated(
 
 def reuse_result(frame: Frame, last: Frame, reason: str) -> Frame:
     """`frame` with the results (mask, output image, annotations) computed for `last`."""
-    parts = dict(frame.parts)
-    for name in RESULT_PARTS:
-        if name in last.parts:
-            parts[name] = last.parts[name]
-    meta = dict(frame.meta)
-    for key in RESULT_META:
-        if key in last.meta:
-            meta[key] = last.meta[key]
+    parts = {**frame.parts, **{k: last.parts[k] for k in RESULT_PARTS if k in last.parts}}
+    meta = {**frame.meta, **{k: last.meta[k] for k in RESULT_META if k in last.meta}}
     meta["inference"] = {
         "reused": True,
         "reason": reason,
