@@ -161,12 +161,8 @@ def busy_endpoints(
     cfg: PipelineConfig, stage_ids: list[str], supervisor: bool = True
 ) -> list[str]:
     """One line per endpoint this host would bind that is in use now."""
-    problems = []
-    for where, endpoint in bound_endpoints(cfg, stage_ids, supervisor):
-        why = endpoint_in_use(endpoint)
-        if why:
-            problems.append(f"{where}: {endpoint} is in use ({why})")
-    return problems
+    found = [(w, e, endpoint_in_use(e)) for w, e in bound_endpoints(cfg, stage_ids, supervisor)]
+    return [f"{where}: {endpoint} is in use ({why})" for where, endpoint, why in found if why]
 
 
 def endpoint_in_use(endpoint: str) -> str | None:

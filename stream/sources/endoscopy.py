@@ -475,11 +475,9 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
             far = max(float(np.dot(p - tip, axis)) for jaw in jaws for p in jaw)
             heads.append((head, (int(x0), int(y0)), tip + axis * far))
         if spec.blur > 0 and owner is not None:
-            ahead, _, _, _ = _tool_polygons(
-                tool, t + 0.5 / spec.fps, spec.motion, centre, scene.radius
-            )
-            behind, _, _, _ = _tool_polygons(
-                tool, t - 0.5 / spec.fps, spec.motion, centre, scene.radius
+            ahead, behind = (  # the shaft half a frame later and earlier
+                _tool_polygons(tool, t + dt, spec.motion, centre, scene.radius)[0]
+                for dt in (0.5 / spec.fps, -0.5 / spec.fps)
             )
             step = (ahead[1:3] - behind[1:3]).mean(0)
             bx, by, bw, bh = cv2.boundingRect(np.concatenate(fixed) // 16)

@@ -771,12 +771,8 @@ def _render(spec: PhantomSpec, index: int, layers: bool) -> PhantomLayers:
         if model.screen is not None:
             ui = model.screen.paint((image, clean), t, layers)
     none = np.zeros((h, w), bool) if layers else _NO_PIXELS
-    return PhantomLayers(
-        PhantomFrame(image, truth, clean),
-        none if ui is None else ui,
-        none if colour is None else colour,
-        none if box is None else box,
-    )
+    ui, colour, box = (none if drawn is None else drawn for drawn in (ui, colour, box))
+    return PhantomLayers(PhantomFrame(image, truth, clean), ui, colour, box)
 
 
 _NO_PIXELS = np.zeros((0, 0), bool)  # a layer not asked for
