@@ -111,17 +111,6 @@ def reuse_result(frame: Frame, last: Frame, reason: str) -> Frame:
     return _derived(frame, parts, last.annotations, meta)
 
 
-def _schedule(spec: InferSpec) -> InferSchedule:
-    return InferSchedule(
-        run_every=spec.run_every,
-        auto_skip=spec.auto_skip,
-        max_reuse_age_ms=spec.max_reuse_age_ms,
-        cascade=spec.fallback is not None,
-        fallback_after=spec.fallback_after,
-        probe_every=spec.probe_every,
-    )
-
-
 class InferOperator(Operator):
     """Frames in, model results out; `InferSchedule` is the strategy that says, per frame,
     whether to run a model (main or fallback), reuse the last result, or drop."""
@@ -153,7 +142,15 @@ class InferOperator(Operator):
     def schedule(self, stream: str) -> InferSchedule:
         got = self.schedules.get(stream)
         if got is None:
-            got = self.schedules[stream] = _schedule(self.spec)
+            spec = self.spec
+            got = self.schedules[stream] = InferSchedule(
+                run_every=spec.run_every,
+                auto_skip=spec.auto_skip,
+                max_reuse_age_ms=spec.max_reuse_age_ms,
+                cascade=spec.fallback is not None,
+                fallback_after=spec.fallback_after,
+                probe_every=spec.probe_every,
+            )
         return got
 
     def setup(self, ports: Ports) -> None:
