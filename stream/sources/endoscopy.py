@@ -198,9 +198,8 @@ def _tool_polygons(
     length = (1.3 - reach) * radius
     tip = entry + axis * length
     half = tool.width * radius / 2
-    shaft = np.array(
-        [entry + normal * half, tip + normal * half, tip - normal * half, entry - normal * half]
-    )
+    side = normal * half
+    shaft = np.array([entry + side, tip + side, tip - side, entry - side])
     cycle = math.sin(2 * math.pi * tool.hz[2] * t + tool.phase[2])
     if tool.kind == 0:  # grasper: two jaws that open and close
         return shaft, _jaws(tip, axis, normal, half, 0.25 + 0.2 * cycle, 2.6, 0.45), axis, half
@@ -209,28 +208,16 @@ def _tool_polygons(
     if tool.kind == 2:  # hook: a thin rod bent sideways at its end
         rod = 0.22 * half
         bend = tip + axis * 2.2 * half
-        stem = np.array(
-            [tip + normal * rod, bend + normal * rod, bend - normal * rod, tip - normal * rod]
-        )
-        foot = np.array(
-            [
-                bend + axis * rod,
-                bend + axis * rod + normal * 1.1 * half,
-                bend - axis * rod + normal * 1.1 * half,
-                bend - axis * rod,
-            ]
-        )
+        across = normal * rod
+        stem = np.array([tip + across, bend + across, bend - across, tip - across])
+        ahead, behind, out = bend + axis * rod, bend - axis * rod, normal * 1.1 * half
+        foot = np.array([ahead, ahead + out, behind + out, behind])
         return shaft, [stem, foot], axis, half
     # clip applier: two broad blunt jaws holding a clip between them
     jaws = _jaws(tip, axis, normal, half, 0.06 + 0.05 * cycle, 2.2, 0.7)
-    clip = np.array(
-        [
-            tip + axis * 0.8 * half + normal * 0.35 * half,
-            tip + axis * 2.0 * half + normal * 0.2 * half,
-            tip + axis * 2.0 * half - normal * 0.2 * half,
-            tip + axis * 0.8 * half - normal * 0.35 * half,
-        ]
-    )
+    near, far = tip + axis * 0.8 * half, tip + axis * 2.0 * half
+    wide, narrow = normal * 0.35 * half, normal * 0.2 * half
+    clip = np.array([near + wide, far + narrow, far - narrow, near - wide])
     return shaft, [*jaws, clip], axis, half
 
 
@@ -360,13 +347,9 @@ def _draw_shaft(img: np.ndarray, tool: _Tool, shaft: np.ndarray) -> None:
         shade = base * (0.45 + 0.55 * math.sin(math.pi * across))
         shade += (0.25 if tool.coated else 0.5) * math.exp(-(((across - 0.3) / 0.08) ** 2))
         level = min(255.0, 255 * shade)
+        edge, tip_edge = right - left, tip_right - tip_left
         strip = np.array(
-            [
-                left + (right - left) * a,
-                tip_left + (tip_right - tip_left) * a,
-                tip_left + (tip_right - tip_left) * b,
-                left + (right - left) * b,
-            ]
+            [left + edge * a, tip_left + tip_edge * a, tip_left + tip_edge * b, left + edge * b]
         )
         colour = (level * 0.88, level * 0.92, level)  # lit by the warm, tissue-red light
         cv2.fillPoly(img, [np.round(strip * 16).astype(np.int32)], colour, cv2.LINE_AA, 4)
