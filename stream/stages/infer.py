@@ -186,7 +186,8 @@ class InferOperator(Operator):
         }
         rt.stats.info.update(engine)
         rt.log.info(
-            "model %(model)s on %(backend)s (%(device)s, %(precision)s): %(engine_selection)s", engine
+            "model %(model)s on %(backend)s (%(device)s, %(precision)s): %(engine_selection)s",
+            engine,
         )
         # subscribe upstream only once downstream listens, so no frame is processed for nobody
         sender = ports.add_output(spec.output)
