@@ -236,7 +236,3 @@ class ClassicalPipeline:
 
 def list_classical() -> list[str]:
     return [*DENOISERS, *SEGMENTERS]
-
-
-def load_classical(name: str) -> ClassicalPipeline:
-    return ClassicalPipeline(name)

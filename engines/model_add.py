@@ -26,7 +26,7 @@ import json
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,6 @@ class Finding:
     columns: tuple[str, ...] = ()  # detection rows: what each column holds
     # one-channel segmentation, classification: "probabilities" or "logits"
     sigmoid: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def _refuse(t: Tensor, why: str) -> ModelError:
@@ -410,14 +409,11 @@ def add_model(
     if finding.layout == "NCHW_sigmoid":
         p = np.asarray(values[0])
         kind = "probabilities" if float(p.min()) >= 0.0 and float(p.max()) <= 1.0 else "logits"
-        finding = Finding(finding.task, 2, finding.layout, finding.outputs, sigmoid=kind)
+        finding = replace(finding, sigmoid=kind)
     if finding.task == "classification":  # probabilities: non-negative, summing to 1
         p = np.asarray(values[0], np.float64)
         probs = float(p.min()) >= 0.0 and abs(float(p.sum()) - 1.0) < 1e-3
-        finding = Finding(
-            finding.task, finding.classes, finding.layout, finding.outputs,
-            sigmoid="probabilities" if probs else "logits",
-        )
+        finding = replace(finding, sigmoid="probabilities" if probs else "logits")
     label_list = given if given is not None else default_labels(finding)
     if finding.task == "denoising":
         label_list = []

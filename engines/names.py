@@ -19,18 +19,14 @@ def check_model(model: str, backend: str) -> None:
 
             methods = list_classical()
             if name not in methods:
-                raise ModelError(
-                    f"unknown classical method {where}; one of {', '.join(methods)}"
-                )
+                raise ModelError(f"unknown classical method {where}; one of {', '.join(methods)}")
             if backend not in ("auto", "classical"):
                 raise ModelError(
                     f"model {where} is a classical OpenCV method: use backend auto or classical"
                 )
             continue
         if backend == "classical":
-            raise ModelError(
-                f"backend 'classical' runs the classical-* methods only, not {where}"
-            )
+            raise ModelError(f"backend 'classical' runs the classical-* methods only, not {where}")
         try:
             check_runnable(resolve_model(name))
         except ModelError as e:

@@ -278,9 +278,9 @@ def load_model(spec: EngineSpec, model: str) -> InferencePipeline:
     """One model (no chain): a classical method or a network."""
     selection = select_backend(spec.backend, model)
     if selection.backend == "classical":
-        from engines.classical import load_classical
+        from engines.classical import ClassicalPipeline
 
-        return load_classical(model)
+        return ClassicalPipeline(model)
     ref = resolve_model(model)
     check_runnable(ref)
     engine = _network_engine(spec, ref, selection.backend)

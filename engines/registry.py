@@ -31,9 +31,7 @@ CHANNELS = {"gray": 1, "rgb": 3, "bgr": 3}
 # classification: top-k labels (engines/classification.py)
 Task = Literal["segmentation", "denoising", "detection", "classification"]
 TASKS: tuple[str, ...] = get_args(Task)
-RUNNABLE_TASKS = TASKS
-Fit = Literal["stretch", "letterbox"]
-FITS: tuple[str, ...] = get_args(Fit)  # input.fit; letterbox pads with input.pad_value
+Fit = Literal["stretch", "letterbox"]  # input.fit; letterbox pads with input.pad_value
 MAX_INFO_CHARS = 400  # intended_use, training_data, notice: they travel with every frame
 
 
@@ -227,14 +225,10 @@ def list_user_models() -> list[str]:
 
 
 def check_runnable(ref: ModelRef) -> None:
-    """Raise `ModelError` (one line) if the pipeline cannot postprocess the model: a task it
-    has no postprocess for, or a detection / classification card whose output it cannot read."""
+    """Raise `ModelError` (one line) if the pipeline cannot postprocess the model: a detection
+    / classification card whose output it cannot read (every task in TASKS has a postprocess;
+    `load_card` refuses any other)."""
     task = ref.card.task
-    if task not in RUNNABLE_TASKS:
-        raise ModelError(
-            f"model {ref.model_id!r} is a {task} model: its postprocess is not built yet "
-            f"(only {', '.join(RUNNABLE_TASKS)} models run in a pipeline today)"
-        )
     where = f"model {ref.model_id!r}"
     try:
         if task == "detection":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import types
+from contextlib import suppress
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import msgspec
@@ -90,10 +91,8 @@ def typed(raw: Any, cls: type[S], where: str, error: type[ValueError]) -> S:
         m = AT.match(str(e))
         assert m is not None  # the pattern matches any text
         what, path = m["what"], m["path"] or ""
-        try:
+        with suppress(LookupError, TypeError, AttributeError):  # a path this walk does not know
             path = named_path(raw, cls, e, path)
-        except (LookupError, TypeError, AttributeError):  # a path this walk does not know
-            pass
         path = path.lstrip(".")
         missing = re.fullmatch(r"Object missing required field `(.*)`", what)
         if missing:

@@ -140,9 +140,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         f"{'model':<23}{'source':<11}{'task':<16}{'input':<10}{'held-out metric':<32}"
         "ms/frame (1 thread)"
     )
-    for source, name in [("bundled", n) for n in list_models()] + [
-        ("user", n) for n in list_user_models()
-    ]:
+    models = [("bundled", n) for n in list_models()] + [("user", n) for n in list_user_models()]
+    for source, name in models:
         try:
             ref = resolve_model(name)
             check_runnable(ref)  # e.g. a detection layout the postprocess cannot read
@@ -151,13 +150,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
             print(f"{name:<23}{source:<11}(unusable: {e})")
             continue
         metrics = card.raw.get("metrics", {})
-        metric = next(
-            (f"{k} {v}" for k, v in metrics.items() if isinstance(v, float)),
-            "",
-        )
-        speed = card.raw.get("cost", {}).get("latency_ms", {}).get("pipeline_median_ms", "")
+        metric = next((f"{k} {v}" for k, v in metrics.items() if isinstance(v, float)), "")
+        latency = card.raw.get("cost", {}).get("latency_ms", {})
+        speed = latency.get("pipeline_median_ms", "") or latency.get("engine_median_ms", "")
         size = f"{card.input.width}x{card.input.height}"
-        speed = speed or card.raw.get("cost", {}).get("latency_ms", {}).get("engine_median_ms", "")
         print(f"{name:<23}{source:<11}{card.task:<16}{size:<10}{metric:<32}{speed}")
     for name in list_classical():
         task = ClassicalPipeline(name).task

@@ -17,7 +17,7 @@ import zmq
 
 from .config import GrabSpec, InferSpec, PipelineConfig, StageSpec
 from .keys import KeyFileError, key_paths, load_keypair, load_public
-from .security import SUPERVISOR, link_roles
+from .security import SUPERVISOR, link_keys, link_roles, public_key_file
 from .spec import ConfigError
 from .stats import STATS_LINK
 
@@ -62,10 +62,8 @@ def _source_problems(spec: GrabSpec, where: str) -> list[str]:
     except ConfigError as e:
         return [str(e)]
     kind, source = typed.type, typed.spec
-    if kind in ("dicom", "replay"):
-        return _path_problem(source.path, f"{where}.source.path", want_dir=False)
-    if kind == "folder":
-        return _path_problem(source.path, f"{where}.source.path", want_dir=True)
+    if kind in ("dicom", "replay", "folder"):
+        return _path_problem(source.path, f"{where}.source.path", want_dir=kind == "folder")
     if kind == "capture":
         from .sources.capture import classify
 
@@ -96,33 +94,18 @@ def _key_problems(cfg: PipelineConfig, processes: list[str], stats: bool) -> lis
     # path -> (whose key, is it a secret key, key name for `medstream keys generate` or "")
     needed: dict[Path, tuple[str, bool, str]] = {}
 
-    def public(entry: str) -> None:
-        if "/" in entry or entry.endswith(".key"):
-            needed.setdefault(Path(entry), (f"public key {entry!r}", False, ""))
-        else:
-            needed.setdefault(key_paths(keys_dir, entry)[0], (f"public key {entry!r}", False, entry))
-
     for me in processes:
         name = sec.key_name(me)
         needed.setdefault(key_paths(keys_dir, name)[1], (f"{me}'s secret key", True, name))
         if me == SUPERVISOR:
             links = [STATS_LINK]
         else:
-            spec = cfg.stage(me)
-            links = [STATS_LINK] if stats else []
-            links += _links_of(spec)
+            links = ([STATS_LINK] if stats else []) + _links_of(cfg.stage(me))
         for link in links:
-            if link == STATS_LINK:
-                server, clients = SUPERVISOR, [s.id for s in cfg.stages]
-                allow: list[str] = []
-            else:
-                binders, clients = link_roles(cfg, link)
-                server, allow = binders[0], list(cfg.links[link].allow)
-                if allow:
-                    clients = []
-            public(sec.key_name(server))
-            for entry in [sec.key_name(c) for c in clients] + allow:
-                public(entry)
+            server, entries = link_keys(cfg, link)
+            for entry in [sec.key_name(server), *entries]:
+                path, key_name = public_key_file(keys_dir, entry)
+                needed.setdefault(path, (f"public key {entry!r}", False, key_name))
     problems = []
     for path, (whose, secret, name) in needed.items():
         if not path.exists():
@@ -178,12 +161,8 @@ def busy_endpoints(
     cfg: PipelineConfig, stage_ids: list[str], supervisor: bool = True
 ) -> list[str]:
     """One line per endpoint this host would bind that is in use now."""
-    problems = []
-    for where, endpoint in bound_endpoints(cfg, stage_ids, supervisor):
-        why = endpoint_in_use(endpoint)
-        if why:
-            problems.append(f"{where}: {endpoint} is in use ({why})")
-    return problems
+    found = [(w, e, endpoint_in_use(e)) for w, e in bound_endpoints(cfg, stage_ids, supervisor)]
+    return [f"{where}: {endpoint} is in use ({why})" for where, endpoint, why in found if why]
 
 
 def endpoint_in_use(endpoint: str) -> str | None:

@@ -257,26 +257,11 @@ def stream_figures(
         delivered = misses = 0
         glass, display = Histogram(), Histogram()
         for rid in showing:
-            t = totals.get(rid)
-            per = t.streams.get(stream) if t is not None else None
-            if per is None:
-                continue
+            per = _of_stream(totals, rid, stream)
             delivered += per.counters["out"]
             misses += per.counters["budget_misses"]
-            if GLASS_MS in per.hists:
-                glass.merge(per.hists[GLASS_MS])
-            if DISPLAY_MS in per.hists:
-                display.merge(per.hists[DISPLAY_MS])
-        dropped: Counter[str] = Counter()
-        for sid in on_path:
-            t = totals.get(sid)
-            per = t.streams.get(stream) if t is not None else None
-            for reason, n in (per.drops.items() if per is not None else ()):
-                if ":" not in reason:  # invalid:... are no frames; overlay:... not the video
-                    dropped[reason] += n
-        lost = expected - delivered - sum(dropped.values())
-        if lost > 0:
-            dropped["lost"] = lost
+            _merge_hists(per, glass, display)
+        dropped, _ = _path_drops([_of_stream(totals, sid, stream) for sid in on_path])
         out[stream] = {
             "frames": _frames_figures(captured, delivered, dropped, expected, unreported),
             "budget_ms": budgets.get(stream, cfg.budget_ms),
@@ -289,13 +274,30 @@ def stream_figures(
 
 
 _Totals = Callable[[str], StageTotals]  # a stage's totals by id (empty ones if it sent none)
+_EMPTY = StageTotals("")  # the figures of a stage (or stream) that sent none; never added to
+
+
+def _of_stream(totals: dict[str, StageTotals], sid: str, stream: str) -> StageTotals:
+    """Stage `sid`'s figures for `stream` (empty ones where it has none)."""
+    return totals.get(sid, _EMPTY).streams.get(stream, _EMPTY)
+
+
+def _merge_hists(t: StageTotals, glass: Histogram, display: Histogram) -> None:
+    """Add `t`'s glass-to-glass and display latencies to `glass` and `display`."""
+    for hist, name in ((glass, GLASS_MS), (display, DISPLAY_MS)):
+        if name in t.hists:
+            hist.merge(t.hists[name])
 
 
 def _frames_figures(
     captured: int, delivered: int, dropped: Counter[str], expected: int, unreported: int
 ) -> dict[str, Any]:
     """captured, delivered, dropped by reason and whether they add up (`expected`: captured
-    times the render stages that should deliver each frame)."""
+    times the render stages that should deliver each frame); `dropped` gains the frames not
+    accounted otherwise as `lost`."""
+    lost = expected - delivered - sum(dropped.values())
+    if lost > 0:
+        dropped["lost"] = lost
     return {
         "captured": captured,
         "delivered": delivered,
@@ -306,12 +308,12 @@ def _frames_figures(
     }
 
 
-def _path_drops(on_path: list[str], get: _Totals) -> tuple[Counter[str], Counter[str]]:
+def _path_drops(on_path: list[StageTotals]) -> tuple[Counter[str], Counter[str]]:
     """(dropped frames by reason, rejected messages by reason) of the stages on the video path."""
     dropped: Counter[str] = Counter()
     rejected: Counter[str] = Counter()  # invalid messages are not captured frames
-    for sid in on_path:
-        for reason, n in get(sid).drops.items():
+    for t in on_path:
+        for reason, n in t.drops.items():
             if reason.startswith("invalid:"):
                 rejected[reason] += n
             elif ":" not in reason:  # prefixed drops (overlay:...) are not video frames
@@ -386,10 +388,9 @@ def build_report(
     exit_reason: str,
 ) -> dict[str, Any]:
     totals = totals_from_snapshots(snapshots)
-    empty = StageTotals("")
 
     def get(sid: str) -> StageTotals:
-        return totals.get(sid, empty)
+        return totals.get(sid, _EMPTY)
 
     grabs = [s for s in cfg.stages if isinstance(s, GrabSpec)]
     renders = [s for s in cfg.stages if isinstance(s, RenderSpec)]
@@ -401,16 +402,11 @@ def build_report(
     on_path: list[str] = []
     for r in renders:
         on_path += [sid for sid in video_path(cfg, r) if sid not in on_path]
-    dropped, rejected = _path_drops(on_path, get)
+    dropped, rejected = _path_drops([get(sid) for sid in on_path])
     expected = _expected_frames(cfg, snapshots, renders, captured)
-    lost = expected - delivered - sum(dropped.values())
-    if lost > 0:
-        dropped["lost"] = lost
     glass, display = Histogram(), Histogram()
     for r in renders:
-        for hist, name in ((glass, GLASS_MS), (display, DISPLAY_MS)):
-            if name in get(r.id).hists:
-                hist.merge(get(r.id).hists[name])
+        _merge_hists(get(r.id), glass, display)
     budget_misses = sum(get(r.id).counters["budget_misses"] for r in renders)
     stages, stage_latency, queue_latency = _stage_figures(cfg, get, restarts, on_path)
     sink_drops, sink_drop_reasons = _sink_drops(renders, get)
@@ -482,6 +478,11 @@ def security_summary(cfg: PipelineConfig, totals: dict[str, StageTotals]) -> dic
     return out
 
 
+def _listed(counts: dict[str, Any]) -> str:
+    """`a 1, b 2`: each key with its value."""
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -510,7 +511,7 @@ def _stream_lines(streams: dict[str, Any]) -> list[str]:
     ]
     for sid, s in streams.items():
         f, g = s["frames"], s["latency_ms"]["glass_to_glass"]
-        why = ", ".join(f"{k} {v}" for k, v in f["dropped"].items())
+        why = _listed(f["dropped"])
         lines.append(
             f"{sid:<14}{f['captured']:>9}{f['delivered']:>10}{f['dropped_total']:>8}"
             f"{_fmt(g.get('p50')):>8}{_fmt(g.get('p95')):>8}{_fmt(g.get('p99')):>8}"
@@ -526,7 +527,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"medstream run report: {report['pipeline']} ({report['duration_s']:.1f} s, budget {report['budget_ms']:g} ms, exit: {report['exit']})",
         f"frames: captured {f['captured']}, delivered {f['delivered']}, dropped {f['dropped_total']}"
-        + (f" ({', '.join(f'{k} {v}' for k, v in f['dropped'].items())})" if f["dropped"] else "")
+        + (f" ({_listed(f['dropped'])})" if f["dropped"] else "")
         + ("" if f["accounted"] else "  [NOT ACCOUNTED]"),
     ]
     if f.get("producers_without_stats"):
@@ -537,10 +538,7 @@ def format_report(report: dict[str, Any]) -> str:
                 for k, v in f["producers_without_stats"].items()
             )
         )
-    lines += [
-        "",
-        f"{'latency ms':<22}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'fps':>8}",
-    ]
+    lines += ["", f"{'latency ms':<22}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'fps':>8}"]
     rows = [("glass-to-glass", report["latency_ms"]["glass_to_glass"])]
     display = report["latency_ms"].get("display", {})
     if display.get("count"):
@@ -555,9 +553,8 @@ def format_report(report: dict[str, Any]) -> str:
     skew = report.get("clock", {}).get("skew_events")
     if skew:
         lines.append(
-            "CLOCKS DISAGREE: frames arrived before they were sent ("
-            + ", ".join(f"{k} {v}" for k, v in skew.items())
-            + "); synchronise the hosts' clocks (PTP/NTP): budgets and latencies are unreliable"
+            f"CLOCKS DISAGREE: frames arrived before they were sent ({_listed(skew)}); "
+            "synchronise the hosts' clocks (PTP/NTP): budgets and latencies are unreliable"
         )
     if f.get("sink_drops"):
         lines.append(
@@ -569,19 +566,14 @@ def format_report(report: dict[str, Any]) -> str:
         )
     sec = report.get("security", {})
     if sec.get("auth_refused"):
-        lines.append(
-            "refused peers: " + ", ".join(f"{k} {v}" for k, v in sec["auth_refused"].items())
-        )
+        lines.append(f"refused peers: {_listed(sec['auth_refused'])}")
     b = report["budget"]
     lines.append(
         f"budget misses: {b['misses']}"
         + (f" ({100 * b['miss_rate']:.2f}%)" if b["miss_rate"] is not None else "")
     )
     if b.get("stage_overruns"):
-        lines.append(
-            "stage budget overruns: "
-            + ", ".join(f"{k} {v}" for k, v in b["stage_overruns"].items())
-        )
+        lines.append(f"stage budget overruns: {_listed(b['stage_overruns'])}")
     for sid, e in report["engines"].items():
         lines.append(
             f"engine {sid}: {e['model']} on {e['backend']} ({e['device']}, {e['precision']})"

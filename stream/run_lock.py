@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,8 @@ class RunLock:
 
     def release(self) -> None:
         if self.fd is not None:
-            try:
+            with suppress(OSError):
                 os.ftruncate(self.fd, 0)  # a clean end: nothing to take over next time
-            except OSError:
-                pass
             os.close(self.fd)  # closing the last descriptor releases the flock
             self.fd = None
 

@@ -84,6 +84,25 @@ def link_roles(cfg: PipelineConfig, link: str) -> tuple[list[str], list[str]]:
     return consumers, producers
 
 
+def link_keys(cfg: PipelineConfig, link: str) -> tuple[str, list[str]]:
+    """(the process whose key is `link`'s server key, the public key entries allowed to connect:
+    `links.<name>.allow`, else the key names of the stages that connect; the stats channel's
+    server is the supervisor, every stage a client)."""
+    sec = cfg.security
+    if link == STATS_LINK:
+        return SUPERVISOR, [sec.key_name(s.id) for s in cfg.stages]
+    binders, clients = link_roles(cfg, link)
+    return binders[0], list(cfg.links[link].allow) or [sec.key_name(c) for c in clients]
+
+
+def public_key_file(keys_dir: Path, entry: str) -> tuple[Path, str]:
+    """(file, key name) of a public key named in the config: a path to a file (key name ""),
+    else a key name in keys_dir."""
+    if "/" in entry or entry.endswith(".key"):
+        return Path(entry), ""
+    return key_paths(keys_dir, entry)[0], entry
+
+
 def check_security(cfg: PipelineConfig) -> None:
     """The load-time rules: endpoints off this host need CURVE or `insecure: true`; with CURVE
     every link has exactly one binding stage (its server key)."""
@@ -156,29 +175,13 @@ class Security:
 
     def _public(self, entry: str) -> bytes:
         """A public key named in the config: a key name in keys_dir, or a path to a file."""
-        if "/" in entry or entry.endswith(".key"):
-            return load_public(entry)
-        public_path, _ = key_paths(self.keys_dir, entry)
-        return load_public(public_path)
-
-    def _stage_public(self, stage_id: str) -> bytes:
-        return self._public(self.cfg.security.key_name(stage_id))
+        return load_public(public_key_file(self.keys_dir, entry)[0])
 
     def _keys(self, link: str) -> _LinkKeys:
         if link not in self._links:
-            if link == STATS_LINK:
-                server = SUPERVISOR
-                clients = [s.id for s in self.cfg.stages]
-            else:
-                binders, clients = link_roles(self.cfg, link)
-                server = binders[0]
-                if self.cfg.links[link].allow:
-                    clients = []
-            entries = [self.cfg.security.key_name(c) for c in clients]
-            if link != STATS_LINK:
-                entries += self.cfg.links[link].allow
+            server, entries = link_keys(self.cfg, link)
             self._links[link] = _LinkKeys(
-                server_public=self._stage_public(server),
+                server_public=self._public(self.cfg.security.key_name(server)),
                 allow=frozenset(self._public(e) for e in entries),
             )
         return self._links[link]

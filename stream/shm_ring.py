@@ -36,6 +36,7 @@ import struct
 import threading
 import time
 import weakref
+from contextlib import suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,17 +159,8 @@ class RingWriter:
             os.unlink(self.path)
             raise
         self.view = memoryview(self.mm)
-        _FILE.pack_into(
-            self.mm,
-            0,
-            MAGIC,
-            VERSION,
-            n_slots,
-            self.slot_size,
-            self.stride,
-            os.getpid(),
-            time.time_ns(),
-        )
+        header = (MAGIC, VERSION, n_slots, self.slot_size, self.stride, os.getpid(), time.time_ns())
+        _FILE.pack_into(self.mm, 0, *header)
         self.next = 0
         self.busy_skips = 0  # slots skipped because a reader still held them
 
@@ -206,16 +198,12 @@ class RingWriter:
         if self.fd < 0:
             return
         self.view.release()
-        try:
+        with suppress(BufferError):
             self.mm.close()
-        except BufferError:
-            pass
         os.close(self.fd)
         self.fd = -1
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 class _MappedRing:
@@ -251,10 +239,9 @@ class _MappedRing:
         self.holds: dict[int, int] = {}  # slot -> live leases in this process
 
     def close(self) -> None:
-        try:
+        # arrays still alive somewhere: the mapping goes with the last one
+        with suppress(BufferError):
             self.mm.close()
-        except BufferError:  # arrays still alive somewhere: the mapping goes with the last one
-            pass
         os.close(self.fd)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +106,9 @@ class StatsRelay:
             snapshots=snapshots,
             report=report,
         )
-        try:
+        # a subscriber that is not reading: the next message supersedes this one
+        with suppress(zmq.Again):
             self.sock.send_multipart([TOPIC, json.dumps(body).encode()], zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # a subscriber that is not reading: the next message supersedes this one
 
     def close(self) -> None:
         self.sock.close()

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -118,10 +119,8 @@ class Supervisor:
 
     def _signal(self, child: Child, sig: int) -> None:
         if child.proc is not None and child.proc.poll() is None:
-            try:
+            with suppress(ProcessLookupError):
                 child.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
 
     def _on_exit(self, child: Child, rc: int) -> None:
         sid = child.spec.id

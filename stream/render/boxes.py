@@ -98,16 +98,9 @@ class LabelAnnotator(Annotator):
             left = min(max(x0, 0), max(width - tag_w, 0))
             top = y0 - tag_h if y0 - tag_h >= 0 else max(y0, 0)
             color = label_color(self.palette, box.label)
-            cv2.rectangle(
-                canvas, (left, top), (left + tag_w - 1, top + tag_h - 1), color, cv2.FILLED
-            )
+            right, bottom = left + tag_w - 1, top + tag_h - 1
+            cv2.rectangle(canvas, (left, top), (right, bottom), color, cv2.FILLED)
+            ink, origin = text_color_on(color), (left + pad, top + pad + th)
             cv2.putText(
-                canvas,
-                text,
-                (left + pad, top + pad + th),
-                FONT,
-                self.text_scale,
-                text_color_on(color),
-                self.text_thickness,
-                cv2.LINE_AA,
+                canvas, text, origin, FONT, self.text_scale, ink, self.text_thickness, cv2.LINE_AA
             )

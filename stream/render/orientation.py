@@ -60,12 +60,8 @@ class OrientationAnnotator(Annotator):
         if self.corner != "edges":
             return self._glyph(height, width, orientation, scale, thick)
         labels = []
-        for text, where in (
-            (opposite(row_dir), "left"),
-            (row_dir, "right"),
-            (opposite(col_dir), "top"),
-            (col_dir, "bottom"),
-        ):
+        texts = [opposite(row_dir), row_dir, opposite(col_dir), col_dir]
+        for text, where in zip(texts, ("left", "right", "top", "bottom"), strict=True):
             (tw, th), base = cv2.getTextSize(text, FONT, scale, thick)
             x = {"left": m, "right": width - m - tw}.get(where, (width - tw) // 2)
             y = {"top": m + th, "bottom": height - m - base}.get(where, (height + th) // 2)

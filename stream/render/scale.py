@@ -112,13 +112,8 @@ class ScaleBarAnnotator(Annotator):
         arm_y = (cx, cx + sx * (t - 1), cy, cy + sy * (lay.length_y - 1))
         for color, grow in ((BLACK, 1), (WHITE, 0)):  # a dark outline keeps it readable
             for xa, xb, ya, yb in (arm_x, arm_y):
-                cv2.rectangle(
-                    canvas,
-                    (min(xa, xb) - grow, min(ya, yb) - grow),
-                    (max(xa, xb) + grow, max(ya, yb) + grow),
-                    color,
-                    -1,
-                )
+                top_left = (min(xa, xb) - grow, min(ya, yb) - grow)
+                cv2.rectangle(canvas, top_left, (max(xa, xb) + grow, max(ya, yb) + grow), color, -1)
         cv2.putText(canvas, lay.text, lay.text_origin, FONT, lay.scale, BLACK, t + 2, cv2.LINE_AA)
         cv2.putText(canvas, lay.text, lay.text_origin, FONT, lay.scale, WHITE, t, cv2.LINE_AA)
 

@@ -152,13 +152,10 @@ class RegionDetector:
         moving = (spread > level).astype(np.uint8)
         sh, sw = moving.shape
         k = max(3, round(min(sh, sw) / 40) | 1)
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-        moving = cv2.morphologyEx(moving, cv2.MORPH_OPEN, kernel)
-        moving = cv2.morphologyEx(
-            moving,
-            cv2.MORPH_CLOSE,
-            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)),
-        )
+        opening = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        closing = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
+        moving = cv2.morphologyEx(moving, cv2.MORPH_OPEN, opening)
+        moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, closing)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
         if n < 2:
             return None  # nothing moves (a frozen image)

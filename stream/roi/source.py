@@ -22,19 +22,19 @@ from collections.abc import Callable
 from stream.roi.detect import RegionDetector
 from stream.roi.region import ROI_KEY, Region
 from stream.roi.setting import RoiSetting
-from stream.sources.base import Capture, Source, SourceError, SourceEvent
+from stream.sources.base import Capture, EventLog, Source, SourceError, SourceEvent
 
 
-class RoiSource:
+class RoiSource(EventLog):
     """Wraps `source`; `read` adds `meta["roi"]` (see the module doc)."""
 
     def __init__(self, source: Source, setting: RoiSetting, name: str = "source") -> None:
+        super().__init__()
         self.source = source
         self.setting = setting
         self.fps: float | None = getattr(source, "fps", None)
         self.detector: RegionDetector | None = None
         self.fixed: Region | None = None
-        self._events: list[SourceEvent] = []
         self._last: Region | None | str = "unset"
         own: Region | None = getattr(source, "imaging_region", None)
         mode = setting.mode
@@ -67,11 +67,10 @@ class RoiSource:
         self.source.should_stop = value  # type: ignore[attr-defined]
 
     def pop_events(self) -> list[SourceEvent]:
+        """The wrapped source's events, then this wrapper's own."""
         pop = getattr(self.source, "pop_events", None)
         events: list[SourceEvent] = pop() if pop is not None else []
-        events += self._events
-        self._events = []
-        return events
+        return events + super().pop_events()
 
     def read(self) -> Capture | None:
         cap = self.source.read()
@@ -93,21 +92,15 @@ class RoiSource:
         self._last = region
         if region is None:
             if not first:
-                self._events.append(
-                    SourceEvent(
-                        "imaging region lost (layout change): re-detecting", {"roi_lost": 1}
-                    )
-                )
+                self._event("imaging region lost (layout change): re-detecting", {"roi_lost": 1})
             return
         xs = [p[0] for p in region.polygon]
         ys = [p[1] for p in region.polygon]
-        self._events.append(
-            SourceEvent(
-                f"imaging region ({region.source}): {len(region.polygon)}-point polygon in "
-                f"x {min(xs):.0f}..{max(xs):.0f}, y {min(ys):.0f}..{max(ys):.0f}",
-                {"roi_changes": 1},
-                level="info",
-            )
+        self._event(
+            f"imaging region ({region.source}): {len(region.polygon)}-point polygon in "
+            f"x {min(xs):.0f}..{max(xs):.0f}, y {min(ys):.0f}..{max(ys):.0f}",
+            {"roi_changes": 1},
+            level="info",
         )
 
     def close(self) -> None:

@@ -198,21 +198,21 @@ class IgtlSink(SinkBase):
             "labels": json.dumps(ann.labels),
         }
 
-    def _image_message(
-        self, name: str, volume: np.ndarray, matrix: np.ndarray, meta: dict[str, str], ts: float
-    ) -> bytes:
-        msg = self._pyigtl.ImageMessage(
-            volume, ijk_to_world_matrix=matrix, timestamp=ts, device_name=name
-        )
-        msg.header_version = 2
-        msg.metadata = meta
-        return msg.pack()
-
     def _pack(self, item: tuple[Frame, np.ndarray, int]) -> bytes:
         """All messages for one frame, concatenated (runs on the server's packer thread)."""
         frame, rendered, handed_ns = item
         meta = self.metadata(frame, handed_ns)
         ts = frame.capture_ns / 1e9
+
+        def image_message(part: str, volume: np.ndarray, matrix: np.ndarray) -> bytes:
+            device = f"{self.device}_{part}"
+            msg = self._pyigtl.ImageMessage(
+                volume, ijk_to_world_matrix=matrix, timestamp=ts, device_name=device
+            )
+            msg.header_version = 2
+            msg.metadata = meta
+            return msg.pack()
+
         try:
             spacing = spacing_from_meta(frame.meta)
         except ValueError:
@@ -231,15 +231,7 @@ class IgtlSink(SinkBase):
         else:
             image, fmt = frame.image, frame.pixel_format
         h, w = image.shape[:2]
-        out = [
-            self._image_message(
-                f"{self.device}_image",
-                slice_of(image, fmt),
-                ijk_to_world(spacing, orientation),
-                meta,
-                ts,
-            )
-        ]
+        out = [image_message("image", slice_of(image, fmt), ijk_to_world(spacing, orientation))]
         mask = frame.parts.get("mask")  # a label map: uint8 from the bundled models
         if mask is not None and mask.ndim == 2:
             mask, _ = clip_mask_to_region(mask, frame.meta, (h, w))
@@ -247,30 +239,20 @@ class IgtlSink(SinkBase):
             mask_spacing = None
             if spacing is not None:  # a mask of another size covers the same field of view
                 mask_spacing = (spacing[0] * h / mh, spacing[1] * w / mw)
-            out.append(
-                self._image_message(
-                    f"{self.device}_mask",
-                    np.ascontiguousarray(mask)[np.newaxis],
-                    ijk_to_world(mask_spacing or (h / mh, w / mw), orientation),
-                    meta,
-                    ts,
-                )
-            )
-        info = self._pyigtl.StringMessage(
-            json.dumps(
-                {
-                    **meta,
-                    "pixel_spacing_mm": spacing,
-                    "pixel_spacing_unverified_mm": unverified,
-                    "pixel_spacing_suspect": suspect,
-                    "patient_orientation": orientation,
-                    "roi": frame.meta.get("roi"),
-                }
-            ),
-            timestamp=ts,
-            device_name=f"{self.device}_info",
+            matrix = ijk_to_world(mask_spacing or (h / mh, w / mw), orientation)
+            out.append(image_message("mask", np.ascontiguousarray(mask)[np.newaxis], matrix))
+        info = {
+            **meta,
+            "pixel_spacing_mm": spacing,
+            "pixel_spacing_unverified_mm": unverified,
+            "pixel_spacing_suspect": suspect,
+            "patient_orientation": orientation,
+            "roi": frame.meta.get("roi"),
+        }
+        info_message = self._pyigtl.StringMessage(
+            json.dumps(info), timestamp=ts, device_name=f"{self.device}_info"
         )
-        out.append(info.pack())
+        out.append(info_message.pack())
         return b"".join(out)
 
     def drops(self) -> dict[str, int]:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 ACCEPT_POLL_S = 0.1
@@ -179,10 +180,8 @@ class LatestServer:
             self._cond.notify_all()
         self._listener.close()
         for conn in clients:
-            try:
+            with suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         deadline = time.monotonic() + CLOSE_JOIN_S
         for t in [*self._threads, *clients.values()]:
             t.join(max(0.0, deadline - time.monotonic()))

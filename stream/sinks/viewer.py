@@ -27,6 +27,7 @@ import socket
 import socketserver
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -138,10 +139,8 @@ class _Server(ThreadingHTTPServer):
         """Shut every client socket down (unblocking its thread); return the threads."""
         with self._track_lock:
             for conn in self._connections:
-                try:
+                with suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
             return list(self._client_threads)
 
 

@@ -10,6 +10,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 CLOSE_TIMEOUT_S = 120.0  # stop() gives the writer this long to drain its queue
@@ -96,9 +97,7 @@ class WriterThread:
 
         False if it is still running then."""
         deadline = time.monotonic() + CLOSE_TIMEOUT_S
-        try:
+        with suppress(queue.Full):
             self._queue.put(_STOP, timeout=CLOSE_TIMEOUT_S)  # room comes as the writer drains
-        except queue.Full:
-            pass
         self._thread.join(max(0.0, deadline - time.monotonic()))
         return not self._thread.is_alive()

@@ -35,6 +35,22 @@ class SourceEvent:
     level: str = "warning"  # "info" or "warning"
 
 
+class EventLog:
+    """What a source noted since the grab stage last took its events (`pop_events`)."""
+
+    def __init__(self) -> None:
+        self._events: list[SourceEvent] = []
+
+    def _event(
+        self, message: str, counts: dict[str, int] | None = None, level: str = "warning"
+    ) -> None:
+        self._events.append(SourceEvent(message, counts or {}, level))
+
+    def pop_events(self) -> list[SourceEvent]:
+        events, self._events = self._events, []
+        return events
+
+
 class SourceError(RuntimeError):
     """A source that cannot open or read: the message says what, where and why, in one line."""
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from stream.geometry import SPACING_SUSPECT_KEY, geometry_meta, validate_geometry_fields
 from stream.roi.dicom_regions import dicom_region
-from stream.sources.base import Capture, SourceError, SourceEvent, one_line
+from stream.sources.base import Capture, EventLog, SourceError, one_line
 from stream.sources.dicom_image import (
     GrayWindow,
     frame_count,
@@ -85,14 +85,14 @@ def _import_pydicom() -> tuple[Any, Any, Any]:
     return pydicom, pixel_array, apply_color_lut
 
 
-class DicomSource:
+class DicomSource(EventLog):
     """Frames of one DICOM file, in order (see the module doc)."""
 
     def __init__(self, spec: DicomSpec) -> None:
+        super().__init__()
         self.spec = spec
         self.path = Path(spec.path)
         self._pydicom, self._pixel_array, self._apply_color_lut = _import_pydicom()
-        self._events: list[SourceEvent] = []
         self.ds = self._read_header()
         self.frames = frame_count(self.ds)
         self.photometric = str(self.ds.get("PhotometricInterpretation", "")).strip()
@@ -113,7 +113,7 @@ class DicomSource:
             self.ds, int(self.ds.Rows), int(self.ds.Columns)
         )
         for warning in region_warnings:
-            self._events.append(SourceEvent(f"dicom source {self.path}: {warning}"))
+            self._event(f"dicom source {self.path}: {warning}")
         first = self._decode_raw(0)
         self._window = GrayWindow(self.ds, first) if self.photometric in MONOCHROME else None
         self._first: tuple[np.ndarray, str] | None = self._display(first, 0)
@@ -125,23 +125,19 @@ class DicomSource:
         self.closed = False
         if suspect:
             confirmed = spec.spacing == "confirmed"
-            self._events.append(
-                SourceEvent(
-                    f"dicom source {self.path}: {spacing_warning}"
-                    + (CONFIRMED_NOTE if confirmed else SUSPECT_NOTE),
-                    {"dicom_spacing_suspect": 1},
-                )
+            self._event(
+                f"dicom source {self.path}: {spacing_warning}"
+                + (CONFIRMED_NOTE if confirmed else SUSPECT_NOTE),
+                {"dicom_spacing_suspect": 1},
             )
-        self._events.append(
-            SourceEvent(
-                f"dicom source {self.path}: {self.frames} frame(s) {self.photometric} "
-                f"{self.ds.get('Columns')}x{self.ds.get('Rows')}, "
-                f"{f'{self.fps:.2f} fps' if self.fps else 'no frame rate'}"
-                f"{f' ({rate_from})' if rate and not spec.fps else ''}, spacing "
-                f"{spacing if spacing else 'unknown'}"
-                f"{f' ({spacing_from})' if spacing_from and not spec.pixel_spacing_mm else ''}",
-                level="info",
-            )
+        self._event(
+            f"dicom source {self.path}: {self.frames} frame(s) {self.photometric} "
+            f"{self.ds.get('Columns')}x{self.ds.get('Rows')}, "
+            f"{f'{self.fps:.2f} fps' if self.fps else 'no frame rate'}"
+            f"{f' ({rate_from})' if rate and not spec.fps else ''}, spacing "
+            f"{spacing if spacing else 'unknown'}"
+            f"{f' ({spacing_from})' if spacing_from and not spec.pixel_spacing_mm else ''}",
+            level="info",
         )
 
     def _make_cache(self) -> list[tuple[np.ndarray, str] | None] | None:
@@ -151,13 +147,11 @@ class DicomSource:
         channels = 1 if self.photometric in MONOCHROME else 3
         need_mb = self.frames * int(self.ds.Rows) * int(self.ds.Columns) * channels / 2**20
         if need_mb > self.spec.cache_mb:
-            self._events.append(
-                SourceEvent(
-                    f"dicom source {self.path}: {self.frames} decoded frames need "
-                    f"{need_mb:.0f} MB, more than cache_mb {self.spec.cache_mb:g}: "
-                    "decoding every frame again on each loop",
-                    level="info",
-                )
+            self._event(
+                f"dicom source {self.path}: {self.frames} decoded frames need "
+                f"{need_mb:.0f} MB, more than cache_mb {self.spec.cache_mb:g}: "
+                "decoding every frame again on each loop",
+                level="info",
             )
             return None
         return [None] * self.frames
@@ -219,10 +213,6 @@ class DicomSource:
             f"frame {index}: {self.photometric or 'no photometric interpretation'} pixels of "
             f"shape {arr.shape} are not supported"
         )
-
-    def pop_events(self) -> list[SourceEvent]:
-        events, self._events = self._events, []
-        return events
 
     def read(self) -> Capture | None:
         if self.closed:

@@ -171,14 +171,8 @@ class _Scene:
         vessels: np.ndarray = np.zeros((h, w), np.float32)
         for _ in range(int(rng.integers(6, 14))):
             pts = np.cumsum(rng.normal(0, w / 40, (24, 2)), 0) + rng.uniform(0, 1, 2) * (w, h)
-            cv2.polylines(
-                vessels,
-                [pts.astype(np.int32)],
-                False,
-                float(rng.uniform(0.5, 1.0)),
-                int(rng.integers(1, 4)),
-                cv2.LINE_AA,
-            )
+            depth, thickness = float(rng.uniform(0.5, 1.0)), int(rng.integers(1, 4))
+            cv2.polylines(vessels, [pts.astype(np.int32)], False, depth, thickness, cv2.LINE_AA)
         vessels = cv2.GaussianBlur(vessels, (0, 0), 1.2)
         tissue -= vessels[:, :, None] * np.array([35.0, 55.0, 45.0], np.float32)
         fat = np.clip((smooth(25 * w / 900) - 1.0) * 1.5, 0, 1)[:, :, None]  # pale fat, fascia
@@ -204,9 +198,8 @@ def _tool_polygons(
     length = (1.3 - reach) * radius
     tip = entry + axis * length
     half = tool.width * radius / 2
-    shaft = np.array(
-        [entry + normal * half, tip + normal * half, tip - normal * half, entry - normal * half]
-    )
+    side = normal * half
+    shaft = np.array([entry + side, tip + side, tip - side, entry - side])
     cycle = math.sin(2 * math.pi * tool.hz[2] * t + tool.phase[2])
     if tool.kind == 0:  # grasper: two jaws that open and close
         return shaft, _jaws(tip, axis, normal, half, 0.25 + 0.2 * cycle, 2.6, 0.45), axis, half
@@ -215,28 +208,16 @@ def _tool_polygons(
     if tool.kind == 2:  # hook: a thin rod bent sideways at its end
         rod = 0.22 * half
         bend = tip + axis * 2.2 * half
-        stem = np.array(
-            [tip + normal * rod, bend + normal * rod, bend - normal * rod, tip - normal * rod]
-        )
-        foot = np.array(
-            [
-                bend + axis * rod,
-                bend + axis * rod + normal * 1.1 * half,
-                bend - axis * rod + normal * 1.1 * half,
-                bend - axis * rod,
-            ]
-        )
+        across = normal * rod
+        stem = np.array([tip + across, bend + across, bend - across, tip - across])
+        ahead, behind, out = bend + axis * rod, bend - axis * rod, normal * 1.1 * half
+        foot = np.array([ahead, ahead + out, behind + out, behind])
         return shaft, [stem, foot], axis, half
     # clip applier: two broad blunt jaws holding a clip between them
     jaws = _jaws(tip, axis, normal, half, 0.06 + 0.05 * cycle, 2.2, 0.7)
-    clip = np.array(
-        [
-            tip + axis * 0.8 * half + normal * 0.35 * half,
-            tip + axis * 2.0 * half + normal * 0.2 * half,
-            tip + axis * 2.0 * half - normal * 0.2 * half,
-            tip + axis * 0.8 * half - normal * 0.35 * half,
-        ]
-    )
+    near, far = tip + axis * 0.8 * half, tip + axis * 2.0 * half
+    wide, narrow = normal * 0.35 * half, normal * 0.2 * half
+    clip = np.array([near + wide, far + narrow, far - narrow, near - wide])
     return shaft, [*jaws, clip], axis, half
 
 
@@ -284,14 +265,8 @@ def _motion_blur(
     kernel = np.zeros((k, k), np.float32)
     c = (k - 1) / 2
     d = step / np.hypot(*step) * (length - 1) / 2
-    cv2.line(
-        kernel,
-        (int(round(c - d[0])), int(round(c - d[1]))),
-        (int(round(c + d[0])), int(round(c + d[1]))),
-        1.0,
-        1,
-        cv2.LINE_AA,
-    )
+    ends = [(int(round(c + sign * d[0])), int(round(c + sign * d[1]))) for sign in (-1, 1)]
+    cv2.line(kernel, ends[0], ends[1], 1.0, 1, cv2.LINE_AA)
     kernel /= kernel.sum()
     h, w = owner.shape
     bx, by, bw, bh = bbox
@@ -372,13 +347,9 @@ def _draw_shaft(img: np.ndarray, tool: _Tool, shaft: np.ndarray) -> None:
         shade = base * (0.45 + 0.55 * math.sin(math.pi * across))
         shade += (0.25 if tool.coated else 0.5) * math.exp(-(((across - 0.3) / 0.08) ** 2))
         level = min(255.0, 255 * shade)
+        edge, tip_edge = right - left, tip_right - tip_left
         strip = np.array(
-            [
-                left + (right - left) * a,
-                tip_left + (tip_right - tip_left) * a,
-                tip_left + (tip_right - tip_left) * b,
-                left + (right - left) * b,
-            ]
+            [left + edge * a, tip_left + tip_edge * a, tip_left + tip_edge * b, left + edge * b]
         )
         colour = (level * 0.88, level * 0.92, level)  # lit by the warm, tissue-red light
         cv2.fillPoly(img, [np.round(strip * 16).astype(np.int32)], colour, cv2.LINE_AA, 4)
@@ -397,17 +368,8 @@ def _tip_glints(
         axes = (max(int(0.5 * half), 1), max(int(0.2 * half), 1))
         angle = math.degrees(math.atan2(axis[1], axis[0]))
         grey = int(255 * level)
-        cv2.ellipse(
-            img,
-            (int(round(at[0])), int(round(at[1]))),
-            axes,
-            angle,
-            0,
-            360,
-            (grey, grey, grey),
-            -1,
-            cv2.LINE_AA,
-        )
+        at_px = (int(round(at[0])), int(round(at[1])))
+        cv2.ellipse(img, at_px, axes, angle, 0, 360, (grey, grey, grey), -1, cv2.LINE_AA)
 
 
 def _truth_boxes(
@@ -432,12 +394,8 @@ def _truth_boxes(
         if count < MIN_VISIBLE * total:
             continue
         ys, xs = np.nonzero(visible)
-        box = [
-            float(x0 + xs.min()),
-            float(y0 + ys.min()),
-            float(x0 + xs.max() + 1),
-            float(y0 + ys.max() + 1),
-        ]
+        lo, hi = (x0 + xs.min(), y0 + ys.min()), (x0 + xs.max() + 1, y0 + ys.max() + 1)
+        box = [float(v) for v in (*lo, *hi)]
         tool = scene.tools[i]
         boxes.append([*box, tool.kind, i, round(float(tip[0]), 1), round(float(tip[1]), 1)])
     return boxes
@@ -456,12 +414,10 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
     dx, dy = int(np.clip(dx, -m, m)), int(np.clip(dy, -m, m))
     img = scene.tissue[m + dy : m + dy + h, m + dx : m + dx + w].copy()
 
-    glow: np.ndarray = np.zeros(
-        (h, w), np.uint8
-    )  # specular highlights: move with the tissue, flicker
-    for (gx, gy), size, phase in zip(
-        scene.glints, scene.glint_size, scene.glint_phase, strict=True
-    ):
+    # specular highlights: move with the tissue, flicker
+    glow: np.ndarray = np.zeros((h, w), np.uint8)
+    glints = zip(scene.glints, scene.glint_size, scene.glint_phase, strict=True)
+    for (gx, gy), size, phase in glints:
         level = 0.5 + 0.5 * math.sin(1.3 * t + phase)
         if level > 0.25:
             at = (int(round(gx - m - dx)), int(round(gy - m - dy)))
@@ -502,11 +458,9 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
             far = max(float(np.dot(p - tip, axis)) for jaw in jaws for p in jaw)
             heads.append((head, (int(x0), int(y0)), tip + axis * far))
         if spec.blur > 0 and owner is not None:
-            ahead, _, _, _ = _tool_polygons(
-                tool, t + 0.5 / spec.fps, spec.motion, centre, scene.radius
-            )
-            behind, _, _, _ = _tool_polygons(
-                tool, t - 0.5 / spec.fps, spec.motion, centre, scene.radius
+            ahead, behind = (  # the shaft half a frame later and earlier
+                _tool_polygons(tool, t + dt, spec.motion, centre, scene.radius)[0]
+                for dt in (0.5 / spec.fps, -0.5 / spec.fps)
             )
             step = (ahead[1:3] - behind[1:3]).mean(0)
             bx, by, bw, bh = cv2.boundingRect(np.concatenate(fixed) // 16)

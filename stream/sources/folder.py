@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from stream.geometry import geometry_meta, validate_geometry_fields
-from stream.sources.base import Capture, SourceError, SourceEvent
+from stream.sources.base import Capture, EventLog, SourceError
 from stream.spec import ConfigError, bounded
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
@@ -51,10 +51,11 @@ def list_images(folder: Path, pattern: str) -> list[Path]:
     return sorted(files, key=natural_key)
 
 
-class FolderSource:
+class FolderSource(EventLog):
     """One image per read, in order; an unreadable file is skipped and counted."""
 
     def __init__(self, spec: FolderSpec) -> None:
+        super().__init__()
         self.spec = spec
         self.folder = Path(spec.path)
         if not self.folder.is_dir():
@@ -70,11 +71,6 @@ class FolderSource:
         self.index = 0
         self.closed = False
         self._meta = geometry_meta(spec.pixel_spacing_mm, spec.orientation)
-        self._events: list[SourceEvent] = []
-
-    def pop_events(self) -> list[SourceEvent]:
-        events, self._events = self._events, []
-        return events
 
     def _load(self, path: Path) -> tuple[np.ndarray, str] | None:
         flags = {
@@ -107,12 +103,8 @@ class FolderSource:
                 image, fmt = loaded
                 return Capture(image, fmt, meta={**self._meta, "file": path.name})
             bad += 1
-            self._events.append(
-                SourceEvent(
-                    f"folder source: skipped {path}: not a readable 8-bit image",
-                    {"source_unreadable": 1},
-                )
-            )
+            why = f"folder source: skipped {path}: not a readable 8-bit image"
+            self._event(why, {"source_unreadable": 1})
             if bad >= min(MAX_BAD_IN_A_ROW, len(self.files)):
                 raise SourceError(
                     f"folder source {self.folder}: {bad} unreadable images in a row; stopping"

@@ -409,15 +409,8 @@ def _round_structures(rng: np.random.Generator, geo: _Geometry, y_max: float) ->
             shadow = float(rng.uniform(-8, -4)) if rng.random() < 0.5 else 0.0
             objects.append(_Object(shape, LESION, float(rng.uniform(7, 10)), shadow))
     for _ in range(int(rng.integers(1, 4))):  # vessels
-        artery = rng.random() < 0.5
-        shape = blob(
-            float(rng.uniform(2.0, 5.0)),
-            (0.75, 1.0),
-            (0.0, 0.0),
-            0.0,
-            0.06 if artery else 0.0,
-            0.05 if artery else 0.35,
-        )
+        pulse, compress = (0.06, 0.05) if rng.random() < 0.5 else (0.0, 0.35)  # artery, vein
+        shape = blob(float(rng.uniform(2.0, 5.0)), (0.75, 1.0), (0.0, 0.0), 0.0, pulse, compress)
         if shape is not None:
             objects.append(
                 _Object(shape, ANECHOIC, float(rng.uniform(-33, -27)), float(rng.uniform(3, 6)))
@@ -524,32 +517,29 @@ class _Model:
     and for scene anatomy its scanner realism (static UI, Doppler box, reverberation)."""
 
     def __init__(self, spec: PhantomSpec) -> None:
-        seed = spec.seed
         h, w = spec.height, spec.width
         self.geo = geo = _geometry(spec)
         self.realism = real = realism_of(spec)
+
+        def rng(part: int) -> np.random.Generator:  # each part of the model its own stream
+            return np.random.default_rng([spec.seed, 0, part])
+
         if spec.scene == "anatomy":
             from stream.sources.phantom_anatomy import anatomy_layout
 
-            self.objects = anatomy_layout(np.random.default_rng([seed, 0, 1]), geo)
+            self.objects = anatomy_layout(rng(1), geo)
         else:
-            self.objects = _layout(np.random.default_rng([seed, 0, 1]), geo)
-        self.motion = _motion(np.random.default_rng([seed, 0, 2]))
+            self.objects = _layout(rng(1), geo)
+        self.motion = _motion(rng(2))
         depth, lateral, inside = geo.beam_coords()
         self.fov = inside.astype(np.uint8) * 255
         tgc_sigma = 3.0 if spec.scene == "anatomy" else 1.5  # domain randomisation: TGC
-        self.gain = self._gain(
-            np.random.default_rng([seed, 0, 3]), depth, lateral, inside, tgc_sigma
-        )
+        self.gain = self._gain(rng(3), depth, lateral, inside, tgc_sigma)
         if spec.gain_db:
             self.gain[inside] += spec.gain_db * LEVELS_PER_DB
-        self.bank = _speckle_bank(np.random.default_rng([seed, 0, 4]), geo) * (
-            spec.speckle * LEVELS_PER_DB
-        )
+        self.bank = _speckle_bank(rng(4), geo) * (spec.speckle * LEVELS_PER_DB)
         self.low_shape = (-(-h // LOWRES), -(-w // LOWRES))
-        self.texture, self.texture_origin, self.texture_mm = _texture(
-            np.random.default_rng([seed, 0, 5]), geo
-        )
+        self.texture, self.texture_origin, self.texture_mm = _texture(rng(5), geo)
         self.echo_lut = np.zeros((1, 256), np.float32)
         self.label_lut = np.zeros((1, 256), np.uint8)
         for i, obj in enumerate(self.objects, start=1):
@@ -562,18 +552,11 @@ class _Model:
         self.screen: Screen | None = None
         self.doppler: DopplerBox | None = None
         if real.reverb:
-            self.gain[inside] += reverberation(np.random.default_rng([seed, 0, 6]), depth)[inside]
+            self.gain[inside] += reverberation(rng(6), depth)[inside]
         if real.ui:
-            self.screen = Screen(
-                np.random.default_rng([seed, 0, 7]),
-                geo,
-                self.fov,
-                spec,
-                _heart_hz(self.objects),
-                self.roi,
-            )
+            self.screen = Screen(rng(7), geo, self.fov, spec, _heart_hz(self.objects), self.roi)
         if real.doppler:
-            self.doppler = DopplerBox(np.random.default_rng([seed, 0, 8]), geo, self.objects)
+            self.doppler = DopplerBox(rng(8), geo, self.objects)
 
     @staticmethod
     def _gain(
@@ -788,12 +771,8 @@ def _render(spec: PhantomSpec, index: int, layers: bool) -> PhantomLayers:
         if model.screen is not None:
             ui = model.screen.paint((image, clean), t, layers)
     none = np.zeros((h, w), bool) if layers else _NO_PIXELS
-    return PhantomLayers(
-        PhantomFrame(image, truth, clean),
-        none if ui is None else ui,
-        none if colour is None else colour,
-        none if box is None else box,
-    )
+    ui, colour, box = (none if drawn is None else drawn for drawn in (ui, colour, box))
+    return PhantomLayers(PhantomFrame(image, truth, clean), ui, colour, box)
 
 
 _NO_PIXELS = np.zeros((0, 0), bool)  # a layer not asked for

@@ -25,15 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from stream.sources.phantom import (
-    ANECHOIC,
-    BACKGROUND,
-    INTERFACE,
-    LESION,
-    _Band,
-    _Blob,
-    _Object,
-)
+from stream.sources.phantom import ANECHOIC, BACKGROUND, INTERFACE, LESION, _Band, _Blob, _Object
 
 if TYPE_CHECKING:
     from stream.sources.phantom import _Geometry
@@ -176,23 +168,12 @@ class _Builder:
         aspect = self.u(0.75, 1.0)
         if self.rng.random() < 0.6:  # a bright wall around the lumen
             wall = 0.5 + 0.3 * self.scale
-            self.add(
-                self.blob(*at, r + wall, (r + wall) * aspect, angle, 0, pulse, hz, ph, compress),
-                INTERFACE,
-                self.u(10, 16),
-            )
+            outer = self.blob(*at, r + wall, (r + wall) * aspect, angle, 0, pulse, hz, ph, compress)
+            self.add(outer, INTERFACE, self.u(10, 16))
         lumen = self.blob(*at, r, r * aspect, angle, 0, pulse, hz, ph, compress)
         flow = self.u(0.4, 1.0) * (1 if self.rng.random() < 0.5 else -1)
-        self.add(
-            lumen,
-            ANECHOIC,
-            self.u(-34, -27),
-            self.u(2, 5),
-            flow,
-            "arterial" if artery else "steady",
-            hz,
-            ph,
-        )
+        kind: FlowKind = "arterial" if artery else "steady"
+        self.add(lumen, ANECHOIC, self.u(-34, -27), self.u(2, 5), flow, kind, hz, ph)
 
     def vessel_along(self, y: float) -> None:
         """A vessel seen lengthwise: an anechoic tube between two bright walls."""
@@ -239,27 +220,12 @@ def _cardiac(k: _Builder) -> None:
 
     wall_pulse = 0.025
     sack_a, sack_b = k.u(0.62, 0.7), k.u(0.95, 1.05)
-    k.add(
-        k.blob(*at(0, 0), sack_a * big, sack_b * big, tilt, 0.04, wall_pulse, hz, ph, 0),
-        INTERFACE,
-        k.u(12, 18),
-    )
+    sack = k.blob(*at(0, 0), sack_a * big, sack_b * big, tilt, 0.04, wall_pulse, hz, ph, 0)
+    k.add(sack, INTERFACE, k.u(12, 18))
     thick = k.u(0.05, 0.08)
-    k.add(
-        k.blob(
-            *at(0, 0),
-            (sack_a - thick) * big,
-            (sack_b - thick) * big,
-            tilt,
-            0.04,
-            wall_pulse,
-            hz,
-            ph,
-            0,
-        ),
-        BACKGROUND,
-        k.u(1, 5),
-    )
+    a_in, b_in = (sack_a - thick) * big, (sack_b - thick) * big
+    inside = k.blob(*at(0, 0), a_in, b_in, tilt, 0.04, wall_pulse, hz, ph, 0)
+    k.add(inside, BACKGROUND, k.u(1, 5))
     view = k.rng.random()
     if view < 0.55:  # apical four-chamber
         chambers = [
@@ -269,82 +235,42 @@ def _cardiac(k: _Builder) -> None:
             (-0.23, 0.48, 0.14, 0.19, math.pi, -0.5),  # RA
         ]
     elif view < 0.8:  # apical two-chamber
-        chambers = [
-            (0.0, -0.2, 0.24, 0.38, 0.0, 0.8),
-            (0.0, 0.52, 0.2, 0.2, math.pi, 0.5),
-        ]
+        chambers = [(0.0, -0.2, 0.24, 0.38, 0.0, 0.8), (0.0, 0.52, 0.2, 0.2, math.pi, 0.5)]
     else:  # short axis: a round LV and a crescent-like RV
-        chambers = [
-            (0.12, 0.05, 0.3, 0.3, 0.0, 0.7),
-            (-0.38, 0.0, 0.12, 0.34, 0.0, -0.5),
-        ]
+        chambers = [(0.12, 0.05, 0.3, 0.3, 0.0, 0.7), (-0.38, 0.0, 0.12, 0.34, 0.0, -0.5)]
     for u, v, a, b, dphi, flow in chambers:
         pulse = k.u(0.1, 0.15) if dphi == 0 else k.u(0.07, 0.11)
         j = k.u(0.9, 1.1)
-        k.add(
-            k.blob(
-                *at(u * j, v),
-                a * big * j,
-                b * big,
-                tilt + k.u(-0.1, 0.1),
-                0.06,
-                pulse,
-                hz,
-                ph + dphi,
-                0,
-                0.05,
-            ),
-            ANECHOIC,
-            k.u(-36, -28),
-            0.0,
-            flow * k.u(0.7, 1.0),
-            "cardiac",
-            hz,
-            ph + dphi + math.pi / 2,
-        )
+        size, angle = (a * big * j, b * big), tilt + k.u(-0.1, 0.1)
+        cavity = k.blob(*at(u * j, v), *size, angle, 0.06, pulse, hz, ph + dphi, 0, 0.05)
+        echo, speed = k.u(-36, -28), flow * k.u(0.7, 1.0)
+        k.add(cavity, ANECHOIC, echo, 0.0, speed, "cardiac", hz, ph + dphi + math.pi / 2)
     if k.rng.random() < 0.4:  # descending aorta behind the heart
         ax, ay = at(k.u(-0.3, 0.3), sack_b + 0.18)
         r = k.u(0.06, 0.09) * big
         if ay + r < 0.95 * d:
-            k.add(
-                k.blob(ax, ay, r, r, 0, 0, 0.05, hz, ph, 0.02),
-                ANECHOIC,
-                -30,
-                3,
-                0.7,
-                "arterial",
-                hz,
-                ph,
-            )
+            aorta = k.blob(ax, ay, r, r, 0, 0, 0.05, hz, ph, 0.02)
+            k.add(aorta, ANECHOIC, -30, 3, 0.7, "arterial", hz, ph)
 
 
 def _abdominal(k: _Builder) -> None:
     d = k.d
     k.strata(int(k.rng.integers(2, 4)), 0.03 * d, 0.25 * d)  # skin, fat, muscle
     if k.rng.random() < 0.6:  # an organ capsule
-        k.add(
-            k.band(k.u(0.25, 0.4) * d, k.u(0.8, 1.5) * math.sqrt(k.scale)), INTERFACE, k.u(12, 18)
-        )
+        capsule = k.band(k.u(0.25, 0.4) * d, k.u(0.8, 1.5) * math.sqrt(k.scale))
+        k.add(capsule, INTERFACE, k.u(12, 18))
     if k.rng.random() < 0.3:
         k.rib(k.u(0.08, 0.2) * d)
     if k.rng.random() < 0.55:  # a fluid organ: bladder / gallbladder
         r = k.u(0.12, 0.22) * d
         at = k.place(r, 0.25 * d, 0.8 * d)
         if at is not None:
-            k.add(
-                k.blob(*at, r, r * k.u(0.5, 0.8), k.u(-0.4, 0.4), 0.12, 0, 1, 0, 0.1),
-                ANECHOIC,
-                k.u(-36, -30),
-                k.u(6, 10),
-            )
+            organ = k.blob(*at, r, r * k.u(0.5, 0.8), k.u(-0.4, 0.4), 0.12, 0, 1, 0, 0.1)
+            k.add(organ, ANECHOIC, k.u(-36, -30), k.u(6, 10))
             if k.rng.random() < 0.5:  # a stone at its floor, shadowing
                 rs = k.u(0.15, 0.3) * r
-                k.add(
-                    k.blob(at[0] + k.u(-0.3, 0.3) * r, at[1] + 0.4 * r, rs, rs * 0.8, 0),
-                    LESION,
-                    k.u(12, 18),
-                    k.u(-26, -18),
-                )
+                stone = k.blob(at[0] + k.u(-0.3, 0.3) * r, at[1] + 0.4 * r, rs, rs * 0.8, 0)
+                k.add(stone, LESION, k.u(12, 18), k.u(-26, -18))
     for _ in range(int(k.rng.integers(1, 4))):
         k.lesion(0.2 * d, 0.9 * d)
     for _ in range(int(k.rng.integers(0, 3))):

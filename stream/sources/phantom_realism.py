@@ -229,21 +229,14 @@ class DopplerBox:
             dth = half_w / r_c
             a = np.linspace(th_c - dth, th_c + dth, 16)
             r0, r1 = max(r_c - half_d, geo.apex_mm), r_c + half_d
-            mm = np.concatenate(
-                [
-                    np.stack([r0 * np.sin(a), r0 * np.cos(a) - geo.apex_mm], 1),
-                    np.stack([r1 * np.sin(a), r1 * np.cos(a) - geo.apex_mm], 1)[::-1],
-                ]
-            )
+            arcs = [np.stack([r * np.sin(a), r * np.cos(a) - geo.apex_mm], 1) for r in (r0, r1)]
+            mm = np.concatenate([arcs[0], arcs[1][::-1]])  # the near arc, then the far one back
         else:
             steer = math.tan(math.radians(float(rng.choice([-15.0, 0.0, 15.0]))))
+            lean, top, bottom = half_d * steer, cy - half_d, cy + half_d  # leans with the beams
             mm = np.array(
-                [
-                    [cx - half_w - half_d * steer, cy - half_d],
-                    [cx + half_w - half_d * steer, cy - half_d],
-                    [cx + half_w + half_d * steer, cy + half_d],
-                    [cx - half_w + half_d * steer, cy + half_d],
-                ]
+                [[cx - half_w - lean, top], [cx + half_w - lean, top]]
+                + [[cx + half_w + lean, bottom], [cx - half_w + lean, bottom]]
             )
         depth, lateral, inside = geo.beam_coords()
         mask = np.zeros((h, w), np.uint8)

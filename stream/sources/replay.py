@@ -19,7 +19,7 @@ from typing import Literal
 
 from stream.frame import Annotations, Frame
 from stream.recording import RecordingError, RecordingReader
-from stream.sources.base import Capture, SourceError, SourceEvent, never_stop
+from stream.sources.base import Capture, EventLog, SourceError, never_stop
 from stream.spec import ConfigError, bounded
 
 WAIT_SLICE_S = 0.05
@@ -45,10 +45,11 @@ class ReplaySpec:
             raise ConfigError(f"{where}.path: expected a recording file, got ''")
 
 
-class ReplaySource:
+class ReplaySource(EventLog):
     """Frames of a recording at their recorded times (see the module doc)."""
 
     def __init__(self, spec: ReplaySpec) -> None:
+        super().__init__()
         self.spec = spec
         self.path = Path(spec.path)
         if not self.path.exists():
@@ -71,7 +72,6 @@ class ReplaySource:
         self.should_stop = never_stop
         self.index = 0
         self.closed = False
-        self._events: list[SourceEvent] = []
         self._t0: float | None = None  # monotonic time of the schedule's anchor
         self._c0 = 0  # capture_ns of the frame at the anchor
         self.fps: float | None = self._recorded_rate()
@@ -80,13 +80,11 @@ class ReplaySource:
             notes.append(f"{self.reader.truncated_bytes} bytes of a cut-short record ignored")
         if self.reader.end is None:
             notes.append("no end record (the recorder did not close normally)")
-        self._events.append(
-            SourceEvent(
-                f"replay source {self.path}: {n} frames"
-                + (f", {self.fps:.2f} fps recorded" if self.fps else "")
-                + ("; " + "; ".join(notes) if notes else ""),
-                level="info",
-            )
+        self._event(
+            f"replay source {self.path}: {n} frames"
+            + (f", {self.fps:.2f} fps recorded" if self.fps else "")
+            + ("; " + "; ".join(notes) if notes else ""),
+            level="info",
         )
 
     def _recorded_rate(self) -> float | None:
@@ -95,10 +93,6 @@ class ReplaySource:
             return None
         span_ns = entries[-1].recorded_ns - entries[0].recorded_ns
         return (len(entries) - 1) / (span_ns / 1e9) if span_ns > 0 else None
-
-    def pop_events(self) -> list[SourceEvent]:
-        events, self._events = self._events, []
-        return events
 
     def _wait_until(self, due: float) -> bool:
         """Sleep until monotonic `due` in slices; False if a stop was requested."""
@@ -123,9 +117,7 @@ class ReplaySource:
             try:
                 return self.reader.read_frame(i)
             except RecordingError as e:
-                self._events.append(
-                    SourceEvent(f"replay source: skipped: {e}", {"source_bad_records": 1})
-                )
+                self._event(f"replay source: skipped: {e}", {"source_bad_records": 1})
                 bad += 1
                 if bad >= len(self.reader):
                     raise SourceError(
@@ -145,12 +137,10 @@ class ReplaySource:
             due = self._t0 + (frame.capture_ns - self._c0) / 1e9 / speed
             late = time.monotonic() - due
             if late > MAX_LATE_S:
-                self._events.append(
-                    SourceEvent(
-                        f"replay source: {late * 1000:.0f} ms behind the recorded timing; "
-                        "the schedule starts again from here",
-                        {"source_behind": 1},
-                    )
+                self._event(
+                    f"replay source: {late * 1000:.0f} ms behind the recorded timing; "
+                    "the schedule starts again from here",
+                    {"source_behind": 1},
                 )
                 self._t0, self._c0 = time.monotonic(), frame.capture_ns
             elif not self._wait_until(due):

@@ -55,8 +55,7 @@ def model_results(frames: list[Frame], pipeline: InferencePipeline) -> list[Infe
     run_batch = getattr(pipeline, "run_batch", None)
     if run_batch is None or len(frames) == 1:
         return [pipeline(f.image, f.pixel_format) for f in frames]
-    results: list[InferenceResult] = run_batch([f.image for f in frames], [f.pixel_format for f in frames])
-    return results
+    return run_batch([f.image for f in frames], [f.pixel_format for f in frames])
 
 
 def confidence_read(cfg: PipelineConfig, link: str) -> bool:
@@ -100,14 +99,8 @@ def _annotated(
 
 def reuse_result(frame: Frame, last: Frame, reason: str) -> Frame:
     """`frame` with the results (mask, output image, annotations) computed for `last`."""
-    parts = dict(frame.parts)
-    for name in RESULT_PARTS:
-        if name in last.parts:
-            parts[name] = last.parts[name]
-    meta = dict(frame.meta)
-    for key in RESULT_META:
-        if key in last.meta:
-            meta[key] = last.meta[key]
+    parts = {**frame.parts, **{k: last.parts[k] for k in RESULT_PARTS if k in last.parts}}
+    meta = {**frame.meta, **{k: last.meta[k] for k in RESULT_META if k in last.meta}}
     meta["inference"] = {
         "reused": True,
         "reason": reason,
@@ -116,17 +109,6 @@ def reuse_result(frame: Frame, last: Frame, reason: str) -> Frame:
         "model": last.annotations.model,
     }
     return _derived(frame, parts, last.annotations, meta)
-
-
-def _schedule(spec: InferSpec) -> InferSchedule:
-    return InferSchedule(
-        run_every=spec.run_every,
-        auto_skip=spec.auto_skip,
-        max_reuse_age_ms=spec.max_reuse_age_ms,
-        cascade=spec.fallback is not None,
-        fallback_after=spec.fallback_after,
-        probe_every=spec.probe_every,
-    )
 
 
 class InferOperator(Operator):
@@ -160,7 +142,15 @@ class InferOperator(Operator):
     def schedule(self, stream: str) -> InferSchedule:
         got = self.schedules.get(stream)
         if got is None:
-            got = self.schedules[stream] = _schedule(self.spec)
+            spec = self.spec
+            got = self.schedules[stream] = InferSchedule(
+                run_every=spec.run_every,
+                auto_skip=spec.auto_skip,
+                max_reuse_age_ms=spec.max_reuse_age_ms,
+                cascade=spec.fallback is not None,
+                fallback_after=spec.fallback_after,
+                probe_every=spec.probe_every,
+            )
         return got
 
     def setup(self, ports: Ports) -> None:
@@ -187,23 +177,17 @@ class InferOperator(Operator):
                 model.confidence = self.confidence  # no map made for no reader
         if not self.confidence:
             rt.log.info("confidence part not sent: the render stages on %s draw labels only", spec.output)
-        selection = getattr(pipeline, "selection", "")
-        rt.stats.info.update(
-            {
-                "model": pipeline.model_id,
-                "backend": pipeline.backend,
-                "device": pipeline.device,
-                "precision": pipeline.precision,
-                "engine_selection": selection,
-            }
-        )
+        engine = {
+            "model": pipeline.model_id,
+            "backend": pipeline.backend,
+            "device": pipeline.device,
+            "precision": pipeline.precision,
+            "engine_selection": getattr(pipeline, "selection", ""),
+        }
+        rt.stats.info.update(engine)
         rt.log.info(
-            "model %s on %s (%s, %s): %s",
-            pipeline.model_id,
-            pipeline.backend,
-            pipeline.device,
-            pipeline.precision,
-            selection,
+            "model %(model)s on %(backend)s (%(device)s, %(precision)s): %(engine_selection)s",
+            engine,
         )
         # subscribe upstream only once downstream listens, so no frame is processed for nobody
         sender = ports.add_output(spec.output)

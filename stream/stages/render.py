@@ -152,11 +152,8 @@ class Renderer:
         k = int(max(truth.max(initial=0), mask.max(initial=0))) + 1
         if k > MAX_LABEL_VALUES:
             return
-        if k > self.confusion.shape[0]:
-            grown = np.zeros((k, k), np.int64)
-            n = self.confusion.shape[0]
-            grown[:n, :n] = self.confusion
-            self.confusion = grown
+        if k > self.confusion.shape[0]:  # grown with zeros for the new label values
+            self.confusion = np.pad(self.confusion, (0, k - self.confusion.shape[0]))
         k = self.confusion.shape[0]
         pairs = truth.astype(np.int32).ravel() * k + mask.ravel()
         self.confusion += np.bincount(pairs, minlength=k * k).reshape(k, k)

@@ -23,8 +23,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import cv2
 import numpy as np
+
+from engines.letterbox import letterbox
 
 from ..config import RenderSpec
 from ..frame import Frame
@@ -35,17 +36,6 @@ from .render import Renderer
 
 MAX_STREAMS = 16
 WAITING = "waiting for stream"  # the title of a layout's cell whose stream has not come yet
-
-
-def _letterbox(image: np.ndarray, h: int, w: int) -> np.ndarray:
-    """`image` scaled to fit h x w keeping its aspect ratio, centred on black."""
-    ih, iw = image.shape[:2]
-    scale = min(w / iw, h / ih)
-    fitted = cv2.resize(image, (max(1, round(iw * scale)), max(1, round(ih * scale))))
-    out = np.zeros((h, w, 3), np.uint8)
-    y, x = (h - fitted.shape[0]) // 2, (w - fitted.shape[1]) // 2
-    out[y : y + fitted.shape[0], x : x + fitted.shape[1]] = fitted
-    return out
 
 
 class StreamsRenderer(Renderer):
@@ -118,7 +108,7 @@ class StreamsRenderer(Renderer):
         if self.size is None:
             self.size = image.shape[:2]
         elif image.shape[:2] != self.size:  # a file sink needs one size: keep the first
-            image = _letterbox(image, *self.size)
+            image, _ = letterbox(image, *self.size, pad_value=0)  # centred on black
         composed = dataclasses.replace(frame, stream=self.rt.id, parts={}, meta={})
         return image, composed
 
