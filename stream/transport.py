@@ -347,16 +347,15 @@ class Sender:
 class Receiver:
     """The consuming end of a link.
 
-    live: `recv` reads every message waiting when it is called (or the one it then waits for)
-    in the caller's thread, checks each header and keeps only the newest frame of each
-    stream, undecoded, in a mailbox with one slot per stream (a fast stream never pushes a
-    slow one's frame out); it hands on the frame that has waited longest (so streams take
-    turns) and binds only its payload (only the frame used is read from shared memory). While
-    the stage is away from `recv` (processing a frame), a watchdog thread drains the socket
-    the same way every BUSY_WATCH_S, so kernel and ZeroMQ buffers never hold a backlog;
-    while the stage keeps coming straight back to `recv` the watchdog looks ever more rarely
-    (up to IDLE_WATCH_S), since `recv` drains the socket itself. Frames replaced in the
-    mailbox are counted as `overflow` drops of their stream.
+    live: `recv` reads every message waiting on the socket in the caller's thread, checks each
+    header and keeps only the newest frame of each stream, undecoded, in a mailbox with one slot
+    per stream (a fast stream never pushes a slow one's frame out); it hands on the frame that
+    has waited longest (so streams take turns) and binds only its payload (only the frame used
+    is read from shared memory). While the stage is away from `recv` (processing a frame), a
+    watchdog thread drains the socket the same way every BUSY_WATCH_S, so kernel and ZeroMQ
+    buffers never hold a backlog; while the stage keeps coming straight back to `recv` the
+    watchdog looks ever more rarely (up to IDLE_WATCH_S), since `recv` drains the socket
+    itself. Frames replaced in the mailbox are counted as `overflow` drops of their stream.
     lossless: `recv` reads the socket in order.
 
     What arrived is kept per `stream@epoch` in the stage's `info["arrived"]` ([frames, lowest
@@ -569,7 +568,7 @@ class Receiver:
                 self._lock.release()
 
     def _drain(self, ready: bool = False) -> None:
-        """Read every message waiting (lock held; `ready`: one was just seen): check its
+        """Read every message waiting (lock held; `ready`: a poll just saw one): check its
         header, keep the newest frame."""
         sock = self.sock
         for _ in range(MAX_DRAIN):
@@ -587,15 +586,6 @@ class Receiver:
                 self._eos.append(msg)
             else:
                 self._post(msg.stream, msg)
-
-    def _read_one(self) -> Parsed | None:
-        """The message a poll just saw (lock held, nothing in the mailbox), checked as `_drain`
-        checks it; None if it was refused (counted)."""
-        try:
-            parts = _recv_all(self.sock, _NOBLOCK)
-        except zmq.Again:
-            return None
-        return self._accept(parts, self._drops, self._counts)
 
     def _post(self, stream: str, msg: Parsed) -> None:
         """Put `msg` in its stream's mailbox slot (under the lock); a frame it replaces, or the
@@ -684,13 +674,7 @@ class Receiver:
 
     def _wait(self, timeout_ms: int) -> Parsed | None:
         """Live (lock held): drain the socket, waiting for a message up to `timeout_ms`; the
-        next message to hand on, or None.
-
-        What waits when the stage comes (in the socket, or kept by the watchdog) is all read
-        and the newest frame of each stream kept. A message that ends a wait is handed on at
-        once, without asking the socket whether another came after it (a system call on the
-        frame's way to the stage): one that arrives in those microseconds is read by the next
-        call, or by the watchdog while the stage is busy."""
+        next message to hand on, or None."""
         now = self._entered_at = time.monotonic()
         self._away_s = now - self._left_at
         deadline = now + timeout_ms / 1000.0
@@ -698,16 +682,14 @@ class Receiver:
             if now >= self._monitor_due:  # connection events: seen within WATCH_S
                 self._monitor_due = now + WATCH_S
                 self._check_monitor()
-            kept = bool(self._newest or self._eos)  # by the watchdog: newer ones wait behind
-            if kept or _readable(self.sock):  # what waits, all of it
-                self._drain(ready=not kept)
-                parsed = self._take()
-                if parsed is not None:
-                    return parsed
+            if self._newest or self._eos:  # kept by the watchdog: newer ones may wait behind
+                self._drain()
+                return self._take()
             remaining = deadline - now
             wait_ms = max(1, min(int(remaining * 1000), 50)) if remaining > 0 else 0
-            if _poll_in(self.sock, wait_ms):  # a message came while waiting: that one
-                parsed = self._read_one()
+            if _poll_in(self.sock, wait_ms):  # at once when a message waits
+                self._drain(ready=True)
+                parsed = self._take()
                 if parsed is not None:
                     return parsed
             elif remaining <= 0:
