@@ -59,9 +59,9 @@ def test_a_slow_stage_is_looked_at_every_busy_period(link: OpenLink) -> None:
     assert BUSY_WATCH_S < WATCH_S
 
 
-def test_frames_that_end_a_wait_are_handed_on_and_none_is_lost(link: OpenLink) -> None:
-    """A frame that ends `recv`'s wait is handed on at once; one sent right behind it is not
-    lost: the next call hands it on, or it replaced the first (an overflow drop)."""
+def test_frames_that_end_a_wait_reach_the_stage_and_none_is_lost(link: OpenLink) -> None:
+    """Two frames sent while the stage waits in `recv`: the newest is handed on and none is
+    lost (the first is handed on too, or counted as an overflow drop)."""
     ends = link("pubsub", "live", transport="tcp")
     assert ends.tx.wait_for_consumers(1, 5)
 
