@@ -11,7 +11,7 @@ import pytest
 from stream import transport
 from stream.transport import BUSY_WATCH_S, IDLE_WATCH_S, WATCH_S
 
-from .helpers import OpenLink
+from .helpers import OpenLink, make_frame
 
 
 class _CountingEvent(threading.Event):
@@ -57,3 +57,30 @@ def test_a_slow_stage_is_looked_at_every_busy_period(link: OpenLink) -> None:
     recent = closing.periods[-6:]
     assert recent and all(p == BUSY_WATCH_S for p in recent), closing.periods
     assert BUSY_WATCH_S < WATCH_S
+
+
+def test_frames_that_end_a_wait_reach_the_stage_and_none_is_lost(link: OpenLink) -> None:
+    """Two frames sent while the stage waits in `recv`: the newest is handed on and none is
+    lost (the first is handed on too, or counted as an overflow drop)."""
+    ends = link("pubsub", "live", transport="tcp")
+    assert ends.tx.wait_for_consumers(1, 5)
+
+    def send_two() -> None:
+        time.sleep(0.1)  # the stage is waiting in `recv` by then
+        for seq in (1, 2):
+            assert ends.tx.send(make_frame(seq, (8, 8), time.time_ns()))
+
+    got: list[int] = []
+    sender = threading.Thread(target=send_two)
+    sender.start()
+    try:
+        timeout_ms = 3000
+        while (msg := ends.rx.recv(timeout_ms)) is not None:
+            assert msg.frame is not None
+            got.append(msg.frame.seq)
+            timeout_ms = 300  # after the first: until nothing more comes
+    finally:
+        sender.join()
+    overflow = ends.rx_stats.drops["overflow"]
+    assert got[-1] == 2 and len(got) + overflow == 2, (got, overflow)
+    assert ends.rx_stats.counters["in"] == 2
