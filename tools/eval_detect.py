@@ -6,8 +6,9 @@
 Frames come from `stream.sources.endoscopy` with the tool-tracking realism (instrument types,
 smoke, motion blur, occlusion) drawn per seed by `scene_spec`; the truth is the source's
 `truth_boxes`. Boxes come from the real pipeline (`load_pipeline`: letterbox, ONNX Runtime on one
-thread, the detection postprocess with scores >= 0.05 and class-aware NMS at IoU 0.5); latency
-is measured as for every card (tools.eval_common.measure_latency).
+thread, the detection postprocess with scores >= 0.05 and class-aware NMS at IoU 0.5); boxes
+beyond its `max_boxes` (100) are never scored, so the report counts them (`boxes_cut`) and warns
+if there are any. Latency is measured as for every card (tools.eval_common.measure_latency).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tools.eval_common import parse_seeds
 # (image 640x480 BGR, truth boxes [x0, y0, x1, y1, type] in frame pixels)
 ToolFrame = tuple[np.ndarray, np.ndarray]
 Detections = np.ndarray  # K x 6: x0, y0, x1, y1, label, score in frame pixels
+Detector = Callable[[np.ndarray], tuple[Detections, int]]  # image -> (boxes, boxes max_boxes cut)
 
 
 def scene_spec(seed: int) -> EndoscopySpec:
@@ -112,36 +114,47 @@ def average_precision(
 
 
 def evaluate_detector(
-    detect: Callable[[np.ndarray], Detections], frames: Iterable[ToolFrame], threshold: float
+    detect: Detector, frames: Iterable[ToolFrame], threshold: float
 ) -> dict[str, object]:
-    """mAP@0.5 over all detections (scores >= 0.05), precision / recall at `threshold`."""
-    dets, truths = [], []
+    """mAP@0.5 over all detections (scores >= 0.05), precision / recall at `threshold`, and
+    how many boxes the pipeline's `max_boxes` cut (found, but never scored: 0 or the AP is low)."""
+    dets, truths, cut = [], [], 0
     for image, truth in frames:
-        dets.append(detect(image))
+        boxes, boxes_cut = detect(image)
+        dets.append(boxes)
         truths.append(truth)
+        cut += boxes_cut
     report = average_precision(dets, truths, len(TOOL_LABELS))
     at = average_precision([d[d[:, 5] >= threshold] for d in dets], truths, len(TOOL_LABELS))
     report["precision"], report["recall"] = at["precision"], at["recall"]
     report["operating_threshold"] = threshold
     report["frames"] = len(truths)
+    report["boxes_cut"] = cut
+    if cut:
+        print(f"warning: max_boxes cut {cut} boxes over {len(truths)} frames: raise it to score them")
     return report
 
 
-def pipeline_detector(model: str) -> tuple[Callable[[np.ndarray], Detections], object]:
+def pipeline_detector(model: str, max_boxes: int = 100) -> tuple[Detector, object]:
     """detect(image) through `load_pipeline(model)` (ONNX Runtime, one thread, scores >= 0.05,
-    NMS IoU 0.5), and the pipeline (for timing and closing)."""
+    NMS IoU 0.5, at most `max_boxes` a frame), and the pipeline (for timing and closing)."""
     from engines import EngineSpec, load_pipeline
 
     cv2.setNumThreads(1)
     spec = EngineSpec(
-        model=model, backend="onnxruntime", threads=1, conf_threshold=0.05, iou_threshold=0.5
+        model=model,
+        backend="onnxruntime",
+        threads=1,
+        conf_threshold=0.05,
+        iou_threshold=0.5,
+        max_boxes=max_boxes,
     )
     pipeline = load_pipeline(spec)
 
-    def detect(image: np.ndarray) -> Detections:
-        boxes = pipeline(image, "bgr8").boxes
-        rows = [[b.x0, b.y0, b.x1, b.y1, b.label, b.score] for b in boxes]
-        return np.array(rows, np.float32).reshape(-1, 6)
+    def detect(image: np.ndarray) -> tuple[Detections, int]:
+        result = pipeline(image, "bgr8")
+        rows = [[b.x0, b.y0, b.x1, b.y1, b.label, b.score] for b in result.boxes]
+        return np.array(rows, np.float32).reshape(-1, 6), result.boxes_cut
 
     return detect, pipeline
 
