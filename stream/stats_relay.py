@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import time
 from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -27,6 +26,7 @@ import zmq
 from engines.schema import typed
 
 from .snapshot import Published
+from .transport import ensure_ipc_dir
 
 TOPIC = b"medstream.stats"
 VERSION = 1
@@ -78,8 +78,7 @@ class StatsRelay:
         self.sock.setsockopt(zmq.SNDHWM, 8)
         self.sock.setsockopt(zmq.LINGER, 1000)
         try:
-            if endpoint.startswith("ipc://"):
-                Path(endpoint[len("ipc://") :]).parent.mkdir(parents=True, exist_ok=True)
+            ensure_ipc_dir(endpoint)
             self.sock.bind(endpoint)
         except (zmq.ZMQError, OSError):
             self.close()

@@ -133,6 +133,12 @@ class SocketGuard(Protocol):
     def secure(self, sock: zmq.Socket, link: str, binds: bool) -> None: ...
 
 
+def ensure_ipc_dir(endpoint: str) -> None:
+    """Create the folder an `ipc://` endpoint's socket file goes in (other endpoints: nothing)."""
+    if endpoint.startswith("ipc://"):
+        Path(endpoint[len("ipc://") :]).parent.mkdir(parents=True, exist_ok=True)
+
+
 def _attach(
     sock: zmq.Socket, spec: LinkSpec, producer: bool, link: str, guard: SocketGuard | None
 ) -> None:
@@ -145,8 +151,7 @@ def _attach(
             raise
     try:
         if binds:
-            if spec.endpoint.startswith("ipc://"):
-                Path(spec.endpoint[len("ipc://") :]).parent.mkdir(parents=True, exist_ok=True)
+            ensure_ipc_dir(spec.endpoint)
             sock.bind(spec.endpoint)
         else:
             sock.connect(spec.endpoint)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -97,10 +98,7 @@ def bench_slow_consumer(quick: bool, tmp: Path) -> list[dict[str, Any]]:
     transports = (
         ["medstream-shm", "pyzmq-tcp"] if quick else ["medstream-tcp", "medstream-shm", "pyzmq-tcp"]
     )
-    frame_mb = 1.0
-    for d in SIZES[size]:
-        frame_mb *= d
-    frame_mb /= 2**20
+    frame_mb = math.prod(SIZES[size]) / 2**20
     rows = []
     for tr in transports:
         _say(f"bench: slow consumer on {tr} {size}")

@@ -52,14 +52,13 @@ def write_configs(tmp: Path, variant: str) -> list[Path]:
     """The config(s) of one variant, written under `tmp`."""
     tag = variant.replace(" ", "")
     data = _base(tmp, tag)
+    infer = next(s for s in data["stages"] if s["kind"] == "infer")
     if variant != "separate":
-        infer = next(s for s in data["stages"] if s["kind"] == "infer")
         infer["batch"]["max_batch"] = 4 if variant == "batched" else 1
         path = tmp / f"{tag}.yaml"
         path.write_text(yaml.safe_dump(data))
         return [path]
     grabs = [s for s in data["stages"] if s["kind"] == "grab"]
-    infer = next(s for s in data["stages"] if s["kind"] == "infer")
     render = next(s for s in data["stages"] if s["kind"] == "render")
     paths = []
     for grab in grabs:

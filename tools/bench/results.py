@@ -5,6 +5,7 @@ from __future__ import annotations
 from statistics import median
 from typing import Any
 
+from .hop import TRANSPORTS
 from .multistream import multistream_markdown
 from .overlay import overlay_markdown
 from .sources import sources_markdown
@@ -205,11 +206,9 @@ def _table(title: str, columns: list[str]) -> list[str]:
 
 def _transport_markdown(t: dict[str, Any]) -> list[str]:
     """One hop, paced (latency, receiver CPU) and unpaced (frames per second)."""
-    transports = ["memcpy", "pyzmq-tcp", "medstream-tcp", "pyzmq-ipc", "medstream-shm",
-                  "pyzmq-curve", "medstream-curve", "pyzmq-pushpull", "medstream-lossless"]
     present = [
         x
-        for x in transports
+        for x in ("memcpy", *TRANSPORTS)
         if x == "memcpy"
         or _find(t["paced"], transport=x)
         or _find(t.get("unpaced", []), transport=x)

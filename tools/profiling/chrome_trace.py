@@ -78,6 +78,12 @@ def _frame_args(f: FrameRecord) -> dict[str, Any]:
     return args
 
 
+def _instant(name: str, cat: str, tid: int, ts: float, args: dict[str, Any]) -> dict[str, Any]:
+    """An instant event ("i") on one lane."""
+    return {"ph": "i", "s": "t", "name": name, "cat": cat, "pid": PID, "tid": tid, "ts": ts,
+            "args": args}
+
+
 def build_trace(
     table: FrameTable, stages: list[StageInfo], pipeline: str, budget_ms: float
 ) -> dict[str, Any]:
@@ -117,18 +123,8 @@ def build_trace(
         )
         slices.setdefault(f.key, []).append((tid, ts))
         if v.handoff_ns is not None and v.handoff_ns > f.deadline_ns:
-            events.append(
-                {
-                    "ph": "i",
-                    "s": "t",
-                    "name": "budget miss",
-                    "cat": "budget",
-                    "pid": PID,
-                    "tid": tid,
-                    "ts": _us(v.handoff_ns, t0),
-                    "args": {**_frame_args(f), "budget_ms": budget_ms},
-                }
-            )
+            miss = {**_frame_args(f), "budget_ms": budget_ms}
+            events.append(_instant("budget miss", "budget", tid, _us(v.handoff_ns, t0), miss))
     for flow_id, f in enumerate(frames, start=1):
         steps = slices.get(f.key, [])
         if len(steps) >= 2:
@@ -154,18 +150,9 @@ def build_trace(
                 if d is not None
                 else max((v.end_ns for v in f.visits.values()), default=f.capture_ns)
             )
-            events.append(
-                {
-                    "ph": "i",
-                    "s": "t",
-                    "name": f"drop: {reason}",
-                    "cat": "drop",
-                    "pid": PID,
-                    "tid": lanes.tid(stage or (f.path()[-1].stage if f.visits else "?")),
-                    "ts": _us(at, t0),
-                    "args": {**_frame_args(f), "reason": reason},
-                }
-            )
+            tid = lanes.tid(stage or (f.path()[-1].stage if f.visits else "?"))
+            why = {**_frame_args(f), "reason": reason}
+            events.append(_instant(f"drop: {reason}", "drop", tid, _us(at, t0), why))
     meta = [
         {"ph": "M", "name": "process_name", "pid": PID, "args": {"name": f"medstream {pipeline}"}}
     ]

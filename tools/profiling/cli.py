@@ -108,17 +108,8 @@ class Progress:
 def _start_run(config: str, duration: float, report: Path) -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    cmd = [
-        sys.executable,
-        "-m",
-        "stream.cli",
-        "run",
-        config,
-        "--duration",
-        str(duration),
-        "--report",
-        str(report),
-    ]
+    cmd = [sys.executable, "-m", "stream.cli", "run", config]
+    cmd += ["--duration", str(duration), "--report", str(report)]
     return subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -13,11 +13,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from stream.recording import RecordingError, RecordingReader
+from stream.recording import MAGIC, RecordingError, RecordingReader
 
 from .records import FrameTable
-
-MAGIC = b"MSTREC\r\n"
 
 
 def is_recording(path: str) -> bool:

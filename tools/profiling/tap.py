@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import zmq
 
 from stream.stats_relay import StatsMessageError, decode_message
+from stream.transport import ensure_ipc_dir
 
 from .records import FrameTable
 
 FRAME_LOG_HWM = 200_000
-
-
-def _ensure_ipc_dir(endpoint: str) -> None:
-    if endpoint.startswith("ipc://"):
-        Path(endpoint[len("ipc://") :]).parent.mkdir(parents=True, exist_ok=True)
 
 
 class ProfileTap:
@@ -49,7 +44,7 @@ class ProfileTap:
         self.log = self.stats = self.link = None
         try:
             if frame_log:
-                _ensure_ipc_dir(frame_log)
+                ensure_ipc_dir(frame_log)
                 self.log = self._socket(ctx, zmq.SUB, FRAME_LOG_HWM)
                 self.log.bind(frame_log)
             if stats_pub:
