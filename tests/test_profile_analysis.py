@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import zmq
 
+from stream.stats_relay import TOPIC, VERSION
 from tools.profiling.analysis import LOST_IN_LINK, compare_with_report, components, summarize
+from tools.profiling.cli import refusals_line
 from tools.profiling.records import FrameTable
+from tools.profiling.tap import ProfileTap
 
 from .profile_data import MS, STAGES, record, synthetic_table
 
@@ -98,3 +104,28 @@ def test_compare_with_report_flags_differences() -> None:
     a = compare_with_report(s, report)
     bad = {c["what"] for c in a["checks"] if not c["ok"]}
     assert bad == {"stage infer count"}  # 0.3% is inside the histogram's 0.5% error
+
+
+def test_malformed_stats_messages_are_counted_and_said() -> None:
+    """The tap refuses a stats message that is not one by counting it, and the profile says
+    so at the end: a refusal is never silent."""
+    ctx = zmq.Context()
+    tap = ProfileTap(ctx, "", "")
+    try:
+        good = json.dumps({"v": VERSION, "snapshots": [], "stages": []}).encode()
+        tap._on_stats([TOPIC, good])
+        tap._on_stats([TOPIC, b"{not json"])
+        tap._on_stats([b"other.topic", good])
+        tap._on_stats([TOPIC, json.dumps({"v": VERSION + 1, "snapshots": [], "stages": []}).encode()])
+    finally:
+        tap.close()
+        ctx.term()
+    assert tap.invalid_stats == 3
+    assert tap.last_stats is not None and tap.last_stats["v"] == VERSION
+
+    summary = {"frame_log": {"records_invalid": 2}, "profile": {"stats_messages_invalid": 3}}
+    assert refusals_line(summary) == (
+        "refused as malformed: 2 frame-log records, 3 stats messages (counted in summary.json)"
+    )
+    clean = {"frame_log": {"records_invalid": 0}, "profile": {"stats_messages_invalid": 0}}
+    assert refusals_line(clean) == ""

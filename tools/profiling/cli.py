@@ -197,6 +197,7 @@ def profile(
         "warmup_frames": warmup,
         "budget_ms": cfg.budget_ms,
         "stats_messages": tap.last_stats is not None,
+        "stats_messages_invalid": tap.invalid_stats,
         "run_exit": (tap.last_stats or {}).get("exit", ""),
     }
     report_path = out / "run_report.json"
@@ -262,10 +263,23 @@ def profile_recording(
         "warmup_frames": warmup,
         "budget_ms": budget,
         "stats_messages": False,
+        "stats_messages_invalid": 0,
         "run_exit": "",
     }
     write_folder(table, stages, summary, budget, Path(path).name, out, plots)
     return summary
+
+
+def refusals_line(summary: dict[str, Any]) -> str:
+    """What the profiler refused as malformed (frame-log records, stats messages), or ''."""
+    records = summary.get("frame_log", {}).get("records_invalid", 0)
+    stats = summary["profile"].get("stats_messages_invalid", 0)
+    if not records and not stats:
+        return ""
+    return (
+        f"refused as malformed: {records} frame-log records, {stats} stats messages "
+        "(counted in summary.json)"
+    )
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -296,6 +310,9 @@ def _cmd(args: argparse.Namespace) -> int:
         )
         for c in bad:
             print(f"  differs: {c['what']}: profile {c['profile']}, report {c['report']}")
+    refused = refusals_line(summary)
+    if refused:
+        print(refused, file=sys.stderr)
     print(f"report folder: {out} (open {out / 'index.html'})")
     if summary["frames"]["analysed"] == 0:
         print(
