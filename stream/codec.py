@@ -326,22 +326,33 @@ def _parse_canonical(parts: list[Any] | tuple[Any, ...]) -> Parsed | None:
     topic = _buffer(parts[0])
     if len(topic) > MAX_TOPIC_BYTES or topic != h.stream.encode():
         return None
-    layouts = _LAYOUTS.get((h.format, h.parts)) or _layouts(h.format, h.parts)
-    if layouts is None:
+    try:
+        return _frame(h, parts)
+    except DecodeError:
         return None
+
+
+def _frame(h: FrameHeader, parts: list[Any] | tuple[Any, ...]) -> Parsed:
+    """The `Parsed` frame of a header valid by the schema, after the checks the schema cannot
+    state (both paths): part count, layouts against the pixel format, sizes, meta depth, one
+    track id per box. Raises `DecodeError`."""
     shm = None if h.shm is UNSET else h.shm
-    if shm is None:
-        if len(parts) - 2 != len(layouts):
-            return None
-        for layout, part in zip(layouts, parts[2:], strict=True):
-            if len(_buffer(part)) != layout[3]:
-                return None
-    elif len(parts) != 2:
-        return None
+    inline = len(parts) - 2
+    if shm is None and len(h.parts) != inline:
+        raise DecodeError("parts", f"header lists {len(h.parts)} parts, message has {inline}")
+    if shm is not None and inline:
+        raise DecodeError("parts", "a frame in shared memory has no payload parts")
+    layouts = _LAYOUTS.get((h.format, h.parts)) or _layouts(h.format, h.parts)
+    for (name, _, _, expected), part in zip(layouts[:inline], parts[2:], strict=True):  # shm: none inline
+        got = len(_buffer(part))
+        if got != expected:
+            raise DecodeError("size", f"{name}: {got} bytes, shape needs {expected}")
+    if h.meta and not _meta_depth_ok(h.meta):
+        raise DecodeError("field", f"nested more than {MAX_META_DEPTH} deep - at `$.meta`")
     ann = h.annotations
     track_ids = [] if ann.track_ids is UNSET else ann.track_ids
-    if (track_ids and len(track_ids) != len(ann.boxes)) or (h.meta and not _meta_depth_ok(h.meta)):
-        return None
+    if track_ids and len(track_ids) != len(ann.boxes):
+        raise DecodeError("field", "not one per box - at `$.annotations.track_ids`")
     annotations = Annotations(
         ann.model,
         ann.labels,
@@ -363,13 +374,10 @@ _LAYOUTS: dict[tuple[str, tuple[Part, ...]], tuple[Layout, ...]] = {}  # checked
 MAX_LAYOUTS = 64  # layouts remembered (all forgotten when full)
 
 
-def _layouts(fmt: str, descs: tuple[Part, ...]) -> tuple[Layout, ...] | None:
-    """The layouts of a canonical header's parts if they are valid for pixel format `fmt`
-    (remembered: they repeat frame after frame), else None."""
-    try:
-        checked = _checked_layouts(fmt, descs)
-    except DecodeError:
-        return None
+def _layouts(fmt: str, descs: tuple[Part, ...]) -> tuple[Layout, ...]:
+    """The checked layouts of a header's parts for pixel format `fmt`, remembered when valid
+    (they repeat frame after frame); DecodeError if not."""
+    checked = _checked_layouts(fmt, descs)
     if len(_LAYOUTS) >= MAX_LAYOUTS:
         _LAYOUTS.clear()
     _LAYOUTS[(fmt, descs)] = checked
@@ -449,33 +457,7 @@ def _parse_json(parts: list[Any] | tuple[Any, ...]) -> Parsed:
         return Parsed(
             KIND_EOS, h.sender, h.link_seq, h.sent_ns, h.stream, h.epoch, list(parts), eos=eos
         )
-
-    shm = None if h.shm is UNSET else h.shm
-    inline = len(parts) - 2
-    if shm is None and len(h.parts) != inline:
-        raise DecodeError("parts", f"header lists {len(h.parts)} parts, message has {inline}")
-    if shm is not None and inline:
-        raise DecodeError("parts", "a frame in shared memory has no payload parts")
-    layouts = _checked_layouts(h.format, h.parts)
-    for (name, _, _, expected), part in zip(layouts[:inline], parts[2:], strict=True):  # shm: none inline
-        got = len(_buffer(part))
-        if got != expected:
-            raise DecodeError("size", f"{name}: {got} bytes, shape needs {expected}")
-    if h.meta and not _meta_depth_ok(h.meta):
-        raise DecodeError("field", f"nested more than {MAX_META_DEPTH} deep - at `$.meta`")
-    ann = h.annotations
-    track_ids = [] if ann.track_ids is UNSET else ann.track_ids
-    if track_ids and len(track_ids) != len(ann.boxes):
-        raise DecodeError("field", "not one per box - at `$.annotations.track_ids`")
-    annotations = Annotations(
-        ann.model, ann.labels, [Box(*b) for b in ann.boxes], ann.backend, ann.device,
-        ann.precision, [] if ann.classes is UNSET else ann.classes, track_ids,
-    )
-    return Parsed(
-        KIND_FRAME, h.sender, h.link_seq, h.sent_ns, h.stream, h.epoch, list(parts), h.seq,
-        None, layouts, h.capture_ns, h.deadline_ns, h.format, annotations,
-        [Span(*t) for t in h.trace], h.meta, shm,
-    )
+    return _frame(h, parts)
 
 
 def bind(msg: Parsed, shm_reader: ShmReader | None = None) -> Message:
