@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -131,7 +132,10 @@ def evaluate_detector(
     report["frames"] = len(truths)
     report["boxes_cut"] = cut
     if cut:
-        print(f"warning: max_boxes cut {cut} boxes over {len(truths)} frames: raise it to score them")
+        print(
+            f"warning: max_boxes cut {cut} boxes over {len(truths)} frames: raise it to score them",
+            file=sys.stderr,  # stdout carries the JSON report
+        )
     return report
 
 
