@@ -16,6 +16,7 @@ connection, is left out of both) and lossless (`pyzmq-pushpull`: raw PUSH/PULL;
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import resource
 import struct
@@ -262,6 +263,23 @@ def _stop(sender: _RawSender | _MedstreamSender, results: Any, timeout_s: float 
                 raise RuntimeError("the receiver did not report back") from None
 
 
+def start_without_blas_pool(child: Any) -> None:
+    """Start `child` with OPENBLAS_NUM_THREADS=1 (this process's environment is left as it was).
+    After `import numpy`, OpenBLAS's idle pool thread (one on a 2-core machine) spins for about
+    0.1 s of CPU before it sleeps: in a fresh receiver that fell inside the measured window, where
+    it added a varying 0.08-0.15 ms a frame to raw and medstream receivers alike and competed with
+    both for the cores. Neither receiver does linear algebra."""
+    old = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        child.start()
+    finally:
+        if old is None:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = old
+
+
 def run_case(case: Case, tmp: Path, port: int) -> dict[str, Any]:
     """Send `case.frames` frames (or for `case.seconds`) at `case.fps` to a child receiver."""
     endpoint = _endpoint(case.transport, tmp, port)
@@ -277,7 +295,7 @@ def run_case(case: Case, tmp: Path, port: int) -> dict[str, Any]:
         if case.transport.startswith("pyzmq")
         else _MedstreamSender(ctx, endpoint, case.transport, keys)
     )
-    child.start()
+    start_without_blas_pool(child)
     try:
         ready.get(timeout=60)
         sender.wait()
