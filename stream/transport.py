@@ -165,11 +165,30 @@ def _never() -> bool:
     return False
 
 
-def _remember(d: dict, key: object, value: object) -> None:
-    """Set `d[key]`, forgetting the oldest entry when `d` would exceed MAX_TRACKED."""
-    if key not in d and len(d) >= MAX_TRACKED:
+def _remember(d: dict, key: object, value: object) -> bool:
+    """Set `d[key]`, forgetting the oldest entry when `d` would exceed MAX_TRACKED; True if
+    one was forgotten."""
+    forgot = key not in d and len(d) >= MAX_TRACKED
+    if forgot:
         del d[next(iter(d))]
     d[key] = value
+    return forgot
+
+
+class _Lane:
+    """What a live receiver's in-order fast branch needs of the last frame of one stream from
+    one sender: a copy of the general bookkeeping's entries (`epochs`, `last_link_seq`,
+    `seq_high`) and the `arrived` entry itself, valid while no other message of the stream
+    changed them and nothing was forgotten (see `Receiver._accept`)."""
+
+    __slots__ = ("sender", "epoch", "link_seq", "high", "sender_key", "at", "arrived")
+
+    def __init__(
+        self, sender: str, epoch: int, link_seq: int, high: int, sender_key: str, at: str,
+        arrived: list[int],
+    ):
+        self.sender, self.epoch, self.link_seq, self.high = sender, epoch, link_seq, high
+        self.sender_key, self.at, self.arrived = sender_key, at, arrived
 
 
 def _readable(sock: zmq.Socket) -> bool:
@@ -412,6 +431,7 @@ class Receiver:
         self.eos_seen: dict[tuple[str, int], bool] = {}
         self.seq_high: dict[str, int] = {}  # "stream@epoch" -> highest frame seq seen
         self.arrived: dict[str, list[int]] = {}  # "stream@epoch" -> [frames, seq lo, seq hi]
+        self._lanes: dict[str, _Lane] = {}  # stream -> its last sender's, for in-order frames
         self.gaps = GapBudget(clock)
         self._disconnect_logged = False
         # socket and mailbox (live): held by `recv` while it reads or waits, by the watchdog
@@ -454,31 +474,67 @@ class Receiver:
             _remember(self.eos_seen, key, True)
             counts["eos"] += 1
             return msg
-        at = f"{msg.stream}@{msg.epoch}"
-        lost = self._sequence(msg, at, counts)
+        lane = self._lanes.get(msg.stream)
+        if (
+            lane is not None
+            and msg.seq == lane.high + 1
+            and msg.epoch == lane.epoch
+            and msg.sender == lane.sender
+            and (msg.link_seq == lane.link_seq + 1 or not self.pubsub)
+        ):
+            # for speed, the common case: the next frame of the sender and stream the lane
+            # follows, nothing lost; of the general bookkeeping below it changes only these
+            seq = msg.seq
+            lane.high = self.seq_high[lane.at] = seq
+            if self.pubsub:
+                lane.link_seq = self.last_link_seq[lane.sender_key] = msg.link_seq
+            got = lane.arrived
+            got[0] += 1
+            got[2] = seq
+            return msg
+        return self._accept_frame(msg, drops, counts)
+
+    def _accept_frame(
+        self, msg: Parsed, drops: Counter[tuple[str, str]], counts: Counter[str]
+    ) -> Parsed | None:
+        """`_accept` of any frame (the general bookkeeping); the stream's lane follows its
+        sender from here."""
+        stream = msg.stream
+        self._lanes.pop(stream, None)  # what it copied may change now
+        at = f"{stream}@{msg.epoch}"
+        sender = f"{msg.sender}/{stream}"  # link_seq counts per sender and stream
+        lost = self._sequence(msg, at, sender, counts)
         if lost is None:
             drops[("invalid:implausible_gap", "")] += 1
             return None
         if lost:
-            drops[("overflow", msg.stream)] += lost
+            drops[("overflow", stream)] += lost
         seq = msg.seq
         got = self.arrived.get(at)  # [frames, lowest seq, highest seq]
         if got is None:
-            _remember(self.arrived, at, [1 + lost, seq, seq])
+            got = [1 + lost, seq, seq]
+            self._keep(self.arrived, at, got)
         else:
             got[0] += 1 + lost
             if seq < got[1]:
                 got[1] = seq
             elif seq > got[2]:
                 got[2] = seq
+        if "/" not in msg.sender and "/" not in stream:  # else another pair may share `sender`
+            lane = _Lane(msg.sender, msg.epoch, msg.link_seq, self.seq_high[at], sender, at, got)
+            _remember(self._lanes, stream, lane)
         return msg
 
-    def _sequence(self, msg: Parsed, at: str, counts: Counter[str]) -> int | None:
-        """Per-sender (and stream) sequence bookkeeping: restarts, the highest frame seq seen
-        (per `at`: "stream@epoch"), and the frames lost on the link (a `link_seq` gap, pubsub);
-        None if the jump is implausible."""
+    def _keep(self, d: dict, key: object, value: object) -> None:
+        """`_remember` for the bookkeeping the lanes copy: forgetting an entry forgets them."""
+        if _remember(d, key, value):
+            self._lanes.clear()
+
+    def _sequence(self, msg: Parsed, at: str, sender: str, counts: Counter[str]) -> int | None:
+        """Per-sender (and stream: `sender`) sequence bookkeeping: restarts, the highest frame
+        seq seen (per `at`: "stream@epoch"), and the frames lost on the link (a `link_seq`
+        gap, pubsub); None if the jump is implausible."""
         stream, epoch, link_seq, seq = msg.stream, msg.epoch, msg.link_seq, msg.seq
-        sender = f"{msg.sender}/{stream}"  # link_seq counts per sender and stream
         epochs = self.epochs
         if epochs.get(stream, epoch) != epoch:
             counts["stream_restarts"] += 1
@@ -490,14 +546,14 @@ class Receiver:
         gap = lost if lost > seq_jump else seq_jump
         if gap and not self.gaps.spend(gap):
             if self.pubsub:  # resynchronise: the sender's next frame is judged from here
-                _remember(self.last_link_seq, sender, link_seq)
+                self._keep(self.last_link_seq, sender, link_seq)
             return None
-        _remember(epochs, stream, epoch)
-        _remember(self.seq_high, at, seq if high is None or seq > high else high)
+        self._keep(epochs, stream, epoch)
+        self._keep(self.seq_high, at, seq if high is None or seq > high else high)
         if self.pubsub:
             if last is not None and link_seq <= last:
                 counts["sender_restarts"] += 1
-            _remember(self.last_link_seq, sender, link_seq)
+            self._keep(self.last_link_seq, sender, link_seq)
         return lost
 
     def _check_monitor(self) -> None:
