@@ -53,9 +53,11 @@ def receivers(pattern: str) -> Iterator[tuple[Receiver, Receiver]]:
         ctx.destroy(linger=0)
 
 
-def message(sender: str, stream: str, epoch: int, link_seq: int, seq: int) -> list:
+def message(
+    sender: str, stream: str, epoch: int, link_seq: int, seq: int, sent_ns: int = 1
+) -> list:
     frame = Frame(stream, seq, 1, 2, np.zeros((2, 2), np.uint8), "gray8", epoch=epoch)
-    return encode_frame(frame, sender, link_seq, 1)
+    return encode_frame(frame, sender, link_seq, sent_ns)
 
 
 def state(rx: Receiver) -> dict[str, Any]:
@@ -143,3 +145,37 @@ def test_a_stream_whose_entries_were_forgotten_starts_over_as_the_general_bookke
             assert state(fast) == state(general)
         assert fast.arrived == {"t@1": [1, 2, 2], "s@0": [1, 3, 3]}  # s@0 counted afresh
         assert fast.seq_high == {"t@1": 2, "s@0": 3}
+
+
+def test_frames_in_are_counted_per_stream_and_their_queue_time_recorded_as_stats_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream import stats as stats_module
+    from stream.stats import OTHER_STREAM, QUEUE_MS
+
+    monkeypatch.setattr(stats_module, "MAX_STREAMS", 2)  # s2 and s3 counted under OTHER_STREAM
+    ctx = zmq.Context()
+    clock = FakeClock()
+    spec = LinkSpec(
+        endpoint="inproc://in-counts", pattern="pushpull", mode="lossless", bind="consumer"
+    )
+    stats = StageStats("rx", "infer", clock)
+    rx = Receiver(ctx, "l", spec, "rx", clock, stats)
+    push = ctx.socket(zmq.PUSH)
+    try:
+        push.connect(spec.endpoint)
+        sent = ["s0", "s1", "s0", "s2", "s3", "s2", "s1"]
+        for i, stream in enumerate(sent):
+            push.send_multipart(message("grab", stream, 0, i + 1, i + 1, clock.now_ns()))
+            clock.advance_ms(2)  # queued 2 ms
+            got = rx.recv(2000)
+            assert got is not None and got.frame is not None and got.frame.stream == stream
+        assert stats.counters["in"] == len(sent)
+        per = {name: s.counters["in"] for name, s in stats.streams.items()}
+        assert per == {"s0": 2, "s1": 2, OTHER_STREAM: 3}
+        hist = stats.hists[QUEUE_MS]
+        assert hist.count == len(sent) and hist.min_ms == hist.max_ms == pytest.approx(2.0)
+    finally:
+        push.close(linger=0)
+        rx.close()
+        ctx.destroy(linger=0)
