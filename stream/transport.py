@@ -527,7 +527,8 @@ class Receiver:
                 got[1] = seq
             elif seq > got[2]:
                 got[2] = seq
-        if "/" not in msg.sender and "/" not in stream:  # else another pair may share `sender`
+        # no lane for ids with "/": their key may be another pair's too ("a/b" + "c", "a" + "b/c")
+        if "/" not in msg.sender and "/" not in stream:
             lane = _Lane(msg.sender, msg.epoch, msg.link_seq, self.seq_high[at], sender, at, got)
             _remember(self._lanes, stream, lane)
         return msg
