@@ -319,11 +319,11 @@ def _parse_canonical(parts: list[Any] | tuple[Any, ...]) -> Parsed | None:
     """The fast path: a `frame` header in medstream's own encoding, checked by its msgspec
     schema (`wire_header`) and then as `_parse_json` checks it. None for anything else, valid
     or not: `_parse_json` then parses it and names the reason of a refusal."""
-    head = _buffer(parts[1])
+    head = memoryview(parts[1]).cast("B")  # `_buffer`, inlined here and in `_frame`: per message
     h = wire_header.decode_canonical(head) if len(head) <= MAX_HEADER_BYTES else None
     if h is None:
         return None
-    topic = _buffer(parts[0])
+    topic = memoryview(parts[0]).cast("B")
     if len(topic) > MAX_TOPIC_BYTES or topic != h.stream.encode():
         return None
     try:
@@ -344,7 +344,7 @@ def _frame(h: FrameHeader, parts: list[Any] | tuple[Any, ...]) -> Parsed:
         raise DecodeError("parts", "a frame in shared memory has no payload parts")
     layouts = _LAYOUTS.get((h.format, h.parts)) or _layouts(h.format, h.parts)
     for (name, _, _, expected), part in zip(layouts[:inline], parts[2:], strict=True):  # shm: none inline
-        got = len(_buffer(part))
+        got = len(memoryview(part).cast("B"))
         if got != expected:
             raise DecodeError("size", f"{name}: {got} bytes, shape needs {expected}")
     if h.meta and not _meta_depth_ok(h.meta):

@@ -44,6 +44,7 @@ from .codec import (
 )
 from .frame import Frame
 from .gap_budget import GapBudget
+from .histogram import Histogram
 from .shm_link import ShmReceiver, ShmSender
 from .shm_ring import supported as shm_supported
 from .spec import ConfigError, bounded, section
@@ -61,6 +62,7 @@ MAX_TRACKED = 64  # senders, streams, epochs remembered per receiver (oldest for
 # pyzmq's flags as plain ints: its enum members cost a Python call on every `|` and `&`
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 _NOBLOCK, _SNDMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE)
+_zmq_poll = zmq.zmq_poll
 
 log = logging.getLogger("medstream.transport")
 
@@ -165,11 +167,30 @@ def _never() -> bool:
     return False
 
 
-def _remember(d: dict, key: object, value: object) -> None:
-    """Set `d[key]`, forgetting the oldest entry when `d` would exceed MAX_TRACKED."""
-    if key not in d and len(d) >= MAX_TRACKED:
+def _remember(d: dict, key: object, value: object) -> bool:
+    """Set `d[key]`, forgetting the oldest entry when `d` would exceed MAX_TRACKED; True if
+    one was forgotten."""
+    forgot = key not in d and len(d) >= MAX_TRACKED
+    if forgot:
         del d[next(iter(d))]
     d[key] = value
+    return forgot
+
+
+class _Lane:
+    """What a live receiver's in-order fast branch needs of the last frame of one stream from
+    one sender: a copy of the general bookkeeping's entries (`epochs`, `last_link_seq`,
+    `seq_high`) and the `arrived` entry itself, valid while no other message of the stream
+    changed them and nothing was forgotten (see `Receiver._accept`)."""
+
+    __slots__ = ("sender", "epoch", "link_seq", "high", "sender_key", "at", "arrived")
+
+    def __init__(
+        self, sender: str, epoch: int, link_seq: int, high: int, sender_key: str, at: str,
+        arrived: list[int],
+    ):
+        self.sender, self.epoch, self.link_seq, self.high = sender, epoch, link_seq, high
+        self.sender_key, self.at, self.arrived = sender_key, at, arrived
 
 
 def _readable(sock: zmq.Socket) -> bool:
@@ -195,8 +216,10 @@ def _send_all(sock: zmq.Socket, parts: list, flags: int) -> None:
 
 def _poll_in(sock: zmq.Socket, timeout_ms: int) -> bool:
     """Wait up to `timeout_ms` for a message on `sock`: `sock.poll` without the Poller object
-    it builds on every call (a receiver waits once per frame)."""
-    return bool(zmq.zmq_poll([(sock, _POLLIN)], timeout_ms))
+    it builds on every call (a receiver waits once per frame). With 0, the receiver's check
+    for a message waiting: cheaper than `_readable`, whose `sock.get` makes a Python enum of
+    the option on every call."""
+    return bool(_zmq_poll([(sock, _POLLIN)], timeout_ms))
 
 
 def _recv_all(sock: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
@@ -407,11 +430,13 @@ class Receiver:
         # link bookkeeping, each bounded to MAX_TRACKED entries (the ids come off the wire)
         shm_ok = shm_supported() and (guard is None or spec.shm == "on")
         self.shm = ShmReceiver() if shm_ok else None
+        self._shm_read = self.shm.read if self.shm is not None else None
         self.last_link_seq: dict[str, int] = {}
         self.epochs: dict[str, int] = {}
         self.eos_seen: dict[tuple[str, int], bool] = {}
         self.seq_high: dict[str, int] = {}  # "stream@epoch" -> highest frame seq seen
         self.arrived: dict[str, list[int]] = {}  # "stream@epoch" -> [frames, seq lo, seq hi]
+        self._lanes: dict[str, _Lane] = {}  # stream -> its last sender's, for in-order frames
         self.gaps = GapBudget(clock)
         self._disconnect_logged = False
         # socket and mailbox (live): held by `recv` while it reads or waits, by the watchdog
@@ -421,6 +446,8 @@ class Receiver:
         self._eos: deque[Parsed] = deque()
         self._drops: Counter[tuple[str, str]] = Counter()  # (reason, stream or "")
         self._counts: Counter[str] = Counter()
+        self._in_counters: dict[str, Counter[str]] = {}  # stream -> its stats counters
+        self._queue_hist: Histogram | None = None  # the stats' QUEUE_MS histogram, once made
         self._closing = threading.Event()
         self._left_at = time.monotonic()  # when `recv` last returned (monotonic s)
         self._entered_at = self._left_at  # when the stage last called `recv`
@@ -454,31 +481,68 @@ class Receiver:
             _remember(self.eos_seen, key, True)
             counts["eos"] += 1
             return msg
-        at = f"{msg.stream}@{msg.epoch}"
-        lost = self._sequence(msg, at, counts)
+        lane = self._lanes.get(msg.stream)
+        if (
+            lane is not None
+            and msg.seq == lane.high + 1
+            and msg.epoch == lane.epoch
+            and msg.sender == lane.sender
+            and (msg.link_seq == lane.link_seq + 1 or not self.pubsub)
+        ):
+            # for speed, the common case: the next frame of the sender and stream the lane
+            # follows, nothing lost; of the general bookkeeping below it changes only these
+            seq = msg.seq
+            lane.high = self.seq_high[lane.at] = seq
+            if self.pubsub:
+                lane.link_seq = self.last_link_seq[lane.sender_key] = msg.link_seq
+            got = lane.arrived
+            got[0] += 1
+            got[2] = seq
+            return msg
+        return self._accept_frame(msg, drops, counts)
+
+    def _accept_frame(
+        self, msg: Parsed, drops: Counter[tuple[str, str]], counts: Counter[str]
+    ) -> Parsed | None:
+        """`_accept` of any frame (the general bookkeeping); the stream's lane follows its
+        sender from here."""
+        stream = msg.stream
+        self._lanes.pop(stream, None)  # what it copied may change now
+        at = f"{stream}@{msg.epoch}"
+        sender = f"{msg.sender}/{stream}"  # link_seq counts per sender and stream
+        lost = self._sequence(msg, at, sender, counts)
         if lost is None:
             drops[("invalid:implausible_gap", "")] += 1
             return None
         if lost:
-            drops[("overflow", msg.stream)] += lost
+            drops[("overflow", stream)] += lost
         seq = msg.seq
         got = self.arrived.get(at)  # [frames, lowest seq, highest seq]
         if got is None:
-            _remember(self.arrived, at, [1 + lost, seq, seq])
+            got = [1 + lost, seq, seq]
+            self._keep(self.arrived, at, got)
         else:
             got[0] += 1 + lost
             if seq < got[1]:
                 got[1] = seq
             elif seq > got[2]:
                 got[2] = seq
+        # no lane for ids with "/": their key may be another pair's too ("a/b" + "c", "a" + "b/c")
+        if "/" not in msg.sender and "/" not in stream:
+            lane = _Lane(msg.sender, msg.epoch, msg.link_seq, self.seq_high[at], sender, at, got)
+            _remember(self._lanes, stream, lane)
         return msg
 
-    def _sequence(self, msg: Parsed, at: str, counts: Counter[str]) -> int | None:
-        """Per-sender (and stream) sequence bookkeeping: restarts, the highest frame seq seen
-        (per `at`: "stream@epoch"), and the frames lost on the link (a `link_seq` gap, pubsub);
-        None if the jump is implausible."""
+    def _keep(self, d: dict, key: object, value: object) -> None:
+        """`_remember` for the bookkeeping the lanes copy: forgetting an entry forgets them."""
+        if _remember(d, key, value):
+            self._lanes.clear()
+
+    def _sequence(self, msg: Parsed, at: str, sender: str, counts: Counter[str]) -> int | None:
+        """Per-sender (and stream: `sender`) sequence bookkeeping: restarts, the highest frame
+        seq seen (per `at`: "stream@epoch"), and the frames lost on the link (a `link_seq`
+        gap, pubsub); None if the jump is implausible."""
         stream, epoch, link_seq, seq = msg.stream, msg.epoch, msg.link_seq, msg.seq
-        sender = f"{msg.sender}/{stream}"  # link_seq counts per sender and stream
         epochs = self.epochs
         if epochs.get(stream, epoch) != epoch:
             counts["stream_restarts"] += 1
@@ -490,14 +554,14 @@ class Receiver:
         gap = lost if lost > seq_jump else seq_jump
         if gap and not self.gaps.spend(gap):
             if self.pubsub:  # resynchronise: the sender's next frame is judged from here
-                _remember(self.last_link_seq, sender, link_seq)
+                self._keep(self.last_link_seq, sender, link_seq)
             return None
-        _remember(epochs, stream, epoch)
-        _remember(self.seq_high, at, seq if high is None or seq > high else high)
+        self._keep(epochs, stream, epoch)
+        self._keep(self.seq_high, at, seq if high is None or seq > high else high)
         if self.pubsub:
             if last is not None and link_seq <= last:
                 counts["sender_restarts"] += 1
-            _remember(self.last_link_seq, sender, link_seq)
+            self._keep(self.last_link_seq, sender, link_seq)
         return lost
 
     def _check_monitor(self) -> None:
@@ -510,7 +574,7 @@ class Receiver:
             return
         while True:
             try:
-                if not _readable(self._monitor):  # the common case: no event, no zmq.Again
+                if not _poll_in(self._monitor, 0):  # the common case: no event, no zmq.Again
                     break
                 event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
@@ -575,10 +639,10 @@ class Receiver:
     def _drain(self, ready: bool = False) -> None:
         """Read every message waiting (lock held; `ready`: a poll just saw one): check its
         header, keep the newest frame."""
-        sock = self.sock
+        sock, newest, item = self.sock, self._newest, [(self.sock, _POLLIN)]
         for _ in range(MAX_DRAIN):
             try:
-                if not ready and not _readable(sock):  # cheaper than zmq.Again
+                if not ready and not _zmq_poll(item, 0):  # `_poll_in(sock, 0)`: no zmq.Again
                     break
                 ready = False
                 parts = _recv_all(sock, _NOBLOCK)
@@ -589,6 +653,8 @@ class Receiver:
                 continue
             if msg.kind == KIND_EOS:
                 self._eos.append(msg)
+            elif not newest:  # for speed, the common case: `_post` to an empty mailbox
+                newest[msg.stream] = msg
             else:
                 self._post(msg.stream, msg)
 
@@ -632,10 +698,11 @@ class Receiver:
 
     def _take(self) -> Parsed | None:
         """The end of a stream with no frame waiting, else the frame that waited longest."""
-        for eos in self._eos:
-            if eos.stream not in self._newest:
-                self._eos.remove(eos)
-                return eos
+        if self._eos:
+            for eos in self._eos:
+                if eos.stream not in self._newest:
+                    self._eos.remove(eos)
+                    return eos
         if self._newest:
             return self._newest.pop(next(iter(self._newest)))
         return None
@@ -643,7 +710,7 @@ class Receiver:
     def _bind(self, parsed: Parsed) -> Message | None:
         """The message with its payload (the caller's thread; counts straight into stats)."""
         try:
-            msg = bind(parsed, self.shm.read if self.shm is not None else None)
+            msg = bind(parsed, self._shm_read)
         except DecodeError as e:
             self.stats.drop(self.drop_prefix + f"invalid:{e.reason}")
             return None
@@ -652,8 +719,22 @@ class Receiver:
             self.stats.count("in")
             return None
         if msg.kind != KIND_EOS:
-            self.stats.count("in", stream=None if self.drop_prefix else parsed.stream)
+            self.stats.counters["in"] += 1  # `stats.count("in", stream)`, its call saved
+            if not self.drop_prefix:
+                per = self._in_counters.get(parsed.stream)
+                (per if per is not None else self._stream_counters(parsed.stream))["in"] += 1
         return msg
+
+    def _stream_counters(self, stream: str) -> Counter[str]:
+        """The stats counters of `stream`, kept at hand for the next frame."""
+        per = self.stats.stream(stream).counters
+        _remember(self._in_counters, stream, per)
+        return per
+
+    def _queue_histogram(self) -> Histogram:
+        """The stats' queue_ms histogram (made by the first frame), kept at hand."""
+        hist = self._queue_hist = self.stats.hists.setdefault(QUEUE_MS, Histogram())
+        return hist
 
     def recv(self, timeout_ms: int) -> Message | None:
         """The next message (frame or eos), or None after `timeout_ms` with nothing valid.
@@ -673,8 +754,8 @@ class Receiver:
             queue_ms = (self.clock.now_ns() - msg.sent_ns) / 1e6
             if queue_ms < -CLOCK_TOLERANCE_MS:  # received before it was sent: clocks disagree
                 self.stats.count("clock_skew")
-            else:
-                self.stats.observe(QUEUE_MS, queue_ms)
+            else:  # `stats.observe(QUEUE_MS, queue_ms)`, its calls saved
+                (self._queue_hist or self._queue_histogram()).record(queue_ms)
         return msg
 
     def _wait(self, timeout_ms: int) -> Parsed | None:
@@ -692,8 +773,11 @@ class Receiver:
                 return self._take()
             remaining = deadline - now
             wait_ms = max(1, min(int(remaining * 1000), 50)) if remaining > 0 else 0
-            if _poll_in(self.sock, wait_ms):  # at once when a message waits
+            if _zmq_poll([(self.sock, _POLLIN)], wait_ms):  # `_poll_in`: at once when one waits
                 self._drain(ready=True)
+                newest = self._newest
+                if newest and not self._eos:  # for speed, the common case of `_take`
+                    return newest.pop(next(iter(newest)))
                 parsed = self._take()
                 if parsed is not None:
                     return parsed
