@@ -142,10 +142,6 @@ def _payload(frame: Frame) -> tuple[list[np.ndarray], tuple[Part, ...]]:
     """The frame's arrays as they go on the wire (C-contiguous, little-endian) and their
     descriptors, the image first."""
     image = frame.image
-    if not frame.parts:
-        descs = _IMAGE_PARTS.get((image.dtype, image.shape))
-        if descs is not None:  # a wire dtype (little-endian): only contiguity to ensure
-            return [np.ascontiguousarray(image)], descs
     if len(frame.parts) >= MAX_PARTS:
         raise ValueError(f"a frame carries at most {MAX_PARTS} arrays, got {1 + len(frame.parts)}")
     buffers = [_array_bytes(image)]
@@ -167,7 +163,12 @@ def encode_frame(
 ) -> list[Any]:
     """Encode `frame` into message parts. Arrays are passed through without copying, or copied
     into shared memory by `shm_writer` (the message then carries only topic and header)."""
-    buffers, descs = _payload(frame)
+    image = frame.image
+    descs = None if frame.parts else _IMAGE_PARTS.get((image.dtype, image.shape))
+    if descs is not None:  # an image alone, a layout seen before: only contiguity to ensure
+        buffers = [np.ascontiguousarray(image)]  # (inlined: a call less on every frame)
+    else:
+        buffers, descs = _payload(frame)
     shm = shm_writer(buffers) if shm_writer is not None else None
     ann = frame.annotations
     header = FrameHeader(  # positional: the schema's field order (keywords cost a frame's time)

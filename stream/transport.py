@@ -334,7 +334,10 @@ class Sender:
             if not self._send_later(parts):
                 return self._refuse("overflow" if self.spec.mode == "live" else "shutdown")
         self.link_seq += 1
-        _remember(self.stream_seq, stream, link_seq)
+        if stream in self.stream_seq:  # the common case, without `_remember`'s call
+            self.stream_seq[stream] = link_seq
+        else:
+            _remember(self.stream_seq, stream, link_seq)
         return True
 
     def send_eos(self, eos: EndOfStream, repeats: int = 3) -> None:
