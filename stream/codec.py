@@ -132,40 +132,63 @@ def _dtype_name(arr: np.ndarray) -> str:
     return name
 
 
+# (dtype, shape) of an image sent alone -> its `parts` descriptor: a stream's layout repeats
+# frame after frame, and looking it up costs less than building it (a sender's per-frame cost)
+_IMAGE_PARTS: dict[tuple[np.dtype, tuple[int, ...]], tuple[Part, ...]] = {}
+MAX_IMAGE_PARTS = 64  # layouts remembered (all forgotten when full)
+
+
+def _payload(frame: Frame) -> tuple[list[np.ndarray], tuple[Part, ...]]:
+    """The frame's arrays as they go on the wire (C-contiguous, little-endian) and their
+    descriptors, the image first."""
+    image = frame.image
+    if len(frame.parts) >= MAX_PARTS:
+        raise ValueError(f"a frame carries at most {MAX_PARTS} arrays, got {1 + len(frame.parts)}")
+    buffers = [_array_bytes(image)]
+    for arr in frame.parts.values():
+        buffers.append(_array_bytes(arr))
+    descs = tuple(
+        Part(name, _dtype_name(buf), buf.shape)  # type: ignore[arg-type]  # a DTYPES name
+        for name, buf in zip(("image", *frame.parts), buffers, strict=True)
+    )
+    if not frame.parts and image.dtype in _DTYPE_NAMES:  # as sent, without a byte swap
+        if len(_IMAGE_PARTS) >= MAX_IMAGE_PARTS:
+            _IMAGE_PARTS.clear()
+        _IMAGE_PARTS[(image.dtype, image.shape)] = descs
+    return buffers, descs
+
+
 def encode_frame(
     frame: Frame, sender: str, link_seq: int, sent_ns: int, shm_writer: ShmWriter | None = None
 ) -> list[Any]:
     """Encode `frame` into message parts. Arrays are passed through without copying, or copied
     into shared memory by `shm_writer` (the message then carries only topic and header)."""
-    if len(frame.parts) >= MAX_PARTS:
-        raise ValueError(f"a frame carries at most {MAX_PARTS} arrays, got {1 + len(frame.parts)}")
-    image = _array_bytes(frame.image)
-    buffers = [image]
-    descs = [Part("image", _dtype_name(image), image.shape)]  # type: ignore[arg-type]  # a DTYPES name
-    if frame.parts:
-        for name, arr in frame.parts.items():
-            buf = _array_bytes(arr)
-            buffers.append(buf)
-            descs.append(Part(name, _dtype_name(buf), buf.shape))  # type: ignore[arg-type]
+    image = frame.image
+    descs = None if frame.parts else _IMAGE_PARTS.get((image.dtype, image.shape))
+    if descs is not None:  # an image alone, a layout seen before: only contiguity to ensure
+        buffers = [np.ascontiguousarray(image)]  # (inlined: a call less on every frame)
+    else:
+        buffers, descs = _payload(frame)
     shm = shm_writer(buffers) if shm_writer is not None else None
     ann = frame.annotations
-    header = FrameHeader(
-        v=PROTOCOL_VERSION,
-        kind="frame",
-        sender=sender,
-        link_seq=link_seq,
-        sent_ns=sent_ns,
-        stream=frame.stream,
-        epoch=frame.epoch,
-        seq=frame.seq,
-        capture_ns=frame.capture_ns,
-        deadline_ns=frame.deadline_ns,
-        format=frame.pixel_format,
-        parts=tuple(descs),
-        annotations=_annotations_header(ann) if ann != _NO_ANNOTATIONS else _NO_ANN,
-        trace=[(s.stage, s.start_ns, s.end_ns) for s in frame.trace] if frame.trace else [],
-        meta=frame.meta,
-        shm=UNSET if shm is None else shm,
+    header = FrameHeader(  # positional: the schema's field order (keywords cost a frame's time)
+        PROTOCOL_VERSION,
+        "frame",
+        sender,
+        link_seq,
+        sent_ns,
+        frame.stream,
+        frame.epoch,
+        frame.seq,
+        frame.capture_ns,
+        frame.deadline_ns,
+        frame.pixel_format,
+        descs,
+        # no annotations (every field its default): one dict comparison, not dataclass __eq__
+        _NO_ANN if ann.__dict__ == _NO_ANNOTATIONS else _annotations_header(ann),
+        [(s.stage, s.start_ns, s.end_ns) for s in frame.trace] if frame.trace else [],
+        frame.meta,
+        UNSET if shm is None else shm,
     )
     head = wire_header.encode(header)
     if len(head) > MAX_HEADER_BYTES:
@@ -174,8 +197,8 @@ def encode_frame(
     return [topic, head] if shm is not None else [topic, head, *buffers]
 
 
-_NO_ANNOTATIONS = Annotations()  # compared with, never handed out
-_NO_ANN = Ann()  # its wire form, shared by every frame without annotations (never changed)
+_NO_ANNOTATIONS = vars(Annotations())  # the fields of no annotations: compared with
+_NO_ANN = Ann()  # their wire form, shared by every frame without annotations (never changed)
 
 
 def _annotations_header(ann: Annotations) -> Ann:
