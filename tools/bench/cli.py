@@ -35,7 +35,7 @@ from .results import markdown, median_rows, targets
 from .sources import bench_sources
 
 PARTS = ("transport", "slow", "pipelines", "overlay", "sources", "multistream")
-ROUNDS = 3  # paired rounds of the transport cases (full mode)
+ROUNDS = 5  # paired rounds of the transport cases (full mode): a median of 3 moved with one lucky round
 QUICK_SKIPS = ("multistream",)  # --quick leaves it out unless --only names it (three runs)
 
 
