@@ -216,9 +216,7 @@ def _send_all(sock: zmq.Socket, parts: list, flags: int) -> None:
 
 def _poll_in(sock: zmq.Socket, timeout_ms: int) -> bool:
     """Wait up to `timeout_ms` for a message on `sock`: `sock.poll` without the Poller object
-    it builds on every call (a receiver waits once per frame). With 0, the receiver's check
-    for a message waiting: cheaper than `_readable`, whose `sock.get` makes a Python enum of
-    the option on every call."""
+    it builds on every call (a receiver waits once per frame)."""
     return bool(_zmq_poll([(sock, _POLLIN)], timeout_ms))
 
 
@@ -590,7 +588,7 @@ class Receiver:
             return
         while True:
             try:
-                if not _poll_in(self._monitor, 0):  # the common case: no event, no zmq.Again
+                if not _readable(self._monitor):  # the common case: no event, no zmq.Again
                     break
                 event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
@@ -655,10 +653,10 @@ class Receiver:
     def _drain(self, ready: bool = False) -> None:
         """Read every message waiting (lock held; `ready`: a poll just saw one): check its
         header, keep the newest frame."""
-        sock, newest, item = self.sock, self._newest, [(self.sock, _POLLIN)]
+        sock, newest = self.sock, self._newest
         for _ in range(MAX_DRAIN):
             try:
-                if not ready and not _zmq_poll(item, 0):  # `_poll_in(sock, 0)`: no zmq.Again
+                if not ready and not _readable(sock):  # cheaper than zmq.Again
                     break
                 ready = False
                 parts = _recv_all(sock, _NOBLOCK)
