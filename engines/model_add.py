@@ -422,12 +422,7 @@ def add_model(
 
 
 def _card(
-    name: str,
-    src: Path,
-    spec: ModelInput,
-    finding: Finding,
-    labels: list[str],
-    ms: float,
+    name: str, src: Path, spec: ModelInput, finding: Finding, labels: list[str], ms: float
 ) -> dict[str, Any]:
     output: dict[str, Any] = {
         "name": finding.outputs.get("output", finding.outputs.get("boxes", "")),

@@ -219,9 +219,7 @@ def captured_by_stream(
     return out
 
 
-def captured_frames(
-    cfg: PipelineConfig, snapshots: list[dict[str, Any]]
-) -> tuple[int, int]:
+def captured_frames(cfg: PipelineConfig, snapshots: list[dict[str, Any]]) -> tuple[int, int]:
     """(captured, of which unreported): each source run's count, raised to the highest sequence
     number any stage saw from that run (see the module doc), plus the frames that arrived from
     producers that sent no stats (`arrived_unreported`)."""

@@ -339,9 +339,7 @@ class Supervisor:
     def _finish(self, duration: float, relay: StatsRelay | None) -> dict[str, Any]:
         """The run report with the supervisor's own figures; the relay's final message."""
         restarts = {sid: c.restarts for sid, c in self.children.items()}
-        report = build_report(
-            self.cfg, self.live_snapshots(), duration, restarts, self.stop_reason
-        )
+        report = build_report(self.cfg, self.live_snapshots(), duration, restarts, self.stop_reason)
         self.exit_code = self._final_status(report)
         report["supervisor"] = {
             "stages_here": list(self.children),
