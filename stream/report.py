@@ -111,12 +111,8 @@ def video_path(cfg: PipelineConfig, render: RenderSpec) -> list[str]:
 
 
 def _latency(h: Histogram | None, fps: float | None = None) -> dict[str, Any]:
-    if h is None:
-        h = Histogram()
-    out: dict[str, Any] = h.summary((50, 90, 99))
-    if fps is not None:
-        out["fps"] = fps
-    return out
+    out: dict[str, Any] = (Histogram() if h is None else h).summary((50, 90, 99))
+    return out if fps is None else {**out, "fps": fps}
 
 
 def accuracy_from_confusion(confusion: list[list[int]], labels: list[str]) -> dict[str, Any]:
