@@ -233,27 +233,19 @@ def select(c: Candidates, settings: DetectionSettings, nms: bool) -> tuple[np.nd
     NMS (`nms`; NMS done in the graph: none), then the best `max_boxes`; and how many boxes
     that limit cut (they passed the threshold and NMS)."""
     keep = np.flatnonzero(c.scores >= settings.conf_threshold)
-    if keep.size == 0:
-        return keep, 0
-    if not nms:
-        order = keep[np.argsort(-c.scores[keep], kind="stable")]
-        return _at_most(order, settings.max_boxes)
-    xyxy = c.xyxy[keep].astype(np.float64)
-    rects = [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in xyxy.tolist()]
-    picked = cv2.dnn.NMSBoxesBatched(
-        rects,
-        c.scores[keep].astype(np.float32).tolist(),
-        c.classes[keep].astype(np.int32).tolist(),
-        float(settings.conf_threshold),
-        float(settings.iou_threshold),
-    )  # no top_k: OpenCV applies it before NMS, which would lose boxes NMS keeps
-    kept = keep[np.asarray(picked, np.int64).reshape(-1)]
-    return _at_most(kept[np.argsort(-c.scores[kept], kind="stable")], settings.max_boxes)
-
-
-def _at_most(order: np.ndarray, n: int) -> tuple[np.ndarray, int]:
-    """The first `n` of `order` and how many more there were."""
-    return order[:n], max(0, len(order) - n)
+    if nms and keep.size:
+        xyxy = c.xyxy[keep].astype(np.float64)
+        rects = [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in xyxy.tolist()]
+        picked = cv2.dnn.NMSBoxesBatched(
+            rects,
+            c.scores[keep].astype(np.float32).tolist(),
+            c.classes[keep].astype(np.int32).tolist(),
+            float(settings.conf_threshold),
+            float(settings.iou_threshold),
+        )  # no top_k: OpenCV applies it before NMS, which would lose boxes NMS keeps
+        keep = keep[np.asarray(picked, np.int64).reshape(-1)]
+    order = keep[np.argsort(-c.scores[keep], kind="stable")]
+    return order[: settings.max_boxes], max(0, len(order) - settings.max_boxes)
 
 
 def detect(

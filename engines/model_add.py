@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
+import timeit
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,9 @@ NMS_MAX_ROWS = 1000  # a [1, K, 6|7] output with K above this is NMS rows only w
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SEG_HINTS = ("mask", "seg", "logit", "prob", "sigmoid", "label")
 _DENOISE_HINTS = ("denois", "clean", "image", "recon", "restor")
+_ROLE_HINTS = {  # the role of one of several outputs, by its name (the first that fits)
+    "num": ("num",), "boxes": ("box",), "scores": ("score", "conf"), "labels": ("label", "class")
+}
 
 
 @dataclass(frozen=True)
@@ -117,17 +120,7 @@ def _by_role(outs: list[Tensor]) -> dict[str, Tensor]:
     roles: dict[str, Tensor] = {}
     for t in outs:
         name = t.name.lower()
-        role = (
-            "num"
-            if "num" in name
-            else "boxes"
-            if "box" in name
-            else "scores"
-            if "score" in name or "conf" in name
-            else "labels"
-            if "label" in name or "class" in name
-            else None
-        )
+        role = next((r for r, hints in _ROLE_HINTS.items() if any(h in name for h in hints)), None)
         if role is None or role in roles:
             raise _refuse(t, "several outputs, and this one is not boxes, scores, labels or num")
         roles[role] = t
@@ -394,11 +387,7 @@ def add_model(
     x = preprocess(synthetic_frame(spec.height, spec.width), "gray8", spec)
     try:
         values = session.run(None, {spec.name: x})
-        times = []
-        for _ in range(3):
-            t1 = time.perf_counter()
-            session.run(None, {spec.name: x})
-            times.append(time.perf_counter() - t1)
+        times = timeit.repeat(lambda: session.run(None, {spec.name: x}), number=1, repeat=3)
     except Exception as e:
         raise ModelError(f"the model failed on a {spec.height}x{spec.width} frame: {str(e).splitlines()[0]}") from None
     outs = [
@@ -433,12 +422,7 @@ def add_model(
 
 
 def _card(
-    name: str,
-    src: Path,
-    spec: ModelInput,
-    finding: Finding,
-    labels: list[str],
-    ms: float,
+    name: str, src: Path, spec: ModelInput, finding: Finding, labels: list[str], ms: float
 ) -> dict[str, Any]:
     output: dict[str, Any] = {
         "name": finding.outputs.get("output", finding.outputs.get("boxes", "")),

@@ -15,7 +15,7 @@ import numpy as np
 from engines.api import EngineSpec, EngineUnavailable, InferencePipeline, InferenceResult
 from engines.applicability import Gate
 from engines.backends import Selection, select_backend
-from engines.classification import scores_kind, top_k
+from engines.classification import top_k
 from engines.detection import DetectionDecoder, DetectionSettings, detect
 from engines.letterbox import Letterbox, letterbox
 from engines.onnxrt import TensorInfo
@@ -81,20 +81,11 @@ class ModelPipeline:
         self.gate = None if gate is None else Gate.from_card(gate, ref.model_id)
         self._letterbox = card.fit == "letterbox"
         self._pad_value = card.pad_value
-        where = f"model {ref.model_id!r}"
-        self._decoder: DetectionDecoder | None = None
+        reader = check_runnable(ref)  # how the output is read: a decoder, a scores kind, None
+        self._decoder = reader if isinstance(reader, DetectionDecoder) else None
+        self._scores = reader if isinstance(reader, str) else "logits"
         self._settings = DetectionSettings(spec.conf_threshold, spec.iou_threshold, spec.max_boxes)
         self._top_k = spec.top_k
-        self._scores = "logits"
-        try:
-            if self.task == "detection":
-                self._decoder = DetectionDecoder.from_card(
-                    card.raw["output"], len(self.labels), card.input.height, card.input.width, where
-                )
-            elif self.task == "classification":
-                self._scores = scores_kind(card.raw["output"], where)
-        except ValueError as e:
-            raise ModelError(str(e)) from None
         self._check_model(ref)
 
     def _check_model(self, ref: ModelRef) -> None:

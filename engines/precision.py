@@ -44,9 +44,7 @@ def max_u8s8_pair_sum(onnx_path: Path | str) -> int:
     from onnx import numpy_helper
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    int8 = {
-        t.name: t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.dims
-    }
+    int8 = {t.name: t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.dims}
     largest = 0
     for node in graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in int8:

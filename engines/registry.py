@@ -17,11 +17,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import msgspec
 
 from engines.schema import typed
+
+if TYPE_CHECKING:
+    from engines.detection import DetectionDecoder
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 USER_MODELS_ENV = "MEDSTREAM_MODELS"  # overrides the user models folder
@@ -224,26 +227,27 @@ def list_user_models() -> list[str]:
     return [n for n in _model_folders(user_models_dir()) if n not in bundled]
 
 
-def check_runnable(ref: ModelRef) -> None:
+def check_runnable(ref: ModelRef) -> DetectionDecoder | str | None:
     """Raise `ModelError` (one line) if the pipeline cannot postprocess the model: a detection
     / classification card whose output it cannot read (every task in TASKS has a postprocess;
-    `load_card` refuses any other)."""
-    task = ref.card.task
+    `load_card` refuses any other). Returns how the postprocess reads the output: a detection
+    card's decoder, a classification card's scores kind, else None."""
+    card = ref.card
     where = f"model {ref.model_id!r}"
     try:
-        if task == "detection":
+        if card.task == "detection":
             from engines.detection import DetectionDecoder
 
-            card = ref.card
-            DetectionDecoder.from_card(
+            return DetectionDecoder.from_card(
                 card.raw["output"], len(card.labels), card.input.height, card.input.width, where
             )
-        elif task == "classification":
+        if card.task == "classification":
             from engines.classification import scores_kind
 
-            scores_kind(ref.card.raw["output"], where)
+            return scores_kind(card.raw["output"], where)
     except ValueError as e:
         raise ModelError(str(e)) from None
+    return None
 
 
 def resolve_model(model: str) -> ModelRef:

@@ -40,9 +40,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         write_report(report, report_path)
     except OSError as e:
-        print(
-            f"medstream: cannot write the report to {report_path}: {e.strerror}", file=sys.stderr
-        )
+        print(f"medstream: cannot write the report to {report_path}: {e.strerror}", file=sys.stderr)
         return EXIT_FAILED
     print(f"report written to {report_path}")
     if sup.exit_code:

@@ -349,6 +349,7 @@ def _parse_stage(raw: Any, where: str) -> StageSpec:
 def _check_links(cfg: PipelineConfig) -> None:
     producers: dict[str, list[str]] = {}
     used: set[str] = set()
+    known = ", ".join(cfg.links) or "none"
     for i, s in enumerate(cfg.stages):
         where = f"stages[{i}]"
         ins = [("input", s.input)] if not isinstance(s, GrabSpec) else []
@@ -363,13 +364,9 @@ def _check_links(cfg: PipelineConfig) -> None:
         outs = [("output", s.output)] if not isinstance(s, RenderSpec) else []
         for key, name in ins + outs:
             if not name:
-                raise ConfigError(
-                    f"{where}.{key}: required (a link name; links: {', '.join(cfg.links) or 'none'})"
-                )
+                raise ConfigError(f"{where}.{key}: required (a link name; links: {known})")
             if name not in cfg.links:
-                raise ConfigError(
-                    f"{where}.{key}: unknown link {name!r}; links: {', '.join(cfg.links) or 'none'}"
-                )
+                raise ConfigError(f"{where}.{key}: unknown link {name!r}; links: {known}")
         for _, name in outs:
             producers.setdefault(name, []).append(s.id)
         used.update(name for _, name in ins + outs)
@@ -407,9 +404,8 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
     values = {"name": cfg.name}
     cfg.run_dir = _expand(cfg.run_dir, values, "run_dir")
     values["run_dir"] = cfg.run_dir
-    cfg.stats_endpoint = _expand(cfg.stats_endpoint, values, "stats_endpoint")
-    cfg.stats_pub = _expand(cfg.stats_pub, values, "stats_pub")
-    cfg.frame_log = _expand(cfg.frame_log, values, "frame_log")
+    for key in ("stats_endpoint", "stats_pub", "frame_log"):
+        setattr(cfg, key, _expand(getattr(cfg, key), values, key))
     if not cfg.links:
         raise ConfigError("links: expected a mapping of link name -> {endpoint, pattern, mode}")
     for name, link in cfg.links.items():
@@ -451,9 +447,7 @@ FROZEN_KEY = "medstream_frozen_config"
 def load_frozen_document(data: dict[str, Any], path: Path) -> PipelineConfig:
     """The config inside a frozen copy, validated again, naming the user's file as its source."""
     meta, document = data.get(FROZEN_KEY), data.get("config")
-    if not isinstance(meta, dict) or not isinstance(document, dict) or set(data) != {
-        FROZEN_KEY,
-        "config",
-    }:
+    only_those = set(data) == {FROZEN_KEY, "config"}
+    if not isinstance(meta, dict) or not isinstance(document, dict) or not only_those:
         raise ConfigError(f"{path}: not a frozen config (expected {FROZEN_KEY} and config)")
     return load_config(document, str(meta.get("source_file", path)))

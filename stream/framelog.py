@@ -82,13 +82,7 @@ class FrameLog:
             "trace": [[s.stage, s.start_ns, s.end_ns] for s in frame.trace],
         }
 
-    def out(
-        self,
-        frame: Frame,
-        start_ns: int,
-        end_ns: int,
-        handoff_ns: int | None = None,
-    ) -> None:
+    def out(self, frame: Frame, start_ns: int, end_ns: int, handoff_ns: int | None = None) -> None:
         """The stage handed `frame` on after working on it from `start_ns` to `end_ns`."""
         if not self.active():
             return

@@ -157,9 +157,7 @@ def bound_endpoints(
     return out
 
 
-def busy_endpoints(
-    cfg: PipelineConfig, stage_ids: list[str], supervisor: bool = True
-) -> list[str]:
+def busy_endpoints(cfg: PipelineConfig, stage_ids: list[str], supervisor: bool = True) -> list[str]:
     """One line per endpoint this host would bind that is in use now."""
     found = [(w, e, endpoint_in_use(e)) for w, e in bound_endpoints(cfg, stage_ids, supervisor)]
     return [f"{where}: {endpoint} is in use ({why})" for where, endpoint, why in found if why]

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BufferedReader
+from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -203,16 +204,12 @@ class RecordingReader:
         crc = _crc(entry.kind, entry.nparts, entry.body_len, entry.recorded_ns, [body])
         if crc != entry.crc:
             raise RecordingError(f"{self.path}: record at byte {entry.offset} fails its checksum")
-        view = memoryview(body)
         lengths = struct.unpack_from(f"<{entry.nparts}Q", body)
-        pos = 8 * entry.nparts
-        if pos + sum(lengths) != entry.body_len:
+        bounds = list(accumulate(lengths, initial=8 * entry.nparts))  # each part's start, then end
+        if bounds[-1] != entry.body_len:
             raise RecordingError(f"{self.path}: record at byte {entry.offset} has bad part lengths")
-        parts = []
-        for n in lengths:
-            parts.append(view[pos : pos + n])
-            pos += n
-        return parts
+        view = memoryview(body)
+        return [view[start:end] for start, end in pairwise(bounds)]
 
     def read_frame(self, index: int) -> Frame:
         """Frame record `index` decoded (arrays are read-only views of a fresh buffer)."""
@@ -231,8 +228,7 @@ class RecordingReader:
         return len(self.frames)
 
     def __iter__(self) -> Iterator[Frame]:
-        for i in range(len(self.frames)):
-            yield self.read_frame(i)
+        return (self.read_frame(i) for i in range(len(self.frames)))
 
     def close(self) -> None:
         self._file.close()

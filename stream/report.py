@@ -111,12 +111,8 @@ def video_path(cfg: PipelineConfig, render: RenderSpec) -> list[str]:
 
 
 def _latency(h: Histogram | None, fps: float | None = None) -> dict[str, Any]:
-    if h is None:
-        h = Histogram()
-    out: dict[str, Any] = h.summary((50, 90, 99))
-    if fps is not None:
-        out["fps"] = fps
-    return out
+    out: dict[str, Any] = (Histogram() if h is None else h).summary((50, 90, 99))
+    return out if fps is None else {**out, "fps": fps}
 
 
 def accuracy_from_confusion(confusion: list[list[int]], labels: list[str]) -> dict[str, Any]:
@@ -219,9 +215,7 @@ def captured_by_stream(
     return out
 
 
-def captured_frames(
-    cfg: PipelineConfig, snapshots: list[dict[str, Any]]
-) -> tuple[int, int]:
+def captured_frames(cfg: PipelineConfig, snapshots: list[dict[str, Any]]) -> tuple[int, int]:
     """(captured, of which unreported): each source run's count, raised to the highest sequence
     number any stage saw from that run (see the module doc), plus the frames that arrived from
     producers that sent no stats (`arrived_unreported`)."""

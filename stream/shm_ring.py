@@ -114,11 +114,9 @@ def remove_stale_rings(ring_dir: str = RING_DIR) -> int:
     for name in names:
         m = _NAME.match(name)
         if m and not _pid_alive(int(m.group(1))):
-            try:
+            with suppress(OSError):
                 os.unlink(os.path.join(ring_dir, name))
                 removed += 1
-            except OSError:
-                pass
     return removed
 
 
@@ -283,13 +281,11 @@ class RingReader:
             if held == 0 and not _lock(ring.fd, fcntl.F_RDLCK, start, ring.stride):
                 raise SlotGone("being overwritten")
             gen, written = _SLOT.unpack_from(ring.mm, start)
-            if gen != ref.gen:
+            if gen != ref.gen or used > written:
                 if held == 0:
                     _lock(ring.fd, fcntl.F_UNLCK, start, ring.stride)
-                raise SlotGone("overwritten")
-            if used > written:
-                if held == 0:
-                    _lock(ring.fd, fcntl.F_UNLCK, start, ring.stride)
+                if gen != ref.gen:
+                    raise SlotGone("overwritten")
                 raise RingError(f"reference needs {used} bytes, slot holds {written}")
             ring.holds[ref.slot] = held + 1
         # a fresh array over a fresh buffer export: numpy views derived from it keep it (not the
@@ -305,10 +301,8 @@ class RingReader:
                 ring.holds[slot] = n
                 return
             ring.holds.pop(slot, None)
-            try:
+            with suppress(OSError):  # already closed: the locks went with the descriptor
                 _lock(ring.fd, fcntl.F_UNLCK, start, ring.stride)
-            except OSError:  # already closed: the locks went with the descriptor
-                pass
 
     def held(self) -> int:
         """Slots this process holds right now (for tests and stats)."""

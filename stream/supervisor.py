@@ -126,16 +126,9 @@ class Supervisor:
         sid = child.spec.id
         child.proc = None
         if rc == EXIT_SETUP:
-            child.done = True
-            self.exit_code = EXIT_FAILED
             self.setup_failed.append(sid)
-            self.log.error(
-                "%s could not start (exit %d: its setup failed, see its error above); "
-                "not restarting it",
-                sid,
-                rc,
-            )
-            self.begin_stop(f"stage {sid} could not start", drain=False)
+            why = f"could not start (exit {rc}: its setup failed, see its error above)"
+            self._give_up(child, why, f"stage {sid} could not start")
             return
         if self.stopping_since is not None:
             child.done = True
@@ -150,22 +143,24 @@ class Supervisor:
                 self.begin_stop(f"source {sid} ended")
             return
         if rc == EXIT_FATAL:
-            child.done = True
-            self.exit_code = EXIT_FAILED
-            self.log.error("%s failed (exit %d); not restarting it", sid, rc)
-            self.begin_stop(f"stage {sid} failed", drain=False)
+            self._give_up(child, f"failed (exit {rc})", f"stage {sid} failed")
             return
         how = f"signal {-rc}" if rc < 0 else f"exit {rc}"
         if child.restarts >= self.cfg.restart.max_restarts:
-            child.done = True
-            self.exit_code = EXIT_FAILED
-            self.log.error("%s crashed (%s) %d times; giving up", sid, how, child.restarts + 1)
-            self.begin_stop(f"stage {sid} kept crashing", drain=False)
+            crashed = f"crashed ({how}) {child.restarts + 1} times"
+            self._give_up(child, crashed, f"stage {sid} kept crashing", "giving up")
             return
         delay = min(self.cfg.restart.backoff_s * 2**child.restarts, self.cfg.restart.backoff_max_s)
         child.restarts += 1
         child.start_at = time.monotonic() + delay
         self.log.warning("%s crashed (%s); restart %d in %.1f s", sid, how, child.restarts, delay)
+
+    def _give_up(self, child: Child, why: str, stop: str, then: str = "not restarting it") -> None:
+        """`child` is done for good and fails the run: log `why`, then `stop` without a drain."""
+        child.done = True
+        self.exit_code = EXIT_FAILED
+        self.log.error("%s %s; %s", child.spec.id, why, then)
+        self.begin_stop(stop, drain=False)
 
     # -- stopping --------------------------------------------------------------------------
     def begin_stop(self, reason: str, drain: bool = True) -> None:
@@ -344,9 +339,7 @@ class Supervisor:
     def _finish(self, duration: float, relay: StatsRelay | None) -> dict[str, Any]:
         """The run report with the supervisor's own figures; the relay's final message."""
         restarts = {sid: c.restarts for sid, c in self.children.items()}
-        report = build_report(
-            self.cfg, self.live_snapshots(), duration, restarts, self.stop_reason
-        )
+        report = build_report(self.cfg, self.live_snapshots(), duration, restarts, self.stop_reason)
         self.exit_code = self._final_status(report)
         report["supervisor"] = {
             "stages_here": list(self.children),

@@ -96,10 +96,7 @@ class LegendAnnotator(Annotator):
         return LegendLayout((x0, y0, x0 + panel_w, y0 + panel_h), swatches, entries, bar, scale, thick)
 
     def paint(
-        self,
-        canvas: np.ndarray,
-        labels: Sequence[str],
-        confidence_colors: np.ndarray | None = None,
+        self, canvas: np.ndarray, labels: Sequence[str], confidence_colors: np.ndarray | None = None
     ) -> None:
         """Draw in place into `canvas` (BGR, owned). `confidence_colors`: 256 x 1 x 3 BGR, the
         heat-map's colour of each confidence value (ConfidenceAnnotator.colors)."""

@@ -83,10 +83,7 @@ class OrientationAnnotator(Annotator):
         box_h = top + arm + gap + ch + cb + thick
         x0, y0 = place(self.corner, width, height, box_w, box_h, self.margin)
         ox, oy = x0 + tip, y0 + top
-        labels = [
-            (row_dir, (ox + arm + gap, oy + rh // 2)),
-            (col_dir, (ox, oy + arm + gap + ch)),
-        ]
+        labels = [(row_dir, (ox + arm + gap, oy + rh // 2)), (col_dir, (ox, oy + arm + gap + ch))]
         arrows = [((ox, oy), (ox + arm, oy)), ((ox, oy), (ox, oy + arm))]
         return OrientationLayout(labels, scale, thick, arrows)
 

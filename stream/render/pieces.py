@@ -29,9 +29,7 @@ class GeometryPieces(Annotator):
     ) -> None:
         self.scale = ScaleBarAnnotator(corner=scale_bar_corner) if scale_bar else None
         self.note = SpacingNoteAnnotator(corner=scale_bar_corner) if scale_bar else None
-        self.orientation = (
-            OrientationAnnotator(corner=orientation_corner) if orientation else None
-        )
+        self.orientation = OrientationAnnotator(corner=orientation_corner) if orientation else None
 
     def paint(self, canvas: np.ndarray, meta: dict[str, Any]) -> None:
         """Draw into `canvas` (a BGR array you own); ValueError if the geometry meta is malformed

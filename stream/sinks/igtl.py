@@ -87,14 +87,6 @@ def check_device(prefix: str, who: str, error: type[Exception]) -> None:
         )
 
 
-def _import_pyigtl() -> Any:
-    try:
-        import pyigtl
-    except ImportError:
-        return None
-    return pyigtl
-
-
 LPS_AXES = {
     "L": (1.0, 0.0, 0.0),
     "R": (-1.0, 0.0, 0.0),
@@ -157,9 +149,12 @@ class IgtlSink(SinkBase):
         self.device = spec.device or stage_id
         who = self.who
         check_device(self.device, who, SinkError)
-        self._pyigtl = _import_pyigtl()
-        if self._pyigtl is None:
-            raise SinkError(f"{who}: pyigtl is not installed (pip install 'medstream[igtl]')")
+        try:
+            import pyigtl
+        except ImportError:
+            why = "pyigtl is not installed (pip install 'medstream[igtl]')"
+            raise SinkError(f"{who}: {why}") from None
+        self._pyigtl: Any = pyigtl
         self.frames_written = 0
         try:
             self._server = LatestServer(

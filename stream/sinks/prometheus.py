@@ -31,7 +31,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # unless a scraper as
 BASE_EDGES_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.033, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
 STAGE_LABELS = ["pipeline", "stage"]  # every per-stage family (values: `rows` in families)
 
-COUNTERS = (  # stats counter -> (metric, help)
+_Specs = tuple[tuple[str, str, str], ...]  # (stats counter or histogram, metric, help)
+COUNTERS: _Specs = (  # stats counter -> (metric, help)
     ("in", "medstream_frames_in_total", "Frames a stage received."),
     ("out", "medstream_frames_out_total", "Frames a stage handed on (render: to its sinks)."),
     ("captured", "medstream_frames_captured_total", "Frames a source stage captured."),
@@ -52,11 +53,17 @@ STREAM_COUNTERS = (  # per-stream stats counter -> (metric, help)
         "Frames handed to the sinks after their deadline, per stream.",
     ),
 )
+DROPS = ("medstream_drops_total", "Frames dropped, by stage and reason.")
+STREAM_DROPS = ("medstream_stream_drops_total", "Frames dropped, by stage, stream and reason.")
 HISTOGRAMS = (
     (STAGE_MS, "medstream_stage_seconds", "Time a stage spent on a frame."),
     (QUEUE_MS, "medstream_queue_seconds", "Time a frame waited on the link into a stage."),
     (GLASS_MS, "medstream_glass_to_glass_seconds", "Capture to rendered frame handed to the sinks."),
     (OVERLAY_AGE_MS, "medstream_overlay_age_seconds", "Passthrough render: age of the overlay drawn."),
+)
+STREAM_HISTOGRAMS = (
+    (GLASS_MS, "medstream_stream_glass_to_glass_seconds",
+     "Capture to rendered frame handed to the sinks, per stream."),
 )
 
 
@@ -85,31 +92,7 @@ def families(msg: dict[str, Any]) -> Iterator[Metric]:
     budget.add_metric([pipeline], budget_ms / 1000.0)
     yield budget
     rows = [([pipeline, sid], t) for sid, t in totals.items()]  # (STAGE_LABELS values, totals)
-    for key, name, help_text in COUNTERS:
-        counter = CounterMetricFamily(name, help_text, labels=STAGE_LABELS)
-        for values, t in rows:
-            if key in t.counters:
-                counter.add_metric(values, t.counters[key])
-        if counter.samples:
-            yield counter
-    drops = CounterMetricFamily("medstream_drops_total", "Frames dropped, by stage and reason.",
-                                labels=[*STAGE_LABELS, "reason"])
-    fps = GaugeMetricFamily("medstream_fps", "Frames a stage hands on per second, over its run.",
-                            labels=STAGE_LABELS)
-    for values, t in rows:
-        for reason, n in sorted(t.drops.items()):
-            drops.add_metric([*values, reason], n)
-        fps.add_metric(values, t.fps())
-    yield drops
-    yield fps
-    for key, name, help_text in HISTOGRAMS:
-        hist = HistogramMetricFamily(name, help_text, labels=STAGE_LABELS)
-        for values, t in rows:
-            if key in t.hists:
-                h = t.hists[key]
-                hist.add_metric(values, _buckets(h, edges), h.total_ms / 1000.0)
-        if hist.samples:
-            yield hist
+    yield from _families(rows, STAGE_LABELS, COUNTERS, DROPS, HISTOGRAMS, edges, fps=True)
     yield from _stream_families(pipeline, totals, edges)
 
 
@@ -153,27 +136,41 @@ def _stream_families(pipeline: str, totals: dict[str, StageTotals], edges: list[
         return
     labels = [*STAGE_LABELS, "stream"]
     rows = [([pipeline, sid, x], t.streams[x]) for sid, t in totals.items() for x in streams if x in t.streams]
-    for key, name, help_text in STREAM_COUNTERS:
+    yield from _families(rows, labels, STREAM_COUNTERS, STREAM_DROPS, STREAM_HISTOGRAMS, edges)
+
+
+def _families(
+    rows: list[tuple[list[str], StageTotals]], labels: list[str], counters: _Specs,
+    drops: tuple[str, str], histograms: _Specs, edges: list[float], fps: bool = False,
+) -> Iterator[Metric]:
+    """The counters and histograms some row has, the drops by reason and (`fps`) the rate of
+    `rows`: (label values, the figures of a stage or of one stream at a stage)."""
+    for key, name, help_text in counters:
         counter = CounterMetricFamily(name, help_text, labels=labels)
-        for values, st in rows:
-            if key in st.counters:
-                counter.add_metric(values, st.counters[key])
+        for values, t in rows:
+            if key in t.counters:
+                counter.add_metric(values, t.counters[key])
         if counter.samples:
             yield counter
-    drops = CounterMetricFamily("medstream_stream_drops_total",
-                                "Frames dropped, by stage, stream and reason.", labels=[*labels, "reason"])
-    for values, st in rows:
-        for reason, n in sorted(st.drops.items()):
-            drops.add_metric([*values, reason], n)
-    yield drops
-    hist = HistogramMetricFamily("medstream_stream_glass_to_glass_seconds",
-                                 "Capture to rendered frame handed to the sinks, per stream.", labels=labels)
-    for values, st in rows:
-        if GLASS_MS in st.hists:
-            h = st.hists[GLASS_MS]
-            hist.add_metric(values, _buckets(h, edges), h.total_ms / 1000.0)
-    if hist.samples:
-        yield hist
+    dropped = CounterMetricFamily(*drops, labels=[*labels, "reason"])
+    for values, t in rows:
+        for reason, n in sorted(t.drops.items()):
+            dropped.add_metric([*values, reason], n)
+    yield dropped
+    if fps:
+        rate = GaugeMetricFamily("medstream_fps", "Frames a stage hands on per second, over its run.",
+                                 labels=labels)
+        for values, t in rows:
+            rate.add_metric(values, t.fps())
+        yield rate
+    for key, name, help_text in histograms:
+        hist = HistogramMetricFamily(name, help_text, labels=labels)
+        for values, t in rows:
+            if key in t.hists:
+                h = t.hists[key]
+                hist.add_metric(values, _buckets(h, edges), h.total_ms / 1000.0)
+        if hist.samples:
+            yield hist
 
 
 class MetricsServer:

@@ -297,8 +297,7 @@ class ViewerSink(SinkBase):
             self._server = _Server((spec.host, spec.port), self)
         except OSError as e:
             raise SinkError(
-                f"{self.who}: cannot listen on {_url(spec.host, spec.port)}: "
-                f"{e.strerror or e}"
+                f"{self.who}: cannot listen on {_url(spec.host, spec.port)}: {e.strerror or e}"
             ) from None
         self.port: int = self._server.server_address[1]
         self._serve_thread = threading.Thread(

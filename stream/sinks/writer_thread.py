@@ -48,10 +48,7 @@ class WriterThread:
     def put(self, item: Any, wait: bool = False) -> bool:
         """Queue `item`; True if queued. Without `wait` a full queue drops it (`sink_overflow`)."""
         try:
-            if wait:
-                self._queue.put(item)
-            else:
-                self._queue.put_nowait(item)
+            self._queue.put(item, block=wait)
         except queue.Full:
             self.drop("sink_overflow")
             return False

@@ -185,7 +185,7 @@ class DicomSource(EventLog):
 
     def _decode_raw(self, index: int) -> np.ndarray:
         try:
-            arr = self._pixel_array(str(self.path), index=index, as_rgb=True)
+            return self._pixel_array(str(self.path), index=index, as_rgb=True)
         except Exception as e:  # decoder errors come in many types
             syntax = getattr(getattr(self.ds, "file_meta", None), "TransferSyntaxUID", None)
             name = getattr(syntax, "name", "unknown transfer syntax")
@@ -193,7 +193,6 @@ class DicomSource(EventLog):
                 f"frame {index} of {self.frames} ({name}) cannot be decoded: "
                 f"{type(e).__name__}: {e}"
             ) from None
-        return arr
 
     def _display(self, arr: np.ndarray, index: int) -> tuple[np.ndarray, str]:
         """(image, pixel_format) for frame `index`'s decoded pixels."""

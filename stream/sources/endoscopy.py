@@ -408,10 +408,8 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
     scene = _scene(spec)
     h, w, m = spec.height, spec.width, scene.margin
     t = int(index) / spec.fps
-    hz, ph = scene.pan
-    dx = int(round(m * spec.motion * 0.8 * math.sin(2 * math.pi * hz[0] * t + ph[0])))
-    dy = int(round(m * spec.motion * 0.8 * math.sin(2 * math.pi * hz[1] * t + ph[1])))
-    dx, dy = int(np.clip(dx, -m, m)), int(np.clip(dy, -m, m))
+    waves = (math.sin(2 * math.pi * f * t + p) for f, p in zip(*scene.pan, strict=True))
+    dx, dy = (int(np.clip(round(m * spec.motion * 0.8 * v), -m, m)) for v in waves)  # camera pan
     img = scene.tissue[m + dy : m + dy + h, m + dx : m + dx + w].copy()
 
     # specular highlights: move with the tissue, flicker
@@ -478,8 +476,7 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
                 owner[rows, cols][mask] = 0
     if spec.smoke > 0:  # img + haze x (smoke colour - img), with saturating uint8 arithmetic
         haze = cv2.merge([np.rint(_smoke(scene, spec, t) * 255).astype(np.uint8)] * 3)
-        grey = np.empty_like(img)
-        grey[:] = (200, 205, 215)
+        grey = np.full_like(img, (200, 205, 215))
         up = cv2.multiply(cv2.subtract(grey, img), haze, scale=1 / 255)
         down = cv2.multiply(cv2.subtract(img, grey), haze, scale=1 / 255)
         img = cv2.subtract(cv2.add(img, up), down)
@@ -490,10 +487,9 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
         oy, ox = (int(v) for v in rng.integers(0, 2 * NOISE_PAD + 1, size=2))
         img = cv2.add(img, scene.noise_up[oy : oy + h, ox : ox + w])
         img = cv2.subtract(img, scene.noise_down[oy : oy + h, ox : ox + w])
-    image = img
-    image[scene.fov == 0] = 0
+    img[scene.fov == 0] = 0
     truth &= scene.fov
-    return EndoscopyFrame(image, truth, boxes)
+    return EndoscopyFrame(img, truth, boxes)
 
 
 class EndoscopySource:

@@ -100,9 +100,8 @@ class PhantomSpec:
     frames: int = bounded(0, 0, 2**31 - 1, doc="end after this many frames (0: endless)")
 
     def validate(self, where: str) -> None:
-        if self.scene == "classic" and any(
-            v for v in (self.realism.ui, self.realism.doppler, self.realism.reverb)
-        ):
+        r = self.realism
+        if self.scene == "classic" and any((r.ui, r.doppler, r.reverb)):
             raise ConfigError(f"{where}.realism: needs scene: anatomy (the classic scene has none)")
 
 
@@ -118,11 +117,7 @@ def realism_of(spec: PhantomSpec) -> Realism:
     """What `spec` draws: each unset (null) realism switch is on for scene anatomy, else off."""
     on = spec.scene == "anatomy"
     r = spec.realism
-    return Realism(
-        on if r.ui is None else r.ui,
-        on if r.doppler is None else r.doppler,
-        on if r.reverb is None else r.reverb,
-    )
+    return Realism(*(on if v is None else v for v in (r.ui, r.doppler, r.reverb)))
 
 
 def pixel_format_of(spec: PhantomSpec) -> str:

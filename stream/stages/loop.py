@@ -76,9 +76,7 @@ class Ports:
     """The links a stage declares in `setup` (ZeroMQ from `of(rt)`; in-memory ones in tests)."""
 
     def __init__(
-        self,
-        open_input: Callable[[str, str], Inbox],
-        open_output: Callable[[str], Outbox],
+        self, open_input: Callable[[str, str], Inbox], open_output: Callable[[str], Outbox]
     ):
         self._open_input = open_input
         self._open_output = open_output
