@@ -63,13 +63,12 @@ import numpy as np
 from engines import EngineSpec, InferencePipeline, load_pipeline
 from engines.api import BackendName
 from stream.sources.endoscopy import LABELS as ENDO_LABELS
-from stream.sources.endoscopy import endoscopy_frame
 from stream.sources.phantom import LABELS as US_LABELS
 from stream.sources.phantom import fov_mask, phantom_frame
 from tools.errors import writable_output
 from tools.eval_common import confusion, dice_scores, parse_seeds
 from tools.eval_cost import mark_pareto, network_cost, plot_pareto
-from tools.eval_endo import endo_set
+from tools.eval_endo import endo_set, labelled_frames
 from tools.eval_seg import phantom_set
 from tools.image_metrics import ImageScores
 from tools.machine import cpu_description, cpu_flags, cpu_name
@@ -157,11 +156,8 @@ def ultrasound_samples(
 
 
 def endoscopy_samples(seeds: list[int], frames_per_seed: int) -> list[Sample]:
-    out = []
-    for spec, index in endo_set(seeds, frames_per_seed):
-        f = endoscopy_frame(spec, index)
-        out.append(Sample(f.image, f.truth, None, f.image.any(axis=2) | (f.truth > 0), "bgr8"))
-    return out
+    frames = labelled_frames(endo_set(seeds, frames_per_seed))
+    return [Sample(image, truth, None, inside, "bgr8") for image, truth, inside in frames]
 
 
 def _load(name: str | None, threads: int, backend: BackendName) -> InferencePipeline | None:
