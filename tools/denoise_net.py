@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tools.seg_net import SeparableConv, _cbr, _up
+from tools.seg_net import SeparableConv, _cbr, unet
 
 
 class DenoiseNet(nn.Module):
@@ -62,11 +62,5 @@ class DenoiseNet(nn.Module):
         self.shuffle = nn.PixelShuffle(4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s1 = self.enc1(self.stem(self.unshuffle(x)))
-        s2 = self.enc2(s1)
-        s3 = self.enc3(s2)
-        y = self.enc4(s3)
-        y = self.dec3(torch.cat([_up(y), s3], 1))
-        y = self.dec2(torch.cat([_up(y), s2], 1))
-        y = self.dec1(torch.cat([_up(y), s1], 1))
+        y = unet(self, self.stem(self.unshuffle(x)))
         return x * self.std + self.mean + self.shuffle(self.head(y))

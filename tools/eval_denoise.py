@@ -12,20 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
-
 from engines import InferencePipeline
 from stream.sources.phantom import PhantomSpec, fov_mask, phantom_frame
 from tools.eval_common import held_out_parser, print_held_out_report
 from tools.eval_seg import phantom_set, spec_for_seed
-from tools.image_metrics import (
-    gmsd,
-    psnr_from_sse,
-    squared_error,
-    ssim,
-    texture_ratio,
-    texture_variance,
-)
+from tools.image_metrics import ImageScores
 
 
 def evaluate_denoise(
@@ -33,36 +24,27 @@ def evaluate_denoise(
 ) -> dict[str, float | int]:
     """PSNR (pooled MSE), mean SSIM, mean GMSD and the pooled texture ratio of the output vs
     the clean image, and of the input."""
-    sse = {"out": 0.0, "in": 0.0}
-    ssims: dict[str, list[float]] = {"out": [], "in": []}
-    gmsds: dict[str, list[float]] = {"out": [], "in": []}
-    tex = {"out": [0.0, 0.0], "in": [0.0, 0.0]}
-    count = frames_seen = 0
+    outputs, inputs = ImageScores(), ImageScores()
+    frames_seen = 0
     for spec, index in frames:
         frame = phantom_frame(spec, index)
         out = pipeline(frame.image, "gray8").image
         if out is None:
             raise ValueError(f"model {pipeline.model_id!r} gives no output image: not a denoiser")
         inside = fov_mask(spec)
-        for key, img in (("out", out), ("in", frame.image)):
-            err, n = squared_error(img, frame.clean, inside)
-            sse[key] += err
-            ssims[key].append(ssim(img, frame.clean, inside))
-            gmsds[key].append(gmsd(img, frame.clean, inside))
-            var_img, var_clean = texture_variance(img, frame.clean, inside)
-            tex[key][0] += var_img
-            tex[key][1] += var_clean
-        count += n
+        outputs.add(out, frame.clean, inside)
+        inputs.add(frame.image, frame.clean, inside)
         frames_seen += 1
+    o, i = outputs.result(), inputs.result()
     return {
-        "psnr_db": psnr_from_sse(sse["out"], count),
-        "ssim": float(np.mean(ssims["out"])),
-        "input_psnr_db": psnr_from_sse(sse["in"], count),
-        "input_ssim": float(np.mean(ssims["in"])),
-        "gmsd": float(np.mean(gmsds["out"])),
-        "input_gmsd": float(np.mean(gmsds["in"])),
-        "texture_ratio": texture_ratio((tex["out"][0], tex["out"][1])),
-        "input_texture_ratio": texture_ratio((tex["in"][0], tex["in"][1])),
+        "psnr_db": o["psnr_db"],
+        "ssim": o["ssim"],
+        "input_psnr_db": i["psnr_db"],
+        "input_ssim": i["ssim"],
+        "gmsd": o["gmsd"],
+        "input_gmsd": i["gmsd"],
+        "texture_ratio": o["texture_ratio"],
+        "input_texture_ratio": i["texture_ratio"],
         "frames": frames_seen,
     }
 

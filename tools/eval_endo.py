@@ -28,7 +28,8 @@ def endo_set(seeds: Iterable[int], frames_per_seed: int) -> Iterator[tuple[Endos
             yield EndoscopySpec(seed=seed), k * FRAME_STRIDE
 
 
-def _labelled(frames: Iterable[tuple[EndoscopySpec, int]]) -> Iterator[LabelledFrame]:
+def labelled_frames(frames: Iterable[tuple[EndoscopySpec, int]]) -> Iterator[LabelledFrame]:
+    """(image, truth, field of view: the lit circle and any instrument) of each frame."""
     for spec, index in frames:
         frame = endoscopy_frame(spec, index)
         yield frame.image, frame.truth, frame.image.any(axis=2) | (frame.truth > 0)
@@ -38,7 +39,7 @@ def evaluate_endo(
     pipeline: InferencePipeline, frames: Iterable[tuple[EndoscopySpec, int]]
 ) -> dict[str, object]:
     """Dice per class and pixel accuracy inside the circular field of view over `frames`."""
-    return evaluate_segmentation(pipeline, _labelled(frames), LABELS, "bgr8")
+    return evaluate_segmentation(pipeline, labelled_frames(frames), LABELS, "bgr8")
 
 
 def main(argv: list[str] | None = None) -> None:

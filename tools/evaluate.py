@@ -63,22 +63,14 @@ import numpy as np
 from engines import EngineSpec, InferencePipeline, load_pipeline
 from engines.api import BackendName
 from stream.sources.endoscopy import LABELS as ENDO_LABELS
-from stream.sources.endoscopy import endoscopy_frame
 from stream.sources.phantom import LABELS as US_LABELS
 from stream.sources.phantom import fov_mask, phantom_frame
 from tools.errors import writable_output
 from tools.eval_common import confusion, dice_scores, parse_seeds
 from tools.eval_cost import mark_pareto, network_cost, plot_pareto
-from tools.eval_endo import endo_set
+from tools.eval_endo import endo_set, labelled_frames
 from tools.eval_seg import phantom_set
-from tools.image_metrics import (
-    gmsd,
-    psnr_from_sse,
-    squared_error,
-    ssim,
-    texture_ratio,
-    texture_variance,
-)
+from tools.image_metrics import ImageScores
 from tools.machine import cpu_description, cpu_flags, cpu_name
 from tools.speckle_calibration import (
     CALIBRATION_ROW,
@@ -164,11 +156,8 @@ def ultrasound_samples(
 
 
 def endoscopy_samples(seeds: list[int], frames_per_seed: int) -> list[Sample]:
-    out = []
-    for spec, index in endo_set(seeds, frames_per_seed):
-        f = endoscopy_frame(spec, index)
-        out.append(Sample(f.image, f.truth, None, f.image.any(axis=2) | (f.truth > 0), "bgr8"))
-    return out
+    frames = labelled_frames(endo_set(seeds, frames_per_seed))
+    return [Sample(image, truth, None, inside, "bgr8") for image, truth, inside in frames]
 
 
 def _load(name: str | None, threads: int, backend: BackendName) -> InferencePipeline | None:
@@ -202,10 +191,7 @@ def run_row(
 
         n = len(labels)
         conf = np.zeros((n, n), np.int64)
-        sse = count = 0.0
-        ssims: list[float] = []
-        gmsds: list[float] = []
-        tex = [0.0, 0.0]  # texture_variance sums: output, clean
+        scores = ImageScores()
         times: list[float] = []
         for s in samples:
             t0 = time.perf_counter()
@@ -214,13 +200,7 @@ def run_row(
             if mask is not None:
                 conf += confusion(mask[s.fov], s.truth[s.fov], n)
             if s.clean is not None and (image is not None or row.group == "input"):
-                shown = image if image is not None else s.image
-                err, k = squared_error(shown, s.clean, s.fov)
-                sse, count = sse + err, count + k
-                ssims.append(ssim(shown, s.clean, s.fov))
-                gmsds.append(gmsd(shown, s.clean, s.fov))
-                var_out, var_clean = texture_variance(shown, s.clean, s.fov)
-                tex = [tex[0] + var_out, tex[1] + var_clean]
+                scores.add(image if image is not None else s.image, s.clean, s.fov)
         while len(times) < timing_runs and (den is not None or seg is not None):
             s = samples[len(times) % len(samples)]
             t0 = time.perf_counter()
@@ -233,11 +213,8 @@ def run_row(
         if seg is not None:
             result["pixel_accuracy"] = float(np.trace(conf) / conf.sum())
             result["mean_dice"] = dice_scores(conf, labels)["mean_foreground_dice"]
-        if count:
-            result["psnr_db"] = psnr_from_sse(sse, int(count))
-            result["ssim"] = float(np.mean(ssims))
-            result["gmsd"] = float(np.mean(gmsds))
-            result["texture_ratio"] = texture_ratio((tex[0], tex[1]))
+        if scores.pixels:
+            result.update(scores.result())
         if den is not None or seg is not None:
             result["median_ms"] = float(np.median(times))
             result["p99_ms"] = float(np.percentile(times, 99))

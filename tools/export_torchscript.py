@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from tools.denoise_net import DenoiseNet
+from tools.det_net import DetNet
 from tools.seg_net import SegNet
 from tools.train_common import torchscript_from_onnx, write_card
 
 
 def network_for(card: dict) -> nn.Module:
-    """An untrained network of the card's architecture (SegNet or DenoiseNet)."""
+    """An untrained network of the card's architecture (SegNet, DenoiseNet or DetNet)."""
     arch = card["architecture"]
     widths = tuple(arch["widths"])
     channels = 1 if card["input"]["channels"] == "gray" else 3
@@ -33,6 +34,8 @@ def network_for(card: dict) -> nn.Module:
         return DenoiseNet(
             norm["mean"][0], norm["std"][0], widths=widths, blocks=arch.get("blocks", 1)
         )
+    if arch["name"].startswith("DetNet"):
+        return DetNet(len(card["labels"]), card["input"]["height"], card["input"]["width"], widths)
     raise ValueError(f"no torch network for architecture {arch['name']!r}")
 
 

@@ -8,6 +8,7 @@ L = 255, computed in float64 and averaged over the masked pixels.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -99,3 +100,32 @@ def texture_ratio(variances: tuple[float, float]) -> float:
     below 1 = smoothed flatter than the clean image (inf if the clean windows are constant)."""
     out, ref = variances
     return math.inf if ref == 0 else math.sqrt(out / ref)
+
+
+@dataclass
+class ImageScores:
+    """PSNR (the squared error pooled over all images), mean SSIM, mean GMSD and the texture
+    ratio (pooled) of images against their clean references, added one at a time."""
+
+    sse: float = 0.0
+    pixels: int = 0
+    ssims: list[float] = field(default_factory=list)
+    gmsds: list[float] = field(default_factory=list)
+    texture: tuple[float, float] = (0.0, 0.0)  # texture_variance sums: image, clean
+
+    def add(self, image: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> None:
+        err, n = squared_error(image, clean, mask)
+        self.sse, self.pixels = self.sse + err, self.pixels + n
+        self.ssims.append(ssim(image, clean, mask))
+        self.gmsds.append(gmsd(image, clean, mask))
+        var_image, var_clean = texture_variance(image, clean, mask)
+        self.texture = (self.texture[0] + var_image, self.texture[1] + var_clean)
+
+    def result(self) -> dict[str, float]:
+        """psnr_db, ssim, gmsd and texture_ratio."""
+        return {
+            "psnr_db": psnr_from_sse(self.sse, self.pixels),
+            "ssim": float(np.mean(self.ssims)),
+            "gmsd": float(np.mean(self.gmsds)),
+            "texture_ratio": texture_ratio(self.texture),
+        }

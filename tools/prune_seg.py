@@ -65,6 +65,7 @@ from tools.train_common import (
     export_model,
     forward,
     load_onnx_weights,
+    mirrored_batch,
     rounded,
     run_card,
     schedule_card,
@@ -196,22 +197,6 @@ def teacher_logits(model: nn.Module, x: np.ndarray, batch: int = 16) -> np.ndarr
         for i in range(0, len(x), batch):
             out.append(model(torch.from_numpy(x[i : i + batch])).half().numpy())
     return np.concatenate(out)
-
-
-def distill_batch(
-    rng: np.random.Generator, x: np.ndarray, y: np.ndarray, t: np.ndarray | None, size: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """As mirrored_batch, with the teacher's logits `t` (if any) picked and mirrored alike."""
-    idx = rng.choice(len(x), size=min(size, len(x)), replace=False)
-    flip = rng.random(len(idx)) < 0.5
-    xb = np.where(flip[:, None, None, None], x[idx, ..., ::-1], x[idx])
-    yb = np.where(flip[:, None, None], y[idx, ..., ::-1], y[idx])
-    tb = None if t is None else np.where(flip[:, None, None, None], t[idx, ..., ::-1], t[idx])
-    return (
-        torch.from_numpy(xb).contiguous(memory_format=torch.channels_last),
-        torch.from_numpy(yb),
-        None if tb is None else torch.from_numpy(tb),
-    )
 
 
 def interleaved_times(
@@ -356,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     load_onnx_weights(source, ref.onnx_path)
     x_train, y_train = make_dataset(args.train_seeds, args.frames_per_seed, scene=scene)
     x_train = ((x_train - mean) / std).astype(np.float32)
-    teacher = teacher_logits(source, x_train) if args.distill > 0 else None
+    data = (x_train, y_train, *([teacher_logits(source, x_train)] if args.distill > 0 else []))
     samples = ultrasound_samples(args.eval_seeds, args.eval_frames_per_seed)
     print(f"data: {len(x_train)} fine-tuning frames ({time.perf_counter() - started:.0f} s)")
 
@@ -371,11 +356,12 @@ def main(argv: list[str] | None = None) -> None:
 
             def step_loss(net: nn.Module = net) -> torch.Tensor:
                 net.train()
-                x, y, t = distill_batch(rng, x_train, y_train, teacher, args.batch)
+                x, y, *t = mirrored_batch(rng, args.batch, *data)  # t: the teacher's logits
+                x = x.contiguous(memory_format=torch.channels_last)
                 logits = forward(net, x, args.precision)
                 loss = segmentation_loss(logits, y.long())
-                if t is not None:
-                    loss = loss + args.distill * distillation_loss(logits, t, args.temperature)
+                if t:
+                    loss = loss + args.distill * distillation_loss(logits, t[0], args.temperature)
                 return loss
 
             def note(losses: list[float], keep: float = keep) -> str:

@@ -9,6 +9,8 @@ the convolutions at ONNX export.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,6 +46,17 @@ def _up(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
+def unet(net: Any, x: torch.Tensor) -> torch.Tensor:  # Any: submodules by attribute
+    """The U-Net of SegNet and DenoiseNet on the stem's output `x`: encoder enc1..enc4, then
+    decoder dec3..dec1, each on the upsampled deeper output joined with the encoder's skip."""
+    s1 = net.enc1(x)
+    s2 = net.enc2(s1)
+    s3 = net.enc3(s2)
+    y = net.dec3(torch.cat([_up(net.enc4(s3)), s3], 1))
+    y = net.dec2(torch.cat([_up(y), s2], 1))
+    return net.dec1(torch.cat([_up(y), s1], 1))
+
+
 class SegNet(nn.Module):
     """1 x C x H x W image (H, W divisible by 16) -> 1 x classes x H x W logits."""
 
@@ -71,11 +84,4 @@ class SegNet(nn.Module):
         self.head = nn.Conv2d(a, classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s1 = self.enc1(self.stem(x))
-        s2 = self.enc2(s1)
-        s3 = self.enc3(s2)
-        y = self.enc4(s3)
-        y = self.dec3(torch.cat([_up(y), s3], 1))
-        y = self.dec2(torch.cat([_up(y), s2], 1))
-        y = self.dec1(torch.cat([_up(y), s1], 1))
-        return _up(self.head(y))
+        return _up(self.head(unet(self, self.stem(x))))

@@ -178,15 +178,16 @@ def loss_note(losses: list[float]) -> str:
     return f"loss {np.mean(losses):.4f}"
 
 
-def mirrored_batch(
-    rng: np.random.Generator, x: np.ndarray, y: np.ndarray, size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`size` random (image, label map) pairs, each left-right mirrored with probability 1/2."""
-    idx = rng.choice(len(x), size=min(size, len(x)), replace=False)
+def mirrored_batch(rng: np.random.Generator, size: int, *arrays: np.ndarray) -> list[torch.Tensor]:
+    """`size` random items, the same of each of `arrays` (e.g. images, label maps, a teacher's
+    logits), each item left-right mirrored with probability 1/2, alike in every array."""
+    idx = rng.choice(len(arrays[0]), size=min(size, len(arrays[0])), replace=False)
     flip = rng.random(len(idx)) < 0.5
-    xb = np.where(flip[:, None, None, None], x[idx, ..., ::-1], x[idx])
-    yb = np.where(flip[:, None, None], y[idx, ..., ::-1], y[idx])
-    return torch.from_numpy(xb), torch.from_numpy(yb)
+    out = []
+    for a in arrays:
+        mirror = flip.reshape((-1,) + (1,) * (a.ndim - 1))
+        out.append(torch.from_numpy(np.where(mirror, a[idx, ..., ::-1], a[idx])))
+    return out
 
 
 def random_crops(

@@ -214,8 +214,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.speckle_range is not None:
         card["training"]["phantom"]["speckle"] = "per seed: see speckle_levels"
     fill_card_info(card, args.name)  # a bundled model's intended use, training data, notice
-    write_card(args.out / "card.json", card)
-
     metrics, latency = score_denoiser(
         args, onnx_path, card, "SSIM 11x11 Gaussian window (tools/image_metrics.py)"
     )
@@ -231,9 +229,11 @@ def main(argv: list[str] | None = None) -> None:
 def score_denoiser(
     args: argparse.Namespace, onnx_path: Path, card: dict, measures: str
 ) -> tuple[dict, dict]:
-    """Score a trained denoiser on the held-out phantom seeds through the ONNX pipeline and time
-    it; the card gains `metrics` (`measures` says how SSIM and the rest are defined) and `cost`,
-    and is written. Returns (metrics, latency)."""
+    """Write the card (the pipeline loads it), then score the trained denoiser on the held-out
+    phantom seeds through the ONNX pipeline and time it; the card gains `metrics` (`measures`
+    says how SSIM and the rest are defined) and `cost`, and is written. Returns (metrics,
+    latency)."""
+    write_card(args.out / "card.json", card)
     metrics, latency = score_and_time(
         str(onnx_path),
         lambda pipeline: evaluate_denoise(

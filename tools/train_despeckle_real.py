@@ -70,18 +70,21 @@ def training_images(
     return out
 
 
-def crop(rng: np.random.Generator, images: list[np.ndarray]) -> np.ndarray:
-    """A random CROP x CROP crop (mirrored at random) with some tissue in it, float32 / 255."""
+def tissue_crop(
+    rng: np.random.Generator, images: list[np.ndarray], *alike: list[np.ndarray]
+) -> list[np.ndarray]:
+    """A random CROP x CROP window of one of `images` with some tissue in it (the last of 20
+    draws otherwise) and the same window of the same item of each of `alike`, all mirrored
+    left-right together with probability 1/2."""
     for _ in range(20):
-        img = images[int(rng.integers(len(images)))]
-        y0 = int(rng.integers(0, img.shape[0] - CROP + 1))
-        x0 = int(rng.integers(0, img.shape[1] - CROP + 1))
-        c = img[y0 : y0 + CROP, x0 : x0 + CROP]
-        if c.mean() >= MIN_MEAN:
+        i = int(rng.integers(len(images)))
+        y0 = int(rng.integers(0, images[i].shape[0] - CROP + 1))
+        x0 = int(rng.integers(0, images[i].shape[1] - CROP + 1))
+        window = (slice(y0, y0 + CROP), slice(x0, x0 + CROP))
+        if images[i][window].mean() >= MIN_MEAN:
             break
-    if rng.random() < 0.5:
-        c = c[:, ::-1]
-    return c.astype(np.float32) / 255
+    crops = [a[i][window] for a in (images, *alike)]
+    return [c[:, ::-1] for c in crops] if rng.random() < 0.5 else crops
 
 
 def fill_holes(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
@@ -116,7 +119,7 @@ def batch(
     """(masked input, noisy crop, target mask): N x 1 x CROP x CROP each."""
     xs, ys, ms = [], [], []
     for _ in range(size):
-        c = crop(rng, images)
+        c = tissue_crop(rng, images)[0].astype(np.float32) / 255
         m, t = blind_spot(rng, c, radius)
         xs.append(m)
         ys.append(c)
@@ -159,16 +162,7 @@ def pair_batch(
     """`size` random (noisy, blind-spot estimate) crop pairs, mirrored at random, N x 1 x C x C."""
     xs, ys = [], []
     for _ in range(size):
-        for _ in range(20):
-            i = int(rng.integers(len(noisy)))
-            y0 = int(rng.integers(0, noisy[i].shape[0] - CROP + 1))
-            x0 = int(rng.integers(0, noisy[i].shape[1] - CROP + 1))
-            a = noisy[i][y0 : y0 + CROP, x0 : x0 + CROP]
-            if a.mean() >= MIN_MEAN:
-                break
-        b = targets[i][y0 : y0 + CROP, x0 : x0 + CROP]
-        if rng.random() < 0.5:
-            a, b = a[:, ::-1], b[:, ::-1]
+        a, b = tissue_crop(rng, noisy, targets)
         xs.append(a.astype(np.float32) / 255)
         ys.append(b)
     return np.stack(xs)[:, None], np.stack(ys)[:, None]

@@ -28,6 +28,7 @@ from stream.sources.endoscopy import TOOL_LABELS
 from tools.card_info import fill_card_info
 from tools.det_net import STRIDE, DetNet
 from tools.eval_detect import score_card, tool_frames
+from tools.export_torchscript import export
 from tools.train_common import (
     add_held_out_options,
     architecture_card,
@@ -41,7 +42,6 @@ from tools.train_common import (
     schedule_card,
     seed_text,
     start_run,
-    torchscript_from_onnx,
     train,
     training_parser,
     versions,
@@ -226,16 +226,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def add_torchscript(folder: Path) -> None:
-    """Write `folder`/model.pt from `folder`/model.onnx's weights (tools.train_common) and
-    name it in the card; prints the largest difference to ONNX Runtime."""
-    onnx_path = folder / "model.onnx"
-    example = torch.rand(1, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
-    diff = torchscript_from_onnx(
-        DetNet(CLASSES, HEIGHT, WIDTH), onnx_path, folder / "model.pt", example
-    )
-    card = json.loads((folder / "card.json").read_text())
-    card["torchscript"] = "model.pt"
-    write_card(folder / "card.json", card)
+    """Write `folder`/model.pt from `folder`/model.onnx's weights (tools/export_torchscript.py)
+    and name it in the card; prints the largest difference to ONNX Runtime."""
+    diff = export(folder)
     print(f"exported {folder / 'model.pt'}; max |torchscript - onnx| {diff:.2e}", flush=True)
 
 

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         f"teacher {args.teacher_widths}: {parameters(args.teacher_widths)} parameters", flush=True
     )
     teacher, teacher_seconds = fit(args.teacher_widths, None)
-    teacher_path = write_model(args, teacher, "teacher", teacher_seconds, command, mean, std)
+    write_model(args, teacher, "teacher", teacher_seconds, command, mean, std)
     teacher.eval()
 
     def kd_term(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
         model, seconds = fit(args.student_widths, extra)
-        write_model(args, model, role, seconds, command, mean, std, teacher_path)
+        write_model(args, model, role, seconds, command, mean, std)
     print(f"total {time.perf_counter() - started:.0f} s", flush=True)
 
 
@@ -176,8 +176,7 @@ def write_model(
     command: str,
     mean: float,
     std: float,
-    teacher: Path | None = None,
-) -> Path:
+) -> None:
     """Export `model` to `<out>/<name>-<role>` (ONNX, TorchScript), evaluate it, write its card."""
     name = f"{args.name}-{role}"
     out = args.out / name
@@ -227,7 +226,6 @@ def write_model(
         f"{card['cost']['latency_ms']['pipeline_median_ms']:.2f} ms median",
         flush=True,
     )
-    return out
 
 
 if __name__ == "__main__":

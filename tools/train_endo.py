@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     model = SegNet(classes=len(LABELS), in_channels=3)
 
     def step_loss() -> torch.Tensor:
-        x, y = mirrored_batch(rng, x_train, y_train, args.batch)
+        x, y = mirrored_batch(rng, args.batch, x_train, y_train)
         return segmentation_loss(forward(model, x, args.precision), y)
 
     train_seconds = train(model, step_loss, loss_note, args.epochs, args.steps_per_epoch, args.lr)

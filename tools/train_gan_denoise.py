@@ -39,7 +39,6 @@ from tools.train_common import (
     start_run,
     training_parser,
     versions,
-    write_card,
 )
 from tools.train_denoise import CROP, SIZE, batch, denoise_data, pairs_card, score_denoiser
 
@@ -186,8 +185,6 @@ def main(argv: list[str] | None = None) -> None:
         "medstream's ultrasound phantom; no patient data.",
         "notice": "Research use only, not for diagnosis",
     }
-    write_card(args.out / "card.json", card)
-
     metrics, latency = score_denoiser(
         args,
         onnx_path,

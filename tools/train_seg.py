@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     model = SegNet(classes=len(LABELS)).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes memory_format; its stub omits it
 
     def step_loss() -> torch.Tensor:
-        x, y = mirrored_batch(rng, x_train, y_train, args.batch)  # probes are symmetric
+        x, y = mirrored_batch(rng, args.batch, x_train, y_train)  # probes are symmetric
         x = x.contiguous(memory_format=torch.channels_last)
         return segmentation_loss(forward(model, x, args.precision), y.long())
 

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     model = SegFormer(classes=len(LABELS))
 
     def step_loss() -> torch.Tensor:
-        x, y = mirrored_batch(rng, x_train, y_train, args.batch)
+        x, y = mirrored_batch(rng, args.batch, x_train, y_train)
         return segmentation_loss(forward(model, x, args.precision), y.long())
 
     note = val_note(model, x_val, y_val)

@@ -131,21 +131,12 @@ def summarize(
             drops_e2e[reason] += 1
             drops_at.setdefault(stage or "?", Counter())[reason] += 1
     g2g = [f.glass_ms for f in delivered]
-    misses = sum(f.budget_miss for f in delivered)
-    e2e = latency([g for g in g2g if g is not None])
-    e2e.update(cadence([f.handoffs()[0].handoff_ns for f in delivered]))  # type: ignore[misc]
+    e2e = _delivery(frames, drops_e2e, budget_ms)
+    timed = [g for g in g2g if g is not None]
     pv = e2e.get(_key(pass_percentile)) or (
-        _r(float(np.percentile([g for g in g2g if g is not None], pass_percentile, method="inverted_cdf")))
-        if any(g is not None for g in g2g)
-        else None
+        _r(float(np.percentile(timed, pass_percentile, method="inverted_cdf"))) if timed else None
     )
     e2e.update(
-        captured=len(frames),
-        delivered=len(delivered),
-        drops=dict(sorted(drops_e2e.items())),
-        budget_ms=budget_ms,
-        budget_misses=int(misses),
-        budget_miss_rate=round(misses / len(delivered), 4) if delivered else None,
         verdict=None if pv is None else ("PASS" if pv <= budget_ms else "FAIL"),
         verdict_rule=f"p{pass_percentile:g} glass-to-glass <= {budget_ms:g} ms",
     )
@@ -208,6 +199,24 @@ def summarize(
     }
 
 
+def _delivery(frames: list[FrameRecord], drops: Counter[str], budget_ms: float) -> dict[str, Any]:
+    """Glass-to-glass latency and cadence of the delivered ones of `frames`, how many were
+    captured and delivered, the drops by reason and the misses of `budget_ms`."""
+    delivered = [f for f in frames if f.delivered]
+    row = latency([f.glass_ms for f in delivered if f.glass_ms is not None])
+    row.update(cadence([f.handoffs()[0].handoff_ns for f in delivered]))  # type: ignore[misc]
+    misses = sum(f.budget_miss for f in delivered)
+    row.update(
+        captured=len(frames),
+        delivered=len(delivered),
+        drops=dict(sorted(drops.items())),
+        budget_ms=budget_ms,
+        budget_misses=int(misses),
+        budget_miss_rate=round(misses / len(delivered), 4) if delivered else None,
+    )
+    return row
+
+
 def _per_stream(
     frames: list[FrameRecord], by_id: dict[str, StageInfo], pass_percentile: float
 ) -> dict[str, Any]:
@@ -219,24 +228,12 @@ def _per_stream(
     out: dict[str, Any] = {}
     for x in streams:
         mine = [f for f in frames if f.stream == x]
-        delivered = [f for f in mine if f.delivered]
-        g2g = [f.glass_ms for f in delivered if f.glass_ms is not None]
-        row = latency(g2g)
-        row.update(cadence([f.handoffs()[0].handoff_ns for f in delivered]))  # type: ignore[misc]
         drops = Counter(r for f in mine for _, r in [fate(f, by_id)] if r)
         budget = round((mine[0].deadline_ns - mine[0].capture_ns) / 1e6, 3)
-        misses = sum(f.budget_miss for f in delivered)
+        g2g = [f.glass_ms for f in mine if f.delivered and f.glass_ms is not None]
         pv = float(np.percentile(g2g, pass_percentile, method="inverted_cdf")) if g2g else None
-        row.update(
-            captured=len(mine),
-            delivered=len(delivered),
-            drops=dict(sorted(drops.items())),
-            budget_ms=budget,
-            budget_misses=int(misses),
-            budget_miss_rate=round(misses / len(delivered), 4) if delivered else None,
-            verdict=None if pv is None else ("PASS" if pv <= budget else "FAIL"),
-        )
-        out[x] = row
+        out[x] = _delivery(mine, drops, budget)
+        out[x]["verdict"] = None if pv is None else ("PASS" if pv <= budget else "FAIL")
     return out
 
 
