@@ -102,9 +102,9 @@ class EndOfStream:
     last_seq: int
 
 
-@dataclass(slots=True)
-class Message:
-    """A decoded message: a frame or an end-of-stream marker, with its link bookkeeping."""
+class Message(msgspec.Struct):
+    """A decoded message: a frame or an end-of-stream marker, with its link bookkeeping. (A
+    msgspec struct: made in C, once per frame a receiver hands on.)"""
 
     kind: str
     sender: str
@@ -264,27 +264,15 @@ def _meta_depth_ok(value: Any) -> bool:
 Layout = tuple[str, str, tuple[int, ...], int]  # a part's name, dtype name, shape, bytes
 
 
-@dataclass(slots=True)
-class Parsed:
+class Parsed(msgspec.Struct):
     """A message whose header is validated but whose payload is not bound yet (`bind`): a live
-    receiver parses every message for its bookkeeping and binds only the frame it hands on."""
+    receiver parses every message for its bookkeeping (read from `header`) and builds the
+    `Frame` only of the one it hands on. (A msgspec struct: made in C, once per message.)"""
 
     kind: str
-    sender: str
-    link_seq: int
-    sent_ns: int
-    stream: str
-    epoch: int
-    parts: list[Any]
-    seq: int = 0
-    eos: EndOfStream | None = None
-    layouts: tuple[Layout, ...] | None = None  # one per part
-    capture_ns: int = 0
-    deadline_ns: int = 0
-    format: str = ""
-    annotations: Annotations | None = None
-    trace: list[Span] | None = None
-    meta: dict[str, Any] | None = None
+    header: FrameHeader | EosHeader
+    parts: list[Any] | tuple[Any, ...]
+    layouts: tuple[Layout, ...] = ()  # a frame's: one per part
     shm: Any = None  # the header's shared-memory reference; None: payload inline
 
 
@@ -372,25 +360,10 @@ def _frame(h: FrameHeader, parts: list[Any] | tuple[Any, ...]) -> Parsed:
             raise DecodeError("size", f"{name}: {got} bytes, shape needs {expected}")
     if h.meta and not _meta_depth_ok(h.meta):
         raise DecodeError("field", f"nested more than {MAX_META_DEPTH} deep - at `$.meta`")
-    ann = h.annotations
-    track_ids = [] if ann.track_ids is UNSET else ann.track_ids
-    if track_ids and len(track_ids) != len(ann.boxes):
+    track_ids = h.annotations.track_ids
+    if track_ids and len(track_ids) != len(h.annotations.boxes):  # (UNSET is false)
         raise DecodeError("field", "not one per box - at `$.annotations.track_ids`")
-    annotations = Annotations(
-        ann.model,
-        ann.labels,
-        [Box(*b) for b in ann.boxes] if ann.boxes else [],
-        ann.backend,
-        ann.device,
-        ann.precision,
-        [] if ann.classes is UNSET else ann.classes,
-        track_ids,
-    )
-    return Parsed(
-        KIND_FRAME, h.sender, h.link_seq, h.sent_ns, h.stream, h.epoch, list(parts), h.seq,
-        None, layouts, h.capture_ns, h.deadline_ns, h.format, annotations,
-        [Span(*t) for t in h.trace] if h.trace else [], h.meta, shm,
-    )
+    return Parsed(KIND_FRAME, h, parts, layouts, shm)
 
 
 _LAYOUTS: dict[tuple[str, tuple[Part, ...]], tuple[Layout, ...]] = {}  # checked (format, parts)
@@ -476,10 +449,7 @@ def _parse_json(parts: list[Any] | tuple[Any, ...]) -> Parsed:
     if isinstance(h, EosHeader):
         if len(parts) != 2:
             raise DecodeError("parts", "an eos message has no payload parts")
-        eos = EndOfStream(h.stream, h.epoch, h.last_seq)
-        return Parsed(
-            KIND_EOS, h.sender, h.link_seq, h.sent_ns, h.stream, h.epoch, list(parts), eos=eos
-        )
+        return Parsed(KIND_EOS, h, parts)
     return _frame(h, parts)
 
 
@@ -487,18 +457,21 @@ def bind(msg: Parsed, shm_reader: ShmReader | None = None) -> Message:
     """The `Message` of a parsed message: its payload wrapped as arrays (views, no copy), read
     from shared memory through `shm_reader` where the header says so. Raises `DecodeError`
     (`shm`, `size`) or `PayloadGone` (the shared-memory slot was reused)."""
-    if msg.kind == KIND_EOS:
-        return Message(KIND_EOS, msg.sender, msg.link_seq, msg.sent_ns, eos=msg.eos)
+    h = msg.header
+    if isinstance(h, EosHeader):
+        eos = EndOfStream(h.stream, h.epoch, h.last_seq)
+        return Message(KIND_EOS, h.sender, h.link_seq, h.sent_ns, eos=eos)
     layouts, shm = msg.layouts, msg.shm
-    assert layouts is not None
+    buffers: list[Any] | tuple[Any, ...]
     if shm is not None:
         if shm_reader is None:
             raise DecodeError("shm", "payload in shared memory, but this link does not read it")
         try:
             buffers = shm_reader(shm, [size for *_, size in layouts])
         except PayloadGone as e:
-            e.sender, e.link_seq, e.stream, e.epoch = msg.sender, msg.link_seq, msg.stream, msg.epoch
-            e.seq = msg.seq
+            e.sender, e.link_seq, e.stream, e.epoch, e.seq = (
+                h.sender, h.link_seq, h.stream, h.epoch, h.seq
+            )
             raise
         for (name, *_, expected), buf in zip(layouts, buffers, strict=True):
             if len(buf) != expected:
@@ -509,11 +482,22 @@ def bind(msg: Parsed, shm_reader: ShmReader | None = None) -> Message:
     for (name, dtype_name, shape, _), part in zip(layouts, buffers, strict=True):
         arrays[name] = np.ndarray(shape, DTYPES[dtype_name], part)  # a view: one numpy call
     image = arrays.pop("image")
-    frame = Frame(  # positional: Frame's field order
-        msg.stream, msg.seq, msg.capture_ns, msg.deadline_ns, image, msg.format, msg.epoch,
-        arrays, msg.annotations or Annotations(), msg.trace or [], msg.meta or {},
+    ann = h.annotations
+    annotations = Annotations(  # positional: the fields' order
+        ann.model,
+        ann.labels,
+        [Box(*b) for b in ann.boxes] if ann.boxes else [],
+        ann.backend,
+        ann.device,
+        ann.precision,
+        [] if ann.classes is UNSET else ann.classes,
+        [] if ann.track_ids is UNSET else ann.track_ids,
     )
-    return Message(KIND_FRAME, msg.sender, msg.link_seq, msg.sent_ns, frame=frame)
+    frame = Frame(  # positional: Frame's field order
+        h.stream, h.seq, h.capture_ns, h.deadline_ns, image, h.format, h.epoch, arrays,
+        annotations, [Span(*t) for t in h.trace] if h.trace else [], h.meta,
+    )
+    return Message(KIND_FRAME, h.sender, h.link_seq, h.sent_ns, frame)
 
 
 def decode(parts: list[Any], shm_reader: ShmReader | None = None) -> Message:

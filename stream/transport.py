@@ -49,6 +49,7 @@ from .shm_link import ShmReceiver, ShmSender
 from .shm_ring import supported as shm_supported
 from .spec import ConfigError, bounded, section
 from .stats import QUEUE_MS, StageStats
+from .wire_header import FrameHeader
 
 LIVE_HWM = 2
 LOSSLESS_HWM = 1000
@@ -487,28 +488,29 @@ class Receiver:
         except Exception:  # a decoder bug must not kill the receiver: count it, go on
             drops[("invalid:decoder_error", "")] += 1
             return None
+        h = msg.header
         if msg.kind == KIND_EOS:
-            key = (msg.stream, msg.epoch)
+            key = (h.stream, h.epoch)
             if key in self.eos_seen:
                 counts["eos_repeats"] += 1
                 return None
             _remember(self.eos_seen, key, True)
             counts["eos"] += 1
             return msg
-        lane = self._lanes.get(msg.stream)
+        lane = self._lanes.get(h.stream)
         if (
             lane is not None
-            and msg.seq == lane.high + 1
-            and msg.epoch == lane.epoch
-            and msg.sender == lane.sender
-            and (msg.link_seq == lane.link_seq + 1 or not self.pubsub)
+            and h.seq == lane.high + 1  # type: ignore[union-attr]  # a frame's header
+            and h.epoch == lane.epoch
+            and h.sender == lane.sender
+            and (h.link_seq == lane.link_seq + 1 or not self.pubsub)
         ):
             # for speed, the common case: the next frame of the sender and stream the lane
             # follows, nothing lost; of the general bookkeeping below it changes only these
-            seq = msg.seq
+            seq = h.seq  # type: ignore[union-attr]
             lane.high = self.seq_high[lane.at] = seq
             if self.pubsub:
-                lane.link_seq = self.last_link_seq[lane.sender_key] = msg.link_seq
+                lane.link_seq = self.last_link_seq[lane.sender_key] = h.link_seq
             got = lane.arrived
             got[0] += 1
             got[2] = seq
@@ -520,17 +522,19 @@ class Receiver:
     ) -> Parsed | None:
         """`_accept` of any frame (the general bookkeeping); the stream's lane follows its
         sender from here."""
-        stream = msg.stream
+        h = msg.header
+        assert isinstance(h, FrameHeader)
+        stream = h.stream
         self._lanes.pop(stream, None)  # what it copied may change now
-        at = f"{stream}@{msg.epoch}"
-        sender = f"{msg.sender}/{stream}"  # link_seq counts per sender and stream
-        lost = self._sequence(msg, at, sender, counts)
+        at = f"{stream}@{h.epoch}"
+        sender = f"{h.sender}/{stream}"  # link_seq counts per sender and stream
+        lost = self._sequence(h, at, sender, counts)
         if lost is None:
             drops[("invalid:implausible_gap", "")] += 1
             return None
         if lost:
             drops[("overflow", stream)] += lost
-        seq = msg.seq
+        seq = h.seq
         got = self.arrived.get(at)  # [frames, lowest seq, highest seq]
         if got is None:
             got = [1 + lost, seq, seq]
@@ -542,8 +546,8 @@ class Receiver:
             elif seq > got[2]:
                 got[2] = seq
         # no lane for ids with "/": their key may be another pair's too ("a/b" + "c", "a" + "b/c")
-        if "/" not in msg.sender and "/" not in stream:
-            lane = _Lane(msg.sender, msg.epoch, msg.link_seq, self.seq_high[at], sender, at, got)
+        if "/" not in h.sender and "/" not in stream:
+            lane = _Lane(h.sender, h.epoch, h.link_seq, self.seq_high[at], sender, at, got)
             _remember(self._lanes, stream, lane)
         return msg
 
@@ -552,11 +556,11 @@ class Receiver:
         if _remember(d, key, value):
             self._lanes.clear()
 
-    def _sequence(self, msg: Parsed, at: str, sender: str, counts: Counter[str]) -> int | None:
+    def _sequence(self, h: FrameHeader, at: str, sender: str, counts: Counter[str]) -> int | None:
         """Per-sender (and stream: `sender`) sequence bookkeeping: restarts, the highest frame
         seq seen (per `at`: "stream@epoch"), and the frames lost on the link (a `link_seq`
         gap, pubsub); None if the jump is implausible."""
-        stream, epoch, link_seq, seq = msg.stream, msg.epoch, msg.link_seq, msg.seq
+        stream, epoch, link_seq, seq = h.stream, h.epoch, h.link_seq, h.seq
         epochs = self.epochs
         if epochs.get(stream, epoch) != epoch:
             counts["stream_restarts"] += 1
@@ -668,9 +672,9 @@ class Receiver:
             if msg.kind == KIND_EOS:
                 self._eos.append(msg)
             elif not newest:  # for speed, the common case: `_post` to an empty mailbox
-                newest[msg.stream] = msg
+                newest[msg.header.stream] = msg
             else:
-                self._post(msg.stream, msg)
+                self._post(msg.header.stream, msg)
 
     def _post(self, stream: str, msg: Parsed) -> None:
         """Put `msg` in its stream's mailbox slot (under the lock); a frame it replaces, or the
@@ -683,7 +687,7 @@ class Receiver:
         self._newest[stream] = msg  # a replaced frame's slot keeps its place in the queue
 
     def _overflow(self, msg: Parsed, drops: Counter[tuple[str, str]], counts: Counter[str]) -> None:
-        drops[("overflow", msg.stream)] += 1
+        drops[("overflow", msg.header.stream)] += 1
         counts["in"] += 1
 
     def _flush_counts(self) -> None:
@@ -714,7 +718,7 @@ class Receiver:
         """The end of a stream with no frame waiting, else the frame that waited longest."""
         if self._eos:
             for eos in self._eos:
-                if eos.stream not in self._newest:
+                if eos.header.stream not in self._newest:
                     self._eos.remove(eos)
                     return eos
         if self._newest:
@@ -729,14 +733,15 @@ class Receiver:
             self.stats.drop(self.drop_prefix + f"invalid:{e.reason}")
             return None
         except PayloadGone as e:  # its slot was reused: a drop of a frame that did arrive
-            self.stats.drop(self.drop_prefix + e.reason, stream=parsed.stream)
+            self.stats.drop(self.drop_prefix + e.reason, stream=parsed.header.stream)
             self.stats.count("in")
             return None
         if msg.kind != KIND_EOS:
             self.stats.counters["in"] += 1  # `stats.count("in", stream)`, its call saved
             if not self.drop_prefix:
-                per = self._in_counters.get(parsed.stream)
-                (per if per is not None else self._stream_counters(parsed.stream))["in"] += 1
+                stream = parsed.header.stream
+                per = self._in_counters.get(stream)
+                (per if per is not None else self._stream_counters(stream))["in"] += 1
         return msg
 
     def _stream_counters(self, stream: str) -> Counter[str]:

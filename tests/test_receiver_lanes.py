@@ -108,7 +108,7 @@ def test_in_order_frames_take_the_fast_branch_and_a_gap_leaves_it(
     real = Receiver._accept_frame
 
     def counted(self: Receiver, msg: Any, *rest: Any) -> Any:
-        general.append(msg.seq)
+        general.append(msg.header.seq)
         return real(self, msg, *rest)
 
     monkeypatch.setattr(Receiver, "_accept_frame", counted)

@@ -52,7 +52,7 @@ def _us(fn: Callable[[], object], n: int, sleep_s: float = 0.0) -> float:
 
 def _verdict(parts: list) -> str:
     try:
-        return f"accepted (seq {parse(parts).seq})"
+        return f"accepted (seq {parse(parts).header.seq})"  # type: ignore[union-attr]  # a frame
     except DecodeError as e:
         return f"refused ({e.reason}: {e.detail})"
 
