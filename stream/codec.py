@@ -184,8 +184,7 @@ def encode_frame(
         frame.deadline_ns,
         frame.pixel_format,
         descs,
-        # no annotations (every field its default): one dict comparison, not dataclass __eq__
-        _NO_ANN if ann.__dict__ == _NO_ANNOTATIONS else _annotations_header(ann),
+        _NO_ANN if ann == _NO_ANNOTATIONS else _annotations_header(ann),
         [(s.stage, s.start_ns, s.end_ns) for s in frame.trace] if frame.trace else [],
         frame.meta,
         UNSET if shm is None else shm,
@@ -197,8 +196,8 @@ def encode_frame(
     return [topic, head] if shm is not None else [topic, head, *buffers]
 
 
-_NO_ANNOTATIONS = vars(Annotations())  # the fields of no annotations: compared with
-_NO_ANN = Ann()  # their wire form, shared by every frame without annotations (never changed)
+_NO_ANNOTATIONS = Annotations()  # no annotations, and their wire form, shared by every
+_NO_ANN = Ann()  # frame without annotations (never changed)
 
 
 def _annotations_header(ann: Annotations) -> Ann:
