@@ -260,7 +260,7 @@ def _meta_depth_ok(value: Any) -> bool:
     return True
 
 
-Layout = tuple[str, str, tuple[int, ...], int]  # a part's name, dtype name, shape, bytes
+Layout = tuple[str, np.dtype, tuple[int, ...], int]  # a part's name, dtype, shape, bytes
 
 
 class Parsed(msgspec.Struct):
@@ -272,7 +272,6 @@ class Parsed(msgspec.Struct):
     header: FrameHeader | EosHeader
     parts: list[Any] | tuple[Any, ...]
     layouts: tuple[Layout, ...] = ()  # a frame's: one per part
-    shm: Any = None  # the header's shared-memory reference; None: payload inline
 
 
 class _DuplicateKey(ValueError):
@@ -346,11 +345,11 @@ def _frame(h: FrameHeader, parts: list[Any] | tuple[Any, ...]) -> Parsed:
     """The `Parsed` frame of a header valid by the schema, after the checks the schema cannot
     state (both paths): part count, layouts against the pixel format, sizes, meta depth, one
     track id per box. Raises `DecodeError`."""
-    shm = None if h.shm is UNSET else h.shm
     inline = len(parts) - 2
-    if shm is None and len(h.parts) != inline:
-        raise DecodeError("parts", f"header lists {len(h.parts)} parts, message has {inline}")
-    if shm is not None and inline:
+    if h.shm is UNSET:
+        if len(h.parts) != inline:
+            raise DecodeError("parts", f"header lists {len(h.parts)} parts, message has {inline}")
+    elif inline:
         raise DecodeError("parts", "a frame in shared memory has no payload parts")
     layouts = _LAYOUTS.get((h.format, h.parts)) or _layouts(h.format, h.parts)
     for (name, _, _, expected), part in zip(layouts[:inline], parts[2:], strict=True):  # shm: none inline
@@ -362,7 +361,7 @@ def _frame(h: FrameHeader, parts: list[Any] | tuple[Any, ...]) -> Parsed:
     track_ids = h.annotations.track_ids
     if track_ids and len(track_ids) != len(h.annotations.boxes):  # (UNSET is false)
         raise DecodeError("field", "not one per box - at `$.annotations.track_ids`")
-    return Parsed(KIND_FRAME, h, parts, layouts, shm)
+    return Parsed(KIND_FRAME, h, parts, layouts)
 
 
 _LAYOUTS: dict[tuple[str, tuple[Part, ...]], tuple[Layout, ...]] = {}  # checked (format, parts)
@@ -392,7 +391,7 @@ def _checked_layouts(fmt: str, descs: tuple[Part, ...]) -> tuple[Layout, ...]:
         expected = math.prod(p.shape) * DTYPES[p.dtype].itemsize
         if expected > MAX_PART_BYTES:
             raise DecodeError("size", f"{p.name}: shape needs {expected} bytes > {MAX_PART_BYTES}")
-        layouts.append((p.name, p.dtype, p.shape, expected))
+        layouts.append((p.name, DTYPES[p.dtype], p.shape, expected))
     try:
         PIXEL_FORMATS[fmt].check_layout(descs[0].dtype, descs[0].shape)
     except ValueError as e:
@@ -460,9 +459,9 @@ def bind(msg: Parsed, shm_reader: ShmReader | None = None) -> Message:
     if isinstance(h, EosHeader):
         eos = EndOfStream(h.stream, h.epoch, h.last_seq)
         return Message(KIND_EOS, h.sender, h.link_seq, h.sent_ns, eos=eos)
-    layouts, shm = msg.layouts, msg.shm
+    layouts, shm = msg.layouts, h.shm
     buffers: list[Any] | tuple[Any, ...]
-    if shm is not None:
+    if shm is not UNSET:
         if shm_reader is None:
             raise DecodeError("shm", "payload in shared memory, but this link does not read it")
         try:
@@ -477,26 +476,38 @@ def bind(msg: Parsed, shm_reader: ShmReader | None = None) -> Message:
                 raise DecodeError("size", f"{name}: {len(buf)} bytes, shape needs {expected}")
     else:
         buffers = msg.parts[2:]  # sizes checked by `parse`
-    arrays: dict[str, np.ndarray] = {}
-    for (name, dtype_name, shape, _), part in zip(layouts, buffers, strict=True):
-        arrays[name] = np.ndarray(shape, DTYPES[dtype_name], part)  # a view: one numpy call
-    image = arrays.pop("image")
-    ann = h.annotations
-    annotations = Annotations(  # positional: the fields' order
+    _, dtype, shape, _ = layouts[0]  # the image's
+    image = np.ndarray(shape, dtype, buffers[0])  # a view: one numpy call
+    arrays = _arrays(layouts, buffers) if len(layouts) > 1 else {}
+    ann = h.annotations  # none (for speed, the common case): an Annotations made in C
+    annotations = Annotations() if ann == _NO_ANN else _annotations(ann)
+    frame = Frame(  # positional: Frame's field order
+        h.stream, h.seq, h.capture_ns, h.deadline_ns, image, h.format, h.epoch, arrays,
+        annotations, [Span(*t) for t in h.trace] if h.trace else [], h.meta,
+    )
+    return Message(KIND_FRAME, h.sender, h.link_seq, h.sent_ns, frame)
+
+
+def _arrays(layouts: tuple[Layout, ...], buffers: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
+    """The parts besides the image, as arrays (views)."""
+    return {
+        name: np.ndarray(shape, dtype, buf)
+        for (name, dtype, shape, _), buf in zip(layouts[1:], buffers[1:], strict=True)
+    }
+
+
+def _annotations(ann: Ann) -> Annotations:
+    """The `Annotations` of the header's annotations."""
+    return Annotations(
         ann.model,
         ann.labels,
-        [Box(*b) for b in ann.boxes] if ann.boxes else [],
+        [Box(*b) for b in ann.boxes],
         ann.backend,
         ann.device,
         ann.precision,
         [] if ann.classes is UNSET else ann.classes,
         [] if ann.track_ids is UNSET else ann.track_ids,
     )
-    frame = Frame(  # positional: Frame's field order
-        h.stream, h.seq, h.capture_ns, h.deadline_ns, image, h.format, h.epoch, arrays,
-        annotations, [Span(*t) for t in h.trace] if h.trace else [], h.meta,
-    )
-    return Message(KIND_FRAME, h.sender, h.link_seq, h.sent_ns, frame)
 
 
 def decode(parts: list[Any], shm_reader: ShmReader | None = None) -> Message:
