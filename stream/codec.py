@@ -332,8 +332,7 @@ def _parse_canonical(parts: list[Any] | tuple[Any, ...]) -> Parsed | None:
     h = wire_header.decode_canonical(head) if len(head) <= MAX_HEADER_BYTES else None
     if h is None:
         return None
-    topic = memoryview(parts[0]).cast("B")
-    if len(topic) > MAX_TOPIC_BYTES or topic != h.stream.encode():
+    if memoryview(parts[0]).cast("B") != h.stream.encode():  # (its length is valid if equal)
         return None
     try:
         return _frame(h, parts)

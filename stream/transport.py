@@ -726,7 +726,8 @@ class Receiver:
         return None
 
     def _bind(self, parsed: Parsed) -> Message | None:
-        """The message with its payload (the caller's thread; counts straight into stats)."""
+        """The message with its payload (the caller's thread; counts straight into stats, a
+        frame's time in the queue too)."""
         try:
             msg = bind(parsed, self._shm_read)
         except DecodeError as e:
@@ -742,6 +743,11 @@ class Receiver:
                 stream = parsed.header.stream
                 per = self._in_counters.get(stream)
                 (per if per is not None else self._stream_counters(stream))["in"] += 1
+            queue_ms = (self.clock.now_ns() - msg.sent_ns) / 1e6
+            if queue_ms < -CLOCK_TOLERANCE_MS:  # received before it was sent: clocks disagree
+                self.stats.count("clock_skew")
+            else:  # `stats.observe(QUEUE_MS, queue_ms)`, its calls saved
+                (self._queue_hist or self._queue_histogram()).record(queue_ms)
         return msg
 
     def _stream_counters(self, stream: str) -> Counter[str]:
@@ -765,16 +771,9 @@ class Receiver:
                 if self._drops or self._counts:
                     self._flush_counts()
             self._left_at = time.monotonic()
-            msg = None if parsed is None else self._bind(parsed)
-        else:
-            msg = self._recv_in_order(timeout_ms)
-            self._flush_counts()
-        if msg is not None and msg.kind != KIND_EOS:
-            queue_ms = (self.clock.now_ns() - msg.sent_ns) / 1e6
-            if queue_ms < -CLOCK_TOLERANCE_MS:  # received before it was sent: clocks disagree
-                self.stats.count("clock_skew")
-            else:  # `stats.observe(QUEUE_MS, queue_ms)`, its calls saved
-                (self._queue_hist or self._queue_histogram()).record(queue_ms)
+            return None if parsed is None else self._bind(parsed)
+        msg = self._recv_in_order(timeout_ms)
+        self._flush_counts()
         return msg
 
     def _wait(self, timeout_ms: int) -> Parsed | None:
