@@ -658,8 +658,8 @@ class Receiver:
         sock, newest = self.sock, self._newest
         for _ in range(MAX_DRAIN):
             try:
-                if not ready and not sock.get(_EVENTS) & _POLLIN:  # `_readable` (inlined: per
-                    break  # frame), cheaper than zmq.Again
+                if not ready and not _readable(sock):  # cheaper than zmq.Again
+                    break
                 ready = False
                 parts = _recv_all(sock, _NOBLOCK)
             except zmq.Again:
