@@ -46,9 +46,10 @@ def median_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _paired(
     t: dict[str, Any], row: dict[str, Any], raw: dict[str, Any], key: str
-) -> tuple[float | None, str]:
+) -> tuple[float | None, list[float]]:
     """`row[key] / raw[key]`: the median of the rounds' ratios (each round's pair ran one
-    after the other) where the run kept its rounds, else the ratio of the two rows."""
+    after the other) and those ratios, where the run kept its rounds; else the ratio of the two
+    rows and no rounds."""
     case = {"size": row["size"], "fps_target": row["fps_target"]}
     rounds = t.get("rounds", [])
     ratios = []
@@ -58,8 +59,11 @@ def _paired(
         if got is not None:
             ratios.append(got)
     if not ratios:
-        return _ratio(row[key], raw[key]), ""
-    return round(median(ratios), 2), " (rounds: " + ", ".join(f"{x:g}" for x in ratios) + ")"
+        return _ratio(row[key], raw[key]), []
+    return round(median(ratios), 2), ratios
+
+
+AGREE = 0.8  # share of a run's rounds (3 or more) that must agree with the median's verdict
 
 
 def _target(
@@ -68,14 +72,29 @@ def _target(
     limit: float,
     above: bool = False,
     unit: str = "x",
-    detail: str = "",
+    rounds: list[float] | None = None,
 ) -> dict[str, Any]:
-    ok = None if value is None else (value >= limit if above else value <= limit)
+    """A target's verdict: PASS / FAIL by `value` (a median of `rounds` where given); UNDECIDED
+    when fewer than AGREE of three or more rounds agree with it (the machine's noise, not the
+    code, would decide)."""
+
+    def meets(x: float) -> bool:
+        return x >= limit if above else x <= limit
+
+    ok = None if value is None else meets(value)
+    verdict = "not measured" if ok is None else ("PASS" if ok else "FAIL")
+    detail = ""
+    if rounds:
+        detail = " (rounds: " + ", ".join(f"{x:g}" for x in rounds) + ")"
+        within = sum(meets(x) for x in rounds)
+        agree = within if ok else len(rounds) - within
+        if ok is not None and len(rounds) >= 3 and agree < AGREE * len(rounds):
+            verdict = f"UNDECIDED ({within} of {len(rounds)} rounds within)"
     return {
         "target": what,
         "measured": None if value is None else f"{value:g}{unit}{detail}",
         "limit": f"{'>=' if above else '<='} {limit:g}{unit}",
-        "verdict": "not measured" if ok is None else ("PASS" if ok else "FAIL"),
+        "verdict": verdict,
     }
 
 
@@ -88,8 +107,8 @@ def _paced_targets(t: dict[str, Any]) -> list[dict[str, Any]]:
             raw = _find(paced, transport="pyzmq-curve", size=row["size"], fps_target=row["fps_target"])
             where = f"medstream-curve {row['size']} at {row['fps_target']:g} fps"
             for p in ("p50", "p99"):
-                value, detail = (None, "") if raw is None else _paired(t, row, raw, f"latency_{p}_ms")
-                out.append(_target(f"{where}: {p} vs raw pyzmq with CURVE", value, 1.2, detail=detail))
+                value, rounds = (None, []) if raw is None else _paired(t, row, raw, f"latency_{p}_ms")
+                out.append(_target(f"{where}: {p} vs raw pyzmq with CURVE", value, 1.2, rounds=rounds))
             continue
         if row["transport"] not in ("medstream-tcp", "medstream-shm"):
             continue
@@ -102,8 +121,8 @@ def _paced_targets(t: dict[str, Any]) -> list[dict[str, Any]]:
             ("p99", "latency_p99_ms", 1.5),
             ("receiver CPU per frame", "receiver_cpu_ms_per_frame", 1.3),
         ):
-            value, detail = _paired(t, row, raw, key)
-            out.append(_target(f"{where}: {what} vs raw pyzmq tcp", value, limit, detail=detail))
+            value, rounds = _paired(t, row, raw, key)
+            out.append(_target(f"{where}: {what} vs raw pyzmq tcp", value, limit, rounds=rounds))
         if row["transport"] == "medstream-shm" and row["size"].startswith("1080"):
             out.append(
                 _target(f"{where}: p50 (shared-memory hop)", row["latency_p50_ms"], 1.2, unit=" ms")
@@ -142,9 +161,9 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         if row["transport"] == "medstream-lossless":
             raw = _find(unpaced, transport="pyzmq-pushpull", size=row["size"])
             if raw is not None:
-                value, detail = _paired(t, row, raw, "recv_fps")
+                value, rounds = _paired(t, row, raw, "recv_fps")
                 what = f"medstream-lossless {row['size']} unpaced over tcp: frames/s vs raw pyzmq PUSH/PULL"
-                out.append(_target(what, value, 0.9, above=True, detail=detail))
+                out.append(_target(what, value, 0.9, above=True, rounds=rounds))
     for row in result.get("slow_consumer", []):
         if not row["transport"].startswith("medstream"):
             continue
@@ -302,7 +321,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += sources_markdown(result.get("sources"))
     lines += multistream_markdown(result.get("multistream", []))
     lines += _table(
-        "Targets (ratios within this run; a transport ratio is the median of its rounds' ratios)",
+        "Targets (ratios within this run; a transport ratio is the median of its rounds' ratios, "
+        f"UNDECIDED where fewer than {AGREE:.0%} of its rounds agree with the median)",
         ["target", "measured", "limit", "verdict"],
     )
     for x in result["targets"]:
