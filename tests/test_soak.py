@@ -25,6 +25,7 @@ def test_one_minute_soak_at_60_fps(tmp_path: Path) -> None:
     print(format_soak(result))
     assert result["ok"], format_soak(result) + "\n" + (tmp_path / "run.log").read_text()[-3000:]
     assert set(result["stages"]) == {"grab", "infer", "render"}
+    assert result["viewer_polls"]["ok"] >= 30  # the viewer's JPEG path ran, about once a second
 
 
 @pytest.mark.slow

@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -155,13 +154,16 @@ def analyse(series: dict[str, Series], warmup_s: float, window_s: float, max_gro
     return out
 
 
-def _poll_viewer(port: int, stop: threading.Event, counts: dict[str, int]) -> None:
-    while not stop.wait(1.0):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/frame.jpg", timeout=2) as r:
-                r.read()
-            counts["ok"] += 1
-        except OSError:
+def _poll_viewer(port: int, counts: dict[str, int]) -> None:
+    """Fetch the viewer's frame once (a failure counts once the viewer has answered: before, it
+    is still starting). Called right after a sample, never beside one: the request's server
+    thread and socket would count as the render stage's growth."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/frame.jpg", timeout=2) as r:
+            r.read()
+        counts["ok"] += 1
+    except OSError:
+        if counts["ok"]:
             counts["failed"] += 1
 
 
@@ -228,26 +230,23 @@ def run_soak(
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     series: dict[str, Series] = {}
     polls = {"ok": 0, "failed": 0}
-    stop = threading.Event()
-    poller = threading.Thread(target=_poll_viewer, args=(port, stop, polls), daemon=True) if port else None
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         sup = psutil.Process(proc.pid)
         t0 = time.monotonic()
         next_progress = progress_s
-        if poller is not None:
-            poller.start()
         try:
             while proc.poll() is None and time.monotonic() - t0 < seconds + 60:
                 procs = stage_processes(sup)
                 elapsed = time.monotonic() - t0
                 sample(procs, elapsed, series)
+                if port is not None:
+                    _poll_viewer(port, polls)
                 if progress is not None and elapsed >= next_progress:
                     print(progress_line(elapsed, series), file=progress, flush=True)
                     next_progress += progress_s
                 time.sleep(1.0)
         finally:
-            stop.set()
             if proc.poll() is None:
                 proc.terminate()
             proc.wait(30)
