@@ -22,7 +22,9 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     for key in ("cpu", "cores", "python", "pyzmq", "numpy", "load_average_at_start"):
         assert key in result["machine"], key
     paced = result["transport"]["paced"]
-    assert {r["transport"] for r in paced} >= {"pyzmq-tcp", "medstream-tcp", "medstream-shm"}
+    assert {r["transport"] for r in paced} >= {
+        "pyzmq-tcp", "medstream-tcp", "medstream-shm", "medstream-decode"
+    }
     for r in paced:
         assert r["received"] >= 0.8 * r["sent"], r  # paced below capacity: nearly all arrive
         assert r["latency_p50_ms"] > 0 and r["latency_p99_ms"] >= r["latency_p50_ms"]

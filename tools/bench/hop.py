@@ -29,7 +29,7 @@ import numpy as np
 import zmq
 
 from stream.clock import WallClock
-from stream.codec import EndOfStream
+from stream.codec import EndOfStream, decode
 from stream.frame import Frame
 from stream.stats import StageStats
 from stream.transport import LinkSpec, Receiver, Sender
@@ -38,6 +38,7 @@ CTX = mp.get_context("spawn")
 TRANSPORTS = (
     "pyzmq-tcp",
     "medstream-tcp",
+    "medstream-decode",  # the protocol's floor: a plain SUB socket and the wire decoder, no Receiver
     "pyzmq-ipc",
     "medstream-shm",
     "pyzmq-curve",
@@ -122,8 +123,9 @@ def receiver(
     """Child process: receive until the sender says stop; report latencies, CPU and memory."""
     ctx = zmq.Context()
     raw = transport.startswith("pyzmq")
+    decode_only = transport == "medstream-decode"
     guard = _guard(transport, keys)
-    if raw:
+    if raw or decode_only:
         sock = ctx.socket(zmq.PULL if transport.endswith("pushpull") else zmq.SUB)
         if not transport.endswith("pushpull"):
             sock.setsockopt(zmq.SUBSCRIBE, b"")
@@ -152,6 +154,13 @@ def receiver(
                 if t_send == STOP:
                     break
                 image = np.frombuffer(parts[1].buffer, np.uint8)  # the frame, as an array
+            elif decode_only:  # every header checked and the frame built, nothing accounted
+                if not sock.poll(2000):
+                    continue
+                frame = decode(sock.recv_multipart(copy=False)).frame
+                if frame is None:
+                    break
+                t_send, image = frame.capture_ns, frame.image
             else:
                 msg = rx.recv(2000)
                 if msg is None:
@@ -167,7 +176,7 @@ def receiver(
                 time.sleep(work_ms / 1000.0)
                 mem_max = max(mem_max, _private_mb())
         cpu, wall = _cpu_s() - cpu0, time.monotonic() - wall0
-        drops = {} if raw else dict(rx.stats.drops)
+        drops = {} if raw or decode_only else dict(rx.stats.drops)
         results.put(
             {
                 "latency_ms": lat,
@@ -180,7 +189,7 @@ def receiver(
             }
         )
     finally:
-        if raw:
+        if raw or decode_only:
             sock.close(linger=0)
         else:
             rx.close()
