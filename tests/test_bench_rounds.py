@@ -88,3 +88,18 @@ def test_a_lower_bound_counts_rounds_at_or_above_it() -> None:
     (lossless,) = [t for t in targets(result) if t["target"].startswith("medstream-lossless")]
     assert lossless["measured"] == "0.95x (rounds: 0.95, 0.9, 0.6, 0.99, 1.2)"
     assert lossless["verdict"] == "PASS"  # 4 of 5 at or above 0.9x
+
+
+@pytest.mark.parametrize(
+    ("p50s", "verdict"),
+    [([1.0, 1.1, 1.3, 1.0, 0.9], "PASS"), ([1.0, 1.3, 1.3, 1.25, 0.9], "UNDECIDED (2 of 5 rounds within)")],
+)
+def test_the_shared_memory_hop_is_judged_by_its_rounds(p50s: list[float], verdict: str) -> None:
+    runs = []
+    for r, p50 in enumerate(p50s):
+        for transport, ms in (("pyzmq-tcp", 2.0), ("medstream-shm", p50)):
+            runs.append({**_row(transport, r, ms, 0.5), "size": "1080x1920x3"})
+    result = {"transport": {"paced": median_rows(runs), "rounds": runs}}
+    found = {t["target"]: t for t in targets(result)}
+    hop = found["medstream-shm 1080x1920x3 at 30 fps: p50 (shared-memory hop)"]
+    assert hop["verdict"] == verdict and hop["measured"].startswith(f"{sorted(p50s)[2]:g} ms (rounds: ")
