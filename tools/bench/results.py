@@ -44,6 +44,12 @@ def median_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _rounds_of(t: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rounds' rows of `row`'s transport and case (none where the run kept no rounds)."""
+    case = {"transport": row["transport"], "size": row["size"], "fps_target": row["fps_target"]}
+    return _matching(t.get("rounds", []), **case)
+
+
 def _paired(
     t: dict[str, Any], row: dict[str, Any], raw: dict[str, Any], key: str
 ) -> tuple[float | None, list[float]]:
@@ -51,10 +57,9 @@ def _paired(
     after the other) and those ratios, where the run kept its rounds; else the ratio of the two
     rows and no rounds."""
     case = {"size": row["size"], "fps_target": row["fps_target"]}
-    rounds = t.get("rounds", [])
     ratios = []
-    for r in _matching(rounds, transport=row["transport"], **case):
-        base = _find(rounds, transport=raw["transport"], round=r["round"], **case)
+    for r in _rounds_of(t, row):
+        base = _find(t["rounds"], transport=raw["transport"], round=r["round"], **case)
         got = None if base is None else _ratio(r[key], base[key])
         if got is not None:
             ratios.append(got)
@@ -124,8 +129,7 @@ def _paced_targets(t: dict[str, Any]) -> list[dict[str, Any]]:
             value, rounds = _paired(t, row, raw, key)
             out.append(_target(f"{where}: {what} vs raw pyzmq tcp", value, limit, rounds=rounds))
         if row["transport"] == "medstream-shm" and row["size"].startswith("1080"):
-            case = {"transport": row["transport"], "size": row["size"], "fps_target": row["fps_target"]}
-            p50s = [r["latency_p50_ms"] for r in _matching(t.get("rounds", []), **case)]
+            p50s = [r["latency_p50_ms"] for r in _rounds_of(t, row)]
             what = f"{where}: p50 (shared-memory hop)"
             out.append(_target(what, row["latency_p50_ms"], 1.2, unit=" ms", rounds=p50s))
     return out
