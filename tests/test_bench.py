@@ -33,7 +33,11 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     assert slow["medstream-shm"]["received"] < slow["medstream-shm"]["sent"]  # latest wins
     pipe = result["pipelines"][0]
     assert pipe["multi_process"]["fps"] and pipe["single_process"]["fps"]
+    rec = result["recorder"]  # 60 frames of 1080p through `medstream run` to a recording
+    assert rec["recorded"] == rec["frames"] == 60 and rec["recorded_in_order"], rec
+    assert rec["fps_captured"] > 0 and rec["floor_fps"] > 0, rec
     assert all(t["verdict"] for t in result["targets"])
     md = (out / "bench.md").read_text()
     assert md.startswith("Machine:") and "Targets" in md and "medstream-shm" in md
+    assert "Recorder: 60 frames of 1080p BGR" in md
     assert "| target | measured | limit | verdict |" in stdout

@@ -6,6 +6,7 @@
     medstream bench --only overlay  # per-frame cost of the imaging region and overlay policy
     medstream bench --only sources  # per-frame cost of the synthetic sources (phantom, endoscopy)
     medstream bench --only multistream  # 4 streams: batched infer vs batch 1 vs 4 pipelines
+    medstream bench --only recorder     # 1080p BGR at 60 fps to disk vs one in-process writer
 
 Benchmarks are not tests: every figure is printed next to the floor measured in the same run
 (raw pyzmq, a memory copy, a single-process loop), with the machine and its load, since on a
@@ -31,10 +32,11 @@ from .machine import describe, load_average
 from .multistream import bench_multistream
 from .overlay import bench_overlay
 from .pipelines import bench_scene
+from .recorder import bench_recorder
 from .results import markdown, median_rows, targets
 from .sources import bench_sources
 
-PARTS = ("transport", "slow", "pipelines", "overlay", "sources", "multistream")
+PARTS = ("transport", "slow", "pipelines", "overlay", "sources", "multistream", "recorder")
 ROUNDS = 5  # paired rounds of the transport cases (full mode): a median of 3 moved with one lucky round
 QUICK_SKIPS = ("multistream",)  # --quick leaves it out unless --only names it (three runs)
 
@@ -141,6 +143,8 @@ def run_bench(quick: bool, only: list[str], out: Path) -> dict[str, Any]:
             result["sources"] = bench_sources(30 if quick else 120)
         if "multistream" in only:
             result["multistream"] = bench_multistream(quick, tmp, _say)
+        if "recorder" in only:
+            result["recorder"] = bench_recorder(quick, tmp, _say)
     result["seconds"] = round(time.monotonic() - t0, 1)
     result["load_average_at_end"] = load_average()
     result["targets"] = targets(result)

@@ -8,6 +8,7 @@ from typing import Any
 from .hop import TRANSPORTS
 from .multistream import multistream_markdown
 from .overlay import overlay_markdown
+from .recorder import recorder_markdown
 from .sources import sources_markdown
 
 
@@ -214,7 +215,26 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         if row["target_ms"] is not None:
             what = f"source {row['scene']}: median ms per frame"
             out.append(_target(what, row["median_ms"], row["target_ms"], unit=" ms"))
-    return out + _multistream_targets(result.get("multistream", []))
+    return out + _multistream_targets(result.get("multistream", [])) + _recorder_targets(result)
+
+
+def _recorder_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recorder at 1080p60: the rate the grab kept, and every frame in the file in order."""
+    row = result.get("recorder")
+    if not row:
+        return []
+    where = f"recorder 1080p BGR at {row['fps_target']} fps, lossless to disk"
+    every = row["recorded_in_order"] and row["recorded"] == row["frames"]
+    return [
+        _target(f"{where}: captured fps", row["fps_captured"], 0.9 * row["fps_target"],
+                above=True, unit=" fps"),
+        {
+            "target": f"{where}: every sequence number recorded, in order",
+            "measured": f"{row['recorded']} of {row['frames']}" + ("" if every else ", not in order"),
+            "limit": "all, in order",
+            "verdict": "PASS" if every else "FAIL",
+        },
+    ]
 
 
 def _pair(row: dict[str, Any] | None) -> str:
@@ -325,6 +345,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += overlay_markdown(result.get("overlay"))
     lines += sources_markdown(result.get("sources"))
     lines += multistream_markdown(result.get("multistream", []))
+    lines += recorder_markdown(result.get("recorder"))
     lines += _table(
         "Targets (ratios within this run; a transport ratio is the median of its rounds' ratios, "
         f"UNDECIDED where fewer than {AGREE:.0%} of its rounds agree with the median)",
