@@ -3,8 +3,8 @@
 Every stage connects an XPUB socket to the config's `frame_log` endpoint; a profiler binds a SUB
 socket there. The XPUB sees the profiler's subscription, and until one arrives (and after it
 leaves) `out`/`drop` return at once without encoding anything, so the log costs nothing when
-nobody profiles. Records are sent without blocking; a full queue is counted (`unsent`), and the
-profiler counts the gap from the stage's `out` counter.
+nobody profiles. Records are sent without blocking; a record a full queue refuses is not
+sent, and the profiler counts the gap from the stage's `out` counter.
 
 A record is one single-part message, a compact UTF-8 JSON object:
 
@@ -42,7 +42,6 @@ class FrameLog:
         self.stage_id = stage_id
         self.pid = os.getpid()
         self.listeners = 0
-        self.unsent = 0
         self.sock: zmq.Socket | None = None
         if endpoint:
             self.sock = ctx.socket(zmq.XPUB)
@@ -64,7 +63,7 @@ class FrameLog:
         try:
             self.sock.send(json.dumps(record, separators=(",", ":")).encode(), zmq.NOBLOCK)
         except zmq.Again:
-            self.unsent += 1
+            pass  # the profiler counts the gap from the stage's `out` counter
 
     def _record(self, frame: Frame, event: str, start_ns: int, end_ns: int) -> dict[str, Any]:
         return {

@@ -160,7 +160,6 @@ class RingWriter:
         header = (MAGIC, VERSION, n_slots, self.slot_size, self.stride, os.getpid(), time.time_ns())
         _FILE.pack_into(self.mm, 0, *header)
         self.next = 0
-        self.busy_skips = 0  # slots skipped because a reader still held them
 
     def slot_start(self, slot: int) -> int:
         return FILE_HEADER + slot * self.stride
@@ -175,8 +174,7 @@ class RingWriter:
             slot = (self.next + k) % self.n_slots
             start = self.slot_start(slot)
             if not _lock(self.fd, fcntl.F_WRLCK, start, self.stride):
-                self.busy_skips += 1
-                continue
+                continue  # a reader still holds it
             try:
                 gen, _ = _SLOT.unpack_from(self.mm, start)
                 _SLOT.pack_into(self.mm, start, gen + 1, 0)  # odd: being written

@@ -160,7 +160,6 @@ class StatsPublisher:
         self.interval_s = interval_s
         self.next_t = 0.0
         self.sock: zmq.Socket | None = None
-        self.unsent = 0
         if endpoint:
             self.sock = ctx.socket(zmq.PUSH)
             self.sock.setsockopt(zmq.SNDHWM, 16)
@@ -186,7 +185,7 @@ class StatsPublisher:
         try:
             self.sock.send(body, zmq.NOBLOCK)
         except zmq.Again:
-            self.unsent += 1  # nobody collecting stats right now; the next snapshot supersedes
+            pass  # nobody collecting stats right now; the next snapshot supersedes
 
     def close(self) -> None:
         if self.sock is not None:

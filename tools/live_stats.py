@@ -90,10 +90,8 @@ class LiveView:
         self.window_ns = int(window_s * 1e9)
         self.history: deque[tuple[int, dict[str, StageTotals]]] = deque()
         self.meta: dict[str, Any] = {}
-        self.messages = 0
 
     def update(self, msg: dict[str, Any]) -> None:
-        self.messages += 1
         self.meta = {k: v for k, v in msg.items() if k != "snapshots"}
         now = int(msg["now_ns"])
         self.history.append((now, totals_from_snapshots(msg["snapshots"])))
