@@ -2,8 +2,12 @@
 stops them in order, and collects their stats into the run report.
 
 Stop order: sources get SIGTERM first and send end-of-stream, which every stage forwards before
-it exits, so frames in flight are delivered. Stages still running after `DRAIN_S` get SIGTERM,
-then SIGKILL after `TERM_S`. Children die with the supervisor (PR_SET_PDEATHSIG), so a killed
+it exits, so frames in flight are delivered (a stage's lossless links hand on every queued frame
+before it exits). Stages still running once no frame has moved for `DRAIN_S` get SIGTERM, then
+SIGKILL after `TERM_S`. Frames count as moving only once every source here has stopped producing
+(exited, or sent its final snapshot): a lossless backlog, a recording's tail, drains however long
+it takes while it moves. While a source produces, or with no source here, the drain is `DRAIN_S`
+from the stop. Children die with the supervisor (PR_SET_PDEATHSIG), so a killed
 supervisor leaves no orphans.
 """
 
@@ -43,7 +47,7 @@ from .stages.base import stage_logger
 from .stats import STATS_LINK
 from .stats_relay import StatsRelay
 
-DRAIN_S = 4.0
+DRAIN_S = 4.0  # the drain ends after this long with no frame moving (see the module doc)
 TERM_S = 3.0
 EXIT_FATAL = EXIT_STAGE_FATAL  # a permanent problem while running: not restarted
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -101,7 +105,11 @@ class Supervisor:
         self.frozen_path = ""
         self.signals = 0
         self.stopping_since: float | None = None
-        self.term_sent = False
+        self.quiet_since = 0.0  # the drain's clock: the stop, or the last frame seen moving
+        self.drain_extends = False  # whether moving frames restart that clock
+        self.moved = 0  # the stages' frames in + out + dropped when last looked at
+        self.drain_said = 0.0  # when the log last said the drain goes on
+        self.term_at: float | None = None
         self.kill_sent = False
 
     # -- processes -------------------------------------------------------------------------
@@ -170,7 +178,10 @@ class Supervisor:
         if self.stopping_since is not None:
             return
         self.stop_reason = reason
-        self.stopping_since = time.monotonic() - (0.0 if drain else DRAIN_S + 0.001)
+        self.stopping_since = time.monotonic()
+        self.quiet_since = self.stopping_since - (0.0 if drain else DRAIN_S + 0.001)
+        self.drain_extends = drain
+        self.moved = self._frames_moved()
         self.log.info("stopping: %s", reason)
         for child in self.children.values():
             if isinstance(child.spec, GrabSpec):
@@ -178,14 +189,41 @@ class Supervisor:
             if child.proc is None:
                 child.done = True
 
+    def _frames_moved(self) -> int:
+        """Frames in, out and dropped, summed over the stages' latest snapshots."""
+        return sum(
+            snap["counters"].get("in", 0) + snap["counters"].get("out", 0) + sum(snap["drops"].values())
+            for snap in self.snapshots.values()
+        )
+
+    def _sources_ended(self) -> bool:
+        """Whether this host runs sources and each has exited or sent its final snapshot (it
+        produces no more frames; its lossless links may still be handing queued ones on)."""
+        sources = [c for c in self.children.values() if isinstance(c.spec, GrabSpec)]
+        return bool(sources) and all(
+            c.proc is None or self.snapshots.get((c.spec.id, c.proc.pid), {}).get("final")
+            for c in sources
+        )
+
     def _advance_stop(self) -> None:
         assert self.stopping_since is not None
-        waited = time.monotonic() - self.stopping_since
-        if waited > DRAIN_S and not self.term_sent:
-            self.term_sent = True
+        now = time.monotonic()
+        if self.drain_extends and self.term_at is None and self._sources_ended():
+            moved = self._frames_moved()
+            if moved != self.moved:
+                self.moved = moved
+                self.quiet_since = now
+                if now - self.stopping_since > DRAIN_S and now >= self.drain_said + DRAIN_S:
+                    self.drain_said = now  # said when the drain outlasts DRAIN_S, then every DRAIN_S
+                    self.log.info(
+                        "draining: frames still moving %.0f s after the stop (signal again to stop now)",
+                        now - self.stopping_since,
+                    )
+        if now - self.quiet_since > DRAIN_S and self.term_at is None:
+            self.term_at = now
             for child in self.children.values():
                 self._signal(child, signal.SIGTERM)
-        if waited > DRAIN_S + TERM_S and not self.kill_sent:
+        if self.term_at is not None and now - self.term_at > TERM_S and not self.kill_sent:
             self.kill_sent = True
             for child in self.children.values():
                 if child.proc is not None and child.proc.poll() is None:
@@ -197,7 +235,8 @@ class Supervisor:
         if self.signals == 1:
             self.begin_stop(f"signal {signal.Signals(signum).name}")
         else:  # asked twice: do not wait for the drain
-            self.stopping_since = time.monotonic() - DRAIN_S - 0.001
+            self.quiet_since = time.monotonic() - DRAIN_S - 0.001
+            self.drain_extends = False
 
     # -- stats -----------------------------------------------------------------------------
     def _collect(self, sock: zmq.Socket, timeout_ms: int) -> None:

@@ -53,6 +53,7 @@ from .wire_header import FrameHeader
 
 LIVE_HWM = 2
 LOSSLESS_HWM = 1000
+LOSSLESS_LINGER_S = 10.0  # a stage's lossless link, at its close: how long queued frames may take
 MAX_DRAIN = 10_000  # messages read in one live drain before the newest is used
 WATCH_S = 0.05  # a live receiver's `recv` looks at connection events this often
 BUSY_WATCH_S = 0.005  # its watchdog drains the socket this often while the stage is away (busy)
@@ -379,8 +380,10 @@ class Sender:
             if i + 1 < repeats:
                 time.sleep(0.02)
 
-    def close(self) -> None:
-        self.sock.close()
+    def close(self, linger_ms: int | None = None) -> None:
+        """Close the socket; `linger_ms` (-1: until delivered) replaces the 1 s ZeroMQ gives
+        queued frames at the context's `term` (a signal cuts that wait short)."""
+        self.sock.close(linger=linger_ms)
         if self.shm is not None:
             self.shm.close()
 
@@ -452,6 +455,7 @@ class Receiver:
         self._lanes: dict[str, _Lane] = {}  # stream -> its last sender's, for in-order frames
         self.gaps = GapBudget(clock)
         self._disconnect_logged = False
+        self._disconnect_unsaid = False  # a loss to log once what arrived before it is read
         # socket and mailbox (live): held by `recv` while it reads or waits, by the watchdog
         # while it drains; link bookkeeping and counts change only under it
         self._lock = threading.Lock()
@@ -605,7 +609,11 @@ class Receiver:
                 continue
             self._lost_at = time.monotonic()
             self._counts["disconnects"] += 1
-            if not self._disconnect_logged and not self.eos_seen:  # after an eos: the peer ended
+            self._disconnect_unsaid = not self._disconnect_logged
+        if self._disconnect_unsaid and (self.eos_seen or not self.sock.poll(0, zmq.POLLIN)):
+            # said once what arrived before the loss is read: an eos there means the peer ended
+            self._disconnect_unsaid = False
+            if not self.eos_seen:
                 self._disconnect_logged = True
                 log.warning(
                     "%s: link %s lost a connection (a message part over max_message_mb=%g "

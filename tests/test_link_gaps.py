@@ -19,7 +19,7 @@ from stream.gap_budget import GAP_CREDIT_S, MAX_LINK_FPS
 from stream.stats import StageStats
 from stream.transport import LinkSpec, Receiver
 
-from .helpers import bound_endpoint
+from .helpers import bound_endpoint, wait_until
 
 
 @contextmanager
@@ -99,12 +99,12 @@ def test_the_gap_credit_grows_with_time_up_to_its_cap(zmq_ctx: zmq.Context) -> N
 
 @pytest.mark.parametrize("mode", ["live", "lossless"])
 def test_a_part_over_max_message_mb_is_counted_and_the_link_comes_back(
-    zmq_ctx: zmq.Context, mode: str
+    zmq_ctx: zmq.Context, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """ZeroMQ refuses the part by dropping the connection and, on the connecting side, never
-    connects again by itself: the receiver counts the drop and connects again."""
+    connects again by itself: the receiver counts the drop, says so, and connects again."""
     clock = FakeClock()
-    with forger(zmq_ctx, mode, clock, max_message_mb=0.01) as (pub, rx):
+    with caplog.at_level(logging.WARNING), forger(zmq_ctx, mode, clock, max_message_mb=0.01) as (pub, rx):
         pub.send_multipart([b"s", b"x" * 20_000])  # refused by ZeroMQ: the connection drops
         end = time.monotonic() + 5
         while rx.stats.counters["disconnects"] == 0 and time.monotonic() < end:
@@ -116,6 +116,7 @@ def test_a_part_over_max_message_mb_is_counted_and_the_link_comes_back(
             pub.send_multipart(forged(link_seq, link_seq))
             ok = rx.recv(100) is not None
         assert ok and rx.stats.counters["disconnects"] == 1
+    assert caplog.text.count("link l lost a connection") == 1
 
 
 def test_a_peer_that_ended_its_stream_going_away_is_counted_not_warned(
@@ -135,4 +136,25 @@ def test_a_peer_that_ended_its_stream_going_away_is_counted_not_warned(
         while rx.stats.counters["disconnects"] == 0 and time.monotonic() < end + 5:
             rx.recv(50)
         assert rx.stats.counters["disconnects"] == 1
+    assert "lost a connection" not in caplog.text
+
+
+def test_a_peer_that_ended_with_frames_still_unread_is_counted_not_warned(
+    zmq_ctx: zmq.Context, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A slow consumer of a lossless link may hear of the disconnect while the producer's
+    last frames and its eos still wait in its queue: once they are read, it is a normal end."""
+    clock = FakeClock()
+    with caplog.at_level(logging.WARNING), forger(zmq_ctx, "lossless", clock) as (pub, rx):
+        assert deliver(pub, rx, forged(1, 0))
+        for k in range(2, 5):
+            pub.send_multipart(forged(k, k - 1))
+        pub.send_multipart(encode_eos(EndOfStream("s", 7, 3), "grab", 5, 1))
+        pub.setsockopt(zmq.LINGER, 5000)
+        pub.close()  # ZeroMQ sends what is queued, then drops the connection
+        assert rx._monitor is not None
+        assert wait_until(lambda: rx._monitor.poll(0), 5)  # the disconnect, before any read
+        got = [rx.recv(2000) for _ in range(4)]
+        assert [m.frame.seq for m in got[:3]] == [1, 2, 3] and got[3].frame is None  # then eos
+        assert rx.eos_seen and rx.stats.counters["disconnects"] == 1
     assert "lost a connection" not in caplog.text

@@ -17,7 +17,7 @@ from ..frame import Frame
 from ..framelog import FrameLog
 from ..security import Security
 from ..stats import StageStats, StatsPublisher
-from ..transport import Receiver, Sender
+from ..transport import LOSSLESS_LINGER_S, Receiver, Sender
 
 
 @dataclass(frozen=True)
@@ -152,10 +152,16 @@ class StageRuntime:
     def close(self) -> None:
         if self.security is not None:
             self.stats.counters.update(self.security.take_counts())
-        self.publisher.close()
+        self.publisher.close()  # the final snapshot: the supervisor sees this stage stop producing
         self.framelog.close()
         for s in self._sockets:
-            s.close()
+            if isinstance(s, Sender) and s.spec.mode == "lossless":
+                # the frames still queued reach the consumer before `term` returns, within
+                # LOSSLESS_LINGER_S; a signal (the supervisor's, once no frame has moved for
+                # its DRAIN_S) ends the wait
+                s.close(linger_ms=int(LOSSLESS_LINGER_S * 1000))
+            else:
+                s.close()
         if self.security is not None:
             self.security.close()
         self.ctx.term()
