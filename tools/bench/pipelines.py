@@ -39,8 +39,8 @@ SCENES = {
     "1080p surgical": (
         1920,
         1080,
-        "phantom at 1920x1080 gray8 (no endoscopy source/model in main yet): the us-seg model "
-        "on 1080p frames, rendered to 1080p BGR",
+        "phantom at 1920x1080 gray8: the us-seg model on 1080p frames, rendered to 1080p BGR "
+        "(the endoscopy scene and its detector run at 640x480: configs/endoscopy_tool_tracking.yaml)",
     ),
 }
 
