@@ -3,12 +3,12 @@ stops them in order, and collects their stats into the run report.
 
 Stop order: sources get SIGTERM first and send end-of-stream, which every stage forwards before
 it exits, so frames in flight are delivered (a stage's lossless links hand on the frames still
-queued before it exits, for up to `LOSSLESS_LINGER_S`). Stages still running once no frame has moved for `DRAIN_S` get SIGTERM, then
-SIGKILL after `TERM_S`. Frames count as moving only once every source here has stopped producing
-(exited, or sent its final snapshot): a lossless backlog, a recording's tail, drains however long
-it takes while it moves. While a source produces, or with no source here, the drain is `DRAIN_S`
-from the stop. Children die with the supervisor (PR_SET_PDEATHSIG), so a killed
-supervisor leaves no orphans.
+queued before it exits, for up to `LOSSLESS_LINGER_S`). Stages still running once no frame has
+moved for `DRAIN_S` get SIGTERM, then SIGKILL after `TERM_S`. Frames count as moving only once
+every source here has stopped producing (exited, or sent its final snapshot): a lossless backlog,
+a recording's tail, drains however long it takes while it moves. While a source produces, or with
+no source here, the drain is `DRAIN_S` from the stop. Children die with the supervisor
+(PR_SET_PDEATHSIG), so a killed supervisor leaves no orphans.
 """
 
 from __future__ import annotations

@@ -103,3 +103,21 @@ def test_the_shared_memory_hop_is_judged_by_its_rounds(p50s: list[float], verdic
     found = {t["target"]: t for t in targets(result)}
     hop = found["medstream-shm 1080x1920x3 at 30 fps: p50 (shared-memory hop)"]
     assert hop["verdict"] == verdict and hop["measured"].startswith(f"{sorted(p50s)[2]:g} ms (rounds: ")
+
+
+@pytest.mark.parametrize(
+    ("recorded", "in_order", "measured", "verdict"),
+    [(240, True, "240 of 240", "PASS"), (227, False, "227 of 240", "FAIL"),
+     (240, False, "240 of 240, not in order", "FAIL")],
+)
+def test_the_recorder_target_says_what_is_missing(
+    recorded: int, in_order: bool, measured: str, verdict: str
+) -> None:
+    """A recording short of frames is not called out of order; a full one out of order is."""
+    row = {"frames": 240, "fps_target": 60, "fps_captured": 58.0, "recorded": recorded,
+           "recorded_in_order": in_order}
+    found = {t["target"]: t for t in targets({"recorder": row})}
+    rate = found["recorder 1080p BGR at 60 fps, lossless to disk: captured fps"]
+    assert (rate["measured"], rate["verdict"]) == ("58 fps", "PASS")
+    every = found["recorder 1080p BGR at 60 fps, lossless to disk: every sequence number recorded, in order"]
+    assert (every["measured"], every["verdict"]) == (measured, verdict)
