@@ -1,4 +1,4 @@
-"""What the evaluation tools share: seed lists, Dice, latency and the held-out report.
+"""What the evaluation tools share: seed lists, Dice, latency, the held-out report, PNG plots.
 
 The per-model scripts (tools/eval_seg.py, eval_denoise.py, eval_endo.py) keep only their
 data and their metric; the training scripts and tools/quantize.py reuse the same pieces so
@@ -11,7 +11,8 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import get_args
+from pathlib import Path
+from typing import Any, get_args
 
 import cv2
 import numpy as np
@@ -165,3 +166,22 @@ def score_and_time(
     latency = measure_latency(pipeline, image, runs, warmup, pixel_format)
     pipeline.close()
     return metrics, latency
+
+
+def write_png(path: Path, size: tuple[float, float], draw: Callable[[Any], None]) -> str | None:
+    """A `size` inch figure at 100 dpi with one axes, drawn by `draw(ax)`, written to `path`
+    (no display needed); None, or why it was skipped."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install 'medstream[profile]')"
+    fig, ax = plt.subplots(figsize=size, dpi=100)
+    draw(ax)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return None

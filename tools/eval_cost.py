@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from engines.registry import resolve_model
+from tools.eval_common import write_png
 from tools.onnx_flops import count_flops
 
 WEIGHT_TYPES = (1, 3, 10, 16)  # ONNX TensorProto FLOAT, INT8, FLOAT16, BFLOAT16
@@ -68,52 +70,41 @@ def mark_pareto(rows: list[dict]) -> None:
 
 def plot_pareto(rows: list[dict], path: Path, title: str) -> str | None:
     """Pixel accuracy against median ms per row, the front joined; None, or why skipped."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed (pip install 'medstream[profile]')"
     timed = [r for r in rows if "pareto" in r]
-    fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=100)
-    groups = sorted({r["group"] for r in timed})
-    colours = {g: f"C{i}" for i, g in enumerate(groups)}
-    for g in groups:
-        pts = [r for r in timed if r["group"] == g]
-        ax.scatter(
-            [r["median_ms"] for r in pts],
-            [100 * r["pixel_accuracy"] for r in pts],
-            color=colours[g],
-            label=g,
-            zorder=3,
-        )
     front = sorted((r for r in timed if r["pareto"]), key=lambda r: r["median_ms"])
-    ax.step(
-        [r["median_ms"] for r in front],
-        [100 * r["pixel_accuracy"] for r in front],
-        where="post",
-        color="black",
-        lw=0.8,
-        ls="--",
-        label="Pareto front",
-    )
-    for i, r in enumerate(front):  # the front named (the rest are in the table): alternating
-        ax.annotate(  # above and below the step line, so neighbours do not overlap
-            r["methods"],
-            (r["median_ms"], 100 * r["pixel_accuracy"]),
-            textcoords="offset points",
-            xytext=(5, 6 if i % 2 == 0 else -11),
-            fontsize=7,
+
+    def draw(ax: Any) -> None:
+        for i, g in enumerate(sorted({r["group"] for r in timed})):
+            pts = [r for r in timed if r["group"] == g]
+            ax.scatter(
+                [r["median_ms"] for r in pts],
+                [100 * r["pixel_accuracy"] for r in pts],
+                color=f"C{i}",
+                label=g,
+                zorder=3,
+            )
+        ax.step(
+            [r["median_ms"] for r in front],
+            [100 * r["pixel_accuracy"] for r in front],
+            where="post",
+            color="black",
+            lw=0.8,
+            ls="--",
+            label="Pareto front",
         )
-    ax.set_xscale("log")
-    ax.set_xlabel("median ms per frame (log scale)")
-    ax.set_ylabel("pixel accuracy in the field of view (%)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return None
+        for i, r in enumerate(front):  # the front named (the rest are in the table): alternating
+            ax.annotate(  # above and below the step line, so neighbours do not overlap
+                r["methods"],
+                (r["median_ms"], 100 * r["pixel_accuracy"]),
+                textcoords="offset points",
+                xytext=(5, 6 if i % 2 == 0 else -11),
+                fontsize=7,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("median ms per frame (log scale)")
+        ax.set_ylabel("pixel accuracy in the field of view (%)")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7, loc="lower left")
+        ax.grid(alpha=0.3)
+
+    return write_png(path, (7.0, 4.2), draw)

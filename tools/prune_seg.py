@@ -42,7 +42,7 @@ from torch import nn
 from engines import EngineSpec, load_pipeline
 from engines.registry import resolve_model
 from stream.sources.phantom import LABELS
-from tools.eval_common import parse_seeds
+from tools.eval_common import parse_seeds, write_png
 from tools.evaluate import Row, Sample, run_row, ultrasound_samples
 from tools.machine import cpu_description
 from tools.onnx_flops import count_flops
@@ -272,29 +272,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def plot_curve(points: list[dict], chosen: float, path: Path) -> str | None:
     """Accuracy against median ms, one point per keep ratio; None, or why it was skipped."""
-    try:
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        return f"matplotlib missing ({e})"
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ms = [p["median_ms"] for p in points]
-    acc = [100 * p["pixel_accuracy"] for p in points]
-    ax.plot(ms, acc, "o-", color="tab:blue")
-    for p, x, y in zip(points, ms, acc, strict=True):
-        label = f"keep {p['keep']:g}" + (" (shipped)" if p["keep"] == chosen else "")
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.set_xlabel("median ms per 512x512 frame (1 thread)")
-    ax.set_ylabel("pixel accuracy in the field of view (%)")
-    ax.set_title("us-seg: L1 channel pruning + fine-tuning (distilled)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return None
+    def draw(ax: Any) -> None:
+        ms = [p["median_ms"] for p in points]
+        acc = [100 * p["pixel_accuracy"] for p in points]
+        ax.plot(ms, acc, "o-", color="tab:blue")
+        for p, x, y in zip(points, ms, acc, strict=True):
+            label = f"keep {p['keep']:g}" + (" (shipped)" if p["keep"] == chosen else "")
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_xlabel("median ms per 512x512 frame (1 thread)")
+        ax.set_ylabel("pixel accuracy in the field of view (%)")
+        ax.set_title("us-seg: L1 channel pruning + fine-tuning (distilled)")
+        ax.grid(alpha=0.3)
+
+    return write_png(path, (6, 4), draw)
 
 
 def markdown(report: dict) -> str:

@@ -25,17 +25,24 @@ from engines.preprocess import preprocess
 from engines.registry import ModelInput
 from stream.sources.phantom import LABELS, phantom_frame, pixel_format_of
 from tools.eval_common import confusion, dice_scores, score_and_time
-from tools.eval_seg import evaluate, phantom_set, spec_for_seed
+from tools.eval_seg import evaluate, phantom_card, phantom_set, spec_for_seed
 from tools.onnx_flops import count_flops
 from tools.train_common import (
     check_training_args,
     cost_card,
+    forward,
     input_card,
+    mirrored_batch,
     nearest_labels,
     parse_training_args,
     rounded,
+    run_card,
+    schedule_card,
     seed_text,
+    seeds_card,
+    segmentation_loss,
     segmentation_output_card,
+    train,
     write_card,
 )
 
@@ -135,6 +142,41 @@ def val_note(model: nn.Module, x: np.ndarray, y: np.ndarray) -> Callable[[list[f
     return lambda losses: (
         f"loss {np.mean(losses):.4f}  val mean fg Dice {val_dice(model, x, y):.4f}"
     )
+
+
+def train_segmenter(
+    model: nn.Module,
+    args: argparse.Namespace,
+    rng: np.random.Generator,
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    channels_last: bool = False,
+) -> float:
+    """Train `model` on `seg_data`'s (x_train, y_train, x_val, y_val): mirrored batches, SEG_LOSS,
+    the validation Dice in each epoch's note (`train`); return the seconds taken.
+    `channels_last`: batches in that memory format (as the model)."""
+    x_train, y_train, x_val, y_val = data
+
+    def step_loss() -> torch.Tensor:
+        x, y = mirrored_batch(rng, args.batch, x_train, y_train)  # probes are symmetric
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return segmentation_loss(forward(model, x, args.precision), y.long())
+
+    note = val_note(model, x_val, y_val)
+    return train(model, step_loss, note, args.epochs, args.steps_per_epoch, args.lr)
+
+
+def segmenter_training(args: argparse.Namespace, train_seconds: float, head: dict) -> dict:
+    """The card's `training` of a `train_segmenter` run on `args.scene`; `head` (the data) first."""
+    return {
+        **head,
+        **phantom_card(args.scene),
+        **seeds_card(args),
+        **schedule_card(args),
+        "loss": SEG_LOSS,
+        "augmentation": "left-right mirror",
+        **run_card(args, train_seconds),
+    }
 
 
 def training_data_text(scene: str) -> str:

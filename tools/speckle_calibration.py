@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+from tools.eval_common import write_png
 
 CALIBRATION_ROW = "classical-nlm -> classical-otsu"
 TARGET_PSNR_DB = 30.0  # the literature's traditional row (issue 3 / issue 12)
@@ -105,30 +108,21 @@ def psnr_curves(sweep: list[dict]) -> dict[str, list[tuple[float, float]]]:
 
 def plot_psnr(sweep: list[dict], level: float | None, path: Path) -> str | None:
     """PSNR against speckle level per denoiser as a PNG; None, or why it was skipped."""
-    try:
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed (pip install 'medstream[profile]')"
-    fig, ax = plt.subplots(figsize=(6.0, 3.6), dpi=100)
-    for name, points in psnr_curves(sweep).items():
-        xs = [x for x, _ in sorted(points)]
-        ys = [y for _, y in sorted(points)]
-        ax.plot(xs, ys, marker="o", label=name)
-    for target, text in ((30.0, "traditional 30"), (36.0, "CNN 36"), (39.0, "hybrid 39")):
-        ax.axhline(target, color="grey", lw=0.7, ls=":")
-        ax.text(ax.get_xlim()[0], target, f" literature {text} dB", fontsize=7, va="bottom")
-    if level is not None:
-        ax.axvline(level, color="black", lw=0.8, ls="--")
-        ax.text(level, ax.get_ylim()[0], f" calibrated {level:.3f}", fontsize=7, va="bottom")
-    ax.set_xlabel("phantom speckle level (1.0 = default)")
-    ax.set_ylabel("PSNR dB vs clean image")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return None
+    def draw(ax: Any) -> None:
+        for name, points in psnr_curves(sweep).items():
+            xs = [x for x, _ in sorted(points)]
+            ys = [y for _, y in sorted(points)]
+            ax.plot(xs, ys, marker="o", label=name)
+        for target, text in ((30.0, "traditional 30"), (36.0, "CNN 36"), (39.0, "hybrid 39")):
+            ax.axhline(target, color="grey", lw=0.7, ls=":")
+            ax.text(ax.get_xlim()[0], target, f" literature {text} dB", fontsize=7, va="bottom")
+        if level is not None:
+            ax.axvline(level, color="black", lw=0.8, ls="--")
+            ax.text(level, ax.get_ylim()[0], f" calibrated {level:.3f}", fontsize=7, va="bottom")
+        ax.set_xlabel("phantom speckle level (1.0 = default)")
+        ax.set_ylabel("PSNR dB vs clean image")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+
+    return write_png(path, (6.0, 3.6), draw)

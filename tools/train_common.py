@@ -241,15 +241,11 @@ def distillation_loss(
     return kl * temperature**2
 
 
-def export_onnx(
-    model: nn.Module,
-    path: Path,
-    example: torch.Tensor,
-    input_name: str,
-    output_name: str,
-    opset: int = OPSET,
-) -> None:
-    """Export with the TorchScript exporter (no onnxscript needed), dynamic batch, then check."""
+def export_onnx(model: nn.Module, folder: Path, shape: tuple[int, ...], output_name: str) -> Path:
+    """Write `folder`/model.onnx (input `image` of `shape`, dynamic batch) with the TorchScript
+    exporter (no onnxscript needed), check it and return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.onnx"
     model.eval()
     with warnings.catch_warnings():  # the legacy exporter is chosen on purpose: no onnxscript
         warnings.filterwarnings(
@@ -257,16 +253,17 @@ def export_onnx(
         )
         torch.onnx.export(
             model,
-            (example,),
+            (torch.zeros(shape),),
             str(path),
             dynamo=False,
-            opset_version=opset,
-            input_names=[input_name],
+            opset_version=OPSET,
+            input_names=["image"],
             output_names=[output_name],
-            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}},
             do_constant_folding=True,
         )
     onnx.checker.check_model(onnx.load(str(path)))
+    return path
 
 
 def _conv_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
@@ -341,9 +338,7 @@ def export_model(
     """Write `folder`/model.onnx (input `image` of `shape`, dynamic batch) from `model` and
     `folder`/model.pt, the TorchScript of the untrained `fresh` network given the ONNX file's
     weights; print and return (the ONNX path, max |TorchScript - ONNX Runtime|)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    onnx_path = folder / "model.onnx"
-    export_onnx(model, onnx_path, torch.zeros(shape), "image", output_name)
+    onnx_path = export_onnx(model, folder, shape, output_name)
     example = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     diff = torchscript_from_onnx(fresh, onnx_path, folder / "model.pt", example)
     print(f"exported {onnx_path} and model.pt; max |torchscript - onnx| {diff:.2e}", flush=True)

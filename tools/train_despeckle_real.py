@@ -27,7 +27,9 @@ import numpy as np
 import torch
 
 from tools import real_us_data
+from tools.card_info import NOTICE
 from tools.denoise_net import DenoiseNet
+from tools.eval_common import score_and_time
 from tools.eval_real import evaluate_real, held_out_frames
 from tools.train_common import (
     cost_card,
@@ -49,7 +51,6 @@ CROP = 192
 CELL = 8  # one target per CELL x CELL cell
 SCALES = (1.0, 0.75, 1.4)  # of the 512 x 512 pipeline input
 MIN_MEAN = 12.0  # a crop darker than this (background) is drawn again
-NOTICE = "Research use only, not for diagnosis"
 
 
 def training_images(
@@ -218,10 +219,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tools.eval_common import score_and_time
-
     args = parse_args(argv)
-    out_dir = args.out
     command, started, rng = start_run("tools.train_despeckle_real", args, argv)
     cv2.setNumThreads(1)
 
@@ -264,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     train_seconds = time.perf_counter() - train_started
 
     fresh = DenoiseNet(mean, std)
-    onnx_path, _ = export_model(model, fresh, out_dir, (1, 1, SIZE, SIZE), "denoised")
+    onnx_path, _ = export_model(model, fresh, args.out, (1, 1, SIZE, SIZE), "denoised")
 
     train_files = [real_us_data.scan(n) for n in real_us_data.TRAIN]
     held_files = [real_us_data.scan(n) for n in real_us_data.HELD_OUT]
@@ -316,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": command,
         "versions": versions(),
     }
-    write_card(out_dir / "card.json", card)
+    write_card(args.out / "card.json", card)
 
     held = held_out_frames(args.eval_every)
     metrics, latency = score_and_time(
@@ -338,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     card["cost"] = cost_card(
         onnx_path, "512x512", "held-out real frame", latency, "tools.eval_real"
     )
-    write_card(out_dir / "card.json", card)
+    write_card(args.out / "card.json", card)
     print(
         f"held-out ENL gain {metrics['enl_gain']:.2f}, CNR gain {metrics['cnr_gain']:.2f}, "
         f"edge preservation {metrics['edge_preservation']:.3f}; "

@@ -151,10 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     cv2.setNumThreads(1)
 
     images, boxes = make_dataset(args.train_seeds, args.frames_per_seed)
-    mean_ = images.reshape(-1, 3).mean(0) / 255
-    std_ = images.reshape(-1, 3).std(0) / 255
-    mean = [round(float(v), 4) for v in mean_]
-    std = [round(float(v), 4) for v in std_]
+    mean = [round(float(v) / 255, 4) for v in images.reshape(-1, 3).mean(0)]
+    std = [round(float(v) / 255, 4) for v in images.reshape(-1, 3).std(0)]
     m32, s32 = np.array(mean, np.float32), np.array(std, np.float32)
     n_boxes = sum(len(b) for b in boxes)
     print(
@@ -170,9 +168,7 @@ def main(argv: list[str] | None = None) -> None:
 
     train_seconds = train(model, step_loss, loss_note, args.epochs, args.steps_per_epoch, args.lr)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    onnx_path = args.out / "model.onnx"
-    export_onnx(model, onnx_path, torch.zeros(1, 3, HEIGHT, WIDTH), "image", "output")
+    export_onnx(model, args.out, (1, 3, HEIGHT, WIDTH), "output")
     card: dict = {
         "name": args.name,
         "task": "detection",

@@ -118,9 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     x_train, y_train, x_val, y_val, mean, std = seg_data(args, started)
 
     def fit(
+        role: str,
         widths: tuple[int, int, int, int],
         extra: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
-    ) -> tuple[SegNet, float]:
+    ) -> SegNet:
+        """Train the `role` network at `widths` (the loss plus `extra`, if any); write it."""
+        print(f"{role} {widths}: {parameters(widths)} parameters", flush=True)
         rng = deterministic(args.seed, args.threads)  # same init and batches for each model
         model = SegNet(len(LABELS), widths)
 
@@ -131,14 +134,11 @@ def main(argv: list[str] | None = None) -> None:
             return hard if extra is None else (1 - args.alpha) * hard + extra(x, logits)
 
         note = val_note(model, x_val, y_val)
-        return model, train(model, step_loss, note, args.epochs, args.steps_per_epoch, args.lr)
+        seconds = train(model, step_loss, note, args.epochs, args.steps_per_epoch, args.lr)
+        write_model(args, model, role, seconds, command, mean, std)
+        return model
 
-    print(
-        f"teacher {args.teacher_widths}: {parameters(args.teacher_widths)} parameters", flush=True
-    )
-    teacher, teacher_seconds = fit(args.teacher_widths, None)
-    write_model(args, teacher, "teacher", teacher_seconds, command, mean, std)
-    teacher.eval()
+    teacher = fit("teacher", args.teacher_widths, None).eval()  # frozen from here on
 
     def kd_term(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -146,12 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         return args.alpha * distillation_loss(logits, target, args.temperature)
 
     for role, extra in (("student", None), ("student-kd", kd_term)):
-        print(
-            f"{role} {args.student_widths}: {parameters(args.student_widths)} parameters",
-            flush=True,
-        )
-        model, seconds = fit(args.student_widths, extra)
-        write_model(args, model, role, seconds, command, mean, std)
+        fit(role, args.student_widths, extra)
     print(f"total {time.perf_counter() - started:.0f} s", flush=True)
 
 
@@ -183,9 +178,10 @@ def write_model(
     onnx_path, _ = export_model(
         model, SegNet(len(LABELS), model.widths), out, (1, 1, SIZE, SIZE), "logits"
     )
+    role_text = ROLES[role].format(teacher=f"{args.name}-teacher")
     training: dict = {
         "data": PHANTOM_DATA,
-        "role": ROLES[role].format(teacher=f"{args.name}-teacher"),
+        "role": role_text,
         **phantom_card("classic"),
         **seeds_card(args),
         "crop": f"{args.crop}x{args.crop} random crops of the 256x256 frames, left-right mirror",
@@ -203,7 +199,7 @@ def write_model(
     description = (
         "Ultrasound B-mode semantic segmentation (anechoic structures, lesions, bright "
         "interfaces), trained only on medstream's synthetic phantom (classic scene): "
-        f"{ROLES[role].format(teacher=f'{args.name}-teacher')}."
+        f"{role_text}."
     )
     card: dict = {
         **kept_fields(out / "card.json"),  # e.g. the applicability gate (tools/calibrate_gate)

@@ -36,6 +36,7 @@ from tools.train_common import (
     load_onnx_weights,
     parse_training_args,
     run_card,
+    schedule_card,
     start_run,
     training_parser,
     versions,
@@ -62,10 +63,6 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - 0.25) / 0.25)
-
-
-def parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def initial_generator(init: str, mean: float, std: float) -> tuple[DenoiseNet, float, float]:
@@ -160,9 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         "training": {
             **pairs_card(args),
             "init": init,
-            "epochs": args.epochs,
-            "steps_per_epoch": args.steps_per_epoch,
-            "batch": args.batch,
+            **schedule_card(args),  # its optimizer replaced: in place, the card's order kept
             "optimizer": f"Adam betas (0.5, 0.999), constant lr: generator {args.lr}, "
             f"discriminator {args.d_lr}; one discriminator step per generator step",
             "adversarial_weight": args.adv_weight,
@@ -171,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
             "discriminator": {
                 "name": "PatchDiscriminator (tools/train_gan_denoise.py)",
                 "widths": list(disc.widths),
-                "parameters": parameters(disc),
+                "parameters": sum(p.numel() for p in disc.parameters()),
                 "shipped": False,
             },
             **run_card(args, train_seconds),

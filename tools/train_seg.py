@@ -27,10 +27,9 @@ import torch
 from engines import EngineSpec, load_pipeline
 from stream.sources.phantom import LABELS
 from tools.eval_common import parse_seeds
-from tools.eval_seg import SCENES, phantom_card
+from tools.eval_seg import SCENES
 from tools.seg_card import (
     PHANTOM_DATA,
-    SEG_LOSS,
     SIZE,
     add_held_out_metrics,
     kept_fields,
@@ -39,22 +38,16 @@ from tools.seg_card import (
     print_held_out,
     seg_card_head,
     seg_data,
+    segmenter_training,
+    train_segmenter,
     training_data_text,
-    val_note,
 )
 from tools.seg_net import SegNet
 from tools.train_common import (
     add_held_out_options,
     architecture_card,
     export_model,
-    forward,
-    mirrored_batch,
-    run_card,
-    schedule_card,
-    seeds_card,
-    segmentation_loss,
     start_run,
-    train,
     training_parser,
     versions,
 )
@@ -90,14 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         through.close()
 
     model = SegNet(classes=len(LABELS)).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes memory_format; its stub omits it
-
-    def step_loss() -> torch.Tensor:
-        x, y = mirrored_batch(rng, args.batch, x_train, y_train)  # probes are symmetric
-        x = x.contiguous(memory_format=torch.channels_last)
-        return segmentation_loss(forward(model, x, args.precision), y.long())
-
-    note = val_note(model, x_val, y_val)
-    train_seconds = train(model, step_loss, note, args.epochs, args.steps_per_epoch, args.lr)
+    data = (x_train, y_train, x_val, y_val)
+    train_seconds = train_segmenter(model, args, rng, data, channels_last=True)
     onnx_path, _ = export_model(
         model, SegNet(classes=len(LABELS)), args.out, (1, 1, SIZE, SIZE), "logits"
     )
@@ -117,16 +104,14 @@ def main(argv: list[str] | None = None) -> None:
         **kept_fields(card_path),
         **seg_card_head(args.name, description, mean, std),
         "architecture": architecture_card("SegNet (tools/seg_net.py)", model),
-        "training": {
-            "data": PHANTOM_DATA + (f", after {args.input_model}" if args.input_model else ""),
-            "input_model": args.input_model,
-            **phantom_card(args.scene),
-            **seeds_card(args),
-            **schedule_card(args),
-            "loss": SEG_LOSS,
-            "augmentation": "left-right mirror",
-            **run_card(args, train_seconds),
-        },
+        "training": segmenter_training(
+            args,
+            train_seconds,
+            {
+                "data": PHANTOM_DATA + (f", after {args.input_model}" if args.input_model else ""),
+                "input_model": args.input_model,
+            },
+        ),
         "training_data": training_data_text(args.scene),
         "command": command,
         "versions": versions(),

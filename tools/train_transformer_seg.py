@@ -22,10 +22,9 @@ import torch
 
 from stream.sources.phantom import LABELS
 from tools.eval_common import parse_seeds
-from tools.eval_seg import SCENES, phantom_card
+from tools.eval_seg import SCENES
 from tools.seg_card import (
     PHANTOM_DATA,
-    SEG_LOSS,
     SIZE,
     add_held_out_metrics,
     kept_fields,
@@ -34,23 +33,17 @@ from tools.seg_card import (
     print_held_out,
     seg_card_head,
     seg_data,
+    segmenter_training,
+    train_segmenter,
     training_data_text,
-    val_note,
 )
 from tools.segformer_net import SegFormer
 from tools.train_common import (
     add_held_out_options,
     architecture_card,
     export_onnx,
-    forward,
-    mirrored_batch,
-    run_card,
-    schedule_card,
-    seeds_card,
-    segmentation_loss,
     start_run,
     traced_torchscript,
-    train,
     training_parser,
     versions,
 )
@@ -72,17 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     cv2.setNumThreads(args.threads)
     x_train, y_train, x_val, y_val, mean, std = seg_data(args, started, args.scene)
     model = SegFormer(classes=len(LABELS))
+    train_seconds = train_segmenter(model, args, rng, (x_train, y_train, x_val, y_val))
 
-    def step_loss() -> torch.Tensor:
-        x, y = mirrored_batch(rng, args.batch, x_train, y_train)
-        return segmentation_loss(forward(model, x, args.precision), y.long())
-
-    note = val_note(model, x_val, y_val)
-    train_seconds = train(model, step_loss, note, args.epochs, args.steps_per_epoch, args.lr)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    onnx_path = args.out / "model.onnx"
-    export_onnx(model, onnx_path, torch.zeros(1, 1, SIZE, SIZE), "image", "logits")
+    onnx_path = export_onnx(model, args.out, (1, 1, SIZE, SIZE), "logits")
     example = torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     diffs = {
         "onnx_vs_torch": onnx_torch_difference(model, onnx_path, x_val[:2].astype(np.float32)),
@@ -110,15 +95,7 @@ def main(argv: list[str] | None = None) -> None:
             "decoder_width": model.decoder,
             "attention": "efficient self-attention, spatial reduction 8/4/2/1, heads 1/1/2/4",
         },
-        "training": {
-            "data": PHANTOM_DATA,
-            **phantom_card(args.scene),
-            **seeds_card(args),
-            **schedule_card(args),
-            "loss": SEG_LOSS,
-            "augmentation": "left-right mirror",
-            **run_card(args, train_seconds),
-        },
+        "training": segmenter_training(args, train_seconds, {"data": PHANTOM_DATA}),
         "export_check": {k: float(f"{v:.2e}") for k, v in diffs.items()},
         "command": command,
         "versions": versions(),
