@@ -198,6 +198,16 @@ def kept_fields(card_path: Path) -> dict:
     return {k: v for k, v in old.items() if k not in WRITTEN} if isinstance(old, dict) else {}
 
 
+def seg_description(scene: str, by: str = "", end: str = ".") -> str:
+    """The card's description of a phantom segmenter: the task, `by` (e.g. ' by a small
+    transformer'), the phantom `scene` it learnt from, then `end`."""
+    scenes = "classic and anatomy scenes" if scene == "mix" else f"{scene} scene"
+    return (
+        "Ultrasound B-mode semantic segmentation (anechoic structures, lesions, bright "
+        f"interfaces){by}, trained only on medstream's synthetic phantom ({scenes}){end}"
+    )
+
+
 def seg_card_head(name: str, description: str, mean: float, std: float) -> dict:
     """name, task, description, labels, input, normalization, output, torchscript."""
     return {

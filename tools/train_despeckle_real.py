@@ -88,9 +88,11 @@ def tissue_crop(
     return [c[:, ::-1] for c in crops] if rng.random() < 0.5 else crops
 
 
-def fill_holes(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
-    """`image` with each `hole` pixel replaced by the mean of the visible pixels of the
-    (4 radius + 3)^2 box around it: context only, nothing of the hidden speckle, no bias."""
+def fill_holes(image: np.ndarray, targets: np.ndarray, radius: int) -> np.ndarray:
+    """`image` with the (2 radius + 1)^2 block around each `targets` pixel hidden: each hole
+    pixel replaced by the mean of the visible pixels of the (4 radius + 3)^2 box around it
+    (context only, nothing of the hidden speckle, no bias)."""
+    hole = cv2.dilate(targets.astype(np.uint8), np.ones((2 * radius + 1,) * 2, np.uint8)) > 0
     k = (4 * radius + 3,) * 2
     seen = (~hole).astype(np.float32)
     num = cv2.boxFilter(image * seen, -1, k, normalize=False, borderType=cv2.BORDER_REFLECT)
@@ -110,8 +112,7 @@ def blind_spot(
     ys = np.arange(0, h, CELL)[:, None] + rng.integers(0, CELL, size=(h // CELL, w // CELL))
     xs = np.arange(0, w, CELL)[None, :] + rng.integers(0, CELL, size=(h // CELL, w // CELL))
     targets[ys, xs] = True
-    hole = cv2.dilate(targets.astype(np.uint8), np.ones((2 * radius + 1,) * 2, np.uint8)) > 0
-    return fill_holes(noisy, hole, radius), targets
+    return fill_holes(noisy, targets, radius), targets
 
 
 def batch(
@@ -142,15 +143,13 @@ def blind_spot_estimate(
     ph, pw = -h % 64, -w % 64
     x = np.pad(image.astype(np.float32) / 255, ((0, ph), (0, pw)), mode="reflect")
     est = np.zeros_like(x)
-    kernel = np.ones((2 * radius + 1,) * 2, np.uint8)
     model.eval()
     with torch.no_grad():
         for py in range(CELL):
             for px in range(CELL):
                 targets = np.zeros(x.shape, bool)
                 targets[py::CELL, px::CELL] = True
-                hole = cv2.dilate(targets.astype(np.uint8), kernel) > 0
-                masked = fill_holes(x, hole, radius)
+                masked = fill_holes(x, targets, radius)
                 pred = model(torch.from_numpy((masked - mean) / std)[None, None])[0, 0].numpy()
                 est[targets] = pred[targets]
     model.train()

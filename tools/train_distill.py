@@ -46,6 +46,7 @@ from tools.seg_card import (
     kept_fields,
     seg_card_head,
     seg_data,
+    seg_description,
     training_data_text,
     val_note,
 )
@@ -196,11 +197,7 @@ def write_model(
             "temperature": args.temperature,
             "alpha": args.alpha,
         }
-    description = (
-        "Ultrasound B-mode semantic segmentation (anechoic structures, lesions, bright "
-        "interfaces), trained only on medstream's synthetic phantom (classic scene): "
-        f"{role_text}."
-    )
+    description = seg_description("classic", end=f": {role_text}.")
     card: dict = {
         **kept_fields(out / "card.json"),  # e.g. the applicability gate (tools/calibrate_gate)
         **seg_card_head(name, description, mean, std),

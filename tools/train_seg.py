@@ -38,6 +38,7 @@ from tools.seg_card import (
     print_held_out,
     seg_card_head,
     seg_data,
+    seg_description,
     segmenter_training,
     train_segmenter,
     training_data_text,
@@ -92,11 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     size = onnx_path.stat().st_size / 1024
     print(f"model.onnx {size:.0f} KiB, max |onnx - torch| logit difference {diff:.2e}", flush=True)
 
-    description = (
-        "Ultrasound B-mode semantic segmentation (anechoic structures, lesions, "
-        "bright interfaces), trained only on medstream's synthetic phantom"
-        + (" (classic and anatomy scenes)." if args.scene == "mix" else f" ({args.scene} scene).")
-    )
+    description = seg_description(args.scene)
     if args.input_model:
         description += f" Expects frames already denoised by {args.input_model} (a hybrid)."
     card_path = args.out / "card.json"

@@ -33,6 +33,7 @@ from tools.seg_card import (
     print_held_out,
     seg_card_head,
     seg_data,
+    seg_description,
     segmenter_training,
     train_segmenter,
     training_data_text,
@@ -79,12 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"export disagrees with the trained network: {bad}")
 
     card_path = args.out / "card.json"
-    description = (
-        "Ultrasound B-mode semantic segmentation (anechoic structures, lesions, bright "
-        "interfaces) by a small SegFormer-style transformer, trained only on medstream's "
-        "synthetic phantom"
-        + (" (classic and anatomy scenes)." if args.scene == "mix" else f" ({args.scene} scene).")
-    )
+    description = seg_description(args.scene, by=" by a small SegFormer-style transformer")
     card: dict = {
         **kept_fields(card_path),
         **seg_card_head(args.name, description, mean, std),
