@@ -178,34 +178,31 @@ def run_row(
 ) -> dict:
     """Metrics over all samples, then timing over `timing_runs` calls (at least one pass)."""
     den, seg = _load(row.denoise, threads, backend), _load(row.segment, threads, backend)
+    times: list[float] = []  # ms of each call of `process`
     try:
 
         def process(s: Sample) -> tuple[np.ndarray | None, np.ndarray | None]:
+            t0 = time.perf_counter()
             image = den(s.image, s.pixel_format).image if den is not None else None
             mask = None
             if seg is not None:
                 source = image if (row.segment_on == "denoised" and image is not None) else s.image
                 fmt = "gray8" if source.ndim == 2 else s.pixel_format
                 mask = seg(source, fmt).mask
+            times.append((time.perf_counter() - t0) * 1e3)
             return image, mask
 
         n = len(labels)
         conf = np.zeros((n, n), np.int64)
         scores = ImageScores()
-        times: list[float] = []
         for s in samples:
-            t0 = time.perf_counter()
             image, mask = process(s)
-            times.append((time.perf_counter() - t0) * 1e3)
             if mask is not None:
                 conf += confusion(mask[s.fov], s.truth[s.fov], n)
             if s.clean is not None and (image is not None or row.group == "input"):
                 scores.add(image if image is not None else s.image, s.clean, s.fov)
         while len(times) < timing_runs and (den is not None or seg is not None):
-            s = samples[len(times) % len(samples)]
-            t0 = time.perf_counter()
-            process(s)
-            times.append((time.perf_counter() - t0) * 1e3)
+            process(samples[len(times) % len(samples)])
         result: dict = {"group": row.group, "methods": row.methods}
         result.update(network_cost((row.denoise, row.segment)))
         backends = [p.backend for p in (den, seg) if p is not None]
