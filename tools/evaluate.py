@@ -178,34 +178,31 @@ def run_row(
 ) -> dict:
     """Metrics over all samples, then timing over `timing_runs` calls (at least one pass)."""
     den, seg = _load(row.denoise, threads, backend), _load(row.segment, threads, backend)
+    times: list[float] = []  # ms of each call of `process`
     try:
 
         def process(s: Sample) -> tuple[np.ndarray | None, np.ndarray | None]:
+            t0 = time.perf_counter()
             image = den(s.image, s.pixel_format).image if den is not None else None
             mask = None
             if seg is not None:
                 source = image if (row.segment_on == "denoised" and image is not None) else s.image
                 fmt = "gray8" if source.ndim == 2 else s.pixel_format
                 mask = seg(source, fmt).mask
+            times.append((time.perf_counter() - t0) * 1e3)
             return image, mask
 
         n = len(labels)
         conf = np.zeros((n, n), np.int64)
         scores = ImageScores()
-        times: list[float] = []
         for s in samples:
-            t0 = time.perf_counter()
             image, mask = process(s)
-            times.append((time.perf_counter() - t0) * 1e3)
             if mask is not None:
                 conf += confusion(mask[s.fov], s.truth[s.fov], n)
             if s.clean is not None and (image is not None or row.group == "input"):
                 scores.add(image if image is not None else s.image, s.clean, s.fov)
         while len(times) < timing_runs and (den is not None or seg is not None):
-            s = samples[len(times) % len(samples)]
-            t0 = time.perf_counter()
-            process(s)
-            times.append((time.perf_counter() - t0) * 1e3)
+            process(samples[len(times) % len(samples)])
         result: dict = {"group": row.group, "methods": row.methods}
         result.update(network_cost((row.denoise, row.segment)))
         backends = [p.backend for p in (den, seg) if p is not None]
@@ -575,32 +572,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--seeds", type=parse_seeds, default="3000-3015", help="held-out ultrasound phantom seeds"
-    )
-    p.add_argument(
-        "--frames-per-seed", type=int, default=4, help="ultrasound frames drawn from each seed"
-    )
-    p.add_argument(
-        "--endo-seeds", type=parse_seeds, default="3000-3015", help="held-out endoscopy seeds"
-    )
+    p.add_argument("--seeds", type=parse_seeds, default="3000-3015",
+                   help="held-out ultrasound phantom seeds")
+    p.add_argument("--frames-per-seed", type=int, default=4,
+                   help="ultrasound frames drawn from each seed")
+    p.add_argument("--endo-seeds", type=parse_seeds, default="3000-3015",
+                   help="held-out endoscopy seeds")
     p.add_argument("--timing-runs", type=int, default=200, help="timed calls per row (median, p99)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of each engine")
     p.add_argument("--backend", default="auto", help="backend of the networks (auto: see engines)")
-    p.add_argument(
-        "--out-md", type=Path, default=Path("out/evaluate.md"), help="write the Markdown table here"
-    )
-    p.add_argument(
-        "--out-json", type=Path, default=Path("out/evaluate.json"), help="write the results here"
-    )
-    p.add_argument(
-        "--real-every", type=int, default=4, help="real cines: every Nth frame (tools/eval_real.py)"
-    )
+    p.add_argument("--out-md", type=Path, default=Path("out/evaluate.md"),
+                   help="write the Markdown table here")
+    p.add_argument("--out-json", type=Path, default=Path("out/evaluate.json"),
+                   help="write the results here")
+    p.add_argument("--real-every", type=int, default=4,
+                   help="real cines: every Nth frame (tools/eval_real.py)")
     p.add_argument("--quick", action="store_true", help="a small set and few timing runs (tests)")
     p.add_argument(
-        "--speckle-levels",
-        type=_levels,
-        default=None,
+        "--speckle-levels", type=_levels, default=None,
         help="e.g. 0.25,0.5,0.75,1.0: sweep the phantom's speckle, find the level where "
         "classical-nlm -> classical-otsu scores 30 dB, re-run every row there (off by default)",
     )
@@ -625,14 +614,14 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         command = " ".join(["medstream", *sys.argv[1:]])
     us = ultrasound_samples(args.seeds, args.frames_per_seed)
     endo = endoscopy_samples(args.endo_seeds, args.frames_per_seed)
-    us_rows, endo_rows = [], []
+    us_rows = []
     for row in US_ROWS:
         us_rows.append(run_row(row, us, US_LABELS, args.threads, args.backend, args.timing_runs))
         print(f"  {row.group:<12} {row.methods:<36} done", file=sys.stderr, flush=True)
-    for row in ENDO_ROWS:
-        endo_rows.append(
-            run_row(row, endo, ENDO_LABELS, args.threads, args.backend, args.timing_runs)
-        )
+    endo_rows = [
+        run_row(row, endo, ENDO_LABELS, args.threads, args.backend, args.timing_runs)
+        for row in ENDO_ROWS
+    ]
     mark_pareto(us_rows)
     pareto_png = args.out_md.with_name(args.out_md.stem + "_pareto.png")
     skipped = plot_pareto(
@@ -663,8 +652,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         "literature": [
             {"group": g, "pixel_accuracy": a, "psnr_db": p, "ms": t} for g, a, p, t in LITERATURE
         ],
+        "real_no_reference": real_section(args),
     }
-    report["real_no_reference"] = real_section(args)
     beats_traditional(us_rows)
     beats_traditional(endo_rows)
     report["verdict"] = verdict(us_rows)

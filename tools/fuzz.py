@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import socket
 import sys
 import time
 import traceback
@@ -291,7 +290,6 @@ class FuzzResult:
     cases: int = 0
     seconds: float = 0.0
     outcomes: Counter[str] = field(default_factory=Counter)
-    mutators: Counter[str] = field(default_factory=Counter)
     crashes: list[dict[str, str]] = field(default_factory=list)
     crash_count: int = 0
 
@@ -312,12 +310,9 @@ def fuzz_decoder(seed: int, cases: int = 0, seconds: float = 0.0) -> FuzzResult:
     bases = templates()
     result = FuzzResult(seed)
     t0 = time.monotonic()
-    while (cases and result.cases < cases) or (
-        not cases and time.monotonic() - t0 < seconds
-    ):
+    while (result.cases < cases) if cases else (time.monotonic() - t0 < seconds):
         name, parts = fuzz_case(rng, bases)
         result.cases += 1
-        result.mutators[name.split("+")[0]] += 1
         try:
             result.outcomes[outcome(parts)] += 1
         except Exception as e:  # the point of fuzzing: anything here is a bug
@@ -367,15 +362,13 @@ def fuzz_receiver(seed: int, cases: int, timeout_s: float = 30.0) -> SocketFuzzR
     from stream.clock import WallClock
     from stream.stats import StageStats
     from stream.transport import LinkSpec, Receiver
+    from tools.bench.hop import free_port
 
     rng = random.Random(seed)
     bases = templates()
     ctx = zmq.Context()
     stats = StageStats("fuzz-target", "infer", WallClock())
-    with socket.socket() as probe:  # a free port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    spec = LinkSpec(endpoint=f"tcp://127.0.0.1:{port}", pattern="pushpull", mode="live",
+    spec = LinkSpec(endpoint=f"tcp://127.0.0.1:{free_port()}", pattern="pushpull", mode="live",
                     bind="consumer", max_message_mb=1.0)
     rx = Receiver(ctx, "fuzz", spec, "fuzz-target", WallClock(), stats)
     push = ctx.socket(zmq.PUSH)

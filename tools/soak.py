@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,15 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = bundled_config("ultrasound_seg.yaml")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def soak_config(base: Path, out_dir: Path, fps: float) -> tuple[Path, int | None]:
     """The config to soak: `base` with its run dir in `out_dir`, sources at `fps`, video file
     sinks removed and viewers on free ports. Returns (path, first viewer port or None)."""
+    from tools.bench.hop import free_port
+
     data = yaml.safe_load(base.read_text())
     data["run_dir"] = str(out_dir / "run")
     port = None
@@ -64,7 +59,7 @@ def soak_config(base: Path, out_dir: Path, fps: float) -> tuple[Path, int | None
                 if sink.get("type") == "video":
                     continue
                 if sink.get("type") == "viewer":
-                    sink["port"] = _free_port()
+                    sink["port"] = free_port()
                     port = port or sink["port"]
                 sinks.append(sink)
             stage["sinks"] = sinks
@@ -287,10 +282,9 @@ def format_soak(result: dict[str, Any]) -> str:
             lines.append(f"{sid:<10}  {s['why']}")
             continue
         r = s["rss_mb"]
-        fds = "/".join(f"{s['fds'][k]:g}" for k in ("baseline", "final", "max_after_warmup"))
-        threads = "/".join(
-            f"{s['threads'][k]:g}" for k in ("baseline", "final", "max_after_warmup")
-        )
+        figures = ("baseline", "final", "max_after_warmup")
+        fds = "/".join(f"{s['fds'][k]:g}" for k in figures)
+        threads = "/".join(f"{s['threads'][k]:g}" for k in figures)
         verdict = "ok" if s["ok"] else "FAIL: " + s["why"]
         lines.append(
             f"{sid:<10}{r['baseline']:>12.1f}{r['final']:>8.1f}{r['max_after_warmup']:>8.1f}"
@@ -349,12 +343,8 @@ def _cmd_soak(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("soak", help="run a pipeline long and check stages for memory/fd/thread growth")
-    p.add_argument(
-        "config",
-        nargs="?",
-        default=None,
-        help="pipeline YAML (default: the bundled demo, configs/ultrasound_seg.yaml)",
-    )
+    p.add_argument("config", nargs="?", default=None,
+                   help="pipeline YAML (default: the bundled demo, configs/ultrasound_seg.yaml)")
     p.add_argument("--seconds", type=float, default=600.0, help="length of the run")
     p.add_argument("--fps", type=float, default=60.0, help="source frame rate")
     p.add_argument("--warmup", type=float, default=60.0, help="seconds ignored at the start")
@@ -362,7 +352,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-growth", type=float, default=10.0, help="allowed RSS growth, percent")
     p.add_argument("--out", default=None, help="folder for the run (default: a temp folder)")
     p.add_argument("--json", default=None, help="write the results here")
-    p.add_argument(
-        "--progress", type=float, default=30.0, help="seconds between progress lines"
-    )
+    p.add_argument("--progress", type=float, default=30.0, help="seconds between progress lines")
     p.set_defaults(func=_cmd_soak)

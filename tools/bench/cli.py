@@ -41,14 +41,6 @@ ROUNDS = 5  # paired rounds of the transport cases (full mode): a median of 3 mo
 QUICK_SKIPS = ("multistream",)  # --quick leaves it out unless --only names it (three runs)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -75,7 +67,7 @@ def bench_transport(quick: bool, tmp: Path) -> dict[str, Any]:
             for tr in trs if r % 2 == 0 else trs[::-1]:
                 pace = f"at {fps:g} fps" if fps else "unpaced"
                 _say(f"bench: hop {tr} {size} {pace} (round {r + 1} of {rounds})")
-                row = run_case(Case(tr, size, fps, n, seconds=secs), tmp, _free_port())
+                row = run_case(Case(tr, size, fps, n, seconds=secs), tmp)
                 runs.append({**row, "round": r})
 
     unpaced, copies = [], []
@@ -88,7 +80,7 @@ def bench_transport(quick: bool, tmp: Path) -> dict[str, Any]:
             continue
         for tr in transports:
             _say(f"bench: hop {tr} {size} unpaced")
-            unpaced.append(run_case(Case(tr, size, 0.0, 0, seconds=seconds), tmp, _free_port()))
+            unpaced.append(run_case(Case(tr, size, 0.0, 0, seconds=seconds), tmp))
     paired(["pyzmq-curve", "medstream-curve"], "1080x1920x3", 30.0, frames)  # CURVE
     paired(["pyzmq-pushpull", "medstream-lossless"], "1080x1920x3", 0.0, 0, seconds)  # lossless
     paced = median_rows([r for r in runs if r["fps_target"]])
@@ -106,7 +98,7 @@ def bench_slow_consumer(quick: bool, tmp: Path) -> list[dict[str, Any]]:
     for tr in transports:
         _say(f"bench: slow consumer on {tr} {size}")
         seconds = 1.5 if quick else (3.0 if tr.startswith("pyzmq") else 5.0)
-        row = run_case(Case(tr, size, 60.0, 0, work_ms=50.0, seconds=seconds), tmp, _free_port())
+        row = run_case(Case(tr, size, 60.0, 0, work_ms=50.0, seconds=seconds), tmp)
         row["memory_growth_frames"] = round(row["receiver_memory_growth_mb"] / frame_mb, 1)
         rows.append(row)
     return rows

@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import queue
 import resource
+import socket
 import struct
 import time
 from dataclasses import dataclass
@@ -62,12 +63,17 @@ class Case:
     seconds: float = 0.0  # unpaced / slow consumer: send for this long instead of `frames`
 
 
+def free_port() -> int:
+    """A tcp port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _endpoint(transport: str, tmp: Path, port: int) -> str:
-    return (
-        f"ipc://{tmp}/hop-{port}.ipc"
-        if transport.endswith(("ipc", "shm"))
-        else f"tcp://127.0.0.1:{port}"
-    )
+    if transport.endswith(("ipc", "shm")):
+        return f"ipc://{tmp}/hop-{port}.ipc"
+    return f"tcp://127.0.0.1:{port}"
 
 
 def _link(endpoint: str, transport: str = "medstream-tcp") -> LinkSpec:
@@ -135,9 +141,7 @@ def receiver(
     else:
         clock = WallClock()
         stats = StageStats("rx", "infer", clock)
-        rx = Receiver(
-            ctx, "bench", _link(endpoint, transport), "rx", clock, stats, guard=guard
-        )
+        rx = Receiver(ctx, "bench", _link(endpoint, transport), "rx", clock, stats, guard=guard)
     ready.put(True)
     lat: list[float] = []
     recv_ns: list[int] = []
@@ -146,18 +150,17 @@ def receiver(
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
-            if raw:
+            if raw or decode_only:
                 if not sock.poll(2000):
                     continue
                 parts = sock.recv_multipart(copy=False)
+            if raw:
                 (t_send,) = struct.unpack("<q", parts[0].bytes)
                 if t_send == STOP:
                     break
                 image = np.frombuffer(parts[1].buffer, np.uint8)  # the frame, as an array
             elif decode_only:  # every header checked and the frame built, nothing accounted
-                if not sock.poll(2000):
-                    continue
-                frame = decode(sock.recv_multipart(copy=False)).frame
+                frame = decode(parts).frame
                 if frame is None:
                     break
                 t_send, image = frame.capture_ns, frame.image
@@ -177,17 +180,9 @@ def receiver(
                 mem_max = max(mem_max, _private_mb())
         cpu, wall = _cpu_s() - cpu0, time.monotonic() - wall0
         drops = {} if raw or decode_only else dict(rx.stats.drops)
-        results.put(
-            {
-                "latency_ms": lat,
-                "recv_ns": recv_ns,
-                "cpu_s": cpu,
-                "wall_s": wall,
-                "mem_start_mb": mem0,
-                "mem_max_mb": max(mem_max, _private_mb()),
-                "drops": drops,
-            }
-        )
+        mem_max = max(mem_max, _private_mb())
+        results.put({"latency_ms": lat, "recv_ns": recv_ns, "cpu_s": cpu, "wall_s": wall,
+                     "mem_start_mb": mem0, "mem_max_mb": mem_max, "drops": drops})
     finally:
         if raw or decode_only:
             sock.close(linger=0)
@@ -224,16 +219,8 @@ class _MedstreamSender:
     def __init__(self, ctx: zmq.Context, endpoint: str, transport: str, keys: Keys | None):
         self.clock = WallClock()
         self.stats = StageStats("tx", "grab", self.clock)
-        self.sender = Sender(
-            ctx,
-            "bench",
-            _link(endpoint, transport),
-            "tx",
-            self.clock,
-            self.stats,
-            guard=_guard(transport, keys),
-        )
-        self.fmt = ""
+        self.sender = Sender(ctx, "bench", _link(endpoint, transport), "tx", self.clock,
+                             self.stats, guard=_guard(transport, keys))
 
     def wait(self) -> None:
         if not self.sender.wait_for_consumers(1, 30):
@@ -289,9 +276,9 @@ def start_without_blas_pool(child: Any) -> None:
             os.environ["OPENBLAS_NUM_THREADS"] = old
 
 
-def run_case(case: Case, tmp: Path, port: int) -> dict[str, Any]:
+def run_case(case: Case, tmp: Path) -> dict[str, Any]:
     """Send `case.frames` frames (or for `case.seconds`) at `case.fps` to a child receiver."""
-    endpoint = _endpoint(case.transport, tmp, port)
+    endpoint = _endpoint(case.transport, tmp, free_port())
     image = np.random.default_rng(0).integers(0, 256, SIZES[case.size], dtype=np.uint8)
     ready, results = CTX.Queue(), CTX.Queue()
     keys = curve_keys() if case.transport.endswith("curve") else None
@@ -299,11 +286,8 @@ def run_case(case: Case, tmp: Path, port: int) -> dict[str, Any]:
         target=receiver, args=(case.transport, endpoint, case.work_ms, ready, results, keys)
     )
     ctx = zmq.Context()
-    sender = (
-        _RawSender(ctx, endpoint, case.transport, keys)
-        if case.transport.startswith("pyzmq")
-        else _MedstreamSender(ctx, endpoint, case.transport, keys)
-    )
+    kind = _RawSender if case.transport.startswith("pyzmq") else _MedstreamSender
+    sender = kind(ctx, endpoint, case.transport, keys)
     start_without_blas_pool(child)
     try:
         ready.get(timeout=60)
@@ -328,15 +312,11 @@ def run_case(case: Case, tmp: Path, port: int) -> dict[str, Any]:
         sender.close()
         ctx.term()
     lat = got["latency_ms"]
-    steady = lat[WARMUP:] if len(lat) > 2 * WARMUP else lat
-    recv = np.asarray(
-        got["recv_ns"][WARMUP:] if len(lat) > 2 * WARMUP else got["recv_ns"], dtype=np.int64
-    )
-    fps = (
-        (recv.size - 1) / ((recv[-1] - recv[0]) / 1e9)
-        if recv.size > 1 and recv[-1] > recv[0]
-        else None
-    )
+    skip = WARMUP if len(lat) > 2 * WARMUP else 0
+    steady = lat[skip:]
+    recv = np.asarray(got["recv_ns"][skip:], dtype=np.int64)
+    span_s = (recv[-1] - recv[0]) / 1e9 if recv.size > 1 else 0.0
+    fps = (recv.size - 1) / span_s if span_s > 0 else None
     out = {
         "transport": case.transport,
         "size": case.size,
@@ -347,9 +327,9 @@ def run_case(case: Case, tmp: Path, port: int) -> dict[str, Any]:
         "recv_fps": None if fps is None else round(fps, 1),
         **{f"latency_{k}_ms": v for k, v in _percentiles(steady).items()},
         "receiver_cpu_ms_per_frame": round(1000 * got["cpu_s"] / max(1, len(lat)), 3),
-        "receiver_cpu_percent": round(100 * got["cpu_s"] / got["wall_s"], 1)
-        if got["wall_s"]
-        else None,
+        "receiver_cpu_percent": (
+            round(100 * got["cpu_s"] / got["wall_s"], 1) if got["wall_s"] else None
+        ),
         "receiver_memory_growth_mb": round(got["mem_max_mb"] - got["mem_start_mb"], 1),
         "receiver_drops": got["drops"],
     }

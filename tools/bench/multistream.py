@@ -64,11 +64,7 @@ def write_configs(tmp: Path, variant: str) -> list[Path]:
     for grab in grabs:
         one = _base(tmp, f"{tag}-{grab['id']}")
         one["links"]["frames"]["bind"] = "producer"  # one producer: the usual direction
-        one["stages"] = [
-            grab,
-            {**infer, "batch": {"max_batch": 1}},
-            render,
-        ]
+        one["stages"] = [grab, {**infer, "batch": {"max_batch": 1}}, render]
         path = tmp / f"{tag}-{grab['id']}.yaml"
         path.write_text(yaml.safe_dump(one))
         paths.append(path)
@@ -82,9 +78,8 @@ def run_configs(paths: list[Path], seconds: float) -> list[dict[str, Any]]:
         report = path.with_suffix(".json")
         cmd = [sys.executable, "-m", "stream.cli", "run", str(path), "--duration", f"{seconds:g}"]
         cmd += ["--report", str(report)]
-        procs.append(
-            (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), report)
-        )
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append((proc, report))
     reports = []
     for proc, report in procs:
         try:

@@ -31,7 +31,7 @@ from stream.render.overlay_policy import ClippedOverlay, OverlayPolicy
 from stream.roi.detect import RegionDetector
 from stream.roi.region import Region
 from stream.sources.phantom import PhantomSource, PhantomSpec
-from tools.bench.timing import time_calls_ms
+from tools.bench.timing import table_head, time_calls_ms
 
 
 def bench_overlay(frames: int = 300) -> list[dict[str, Any]]:
@@ -61,11 +61,7 @@ def bench_overlay(frames: int = 300) -> list[dict[str, Any]]:
 
 
 def _scene_rows(
-    scene: str,
-    fmt: str,
-    images: list[np.ndarray],
-    masks: list[np.ndarray],
-    region: Region,
+    scene: str, fmt: str, images: list[np.ndarray], masks: list[np.ndarray], region: Region,
     frames: int,
 ) -> list[dict[str, Any]]:
     grey = fmt == "gray8"
@@ -73,12 +69,8 @@ def _scene_rows(
     framed = [
         Frame("bench", i, 0, 0, im, fmt, meta={"roi": region.meta()}) for i, im in enumerate(images)
     ]
-    detector, policy, clip, annotator = (
-        RegionDetector(),
-        OverlayPolicy(),
-        ClippedOverlay(),
-        MaskAnnotator(),
-    )
+    detector, policy = RegionDetector(), OverlayPolicy()
+    clip, annotator = ClippedOverlay(), MaskAnnotator()
     n = len(images)
 
     def draw_plain(i: int) -> None:
@@ -105,16 +97,10 @@ def _scene_rows(
     rows = []
     for step, fn in steps:
         t = time_calls_ms(fn, frames)
-        rows.append(
-            {
-                "scene": scene,
-                "step": step,
-                "frames": frames,
-                "median_ms": round(float(np.median(t)), 3),
-                "mean_ms": round(float(t.mean()), 3),
-                "p99_ms": round(float(np.percentile(t, 99)), 3),
-            }
-        )
+        rows.append({"scene": scene, "step": step, "frames": frames,
+                     "median_ms": round(float(np.median(t)), 3),
+                     "mean_ms": round(float(t.mean()), 3),
+                     "p99_ms": round(float(np.percentile(t, 99)), 3)})
     return rows
 
 
@@ -129,9 +115,8 @@ def _explain_steps(
     card = resolve_model("us-seg").card
     gate = Gate.from_card(card.raw["applicability"], "us-seg")
     threshold = float(card.raw.get("confidence_threshold", 0.5))
-    logits = np.random.default_rng(0).standard_normal((1, len(card.labels), 256, 256)).astype(
-        np.float32
-    )
+    shape = (1, len(card.labels), 256, 256)
+    logits = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     size = images[0].shape[:2]
     confidence = labels_with_confidence(logits, size, threshold)[1]
     heat, legend, notice = ConfidenceAnnotator(), LegendAnnotator(), NoticeAnnotator()
@@ -160,16 +145,12 @@ def overlay_markdown(rows: list[dict[str, Any]] | None) -> list[str]:
     """The markdown section for `bench.md` (nothing without rows)."""
     if not rows:
         return []
-    lines = [
-        "",
+    lines = table_head(
         "Imaging region, overlay policy, applicability gate and confidence, per frame (ms); the "
-        "copy is the floor, `mask.draw` "
-        "what the policy wraps; the detector samples every 2nd frame and detects every 8th: "
-        "its mean is its cost",
-        "",
-        "| scene | step | median | mean | p99 |",
-        "|---|---|---|---|---|",
-    ]
+        "copy is the floor, `mask.draw` what the policy wraps; the detector samples every 2nd "
+        "frame and detects every 8th: its mean is its cost",
+        ["scene", "step", "median", "mean", "p99"],
+    )
     for r in rows:
         lines.append(
             f"| {r['scene']} | {r['step']} | {r['median_ms']:.3f} | {r['mean_ms']:.3f} "

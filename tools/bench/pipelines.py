@@ -105,16 +105,8 @@ def _loop(config: str, seconds: float, warmup: int, unpaced: bool, results: Any)
             if cap is None:
                 break
             capture = clock.now_ns()
-            frame = Frame(
-                "grab",
-                seq,
-                capture,
-                capture + rt.budget_ns,
-                cap.image,
-                cap.pixel_format,
-                1,
-                cap.parts,
-            )
+            deadline = capture + rt.budget_ns
+            frame = Frame("grab", seq, capture, deadline, cap.image, cap.pixel_format, 1, cap.parts)
             out = annotate_frame(frame, pipeline)
             renderer.render(out, out, None)
             if seq >= warmup:
@@ -132,15 +124,9 @@ def _loop(config: str, seconds: float, warmup: int, unpaced: bool, results: Any)
         rt.close()
     span = (handoffs[-1] - handoffs[0]) / 1e9 if len(handoffs) > 1 else 0
     pct = lambda p: round(float(np.percentile(g2g, p, method="inverted_cdf")), 3) if g2g else None  # noqa: E731
-    results.put(
-        {
-            "fps": round((len(handoffs) - 1) / span, 2) if span else None,
-            "g2g_p50_ms": pct(50),
-            "g2g_p99_ms": pct(99),
-            "delivered": len(handoffs),
-            "frames_behind_schedule": int(behind),
-        }
-    )
+    fps = round((len(handoffs) - 1) / span, 2) if span else None
+    results.put({"fps": fps, "g2g_p50_ms": pct(50), "g2g_p99_ms": pct(99),
+                 "delivered": len(handoffs), "frames_behind_schedule": int(behind)})
 
 
 def single_process(config: Path, seconds: float, warmup: int, unpaced: bool) -> dict[str, Any]:
@@ -159,22 +145,16 @@ def bench_scene(
     scene: str, fps: float, seconds: float, warmup: int, tmp: Path, out: Path
 ) -> list[dict[str, Any]]:
     """Paced at `fps`, then throughput: the pipeline and the single-process loop side by side."""
+
+    def row(rate: str, single: dict[str, Any], config: Path) -> dict[str, Any]:
+        """The loop's figures (`single`) beside the pipeline's, run now from `config`."""
+        multi = multi_process(config, seconds, warmup, out / config.stem)
+        return {"scene": scene, "source": SCENES[scene][2], "rate": rate,
+                "single_process": single, "multi_process": multi}
+
     config = write_config(tmp, scene, fps)
-    paced = {
-        "scene": scene,
-        "source": SCENES[scene][2],
-        "rate": f"{fps:g} fps",
-        "single_process": single_process(config, seconds, warmup, unpaced=False),
-        "multi_process": multi_process(config, seconds, warmup, out / config.stem),
-    }
+    paced = row(f"{fps:g} fps", single_process(config, seconds, warmup, unpaced=False), config)
     loop = single_process(config, seconds, warmup, unpaced=True)
     offered = min(UNPACED_FPS, round(2 * (loop["fps"] or fps)))
-    config = write_config(tmp, scene, offered)
-    throughput = {
-        "scene": scene,
-        "source": SCENES[scene][2],
-        "rate": f"max (loop unpaced; pipeline offered {offered:g} fps)",
-        "single_process": loop,
-        "multi_process": multi_process(config, seconds, warmup, out / config.stem),
-    }
-    return [paced, throughput]
+    rate = f"max (loop unpaced; pipeline offered {offered:g} fps)"
+    return [paced, row(rate, loop, write_config(tmp, scene, offered))]

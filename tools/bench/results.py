@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import product
 from statistics import median
 from typing import Any
 
@@ -10,6 +11,7 @@ from .multistream import multistream_markdown
 from .overlay import overlay_markdown
 from .recorder import recorder_markdown
 from .sources import sources_markdown
+from .timing import table_head
 
 
 def _matching(rows: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
@@ -17,8 +19,7 @@ def _matching(rows: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
 
 
 def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
-    found = _matching(rows, **match)
-    return found[0] if found else None
+    return next(iter(_matching(rows, **match)), None)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -174,43 +175,23 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         if not row["transport"].startswith("medstream"):
             continue
         bound = row["work_ms"] + 1000.0 / row["fps_target"]
-        out.append(
-            _target(
-                f"slow consumer {row['transport']} {row['size']}: oldest frame vs work + 1 interval ({bound:.1f} ms)",
-                row["latency_max_ms"],
-                round(bound, 1),
-                unit=" ms",
-            )
-        )
-        out.append(
-            _target(
-                f"slow consumer {row['transport']}: memory growth in frames",
-                row.get("memory_growth_frames"),
-                3,
-                unit=" frames",
-            )
-        )
+        what = f"slow consumer {row['transport']}"
+        out += [
+            _target(f"{what} {row['size']}: oldest frame vs work + 1 interval ({bound:.1f} ms)",
+                    row["latency_max_ms"], round(bound, 1), unit=" ms"),
+            _target(f"{what}: memory growth in frames", row.get("memory_growth_frames"), 3,
+                    unit=" frames"),
+        ]
     for row in result.get("pipelines", []):
         single, multi = row["single_process"], row["multi_process"]
         where = f"pipeline {row['scene']} ({row['rate']})"
         if row["rate"].startswith("max"):
-            out.append(
-                _target(
-                    f"{where}: fps vs single-process loop",
-                    _ratio(multi["fps"], single["fps"]),
-                    1.3,
-                    above=True,
-                )
-            )
+            ratio = _ratio(multi["fps"], single["fps"])
+            out.append(_target(f"{where}: fps vs single-process loop", ratio, 1.3, above=True))
         elif multi["g2g_p50_ms"] is not None and single["g2g_p50_ms"] is not None:
-            out.append(
-                _target(
-                    f"{where}: p50 glass-to-glass minus the loop's",
-                    round(multi["g2g_p50_ms"] - single["g2g_p50_ms"], 2),
-                    3.0,
-                    unit=" ms",
-                )
-            )
+            extra = round(multi["g2g_p50_ms"] - single["g2g_p50_ms"], 2)
+            what = f"{where}: p50 glass-to-glass minus the loop's"
+            out.append(_target(what, extra, 3.0, unit=" ms"))
     for row in result.get("sources", []):
         if row["target_ms"] is not None:
             what = f"source {row['scene']}: median ms per frame"
@@ -244,58 +225,44 @@ def _pair(row: dict[str, Any] | None) -> str:
     return f"{row['latency_p50_ms']:.2f} / {row['latency_p99_ms']:.2f}"
 
 
-def _table(title: str, columns: list[str]) -> list[str]:
-    """A blank line, `title`, a blank line and the head of a table of `columns`."""
-    return ["", title, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-
-
 def _transport_markdown(t: dict[str, Any]) -> list[str]:
     """One hop, paced (latency, receiver CPU) and unpaced (frames per second)."""
-    present = [
-        x
-        for x in ("memcpy", *TRANSPORTS)
-        if x == "memcpy"
-        or _find(t["paced"], transport=x)
-        or _find(t.get("unpaced", []), transport=x)
+    unpaced = t.get("unpaced", [])
+    present = ["memcpy"] + [
+        x for x in TRANSPORTS if _find(t["paced"], transport=x) or _find(unpaced, transport=x)
     ]
-    lines = _table(
+
+    def find(x: str, rows: list[dict[str, Any]], size: str, **case: Any) -> dict[str, Any] | None:
+        """Transport `x`'s row of `size` in `rows` (memcpy: the in-process copy of such a frame)."""
+        if x == "memcpy":
+            return _find(t["copy"], size=size)
+        return _find(rows, transport=x, size=size, **case)
+
+    lines = table_head(
         "One hop between two processes, paced: latency p50 / p99 ms (send -> array in the receiver); "
         "memcpy: the same frame copied in-process",
         ["frame", "fps", *present],
     )[1:]
     sizes = dict.fromkeys(r["size"] for r in t["paced"])
-    rates = dict.fromkeys(r["fps_target"] for r in t["paced"])
-    for size in sizes:
-        for fps in rates:
-            cells = [
-                _pair(_find(t["copy"], size=size))
-                if x == "memcpy"
-                else _pair(_find(t["paced"], transport=x, size=size, fps_target=fps))
-                for x in present
-            ]
-            lines.append(f"| {size} | {fps:g} | " + " | ".join(cells) + " |")
-    lines += _table(
+    cases = list(product(sizes, dict.fromkeys(r["fps_target"] for r in t["paced"])))
+    for size, fps in cases:
+        cells = [_pair(find(x, t["paced"], size, fps_target=fps)) for x in present]
+        lines.append(f"| {size} | {fps:g} | " + " | ".join(cells) + " |")
+    lines += table_head(
         "Receiver CPU per frame received, ms (paced runs)", ["frame", "fps", *present[1:]]
     )
-    for size in sizes:
-        for fps in rates:
-            cells = []
-            for x in present[1:]:
-                r = _find(t["paced"], transport=x, size=size, fps_target=fps)
-                cells.append("-" if r is None else f"{r['receiver_cpu_ms_per_frame']:.2f}")
-            lines.append(f"| {size} | {fps:g} | " + " | ".join(cells) + " |")
-    if t.get("unpaced"):
-        lines += _table(
+    for size, fps in cases:
+        rows = [find(x, t["paced"], size, fps_target=fps) for x in present[1:]]
+        cells = ["-" if r is None else f"{r['receiver_cpu_ms_per_frame']:.2f}" for r in rows]
+        lines.append(f"| {size} | {fps:g} | " + " | ".join(cells) + " |")
+    if unpaced:
+        lines += table_head(
             "Unpaced: frames per second the receiver got (receiver CPU %)", ["frame", *present]
         )
-        for size in dict.fromkeys(r["size"] for r in t["unpaced"]):
+        for size in dict.fromkeys(r["size"] for r in unpaced):
             cells = []
             for x in present:
-                r = (
-                    _find(t["copy"], size=size)
-                    if x == "memcpy"
-                    else _find(t["unpaced"], transport=x, size=size)
-                )
+                r = find(x, unpaced, size)
                 if r is None:
                     cells.append("-")
                 elif x == "memcpy":
@@ -318,7 +285,7 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("transport"):
         lines += _transport_markdown(result["transport"])
     if result.get("slow_consumer"):
-        lines += _table(
+        lines += table_head(
             "Slow consumer on a live link (raw pyzmq: plain PUB/SUB, default queues)",
             ["transport", "frame", "fps", "work ms", "received / sent", "age p50 ms",
              "age max ms", "bound ms", "private memory growth MB (frames)"],
@@ -331,7 +298,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{r['receiver_memory_growth_mb']:.1f} ({r['memory_growth_frames']:.1f}) |"
             )
     if result.get("pipelines"):
-        lines += _table(
+        lines += table_head(
             "Demo pipelines (separate processes, shared-memory links) vs one Python process doing the same work; glass-to-glass ms",
             ["scene", "rate", "loop fps", "loop p50 / p99", "pipeline fps", "pipeline p50 / p99",
              "fps ratio"],
@@ -347,7 +314,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += sources_markdown(result.get("sources"))
     lines += multistream_markdown(result.get("multistream", []))
     lines += recorder_markdown(result.get("recorder"))
-    lines += _table(
+    lines += table_head(
         "Targets (ratios within this run; a transport ratio is the median of its rounds' ratios, "
         f"UNDECIDED where fewer than {AGREE:.0%} of its rounds agree with the median)",
         ["target", "measured", "limit", "verdict"],

@@ -15,7 +15,7 @@ import numpy as np
 
 from stream.sources.endoscopy import EndoscopySpec, endoscopy_frame
 from stream.sources.phantom import PhantomSpec, phantom_frame
-from tools.bench.timing import time_calls_ms
+from tools.bench.timing import table_head, time_calls_ms
 
 # scene -> per-frame target (ms): the phantom's own goal, and one 60 fps interval for endoscopy
 TARGET_MS = {"phantom 512x512 gray8": 5.0, "endoscopy 640x480 bgr8": 1000 / 60}
@@ -56,13 +56,10 @@ def sources_markdown(rows: list[dict[str, Any]] | None) -> list[str]:
     """The markdown section for `bench.md` (nothing without rows)."""
     if not rows:
         return []
-    lines = [
-        "",
+    lines = table_head(
         "Synthetic sources, per frame (ms); the copy of one frame is the floor",
-        "",
-        "| scene | step | median | p99 | target |",
-        "|---|---|---|---|---|",
-    ]
+        ["scene", "step", "median", "p99", "target"],
+    )
     for r in rows:
         target = "" if r["target_ms"] is None else f"<= {r['target_ms']:g}"
         lines.append(

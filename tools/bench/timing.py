@@ -1,4 +1,5 @@
-"""Per-call timing shared by the bench parts that time one step at a time."""
+"""Per-call timing shared by the bench parts that time one step at a time, and the head of their
+markdown tables."""
 
 from __future__ import annotations
 
@@ -21,3 +22,8 @@ def time_calls_ms(
         fn(first + i)
         out[i] = (time.perf_counter_ns() - t0) / 1e6
     return out
+
+
+def table_head(title: str, columns: list[str]) -> list[str]:
+    """A blank line, `title`, a blank line and the head of a markdown table of `columns`."""
+    return ["", title, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

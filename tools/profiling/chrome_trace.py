@@ -54,18 +54,10 @@ class _Lanes:
         out = []
         for (stage, lane), tid in sorted(self.tids.items(), key=lambda kv: kv[1]):
             name = stage if lane == 0 else f"{stage} ({lane + 1})"
-            out.append(
-                {"ph": "M", "name": "thread_name", "pid": PID, "tid": tid, "args": {"name": name}}
-            )
-            out.append(
-                {
-                    "ph": "M",
-                    "name": "thread_sort_index",
-                    "pid": PID,
-                    "tid": tid,
-                    "args": {"sort_index": tid},
-                }
-            )
+            out.append({"ph": "M", "name": "thread_name", "pid": PID, "tid": tid,
+                        "args": {"name": name}})
+            out.append({"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": tid,
+                        "args": {"sort_index": tid}})
         return out
 
 
@@ -109,18 +101,10 @@ def build_trace(
         args = _frame_args(f)
         if v.event == "drop":
             args["dropped"] = v.reason
-        events.append(
-            {
-                "ph": "X",
-                "name": f"seq {f.seq}",
-                "cat": "frame" if v.event == "out" else "dropped",
-                "pid": PID,
-                "tid": tid,
-                "ts": ts,
-                "dur": round((end - v.start_ns) / 1e3, 3),
-                "args": args,
-            }
-        )
+        cat = "frame" if v.event == "out" else "dropped"
+        dur = round((end - v.start_ns) / 1e3, 3)
+        events.append({"ph": "X", "name": f"seq {f.seq}", "cat": cat, "pid": PID, "tid": tid,
+                       "ts": ts, "dur": dur, "args": args})
         slices.setdefault(f.key, []).append((tid, ts))
         if v.handoff_ns is not None and v.handoff_ns > f.deadline_ns:
             miss = {**_frame_args(f), "budget_ms": budget_ms}
@@ -130,26 +114,16 @@ def build_trace(
         if len(steps) >= 2:
             for i, (tid, ts) in enumerate(steps):
                 ph = "s" if i == 0 else ("f" if i == len(steps) - 1 else "t")
-                ev = {
-                    "ph": ph,
-                    "id": flow_id,
-                    "name": "frame",
-                    "cat": "flow",
-                    "pid": PID,
-                    "tid": tid,
-                    "ts": ts,
-                }
+                ev = {"ph": ph, "id": flow_id, "name": "frame", "cat": "flow", "pid": PID,
+                      "tid": tid, "ts": ts}
                 if ph == "f":
                     ev["bp"] = "e"
                 events.append(ev)
         stage, reason = fate(f, by_id)
         if reason:
             d = f.drop()
-            at = (
-                d.end_ns
-                if d is not None
-                else max((v.end_ns for v in f.visits.values()), default=f.capture_ns)
-            )
+            last_end = max((v.end_ns for v in f.visits.values()), default=f.capture_ns)
+            at = d.end_ns if d is not None else last_end
             tid = lanes.tid(stage or (f.path()[-1].stage if f.visits else "?"))
             why = {**_frame_args(f), "reason": reason}
             events.append(_instant(f"drop: {reason}", "drop", tid, _us(at, t0), why))

@@ -52,11 +52,8 @@ def stage_infos(cfg: PipelineConfig) -> list[StageInfo]:
         nxt = None
         out = getattr(s, "output", "")
         if out:
-            consumers = [
-                c.id
-                for c in cfg.stages
-                if out in (getattr(c, "input", ""), getattr(c, "video", ""))
-            ]
+            consumers = [c.id for c in cfg.stages
+                         if out in (getattr(c, "input", ""), getattr(c, "video", ""))]
             preferred = [c for c in consumers if c in on_path]
             nxt = (preferred or consumers or [None])[0]
         infos.append(StageInfo(s.id, s.kind, getattr(s, "stage_budget_ms", None), nxt))
@@ -110,9 +107,8 @@ def _start_run(config: str, duration: float, report: Path) -> subprocess.Popen:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-m", "stream.cli", "run", config]
     cmd += ["--duration", str(duration), "--report", str(report)]
-    return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
 
 
 def profile(
@@ -134,12 +130,8 @@ def profile(
     out.mkdir(parents=True, exist_ok=True)
     stages = stage_infos(cfg)
     ctx = zmq.Context()
-    tap = ProfileTap(
-        ctx,
-        cfg.frame_log if link is None else "",
-        cfg.stats_pub,
-        (link, cfg.link(link).endpoint) if link is not None else None,
-    )
+    tapped = (link, cfg.link(link).endpoint) if link is not None else None
+    tap = ProfileTap(ctx, cfg.frame_log if link is None else "", cfg.stats_pub, tapped)
     progress = Progress(duration)
     start_ns = time.time_ns()
     proc = None
@@ -286,28 +278,19 @@ def _cmd(args: argparse.Namespace) -> int:
     if not args.no_plots:  # before the run: a missing plotting library must not waste it
         require("profile", "matplotlib", hint="or pass --no-plots")
     out = writable_folder(args.out, "the report folder")
+    plots = not args.no_plots
     if is_recording(args.config):
-        summary = profile_recording(
-            args.config, out, args.warmup, args.pass_percentile, not args.no_plots
-        )
+        summary = profile_recording(args.config, out, args.warmup, args.pass_percentile, plots)
     else:
-        summary = profile(
-            str(resolve_config(args.config)),
-            out,
-            args.duration,
-            args.warmup,
-            args.run,
-            args.link,
-            args.pass_percentile,
-            not args.no_plots,
-        )
+        config = str(resolve_config(args.config))
+        summary = profile(config, out, args.duration, args.warmup, args.run, args.link,
+                          args.pass_percentile, plots)
     print(format_table(summary))
     a = summary.get("agreement")
     if a:
         bad = [c for c in a["checks"] if not c["ok"]]
-        print(
-            f"agreement with the run report: {len(a['checks']) - len(bad)}/{len(a['checks'])} checks agree"
-        )
+        agree = len(a["checks"]) - len(bad)
+        print(f"agreement with the run report: {agree}/{len(a['checks'])} checks agree")
         for c in bad:
             print(f"  differs: {c['what']}: profile {c['profile']}, report {c['report']}")
     refused = refusals_line(summary)
@@ -329,14 +312,11 @@ def register(sub: Any) -> None:
     p.add_argument("--duration", type=float, default=10.0, help="seconds to profile")
     p.add_argument("--out", default="out/profile", help="report folder")
     p.add_argument("--warmup", type=int, default=30, help="first N frames per stream left out")
-    p.add_argument(
-        "--run", action="store_true", help="start the pipeline (medstream run) and profile it whole"
-    )
-    p.add_argument(
-        "--link", default=None, help="profile the frames on this link instead of the frame log"
-    )
-    p.add_argument(
-        "--pass-percentile", type=float, default=99.0, help="percentile the budget verdict uses"
-    )
+    p.add_argument("--run", action="store_true",
+                   help="start the pipeline (medstream run) and profile it whole")
+    p.add_argument("--link", default=None,
+                   help="profile the frames on this link instead of the frame log")
+    p.add_argument("--pass-percentile", type=float, default=99.0,
+                   help="percentile the budget verdict uses")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(func=_cmd)

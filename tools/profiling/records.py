@@ -160,20 +160,14 @@ class FrameTable:
         if event not in ("out", "drop"):
             raise RecordError(f"unknown event {event!r}")
         stage = _str(raw, "stage")
-        f = self._frame(
-            _str(raw, "stream"),
-            _int(raw, "epoch"),
-            _int(raw, "seq"),
-            _int(raw, "capture_ns"),
-            _int(raw, "deadline_ns"),
-        )
+        f = self._frame(_str(raw, "stream"), _int(raw, "epoch"), _int(raw, "seq"),
+                        _int(raw, "capture_ns"), _int(raw, "deadline_ns"))
         handoff = raw.get("handoff_ns")
         if handoff is not None and (not isinstance(handoff, int) or isinstance(handoff, bool)):
             raise RecordError("record field 'handoff_ns' must be an integer")
         reason = _str(raw, "reason") if event == "drop" else ""
-        f.visits[stage] = Visit(
-            stage, event, _int(raw, "start_ns"), _int(raw, "end_ns"), reason, handoff
-        )
+        start, end = _int(raw, "start_ns"), _int(raw, "end_ns")
+        f.visits[stage] = Visit(stage, event, start, end, reason, handoff)
         trace = _trace(raw.get("trace", []))
         if len(trace) > len(f.trace):
             f.trace = trace
@@ -195,15 +189,8 @@ class FrameTable:
         self.add_trace(*key, *times, trace, tap, received_ns)
 
     def add_trace(
-        self,
-        stream: str,
-        epoch: int,
-        seq: int,
-        capture_ns: int,
-        deadline_ns: int,
-        trace: list[tuple[str, int, int]],
-        end_stage: str,
-        end_ns: int,
+        self, stream: str, epoch: int, seq: int, capture_ns: int, deadline_ns: int,
+        trace: list[tuple[str, int, int]], end_stage: str, end_ns: int,
     ) -> None:
         """A frame known by its trace (a tapped link, a recording): one visit per span, and
         `end_stage` handing it off at `end_ns`."""

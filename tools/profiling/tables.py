@@ -11,17 +11,9 @@ from .analysis import StageInfo, fate
 from .plots import PLOTS
 from .records import FrameTable
 
-COLUMNS = (
-    ("count", "count"),
-    ("fps", "fps"),
-    ("p50", "p50"),
-    ("p90", "p90"),
-    ("p95", "p95"),
-    ("p99", "p99"),
-    ("p99_9", "p99.9"),
-    ("max", "max"),
-    ("tail", "tail"),
-    ("flatness", "flat"),
+COLUMNS = (  # (summary key, column label)
+    ("count", "count"), ("fps", "fps"), ("p50", "p50"), ("p90", "p90"), ("p95", "p95"),
+    ("p99", "p99"), ("p99_9", "p99.9"), ("max", "max"), ("tail", "tail"), ("flatness", "flat"),
     ("jitter_ms", "jitter"),
 )
 
@@ -88,34 +80,17 @@ def write_csv(table: FrameTable, stages: list[StageInfo], path: Path) -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(
-            [
-                "stream",
-                "epoch",
-                "seq",
-                "capture_ns",
-                "deadline_ns",
-                "warmup",
-                "fate",
-                "fate_stage",
-                "glass_to_glass_ms",
-                "budget_miss",
-            ]
+            ["stream", "epoch", "seq", "capture_ns", "deadline_ns", "warmup", "fate", "fate_stage",
+             "glass_to_glass_ms", "budget_miss"]
             + [f"{sid}_{k}" for sid in stage_ids for k in ("start_ns", "end_ns", "ms", "event")]
         )
         for f in table.ordered():
             stage, reason = fate(f, by_id)
             g = f.glass_ms
             row: list[Any] = [
-                f.stream,
-                f.epoch,
-                f.seq,
-                f.capture_ns,
-                f.deadline_ns,
-                int(f.warmup),
-                "delivered" if f.delivered else reason,
-                stage,
-                "" if g is None else f"{g:.3f}",
-                int(f.budget_miss) if f.delivered else "",
+                f.stream, f.epoch, f.seq, f.capture_ns, f.deadline_ns, int(f.warmup),
+                "delivered" if f.delivered else reason, stage,
+                "" if g is None else f"{g:.3f}", int(f.budget_miss) if f.delivered else "",
             ]
             for sid in stage_ids:
                 v = f.visits.get(sid)
@@ -123,12 +98,8 @@ def write_csv(table: FrameTable, stages: list[StageInfo], path: Path) -> None:
                     row += ["", "", "", ""]
                 else:
                     end = v.handoff_ns if v.handoff_ns is not None else v.end_ns
-                    row += [
-                        v.start_ns,
-                        end,
-                        f"{v.ms:.3f}",
-                        v.event if v.event == "out" else f"drop:{v.reason}",
-                    ]
+                    event = v.event if v.event == "out" else f"drop:{v.reason}"
+                    row += [v.start_ns, end, f"{v.ms:.3f}", event]
             w.writerow(row)
 
 
@@ -140,13 +111,9 @@ def write_html(summary: dict[str, Any], path: Path) -> None:
     table = "<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in rows[0]) + "</tr>"
     for r in rows[1:]:
         cls = {"PASS": "pass", "FAIL": "fail"}.get(r[-2], "")
-        table += (
-            "<tr>"
-            + "".join(
-                f'<td class="{cls if i == len(r) - 2 else ""}">{e(c)}</td>' for i, c in enumerate(r)
-            )
-            + "</tr>"
-        )
+        at = len(r) - 2  # the verdict's cell
+        cells = (f'<td class="{cls if i == at else ""}">{e(c)}</td>' for i, c in enumerate(r))
+        table += "<tr>" + "".join(cells) + "</tr>"
     table += "</table>"
     agreement = ""
     if summary.get("agreement"):

@@ -106,12 +106,9 @@ class ProfileTap:
 
     def _on_link(self, parts: list[Any]) -> None:
         now = time.time_ns()
-        if len(parts) < 2:
-            self.table.invalid += 1
-            return
         try:
             header = json.loads(parts[1].bytes)
-        except ValueError:
+        except (IndexError, ValueError):  # no header part, or not JSON
             self.table.invalid += 1
             return
         if isinstance(header, dict):
