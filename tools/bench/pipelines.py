@@ -125,8 +125,15 @@ def _loop(config: str, seconds: float, warmup: int, unpaced: bool, results: Any)
     span = (handoffs[-1] - handoffs[0]) / 1e9 if len(handoffs) > 1 else 0
     pct = lambda p: round(float(np.percentile(g2g, p, method="inverted_cdf")), 3) if g2g else None  # noqa: E731
     fps = round((len(handoffs) - 1) / span, 2) if span else None
-    results.put({"fps": fps, "g2g_p50_ms": pct(50), "g2g_p99_ms": pct(99),
-                 "delivered": len(handoffs), "frames_behind_schedule": int(behind)})
+    results.put(
+        {
+            "fps": fps,
+            "g2g_p50_ms": pct(50),
+            "g2g_p99_ms": pct(99),
+            "delivered": len(handoffs),
+            "frames_behind_schedule": int(behind),
+        }
+    )
 
 
 def single_process(config: Path, seconds: float, warmup: int, unpaced: bool) -> dict[str, Any]:
@@ -149,8 +156,13 @@ def bench_scene(
     def row(rate: str, single: dict[str, Any], config: Path) -> dict[str, Any]:
         """The loop's figures (`single`) beside the pipeline's, run now from `config`."""
         multi = multi_process(config, seconds, warmup, out / config.stem)
-        return {"scene": scene, "source": SCENES[scene][2], "rate": rate,
-                "single_process": single, "multi_process": multi}
+        return {
+            "scene": scene,
+            "source": SCENES[scene][2],
+            "rate": rate,
+            "single_process": single,
+            "multi_process": multi,
+        }
 
     config = write_config(tmp, scene, fps)
     paced = row(f"{fps:g} fps", single_process(config, seconds, warmup, unpaced=False), config)

@@ -146,8 +146,11 @@ def summarize(
         visits = [f.visits[s.id] for f in frames if s.id in f.visits]
         timed = [v.ms for v in visits if v.timed]
         row = {"kind": s.kind, **latency(timed)}
-        outs = [v.handoff_ns if v.handoff_ns is not None else v.end_ns
-                for v in visits if v.event == "out"]
+        outs = [
+            v.handoff_ns if v.handoff_ns is not None else v.end_ns
+            for v in visits
+            if v.event == "out"
+        ]
         row.update(cadence(outs))  # type: ignore[arg-type]
         row["frames_out"] = len(outs)
         row["drops"] = dict(sorted(drops_at.get(s.id, Counter()).items()))

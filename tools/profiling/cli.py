@@ -52,8 +52,11 @@ def stage_infos(cfg: PipelineConfig) -> list[StageInfo]:
         nxt = None
         out = getattr(s, "output", "")
         if out:
-            consumers = [c.id for c in cfg.stages
-                         if out in (getattr(c, "input", ""), getattr(c, "video", ""))]
+            consumers = [
+                c.id
+                for c in cfg.stages
+                if out in (getattr(c, "input", ""), getattr(c, "video", ""))
+            ]
             preferred = [c for c in consumers if c in on_path]
             nxt = (preferred or consumers or [None])[0]
         infos.append(StageInfo(s.id, s.kind, getattr(s, "stage_budget_ms", None), nxt))
@@ -107,8 +110,9 @@ def _start_run(config: str, duration: float, report: Path) -> subprocess.Popen:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-m", "stream.cli", "run", config]
     cmd += ["--duration", str(duration), "--report", str(report)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def profile(
@@ -283,8 +287,16 @@ def _cmd(args: argparse.Namespace) -> int:
         summary = profile_recording(args.config, out, args.warmup, args.pass_percentile, plots)
     else:
         config = str(resolve_config(args.config))
-        summary = profile(config, out, args.duration, args.warmup, args.run, args.link,
-                          args.pass_percentile, plots)
+        summary = profile(
+            config,
+            out,
+            args.duration,
+            args.warmup,
+            args.run,
+            args.link,
+            args.pass_percentile,
+            plots,
+        )
     print(format_table(summary))
     a = summary.get("agreement")
     if a:
@@ -312,11 +324,14 @@ def register(sub: Any) -> None:
     p.add_argument("--duration", type=float, default=10.0, help="seconds to profile")
     p.add_argument("--out", default="out/profile", help="report folder")
     p.add_argument("--warmup", type=int, default=30, help="first N frames per stream left out")
-    p.add_argument("--run", action="store_true",
-                   help="start the pipeline (medstream run) and profile it whole")
-    p.add_argument("--link", default=None,
-                   help="profile the frames on this link instead of the frame log")
-    p.add_argument("--pass-percentile", type=float, default=99.0,
-                   help="percentile the budget verdict uses")
+    p.add_argument(
+        "--run", action="store_true", help="start the pipeline (medstream run) and profile it whole"
+    )
+    p.add_argument(
+        "--link", default=None, help="profile the frames on this link instead of the frame log"
+    )
+    p.add_argument(
+        "--pass-percentile", type=float, default=99.0, help="percentile the budget verdict uses"
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(func=_cmd)

@@ -29,13 +29,23 @@ def latency_over_time(
     t0 = frames[0].capture_ns if frames else 0
     fig, (ax_g, ax_s) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     delivered = [f for f in frames if f.delivered]
-    ax_g.plot([(f.capture_ns - t0) / 1e9 for f in delivered], [f.glass_ms for f in delivered],
-              ".-", ms=3, lw=0.6, label="glass-to-glass")
+    ax_g.plot(
+        [(f.capture_ns - t0) / 1e9 for f in delivered],
+        [f.glass_ms for f in delivered],
+        ".-",
+        ms=3,
+        lw=0.6,
+        label="glass-to-glass",
+    )
     ax_g.axhline(budget_ms, color="crimson", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
     misses = [f for f in delivered if f.budget_miss]
     if misses:
-        ax_g.plot([(f.capture_ns - t0) / 1e9 for f in misses], [f.glass_ms for f in misses],
-                  "rx", label="budget miss")
+        ax_g.plot(
+            [(f.capture_ns - t0) / 1e9 for f in misses],
+            [f.glass_ms for f in misses],
+            "rx",
+            label="budget miss",
+        )
     ax_g.set_ylabel("ms")
     ax_g.legend(loc="upper right", fontsize=8)
     ax_g.set_title("glass-to-glass per delivered frame")
@@ -95,16 +105,25 @@ def time_breakdown(table: FrameTable, summary: dict[str, Any], path: Path) -> No
             break
     for group in bd.values():
         names += [n for n in group if n not in names]
-    bars = [("mean", bd["mean"]), ("median frame", bd["median_frame"]),
-            ("frames >= p99", bd["tail_frames"])]
+    bars = [
+        ("mean", bd["mean"]),
+        ("median frame", bd["median_frame"]),
+        ("frames >= p99", bd["tail_frames"]),
+    ]
     fig, ax = plt.subplots(figsize=(11, 3.8))
     cmap = plt.get_cmap("tab20")
     for row, (_label, group) in enumerate(bars):
         left = 0.0
         for i, n in enumerate(names):
             w = float(group.get(n, 0.0))
-            ax.barh(row, w, left=left, color=cmap(i % 20), label=n if row == 0 else None,
-                    edgecolor="white")
+            ax.barh(
+                row,
+                w,
+                left=left,
+                color=cmap(i % 20),
+                label=n if row == 0 else None,
+                edgecolor="white",
+            )
             if w > 1.5:
                 ax.text(left + w / 2, row, f"{w:.1f}", ha="center", va="center", fontsize=7)
             left += w

@@ -43,8 +43,16 @@ def read_recording(path: str | Path) -> tuple[FrameTable, dict[str, Any]]:
                 bad += 1  # a record that fails its checksum is reported, not trusted
                 continue
             trace = [(s.stage, s.start_ns, s.end_ns) for s in frame.trace]
-            table.add_trace(frame.stream, frame.epoch, frame.seq, frame.capture_ns,
-                            frame.deadline_ns, trace, stage, entry.recorded_ns)
+            table.add_trace(
+                frame.stream,
+                frame.epoch,
+                frame.seq,
+                frame.capture_ns,
+                frame.deadline_ns,
+                trace,
+                stage,
+                entry.recorded_ns,
+            )
             budgets[frame.deadline_ns - frame.capture_ns] += 1
             seqs.setdefault((frame.stream, frame.epoch), []).append(frame.seq)
             order += [s for s, _, _ in trace if s not in order]

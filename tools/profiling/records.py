@@ -160,8 +160,13 @@ class FrameTable:
         if event not in ("out", "drop"):
             raise RecordError(f"unknown event {event!r}")
         stage = _str(raw, "stage")
-        f = self._frame(_str(raw, "stream"), _int(raw, "epoch"), _int(raw, "seq"),
-                        _int(raw, "capture_ns"), _int(raw, "deadline_ns"))
+        f = self._frame(
+            _str(raw, "stream"),
+            _int(raw, "epoch"),
+            _int(raw, "seq"),
+            _int(raw, "capture_ns"),
+            _int(raw, "deadline_ns"),
+        )
         handoff = raw.get("handoff_ns")
         if handoff is not None and (not isinstance(handoff, int) or isinstance(handoff, bool)):
             raise RecordError("record field 'handoff_ns' must be an integer")
@@ -189,8 +194,15 @@ class FrameTable:
         self.add_trace(*key, *times, trace, tap, received_ns)
 
     def add_trace(
-        self, stream: str, epoch: int, seq: int, capture_ns: int, deadline_ns: int,
-        trace: list[tuple[str, int, int]], end_stage: str, end_ns: int,
+        self,
+        stream: str,
+        epoch: int,
+        seq: int,
+        capture_ns: int,
+        deadline_ns: int,
+        trace: list[tuple[str, int, int]],
+        end_stage: str,
+        end_ns: int,
     ) -> None:
         """A frame known by its trace (a tapped link, a recording): one visit per span, and
         `end_stage` handing it off at `end_ns`."""

@@ -12,8 +12,16 @@ from .plots import PLOTS
 from .records import FrameTable
 
 COLUMNS = (  # (summary key, column label)
-    ("count", "count"), ("fps", "fps"), ("p50", "p50"), ("p90", "p90"), ("p95", "p95"),
-    ("p99", "p99"), ("p99_9", "p99.9"), ("max", "max"), ("tail", "tail"), ("flatness", "flat"),
+    ("count", "count"),
+    ("fps", "fps"),
+    ("p50", "p50"),
+    ("p90", "p90"),
+    ("p95", "p95"),
+    ("p99", "p99"),
+    ("p99_9", "p99.9"),
+    ("max", "max"),
+    ("tail", "tail"),
+    ("flatness", "flat"),
     ("jitter_ms", "jitter"),
 )
 
@@ -80,17 +88,34 @@ def write_csv(table: FrameTable, stages: list[StageInfo], path: Path) -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(
-            ["stream", "epoch", "seq", "capture_ns", "deadline_ns", "warmup", "fate", "fate_stage",
-             "glass_to_glass_ms", "budget_miss"]
+            [
+                "stream",
+                "epoch",
+                "seq",
+                "capture_ns",
+                "deadline_ns",
+                "warmup",
+                "fate",
+                "fate_stage",
+                "glass_to_glass_ms",
+                "budget_miss",
+            ]
             + [f"{sid}_{k}" for sid in stage_ids for k in ("start_ns", "end_ns", "ms", "event")]
         )
         for f in table.ordered():
             stage, reason = fate(f, by_id)
             g = f.glass_ms
             row: list[Any] = [
-                f.stream, f.epoch, f.seq, f.capture_ns, f.deadline_ns, int(f.warmup),
-                "delivered" if f.delivered else reason, stage,
-                "" if g is None else f"{g:.3f}", int(f.budget_miss) if f.delivered else "",
+                f.stream,
+                f.epoch,
+                f.seq,
+                f.capture_ns,
+                f.deadline_ns,
+                int(f.warmup),
+                "delivered" if f.delivered else reason,
+                stage,
+                "" if g is None else f"{g:.3f}",
+                int(f.budget_miss) if f.delivered else "",
             ]
             for sid in stage_ids:
                 v = f.visits.get(sid)
