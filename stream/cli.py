@@ -260,11 +260,9 @@ def run_parsed(args: argparse.Namespace) -> int:
     """Run a parsed command; config errors become one line on stderr and exit code 2."""
     try:
         return args.func(args)
-    except ConfigError as e:
-        print(f"medstream: config error: {e}", file=sys.stderr)
-        return 2
-    except KeyFileError as e:
-        print(f"medstream: key error: {e}", file=sys.stderr)
+    except (ConfigError, KeyFileError) as e:
+        kind = "config" if isinstance(e, ConfigError) else "key"
+        print(f"medstream: {kind} error: {e}", file=sys.stderr)
         return 2
 
 

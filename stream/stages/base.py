@@ -17,7 +17,7 @@ from ..frame import Frame
 from ..framelog import FrameLog
 from ..security import Security
 from ..stats import StageStats, StatsPublisher
-from ..transport import LOSSLESS_LINGER_S, Receiver, Sender
+from ..transport import LOSSLESS_LINGER_S, LinkSpec, Receiver, Sender
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,7 @@ class StageRuntime:
 
     def sender(self, link: str) -> Sender:
         s = Sender(
-            self.ctx,
-            link,
-            self.cfg.link(link),
-            self.id,
-            self.clock,
-            self.stats,
+            *self._link_args(link),
             self.should_stop,
             guard=self.security,
             count_drops=False,  # a refused send is counted by `settle`, with the frame
@@ -105,18 +100,13 @@ class StageRuntime:
         return s
 
     def receiver(self, link: str, drop_prefix: str = "") -> Receiver:
-        r = Receiver(
-            self.ctx,
-            link,
-            self.cfg.link(link),
-            self.id,
-            self.clock,
-            self.stats,
-            drop_prefix=drop_prefix,
-            guard=self.security,
-        )
+        r = Receiver(*self._link_args(link), drop_prefix=drop_prefix, guard=self.security)
         self._sockets.append(r)
         return r
+
+    def _link_args(self, link: str) -> tuple[zmq.Context, str, LinkSpec, str, Clock, StageStats]:
+        """The arguments every link socket of this stage opens with, up to `stats`."""
+        return self.ctx, link, self.cfg.link(link), self.id, self.clock, self.stats
 
     def settle(
         self,
