@@ -28,10 +28,6 @@ class RoiSetting:
     polygon: tuple[tuple[float, float], ...] | None = None
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def parse_roi_setting(value: Any, where: str) -> RoiSetting:
     """Validate a `roi:` value (see the module doc); ConfigError naming `where` otherwise."""
     expected = (
@@ -44,7 +40,7 @@ def parse_roi_setting(value: Any, where: str) -> RoiSetting:
         return RoiSetting(value)  # type: ignore[arg-type]
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{where}: {expected}, got {value!r:.60}")
-    if all(_is_number(v) for v in value):
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         if len(value) != 4:
             raise ConfigError(
                 f"{where}: a rectangle is [x0, y0, x1, y1], four numbers, got {len(value)}"

@@ -94,8 +94,7 @@ class RoiSource(EventLog):
             if not first:
                 self._event("imaging region lost (layout change): re-detecting", {"roi_lost": 1})
             return
-        xs = [p[0] for p in region.polygon]
-        ys = [p[1] for p in region.polygon]
+        xs, ys = zip(*region.polygon, strict=True)
         self._event(
             f"imaging region ({region.source}): {len(region.polygon)}-point polygon in "
             f"x {min(xs):.0f}..{max(xs):.0f}, y {min(ys):.0f}..{max(ys):.0f}",

@@ -230,8 +230,7 @@ class CaptureSource:
         return SourceError(f"capture source: cannot open {self.target.label}: {one_line(why)}")
 
     def _params(self) -> list[int]:
-        ms = int(self.spec.open_timeout_s * 1000)
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms]
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.spec.open_timeout_s * 1000)]
         if self.live:
             params += [cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.spec.read_timeout_s * 1000)]
         return params
@@ -318,15 +317,12 @@ class CaptureSource:
 
     # -- frames ----------------------------------------------------------------------------
     def _convert(self, image: np.ndarray) -> np.ndarray:
-        if image.ndim == 2:
-            image = (
-                image
-                if self.spec.pixel_format == "gray8"
-                else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-            )
-        elif image.shape[2] == 4:
+        gray = self.spec.pixel_format == "gray8"
+        if image.ndim == 2 and not gray:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        elif image.ndim == 3 and image.shape[2] == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-        if self.spec.pixel_format == "gray8" and image.ndim == 3:
+        if gray and image.ndim == 3:
             image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         if image.dtype != np.uint8:
             raise SourceError(

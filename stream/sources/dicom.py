@@ -124,10 +124,9 @@ class DicomSource(EventLog):
         self.index = 0
         self.closed = False
         if suspect:
-            confirmed = spec.spacing == "confirmed"
             self._event(
                 f"dicom source {self.path}: {spacing_warning}"
-                + (CONFIRMED_NOTE if confirmed else SUSPECT_NOTE),
+                + (CONFIRMED_NOTE if spec.spacing == "confirmed" else SUSPECT_NOTE),
                 {"dicom_spacing_suspect": 1},
             )
         self._event(

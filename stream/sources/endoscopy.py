@@ -444,10 +444,9 @@ def endoscopy_frame(spec: EndoscopySpec, index: int) -> EndoscopyFrame:
             tip = shaft[1:3].mean(0)
             neck = np.array([tip - axis * 1.5 * half + d for d in (shaft[1] - tip, shaft[2] - tip)])
             pts = np.concatenate([*jaws, neck, shaft[1:3]])
-            x0, y0 = np.floor(pts.min(0)).astype(int) - 1
+            x0, y0 = shift = np.floor(pts.min(0)).astype(int) - 1
             x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
             head = np.zeros((y1 - y0, x1 - x0), np.uint8)  # the tip region, in its own box
-            shift = np.array([x0, y0])
             region = [
                 np.round((p - shift) * 16).astype(np.int32) for p in (*jaws, neck, shaft[1:3])
             ]

@@ -324,17 +324,15 @@ def _strata(
 ) -> list[_Object]:
     """Tissue strata and interfaces at `depths`, the bone at `bone_y` (if any) and maybe a
     vessel seen lengthwise, for an image `d` mm deep."""
-    objects: list[_Object] = []
     interfaces = [
         (_band(rng, y, float(rng.uniform(1.2, 2.4)), False), float(rng.uniform(13, 18)))
         for y in depths
     ]
-    for layer, _ in interfaces:  # tissue strata under each interface, slightly different echo
-        objects.append(
-            _Object(replace(layer, below=True), BACKGROUND, float(rng.uniform(-3.5, 3.5)), 0.0)
-        )
-    for layer, echo in interfaces:
-        objects.append(_Object(layer, INTERFACE, echo, 0.0))
+    objects = [  # tissue strata under each interface, slightly different echo
+        _Object(replace(layer, below=True), BACKGROUND, float(rng.uniform(-3.5, 3.5)), 0.0)
+        for layer, _ in interfaces
+    ]
+    objects += [_Object(layer, INTERFACE, echo, 0.0) for layer, echo in interfaces]
     if bone_y is not None:  # a bright bone surface shadowing everything beneath it
         bone = replace(_band(rng, bone_y, float(rng.uniform(2.2, 3.5)), False), thick_var=0.0)
         beneath = replace(bone, y0=bone.y0 + 0.7 * bone.thickness, below=True)
@@ -484,13 +482,12 @@ def roi_polygon(geo: _Geometry) -> list[list[int]]:
     pad = 1.0  # pixels
     if geo.fan:
         apex = geo.apex_px()
-        r_in = geo.apex_mm / geo.spacing_mm - pad
-        r_out = (geo.apex_mm + geo.depth_mm) / geo.spacing_mm + pad
-        half = geo.half_angle + pad / r_in
+        r0 = geo.apex_mm / geo.spacing_mm - pad
+        r1 = (geo.apex_mm + geo.depth_mm) / geo.spacing_mm + pad
+        half = geo.half_angle + pad / r0
         a = np.linspace(-half, half, 48)
-        inner = np.stack([apex[0] + r_in * np.sin(a), apex[1] + r_in * np.cos(a)], 1)
-        outer = np.stack([apex[0] + r_out * np.sin(a), apex[1] + r_out * np.cos(a)], 1)[::-1]
-        pts = np.concatenate([inner, outer])
+        arcs = [np.stack([apex[0] + r * np.sin(a), apex[1] + r * np.cos(a)], 1) for r in (r0, r1)]
+        pts = np.concatenate([arcs[0], arcs[1][::-1]])  # the inner arc, then the outer one back
     else:
         (x0, y0), (x1, y1) = geo.to_px(
             np.array([[-geo.aperture_mm / 2, 0.0], [geo.aperture_mm / 2, geo.depth_mm]])
@@ -499,12 +496,6 @@ def roi_polygon(geo: _Geometry) -> list[list[int]]:
             [[x0 - pad, y0 - pad], [x1 + pad, y0 - pad], [x1 + pad, y1 + pad], [x0 - pad, y1 + pad]]
         )
     return np.round(pts).astype(int).tolist()
-
-
-def _heart_hz(objects: list[_Object]) -> float:
-    """The heart rate of the scene's cardiac flow (for the ECG trace); 1.2 Hz without one."""
-    rates = [o.flow_hz for o in objects if o.flow_kind != "steady" and o.flow]
-    return rates[0] if rates else 1.2
 
 
 class _Model:
@@ -545,13 +536,12 @@ class _Model:
         self.roi = roi_polygon(geo)
         self.colour = real.ui or real.doppler
         self.screen: Screen | None = None
-        self.doppler: DopplerBox | None = None
         if real.reverb:
             self.gain[inside] += reverberation(rng(6), depth)[inside]
-        if real.ui:
-            self.screen = Screen(rng(7), geo, self.fov, spec, _heart_hz(self.objects), self.roi)
-        if real.doppler:
-            self.doppler = DopplerBox(rng(8), geo, self.objects)
+        if real.ui:  # the ECG trace beats at the cardiac flow's rate (1.2 Hz without one)
+            hz = next((o.flow_hz for o in self.objects if o.flow_kind != "steady" and o.flow), 1.2)
+            self.screen = Screen(rng(7), geo, self.fov, spec, hz, self.roi)
+        self.doppler = DopplerBox(rng(8), geo, self.objects) if real.doppler else None
 
     @staticmethod
     def _gain(
@@ -608,10 +598,8 @@ def _speckle_bank(rng: np.random.Generator, geo: _Geometry) -> np.ndarray:
         grid = (h + 2 * m, w + 2 * m)
     bank = np.empty((BANK_SIZE, h + 2 * m, w + 2 * m), np.float32)
     for i in range(BANK_SIZE):
-        re: np.ndarray = rng.standard_normal(grid, dtype=np.float32)
-        im: np.ndarray = rng.standard_normal(grid, dtype=np.float32)
-        re = cv2.GaussianBlur(re, (0, 0), sigmaX=sig_lat, sigmaY=sig_ax)
-        im = cv2.GaussianBlur(im, (0, 0), sigmaX=sig_lat, sigmaY=sig_ax)
+        noise = rng.standard_normal((2, *grid), dtype=np.float32)  # real and imaginary parts
+        re, im = (cv2.GaussianBlur(f, (0, 0), sigmaX=sig_lat, sigmaY=sig_ax) for f in noise)
         intensity = re * re + im * im
         db = 10 * np.log10(intensity + 0.1 * float(intensity.mean()))  # noise floor: no deep nulls
         if geo.fan:
@@ -669,9 +657,8 @@ def _posterior_polygon(geo: _Geometry, px: np.ndarray, far: float) -> np.ndarray
         ang = np.arctan2(rel[:, 0], rel[:, 1])
         r0 = float(np.hypot(*(px.mean(0) - apex)))
         a = np.linspace(ang.min(), ang.max(), 12)
-        near = np.stack([apex[0] + r0 * np.sin(a), apex[1] + r0 * np.cos(a)], 1)
-        far_pts = np.stack([apex[0] + far * np.sin(a), apex[1] + far * np.cos(a)], 1)[::-1]
-        return np.concatenate([near, far_pts])
+        arcs = [np.stack([apex[0] + r * np.sin(a), apex[1] + r * np.cos(a)], 1) for r in (r0, far)]
+        return np.concatenate([arcs[0], arcs[1][::-1]])  # the near arc, then the far one back
     x0, x1 = float(px[:, 0].min()), float(px[:, 0].max())
     y0 = float(px[:, 1].mean())
     return np.array([[x0, y0], [x1, y0], [x1, far], [x0, far]])
@@ -704,9 +691,6 @@ def _render(spec: PhantomSpec, index: int, layers: bool) -> PhantomLayers:
     lin = np.array([[c, -s], [s, c]]) / geo.spacing_mm  # world mm -> px, about the probe centre
     off = geo.to_px(np.array([[tx, ty]]))[0]
 
-    def to_px(xy: np.ndarray) -> np.ndarray:
-        return xy @ lin.T + off
-
     ids = np.zeros((h, w), np.uint8)
     lh, lw = model.low_shape
     effects: np.ndarray = np.zeros((lh, lw), np.float32)
@@ -717,7 +701,7 @@ def _render(spec: PhantomSpec, index: int, layers: bool) -> PhantomLayers:
             poly = _band_polygon(obj.shape, t, spec.deform, model.x_half, model.y_far)
         else:
             poly = _blob_polygon(obj.shape, t, spec.deform, press)
-        px = to_px(poly)
+        px = poly @ lin.T + off
         cv2.fillPoly(ids, [_fixed(px)], i, cv2.LINE_8, 4)
         if obj.posterior_db:
             region = px if isinstance(obj.shape, _Band) else _posterior_polygon(geo, px, 3.0 * h)
@@ -798,9 +782,7 @@ class PhantomSource:
             return None
         index = self.frames_read
         frame = phantom_frame(self.spec, index)
-        parts: dict[str, np.ndarray] = {}
-        if self.spec.truth:
-            parts["truth"] = frame.truth
+        parts = {"truth": frame.truth} if self.spec.truth else {}
         if self.spec.clean:
             parts["clean"] = frame.clean
         self.frames_read += 1

@@ -39,13 +39,6 @@ def reverberation(rng: np.random.Generator, depth: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fov_bbox(fov: np.ndarray) -> tuple[int, int, int, int]:
-    """(top row, bottom row, left col, right col) of the field of view, inclusive."""
-    rows = np.flatnonzero(fov.any(1))
-    cols = np.flatnonzero(fov.any(0))
-    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-
-
 def _ecg(phase: np.ndarray) -> np.ndarray:
     """A P-QRS-T beat as a function of the cycle phase 0..1 (R peak 1.0)."""
 
@@ -74,9 +67,9 @@ class Screen:
         roi: list[list[int]],
     ) -> None:
         h, w = geo.shape
-        self.shape = (h, w)
         self.heart_hz = heart_hz
-        top, bottom, left, right = _fov_bbox(fov)
+        rows, cols = np.flatnonzero(fov.any(1)), np.flatnonzero(fov.any(0))
+        top, bottom, left, right = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
         canvas = np.zeros((h, w, 3), np.uint8)
         scale = max(0.3, h / 1400)
         line = max(8, int(round(30 * scale)))
@@ -202,7 +195,6 @@ class DopplerBox:
     """A colour-flow box fixed to the probe; `paint` colours the flow pixels inside it."""
 
     def __init__(self, rng: np.random.Generator, geo: _Geometry, objects: list[_Object]) -> None:
-        h, w = geo.shape
         flows = [i for i, o in enumerate(objects, start=1) if o.flow]
         self.flow = np.zeros(256, np.float32)
         self.kind = np.zeros(256, np.int8)
@@ -239,7 +231,7 @@ class DopplerBox:
                 + [[cx + half_w + lean, bottom], [cx - half_w + lean, bottom]]
             )
         depth, lateral, inside = geo.beam_coords()
-        mask = np.zeros((h, w), np.uint8)
+        mask = np.zeros(geo.shape, np.uint8)
         cv2.fillPoly(mask, [np.round(geo.to_px(mm) * 16).astype(np.int32)], 255, cv2.LINE_8, 4)
         mask[~inside] = 0
         self.mask = mask
