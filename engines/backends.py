@@ -56,8 +56,7 @@ def select_backend(backend: str, model: str) -> Selection:
     """The backend for `model` under the spec's `backend` (see the module docstring)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; one of {', '.join(BACKENDS)}")
-    classical = model.startswith(CLASSICAL_PREFIX)
-    if classical:
+    if model.startswith(CLASSICAL_PREFIX):
         if backend not in ("auto", "classical"):
             raise ValueError(
                 f"model {model!r} is a classical OpenCV method: use backend auto or classical"

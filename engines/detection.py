@@ -264,9 +264,6 @@ def detect(
         raise ValueError(
             f"the model gave class {int(bad[0])}, but its card has {decoder.num_classes} labels"
         )
-    xyxy = placement.to_image(c.xyxy[idx])
-    boxes = [
-        Box(float(x0), float(y0), float(x1), float(y1), int(k), float(s))
-        for (x0, y0, x1, y1), k, s in zip(xyxy.tolist(), classes.tolist(), c.scores[idx].tolist(), strict=True)
-    ]
-    return boxes, cut
+    xyxy = placement.to_image(c.xyxy[idx]).tolist()  # tolist: Python floats and ints
+    rows = zip(xyxy, classes.tolist(), c.scores[idx].tolist(), strict=True)
+    return [Box(x0, y0, x1, y1, k, s) for (x0, y0, x1, y1), k, s in rows], cut

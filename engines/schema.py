@@ -94,8 +94,7 @@ def typed(raw: Any, cls: type[S], where: str, error: type[ValueError]) -> S:
         with suppress(LookupError, TypeError, AttributeError):  # a path this walk does not know
             path = named_path(raw, cls, e, path)
         path = path.lstrip(".")
-        missing = re.fullmatch(r"Object missing required field `(.*)`", what)
-        if missing:
+        if missing := re.fullmatch(r"Object missing required field `(.*)`", what):
             what = f"missing key {missing[1]!r}"
         elif what.startswith("Invalid enum value ") and choices(hint_at(cls, path)):
             options = ", ".join(str(c) for c in choices(hint_at(cls, path)))

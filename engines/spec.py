@@ -187,10 +187,9 @@ def spec_json_schema(cls: type, ref: Callable[[type], dict[str, Any]]) -> dict[s
         if not f.init:  # set by code, not a config key
             continue
         prop = json_schema_of(hints[f.name], ref)
-        if f.metadata.get("min") is not None:
-            prop["minimum"] = f.metadata["min"]
-        if f.metadata.get("max") is not None:
-            prop["maximum"] = f.metadata["max"]
+        for bound, key in (("min", "minimum"), ("max", "maximum")):
+            if f.metadata.get(bound) is not None:
+                prop[key] = f.metadata[bound]
         if f.default is not dataclasses.MISSING:
             prop["default"] = _json_default(f.default)
         elif f.default_factory is not dataclasses.MISSING:

@@ -38,7 +38,15 @@ def dicom_region(ds: Any, rows: int, cols: int) -> tuple[Region | None, list[str
             or _int(r.get("RegionDataType")) not in DRAWABLE_TYPES
         ):
             continue
-        corners = [_int(r.get(f"RegionLocation{k}")) for k in ("MinX0", "MinY0", "MaxX1", "MaxY1")]
+        corners = [
+            _int(r.get(k))
+            for k in (
+                "RegionLocationMinX0",
+                "RegionLocationMinY0",
+                "RegionLocationMaxX1",
+                "RegionLocationMaxY1",
+            )
+        ]
         if any(c is None for c in corners):
             warnings.append(f"ultrasound region {i}: corners missing, ignored")
             continue

@@ -107,6 +107,8 @@ def frame_count(ds: Any) -> int:
 
 
 def _first(value: Any) -> float | None:
+    if value is None:
+        return None
     try:
         value = value[0] if not isinstance(value, (int, float, str)) else value
         x = float(value)
