@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,18 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {str(shown).replace('%', '%%')})"
 
 
+def above_zero(text: str) -> float:
+    """An argparse type: a finite number above 0 (a duration, a rate); nan, inf, 0 and negative
+    values are refused with a one-line error instead of a run that never stops or never starts."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose help shows defaults (subcommands inherit it)."""
 
@@ -213,7 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("config", help="pipeline YAML (see configs/)")
-    run.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    run.add_argument(
+        "--duration",
+        type=above_zero,
+        default=None,
+        help="stop S seconds after the start (start-up, such as loading a model, included)",
+    )
     run.add_argument("--report", default=None, help="write the JSON run report here")
     run.add_argument(
         "--stages",

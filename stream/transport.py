@@ -419,12 +419,14 @@ class Receiver:
         topic: str = "",
         drop_prefix: str = "",
         guard: SocketGuard | None = None,
+        should_stop: Callable[[], bool] = _never,
     ):
         self.name = name
         self.spec = spec
         self.stage_id = stage_id
         self.clock = clock
         self.stats = stats
+        self.should_stop = should_stop  # a stage being stopped expects its peers to go away
         self.drop_prefix = drop_prefix  # e.g. "overlay:" for a link whose frames are not the video
         self.pubsub = spec.pattern == "pubsub"
         self.live = spec.mode == "live"
@@ -612,9 +614,10 @@ class Receiver:
             self._counts["disconnects"] += 1
             self._disconnect_unsaid = not self._disconnect_logged
         if self._disconnect_unsaid and (self.eos_seen or not self.sock.poll(0, zmq.POLLIN)):
-            # said once what arrived before the loss is read: an eos there means the peer ended
+            # said once what arrived before the loss is read: an eos there means the peer ended;
+            # a stage being stopped expects its peers to go away (the supervisor stops them all)
             self._disconnect_unsaid = False
-            if not self.eos_seen:
+            if not (self.eos_seen or self.should_stop()):
                 self._disconnect_logged = True
                 log.warning(
                     "%s: link %s lost a connection (a message part over max_message_mb=%g "

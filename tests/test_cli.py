@@ -263,3 +263,23 @@ def test_environment_errors_are_one_line(
     assert capsys.readouterr().err.strip() == (
         "medstream models: error: [Errno 13] Permission denied: 'out/x.json'"
     )
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "ten"])
+@pytest.mark.parametrize(
+    "command", [["run", "configs/ultrasound_seg.yaml", "--duration"], ["profile", "x.yaml", "--duration"], ["soak", "--seconds"]]
+)
+def test_a_duration_that_is_not_a_positive_number_is_refused(
+    command: list[str], value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """nan ran for ever and -1 stopped before the first frame (exit 3); now argparse refuses."""
+    with pytest.raises(SystemExit) as stopped:
+        main([*command, value])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {command[-1]}: expected a" in err and repr(value) in err, err
+
+
+def test_a_positive_duration_is_taken() -> None:
+    args = build_full_parser().parse_args(["run", "configs/ultrasound_seg.yaml", "--duration", "2.5"])
+    assert args.duration == 2.5

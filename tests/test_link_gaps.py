@@ -24,7 +24,11 @@ from .helpers import bound_endpoint, wait_until
 
 @contextmanager
 def forger(
-    ctx: zmq.Context, mode: str, clock: FakeClock, max_message_mb: float = 256.0
+    ctx: zmq.Context,
+    mode: str,
+    clock: FakeClock,
+    max_message_mb: float = 256.0,
+    stopping: bool = False,
 ) -> Iterator[tuple[zmq.Socket, Receiver]]:
     """A raw XPUB socket bound on a free tcp port (read back, not guessed) and a subscribed
     medstream Receiver on that pubsub link, both on the test's context (`zmq_ctx`)."""
@@ -34,7 +38,8 @@ def forger(
     spec = LinkSpec(
         endpoint=bound_endpoint(pub), pattern="pubsub", mode=mode, max_message_mb=max_message_mb
     )
-    rx = Receiver(ctx, "l", spec, "rx", clock, StageStats("rx", "infer", clock))
+    stats = StageStats("rx", "infer", clock)
+    rx = Receiver(ctx, "l", spec, "rx", clock, stats, should_stop=lambda: stopping)
     try:
         assert pub.poll(5000) and pub.recv()[:1] == b"\x01"  # subscribed
         yield pub, rx
@@ -158,3 +163,25 @@ def test_a_peer_that_ended_with_frames_still_unread_is_counted_not_warned(
         assert [m.frame.seq for m in got[:3]] == [1, 2, 3] and got[3].frame is None  # then eos
         assert rx.eos_seen and rx.stats.counters["disconnects"] == 1
     assert "lost a connection" not in caplog.text
+
+
+@pytest.mark.parametrize("stopping", [False, True])
+def test_a_peer_gone_without_eos_is_warned_unless_the_stage_is_stopping(
+    zmq_ctx: zmq.Context, caplog: pytest.LogCaptureFixture, stopping: bool
+) -> None:
+    """A peer that goes away mid-stream is worth a warning; while this stage is being stopped
+    too (the supervisor stops every stage, a producer still starting sends no eos) it is only
+    counted: a Ctrl-C during start-up printed the warning."""
+    clock = FakeClock()
+    with caplog.at_level(logging.WARNING), forger(zmq_ctx, "live", clock, stopping=stopping) as (
+        pub,
+        rx,
+    ):
+        assert deliver(pub, rx, forged(1, 0))
+        pub.close()
+        end = time.monotonic() + 5
+        while rx.stats.counters["disconnects"] == 0 and time.monotonic() < end:
+            rx.recv(50)
+        assert rx.stats.counters["disconnects"] == 1
+        rx.recv(50)  # the warning is said once what arrived before the loss is read
+    assert ("link l lost a connection" in caplog.text) is not stopping

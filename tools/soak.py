@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml
 
 from stream.bundled_configs import bundled_config, resolve_config
+from stream.cli import above_zero
 from tools.errors import writable_output
 from tools.extras import require
 
@@ -345,12 +346,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("soak", help="run a pipeline long and check stages for memory/fd/thread growth")
     p.add_argument("config", nargs="?", default=None,
                    help="pipeline YAML (default: the bundled demo, configs/ultrasound_seg.yaml)")
-    p.add_argument("--seconds", type=float, default=600.0, help="length of the run")
-    p.add_argument("--fps", type=float, default=60.0, help="source frame rate")
+    p.add_argument("--seconds", type=above_zero, default=600.0, help="length of the run")
+    p.add_argument("--fps", type=above_zero, default=60.0, help="source frame rate")
     p.add_argument("--warmup", type=float, default=60.0, help="seconds ignored at the start")
-    p.add_argument("--window", type=float, default=10.0, help="seconds in each median window")
+    p.add_argument("--window", type=above_zero, default=10.0, help="seconds in each median window")
     p.add_argument("--max-growth", type=float, default=10.0, help="allowed RSS growth, percent")
     p.add_argument("--out", default=None, help="folder for the run (default: a temp folder)")
     p.add_argument("--json", default=None, help="write the results here")
-    p.add_argument("--progress", type=float, default=30.0, help="seconds between progress lines")
+    p.add_argument("--progress", type=above_zero, default=30.0, help="seconds between progress lines")
     p.set_defaults(func=_cmd_soak)

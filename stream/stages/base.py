@@ -100,7 +100,12 @@ class StageRuntime:
         return s
 
     def receiver(self, link: str, drop_prefix: str = "") -> Receiver:
-        r = Receiver(*self._link_args(link), drop_prefix=drop_prefix, guard=self.security)
+        r = Receiver(
+            *self._link_args(link),
+            drop_prefix=drop_prefix,
+            guard=self.security,
+            should_stop=self.should_stop,
+        )
         self._sockets.append(r)
         return r
 

@@ -24,6 +24,7 @@ from typing import Any
 import zmq
 
 from stream.bundled_configs import resolve_config
+from stream.cli import above_zero
 from stream.config import PipelineConfig, RenderSpec, load_config_file
 from stream.report import StageTotals, totals_from_snapshots, video_path
 from stream.spec import ConfigError
@@ -321,7 +322,7 @@ def _cmd(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("profile", help="profile a pipeline: tables, plots, Perfetto timeline")
     p.add_argument("config", help="the pipeline's config, or a recording (.msrec)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds to profile")
+    p.add_argument("--duration", type=above_zero, default=10.0, help="seconds to profile")
     p.add_argument("--out", default="out/profile", help="report folder")
     p.add_argument("--warmup", type=int, default=30, help="first N frames per stream left out")
     p.add_argument(
