@@ -23,8 +23,10 @@ line naming the tensor and shape.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
+import tempfile
 import timeit
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -299,8 +301,10 @@ def _input_spec(
         mean = mean * c
     if len(std) == 1:
         std = std * c
-    if len(mean) != c or len(std) != c or any(s <= 0 for s in std):
-        raise ModelError(f"--mean and --std need 1 or {c} values, std > 0; got {mean}, {std}")
+    finite = all(math.isfinite(v) for v in (*mean, *std))
+    if len(mean) != c or len(std) != c or not finite or any(s <= 0 for s in std):
+        counts = "1 value each" if c == 1 else f"1 or {c} values each"
+        raise ModelError(f"--mean and --std need {counts}, finite, std > 0; got {mean}, {std}")
     spec = ModelInput(arg.name, channels, hw[0], hw[1], dtype, tuple(mean), tuple(std))
     return spec, notes
 
@@ -414,11 +418,25 @@ def add_model(
     elif not label_list:
         raise ModelError(f"layout {finding.layout} does not say how many classes: give --labels")
     card = _card(name, src, spec, finding, label_list, 1e3 * float(np.median(times)))
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, folder / "model.onnx")
-    (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    load_card(folder / "card.json")  # what the registry will read back
+    _install(src, card, folder)
     return AddResult(name, folder, card, finding, card["cost"]["latency_ms"]["engine_median_ms"], notes)
+
+
+def _install(src: Path, card: dict[str, Any], folder: Path) -> None:
+    """Put model.onnx and card.json in `folder` (replacing it) only once the card reads back
+    as the registry will read it: a failed add leaves nothing behind, nor a half-written model."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        shutil.copyfile(src, staging / "model.onnx")
+        (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+        load_card(staging / "card.json")
+        if folder.exists():  # --force
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _card(

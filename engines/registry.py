@@ -212,7 +212,9 @@ def _model_folders(root: Path) -> list[str]:
     return sorted(
         d.name
         for d in root.iterdir()
-        if (d / "model.onnx").is_file() and (d / "card.json").is_file()
+        if not d.name.startswith(".")  # a model being added (engines/model_add.py)
+        and (d / "model.onnx").is_file()
+        and (d / "card.json").is_file()
     )
 
 

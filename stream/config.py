@@ -430,6 +430,8 @@ def load_config_file(path: str | Path) -> PipelineConfig:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    except UnicodeDecodeError:  # a video, a recording, a model given where a config goes
+        raise ConfigError(f"{path}: not a text file (a pipeline config is YAML)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

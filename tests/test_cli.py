@@ -267,12 +267,20 @@ def test_environment_errors_are_one_line(
 
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "ten"])
 @pytest.mark.parametrize(
-    "command", [["run", "configs/ultrasound_seg.yaml", "--duration"], ["profile", "x.yaml", "--duration"], ["soak", "--seconds"]]
+    "command",
+    [
+        ["run", "configs/ultrasound_seg.yaml", "--duration"],
+        ["profile", "x.yaml", "--duration"],
+        ["soak", "--seconds"],
+        ["top", "tcp://127.0.0.1:1", "--interval"],
+        ["fuzz", "--seconds"],
+    ],
 )
 def test_a_duration_that_is_not_a_positive_number_is_refused(
     command: list[str], value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """nan ran for ever and -1 stopped before the first frame (exit 3); now argparse refuses."""
+    """`run --duration nan` ran for ever, -1 stopped before the first frame (exit 3), `top
+    --interval 0` redrew without a pause and `fuzz --seconds nan` passed after 0 cases."""
     with pytest.raises(SystemExit) as stopped:
         main([*command, value])
     assert stopped.value.code == 2
@@ -283,3 +291,29 @@ def test_a_duration_that_is_not_a_positive_number_is_refused(
 def test_a_positive_duration_is_taken() -> None:
     args = build_full_parser().parse_args(["run", "configs/ultrasound_seg.yaml", "--duration", "2.5"])
     assert args.duration == 2.5
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_binary_file_given_as_the_config_is_one_line(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A video or a model where the config goes was an 'unexpected error: UnicodeDecodeError'."""
+    video = tmp_path / "scan.mp4"
+    video.write_bytes(bytes(range(128, 256)) * 4)
+    assert main([command, str(video)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"medstream: config error: {video}: not a text file (a pipeline config is YAML)"]
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(b"\x97" * 64, "not a medstream recording"), (b"MSTREC\r\n" + b"\xff" * 64, "recording format")],
+)
+def test_profile_of_a_damaged_recording_is_one_line(
+    content: bytes, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec = tmp_path / "run.msrec"
+    rec.write_bytes(content)
+    assert main(["profile", str(rec), "--no-plots", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"medstream profile: {rec}: {why}"), err

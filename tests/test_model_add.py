@@ -242,6 +242,40 @@ def test_a_bundled_name_cannot_be_shadowed(tmp_path: Path, user_dir: Path) -> No
     assert resolve_model("us-seg").card.labels[1] == "anechoic"
 
 
+@pytest.mark.parametrize("std", [[float("nan")], [0.0], [1.0, 1.0]])
+def test_a_bad_mean_or_std_is_refused_before_anything_is_written(
+    tmp_path: Path, user_dir: Path, std: list[float]
+) -> None:
+    """`--std nan` passed the `std > 0` check, wrote the model and then failed to read its own
+    card back, leaving a model folder that blocked the next add ('exists: --force')."""
+    path = export(Seg(1, 2), tmp_path / "m.onnx", channels=1)
+    with pytest.raises(ModelError, match=r"--mean and --std need 1 value each, finite, std > 0"):
+        add_model(str(path), std=std)
+    assert not user_dir.exists() or not any(user_dir.iterdir())
+
+
+def test_an_add_that_fails_at_the_end_leaves_the_old_model_and_nothing_else(
+    tmp_path: Path, user_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engines.model_add
+
+    path = export(Seg(1, 2), tmp_path / "m.onnx", channels=1)
+    first = add_model(str(path), name="mine")
+    card = (user_dir / "mine" / "card.json").read_text()
+
+    def unreadable(p: Path) -> None:
+        raise ModelError(f"{p}: unreadable")
+
+    monkeypatch.setattr(engines.model_add, "load_card", unreadable)
+    with pytest.raises(ModelError, match="unreadable"):
+        add_model(str(path), name="mine", force=True, labels="a,b")
+    with pytest.raises(ModelError, match="unreadable"):
+        add_model(str(path), name="other")
+    assert sorted(p.name for p in user_dir.iterdir()) == ["mine"]  # no staging folder left
+    assert (user_dir / "mine" / "card.json").read_text() == card and first.card["labels"] != ["a", "b"]
+    assert list_user_models() == ["mine"]
+
+
 def test_models_lists_user_models_and_survives_a_broken_card(
     tmp_path: Path, user_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -26,9 +26,10 @@ import zmq
 from stream.bundled_configs import resolve_config
 from stream.cli import above_zero
 from stream.config import PipelineConfig, RenderSpec, load_config_file
+from stream.recording import RecordingError
 from stream.report import StageTotals, totals_from_snapshots, video_path
 from stream.spec import ConfigError
-from tools.errors import writable_folder
+from tools.errors import ToolError, writable_folder
 from tools.extras import require
 
 from .analysis import StageInfo, compare_with_report, summarize
@@ -284,8 +285,11 @@ def _cmd(args: argparse.Namespace) -> int:
         require("profile", "matplotlib", hint="or pass --no-plots")
     out = writable_folder(args.out, "the report folder")
     plots = not args.no_plots
-    if is_recording(args.config):
-        summary = profile_recording(args.config, out, args.warmup, args.pass_percentile, plots)
+    if is_recording(args.config) or args.config.endswith(".msrec"):
+        try:
+            summary = profile_recording(args.config, out, args.warmup, args.pass_percentile, plots)
+        except RecordingError as e:  # not a recording, or its file header is damaged
+            raise ToolError(str(e)) from None
     else:
         config = str(resolve_config(args.config))
         summary = profile(
