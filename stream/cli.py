@@ -204,6 +204,17 @@ def above_zero(text: str) -> float:
     return value
 
 
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a count of frames, threads, runs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose help shows defaults (subcommands inherit it)."""
 

@@ -317,3 +317,24 @@ def test_profile_of_a_damaged_recording_is_one_line(
     assert main(["profile", str(rec), "--no-plots", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"medstream profile: {rec}: {why}"), err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "why"),
+    [
+        ("--seeds", "5-1", "runs backwards"),
+        ("--endo-seeds", "3000-2999", "runs backwards"),
+        ("--frames-per-seed", "-3", "expected a whole number >= 1"),
+        ("--threads", "0", "expected a whole number >= 1"),
+        ("--real-every", "x", "expected a whole number"),
+    ],
+)
+def test_evaluate_refuses_an_empty_sample_set_before_it_starts(
+    option: str, value: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--seeds 5-1` was a ZeroDivisionError after loading; `--frames-per-seed -3` wrote a
+    table of nothing."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["evaluate", option, value])
+    assert stopped.value.code == 2
+    assert why in capsys.readouterr().err

@@ -33,6 +33,8 @@ def parse_seeds(text: str) -> list[int]:
         lo, _, hi = part.strip().partition("-")
         if not lo.isdigit() or (hi and not hi.isdigit()):
             raise argparse.ArgumentTypeError(f"seeds: expected e.g. '2000-2015,3000', got {text!r}")
+        if int(hi or lo) < int(lo):  # an empty range: nothing to evaluate
+            raise argparse.ArgumentTypeError(f"seeds: {part.strip()!r} runs backwards (LO-HI, LO <= HI)")
         seeds.extend(range(int(lo), int(hi or lo) + 1))
     return seeds
 

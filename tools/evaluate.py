@@ -62,6 +62,7 @@ import numpy as np
 
 from engines import EngineSpec, InferencePipeline, load_pipeline
 from engines.api import BackendName
+from stream.cli import at_least_one
 from stream.sources.endoscopy import LABELS as ENDO_LABELS
 from stream.sources.phantom import LABELS as US_LABELS
 from stream.sources.phantom import fov_mask, phantom_frame
@@ -574,18 +575,18 @@ def main(argv: list[str] | None = None) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=parse_seeds, default="3000-3015",
                    help="held-out ultrasound phantom seeds")
-    p.add_argument("--frames-per-seed", type=int, default=4,
+    p.add_argument("--frames-per-seed", type=at_least_one, default=4,
                    help="ultrasound frames drawn from each seed")
     p.add_argument("--endo-seeds", type=parse_seeds, default="3000-3015",
                    help="held-out endoscopy seeds")
     p.add_argument("--timing-runs", type=int, default=200, help="timed calls per row (median, p99)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads of each engine")
+    p.add_argument("--threads", type=at_least_one, default=1, help="CPU threads of each engine")
     p.add_argument("--backend", default="auto", help="backend of the networks (auto: see engines)")
     p.add_argument("--out-md", type=Path, default=Path("out/evaluate.md"),
                    help="write the Markdown table here")
     p.add_argument("--out-json", type=Path, default=Path("out/evaluate.json"),
                    help="write the results here")
-    p.add_argument("--real-every", type=int, default=4,
+    p.add_argument("--real-every", type=at_least_one, default=4,
                    help="real cines: every Nth frame (tools/eval_real.py)")
     p.add_argument("--quick", action="store_true", help="a small set and few timing runs (tests)")
     p.add_argument(
