@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
-import tempfile
 import timeit
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -426,7 +426,9 @@ def _install(src: Path, card: dict[str, Any], folder: Path) -> None:
     """Put model.onnx and card.json in `folder` (replacing it) only once the card reads back
     as the registry will read it: a failed add leaves nothing behind, nor a half-written model."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    staging = folder.parent / f".{folder.name}.adding-{os.getpid()}"  # made as the umask says
+    shutil.rmtree(staging, ignore_errors=True)  # left by a process of this pid that was killed
+    staging.mkdir()
     try:
         shutil.copyfile(src, staging / "model.onnx")
         (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n")
