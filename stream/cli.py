@@ -108,7 +108,7 @@ def _run_stage(rt: StageRuntime, spec: StageSpec) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     """What `run` checks before it starts a stage: the config, then `preflight` (models, keys,
     files), then what is busy now (another run in the run dir, endpoints in use)."""
-    from .config import load_config_file
+    from .config import consumer_notes, load_config_file
     from .exit_codes import EXIT_BUSY, EXIT_CONFIG
     from .preflight import busy_endpoints, preflight
     from .run_lock import run_dir_holder
@@ -126,6 +126,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"medstream: busy: {line}", file=sys.stderr)
     if busy:
         return EXIT_BUSY
+    for line in consumer_notes(cfg):
+        print(f"medstream: note: {line}", file=sys.stderr)
     print(f"{args.config}: ok ({len(cfg.stages)} stages: {', '.join(ids)})")
     return 0
 

@@ -383,6 +383,52 @@ def _check_links(cfg: PipelineConfig) -> None:
             )
 
 
+def _check_loops(cfg: PipelineConfig) -> None:
+    """An infer stage whose output leads back to its own input would pass frames round forever
+    (or, fed by nothing else, never get a first one)."""
+    outputs: dict[str, set[str]] = {}
+    for s in cfg.stages:
+        if isinstance(s, InferSpec):
+            outputs.setdefault(s.input, set()).add(s.output)
+    for i, s in enumerate(cfg.stages):
+        if not isinstance(s, InferSpec):
+            continue
+        reached, todo = set(), [s.output]
+        while todo:
+            link = todo.pop()
+            if link not in reached:
+                reached.add(link)
+                todo += outputs.get(link, ())
+        if s.input in reached:
+            raise ConfigError(
+                f"stages[{i}] ({s.id}): its output {s.output!r} leads back to its input "
+                f"{s.input!r} (a loop: frames would go round, or never arrive)"
+            )
+
+
+def consumer_notes(cfg: PipelineConfig) -> list[str]:
+    """Stages that will wait for more consumers than the stages of this config that read their
+    output (an outside consumer may be meant; else the stage waits `wait_timeout_s` for nobody)."""
+    notes = []
+    for s in cfg.stages:
+        wanted = getattr(s, "wait_for_consumers", 0)
+        if not wanted or cfg.links[s.output].pattern != "pubsub":
+            continue
+        readers = len(cfg.readers(s.output))
+        if readers < wanted:
+            read_by = (
+                f"only {readers} stage(s) of this config read"
+                if readers
+                else "no stage of this config reads"
+            )
+            notes.append(
+                f"{s.id} waits up to {s.wait_timeout_s:g} s for {wanted} consumer(s) on link "
+                f"{s.output!r}, which {read_by}: an outside consumer is expected, or set "
+                f"wait_for_consumers: {readers} to start at once"
+            )
+    return notes
+
+
 def _check_endpoints(cfg: PipelineConfig) -> None:
     """Endpoint syntax and ipc path length, after {run_dir} expansion."""
     for name, link in cfg.links.items():
@@ -419,6 +465,7 @@ def load_config(data: Any, source_file: str = "") -> PipelineConfig:
             raise ConfigError(f"stages[{i}].id: {s.id!r} is used twice; stage ids must be unique")
         seen.add(s.id)
     _check_links(cfg)
+    _check_loops(cfg)
     _check_endpoints(cfg)
     check_security(cfg)
     return cfg

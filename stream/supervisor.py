@@ -27,7 +27,7 @@ from typing import Any
 
 import zmq
 
-from .config import GrabSpec, InferSpec, PipelineConfig, RenderSpec, StageSpec
+from .config import GrabSpec, InferSpec, PipelineConfig, RenderSpec, StageSpec, consumer_notes
 from .exit_codes import (
     EXIT_BUSY,
     EXIT_FAILED,
@@ -280,6 +280,8 @@ class Supervisor:
 
     def _run_locked(self, lock: RunLock) -> dict[str, Any]:
         self._check_start(lock)
+        for note in consumer_notes(self.cfg):
+            self.log.warning(note)
         ctx = zmq.Context()
         security = Security(self.cfg, SUPERVISOR, ctx, self.log) if self.cfg.security.curve else None
         stats = self._bind_stats(ctx, security)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream.config import load_config, load_config_file
+from stream.config import consumer_notes, load_config, load_config_file
 from stream.spec import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,3 +127,56 @@ def test_sources_and_sinks_are_typed_once_at_load(monkeypatch) -> None:
     assert source.type == DEMO["stages"][0]["source"]["type"] and isinstance(source.spec, PhantomSpec)
     assert [s.type for s in sinks] == [raw["type"] for raw in DEMO["stages"][2]["sinks"]]
     assert per_stream == {}
+
+
+def _infer(stage_id: str, src: str, dst: str) -> dict:
+    return {"id": stage_id, "kind": "infer", "input": src, "output": dst, "engine": {"model": "us-seg"}}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "stages[1] (infer): its output 'results' leads back to its input 'results'"),
+        # two stages passing frames back and forth: both links also fed from outside
+        ([_infer("back", "results", "frames")], "(infer): its output 'results' leads back to its input 'frames'"),
+    ],
+)
+def test_a_loop_of_infer_stages_is_refused(extra: list, message: str) -> None:
+    data = copy.deepcopy(DEMO)
+    if not extra:
+        data["stages"][1]["input"] = "results"  # infer reads what it writes
+    data["stages"] += extra
+    data["links"]["frames"]["bind"] = "consumer" if extra else "producer"  # two producers fan in
+    with pytest.raises(ConfigError) as err:
+        load_config(data)
+    assert message in str(err.value)
+
+
+def test_a_chain_of_infer_stages_is_not_a_loop() -> None:
+    data = copy.deepcopy(DEMO)
+    data["links"]["more"] = {"endpoint": "ipc://{run_dir}/more.ipc"}
+    data["stages"][2]["input"] = "more"
+    data["stages"].append(_infer("second", "results", "more"))
+    assert [s.id for s in load_config(data).stages] == ["grab", "infer", "render", "second"]
+
+
+def test_consumer_notes_name_a_stage_that_would_wait_for_nobody() -> None:
+    assert consumer_notes(load_config(copy.deepcopy(DEMO))) == []
+    data = copy.deepcopy(DEMO)
+    data["stages"][2]["input"] = "frames"  # nothing of this config reads infer's results
+    notes = consumer_notes(load_config(data))
+    assert notes == [
+        "infer waits up to 20 s for 1 consumer(s) on link 'results', which no stage of this "
+        "config reads: an outside consumer is expected, or set wait_for_consumers: 0 to start "
+        "at once"
+    ]
+    data["stages"][1]["wait_for_consumers"] = 0
+    assert consumer_notes(load_config(data)) == []
+    data = copy.deepcopy(DEMO)
+    data["stages"][0]["wait_for_consumers"] = 2
+    data["stages"][0]["wait_timeout_s"] = 3
+    assert consumer_notes(load_config(data)) == [
+        "grab waits up to 3 s for 2 consumer(s) on link 'frames', which only 1 stage(s) of "
+        "this config read: an outside consumer is expected, or set wait_for_consumers: 1 to "
+        "start at once"
+    ]

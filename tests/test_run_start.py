@@ -143,6 +143,18 @@ def test_validate_accepts_the_demo_and_a_good_chain(
     assert ": ok (3 stages" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_validate_notes_a_stage_that_would_wait_for_a_consumer_it_has_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = demo(tmp_path)
+    data["stages"][2]["input"] = "frames"  # render skips infer: nothing reads infer's results
+    assert medstream(["validate", str(write(tmp_path, data))]) == 0
+    out = capsys.readouterr()
+    assert ": ok (3 stages" in out.out
+    assert out.err.startswith("medstream: note: infer waits up to 20 s for 1 consumer(s) on link")
+
+
 @pytest.mark.parametrize(
     "endpoint",
     ["tcp://127.0.0.1:5555", "tcp://*:5555", "tcp://[::1]:5555", "ipc://runs/x/a.ipc",

@@ -26,9 +26,13 @@ range stops `medstream run` (and `medstream validate`) with an error naming the 
 `stages[1].engine.backend: expected one of 'auto', 'onnxruntime', ..., got 'tpu'`.
 `{name}` and `{run_dir}` expand in `run_dir`, `stats_endpoint` and link endpoints.
 Beyond the keys, `medstream validate` checks what `medstream run` checks before it starts a
-stage: endpoints (ports, ipc path length), links no stage uses, model names and files, CURVE key
-files, source files, and whether another run holds the run dir (docs/reliability.md, "Starting a
-run"). Each problem is one line that starts with its dotted key.
+stage: endpoints (ports, ipc path length), links no stage uses, infer stages whose output leads
+back to their own input (a loop), model names and files, CURVE key files, source files, and
+whether another run holds the run dir (docs/reliability.md, "Starting a run"). Each problem is one
+line that starts with its dotted key. A stage that waits for more consumers (`wait_for_consumers`)
+than the stages of the config that read its output is not an error (an outside consumer may be
+meant) but a `note:` line from `validate` and a warning when `run` starts, as such a stage
+waits `wait_timeout_s` (20 s by default) for them before its first frame.
 
 The same keys as a JSON Schema (draft 2020-12): `docs/config.schema.json`, or
 `medstream config-schema --out FILE`. Editors use it for completion and checks as you type: with
