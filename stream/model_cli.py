@@ -9,6 +9,8 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     from engines.model_add import TASK_CHOICES
 
+    from .cli import at_least_one
+
     model = sub.add_parser("model", help="user models: `model add FILE.onnx`")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     add = model_sub.add_parser(
@@ -41,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="channel order the model expects (default: gray for 1 channel, rgb for 3)",
     )
     add.add_argument(
-        "--size", type=int, default=256, help="input height and width where the model's are dynamic"
+        "--size", type=at_least_one, default=256, help="input height and width where the model's are dynamic"
     )
     add.add_argument("--force", action="store_true", help="replace a user model of that name")
     add.set_defaults(func=_cmd_add)

@@ -348,8 +348,7 @@ class Supervisor:
     def _supervise(self, stats: zmq.Socket, relay: StatsRelay | None, t0: float) -> None:
         """Start the stages and watch them until every one is done; then wait up to 1 s for
         their final snapshots (pushed as each stage exits)."""
-        for child in self.children.values():
-            self._spawn(child)
+        self._start_all()
         while not all(c.done for c in self.children.values()):
             self._collect(stats, 50)
             now = time.monotonic()
@@ -365,6 +364,13 @@ class Supervisor:
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline and not self._all_final():
             self._collect(stats, 50)
+
+    def _start_all(self) -> None:
+        """Start the stages in start order; once a stop is asked for (a signal while they
+        start), the rest are not started (`begin_stop` marks them done)."""
+        for child in self.children.values():
+            if not child.done:
+                self._spawn(child)
 
     def _poll_children(self, now: float) -> None:
         """Handle the stages that exited; start those whose restart is due (unless stopping)."""

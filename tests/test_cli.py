@@ -288,6 +288,45 @@ def test_a_duration_that_is_not_a_positive_number_is_refused(
     assert f"argument {command[-1]}: expected a" in err and repr(value) in err, err
 
 
+@pytest.mark.parametrize(
+    "command, value",
+    [
+        (["prometheus", "x.yaml", "--port"], "99999"),  # was 'unexpected error: OverflowError'
+        (["prometheus", "x.yaml", "--port"], "-1"),
+        (["prometheus", "x.yaml", "--max-seconds"], "nan"),  # served for no time, exit 0
+        (["prometheus", "x.yaml", "--max-seconds"], "-1"),
+        (["prometheus", "x.yaml", "--linger"], "-5"),
+        (["soak", "--max-growth"], "nan"),  # a growth check that could never fail
+        (["soak", "--warmup"], "-1"),
+        (["profile", "x.msrec", "--pass-percentile"], "150"),  # ValueError after the analysis
+        (["profile", "x.msrec", "--pass-percentile"], "0"),
+        (["profile", "x.msrec", "--warmup"], "-3"),
+        (["top", "tcp://127.0.0.1:1", "--count"], "-2"),
+        (["fuzz", "--socket-cases"], "-3"),  # '0: skip', but -3 sent one case
+        (["engine", "build", "us-seg", "--max-batch"], "0"),
+        (["model", "add", "m.onnx", "--size"], "0"),
+        (["model", "add", "m.onnx", "--size"], "two"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_before_anything_runs(
+    command: list[str], value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main([*command, value])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {command[-1]}: expected a" in err and repr(value) in err, err
+
+
+def test_numbers_in_range_are_taken() -> None:
+    parse = build_full_parser().parse_args
+    args = parse(["prometheus", "x.yaml", "--port", "0", "--max-seconds", "0", "--linger", "0"])
+    assert (args.port, args.max_seconds, args.linger) == (0, 0.0, 0.0)
+    args = parse(["profile", "x.msrec", "--pass-percentile", "100", "--warmup", "0"])
+    assert (args.pass_percentile, args.warmup) == (100.0, 0)
+    assert parse(["fuzz", "--socket-cases", "0"]).socket_cases == 0
+
+
 def test_a_positive_duration_is_taken() -> None:
     args = build_full_parser().parse_args(["run", "configs/ultrasound_seg.yaml", "--duration", "2.5"])
     assert args.duration == 2.5
@@ -338,3 +377,23 @@ def test_evaluate_refuses_an_empty_sample_set_before_it_starts(
         main(["evaluate", option, value])
     assert stopped.value.code == 2
     assert why in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_runtime_is_imported_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tools.cli` imports the runtime only inside `main`, so a Ctrl-C in the first 0.2 s (the
+    imports) is the same one line as later (it was a KeyboardInterrupt traceback)."""
+    code = "import sys, tools.cli; print(sorted(m for m in sys.modules if m.startswith('stream')))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+    def interrupted(_commands: list[str] | None = None) -> argparse.ArgumentParser:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("tools.cli.build_full_parser", interrupted)
+    assert main(["run", "configs/ultrasound_seg.yaml"]) == 130
+    assert main([]) == 130
+    assert capsys.readouterr().err == "medstream run: interrupted\nmedstream: interrupted\n"

@@ -18,6 +18,7 @@ import pytest
 
 from engines.preprocess import preprocess
 from tools import gpu_check
+from tools.errors import OutputError
 from tools.gpu_check import CHECKS, Host, Skip, run_checks
 
 from .test_cuda_kernel_cpu import shim  # noqa: F401  (the g++ build of the kernel, a fixture)
@@ -76,6 +77,22 @@ def test_exit_status_is_1_only_when_a_check_failed(
     assert gpu_check.main(["--json", str(tmp_path / "b.json")]) == 1
     rows = json.loads((tmp_path / "b.json").read_text())
     assert [(r["name"], r["status"]) for r in rows] == [("skips", "skipped"), ("fails", "failed")]
+
+
+def test_an_unwritable_json_path_stops_before_the_checks_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[str] = []
+
+    def check(host: Host) -> str:
+        ran.append("check")  # on a GPU host: a TensorRT build of minutes, then the write failed
+        return "ok"
+
+    monkeypatch.setattr(gpu_check, "CHECKS", [("check", check)])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match="cannot write the JSON table .*is a file, not a folder"):
+        gpu_check.main(["--json", str(tmp_path / "file" / "g.json")])
+    assert ran == []
 
 
 @pytest.mark.slow

@@ -59,3 +59,18 @@ def test_profile_of_a_recording(tmp_path: Path) -> None:
     )  # render work is inside: only its end is known
     assert check_trace(json.loads((out / "trace.json").read_text())) == []
     assert (out / "index.html").exists() and (out / "frames.csv").exists()
+
+
+def test_a_warmup_longer_than_the_recording_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said 'no frames were recorded: is the pipeline running...?' of a file of frames."""
+    from tools.cli import main
+
+    rec = tmp_path / "scan.msrec"
+    write_recording(rec, 20, skip=set())
+    out = str(tmp_path / "profile")
+    assert main(["profile", str(rec), "--out", out, "--warmup", "50", "--no-plots"]) == 1
+    err = capsys.readouterr().err
+    assert "all 20 frames fell in the warm-up (--warmup 50 per stream): nothing left" in err, err
+    assert main(["profile", str(rec), "--out", out, "--warmup", "5", "--no-plots"]) == 0

@@ -87,6 +87,62 @@ def test_file_options_rate_unpaced_loop_and_gray(tmp_path: Path) -> None:
     assert sum(e.counts.get("source_loops", 0) for e in events) == 2
 
 
+def test_a_damaged_stretch_of_a_file_is_skipped_and_counted(tmp_path: Path) -> None:
+    """Frame 8 of an MPEG-4 file without its start code: OpenCV's read fails there, and the
+    source used to take that for the end (a looping file replayed its first third, saying only
+    'looping'). Now the undecodable frame is skipped, counted and said once per place."""
+    good = tmp_path / "clip.mp4"
+    original = write_video(good, 24, 12.0, "mp4v")
+    data = bytearray(good.read_bytes())
+    vops = [i for i in range(len(data)) if data.startswith(b"\x00\x00\x01\xb6", i)]
+    assert len(vops) == 24  # one MPEG-4 video object plane (a frame) each
+    data[vops[8] : vops[8] + 4] = b"\xff" * 4
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    plain = cv2.VideoCapture(str(damaged))
+    readable = 0
+    while plain.read()[0]:
+        readable += 1
+    plain.release()
+    assert readable == 8  # what OpenCV alone reads before it stops
+
+    source = CaptureSource(CaptureSpec(input=str(damaged), unpaced=True, loop=True))
+    frames = read_all(source, limit=48)
+    events = source.pop_events()
+    source.close()
+    counts: Counter[str] = Counter()
+    for e in events:
+        counts.update(e.counts)
+    assert counts["source_loops"] == 2 and counts["source_damaged"] == 2  # 23 frames a pass
+    said = [e.message for e in events if e.counts.get("source_damaged")]
+    assert said == ["capture source " + str(damaged) + ": frame 8 of 24 undecodable (a damaged "
+                    "file?): skipped", ""]  # said once, counted at every pass
+    for i, want in ((7, 7), (8, 9), (22, 23), (23, 0), (31, 9)):  # frame 8 is not among them
+        err = [np.abs(frames[i].astype(int) - o.astype(int)).mean() for o in original]
+        assert int(np.argmin(err)) == want, (i, err)
+
+
+def test_a_file_undecodable_to_its_end_says_how_much_was_lost(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    write_video(path, 24, 12.0, "mp4v")
+    data = bytearray(path.read_bytes())
+    vops = [i for i in range(len(data)) if data.startswith(b"\x00\x00\x01\xb6", i)]
+    for at in vops[20:]:  # frames 20-23 lose their start codes
+        data[at : at + 4] = b"\xff" * 4
+    path.write_bytes(bytes(data))
+    source = CaptureSource(CaptureSpec(input=str(path), unpaced=True))
+    assert len(read_all(source)) == 20
+    events = [e for e in source.pop_events() if e.counts.get("source_damaged")]
+    source.close()
+    assert [(e.message.split(": ", 1)[1], e.counts) for e in events] == [
+        (
+            "no frame after frame 20 of the 24 the file states could be decoded (a damaged or "
+            "cut file?)",
+            {"source_damaged": 4},
+        )
+    ]
+
+
 def test_classify_inputs() -> None:
     assert classify(0).kind == "device" and classify("2").arg == 2
     assert classify("/dev/video1").kind == "device"

@@ -138,3 +138,22 @@ def test_the_drain_is_fixed_where_moving_frames_may_never_stop(clock, case: str)
         moved(sup, 100 + 10 * step)
         advance(sup, clock, step * (DRAIN_S + 0.2) / 3)
     assert procs["render"].signals == [signal.SIGTERM], case
+
+
+def test_a_signal_while_the_stages_start_starts_no_more(clock: Clock, said: list[str]) -> None:
+    path = bundled_config("ultrasound_seg.yaml")
+    sup = Supervisor(load_config_file(path), str(path))
+    started: list[str] = []
+
+    def spawn(child: sup_mod.Child) -> None:
+        child.proc = FakeProc(100 + len(started))  # type: ignore[assignment]
+        started.append(child.spec.id)
+        if len(started) == 1:  # Ctrl-C while the first stage starts
+            sup._on_signal(signal.SIGINT, None)
+
+    sup._spawn = spawn  # type: ignore[method-assign]
+    sup._start_all()
+    first = next(iter(sup.children))
+    assert started == [first]  # the source was not started after the stop (it ran 4 s on)
+    assert all(c.done for sid, c in sup.children.items() if sid != first)
+    assert "stopping: signal SIGINT" in said

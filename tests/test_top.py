@@ -104,3 +104,16 @@ def test_top_on_a_real_run_piped_prints_plain_tables(tmp_path: Path) -> None:
     finally:
         run.communicate(timeout=60)
     assert run.returncode == 0
+
+
+def test_a_target_that_is_neither_config_nor_endpoint_is_named_as_given() -> None:
+    """`top foo://x` said 'foo:/x: neither ...' (the path's normalised form)."""
+    from stream.spec import ConfigError
+    from tools.stats_source import open_stats
+
+    ctx = zmq.Context()
+    try:
+        with pytest.raises(ConfigError, match=r"^foo://x: neither a config file nor"):
+            open_stats(ctx, "foo://x", False)
+    finally:
+        ctx.term()

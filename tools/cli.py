@@ -14,7 +14,6 @@ import importlib
 import os
 import sys
 
-from stream.cli import build_parser, run_parsed
 from tools.errors import ToolError
 from tools.extras import missing_extra_of, missing_message
 
@@ -49,6 +48,8 @@ def _chosen_command(argv: list[str]) -> str | None:
 def build_full_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser with the tools' subcommands: those in `commands` (default: all) registered
     by their modules (imported here), the others as one-line entries for `--help`."""
+    from stream.cli import build_parser
+
     parser = build_parser()
     parser.add_argument(
         "--debug",
@@ -81,6 +82,19 @@ def _missing_extra(error: ImportError, command: str | None, debug: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _chosen_command(argv)
+    try:
+        return _run(argv, command)
+    except KeyboardInterrupt:  # also in the first 0.2 s, while the runtime is being imported
+        print(
+            f"medstream {command}: interrupted" if command else "medstream: interrupted",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _run(argv: list[str], command: str | None) -> int:
+    from stream.cli import run_parsed
+
     debug = _debug(argv)
     try:
         parser = build_full_parser([command] if command in TOOL_COMMANDS else [])
@@ -94,9 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         line = text if text.startswith("medstream ") else f"medstream {command}: {text}"
         print(line, file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"medstream {command}: interrupted", file=sys.stderr)
-        return 130
     except ImportError as e:
         return _missing_extra(e, command, debug)
     except OSError as e:  # files, folders, ports: the environment, not a bug

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from engines import EngineUnavailable, ModelError
+from stream.cli import at_least_one
 
 DEFAULT_CACHE = "~/.cache/medstream/engines"
 PRECISIONS = ("model", "fp32", "fp16", "int8")
@@ -88,7 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument(
         "--precision", choices=PRECISIONS, default="model", help="engine precision (model: the card's)"
     )
-    build.add_argument("--max-batch", type=int, default=4, help="largest batch of a dynamic model")
+    build.add_argument(
+        "--max-batch", type=at_least_one, default=4, help="largest batch of a dynamic model"
+    )
     build.add_argument("--cache", default=DEFAULT_CACHE, help="engine cache folder")
     build.set_defaults(func=_run, engine_func=_build)
     info = actions.add_parser("info", help="TensorRT version, GPU, cached engines")

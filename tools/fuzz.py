@@ -443,12 +443,12 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from stream.cli import above_zero
+    from stream.cli import above_zero, count_or_zero
 
     p = sub.add_parser("fuzz", help="fuzz the wire decoder (and a live Receiver over tcp)")
     p.add_argument("--seconds", type=above_zero, default=60.0, help="decoder fuzzing time")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the time)")
-    p.add_argument("--socket-cases", type=int, default=2000,
+    p.add_argument("--socket-cases", type=count_or_zero, default=2000,
                    help="messages fuzzed over tcp into a Receiver (0: skip)")
     p.add_argument("--json", default=None, help="write the results here")
     p.set_defaults(func=_cmd_fuzz)

@@ -33,6 +33,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tools.errors import writable_output
+
 NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")
 FP16_TOLERANCE = 4e-3  # fp16 keeps 11 significant bits: |v| < 8 rounds within 2^-8
 # Kernel cases: (pixel format, model channels, frame height, width, output dtype).
@@ -463,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the checks, print the table (and write JSON); 1 if any check failed."""
+    if args.json is not None:  # before the checks (a TensorRT build takes minutes)
+        writable_output(args.json, "the JSON table")
     results = run_checks(probe_host())
     print(table(results), flush=True)
     if args.json is not None:

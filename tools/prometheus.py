@@ -17,6 +17,8 @@ from typing import Any
 
 import zmq
 
+from stream.cli import port_number, zero_or_more
+
 from .stats_source import open_stats
 
 
@@ -68,10 +70,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser("prometheus", help="serve a pipeline's stats at /metrics for Prometheus")
     p.add_argument("target", help="pipeline config, or a stats endpoint (tcp://, ipc://)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=9464, help="port to listen on (0: any free one)")
+    p.add_argument("--port", type=port_number, default=9464, help="port to listen on (0: any free one)")
     p.add_argument("--collect", action="store_true", help="bind the stats endpoint (no supervisor)")
     p.add_argument(
-        "--linger", type=float, default=15.0, help="seconds to keep serving after the end"
+        "--linger", type=zero_or_more, default=15.0, help="seconds to keep serving after the end"
     )
-    p.add_argument("--max-seconds", type=float, default=0.0, help="stop after S seconds (0: never)")
+    p.add_argument("--max-seconds", type=zero_or_more, default=0.0, help="stop after S seconds (0: never)")
     p.set_defaults(func=_cmd)

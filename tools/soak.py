@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml
 
 from stream.bundled_configs import bundled_config, resolve_config
-from stream.cli import above_zero
+from stream.cli import above_zero, zero_or_more
 from tools.errors import writable_output
 from tools.extras import require
 
@@ -348,9 +348,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pipeline YAML (default: the bundled demo, configs/ultrasound_seg.yaml)")
     p.add_argument("--seconds", type=above_zero, default=600.0, help="length of the run")
     p.add_argument("--fps", type=above_zero, default=60.0, help="source frame rate")
-    p.add_argument("--warmup", type=float, default=60.0, help="seconds ignored at the start")
+    p.add_argument("--warmup", type=zero_or_more, default=60.0, help="seconds ignored at the start")
     p.add_argument("--window", type=above_zero, default=10.0, help="seconds in each median window")
-    p.add_argument("--max-growth", type=float, default=10.0, help="allowed RSS growth, percent")
+    p.add_argument("--max-growth", type=zero_or_more, default=10.0, help="allowed RSS growth, percent")
     p.add_argument("--out", default=None, help="folder for the run (default: a temp folder)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--progress", type=above_zero, default=30.0, help="seconds between progress lines")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import zmq
 
 from stream.bundled_configs import resolve_config
@@ -27,10 +25,10 @@ def open_stats(
     if target.startswith(ENDPOINT_PREFIXES):
         endpoint = target
     else:
-        target = str(resolve_config(target))
-        if not Path(target).is_file():
+        path = resolve_config(target)
+        if not path.is_file():
             raise ConfigError(f"{target}: neither a config file nor a tcp:// or ipc:// endpoint")
-        cfg = load_config_file(target)
+        cfg = load_config_file(path)
         name, budget = cfg.name, cfg.budget_ms
         endpoint = cfg.stats_endpoint if collect else cfg.stats_pub
         if not endpoint:

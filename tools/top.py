@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import zmq
 
-from stream.cli import above_zero
+from stream.cli import above_zero, count_or_zero
 
 from .live_stats import LiveView, StageRow
 from .stats_source import open_stats
@@ -145,7 +145,7 @@ def register(sub: Any) -> None:
     p.add_argument("target", help="pipeline config, or a stats endpoint (tcp://, ipc://)")
     p.add_argument("--interval", type=above_zero, default=1.0, help="seconds between refreshes")
     p.add_argument("--window", type=above_zero, default=5.0, help="seconds the rates/percentiles cover")
-    p.add_argument("--count", type=int, default=0, help="stop after N refreshes (0: run on)")
+    p.add_argument("--count", type=count_or_zero, default=0, help="stop after N refreshes (0: run on)")
     p.add_argument(
         "--collect",
         action="store_true",

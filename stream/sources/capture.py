@@ -3,7 +3,8 @@ GStreamer pipeline.
 
 Files are read in the grab stage's thread, in order, every frame: paced by the grab stage at the
 file's own rate (or `fps`), or as fast as possible with `unpaced: true`; `loop` starts again at
-the end. Live inputs (devices, URLs, pipelines) are read by a thread that keeps only the newest
+the end; a frame that cannot be decoded before the last one the file states is skipped and
+counted (`source_damaged`), not taken for the end. Live inputs (devices, URLs, pipelines) are read by a thread that keeps only the newest
 frame (OpenCV's own buffer would otherwise add latency); `read` returns each new frame as it
 arrives (self-paced). If the grab stage sets its own `fps`, each tick takes the newest frame and
 the frames in between are counted (`source_replaced`). A live input that fails or stalls (no frame for `read_timeout_s`) is
@@ -37,6 +38,7 @@ from stream.sources.base import Capture, SourceError, SourceEvent, never_stop, o
 from stream.spec import ConfigError, bounded
 
 WAIT_SLICE_S = 0.05  # how often a waiting read() checks should_stop
+MAX_DAMAGED_FRAMES = 120  # undecodable frames of a file skipped in a row before it counts as ended
 DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935}
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 BACKENDS = {
@@ -208,6 +210,8 @@ class CaptureSource:
         self._events: list[SourceEvent] = []
         self._counts: Counter[str] = Counter()
         self._pending: np.ndarray | None = None  # files: the first frame, read at open
+        self._file_next = 1  # files: the index of the frame the next cap.read() returns
+        self._damage_said: set[int] = set()  # files: where undecodable frames were said
         self._lock = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -340,17 +344,48 @@ class CaptureSource:
         if self.live:
             return self._read_live()
         if self._pending is not None:
-            image, self._pending = self._pending, None
-            return self._capture(image)
+            first, self._pending = self._pending, None
+            return self._capture(first)
+        image: cv2.typing.MatLike | None
         ok, image = self._cap.read()
+        if not ok:
+            ok, image = self._past_damage()
         if not ok and self.spec.loop and self.frames_read:
             self._event(f"capture source {self.target.label}: looping", {"source_loops": 1}, "info")
             self._cap.release()
             self._cap = self._open()
+            self._file_next = 0
             ok, image = self._cap.read()
         if not ok or image is None:
             return None
+        self._file_next += 1
         return self._capture(self._convert(image))
+
+    def _past_damage(self) -> tuple[bool, cv2.typing.MatLike | None]:
+        """A file that stops decoding before the last frame it states (a damaged stretch): seek
+        past it, up to MAX_DAMAGED_FRAMES frames on. The frames passed over are counted
+        (`source_damaged`) and said (once per place, when looping); a stretch that does not end
+        is said, not taken for the file's end."""
+        total, at = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)), self._file_next
+        where = f"capture source {self.target.label}"
+        first_time = at not in self._damage_said
+        self._damage_said.add(at)
+        for nxt in range(at + 1, min(total, at + 1 + MAX_DAMAGED_FRAMES)):
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, nxt)
+            ok, image = self._cap.read()
+            if ok and image is not None:
+                self._file_next = nxt  # read() counts the frame it hands on
+                frames = f"frame {at}" if nxt == at + 1 else f"frames {at}-{nxt - 1}"
+                why = f"{where}: {frames} of {total} undecodable (a damaged file?): skipped"
+                self._event(why if first_time else "", {"source_damaged": nxt - at})
+                return True, image
+        if at < total:
+            why = (
+                f"{where}: no frame after frame {at} of the {total} the file states could be "
+                "decoded (a damaged or cut file?)"
+            )
+            self._event(why if first_time else "", {"source_damaged": total - at})
+        return False, None
 
     # -- live ------------------------------------------------------------------------------
     def _event(self, message: str, counts: dict[str, int], level: str = "warning") -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import zmq
 
 from stream.bundled_configs import resolve_config
-from stream.cli import above_zero
+from stream.cli import above_zero, count_or_zero, percentile
 from stream.config import PipelineConfig, RenderSpec, load_config_file
 from stream.recording import RecordingError
 from stream.report import StageTotals, totals_from_snapshots, video_path
@@ -314,9 +314,13 @@ def _cmd(args: argparse.Namespace) -> int:
     if refused:
         print(refused, file=sys.stderr)
     print(f"report folder: {out} (open {out / 'index.html'})")
-    if summary["frames"]["analysed"] == 0:
+    frames = summary["frames"]
+    if frames["analysed"] == 0:
         print(
-            "no frames were recorded: is the pipeline running, and its frame_log reachable?",
+            f"all {frames['recorded']} frames fell in the warm-up (--warmup {args.warmup} per "
+            "stream): nothing left to analyse"
+            if frames["recorded"]
+            else "no frames were recorded: is the pipeline running, and its frame_log reachable?",
             file=sys.stderr,
         )
         return 1
@@ -328,7 +332,7 @@ def register(sub: Any) -> None:
     p.add_argument("config", help="the pipeline's config, or a recording (.msrec)")
     p.add_argument("--duration", type=above_zero, default=10.0, help="seconds to profile")
     p.add_argument("--out", default="out/profile", help="report folder")
-    p.add_argument("--warmup", type=int, default=30, help="first N frames per stream left out")
+    p.add_argument("--warmup", type=count_or_zero, default=30, help="first N frames per stream left out")
     p.add_argument(
         "--run", action="store_true", help="start the pipeline (medstream run) and profile it whole"
     )
@@ -336,7 +340,7 @@ def register(sub: Any) -> None:
         "--link", default=None, help="profile the frames on this link instead of the frame log"
     )
     p.add_argument(
-        "--pass-percentile", type=float, default=99.0, help="percentile the budget verdict uses"
+        "--pass-percentile", type=percentile, default=99.0, help="percentile the budget verdict uses"
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(func=_cmd)
