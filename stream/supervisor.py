@@ -37,6 +37,7 @@ from .exit_codes import (
     EXIT_STAGE_FATAL,
 )
 from .frozen_config import write_frozen
+from .interrupts import interrupted_before
 from .preflight import busy_endpoints
 from .report import build_report
 from .run_lock import RunDirBusy, RunLock
@@ -124,6 +125,10 @@ class Supervisor:
         cmd = [sys.executable, "-m", "stream.cli", "stage", self.frozen_path, child.spec.id]
         child.proc = subprocess.Popen(cmd, env=env, start_new_session=True)
         self.log.info("started %s (%s) pid %d", child.spec.id, child.spec.kind, child.proc.pid)
+        if child.done:  # a signal during Popen: the stop began while it had no process yet
+            child.done = False  # it runs now: watched and stopped as `begin_stop` stops the rest
+            if isinstance(child.spec, GrabSpec):
+                self._signal(child, signal.SIGTERM)
 
     def _signal(self, child: Child, sig: int) -> None:
         if child.proc is not None and child.proc.poll() is None:
@@ -140,8 +145,11 @@ class Supervisor:
             return
         if self.stopping_since is not None:
             child.done = True
-            if rc not in (0, -signal.SIGTERM, -signal.SIGKILL):  # a failure while stopping (a sink
-                self.exit_code = EXIT_FAILED  # that lost frames it had to keep) fails the run
+            # SIGINT: a Ctrl-C that reached a stage still being started (between fork and
+            # setsid it is in the terminal's process group); any other failure while stopping
+            # (a sink that lost frames it had to keep) fails the run
+            if rc not in (0, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT):
+                self.exit_code = EXIT_FAILED
                 self.log.error("%s failed while stopping (exit %d)", sid, rc)
             return
         if rc == 0:
@@ -287,6 +295,8 @@ class Supervisor:
         stats = self._bind_stats(ctx, security)
         relay = self._open_relay()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        if interrupted_before():  # a Ctrl-C that Python dropped (stream.interrupts)
+            self._on_signal(signal.SIGINT, None)
         t0 = time.monotonic()
         try:
             self._supervise(stats, relay, t0)

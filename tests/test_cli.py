@@ -388,7 +388,8 @@ def test_ctrl_c_while_the_runtime_is_imported_is_one_line(
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    # the runtime's package and its one-module Ctrl-C note, nothing heavier
+    assert out.stdout.strip() == "['stream', 'stream.interrupts']", out.stdout + out.stderr
 
     def interrupted(_commands: list[str] | None = None) -> argparse.ArgumentParser:
         raise KeyboardInterrupt
@@ -397,3 +398,24 @@ def test_ctrl_c_while_the_runtime_is_imported_is_one_line(
     assert main(["run", "configs/ultrasound_seg.yaml"]) == 130
     assert main([]) == 130
     assert capsys.readouterr().err == "medstream run: interrupted\nmedstream: interrupted\n"
+
+    def wrapped(_args: argparse.Namespace) -> int:
+        """A Ctrl-C while a dataclass is made (an import): Python 3.11 raises `RuntimeError:
+        Error calling __set_name__ on 'Field' instance ...` from the KeyboardInterrupt."""
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance 'host'") from e
+
+    monkeypatch.undo()
+    monkeypatch.setattr("stream.cli._cmd_models", wrapped)
+    assert main(["models"]) == 130  # was 'unexpected error: RuntimeError: Error calling ...'
+    assert capsys.readouterr().err == "medstream models: interrupted\n"
+
+    def plain(_args: argparse.Namespace) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("stream.cli._cmd_models", plain)
+    monkeypatch.delenv("MEDSTREAM_DEBUG", raising=False)
+    assert main(["models"]) == 1
+    assert "unexpected error: RuntimeError: a bug" in capsys.readouterr().err

@@ -164,3 +164,33 @@ def test_registered_and_config_errors_name_the_key() -> None:
         parse_spec(DicomSpec, {}, "s")
     with pytest.raises(ConfigError, match=r"^s\.orientation: patient_orientation must be"):
         parse_spec(DicomSpec, {"path": "x.dcm", "orientation": ["Q", "P"]}, "s")
+
+
+def test_a_frame_that_cannot_be_decoded_is_skipped_said_once_and_counted(tmp_path: Path) -> None:
+    """Frame 10 of the echo cine cut to 20 bytes: the source failed there ('cannot be decoded'),
+    the grab stage crashed, and each restart replayed frames 0-9 until it gave up."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(local(ECHO))
+    fragments = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+    fragments[10] = fragments[10][:20]
+    ds.PixelData = encapsulate(fragments)
+    path = tmp_path / "echo_damaged.dcm"
+    ds.save_as(path)
+    once = DicomSource(DicomSpec(path=str(path)))
+    caps = read_all(once)
+    events = once.pop_events()
+    once.close()
+    assert [c.meta["dicom_frame"] for c in caps] == [i for i in range(30) if i != 10]
+    damaged = [e for e in events if e.counts.get("source_damaged")]
+    assert len(damaged) == 1 and damaged[0].message.startswith(
+        f"dicom source: cannot read {path}: frame 10 of 30 (JPEG Baseline"
+    )
+    assert damaged[0].message.endswith(": skipped")
+    looped = DicomSource(DicomSpec(path=str(path), loop=True))
+    caps = read_all(looped, limit=70)
+    events = looped.pop_events()
+    looped.close()
+    assert [c.meta["dicom_frame"] for c in caps][28:31] == [29, 0, 1]
+    damaged = [e for e in events if e.counts.get("source_damaged")]
+    assert [bool(e.message) for e in damaged] == [True, False, False]  # counted each pass

@@ -157,3 +157,41 @@ def test_a_signal_while_the_stages_start_starts_no_more(clock: Clock, said: list
     assert started == [first]  # the source was not started after the stop (it ran 4 s on)
     assert all(c.done for sid, c in sup.children.items() if sid != first)
     assert "stopping: signal SIGINT" in said
+
+
+def test_a_signal_during_a_stage_s_popen_stops_that_stage_too(
+    clock: Clock, said: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signal handler ran while the source's Popen was under way: the source had no process
+    yet, so the stop neither signalled it nor waited for it, and it streamed on for the 4 s drain
+    (96 frames delivered after a Ctrl-C)."""
+    path = bundled_config("ultrasound_seg.yaml")
+    sup = Supervisor(load_config_file(path), str(path))
+    procs: list[FakeProc] = []
+
+    def popen(cmd: list[str], **_kw: object) -> FakeProc:
+        if cmd[-1] == "grab":
+            sup._on_signal(signal.SIGINT, None)  # Ctrl-C between fork and exec
+        procs.append(FakeProc(100 + len(procs)))
+        return procs[-1]
+
+    monkeypatch.setattr(sup_mod.subprocess, "Popen", popen)
+    sup._start_all()
+    assert list(sup.children) == ["render", "infer", "grab"]  # the source starts last
+    assert [p.signals for p in procs] == [[], [], [signal.SIGTERM]]
+    assert not any(c.done for c in sup.children.values())  # each is watched until it exits
+
+
+def test_a_stage_ended_by_the_ctrl_c_itself_while_stopping_is_no_failure(
+    clock: Clock, said: list[str]
+) -> None:
+    """A Ctrl-C reaches a stage started at that moment too (before its setsid it is in the
+    terminal's process group): it died of SIGINT, and the run said 'render failed while
+    stopping (exit -2)' and exited 1."""
+    sup, _procs = demo_supervisor()
+    sup._on_signal(signal.SIGINT, None)
+    sup._on_exit(sup.children["render"], -signal.SIGINT)
+    assert sup.exit_code == sup_mod.EXIT_OK and sup.children["render"].done
+    sup._on_exit(sup.children["infer"], 1)  # any other failure while stopping still counts
+    assert sup.exit_code == sup_mod.EXIT_FAILED
+    assert said[-1] == "infer failed while stopping (exit 1)"

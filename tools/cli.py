@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 
+from stream.interrupts import note_interrupts
 from tools.errors import ToolError
 from tools.extras import missing_extra_of, missing_message
 
@@ -79,12 +80,27 @@ def _missing_extra(error: ImportError, command: str | None, debug: bool) -> int:
     return 2
 
 
+def _interrupted(error: BaseException) -> bool:
+    """Whether a Ctrl-C caused `error` (a KeyboardInterrupt among its causes)."""
+    cause: BaseException | None = error
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    note_interrupts()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _chosen_command(argv)
     try:
         return _run(argv, command)
-    except KeyboardInterrupt:  # also in the first 0.2 s, while the runtime is being imported
+    except (KeyboardInterrupt, RuntimeError) as e:  # also while the runtime is being imported,
+        if not _interrupted(e):  # where Python 3.11 wraps one raised in a __set_name__
+            raise
         print(
             f"medstream {command}: interrupted" if command else "medstream: interrupted",
             file=sys.stderr,
@@ -116,7 +132,8 @@ def _run(argv: list[str], command: str | None) -> int:
         print(f"medstream {command}: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:
-        if debug:
+        if debug or _interrupted(e):
+            raise
             raise
         print(
             f"medstream {command}: unexpected error: {type(e).__name__}: {e} "

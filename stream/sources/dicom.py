@@ -123,6 +123,7 @@ class DicomSource(EventLog):
             self._keep(last, self._display(self._decode_raw(last), last))
         self.index = 0
         self.closed = False
+        self._damaged: set[int] = set()  # frames that could not be decoded (said once each)
         if suspect:
             self._event(
                 f"dicom source {self.path}: {spacing_warning}"
@@ -213,23 +214,34 @@ class DicomSource(EventLog):
         )
 
     def read(self) -> Capture | None:
+        """The next frame; one that cannot be decoded (a damaged fragment) is skipped, said once
+        and counted (`source_damaged`). Frames 0 and the last are decoded at open."""
         if self.closed:
             raise SourceError(f"dicom source {self.path}: read() after close()")
-        if self.index >= self.frames:
-            if not self.spec.loop:
-                return None
-            self.index = 0
-        index = self.index
-        self.index += 1
-        cached = self._cache[index] if self._cache is not None else None
-        if cached is not None:  # a copy: frames are sent without copying, the cache stays
-            image, fmt = cached[0].copy(), cached[1]
-        elif index == 0 and self._first is not None:
-            (image, fmt), self._first = self._first, None
-        else:
-            image, fmt = self._display(self._decode_raw(index), index)
-            self._keep(index, (image, fmt))
-        return Capture(image, fmt, meta={**self._meta, "dicom_frame": index})
+        for _ in range(self.frames):  # at most one pass over frames that cannot be decoded
+            if self.index >= self.frames:
+                if not self.spec.loop:
+                    return None
+                self.index = 0
+            index = self.index
+            self.index += 1
+            cached = self._cache[index] if self._cache is not None else None
+            if cached is not None:  # a copy: frames are sent without copying, the cache stays
+                image, fmt = cached[0].copy(), cached[1]
+            elif index == 0 and self._first is not None:
+                (image, fmt), self._first = self._first, None
+            else:
+                try:
+                    raw = self._decode_raw(index)
+                except SourceError as e:
+                    said = index in self._damaged
+                    self._damaged.add(index)
+                    self._event("" if said else f"{e}: skipped", {"source_damaged": 1})
+                    continue
+                image, fmt = self._display(raw, index)
+                self._keep(index, (image, fmt))
+            return Capture(image, fmt, meta={**self._meta, "dicom_frame": index})
+        raise SourceError(f"dicom source {self.path}: none of {self.frames} frames can be decoded")
 
     def close(self) -> None:
         self.closed = True
