@@ -485,12 +485,32 @@ def load_config_file(path: str | Path) -> PipelineConfig:
         mark = getattr(e, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}:{at}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    _check_expanded_size(data, path)
     if isinstance(data, dict) and FROZEN_KEY in data:  # a run's frozen copy (stream.frozen_config)
         return load_frozen_document(data, path)
     return load_config(data, str(path))
 
 
 FROZEN_KEY = "medstream_frozen_config"
+MAX_CONFIG_VALUES = 100_000  # a pipeline config holds hundreds
+
+
+def _check_expanded_size(data: Any, path: Path) -> None:
+    """Refuse a document whose YAML aliases expand it past MAX_CONFIG_VALUES values (nested
+    aliases grow it exponentially: nine levels of nine made `validate` run for ever)."""
+    todo, seen = [data], 0
+    while todo:
+        node = todo.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{path}: more than {MAX_CONFIG_VALUES:,} values once its YAML aliases are "
+                "expanded (aliases nested in aliases?)"
+            )
+        if isinstance(node, dict):
+            todo += [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            todo += node
 
 
 def load_frozen_document(data: dict[str, Any], path: Path) -> PipelineConfig:

@@ -39,6 +39,7 @@ _FILE_HEAD = struct.Struct("<8sII")
 _RECORD_HEAD = struct.Struct("<4sBBHQQI")  # mark, kind, pad, nparts, body_len, recorded_ns, crc
 MAX_PARTS = 16
 MAX_HEADER_JSON = 1 << 20
+RESYNC_CHUNK = 1 << 20  # bytes searched at a time for the record after a damaged one
 
 
 class RecordingError(ValueError):
@@ -135,7 +136,8 @@ class RecordingReader:
 
     `frames` lists the frame records; `end` is the end record's JSON (None if the recorder did
     not close normally); `truncated_bytes` counts bytes after the last whole record (a recorder
-    killed mid-write leaves some).
+    killed mid-write leaves some); `damaged` lists the stretches (offset, bytes) skipped from a
+    damaged record header to the next whole record.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -147,6 +149,7 @@ class RecordingReader:
         try:
             self.size = os.fstat(self._file.fileno()).st_size
             self.header = self._read_header()
+            self.damaged: list[tuple[int, int]] = []  # (offset, bytes) skipped to a next record
             self.entries, self.truncated_bytes = self._scan()
         except BaseException:
             self._file.close()
@@ -180,20 +183,61 @@ class RecordingReader:
         return header
 
     def _scan(self) -> tuple[list[RecordEntry], int]:
+        """The index. Garbage where a record should start (a damaged header) is skipped to the
+        next record whose header and checksum hold (`damaged`: offset and length of each
+        stretch); what follows the last whole record with none behind it is returned as the
+        truncated bytes."""
         entries = []
         offset = self._file.tell()
         while offset + _RECORD_HEAD.size <= self.size:
-            self._file.seek(offset)
-            head = self._file.read(_RECORD_HEAD.size)
-            mark, kind, _, nparts, body_len, recorded_ns, crc = _RECORD_HEAD.unpack(head)
-            end = offset + _RECORD_HEAD.size + body_len
-            if mark != RECORD_MARK or kind not in KINDS or not 0 < nparts <= MAX_PARTS:
-                break  # garbage where a record should start: stop at the last good one
-            if end > self.size or body_len < 8 * nparts:
-                break  # the last record was cut short
-            entries.append(RecordEntry(offset, kind, nparts, body_len, recorded_ns, crc))
-            offset = end
+            entry = self._entry_at(offset)
+            if entry is None:
+                found = self._next_record(offset + 1)
+                if found is None:
+                    break
+                self.damaged.append((offset, found - offset))
+                offset = found
+                continue
+            entries.append(entry)
+            offset += _RECORD_HEAD.size + entry.body_len
         return entries, self.size - offset
+
+    def _entry_at(self, offset: int) -> RecordEntry | None:
+        """The record whose header starts at `offset`, if it is sound and its body lies inside
+        the file."""
+        self._file.seek(offset)
+        head = self._file.read(_RECORD_HEAD.size)
+        if len(head) < _RECORD_HEAD.size:
+            return None
+        mark, kind, _, nparts, body_len, recorded_ns, crc = _RECORD_HEAD.unpack(head)
+        if mark != RECORD_MARK or kind not in KINDS or not 0 < nparts <= MAX_PARTS:
+            return None
+        if offset + _RECORD_HEAD.size + body_len > self.size or body_len < 8 * nparts:
+            return None
+        return RecordEntry(offset, kind, nparts, body_len, recorded_ns, crc)
+
+    def _next_record(self, start: int) -> int | None:
+        """The offset of the first record at or after `start` whose header is sound and whose
+        checksum holds (the mark inside a body is not taken for a record); None if none."""
+        pos = start
+        while pos + _RECORD_HEAD.size <= self.size:
+            self._file.seek(pos)
+            chunk = self._file.read(RESYNC_CHUNK)
+            at = chunk.find(RECORD_MARK)
+            while at != -1:
+                entry = self._entry_at(pos + at)
+                if entry is not None and self._checks_out(entry):
+                    return entry.offset
+                at = chunk.find(RECORD_MARK, at + 1)
+            pos += len(chunk) - len(RECORD_MARK) + 1
+        return None
+
+    def _checks_out(self, entry: RecordEntry) -> bool:
+        try:
+            self.read_parts(entry)
+        except RecordingError:
+            return False
+        return True
 
     def read_parts(self, entry: RecordEntry) -> list[memoryview]:
         """The record's parts (views of one fresh buffer), after checking its checksum."""

@@ -180,3 +180,27 @@ def test_consumer_notes_name_a_stage_that_would_wait_for_nobody() -> None:
         "this config read: an outside consumer is expected, or set wait_for_consumers: 1 to "
         "start at once"
     ]
+
+
+def test_aliases_load_but_a_yaml_bomb_is_refused(tmp_path: Path) -> None:
+    """Nine levels of nine nested aliases in `roi:` made `validate` run for ever (387 million
+    values to walk); a config's values number in the hundreds."""
+    text = (ROOT / "configs" / "ultrasound_seg.yaml").read_text()
+    shared = text.replace("  frames:                # grab", "  frames: &link             # grab")
+    shared = shared.replace(
+        "  results:               # infer -> render: frames with their mask\n"
+        "    endpoint: ipc://{run_dir}/results.ipc\n"
+        "    pattern: pubsub\n"
+        "    mode: live\n",
+        "  results: {<<: *link, endpoint: 'ipc://{run_dir}/results.ipc'}\n",
+    )
+    assert "<<: *link" in shared
+    (tmp_path / "aliases.yaml").write_text(shared)
+    cfg = load_config_file(tmp_path / "aliases.yaml")  # a merge key and an alias: fine
+    assert cfg.link("results").mode == "live" and cfg.link("results").endpoint.endswith("results.ipc")
+    levels = ["&a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    bomb = text.replace("    fps: 30\n", f"    fps: 30\n    roi: [{', '.join(levels)}]\n", 1)
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    with pytest.raises(ConfigError, match=r"bomb.yaml: more than 100,000 values once its YAML"):
+        load_config_file(tmp_path / "bomb.yaml")

@@ -111,6 +111,49 @@ def test_damaged_record_fails_its_checksum(tmp_path: Path) -> None:
         reader.read_frame(2)
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda h: b"XXXX" + h[4:],  # the mark
+        lambda h: h[:8] + (10**12).to_bytes(8, "little") + h[16:],  # body_len past the end
+        lambda h: h[:6] + (0).to_bytes(2, "little") + h[8:],  # nparts 0
+    ],
+)
+def test_a_damaged_record_header_costs_that_record_not_the_rest(damage, tmp_path: Path) -> None:
+    """The scan stopped at a damaged header: the records behind it were reported as 'bytes of
+    a cut-short record ignored' (120 of 220 frames of a real recording)."""
+    path = tmp_path / "r.msrec"
+    frames = record(path, 6)
+    data = bytearray(path.read_bytes())
+    with RecordingReader(path) as reader:
+        starts = [e.offset for e in reader.frames]
+    head = bytes(data[starts[2] : starts[2] + 28])
+    data[starts[2] : starts[2] + 28] = damage(head)
+    path.write_bytes(bytes(data))
+    with RecordingReader(path) as reader:
+        assert reader.damaged == [(starts[2], starts[3] - starts[2])]
+        assert reader.truncated_bytes == 0 and reader.end == {"frames": 6}
+        for want, got in zip([f for i, f in enumerate(frames) if i != 2], reader, strict=True):
+            assert_same(want, got)
+
+
+def test_a_mark_inside_a_body_is_not_taken_for_a_record(tmp_path: Path) -> None:
+    """After a damaged header the search skips `MSR1` bytes that are not a record whose
+    checksum holds, such as a copy of a header written into an image."""
+    path = tmp_path / "r.msrec"
+    record(path, 4)
+    data = bytearray(path.read_bytes())
+    with RecordingReader(path) as reader:
+        starts = [e.offset for e in reader.frames]
+    fake = bytes(data[starts[3] : starts[3] + 28])  # frame 3's header, checksum and all
+    data[starts[1] + 100 : starts[1] + 128] = fake  # into frame 1's body
+    data[starts[1] : starts[1] + 4] = b"XXXX"  # and frame 1's header damaged
+    path.write_bytes(bytes(data))
+    with RecordingReader(path) as reader:
+        assert [e.offset for e in reader.frames] == [starts[0], starts[2], starts[3]]
+        assert reader.damaged == [(starts[1], starts[2] - starts[1])]
+
+
 def test_foreign_files_are_refused(tmp_path: Path) -> None:
     bad = tmp_path / "x.msrec"
     bad.write_bytes(b"GIF89a" + b"\x00" * 100)

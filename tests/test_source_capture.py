@@ -136,8 +136,8 @@ def test_a_file_undecodable_to_its_end_says_how_much_was_lost(tmp_path: Path) ->
     source.close()
     assert [(e.message.split(": ", 1)[1], e.counts) for e in events] == [
         (
-            "no frame after frame 20 of the 24 the file states could be decoded (a damaged or "
-            "cut file?)",
+            "frames 20-23 of the 24 the file states undecodable: taken to end at frame 20, 4 "
+            "not shown (a damaged or cut file?)",
             {"source_damaged": 4},
         )
     ]

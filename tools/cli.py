@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     command = _chosen_command(argv)
     try:
         return _run(argv, command)
-    except (KeyboardInterrupt, RuntimeError) as e:  # also while the runtime is being imported,
-        if not _interrupted(e):  # where Python 3.11 wraps one raised in a __set_name__
+    except (KeyboardInterrupt, Exception) as e:  # also one wrapped in another error (Python
+        if not _interrupted(e):  # 3.11 makes it a RuntimeError in a dataclass's __set_name__)
             raise
         print(
             f"medstream {command}: interrupted" if command else "medstream: interrupted",

@@ -95,6 +95,7 @@ class _Server(ThreadingHTTPServer):
     them (a stalled client would otherwise hold its thread until its socket timeout)."""
 
     daemon_threads = True
+    request_queue_size = 128  # listen backlog (Python's default 5 refused 18 of 100 at once)
 
     def __init__(self, address: tuple[str, int], sink: ViewerSink) -> None:
         self.sink = sink

@@ -4,8 +4,9 @@ GStreamer pipeline.
 Files are read in the grab stage's thread, in order, every frame: paced by the grab stage at the
 file's own rate (or `fps`), or as fast as possible with `unpaced: true`; `loop` starts again at
 the end; a frame that cannot be decoded before the last one the file states is skipped and
-counted (`source_damaged`), not taken for the end. Live inputs (devices, URLs, pipelines) are read by a thread that keeps only the newest
-frame (OpenCV's own buffer would otherwise add latency); `read` returns each new frame as it
+counted (`source_damaged`), not taken for the end. Live inputs (devices, URLs, pipelines) are
+read by a thread that keeps only the newest frame (OpenCV's own buffer would otherwise add
+latency); `read` returns each new frame as it
 arrives (self-paced). If the grab stage sets its own `fps`, each tick takes the newest frame and
 the frames in between are counted (`source_replaced`). A live input that fails or stalls (no frame for `read_timeout_s`) is
 reopened with exponential backoff; the stall, each reopen and the gap in frames are reported as
@@ -380,9 +381,10 @@ class CaptureSource:
                 self._event(why if first_time else "", {"source_damaged": nxt - at})
                 return True, image
         if at < total:
+            last = min(total, at + 1 + MAX_DAMAGED_FRAMES) - 1
             why = (
-                f"{where}: no frame after frame {at} of the {total} the file states could be "
-                "decoded (a damaged or cut file?)"
+                f"{where}: frames {at}-{last} of the {total} the file states undecodable: taken "
+                f"to end at frame {at}, {total - at} not shown (a damaged or cut file?)"
             )
             self._event(why if first_time else "", {"source_damaged": total - at})
         return False, None

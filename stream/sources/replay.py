@@ -80,6 +80,12 @@ class ReplaySource(EventLog):
             notes.append(f"{self.reader.truncated_bytes} bytes of a cut-short record ignored")
         if self.reader.end is None:
             notes.append("no end record (the recorder did not close normally)")
+        for offset, length in self.reader.damaged:  # each held one record, or the tail of one
+            self._event(
+                f"replay source {self.path}: a damaged record at byte {offset}: skipped "
+                f"{length} bytes to the next whole record",
+                {"source_bad_records": 1},
+            )
         self._event(
             f"replay source {self.path}: {n} frames"
             + (f", {self.fps:.2f} fps recorded" if self.fps else "")

@@ -62,7 +62,8 @@ def read_recording(path: str | Path) -> tuple[FrameTable, dict[str, Any]]:
             "path": str(path),
             "stage": stage,
             "frames": n,
-            "bad_records": bad,
+            "bad_records": bad + len(rec.damaged),  # failed checksums, damaged headers
+            "damaged_bytes": sum(length for _, length in rec.damaged),
             "truncated_bytes": rec.truncated_bytes,
             "complete": rec.end is not None,
             "end": rec.end,
