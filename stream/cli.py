@@ -194,38 +194,17 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {str(shown).replace('%', '%%')})"
 
 
+def _expect(ok: bool, what: str, text: str) -> None:
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+
+
 def _finite(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def above_zero(text: str) -> float:
-    """An argparse type: a finite number above 0 (a duration, a rate); nan, inf, 0 and negative
-    values are refused with a one-line error instead of a run that never stops or never starts."""
-    value = _finite(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text!r}")
-    return value
-
-
-def zero_or_more(text: str) -> float:
-    """An argparse type: a finite number >= 0 (a time where 0 means none, or never)."""
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def percentile(text: str) -> float:
-    """An argparse type: a percentile, above 0 and at most 100."""
-    value = _finite(text)
-    if not 0 < value <= 100:
-        raise argparse.ArgumentTypeError(f"expected a percentile in (0, 100], got {text!r}")
+    _expect(math.isfinite(value), "a finite number", text)
     return value
 
 
@@ -236,27 +215,40 @@ def _whole(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
+def above_zero(text: str) -> float:
+    """An argparse type: a finite number above 0 (a duration, a rate); nan, inf, 0 and negative
+    values are refused with a one-line error instead of a run that never stops or never starts."""
+    _expect((value := _finite(text)) > 0, "a finite number above 0", text)
+    return value
+
+
+def zero_or_more(text: str) -> float:
+    """An argparse type: a finite number >= 0 (a time where 0 means none, or never)."""
+    _expect((value := _finite(text)) >= 0, "a finite number >= 0", text)
+    return value
+
+
+def percentile(text: str) -> float:
+    """An argparse type: a percentile, above 0 and at most 100."""
+    _expect(0 < (value := _finite(text)) <= 100, "a percentile in (0, 100]", text)
+    return value
+
+
 def at_least_one(text: str) -> int:
     """An argparse type: a whole number >= 1 (a count of frames, threads, runs)."""
-    value = _whole(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    _expect((value := _whole(text)) >= 1, "a whole number >= 1", text)
     return value
 
 
 def count_or_zero(text: str) -> int:
     """An argparse type: a whole number >= 0 (a count where 0 means none, or no limit)."""
-    value = _whole(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    _expect((value := _whole(text)) >= 0, "a whole number >= 0", text)
     return value
 
 
 def port_number(text: str) -> int:
     """An argparse type: a TCP port, 0 (any free one) to 65535."""
-    value = _whole(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port in 0-65535, got {text!r}")
+    _expect(0 <= (value := _whole(text)) <= 65535, "a port in 0-65535", text)
     return value
 
 
